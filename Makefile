@@ -1,0 +1,37 @@
+# warren: see README.md. Every target that talks to RabbitMQ runs scripts/broker.sh first.
+GO            ?= go
+STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
+TEST_TIMEOUT  ?= 14m
+PKGS          := ./...
+
+.PHONY: test test-short demo bench lint broker soak
+
+broker:
+	bash scripts/broker.sh
+
+## test: the whole suite against a real RabbitMQ, with the race detector (CI runs this).
+test: broker
+	$(GO) vet $(PKGS)
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+
+## test-short: unit tests only; no broker needed.
+test-short:
+	$(GO) test -short -race -count=1 $(PKGS)
+
+## demo: the quickstart example against the local broker.
+demo: broker
+	$(GO) run ./examples/quickstart
+
+## bench: side-by-side benchmarks (bench/ is its own module).
+bench: broker
+	cd bench && $(GO) test -run '^$$' -bench . -benchtime 2s -count 1 .
+
+## soak: the long reliability runs.
+soak: broker
+	WARREN_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./tests/...
+
+## lint: gofmt, go vet, staticcheck (pinned).
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+	$(GO) run $(STATICCHECK) $(PKGS)

@@ -1,0 +1,178 @@
+package rabbittest
+
+import (
+	"context"
+	"errors"
+	"net"
+	"syscall"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func TestMain(m *testing.M) { Main(m) }
+
+func dialNode(t *testing.T, url string) *amqp.Connection {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatalf("dial %s: %v", url, err)
+	}
+	return c
+}
+
+func TestNodeLifecycle(t *testing.T) {
+	var port, pid int
+	t.Run("node", func(t *testing.T) {
+		n := StartNode(t, NodeOptions{})
+		port = n.Port
+		n.mu.Lock()
+		pid = n.cmd.Process.Pid
+		n.mu.Unlock()
+
+		c := dialNode(t, n.URL())
+		closed := c.NotifyClose(make(chan *amqp.Error, 1))
+		if err := n.CloseAllConnections(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case e := <-closed:
+			if e == nil || e.Code != amqp.ConnectionForced {
+				t.Fatalf("close_all_connections: got %v, want 320", e)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("connection not closed by close_all_connections")
+		}
+
+		if err := n.Restart(); err != nil {
+			t.Fatal(err)
+		}
+		c2 := dialNode(t, n.URL())
+		ch, err := c2.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ch.QueueDeclare("", false, true, true, false, nil); err != nil {
+			t.Fatalf("declare after restart: %v", err)
+		}
+		c2.Close()
+	})
+	// After the subtest its cleanup has killed the node: nothing listens on
+	// its port and its process group is gone.
+	if c, err := net.DialTimeout("tcp", net.JoinHostPort("127.0.0.1", itoa(port)), time.Second); err == nil {
+		c.Close()
+		t.Fatalf("port %d still accepts connections after cleanup", port)
+	}
+	if err := syscall.Kill(-pid, 0); !errors.Is(err, syscall.ESRCH) {
+		t.Fatalf("process group %d still exists after cleanup: %v", pid, err)
+	}
+}
+
+func itoa(i int) string { return (&net.TCPAddr{Port: i}).String()[1:] }
+
+func TestMemoryAlarmBlocksPublishers(t *testing.T) {
+	n := StartNode(t, NodeOptions{})
+	c := dialNode(t, n.URL())
+	defer c.Close()
+	blocked := c.NotifyBlocked(make(chan amqp.Blocking, 4))
+	ctx := context.Background()
+	if err := n.RaiseMemoryAlarm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The broker only tells a connection it is blocked once it publishes.
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ch.PublishWithContext(ctx, "", "nowhere", false, false, amqp.Publishing{Body: []byte("x")})
+	select {
+	case b := <-blocked:
+		if !b.Active {
+			t.Fatalf("got %+v, want blocked", b)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no connection.blocked after the memory alarm")
+	}
+	if err := n.ClearMemoryAlarm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case b := <-blocked:
+		if b.Active {
+			t.Fatalf("got %+v, want unblocked", b)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("no connection.unblocked after clearing the alarm")
+	}
+}
+
+func TestProxyCutsLiveConnection(t *testing.T) {
+	b := Shared(t)
+	p := NewProxy(t, SharedAddr)
+	c := dialNode(t, p.URL(b.Vhost))
+	closed := c.NotifyClose(make(chan *amqp.Error, 1))
+	p.Cut()
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("connection through the proxy survived Cut")
+	}
+	if _, err := amqp.DialConfig(p.URL(b.Vhost), amqp.Config{Dial: amqp.DefaultDial(time.Second)}); err == nil {
+		t.Fatal("dial through a cut proxy succeeded")
+	}
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	c2 := dialNode(t, p.URL(b.Vhost))
+	c2.Close()
+}
+
+func TestProxyStallIsNoticedByHeartbeat(t *testing.T) {
+	b := Shared(t)
+	p := NewProxy(t, SharedAddr)
+	c, err := amqp.DialConfig(p.URL(b.Vhost), amqp.Config{Heartbeat: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	closed := c.NotifyClose(make(chan *amqp.Error, 1))
+	if err := p.Stall(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-closed:
+	case <-time.After(15 * time.Second):
+		t.Fatal("a stalled connection was not noticed")
+	}
+	p.Heal()
+}
+
+func TestSharedCleansUp(t *testing.T) {
+	var url, name string
+	t.Run("declare", func(t *testing.T) {
+		b := Shared(t)
+		url, name = b.URL, b.Name("q")
+		if b.Vhost == "/" {
+			t.Fatal("Main did not give the package a vhost of its own")
+		}
+		ch, err := b.Dial().Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ch.QueueDeclare(name, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	})
+	c := dialNode(t, url)
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = ch.QueueDeclarePassive(name, true, false, false, false, nil)
+	var ae *amqp.Error
+	if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
+		t.Fatalf("queue %s survived the test's cleanup: %v", name, err)
+	}
+}

@@ -1,0 +1,352 @@
+package rabbittest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// NodeOptions shape a disposable node. The zero value is a plain node.
+type NodeOptions struct {
+	// Config lines appended to the node's rabbitmq.conf (for example TLS
+	// listeners). The AMQP listener on 127.0.0.1 is always there.
+	Config []string
+	// Plugins to enable, e.g. "rabbitmq_management".
+	Plugins []string
+	// BootTimeout bounds each start. Default: 90s.
+	BootTimeout time.Duration
+}
+
+// Node is a disposable RabbitMQ node: its own name, ports and directories.
+// Everything it does touches only this node; it is killed by its own process
+// group, never by name.
+type Node struct {
+	// Name is the Erlang node name, for rabbitmqctl -n.
+	Name string
+	// Port is the AMQP port on 127.0.0.1.
+	Port int
+	// DistPort is the Erlang distribution port.
+	DistPort int
+
+	dir  string
+	opts NodeOptions
+
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
+}
+
+// StartNode starts a disposable node for t and kills it when t ends.
+func StartNode(t testing.TB, opts NodeOptions) *Node {
+	t.Helper()
+	if isShort() {
+		t.Skip("rabbittest: a disposable node needs rabbitmq-server; -short runs unit tests only")
+	}
+	dir := t.TempDir()
+	// t.TempDir's parent is private to us; the node runs as the rabbitmq user
+	// and must be able to reach its directories.
+	_ = os.Chmod(filepath.Dir(dir), 0o711)
+	n, err := newNode(dir, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(n.Kill)
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// NewNode starts a disposable node outside a test (for TestMain, so a
+// package's tests can share one). The caller must call Destroy.
+func NewNode(opts NodeOptions) (*Node, error) {
+	dir, err := os.MkdirTemp("", "warren-node-")
+	if err != nil {
+		return nil, err
+	}
+	n, err := newNode(dir, opts)
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	if err := n.Start(); err != nil {
+		n.Destroy()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Destroy kills the node and removes its directories.
+func (n *Node) Destroy() {
+	n.Kill()
+	os.RemoveAll(n.dir)
+}
+
+func newNode(dir string, opts NodeOptions) (*Node, error) {
+	if opts.BootTimeout == 0 {
+		opts.BootTimeout = 90 * time.Second
+	}
+	port, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	dist, err := freePort()
+	if err != nil {
+		return nil, err
+	}
+	n := &Node{
+		Name:     fmt.Sprintf("warren-%d-%d@localhost", port, os.Getpid()),
+		Port:     port,
+		DistPort: dist,
+		dir:      dir,
+		opts:     opts,
+	}
+	for _, d := range []string{"mnesia", "log"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	conf := append([]string{
+		fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d", port),
+		"loopback_users = none",
+	}, opts.Config...)
+	plugins := "[" + strings.Join(opts.Plugins, ",") + "]."
+	files := map[string]string{
+		"rabbitmq.conf":   strings.Join(conf, "\n") + "\n",
+		"enabled_plugins": plugins + "\n",
+		// An empty env file keeps the machine's rabbitmq-env.conf (which
+		// names the shared node) out of this node's environment.
+		"rabbitmq-env.conf": "",
+	}
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			return nil, err
+		}
+	}
+	if os.Geteuid() == 0 {
+		if err := chownTree(dir, "rabbitmq"); err != nil {
+			return nil, err
+		}
+	}
+	return n, nil
+}
+
+func chownTree(dir, username string) error {
+	u, err := user.Lookup(username)
+	if err != nil {
+		return fmt.Errorf("rabbittest: user %s: %w", username, err)
+	}
+	uid, _ := strconv.Atoi(u.Uid)
+	gid, _ := strconv.Atoi(u.Gid)
+	return filepath.Walk(dir, func(p string, _ os.FileInfo, err error) error {
+		if err != nil {
+			return err
+		}
+		return os.Lchown(p, uid, gid)
+	})
+}
+
+// URL is the node's AMQP URL (guest/guest, vhost /).
+func (n *Node) URL() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", n.Port) }
+
+// Addr is the node's AMQP address.
+func (n *Node) Addr() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
+
+// Dir is the node's base directory (config, data, logs).
+func (n *Node) Dir() string { return n.dir }
+
+// Start boots the node (again, after Kill or Stop) with the same name, ports
+// and data, and waits until it accepts AMQP connections.
+func (n *Node) Start() error {
+	n.mu.Lock()
+	if n.cmd != nil {
+		n.mu.Unlock()
+		return errors.New("rabbittest: node already running")
+	}
+	cmd := exec.Command(serverBinary())
+	cmd.Dir = n.dir
+	cmd.Env = append(os.Environ(),
+		"RABBITMQ_NODENAME="+n.Name,
+		"RABBITMQ_NODE_IP_ADDRESS=127.0.0.1",
+		"RABBITMQ_NODE_PORT="+strconv.Itoa(n.Port),
+		"RABBITMQ_DIST_PORT="+strconv.Itoa(n.DistPort),
+		"RABBITMQ_MNESIA_BASE="+filepath.Join(n.dir, "mnesia"),
+		"RABBITMQ_LOG_BASE="+filepath.Join(n.dir, "log"),
+		"RABBITMQ_ENABLED_PLUGINS_FILE="+filepath.Join(n.dir, "enabled_plugins"),
+		"RABBITMQ_PID_FILE="+filepath.Join(n.dir, "node.pid"),
+		"RABBITMQ_CONFIG_FILE="+filepath.Join(n.dir, "rabbitmq.conf"),
+		"RABBITMQ_CONF_ENV_FILE="+filepath.Join(n.dir, "rabbitmq-env.conf"),
+		"RABBITMQ_ALLOW_INPUT=",
+	)
+	log, err := os.OpenFile(filepath.Join(n.dir, "log", "console.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		n.mu.Unlock()
+		return err
+	}
+	cmd.Stdout, cmd.Stderr = log, log
+	// Its own process group, so Kill reaches the shell, beam and its helpers
+	// by our own pid.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup("rabbitmq")
+		if err != nil {
+			n.mu.Unlock()
+			log.Close()
+			return fmt.Errorf("rabbittest: user rabbitmq: %w", err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		cmd.SysProcAttr.Credential = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
+		// The shared Erlang cookie lives in the rabbitmq user's home, so
+		// rabbitmqctl (which switches to that user) can talk to the node.
+		cmd.Env = append(cmd.Env, "HOME="+u.HomeDir)
+	}
+	if err := cmd.Start(); err != nil {
+		n.mu.Unlock()
+		log.Close()
+		return fmt.Errorf("rabbittest: start %s: %w", serverBinary(), err)
+	}
+	exited := make(chan struct{})
+	n.cmd, n.exited = cmd, exited
+	n.mu.Unlock()
+	go func() {
+		_ = cmd.Wait()
+		log.Close()
+		close(exited)
+	}()
+	alive := func() bool {
+		select {
+		case <-exited:
+			return false
+		default:
+			return true
+		}
+	}
+	if err := waitPort(n.Addr(), n.opts.BootTimeout, alive); err != nil {
+		n.Kill()
+		return fmt.Errorf("%w (log: %s)", err, n.tail(20))
+	}
+	return nil
+}
+
+func serverBinary() string { return "/usr/lib/rabbitmq/bin/rabbitmq-server" }
+
+func (n *Node) tail(lines int) string {
+	b, _ := os.ReadFile(filepath.Join(n.dir, "log", "console.log"))
+	parts := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(parts) > lines {
+		parts = parts[len(parts)-lines:]
+	}
+	return strings.Join(parts, "\n")
+}
+
+// Kill ends the node at once (SIGKILL to its process group) and waits for it.
+// Safe to call on a node that is not running.
+func (n *Node) Kill() { n.signal(syscall.SIGKILL, 30*time.Second) }
+
+// Stop ends the node gracefully (SIGTERM, which RabbitMQ handles as a clean
+// shutdown) and waits for it; after 60s it is killed.
+func (n *Node) Stop() {
+	if !n.signal(syscall.SIGTERM, 60*time.Second) {
+		n.Kill()
+	}
+}
+
+// Restart stops the node gracefully and starts it again with the same data.
+func (n *Node) Restart() error {
+	n.Stop()
+	return n.Start()
+}
+
+// Running reports whether the node's process is alive.
+func (n *Node) Running() bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	return n.cmd != nil
+}
+
+func (n *Node) signal(sig syscall.Signal, wait time.Duration) bool {
+	n.mu.Lock()
+	cmd, exited := n.cmd, n.exited
+	n.mu.Unlock()
+	if cmd == nil {
+		return true
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, sig)
+	select {
+	case <-exited:
+	case <-time.After(wait):
+		return false
+	}
+	// The shell may exit before beam; make sure the whole group is gone and
+	// its listeners closed before anyone reuses the ports.
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	waitGroupGone(cmd.Process.Pid, 10*time.Second)
+	n.mu.Lock()
+	if n.cmd == cmd {
+		n.cmd = nil
+	}
+	n.mu.Unlock()
+	return true
+}
+
+// Ctl runs rabbitmqctl against this node.
+func (n *Node) Ctl(ctx context.Context, args ...string) (string, error) {
+	return rabbitmqctl(ctx, n.Name, args...)
+}
+
+// StopApp stops the RabbitMQ application; the Erlang node stays up and every
+// client connection is closed.
+func (n *Node) StopApp(ctx context.Context) error {
+	_, err := n.Ctl(ctx, "stop_app")
+	return err
+}
+
+// StartApp starts the application again and waits for the AMQP port.
+func (n *Node) StartApp(ctx context.Context) error {
+	if _, err := n.Ctl(ctx, "start_app"); err != nil {
+		return err
+	}
+	return waitPort(n.Addr(), n.opts.BootTimeout, nil)
+}
+
+// CloseAllConnections makes the broker close every client connection (320
+// CONNECTION_FORCED), as an operator would.
+func (n *Node) CloseAllConnections(ctx context.Context) error {
+	_, err := n.Ctl(ctx, "close_all_connections", "rabbittest")
+	return err
+}
+
+// RaiseMemoryAlarm sets the memory high watermark to 0, which blocks every
+// publishing connection.
+func (n *Node) RaiseMemoryAlarm(ctx context.Context) error {
+	_, err := n.Ctl(ctx, "set_vm_memory_high_watermark", "0")
+	return err
+}
+
+// ClearMemoryAlarm restores the default watermark.
+func (n *Node) ClearMemoryAlarm(ctx context.Context) error {
+	_, err := n.Ctl(ctx, "set_vm_memory_high_watermark", "0.4")
+	return err
+}
+
+// waitGroupGone polls until no process of group pgid is left (or timeout).
+func waitGroupGone(pgid int, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) {
+		if err := syscall.Kill(-pgid, 0); errors.Is(err, syscall.ESRCH) {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}

@@ -1,0 +1,201 @@
+package rabbittest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.uber.org/goleak"
+)
+
+// SharedAddr is where scripts/broker.sh makes sure a broker answers.
+const SharedAddr = "127.0.0.1:5672"
+
+var (
+	sharedVhost = "/" // replaced by Main with a vhost of the package's own
+	nameSeq     atomic.Int64
+	mainRan     bool
+)
+
+// Main runs a test package: it creates a vhost of the package's own on the
+// shared broker (unless -short), runs the tests, deletes the vhost, then checks
+// for leaked goroutines. Call it from TestMain:
+//
+//	func TestMain(m *testing.M) { rabbittest.Main(m) }
+func Main(m *testing.M, leakOptions ...goleak.Option) {
+	os.Exit(run(m, leakOptions))
+}
+
+func run(m *testing.M, leakOptions []goleak.Option) int {
+	mainRan = true
+	if !isShort() {
+		name := fmt.Sprintf("warren-test-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+		if err := createVhost(name); err != nil {
+			// Without rabbitmqctl rights the tests still isolate themselves by
+			// name prefix in the default vhost.
+			fmt.Fprintf(os.Stderr, "rabbittest: using vhost / (could not create one: %v)\n", err)
+		} else {
+			sharedVhost = name
+			defer deleteVhost(name)
+		}
+	}
+	code := m.Run()
+	if code == 0 {
+		if err := goleak.Find(append(LeakOptions(), leakOptions...)...); err != nil {
+			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)
+			return 1
+		}
+	}
+	return code
+}
+
+// isShort reports -short without requiring flag.Parse to have run before
+// testing.M parsed the flags.
+func isShort() bool {
+	for _, a := range os.Args[1:] {
+		if a == "-test.short" || a == "-test.short=true" {
+			return true
+		}
+	}
+	return false
+}
+
+func createVhost(name string) error {
+	ctx := context.Background()
+	if _, err := rabbitmqctl(ctx, "", "add_vhost", name); err != nil {
+		return err
+	}
+	_, err := rabbitmqctl(ctx, "", "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+	return err
+}
+
+func deleteVhost(name string) {
+	if _, err := rabbitmqctl(context.Background(), "", "delete_vhost", name); err != nil {
+		fmt.Fprintf(os.Stderr, "rabbittest: %v\n", err)
+	}
+}
+
+// LeakOptions are the goleak options every package needs: goroutines of
+// libraries the harness uses that end on their own schedule.
+func LeakOptions() []goleak.Option {
+	return []goleak.Option{
+		// toxiproxy's links end asynchronously after a proxy stops.
+		goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).Start.func1"),
+		goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2/toxics.(*ToxicStub).Run"),
+		goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).read"),
+		goleak.IgnoreAnyFunction("github.com/Shopify/toxiproxy/v2.(*ToxicLink).write"),
+	}
+}
+
+// Broker is the shared broker as one test sees it.
+type Broker struct {
+	// URL reaches the package's vhost as guest.
+	URL string
+	// Vhost is the vhost URL points at.
+	Vhost string
+	// Prefix is unique to the test; every name the test declares should start
+	// with it (see Name).
+	Prefix string
+
+	t     testing.TB
+	mu    sync.Mutex
+	names []string
+}
+
+// Shared returns the shared broker for t. Tests that need no broker should not
+// call it: under -short it skips t, since -short is the broker-free run.
+func Shared(t testing.TB) *Broker {
+	t.Helper()
+	if isShort() {
+		t.Skip("rabbittest: needs the broker; -short runs unit tests only")
+	}
+	if !mainRan {
+		t.Log("rabbittest: TestMain does not call rabbittest.Main; using vhost /")
+	}
+	b := &Broker{
+		URL:    SharedURL(sharedVhost),
+		Vhost:  sharedVhost,
+		Prefix: fmt.Sprintf("wt.%s.%d.", sanitize(t.Name()), nameSeq.Add(1)),
+		t:      t,
+	}
+	t.Cleanup(b.cleanup)
+	return b
+}
+
+// SharedURL is the URL of the shared broker for vhost.
+func SharedURL(vhost string) string {
+	return "amqp://guest:guest@" + SharedAddr + "/" + url.PathEscape(vhost)
+}
+
+// Name returns Prefix+base and remembers it: a queue or an exchange of that
+// name is deleted when the test ends.
+func (b *Broker) Name(base string) string {
+	n := b.Prefix + base
+	b.mu.Lock()
+	b.names = append(b.names, n)
+	b.mu.Unlock()
+	return n
+}
+
+// Dial opens a plain amqp091 connection to the shared broker, closed when the
+// test ends: for checking what warren did from the outside.
+func (b *Broker) Dial() *amqp.Connection {
+	b.t.Helper()
+	c, err := amqp.Dial(b.URL)
+	if err != nil {
+		b.t.Fatalf("rabbittest: dial shared broker: %v", err)
+	}
+	b.t.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+func (b *Broker) cleanup() {
+	b.mu.Lock()
+	names := b.names
+	b.mu.Unlock()
+	if len(names) == 0 {
+		return
+	}
+	c, err := amqp.Dial(b.URL)
+	if err != nil {
+		b.t.Logf("rabbittest: cleanup: %v", err)
+		return
+	}
+	defer c.Close()
+	for _, n := range names {
+		// A failed delete closes the channel, so each gets its own.
+		for _, del := range []func(*amqp.Channel) error{
+			func(ch *amqp.Channel) error { _, err := ch.QueueDelete(n, false, false, false); return err },
+			func(ch *amqp.Channel) error { return ch.ExchangeDelete(n, false, false) },
+		} {
+			ch, err := c.Channel()
+			if err != nil {
+				b.t.Logf("rabbittest: cleanup: %v", err)
+				return
+			}
+			_ = del(ch)
+			_ = ch.Close()
+		}
+	}
+}
+
+func sanitize(s string) string {
+	s = strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_':
+			return r
+		}
+		return '_'
+	}, s)
+	if len(s) > 60 {
+		s = s[len(s)-60:]
+	}
+	return s
+}

@@ -1,0 +1,3 @@
+// Package topology declares RabbitMQ entities from plain specs and restores
+// them after every reconnect.
+package topology
