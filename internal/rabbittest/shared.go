@@ -47,6 +47,7 @@ func run(m *testing.M, leakOptions []goleak.Option) int {
 		}
 	}
 	code := m.Run()
+	destroyLazyNodes()
 	if code == 0 {
 		if err := goleak.Find(append(LeakOptions(), leakOptions...)...); err != nil {
 			fmt.Fprintf(os.Stderr, "goleak: %v\n", err)

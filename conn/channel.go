@@ -1,0 +1,196 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Channel is an AMQP channel bound to the connection generation it was
+// opened on. The embedded *amqp091.Channel gives every AMQP method; Channel
+// adds what amqp091 leaves to its users: a Done channel that fires whether the
+// channel or its connection dies (PITFALLS 7), the generation (delivery tags
+// of another generation must never be acked on it, PITFALLS 4) and a bounded
+// Close.
+type Channel struct {
+	*amqp.Channel
+
+	gen     *generation
+	timeout time.Duration
+	done    chan struct{}
+	mu      sync.Mutex
+	err     *amqp.Error
+}
+
+// Generation identifies the underlying connection: it grows by one with
+// every new connection of a Conn.
+func (ch *Channel) Generation() uint64 { return ch.gen.id }
+
+// Done is closed when the channel is closed: by Close, by the server (a 404
+// or 406 closes only the channel) or with its connection.
+func (ch *Channel) Done() <-chan struct{} { return ch.done }
+
+// Err is the server's reason when it closed the channel (or the connection),
+// nil otherwise or while the channel is open.
+func (ch *Channel) Err() error {
+	ch.mu.Lock()
+	defer ch.mu.Unlock()
+	if ch.err == nil {
+		return nil
+	}
+	return ch.err
+}
+
+// IsOpen reports whether the channel is usable.
+func (ch *Channel) IsOpen() bool {
+	select {
+	case <-ch.done:
+		return false
+	default:
+		return !ch.Channel.IsClosed()
+	}
+}
+
+// WaitUnblocked is Conn.WaitUnblocked for this channel's connection.
+func (ch *Channel) WaitUnblocked(ctx context.Context) error { return ch.gen.waitUnblocked(ctx) }
+
+// Close closes the channel, bounded by the connection's OperationTimeout:
+// amqp091's Close waits for the broker's reply with no timeout (PITFALLS 2).
+// On a timeout the whole connection is treated as broken.
+func (ch *Channel) Close() error {
+	if !ch.IsOpen() {
+		return nil
+	}
+	res := make(chan error, 1)
+	go func() { res <- ch.Channel.Close() }()
+	t := time.NewTimer(ch.timeout)
+	defer t.Stop()
+	select {
+	case err := <-res:
+		if errors.Is(err, amqp.ErrClosed) {
+			return nil
+		}
+		return err
+	case <-ch.gen.lost:
+		return nil
+	case <-t.C:
+		ch.gen.broken(ch.timeout)
+		return ErrTimeout
+	}
+}
+
+func (c *Conn) watchChannel(ach *amqp.Channel, g *generation) *Channel {
+	ch := &Channel{Channel: ach, gen: g, timeout: c.cfg.OperationTimeout, done: make(chan struct{})}
+	closed := ach.NotifyClose(make(chan *amqp.Error, 1))
+	if !c.spawn(func() {
+		defer close(ch.done)
+		select {
+		case e, ok := <-closed:
+			if ok && e != nil {
+				ch.mu.Lock()
+				ch.err = e
+				ch.mu.Unlock()
+			}
+		case <-g.lost:
+			// The channel's own notification may not fire when the
+			// connection dies (amqp091-go issue 241); the generation's does.
+			if e, ok := g.err().(*amqp.Error); ok {
+				ch.mu.Lock()
+				ch.err = e
+				ch.mu.Unlock()
+			}
+		}
+	}) {
+		close(ch.done)
+	}
+	return ch
+}
+
+// Channel returns the connection's cached channel, opening a new one when it
+// is closed (a channel closed by a server error is replaced without
+// reconnecting). It waits for Connected, bounded by ctx. The cached channel is
+// shared: do not use it for consuming, QoS or confirm mode; use NewChannel.
+// Errors: ErrNotOpen, ErrClosed, ErrTimeout, ctx.Err().
+func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
+	for {
+		g, err := c.waitGeneration(ctx)
+		if err != nil {
+			return nil, err
+		}
+		c.chanMu.Lock()
+		if ch := c.cached; ch != nil && ch.gen == g && ch.IsOpen() {
+			c.chanMu.Unlock()
+			return ch, nil
+		}
+		ch, err := c.openChannel(ctx, g)
+		if err == nil {
+			c.cached = ch
+		}
+		c.chanMu.Unlock()
+		if err == nil || !g.isLost() || ctx.Err() != nil {
+			return ch, err
+		}
+		// Lost while opening: wait for the next connection.
+	}
+}
+
+// NewChannel opens a channel of the caller's own (for consuming, QoS,
+// confirms, transactions), waiting for Connected, bounded by ctx. The caller
+// closes it. Errors: as Channel.
+func (c *Conn) NewChannel(ctx context.Context) (*Channel, error) {
+	for {
+		g, err := c.waitGeneration(ctx)
+		if err != nil {
+			return nil, err
+		}
+		ch, err := c.openChannel(ctx, g)
+		if err == nil || !g.isLost() || ctx.Err() != nil {
+			return ch, err
+		}
+	}
+}
+
+func (c *Conn) openChannel(ctx context.Context, g *generation) (*Channel, error) {
+	type result struct {
+		ch  *amqp.Channel
+		err error
+	}
+	res := make(chan result, 1)
+	if !c.spawn(func() {
+		ach, err := g.amqp.Channel()
+		res <- result{ach, err}
+	}) {
+		return nil, closedError(c.Err())
+	}
+	abandon := func() {
+		c.spawn(func() {
+			if r := <-res; r.ch != nil {
+				_ = r.ch.Close()
+			}
+		})
+	}
+	t := time.NewTimer(c.cfg.OperationTimeout)
+	defer t.Stop()
+	select {
+	case r := <-res:
+		if r.err != nil {
+			if g.amqp.IsClosed() {
+				// The connection died under the call; its close notification
+				// may still be on its way. Callers wait for the next one.
+				g.markLost(r.err)
+			}
+			return nil, r.err
+		}
+		return c.watchChannel(r.ch, g), nil
+	case <-t.C:
+		abandon()
+		g.broken(c.cfg.CloseTimeout)
+		return nil, ErrTimeout
+	case <-ctx.Done():
+		abandon()
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,181 @@
+package conn
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Config shapes a Conn. The zero value is usable: every field documents its
+// default. New copies it.
+type Config struct {
+	// AlternateURLs are more brokers to fail over to, tried after the hosts
+	// of the URL given to New, each with its own credentials and vhost. The
+	// query options of the URL given to New apply to all.
+	AlternateURLs []string
+	// ShuffleHosts tries the hosts in a random order (picked once per New)
+	// instead of the order given, to spread clients over a cluster.
+	// Default: false.
+	ShuffleHosts bool
+
+	// FirstConnect is the retry policy of Open. Default: one attempt, so a
+	// wrong URL fails fast.
+	FirstConnect RetryPolicy
+	// Reconnect is the retry policy after a lost connection and for Refresh.
+	// Default: forever; first retry immediate, then exponential from 50ms with
+	// jitter, capped at 5s.
+	Reconnect RetryPolicy
+
+	// TLS, when set, is used for every amqps host as is (it overrides cafile,
+	// certfile, keyfile, server_name and no_verify_ssl of the URL).
+	TLS *tls.Config
+	// Heartbeat is the interval of AMQP heartbeats, the only way to notice a
+	// half-open TCP connection. Default: the URL's heartbeat, else 10s.
+	Heartbeat time.Duration
+	// DialTimeout bounds TCP connect, TLS and AMQP handshakes of one attempt.
+	// Default: the URL's connection_timeout, else 10s.
+	DialTimeout time.Duration
+	// OperationTimeout bounds the connection's own AMQP calls (opening and
+	// closing channels, restore hooks' calls through Channel). amqp091-go has
+	// no RPC timeout of its own; a call that exceeds this one marks the
+	// connection broken. Default: 15s.
+	OperationTimeout time.Duration
+	// CloseTimeout bounds the AMQP close handshake in Close and on refresh.
+	// Default: 5s.
+	CloseTimeout time.Duration
+	// ConnectionName is shown in the management UI. Default: the URL's
+	// connection_name, else "warren".
+	ConnectionName string
+	// Properties are extra client properties sent to the broker.
+	Properties amqp.Table
+	// Logger receives the connection's logs. Default: silent.
+	Logger *slog.Logger
+}
+
+type endpoint struct {
+	url  *URL
+	host string
+}
+
+func (e endpoint) String() string { return e.url.endpointName(e.host) }
+
+func (c *Config) setDefaults(primary *URL) {
+	if c.FirstConnect.IsZero() {
+		c.FirstConnect = defaultFirstConnect()
+	}
+	if c.Reconnect.IsZero() {
+		c.Reconnect = defaultReconnect()
+	}
+	if c.Heartbeat == 0 {
+		c.Heartbeat = 10 * time.Second
+		if primary.Options.HeartbeatSet {
+			c.Heartbeat = primary.Options.Heartbeat
+		}
+	}
+	if c.DialTimeout == 0 {
+		c.DialTimeout = 10 * time.Second
+		if primary.Options.ConnectionTimeout > 0 {
+			c.DialTimeout = primary.Options.ConnectionTimeout
+		}
+	}
+	if c.OperationTimeout == 0 {
+		c.OperationTimeout = 15 * time.Second
+	}
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = 5 * time.Second
+	}
+	if c.ConnectionName == "" {
+		c.ConnectionName = primary.Options.ConnectionName
+		if c.ConnectionName == "" {
+			c.ConnectionName = "warren"
+		}
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports every problem of c, each naming its field.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Heartbeat < 0 {
+		errs = append(errs, &ConfigError{"Heartbeat", "must not be negative"})
+	}
+	if c.DialTimeout < 0 {
+		errs = append(errs, &ConfigError{"DialTimeout", "must not be negative"})
+	}
+	if c.OperationTimeout < 0 {
+		errs = append(errs, &ConfigError{"OperationTimeout", "must not be negative"})
+	}
+	if c.CloseTimeout < 0 {
+		errs = append(errs, &ConfigError{"CloseTimeout", "must not be negative"})
+	}
+	for i, u := range c.AlternateURLs {
+		if _, err := ParseURL(u); err != nil {
+			errs = append(errs, fmt.Errorf("conn: Config.AlternateURLs[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// endpoints lists every host to try, in order.
+func (c *Config) endpoints(primary *URL) ([]endpoint, error) {
+	var eps []endpoint
+	urls := []*URL{primary}
+	for i, raw := range c.AlternateURLs {
+		u, err := ParseURL(raw)
+		if err != nil {
+			return nil, fmt.Errorf("conn: Config.AlternateURLs[%d]: %w", i, err)
+		}
+		urls = append(urls, u)
+	}
+	for _, u := range urls {
+		for _, h := range u.Hosts {
+			eps = append(eps, endpoint{url: u, host: h})
+		}
+	}
+	if c.ShuffleHosts {
+		rand.Shuffle(len(eps), func(i, j int) { eps[i], eps[j] = eps[j], eps[i] })
+	}
+	return eps, nil
+}
+
+// tlsConfig builds the TLS settings for amqps hosts from the URL's options,
+// unless Config.TLS is set. Files are read once, here, so a missing file is
+// an error of New naming the parameter, not a failure at every reconnect.
+func (c *Config) tlsConfig(u *URL) (*tls.Config, error) {
+	if c.TLS != nil {
+		return c.TLS.Clone(), nil
+	}
+	if !u.TLS {
+		return nil, nil
+	}
+	o := u.Options
+	tc := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.NoVerifySSL, MinVersion: tls.VersionTLS12} //nolint:gosec // only when no_verify_ssl is asked for
+	if o.CAFile != "" {
+		pem, err := os.ReadFile(o.CAFile)
+		if err != nil {
+			return nil, &URLError{Param: "cafile", Value: o.CAFile, Reason: err.Error()}
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, &URLError{Param: "cafile", Value: o.CAFile, Reason: "no PEM certificate in file"}
+		}
+		tc.RootCAs = pool
+	}
+	if o.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		if err != nil {
+			return nil, &URLError{Param: "certfile", Value: o.CertFile, Reason: err.Error()}
+		}
+		tc.Certificates = []tls.Certificate{cert}
+	}
+	return tc, nil
+}

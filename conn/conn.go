@@ -1,0 +1,494 @@
+package conn
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Conn is one logical AMQP connection. It dials, notices losses, reconnects
+// by its retry policy, runs restore hooks on every new connection before
+// releasing waiting callers, and hands out channels bound to the connection
+// generation they were opened on. All methods are safe for concurrent use.
+type Conn struct {
+	cfg  Config
+	url  *URL
+	eps  []endpoint
+	tls  map[*URL]*tls.Config
+	log  *slog.Logger
+	disp *dispatcher
+
+	mu      sync.Mutex
+	state   State
+	cause   error       // why it closed (terminal states) or why it was lost
+	gen     *generation // current; nil unless Connected
+	ready   chan struct{}
+	started bool
+	nextGen uint64
+	epIndex int
+	refresh []chan error // Refresh callers waiting for the next connection
+
+	chanMu sync.Mutex // serialises (re)opening the cached channel
+	cached *Channel
+
+	hooksMu sync.Mutex
+	hooks   []namedHook
+
+	closeOnce sync.Once
+	closing   chan struct{} // closed by Close
+	refreshCh chan struct{} // poked by Refresh
+	done      chan struct{} // closed when Closed and every goroutine ended
+
+	bgMu     sync.Mutex
+	bgClosed bool
+	bg       sync.WaitGroup // every goroutine the connection starts
+}
+
+// spawn runs fn on a goroutine that Close waits for; after the connection
+// finished it refuses (false) and fn does not run.
+func (c *Conn) spawn(fn func()) bool {
+	c.bgMu.Lock()
+	defer c.bgMu.Unlock()
+	if c.bgClosed {
+		return false
+	}
+	c.bg.Add(1)
+	go func() {
+		defer c.bg.Done()
+		fn()
+	}()
+	return true
+}
+
+// New checks url and cfg and returns a connection in StateInitial; nothing is
+// dialled until Open. Errors match ErrInvalidConfig (*URLError, *ConfigError).
+func New(url string, cfg Config) (*Conn, error) {
+	u, err := ParseURL(url)
+	if err != nil {
+		return nil, err
+	}
+	cfg.setDefaults(u)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	eps, err := cfg.endpoints(u)
+	if err != nil {
+		return nil, err
+	}
+	c := &Conn{
+		cfg:       cfg,
+		url:       u,
+		eps:       eps,
+		tls:       map[*URL]*tls.Config{},
+		log:       cfg.Logger.With("conn", cfg.ConnectionName),
+		ready:     make(chan struct{}),
+		closing:   make(chan struct{}),
+		refreshCh: make(chan struct{}, 1),
+		done:      make(chan struct{}),
+	}
+	for _, ep := range eps {
+		if _, ok := c.tls[ep.url]; ok {
+			continue
+		}
+		tc, err := cfg.tlsConfig(ep.url)
+		if err != nil {
+			return nil, err
+		}
+		c.tls[ep.url] = tc
+	}
+	c.disp = newDispatcher(c.log)
+	return c, nil
+}
+
+// String describes the connection without credentials.
+func (c *Conn) String() string {
+	return fmt.Sprintf("conn(%s %s)", c.url, c.State())
+}
+
+// State is the current state.
+func (c *Conn) State() State {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.state
+}
+
+// Err is why the connection closed (nil after a plain Close) or, while
+// reconnecting, why it was lost.
+func (c *Conn) Err() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cause
+}
+
+// Done is closed once the connection is Closed and its goroutines ended.
+func (c *Conn) Done() <-chan struct{} { return c.done }
+
+// OnStateChange registers fn under name (replacing a callback of the same
+// name). Callbacks run in registration order on one goroutine owned by the
+// connection, never under its locks; they may block, but while one blocks the
+// later changes wait for it (reconnecting does not). A panic is recovered and
+// logged.
+func (c *Conn) OnStateChange(name string, fn StateCallback) { c.disp.add(name, fn) }
+
+// RemoveCallback removes the callback registered under name and reports
+// whether there was one.
+func (c *Conn) RemoveCallback(name string) bool { return c.disp.remove(name) }
+
+// Open connects with the FirstConnect policy and returns once connected and
+// restored, or with the error that made it give up (a *GiveUpError; the
+// connection is then Closed), or when ctx ends: ctx bounds this wait only,
+// the attempts go on and WaitConnected can wait for them. Open on an open
+// connection waits like WaitConnected; after Close it returns ErrClosed.
+func (c *Conn) Open(ctx context.Context) error {
+	c.mu.Lock()
+	if c.state.Terminal() {
+		c.mu.Unlock()
+		return closedError(c.Err())
+	}
+	if !c.started {
+		c.started = true
+		c.setStateLocked(StateConnecting, nil, 0)
+		c.spawn(c.run)
+	}
+	c.mu.Unlock()
+	return c.WaitConnected(ctx)
+}
+
+// WaitConnected blocks until the connection is Connected (restore hooks
+// done), closed (ErrClosed with the cause), or ctx ends (ctx.Err()). Before
+// Open it returns ErrNotOpen.
+func (c *Conn) WaitConnected(ctx context.Context) error {
+	_, err := c.waitGeneration(ctx)
+	return err
+}
+
+func (c *Conn) waitGeneration(ctx context.Context) (*generation, error) {
+	if g := restoringGeneration(ctx, c); g != nil {
+		return g, nil
+	}
+	for {
+		c.mu.Lock()
+		st, g, ready, cause := c.state, c.gen, c.ready, c.cause
+		c.mu.Unlock()
+		switch {
+		case st == StateInitial:
+			return nil, ErrNotOpen
+		case st.Terminal():
+			return nil, closedError(cause)
+		case st == StateConnected && g != nil:
+			return g, nil
+		}
+		select {
+		case <-ready:
+		case <-c.done:
+		case <-c.closing:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// Refresh closes the current connection on purpose and opens a new one with
+// the Reconnect policy, for example after rotating credentials. State goes
+// through Refreshing. It returns once the new connection is Connected and the
+// restore hooks have finished, or when ctx ends (the refresh goes on).
+func (c *Conn) Refresh(ctx context.Context) error {
+	c.mu.Lock()
+	switch {
+	case c.state == StateInitial:
+		c.mu.Unlock()
+		return ErrNotOpen
+	case c.state.Terminal():
+		c.mu.Unlock()
+		return closedError(c.cause)
+	}
+	reply := make(chan error, 1)
+	c.refresh = append(c.refresh, reply)
+	c.mu.Unlock()
+	select {
+	case c.refreshCh <- struct{}{}:
+	default: // a refresh is already asked for; this caller joins it
+	}
+	select {
+	case err := <-reply:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Close closes the connection for good: it wins against a reconnect in
+// progress (a dial that completes afterwards is closed, not used), moves to
+// Closing then Closed, and waits for every goroutine of the connection to end,
+// bounded by ctx. Close is idempotent; every call waits the same way.
+func (c *Conn) Close(ctx context.Context) error {
+	c.closeOnce.Do(func() {
+		c.mu.Lock()
+		wasStarted := c.started
+		if !c.state.Terminal() {
+			c.setStateLocked(StateClosing, nil, 0)
+		}
+		close(c.closing)
+		c.mu.Unlock()
+		if !wasStarted {
+			c.finish(nil)
+		}
+	})
+	select {
+	case <-c.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// finish moves to Closed, tells waiting refreshers, stops the dispatcher and
+// waits for the background goroutines. Called once, by run or by Close.
+func (c *Conn) finish(cause error) {
+	c.mu.Lock()
+	if cause != nil {
+		c.cause = cause
+	}
+	c.setStateLocked(StateClosed, cause, 0)
+	c.gen = nil
+	refreshers := c.refresh
+	c.refresh = nil
+	c.mu.Unlock()
+	for _, r := range refreshers {
+		r <- closedError(cause)
+	}
+	c.bgMu.Lock()
+	c.bgClosed = true
+	c.bgMu.Unlock()
+	go func() {
+		c.bg.Wait()
+		c.disp.close(c.cfg.CloseTimeout)
+		close(c.done)
+	}()
+}
+
+// setStateLocked records a transition and queues it for callbacks. c.mu held.
+func (c *Conn) setStateLocked(to State, err error, attempt int) {
+	from := c.state
+	c.state = to
+	if from == StateConnected && to != StateConnected {
+		c.ready = make(chan struct{})
+	}
+	if to == StateConnected {
+		close(c.ready)
+	}
+	ch := StateChange{From: from, To: to, Err: err, Attempt: attempt}
+	level := slog.LevelInfo
+	if err != nil {
+		level = slog.LevelWarn
+	}
+	c.log.Log(context.Background(), level, "conn: state change", "from", from.String(), "to", to.String(), "attempt", attempt, "err", err)
+	c.disp.emit(ch)
+}
+
+// attemptFailed reports a failed attempt that leaves the state as it is.
+func (c *Conn) attemptFailed(st State, err error, attempt int) {
+	c.log.Warn("conn: connection attempt failed", "state", st.String(), "attempt", attempt, "err", err)
+	c.disp.emit(StateChange{From: st, To: st, Err: err, Attempt: attempt})
+}
+
+var errClosing = errors.New("conn: closing")
+
+// run is the connection loop: connect, wait for loss/refresh/close, repeat.
+func (c *Conn) run() {
+	policy, phase := c.cfg.FirstConnect, StateConnecting
+	for {
+		g, err := c.connect(policy, phase)
+		if err != nil {
+			if errors.Is(err, errClosing) {
+				c.finish(nil)
+			} else {
+				c.finish(err)
+			}
+			return
+		}
+		next, stop := c.await(g)
+		if stop {
+			return
+		}
+		phase = next
+		policy = c.cfg.Reconnect
+	}
+}
+
+// await waits on a connected generation until it is lost, refreshed or the
+// connection closes; it returns the phase to reconnect in, or stop.
+func (c *Conn) await(g *generation) (State, bool) {
+	for {
+		select {
+		case <-c.closing:
+			g.close(c.cfg.CloseTimeout)
+			c.finish(nil)
+			return 0, true
+		case <-g.lost:
+			c.mu.Lock()
+			if c.state.Terminal() { // Close won the race
+				c.mu.Unlock()
+				continue
+			}
+			c.cause = g.err()
+			c.gen = nil
+			c.setStateLocked(StateReconnecting, g.err(), 0)
+			c.mu.Unlock()
+			return StateReconnecting, false
+		case <-c.refreshCh:
+			c.mu.Lock()
+			if c.state.Terminal() || len(c.refresh) == 0 {
+				// Closing, or a late poke whose callers a newer connection
+				// already answered.
+				c.mu.Unlock()
+				continue
+			}
+			c.gen = nil
+			c.setStateLocked(StateRefreshing, nil, 0)
+			c.mu.Unlock()
+			g.close(c.cfg.CloseTimeout)
+			return StateRefreshing, false
+		}
+	}
+}
+
+// connect makes attempts by policy until one connects and restores.
+func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
+	b := policy.newBackOff()
+	for attempt := 1; ; attempt++ {
+		g, err := c.attempt(attempt, phase)
+		if err == nil {
+			return g, nil
+		}
+		if errors.Is(err, errClosing) {
+			return nil, err
+		}
+		c.attemptFailed(phase, err, attempt)
+		if !policy.isRetryable(err) {
+			return nil, &GiveUpError{Attempts: attempt, Retryable: false, Err: err}
+		}
+		wait := b.NextBackOff()
+		if wait < 0 { // backoff.Stop
+			return nil, &GiveUpError{Attempts: attempt, Retryable: true, Err: err}
+		}
+		if wait > 0 {
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-c.closing:
+				t.Stop()
+				return nil, errClosing
+			}
+		} else {
+			select {
+			case <-c.closing:
+				return nil, errClosing
+			default:
+			}
+		}
+	}
+}
+
+// attempt dials one endpoint (rotating through them), then runs the restore
+// hooks, then publishes the new generation as Connected.
+func (c *Conn) attempt(n int, phase State) (*generation, error) {
+	c.mu.Lock()
+	ep := c.eps[c.epIndex%len(c.eps)]
+	c.mu.Unlock()
+	g, err := c.dial(ep)
+	if err != nil {
+		// The next attempt tries the next host: a dead node should not be
+		// hammered while its peers are up.
+		c.mu.Lock()
+		c.epIndex++
+		c.mu.Unlock()
+		if errors.Is(err, errClosing) {
+			return nil, err
+		}
+		return nil, &DialError{Endpoint: ep.String(), Attempt: n, Err: err}
+	}
+	if err := c.runHooks(g); err != nil {
+		g.close(c.cfg.CloseTimeout)
+		if errors.Is(err, errClosing) {
+			return nil, err
+		}
+		return nil, &DialError{Endpoint: ep.String(), Attempt: n, Err: err}
+	}
+	c.mu.Lock()
+	select {
+	case <-c.closing:
+		c.mu.Unlock()
+		g.close(c.cfg.CloseTimeout)
+		return nil, errClosing
+	default:
+	}
+	c.gen = g
+	c.cause = nil
+	refreshers := c.refresh
+	c.refresh = nil
+	c.setStateLocked(StateConnected, nil, n)
+	c.mu.Unlock()
+	for _, r := range refreshers {
+		r <- nil
+	}
+	c.log.Info("conn: connected", "endpoint", ep.String(), "generation", g.id)
+	return g, nil
+}
+
+// dial opens one AMQP connection; Close interrupts the wait, and a dial that
+// completes after Close is closed, never used.
+func (c *Conn) dial(ep endpoint) (*generation, error) {
+	props := amqp.NewConnectionProperties()
+	for k, v := range c.cfg.Properties {
+		props[k] = v
+	}
+	props.SetClientConnectionName(c.cfg.ConnectionName)
+	cfg := amqp.Config{
+		Heartbeat:       c.cfg.Heartbeat,
+		ChannelMax:      c.url.Options.ChannelMax,
+		FrameSize:       c.url.Options.FrameMax,
+		TLSClientConfig: c.tls[ep.url],
+		Properties:      props,
+		Locale:          "en_US",
+		Dial:            amqp.DefaultDial(c.cfg.DialTimeout),
+		// Recovery stays nil: warren recovers by itself, and two recovery
+		// loops would race (PITFALLS 9).
+	}
+	type result struct {
+		conn *amqp.Connection
+		err  error
+	}
+	res := make(chan result, 1)
+	if !c.spawn(func() {
+		ac, err := amqp.DialConfig(ep.url.dialURL(ep.host), cfg)
+		res <- result{ac, err}
+	}) {
+		return nil, errClosing
+	}
+	var r result
+	select {
+	case r = <-res:
+	case <-c.closing:
+		c.spawn(func() {
+			if r := <-res; r.conn != nil {
+				_ = r.conn.CloseDeadline(time.Now().Add(c.cfg.CloseTimeout))
+			}
+		})
+		return nil, errClosing
+	}
+	if r.err != nil {
+		return nil, r.err
+	}
+	c.mu.Lock()
+	c.nextGen++
+	id := c.nextGen
+	c.mu.Unlock()
+	return newGeneration(id, r.conn, c.spawn, c.log), nil
+}

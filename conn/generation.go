@@ -1,0 +1,115 @@
+package conn
+
+import (
+	"log/slog"
+	"sync"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// generation is one underlying AMQP connection. Every channel belongs to
+// exactly one; when it is lost, its channels and their delivery tags are dead
+// with it (PITFALLS 4).
+type generation struct {
+	id   uint64
+	amqp *amqp.Connection
+	log  *slog.Logger
+
+	lost     chan struct{} // closed when the AMQP connection is gone
+	lostOnce sync.Once
+	mu       sync.Mutex
+	lostErr  error
+
+	blocked   bool
+	unblocked chan struct{} // closed when a block ends; replaced on block
+}
+
+func newGeneration(id uint64, ac *amqp.Connection, spawn func(func()) bool, log *slog.Logger) *generation {
+	g := &generation{
+		id:        id,
+		amqp:      ac,
+		log:       log,
+		lost:      make(chan struct{}),
+		unblocked: make(chan struct{}),
+	}
+	close(g.unblocked)
+	// Every notify channel is buffered and drained until amqp091 closes it,
+	// so the library never blocks on us (PITFALLS 1).
+	closeCh := ac.NotifyClose(make(chan *amqp.Error, 1))
+	blockedCh := ac.NotifyBlocked(make(chan amqp.Blocking, 8))
+	spawn(func() {
+		e, ok := <-closeCh
+		if ok && e != nil {
+			g.markLost(e)
+		} else {
+			g.markLost(amqp.ErrClosed)
+		}
+	})
+	spawn(func() {
+		for b := range blockedCh {
+			g.setBlocked(b.Active, b.Reason)
+		}
+	})
+	return g
+}
+
+func (g *generation) markLost(err error) {
+	g.lostOnce.Do(func() {
+		g.mu.Lock()
+		g.lostErr = err
+		g.mu.Unlock()
+		close(g.lost)
+	})
+}
+
+func (g *generation) err() error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.lostErr
+}
+
+func (g *generation) isLost() bool {
+	select {
+	case <-g.lost:
+		return true
+	default:
+		return false
+	}
+}
+
+// close ends the AMQP connection, bounded: amqp091's Close has no timeout of
+// its own (PITFALLS 2).
+func (g *generation) close(timeout time.Duration) {
+	_ = g.amqp.CloseDeadline(time.Now().Add(timeout))
+	g.markLost(amqp.ErrClosed)
+}
+
+// broken is called when an RPC on this connection timed out: the broker may
+// still apply the call later, so nothing on this connection can be trusted.
+func (g *generation) broken(timeout time.Duration) {
+	g.log.Warn("conn: an AMQP call timed out; dropping the connection", "generation", g.id)
+	go g.close(timeout)
+}
+
+func (g *generation) setBlocked(active bool, reason string) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if active == g.blocked {
+		return
+	}
+	g.blocked = active
+	if active {
+		g.unblocked = make(chan struct{})
+		g.log.Warn("conn: blocked by the broker", "reason", reason, "generation", g.id)
+	} else {
+		close(g.unblocked)
+		g.log.Info("conn: unblocked", "generation", g.id)
+	}
+}
+
+func (g *generation) blockState() (bool, <-chan struct{}) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.blocked, g.unblocked
+}

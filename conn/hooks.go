@@ -1,0 +1,126 @@
+package conn
+
+import (
+	"context"
+	"fmt"
+)
+
+// RestoreHook runs on every new connection (the first one and each after a
+// reconnect or refresh) before callers waiting in WaitConnected, Channel or
+// NewChannel are released. Its ctx is bound to the new connection: Channel
+// and NewChannel called with it use that connection without waiting, and it
+// is cancelled if the connection is lost or closed meanwhile.
+//
+// A hook runs on the connection loop's goroutine; the next connection attempt
+// waits for it. It should report failures of single entities itself and
+// return an error only when the connection failed under it: a non-nil error
+// while the connection is still up is logged and the next hook runs; once
+// the connection is lost, the attempt counts as failed and is retried.
+type RestoreHook func(ctx context.Context) error
+
+type namedHook struct {
+	name string
+	fn   RestoreHook
+}
+
+// AddRestoreHook registers fn under name, after the hooks already
+// registered; a hook of the same name is replaced in place. When the
+// connection is already up, fn is not run now: the caller does its own first
+// declare.
+func (c *Conn) AddRestoreHook(name string, fn RestoreHook) {
+	c.hooksMu.Lock()
+	defer c.hooksMu.Unlock()
+	for i, h := range c.hooks {
+		if h.name == name {
+			c.hooks[i].fn = fn
+			return
+		}
+	}
+	c.hooks = append(c.hooks, namedHook{name, fn})
+}
+
+// RemoveRestoreHook removes the hook registered under name and reports
+// whether there was one.
+func (c *Conn) RemoveRestoreHook(name string) bool {
+	c.hooksMu.Lock()
+	defer c.hooksMu.Unlock()
+	for i, h := range c.hooks {
+		if h.name == name {
+			c.hooks = append(c.hooks[:i:i], c.hooks[i+1:]...)
+			return true
+		}
+	}
+	return false
+}
+
+type restoreKey struct{}
+
+type restoreMark struct {
+	conn *Conn
+	gen  *generation
+}
+
+// restoringGeneration returns the generation a restore hook's ctx is bound
+// to, when ctx is such a ctx of c and that connection is still up.
+func restoringGeneration(ctx context.Context, c *Conn) *generation {
+	m, ok := ctx.Value(restoreKey{}).(restoreMark)
+	if !ok || m.conn != c || m.gen.isLost() {
+		return nil
+	}
+	return m.gen
+}
+
+// Restoring reports whether ctx is a restore hook's ctx.
+func Restoring(ctx context.Context) bool {
+	_, ok := ctx.Value(restoreKey{}).(restoreMark)
+	return ok
+}
+
+func (c *Conn) runHooks(g *generation) error {
+	c.hooksMu.Lock()
+	hooks := append([]namedHook(nil), c.hooks...)
+	c.hooksMu.Unlock()
+	if len(hooks) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithCancel(context.WithValue(context.Background(), restoreKey{}, restoreMark{c, g}))
+	defer cancel()
+	stop := make(chan struct{})
+	defer close(stop)
+	go func() {
+		select {
+		case <-c.closing:
+			cancel()
+		case <-g.lost:
+			cancel()
+		case <-stop:
+		}
+	}()
+	for _, h := range hooks {
+		err := c.callHook(ctx, h)
+		select {
+		case <-c.closing:
+			return errClosing
+		default:
+		}
+		if g.isLost() {
+			if err == nil {
+				err = g.err()
+			}
+			return fmt.Errorf("conn: connection lost during restore hook %q: %w", h.name, err)
+		}
+		if err != nil {
+			c.log.Error("conn: restore hook failed", "hook", h.name, "err", err)
+		}
+	}
+	return nil
+}
+
+func (c *Conn) callHook(ctx context.Context, h namedHook) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("conn: restore hook %q panicked: %v", h.name, r)
+		}
+	}()
+	return h.fn(ctx)
+}

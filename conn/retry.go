@@ -1,0 +1,179 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cenkalti/backoff/v4"
+)
+
+// RetryPolicy decides how often, how fast and for which errors connecting is
+// retried. Build one with Attempts, Delays, Repeat or Exponential; the zero
+// value means "the default of the field it is in" (see Config).
+type RetryPolicy struct {
+	newBackOff func() backoff.BackOff
+	retryable  func(error) bool
+	name       string
+}
+
+// IsZero reports whether p is the zero policy (use the default).
+func (p RetryPolicy) IsZero() bool { return p.newBackOff == nil }
+
+func (p RetryPolicy) String() string {
+	if p.IsZero() {
+		return "default"
+	}
+	return p.name
+}
+
+// Once makes a single attempt.
+func Once() RetryPolicy { return Delays() }
+
+// Delays makes 1 + len(delays) attempts, waiting delays[i] before retry i+1.
+func Delays(delays ...time.Duration) RetryPolicy {
+	ds := append([]time.Duration(nil), delays...)
+	return RetryPolicy{
+		name:       "delays" + durations(ds),
+		newBackOff: func() backoff.BackOff { return &delayList{delays: ds} },
+	}
+}
+
+// Repeat retries forever, waiting d between attempts.
+func Repeat(d time.Duration) RetryPolicy {
+	return RetryPolicy{
+		name:       "repeat(" + d.String() + ")",
+		newBackOff: func() backoff.BackOff { return backoff.NewConstantBackOff(d) },
+	}
+}
+
+// ExponentialConfig shapes Exponential. Zero fields take the defaults shown.
+type ExponentialConfig struct {
+	// FirstRetryImmediate retries once with no wait before backing off: most
+	// drops (a broker restart, a load balancer closing idle connections) are
+	// over by then.
+	FirstRetryImmediate bool
+	// InitialInterval before the first backed-off retry. Default: 50ms.
+	InitialInterval time.Duration
+	// Multiplier applied after each retry. Default: 2.
+	Multiplier float64
+	// RandomizationFactor is the jitter: each wait is picked in
+	// [d*(1-f), d*(1+f)]. Default: 0.5. Set NoJitter to turn it off.
+	RandomizationFactor float64
+	NoJitter            bool
+	// MaxInterval caps one wait. Default: 5s.
+	MaxInterval time.Duration
+	// MaxElapsedTime stops retrying after this much time; 0 retries forever.
+	MaxElapsedTime time.Duration
+}
+
+// Exponential retries with exponential backoff and jitter (backoff/v4).
+func Exponential(c ExponentialConfig) RetryPolicy {
+	if c.InitialInterval <= 0 {
+		c.InitialInterval = 50 * time.Millisecond
+	}
+	if c.Multiplier < 1 {
+		c.Multiplier = 2
+	}
+	if c.RandomizationFactor <= 0 {
+		c.RandomizationFactor = 0.5
+	}
+	if c.NoJitter {
+		c.RandomizationFactor = 0
+	}
+	if c.MaxInterval <= 0 {
+		c.MaxInterval = 5 * time.Second
+	}
+	return RetryPolicy{
+		name: "exponential(" + c.InitialInterval.String() + ".." + c.MaxInterval.String() + ")",
+		newBackOff: func() backoff.BackOff {
+			b := backoff.NewExponentialBackOff()
+			b.InitialInterval = c.InitialInterval
+			b.Multiplier = c.Multiplier
+			b.RandomizationFactor = c.RandomizationFactor
+			b.MaxInterval = c.MaxInterval
+			b.MaxElapsedTime = c.MaxElapsedTime
+			b.Reset()
+			if c.FirstRetryImmediate {
+				return &immediateFirst{next: b}
+			}
+			return b
+		},
+	}
+}
+
+// WithFilter returns p retrying only the errors for which retryable returns
+// true. The default filter refuses authentication and vhost errors
+// (IsAuthError) and context cancellation.
+func (p RetryPolicy) WithFilter(retryable func(error) bool) RetryPolicy {
+	p.retryable = retryable
+	return p
+}
+
+// RetryAll is a filter that retries every error, authentication included.
+func RetryAll(error) bool { return true }
+
+// DefaultRetryable is the default filter: everything but authentication and
+// vhost refusals (which no retry can fix) and a cancelled context.
+func DefaultRetryable(err error) bool {
+	return !IsAuthError(err) && !errors.Is(err, context.Canceled)
+}
+
+func (p RetryPolicy) isRetryable(err error) bool {
+	if p.retryable == nil {
+		return DefaultRetryable(err)
+	}
+	return p.retryable(err)
+}
+
+// defaultFirstConnect: one attempt, so a wrong URL fails fast.
+func defaultFirstConnect() RetryPolicy { return Once() }
+
+// defaultReconnect: forever, first retry immediate, exponential with jitter
+// from 50ms, capped at 5s.
+func defaultReconnect() RetryPolicy {
+	p := Exponential(ExponentialConfig{FirstRetryImmediate: true})
+	p.name = "default reconnect: " + p.name
+	return p
+}
+
+type delayList struct {
+	delays []time.Duration
+	i      int
+}
+
+func (d *delayList) NextBackOff() time.Duration {
+	if d.i >= len(d.delays) {
+		return backoff.Stop
+	}
+	d.i++
+	return d.delays[d.i-1]
+}
+
+func (d *delayList) Reset() { d.i = 0 }
+
+type immediateFirst struct {
+	next backoff.BackOff
+	used bool
+}
+
+func (b *immediateFirst) NextBackOff() time.Duration {
+	if !b.used {
+		b.used = true
+		return 0
+	}
+	return b.next.NextBackOff()
+}
+
+func (b *immediateFirst) Reset() { b.used = false; b.next.Reset() }
+
+func durations(ds []time.Duration) string {
+	s := "["
+	for i, d := range ds {
+		if i > 0 {
+			s += " "
+		}
+		s += d.String()
+	}
+	return s + "]"
+}

@@ -1,0 +1,76 @@
+package conn
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func waits(p RetryPolicy, n int) []time.Duration {
+	b := p.newBackOff()
+	var out []time.Duration
+	for i := 0; i < n; i++ {
+		d := b.NextBackOff()
+		if d < 0 {
+			break
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+func TestRetryPolicies(t *testing.T) {
+	if got := waits(Once(), 5); len(got) != 0 {
+		t.Fatalf("Once retries: %v", got)
+	}
+	if got := waits(Delays(time.Second, 2*time.Second), 5); fmt.Sprint(got) != "[1s 2s]" {
+		t.Fatalf("Delays: %v", got)
+	}
+	if got := waits(Repeat(time.Millisecond), 50); len(got) != 50 {
+		t.Fatalf("Repeat stopped after %d", len(got))
+	}
+	exp := waits(Exponential(ExponentialConfig{FirstRetryImmediate: true, NoJitter: true, InitialInterval: 10 * time.Millisecond, MaxInterval: 40 * time.Millisecond}), 6)
+	if fmt.Sprint(exp) != "[0s 10ms 20ms 40ms 40ms 40ms]" {
+		t.Fatalf("Exponential: %v", exp)
+	}
+	def := waits(defaultReconnect(), 100)
+	if len(def) != 100 || def[0] != 0 {
+		t.Fatalf("default reconnect must be forever with an immediate first retry: %v", def[:3])
+	}
+	for _, d := range def {
+		if d > 5*time.Second*3/2 {
+			t.Fatalf("default reconnect wait %v above its cap", d)
+		}
+	}
+	b := Exponential(ExponentialConfig{InitialInterval: time.Millisecond, MaxElapsedTime: time.Millisecond}).newBackOff()
+	time.Sleep(2 * time.Millisecond) // MaxElapsedTime is measured on backoff's wall clock
+	if d := b.NextBackOff(); d >= 0 {
+		t.Fatalf("MaxElapsedTime passed but NextBackOff = %v", d)
+	}
+}
+
+func TestRetryFilter(t *testing.T) {
+	p := Repeat(time.Second)
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{amqp.ErrCredentials, false},
+		{&amqp.Error{Code: amqp.NotAllowed, Reason: "vhost"}, false},
+		{&DialError{Err: amqp.ErrCredentials}, false},
+		{context.Canceled, false},
+		{errors.New("connection refused"), true},
+		{&amqp.Error{Code: amqp.ConnectionForced}, true},
+	} {
+		if got := p.isRetryable(tc.err); got != tc.want {
+			t.Errorf("isRetryable(%v) = %v, want %v", tc.err, got, tc.want)
+		}
+	}
+	if !p.WithFilter(RetryAll).isRetryable(amqp.ErrCredentials) {
+		t.Fatal("RetryAll refused an auth error")
+	}
+}

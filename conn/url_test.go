@@ -1,0 +1,178 @@
+package conn
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParseURLValid(t *testing.T) {
+	tests := []struct {
+		in    string
+		hosts []string
+		vhost string
+		user  string
+		tls   bool
+		check func(t *testing.T, u *URL)
+	}{
+		{in: "amqp://localhost", hosts: []string{"localhost:5672"}, vhost: "/", user: "guest"},
+		{in: "amqps://u:p@h", hosts: []string{"h:5671"}, vhost: "/", user: "u", tls: true},
+		{in: "amqp://u:p%40ss@h1:1,h2:2,[::1]:3/v%2Fx", hosts: []string{"h1:1", "h2:2", "[::1]:3"}, vhost: "v/x", user: "u"},
+		{in: "amqp://h/?connection_timeout=500", hosts: []string{"h:5672"}, vhost: "/", user: "guest", check: func(t *testing.T, u *URL) {
+			if u.Options.ConnectionTimeout != 500*time.Millisecond {
+				t.Fatalf("connection_timeout=500 gave %v, want 500ms", u.Options.ConnectionTimeout)
+			}
+		}},
+		{in: "amqp://h/vh?heartbeat=0&channel_max=7&frame_max=8192&connection_name=svc&no_verify_ssl=true&server_name=x", hosts: []string{"h:5672"}, vhost: "vh", user: "guest", check: func(t *testing.T, u *URL) {
+			o := u.Options
+			if !o.HeartbeatSet || o.Heartbeat != 0 || o.ChannelMax != 7 || o.FrameMax != 8192 || o.ConnectionName != "svc" || !o.NoVerifySSL || o.ServerName != "x" {
+				t.Fatalf("options: %+v", o)
+			}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			u, err := ParseURL(tt.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Join(u.Hosts, ",") != strings.Join(tt.hosts, ",") || u.Vhost != tt.vhost || u.Username != tt.user || u.TLS != tt.tls {
+				t.Fatalf("got %+v", u)
+			}
+			if tt.check != nil {
+				tt.check(t, u)
+			}
+		})
+	}
+}
+
+func TestParseURLInvalidNamesTheParameter(t *testing.T) {
+	tests := []struct{ in, param string }{
+		{"localhost:5672", "scheme"},
+		{"http://h", "scheme"},
+		{"amqp://", "host"},
+		{"amqp://h1,,h2", "host"},
+		{"amqp://h:0", "port"},
+		{"amqp://h:99999", "port"},
+		{"amqp://h:abc", "port"},
+		{"amqp://[::1", "host"},
+		{"amqp://h?heartbeat=-1", "heartbeat"},
+		{"amqp://h?heartbeat=ten", "heartbeat"},
+		{"amqp://h?connection_timeout=0", "connection_timeout"},
+		{"amqp://h?channel_max=70000", "channel_max"},
+		{"amqp://h?frame_max=10", "frame_max"},
+		{"amqp://h?no_verify_ssl=maybe", "no_verify_ssl"},
+		{"amqp://h?hearbeat=10", "hearbeat"},
+		{"amqps://h?certfile=/c.pem", "certfile"},
+		{"amqp://u:p%zz@h", "password"},
+		{"amqp://h/%zz", "vhost"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			_, err := ParseURL(tt.in)
+			var ue *URLError
+			if !errors.As(err, &ue) {
+				t.Fatalf("got %v, want *URLError", err)
+			}
+			if ue.Param != tt.param {
+				t.Fatalf("error names %q, want %q: %v", ue.Param, tt.param, err)
+			}
+			if !errors.Is(err, ErrInvalidConfig) {
+				t.Fatal("URLError does not match ErrInvalidConfig")
+			}
+		})
+	}
+}
+
+func TestPasswordNeverShown(t *testing.T) {
+	const secret = "s3cr3t-Pa55"
+	for _, raw := range []string{
+		"amqp://user:" + secret + "@h1,h2/vh",
+		"amqp://user:" + secret + "@h:1/vh?heartbeat=bad",
+		"amqp://user:" + secret + "%zz@h",
+		"amqp://user:" + secret + "@h:port",
+	} {
+		u, err := ParseURL(raw)
+		if err != nil {
+			if strings.Contains(err.Error(), secret) {
+				t.Fatalf("error shows the password: %v", err)
+			}
+			continue
+		}
+		if s := u.String(); strings.Contains(s, secret) {
+			t.Fatalf("String shows the password: %s", s)
+		}
+		c, err := New(raw, Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s := c.String(); strings.Contains(s, secret) {
+			t.Fatalf("Conn.String shows the password: %s", s)
+		}
+		if !strings.Contains(u.dialURL(u.Hosts[0]), secret) {
+			t.Fatal("dial URL lost the password")
+		}
+	}
+}
+
+func TestConfigValidateJoinsEveryProblem(t *testing.T) {
+	_, err := New("amqp://h", Config{Heartbeat: -1, DialTimeout: -1, AlternateURLs: []string{"nope"}})
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, field := range []string{"Heartbeat", "DialTimeout", "AlternateURLs[0]"} {
+		if !strings.Contains(err.Error(), field) {
+			t.Errorf("error does not name %s: %v", field, err)
+		}
+	}
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatal("not ErrInvalidConfig")
+	}
+	var ce *ConfigError
+	if !errors.As(err, &ce) {
+		t.Fatal("not a *ConfigError")
+	}
+}
+
+func TestTLSFilesAreCheckedByNew(t *testing.T) {
+	_, err := New("amqps://h?cafile=/does/not/exist.pem", Config{})
+	var ue *URLError
+	if !errors.As(err, &ue) || ue.Param != "cafile" {
+		t.Fatalf("got %v, want a URLError naming cafile", err)
+	}
+}
+
+func TestConfigDefaultsFromURL(t *testing.T) {
+	c, err := New("amqp://h?heartbeat=3&connection_timeout=250&connection_name=x", Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.cfg.Heartbeat != 3*time.Second || c.cfg.DialTimeout != 250*time.Millisecond || c.cfg.ConnectionName != "x" {
+		t.Fatalf("defaults from URL not applied: %+v", c.cfg)
+	}
+	c2, _ := New("amqp://h", Config{})
+	if c2.cfg.Heartbeat != 10*time.Second {
+		t.Fatalf("default heartbeat %v, want 10s", c2.cfg.Heartbeat)
+	}
+}
+
+func FuzzParseURL(f *testing.F) {
+	for _, s := range []string{"amqp://u:p@h:1,h2/v?heartbeat=1", "amqps://[::1]:5671/%2f?cafile=x", "amqp://", "amqp://@/?", "amqp://h?connection_timeout=1e3"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		u, err := ParseURL(s)
+		if err != nil {
+			var ue *URLError
+			if !errors.As(err, &ue) {
+				t.Fatalf("untyped error %T: %v", err, err)
+			}
+			return
+		}
+		if len(u.Hosts) == 0 {
+			t.Fatal("parsed URL without hosts")
+		}
+		_ = u.String()
+	})
+}
