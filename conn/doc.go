@@ -1,3 +1,75 @@
 // Package conn owns one logical AMQP connection to RabbitMQ that survives
 // whatever the network or the broker does.
+//
+// A [Conn] is made by [New] (which only checks the URL and [Config]) and
+// connected by [Conn.Open]. From then on it keeps itself connected: when the
+// connection is lost it reconnects by its retry policy, runs every restore
+// hook on the new connection, and only then releases the callers waiting in
+// [Conn.WaitConnected], [Conn.Channel] or [Conn.NewChannel]. [Conn.Close]
+// ends it for good.
+//
+// # States
+//
+// Initial, Connecting, Reconnecting, Connected, Refreshing, Closing, Closed.
+// Closing and Closed are terminal: Open after Close returns [ErrClosed], and
+// a dial that completes after Close is closed, never used. Giving up (the
+// retry policy exhausted, or an error it does not retry, such as a wrong
+// password) also ends in Closed, with the cause in [Conn.Err] and in the last
+// [StateChange]. Changes reach callbacks registered with
+// [Conn.OnStateChange] in order, on one goroutine owned by the connection: a
+// slow or panicking callback never stalls reconnecting.
+//
+// # Reconnection
+//
+// [Config.FirstConnect] governs Open (default: one attempt, so a wrong URL
+// fails fast) and [Config.Reconnect] everything after (default: forever, the
+// first retry immediate, then exponential backoff with jitter capped at 5s).
+// Policies are [Delays], [Repeat] or [Exponential], with a filter deciding what
+// is retryable ([DefaultRetryable] refuses 403 ACCESS_REFUSED and 530
+// NOT_ALLOWED). Several hosts (amqp://u:p@h1,h2,h3/vhost, or
+// [Config.AlternateURLs]) are tried in turn, each failed attempt moving to the
+// next. Heartbeats (default 10s) notice half-open TCP connections.
+//
+// # Channels and generations
+//
+// Every underlying connection is a generation; every [Channel] knows its
+// generation and has a Done channel that fires when the channel or its
+// connection dies. Delivery tags are per channel, so an ack for a delivery of
+// an older generation must be dropped, never sent on a new channel.
+// [Conn.Channel] returns a cached channel for short calls (declares, deletes)
+// and replaces it when the server closes it (404, 406) without reconnecting;
+// [Conn.NewChannel] opens one of the caller's own.
+//
+// amqp091-go's calls have no timeout; this package bounds the calls it makes
+// (opening and closing channels, closing connections) with
+// [Config.OperationTimeout] and treats a connection whose call timed out as
+// broken, since the broker may still apply the call later.
+//
+// # Restore hooks
+//
+// [Conn.AddRestoreHook] registers a function run on every new connection
+// before waiting callers are released; the topology registry uses it so that
+// nobody publishes into an exchange that is not there yet. A hook's ctx is
+// bound to the new connection: Channel and NewChannel called with it do not
+// wait for Connected.
+//
+// # Blocked connections
+//
+// During a memory or disk alarm the broker blocks publishing connections; a
+// write then blocks inside the socket, where no context reaches it.
+// [Conn.Blocked] and [Conn.WaitUnblocked] let writers wait (or fail with
+// [ErrBlocked] when their ctx ends) before writing. Every new connection
+// starts unblocked.
+//
+// # Sharing
+//
+// [Shared] hands out reference-counted handles on one connection per URL and
+// options; the last handle to close closes it.
+//
+// # Concurrency
+//
+// Every method of Conn and SharedConn is safe for concurrent use. A caller's
+// ctx bounds only that caller's wait, never shared work such as a reconnect.
+// Close waits for every goroutine the connection started. Credentials never
+// appear in logs, errors or String.
 package conn

@@ -1,0 +1,131 @@
+package conn_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+)
+
+func TestBrokerKilledMidOperationAndRestarted(t *testing.T) {
+	n := node.Get(t)
+	c := open(t, n.URL(), conn.Config{Reconnect: fast()})
+	rec := record(c)
+	var hookRuns int
+	c.AddRestoreHook("count", func(context.Context) error { hookRuns++; return nil })
+	ch, err := c.NewChannel(ctxT(t, 5*time.Second))
+	if err != nil {
+		t.Fatal(err)
+	}
+	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msgs, err := ch.Consume(q.Name, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.Kill()
+	rec.waitFor(t, 10*time.Second, "reconnecting", to(conn.StateReconnecting))
+	// The consumer's delivery channel ends with the connection; a channel's
+	// Done fires even though amqp091 may not notify it (issue 241).
+	select {
+	case <-ch.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("channel Done did not fire when the broker died")
+	}
+	for range msgs {
+	}
+	// Callers wait while the broker is down instead of failing at once.
+	short := ctxT(t, 300*time.Millisecond)
+	if _, err := c.Channel(short); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("Channel while the broker is down: %v, want to wait until ctx ends", err)
+	}
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConnected(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	if hookRuns != 1 {
+		t.Fatalf("restore hook ran %d times after one reconnect", hookRuns)
+	}
+	if _, err := c.Channel(ctxT(t, 5*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestOperatorClosingConnectionsReconnects(t *testing.T) {
+	n := node.Get(t)
+	c := open(t, n.URL(), conn.Config{Reconnect: fast()})
+	rec := record(c)
+	if err := n.CloseAllConnections(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ch := rec.waitFor(t, 10*time.Second, "reconnecting", to(conn.StateReconnecting))
+	var ae *amqp.Error
+	if !errors.As(ch.Err, &ae) || ae.Code != amqp.ConnectionForced {
+		t.Fatalf("cause %v, want 320 CONNECTION_FORCED", ch.Err)
+	}
+	rec.waitFor(t, 10*time.Second, "connected again", func(ch conn.StateChange) bool {
+		return ch.From == conn.StateReconnecting && ch.To == conn.StateConnected
+	})
+}
+
+func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
+	n := node.Get(t)
+	c := open(t, n.URL(), conn.Config{Reconnect: fast()})
+	ctx := ctxT(t, 60*time.Second)
+	if err := n.RaiseMemoryAlarm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer n.ClearMemoryAlarm(context.Background())
+	ch, err := c.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RabbitMQ blocks a connection when it first publishes during an alarm.
+	_ = ch.PublishWithContext(ctx, "", "nowhere", false, false, amqp.Publishing{Body: []byte("x")})
+	deadline := time.Now().Add(20 * time.Second)
+	for !c.Blocked() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !c.Blocked() {
+		t.Fatal("Blocked() false during a memory alarm")
+	}
+	err = c.WaitUnblocked(ctxT(t, 200*time.Millisecond))
+	if !errors.Is(err, conn.ErrBlocked) || !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("WaitUnblocked while blocked: %v, want ErrBlocked and DeadlineExceeded", err)
+	}
+	// A new connection starts unblocked: it will never get the old one's
+	// connection.unblocked.
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if c.Blocked() {
+		t.Fatal("blocked flag carried over to a new connection")
+	}
+	ch, err = c.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ch.PublishWithContext(ctx, "", "nowhere", false, false, amqp.Publishing{Body: []byte("x")})
+	for !c.Blocked() && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	waited := make(chan error, 1)
+	go func() { waited <- c.WaitUnblocked(ctx) }()
+	if err := n.ClearMemoryAlarm(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waited; err != nil {
+		t.Fatalf("WaitUnblocked after the alarm cleared: %v", err)
+	}
+	if c.Blocked() {
+		t.Fatal("still blocked after the alarm cleared")
+	}
+}
