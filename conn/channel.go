@@ -49,10 +49,16 @@ func (ch *Channel) IsOpen() bool {
 	select {
 	case <-ch.done:
 		return false
+	case <-ch.gen.lost:
+		return false
 	default:
 		return !ch.Channel.IsClosed()
 	}
 }
+
+// ConnectionLost reports whether the connection under the channel is gone
+// (as opposed to the channel alone being closed).
+func (ch *Channel) ConnectionLost() bool { return ch.gen.isLost() || ch.gen.amqp.IsClosed() }
 
 // WaitUnblocked is Conn.WaitUnblocked for this channel's connection.
 func (ch *Channel) WaitUnblocked(ctx context.Context) error { return ch.gen.waitUnblocked(ctx) }
