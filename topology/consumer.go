@@ -212,6 +212,7 @@ func (c *Consumer) resubscribeAfterCancel() (subscription, error) {
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = 0
 	b.Reset()
+	notFound := 0
 	for {
 		c.mu.Lock()
 		gone := c.queueGone
@@ -235,8 +236,12 @@ func (c *Consumer) resubscribeAfterCancel() (subscription, error) {
 		if c.isStopped() {
 			return subscription{}, nil
 		}
+		// A queue being replaced (deleted and declared again, a failover)
+		// is missing for a moment; one missing for several tries is gone.
 		if errors.Is(err, ErrNotFound) {
-			return subscription{}, err
+			if notFound++; notFound >= 5 {
+				return subscription{}, err
+			}
 		}
 		c.ops.cfg.Logger.Warn("topology: resubscribing consumer", "consumer", c.spec.Tag, "queue", c.spec.Queue, "err", err)
 		t := time.NewTimer(b.NextBackOff())

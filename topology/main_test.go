@@ -1,0 +1,96 @@
+package topology_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
+)
+
+var node = &rabbittest.LazyNode{}
+
+func TestMain(m *testing.M) { rabbittest.Main(m) }
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+// setup opens a connection to url and Ops on it, both closed with the test.
+func setup(t *testing.T, url string, cfg topology.OpsConfig) (*conn.Conn, *topology.Ops) {
+	t.Helper()
+	c, err := conn.New(url, conn.Config{Reconnect: conn.Repeat(20 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	ops, err := topology.NewOps(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		if err := ops.Close(ctx); err != nil {
+			t.Errorf("ops.Close: %v", err)
+		}
+		if err := c.Close(ctx); err != nil {
+			t.Errorf("conn.Close: %v", err)
+		}
+	})
+	return c, ops
+}
+
+// rawChannel is a plain amqp091 channel for checking from the outside.
+func rawChannel(t *testing.T, url string) *amqp.Channel {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// receiver is a consumer handler that forwards bodies.
+func receiver(out chan<- string) topology.Handler {
+	return func(ctx context.Context, d amqp.Delivery) {
+		out <- string(d.Body)
+		_ = d.Ack(false)
+	}
+}
+
+func expect(t *testing.T, ch <-chan string, want string) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		if got != want {
+			t.Fatalf("received %q, want %q", got, want)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("did not receive %q", want)
+	}
+}
+
+func expectNothing(t *testing.T, ch <-chan string) {
+	t.Helper()
+	select {
+	case got := <-ch:
+		t.Fatalf("received %q, want nothing", got)
+	case <-time.After(300 * time.Millisecond):
+	}
+}
+
+func msg(body string) amqp.Publishing { return amqp.Publishing{Body: []byte(body)} }

@@ -1,0 +1,452 @@
+package topology_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
+)
+
+func TestDeclareExistsDeleteExchanges(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	for _, typ := range []topology.ExchangeType{topology.Direct, topology.Fanout, topology.Topic, topology.Headers} {
+		name := b.Name("x-" + string(typ))
+		if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: name, Type: typ}); err != nil {
+			t.Fatalf("declare %s: %v", typ, err)
+		}
+		if ok, err := ops.ExchangeExists(ctx, name); err != nil || !ok {
+			t.Fatalf("exists %s: %v %v", typ, ok, err)
+		}
+		if err := ops.DeleteExchange(ctx, name, topology.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if ok, err := ops.ExchangeExists(ctx, name); err != nil || ok {
+			t.Fatalf("exists after delete %s: %v %v", typ, ok, err)
+		}
+	}
+	if len(ops.Registry().Snapshot().Exchanges) != 0 {
+		t.Fatal("deleted exchanges are still recorded")
+	}
+}
+
+func TestInternalFlagIsSent(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	name := b.Name("internal")
+	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: name, Type: topology.Fanout, Internal: true}); err != nil {
+		t.Fatal(err)
+	}
+	// The broker refuses publishes to an internal exchange (403): proof that
+	// the flag reached it (rmqaio never sent it).
+	err := ops.Publish(ctx, name, "", msg("x"), topology.PublishOptions{})
+	var ce *topology.ChannelError
+	if !errors.As(err, &ce) || ce.Code != amqp.AccessRefused {
+		t.Fatalf("publish to internal exchange: %v, want 403", err)
+	}
+	// Redeclaring it as not internal is a 406: the broker has it internal.
+	err = ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: name, Type: topology.Fanout})
+	if !errors.Is(err, topology.ErrPreconditionFailed) {
+		t.Fatalf("redeclare without internal: %v, want 406", err)
+	}
+}
+
+func TestDelayedExchangeWithoutPluginSaysSo(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	spec := topology.DelayedExchangeSpec{Name: b.Name("delayed"), DelayedType: topology.Direct}
+	err := ops.DeclareExchange(ctx, spec.Exchange())
+	if !errors.Is(err, topology.ErrPluginMissing) || !strings.Contains(err.Error(), "rabbitmq_delayed_message_exchange") {
+		t.Fatalf("delayed exchange without the plugin: %v", err)
+	}
+	if len(ops.Registry().Snapshot().Exchanges) != 0 {
+		t.Fatal("a failed declare was recorded (it would fail every restore)")
+	}
+	// The broker closes the whole connection for an unknown exchange type;
+	// it comes back and works.
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("after"), AutoDelete: true}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestReadOnlyEntities(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	for _, s := range []topology.ExchangeSpec{topology.DefaultExchange(), {Name: "amq.topic", Type: topology.Topic}, {Name: b.Name("ro"), Type: topology.Direct, ReadOnly: true}} {
+		err := ops.DeclareExchange(ctx, s)
+		var oe *topology.OperationError
+		if !errors.As(err, &oe) || !errors.Is(err, topology.ErrReadOnly) {
+			t.Fatalf("declare read-only %q: %v", s.Name, err)
+		}
+	}
+	for _, name := range []string{"amq.direct", "amq.fanout"} {
+		if err := ops.DeleteExchange(ctx, name, topology.DeleteOptions{}); !errors.Is(err, topology.ErrReadOnly) {
+			t.Fatalf("delete %s: %v", name, err)
+		}
+	}
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("roq"), ReadOnly: true}); !errors.Is(err, topology.ErrReadOnly) {
+		t.Fatalf("declare read-only queue: %v", err)
+	}
+	// Apply checks read-only entities instead of failing.
+	q := b.Name("q")
+	top := topology.Topology{
+		Exchanges: []topology.ExchangeSpec{topology.DefaultExchange(), {Name: "amq.direct", Type: topology.Direct}},
+		Queues:    []topology.QueueSpec{{Name: q, AutoDelete: true}},
+		Bindings:  []topology.BindSpec{{Source: "amq.direct", Destination: q, RoutingKey: q}},
+	}
+	if err := ops.Apply(ctx, top); err != nil {
+		t.Fatal(err)
+	}
+	missing := topology.Topology{Exchanges: []topology.ExchangeSpec{{Name: b.Name("absent"), Type: topology.Direct, ReadOnly: true}}}
+	if err := ops.Apply(ctx, missing); !errors.Is(err, topology.ErrNotFound) {
+		t.Fatalf("Apply with a missing read-only exchange: %v, want ErrNotFound", err)
+	}
+}
+
+func TestQueueArgumentsReachTheBroker(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	raw := rawChannel(t, b.URL)
+	tests := []struct {
+		spec topology.QueueSpec
+		raw  amqp.Table // the same arguments written by hand
+	}{
+		{topology.QueueSpec{Args: topology.QueueArgs{MessageTTL: 1500 * time.Millisecond, Expires: time.Minute, MaxLength: 5, MaxLengthBytes: 1 << 20, Overflow: topology.RejectPublish}},
+			amqp.Table{"x-message-ttl": int64(1500), "x-expires": int64(60000), "x-max-length": int64(5), "x-max-length-bytes": int64(1 << 20), "x-overflow": "reject-publish"}},
+		{topology.QueueSpec{Args: topology.QueueArgs{DeadLetterExchange: "dlx", DeadLetterRoutingKey: "dead", MaxPriority: 10, QueueMode: "lazy", SingleActiveConsumer: true, Extra: amqp.Table{"x-custom": "v"}}},
+			amqp.Table{"x-dead-letter-exchange": "dlx", "x-dead-letter-routing-key": "dead", "x-max-priority": int64(10), "x-queue-mode": "lazy", "x-single-active-consumer": true, "x-custom": "v"}},
+		{topology.QueueSpec{Durable: true, Args: topology.QueueArgs{Type: topology.Quorum, DeliveryLimit: 3, DeadLetterStrategy: topology.AtLeastOnce, Overflow: topology.RejectPublish, DeadLetterExchange: "dlx"}},
+			amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int64(3), "x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish", "x-dead-letter-exchange": "dlx"}},
+		{topology.QueueSpec{Durable: true, Args: topology.QueueArgs{Type: topology.Stream, MaxLengthBytes: 1 << 20}},
+			amqp.Table{"x-queue-type": "stream", "x-max-length-bytes": int64(1 << 20)}},
+	}
+	for i, tt := range tests {
+		tt.spec.Name = b.Name("args" + string(rune('a'+i)))
+		if _, err := ops.DeclareQueue(ctx, tt.spec); err != nil {
+			t.Fatalf("declare %d: %v", i, err)
+		}
+		// A redeclare with different arguments is a 406; the same ones
+		// succeed: the broker holds exactly the arguments we meant.
+		if _, err := raw.QueueDeclare(tt.spec.Name, tt.spec.Durable, false, false, false, tt.raw); err != nil {
+			t.Fatalf("args %d differ from the hand-written ones: %v", i, err)
+		}
+	}
+	// And they act: max length 5 with reject-publish keeps 5.
+	name := b.Name("argsa")
+	for i := 0; i < 7; i++ {
+		_ = ops.Publish(ctx, "", name, msg("m"), topology.PublishOptions{})
+	}
+	info, err := ops.Inspect(ctx, name)
+	if err != nil || info.Messages != 5 {
+		t.Fatalf("max-length 5 queue holds %d (%v)", info.Messages, err)
+	}
+}
+
+func TestGeneratedQueueNames(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	info, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(info.Name, "warren.gen-") {
+		t.Fatalf("generated name %q", info.Name)
+	}
+	if s := ops.Registry().Snapshot(); len(s.Queues) != 1 || s.Queues[0].Name != info.Name {
+		t.Fatalf("registry does not hold the generated name: %+v", s.Queues)
+	}
+}
+
+func TestBindUnbindQueuesExchangesHeaders(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	src := ops.Exchange(topology.ExchangeSpec{Name: b.Name("src"), Type: topology.Topic, AutoDelete: true})
+	mid := ops.Exchange(topology.ExchangeSpec{Name: b.Name("mid"), Type: topology.Headers, AutoDelete: true})
+	q := ops.Queue(topology.QueueSpec{Exclusive: true})
+	if err := src.Declare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := mid.Declare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Declare(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// src --(orders.*)--> mid --(headers kind=a)--> q
+	if err := mid.BindTo(ctx, src.Spec.Name, "orders.*", nil); err != nil {
+		t.Fatal(err)
+	}
+	hdr := amqp.Table{"x-match": "all", "kind": "a"}
+	if err := q.Bind(ctx, mid.Spec.Name, "", hdr); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	if _, err := q.Consume(ctx, topology.ConsumerSpec{Handler: receiver(got)}); err != nil {
+		t.Fatal(err)
+	}
+	pub := func(key, kind, body string) {
+		t.Helper()
+		if err := src.Publish(ctx, key, amqp.Publishing{Headers: amqp.Table{"kind": kind}, Body: []byte(body)}, topology.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub("orders.new", "a", "1")
+	expect(t, got, "1")
+	pub("orders.new", "b", "headers filter this")
+	pub("users.new", "a", "topic filters this")
+	expectNothing(t, got)
+	if err := mid.UnbindFrom(ctx, src.Spec.Name, "orders.*", nil); err != nil {
+		t.Fatal(err)
+	}
+	snap := ops.Registry().Snapshot()
+	if len(snap.Bindings) != 1 || snap.Bindings[0].Source != mid.Spec.Name {
+		t.Fatalf("registry bindings after unbind: %+v", snap.Bindings)
+	}
+	// src was auto-delete and lost its last binding: the broker deleted it
+	// and the registry forgot it.
+	if ok, _ := src.Exists(ctx); ok {
+		t.Fatal("auto-delete exchange still exists")
+	}
+	for _, x := range snap.Exchanges {
+		if x.Name == src.Spec.Name {
+			t.Fatal("registry still restores an exchange the broker auto-deleted")
+		}
+	}
+	if err := q.StopConsume(ctx); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestDeleteConditionsAndCounts(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	name := b.Name("del")
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		if err := ops.Publish(ctx, "", name, msg("m"), topology.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	info, err := ops.Inspect(ctx, name)
+	if err != nil || info.Messages != 3 || info.Consumers != 0 {
+		t.Fatalf("inspect: %+v %v", info, err)
+	}
+	_, err = ops.DeleteQueue(ctx, name, topology.DeleteOptions{IfEmpty: true})
+	var ce *topology.ChannelError
+	if !errors.As(err, &ce) || ce.Code != amqp.PreconditionFailed || !errors.Is(err, topology.ErrPreconditionFailed) {
+		t.Fatalf("if-empty delete of a full queue: %v", err)
+	}
+	// The failed delete cost nobody their channel: the next call works.
+	n, err := ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
+	if err != nil || n != 3 {
+		t.Fatalf("delete: %d %v, want 3 purged", n, err)
+	}
+	if ok, err := ops.QueueExists(ctx, name); ok || err != nil {
+		t.Fatalf("exists after delete: %v %v", ok, err)
+	}
+	x := b.Name("used")
+	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Direct}); err != nil {
+		t.Fatal(err)
+	}
+	qi, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
+	if err := ops.Bind(ctx, topology.BindSpec{Source: x, Destination: qi.Name}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.DeleteExchange(ctx, x, topology.DeleteOptions{IfUnused: true}); !errors.Is(err, topology.ErrPreconditionFailed) {
+		t.Fatalf("if-unused delete of a bound exchange: %v", err)
+	}
+	if err := ops.DeleteExchange(ctx, x, topology.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if len(ops.Registry().Snapshot().Bindings) != 0 {
+		t.Fatal("bindings of a deleted exchange are still recorded")
+	}
+}
+
+func TestExistsNotFoundKeepsNextCallWorking(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	for i := 0; i < 5; i++ {
+		if ok, err := ops.QueueExists(ctx, b.Name("nope")); ok || err != nil {
+			t.Fatalf("missing queue: %v %v", ok, err)
+		}
+		if ok, err := ops.ExchangeExists(ctx, b.Name("nope")); ok || err != nil {
+			t.Fatalf("missing exchange: %v %v", ok, err)
+		}
+		if ok, err := ops.ExchangeExists(ctx, "amq.direct"); !ok || err != nil {
+			t.Fatalf("amq.direct: %v %v", ok, err)
+		}
+	}
+	if _, err := ops.Inspect(ctx, b.Name("nope")); !errors.Is(err, topology.ErrNotFound) {
+		t.Fatalf("inspect missing: %v", err)
+	}
+}
+
+func TestPublishMandatoryUnroutable(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	err := ops.Publish(ctx, "", b.Name("no-such-queue"), msg("lost?"), topology.PublishOptions{Mandatory: true})
+	if !errors.Is(err, topology.ErrUnroutable) {
+		t.Fatalf("mandatory publish to nowhere: %v, want ErrUnroutable", err)
+	}
+	// Without mandatory the broker drops it and confirms.
+	if err := ops.Publish(ctx, "", b.Name("no-such-queue"), msg("x"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
+	if err := ops.Publish(ctx, "", q.Name, msg("x"), topology.PublishOptions{Mandatory: true}); err != nil {
+		t.Fatalf("routable mandatory publish: %v", err)
+	}
+}
+
+func TestConsumeAndStopConsume(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	q, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("c")})
+	got := make(chan string, 10)
+	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, Handler: receiver(got), PrefetchCount: 5, Priority: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.Publish(ctx, "", q.Name, msg("hello"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "hello")
+	if info, _ := ops.Inspect(ctx, q.Name); info.Consumers != 1 {
+		t.Fatalf("consumers %d", info.Consumers)
+	}
+	if err := ops.StopConsume(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(c.Err(), topology.ErrConsumerStopped) {
+		t.Fatalf("Err after stop: %v", c.Err())
+	}
+	if err := c.Stop(ctx); err != nil {
+		t.Fatalf("second stop: %v", err)
+	}
+	if info, _ := ops.Inspect(ctx, q.Name); info.Consumers != 0 {
+		t.Fatalf("consumer still there after StopConsume: %d", info.Consumers)
+	}
+	if len(ops.Registry().Snapshot().Consumers) != 0 {
+		t.Fatal("stopped consumer still recorded")
+	}
+	if err := ops.Publish(ctx, "", q.Name, msg("after"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expectNothing(t, got)
+}
+
+func TestForce(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	// Exchange: recreated with another type, its recorded bindings re-applied.
+	x := b.Name("fx")
+	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Direct}); err != nil {
+		t.Fatal(err)
+	}
+	q, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
+	if err := ops.Bind(ctx, topology.BindSpec{Source: x, Destination: q.Name, RoutingKey: "k"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout}); !errors.Is(err, topology.ErrPreconditionFailed) {
+		t.Fatalf("redeclare with another type without force: %v", err)
+	}
+	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout}, topology.WithForce()); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.Publish(ctx, x, "any", msg("routed"), topology.PublishOptions{Mandatory: true}); err != nil {
+		t.Fatalf("binding not re-applied after force: %v", err)
+	}
+	// Queue: a non-empty queue is never deleted without consent.
+	name := b.Name("fq")
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: name}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 2; i++ {
+		_ = ops.Publish(ctx, "", name, msg("precious"), topology.PublishOptions{})
+	}
+	changed := topology.QueueSpec{Name: name, Args: topology.QueueArgs{MaxLength: 100}}
+	_, err := ops.DeclareQueue(ctx, changed, topology.WithForce())
+	var fe *topology.ForceRefusedError
+	if !errors.As(err, &fe) || fe.Messages != 2 || !errors.Is(err, topology.ErrMessagesAtStake) || !strings.Contains(err.Error(), "2 message") {
+		t.Fatalf("force on a non-empty queue: %v", err)
+	}
+	if info, _ := ops.Inspect(ctx, name); info.Messages != 2 {
+		t.Fatal("refused force still lost messages")
+	}
+	info, err := ops.DeclareQueue(ctx, changed, topology.WithForce(), topology.AcceptMessageLoss())
+	if err != nil || info.Messages != 0 {
+		t.Fatalf("force with AcceptMessageLoss: %+v %v", info, err)
+	}
+}
+
+func TestInvalidSpecsFailBeforeTheNetwork(t *testing.T) {
+	c, err := conn.New("amqp://guest:guest@127.0.0.1:1/", conn.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ops, err := topology.NewOps(c, topology.OpsConfig{}) // never opened
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, err := range []error{
+		ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: "x", Type: "bogus"}),
+		func() error { _, e := ops.DeclareQueue(ctx, topology.QueueSpec{Name: "q", Args: topology.QueueArgs{Type: topology.Quorum}}); return e }(),
+		ops.Bind(ctx, topology.BindSpec{Source: "", Destination: "q"}),
+		func() error { _, e := ops.Consume(ctx, topology.ConsumerSpec{Queue: "q"}); return e }(),
+		ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{{Name: "amq.x"}}}),
+	} {
+		if !errors.Is(err, topology.ErrInvalidSpec) {
+			t.Fatalf("got %v, want ErrInvalidSpec before any network call", err)
+		}
+	}
+	if _, err := topology.NewOps(nil, topology.OpsConfig{}); err == nil {
+		t.Fatal("NewOps(nil) accepted")
+	}
+	if _, err := topology.NewOps(c, topology.OpsConfig{Timeout: -1}); !errors.Is(err, topology.ErrInvalidSpec) {
+		t.Fatalf("negative timeout: %v", err)
+	}
+}
+
+func TestOpsTimeoutAppliesWithoutDeadline(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	_, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{Timeout: 300 * time.Millisecond})
+	if err := p.Stall(); err != nil {
+		t.Fatal(err)
+	}
+	defer p.Heal()
+	start := time.Now()
+	_, err := ops.DeclareQueue(context.Background(), topology.QueueSpec{Exclusive: true})
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("declare on a stalled network: %v, want a deadline error", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("declare took %v with a 300ms timeout", d)
+	}
+}

@@ -1,0 +1,268 @@
+package topology_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
+)
+
+// world is a topology with one of every kind of entity, and consumers that
+// report what they receive.
+type world struct {
+	ops                   *topology.Ops
+	src, mid, hdr, direct string
+	exclusive             string // server-named (generated) exclusive queue
+	plain                 string
+	gotExclusive, gotHdr  chan string
+}
+
+func buildWorld(t *testing.T, ops *topology.Ops, name func(string) string) *world {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	w := &world{ops: ops, src: name("src"), mid: name("mid"), hdr: name("hdr"), direct: name("direct"),
+		plain: name("plain"), gotExclusive: make(chan string, 100), gotHdr: make(chan string, 100)}
+	for _, x := range []topology.ExchangeSpec{
+		{Name: w.src, Type: topology.Topic},
+		{Name: w.mid, Type: topology.Fanout, AutoDelete: true},
+		{Name: w.hdr, Type: topology.Headers},
+		{Name: w.direct, Type: topology.Direct, Internal: true},
+	} {
+		if err := ops.DeclareExchange(ctx, x); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ex, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true}) // generated name
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.exclusive = ex.Name
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: w.plain, AutoDelete: true}); err != nil {
+		t.Fatal(err)
+	}
+	for _, bnd := range []topology.BindSpec{
+		{Source: w.src, Destination: w.mid, Kind: topology.BindExchange, RoutingKey: "a.*"},                          // exchange -> exchange
+		{Source: w.mid, Destination: w.exclusive},                                                                    // fanout -> exclusive queue
+		{Source: w.src, Destination: w.hdr, Kind: topology.BindExchange, RoutingKey: "#"},                            // exchange -> exchange
+		{Source: w.hdr, Destination: w.plain, Args: amqp.Table{"x-match": "any", "color": "red", "shape": "circle"}}, // headers binding
+		{Source: w.src, Destination: w.direct, Kind: topology.BindExchange, RoutingKey: "internal.only"},             // into an internal exchange
+		{Source: w.direct, Destination: w.plain, RoutingKey: "internal.only"},                                        // internal -> queue
+	} {
+		if err := ops.Bind(ctx, bnd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: w.exclusive, Handler: receiver(w.gotExclusive), Exclusive: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: w.plain, Handler: receiver(w.gotHdr)}); err != nil {
+		t.Fatal(err)
+	}
+	return w
+}
+
+// check proves every entity is there and every consumer receives.
+func (w *world) check(t *testing.T, round string) {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	pub := func(key string, headers amqp.Table, body string) {
+		t.Helper()
+		if err := w.ops.Publish(ctx, w.src, key, amqp.Publishing{Headers: headers, Body: []byte(body)}, topology.PublishOptions{Mandatory: true}); err != nil {
+			t.Fatalf("%s: publish %s: %v", round, body, err)
+		}
+	}
+	pub("a.b", nil, round+"-fanout")
+	expect(t, w.gotExclusive, round+"-fanout")
+	pub("z", amqp.Table{"color": "red"}, round+"-headers")
+	expect(t, w.gotHdr, round+"-headers")
+	pub("internal.only", nil, round+"-internal")
+	expect(t, w.gotHdr, round+"-internal")
+	if info, err := w.ops.Inspect(ctx, w.exclusive); err != nil || info.Consumers != 1 {
+		t.Fatalf("%s: exclusive queue %+v %v", round, info, err)
+	}
+}
+
+func TestRestoreAfterConnectionCut(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	var restoreErrs []*topology.RestoreError
+	var mu sync.Mutex
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{OnRestoreError: func(e *topology.RestoreError) {
+		mu.Lock()
+		restoreErrs = append(restoreErrs, e)
+		mu.Unlock()
+	}})
+	w := buildWorld(t, ops, b.Name)
+	w.check(t, "before")
+	for i := 0; i < 3; i++ {
+		if err := p.Drop(); err != nil {
+			t.Fatal(err)
+		}
+		// WaitConnected returns after the restore: everything is back.
+		deadline := time.Now().Add(10 * time.Second)
+		for c.State() == conn.StateConnected && time.Now().Before(deadline) {
+			time.Sleep(5 * time.Millisecond) // until the drop is noticed
+		}
+		if err := c.WaitConnected(ctxT(t, 20*time.Second)); err != nil {
+			t.Fatal(err)
+		}
+		w.check(t, "after-cut")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(restoreErrs) != 0 {
+		t.Fatalf("restore reported failures: %v", restoreErrs)
+	}
+}
+
+func TestRestoreAfterBrokerRestart(t *testing.T) {
+	n := node.Get(t)
+	c, ops := setup(t, n.URL(), topology.OpsConfig{})
+	w := buildWorld(t, ops, func(s string) string { return "restart." + s })
+	w.check(t, "before")
+	// A restart loses every non-durable entity; the registry brings them back.
+	n.Stop()
+	if err := n.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.WaitConnected(ctxT(t, 60*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	w.check(t, "after-restart")
+}
+
+func TestRestoreFailureOfOneEntityDoesNotStopOthers(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	failures := make(chan *topology.RestoreError, 10)
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{OnRestoreError: func(e *topology.RestoreError) { failures <- e }})
+	ctx := ctxT(t, 30*time.Second)
+	conflicted := b.Name("conflicted")
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: conflicted, Args: topology.QueueArgs{MaxLength: 10}}); err != nil {
+		t.Fatal(err)
+	}
+	after := b.Name("after")
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: after, AutoDelete: true}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: after, Handler: receiver(got)}); err != nil {
+		t.Fatal(err)
+	}
+	// Somebody else replaces the first queue with other arguments: its
+	// restore will be a 406.
+	raw := rawChannel(t, b.URL)
+	if _, err := raw.QueueDelete(conflicted, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.QueueDeclare(conflicted, false, false, false, false, amqp.Table{"x-max-length": int64(99)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	var re *topology.RestoreError
+	select {
+	case re = <-failures:
+	case <-time.After(20 * time.Second):
+		t.Fatal("no restore failure reported")
+	}
+	if re.Kind != "queue" || re.Code != amqp.PreconditionFailed || !errors.Is(re, topology.ErrPreconditionFailed) {
+		t.Fatalf("reported %v (code %d)", re, re.Code)
+	}
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The auto-delete queue after it, and its consumer, came back.
+	if err := ops.Publish(ctx, "", after, msg("still here"), topology.PublishOptions{Mandatory: true}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "still here")
+}
+
+func TestServerCancelIsResubscribed(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	q := b.Name("cancelled")
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// An operator deletes and recreates the queue: the broker cancels our
+	// consumer (basic.cancel) while the connection stays up.
+	raw := rawChannel(t, b.URL)
+	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := ops.Inspect(ctx, q)
+		if err == nil && info.Consumers == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("consumer not resubscribed after a server cancel: %+v %v (consumer err %v)", info, err, c.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := ops.Publish(ctx, "", q, msg("again"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "again")
+	// A queue deleted for good ends the consumer with the reason.
+	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-c.Done():
+	case <-time.After(20 * time.Second):
+		t.Fatal("consumer of a deleted queue never ended")
+	}
+	if !errors.Is(c.Err(), topology.ErrConsumerStopped) || !errors.Is(c.Err(), topology.ErrNotFound) {
+		t.Fatalf("Err = %v, want stopped because not found", c.Err())
+	}
+}
+
+func TestNoRestoreEntitiesAreNotRestored(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true}, topology.NoRestore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cons, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, Handler: func(context.Context, amqp.Delivery) {}}, topology.NoRestore())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-cons.Done():
+	case <-time.After(10 * time.Second):
+		t.Fatal("a NoRestore consumer outlived its connection")
+	}
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := ops.QueueExists(ctx, q.Name); ok || err != nil {
+		t.Fatalf("NoRestore exclusive queue came back: %v %v", ok, err)
+	}
+}

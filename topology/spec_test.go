@@ -1,0 +1,127 @@
+package topology
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+func TestSpecValidation(t *testing.T) {
+	long := strings.Repeat("x", 256)
+	tests := []struct {
+		name  string
+		spec  interface{ Validate() error }
+		field string // "" means valid
+	}{
+		{"exchange ok", ExchangeSpec{Name: "e", Type: Topic}, ""},
+		{"exchange no type", ExchangeSpec{Name: "e"}, "Type"},
+		{"exchange unknown type", ExchangeSpec{Name: "e", Type: "fancy"}, "Type"},
+		{"exchange long name", ExchangeSpec{Name: long, Type: Direct}, "Name"},
+		{"exchange bad utf8", ExchangeSpec{Name: "\xff", Type: Direct}, "Name"},
+		{"exchange typed arg in extra", ExchangeSpec{Name: "e", Type: Direct, Args: ExchangeArgs{Extra: amqp.Table{"alternate-exchange": "x"}}}, "Args.Extra"},
+		{"exchange arg of bad type", ExchangeSpec{Name: "e", Type: Direct, Args: ExchangeArgs{Extra: amqp.Table{"k": struct{}{}}}}, "Args.Extra"},
+		{"default exchange ok", DefaultExchange(), ""},
+		{"delayed ok", DelayedExchangeSpec{Name: "d", DelayedType: Topic}, ""},
+		{"delayed bad type", DelayedExchangeSpec{Name: "d", DelayedType: Headers}, "Args.Extra"},
+		{"delayed no name", DelayedExchangeSpec{DelayedType: Direct}, "Name"},
+		{"queue ok", QueueSpec{Name: "q", Durable: true, Args: QueueArgs{Type: Quorum, DeliveryLimit: 3}}, ""},
+		{"queue generated name ok", QueueSpec{Exclusive: true}, ""},
+		{"queue long name", QueueSpec{Name: long}, "Name"},
+		{"queue amq. reserved", QueueSpec{Name: "amq.mine"}, "Name"},
+		{"queue unknown type", QueueSpec{Name: "q", Args: QueueArgs{Type: "fast"}}, "Args.Type"},
+		{"quorum not durable", QueueSpec{Name: "q", Args: QueueArgs{Type: Quorum}}, "Args.Type"},
+		{"quorum exclusive", QueueSpec{Name: "q", Durable: true, Exclusive: true, Args: QueueArgs{Type: Quorum}}, "Args.Type"},
+		{"stream auto-delete", QueueSpec{Name: "q", Durable: true, AutoDelete: true, Args: QueueArgs{Type: Stream}}, "Args.Type"},
+		{"negative ttl", QueueSpec{Name: "q", Args: QueueArgs{MessageTTL: -time.Second}}, "Args.MessageTTL"},
+		{"sub-ms ttl", QueueSpec{Name: "q", Args: QueueArgs{MessageTTL: time.Microsecond}}, "Args.MessageTTL"},
+		{"negative expires", QueueSpec{Name: "q", Args: QueueArgs{Expires: -1}}, "Args.Expires"},
+		{"negative max length", QueueSpec{Name: "q", Args: QueueArgs{MaxLength: -1}}, "Args.MaxLength"},
+		{"negative max bytes", QueueSpec{Name: "q", Args: QueueArgs{MaxLengthBytes: -1}}, "Args.MaxLengthBytes"},
+		{"unknown overflow", QueueSpec{Name: "q", Args: QueueArgs{Overflow: "spill"}}, "Args.Overflow"},
+		{"dl strategy on classic", QueueSpec{Name: "q", Args: QueueArgs{DeadLetterStrategy: AtMostOnce}}, "Args.DeadLetterStrategy"},
+		{"at-least-once without reject-publish", QueueSpec{Name: "q", Durable: true, Args: QueueArgs{Type: Quorum, DeadLetterStrategy: AtLeastOnce}}, "Args.DeadLetterStrategy"},
+		{"max priority 0 ok", QueueSpec{Name: "q"}, ""},
+		{"max priority 256", QueueSpec{Name: "q", Args: QueueArgs{MaxPriority: 256}}, "Args.MaxPriority"},
+		{"max priority negative", QueueSpec{Name: "q", Args: QueueArgs{MaxPriority: -1}}, "Args.MaxPriority"},
+		{"max priority on quorum", QueueSpec{Name: "q", Durable: true, Args: QueueArgs{Type: Quorum, MaxPriority: 5}}, "Args.MaxPriority"},
+		{"unknown queue mode", QueueSpec{Name: "q", Args: QueueArgs{QueueMode: "eager"}}, "Args.QueueMode"},
+		{"delivery limit on classic", QueueSpec{Name: "q", Args: QueueArgs{DeliveryLimit: 3}}, "Args.DeliveryLimit"},
+		{"typed arg in extra", QueueSpec{Name: "q", Args: QueueArgs{Extra: amqp.Table{"x-message-ttl": int64(5)}}}, "Args.Extra"},
+		{"extra of bad type", QueueSpec{Name: "q", Args: QueueArgs{Extra: amqp.Table{"x-foo": []int{1}}}}, "Args.Extra"},
+		{"bind ok", BindSpec{Source: "e", Destination: "q", RoutingKey: "k"}, ""},
+		{"bind default exchange", BindSpec{Source: "", Destination: "q"}, "Source"},
+		{"bind no destination", BindSpec{Source: "e"}, "Destination"},
+		{"bind bad kind", BindSpec{Source: "e", Destination: "q", Kind: 7}, "Kind"},
+		{"bind bad x-match", BindSpec{Source: "e", Destination: "q", Args: amqp.Table{"x-match": "some"}}, "Args"},
+		{"bind long key", BindSpec{Source: "e", Destination: "q", RoutingKey: long}, "RoutingKey"},
+		{"consumer ok", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ amqp.Delivery) {}}, ""},
+		{"consumer nil handler", ConsumerSpec{Queue: "q"}, "Handler"},
+		{"consumer no queue", ConsumerSpec{Handler: func(_ context.Context, _ amqp.Delivery) {}}, "Queue"},
+		{"consumer prefetch", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ amqp.Delivery) {}, PrefetchCount: 70000}, "PrefetchCount"},
+		{"consumer x-priority in args", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ amqp.Delivery) {}, Args: amqp.Table{"x-priority": 1}}, "Args"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := tt.spec.Validate()
+			if tt.field == "" {
+				if err != nil {
+					t.Fatalf("valid spec rejected: %v", err)
+				}
+				return
+			}
+			var se *SpecError
+			if !errors.As(err, &se) || !errors.Is(err, ErrInvalidSpec) {
+				t.Fatalf("got %v, want a *SpecError", err)
+			}
+			if !strings.Contains(err.Error(), ": "+tt.field+": ") {
+				t.Fatalf("error does not name %s: %v", tt.field, err)
+			}
+		})
+	}
+}
+
+func TestQueueArgsTableInMilliseconds(t *testing.T) {
+	tab := QueueArgs{Type: Quorum, MessageTTL: 1500 * time.Millisecond, Expires: time.Minute, DeliveryLimit: 3,
+		DeadLetterRoutingKey: "dead", MaxLength: 10, SingleActiveConsumer: true}.Table()
+	want := amqp.Table{"x-queue-type": "quorum", "x-message-ttl": int64(1500), "x-expires": int64(60000), "x-delivery-limit": int64(3),
+		"x-dead-letter-exchange": "", "x-dead-letter-routing-key": "dead", "x-max-length": int64(10), "x-single-active-consumer": true}
+	if tableKey(tab) != tableKey(want) {
+		t.Fatalf("got %v, want %v", tab, want)
+	}
+	if (QueueArgs{}).Table() != nil {
+		t.Fatal("empty args must send no table")
+	}
+}
+
+func TestRegistryForgetsAndReplaces(t *testing.T) {
+	r := newRegistry()
+	r.putExchange(ExchangeSpec{Name: "x", Type: Direct, AutoDelete: true})
+	r.putExchange(ExchangeSpec{Name: "y", Type: Fanout})
+	r.putQueue(QueueSpec{Name: "q"})
+	r.putQueue(QueueSpec{Name: "q", Durable: true}) // replaces
+	r.putBinding(BindSpec{Source: "x", Destination: "q", RoutingKey: "a"})
+	r.putBinding(BindSpec{Source: "y", Destination: "x", Kind: BindExchange})
+	r.putBinding(BindSpec{Source: "y", Destination: "q", RoutingKey: "b"})
+	s := r.Snapshot()
+	if len(s.Queues) != 1 || !s.Queues[0].Durable {
+		t.Fatalf("redeclare did not replace: %+v", s.Queues)
+	}
+	if len(s.Bindings) != 3 || s.Bindings[2].Kind != BindExchange {
+		t.Fatalf("queue bindings must come before exchange bindings: %+v", s.Bindings)
+	}
+	// Removing the last binding of an auto-delete exchange forgets it (the
+	// broker deletes it) and its remaining bindings.
+	r.forgetBinding(BindSpec{Source: "x", Destination: "q", RoutingKey: "a"})
+	s = r.Snapshot()
+	if len(s.Exchanges) != 1 || s.Exchanges[0].Name != "y" || len(s.Bindings) != 1 {
+		t.Fatalf("auto-delete exchange not forgotten: %+v", s)
+	}
+	r.forgetQueue("q")
+	if s = r.Snapshot(); len(s.Queues) != 0 || len(s.Bindings) != 0 {
+		t.Fatalf("queue or its bindings not forgotten: %+v", s)
+	}
+}
