@@ -35,6 +35,7 @@ type Consumer struct {
 	cur       subscription
 	stopped   bool
 	queueGone bool
+	drain     func(context.Context)
 	err       error
 }
 
@@ -86,6 +87,9 @@ func (o *Ops) Consume(ctx context.Context, s ConsumerSpec, opts ...Option) (*Con
 	o.activeMu.Lock()
 	o.active[c] = struct{}{}
 	o.activeMu.Unlock()
+	// Set before the goroutine starts: a Stop right after Consume must find
+	// the channel to close (or it leaks with its prefetched deliveries).
+	c.cur = sub
 	go c.run(sub)
 	return c, nil
 }
@@ -103,6 +107,17 @@ func (o *Ops) StopConsume(ctx context.Context, c *Consumer) error {
 // channel (rmqaio's stop_consume leaked it) and forgets the consumer.
 // Idempotent.
 func (c *Consumer) Stop(ctx context.Context) error { return c.stop(ctx) }
+
+// StopWith is Stop with drain called after the consumer stopped taking
+// deliveries and before its channel closes: a caller that hands deliveries
+// to workers waits for them there, so their settlements still reach the
+// channel the deliveries came on.
+func (c *Consumer) StopWith(ctx context.Context, drain func(context.Context)) error {
+	c.mu.Lock()
+	c.drain = drain
+	c.mu.Unlock()
+	return c.stop(ctx)
+}
 
 func (c *Consumer) subscribe(ctx context.Context) (subscription, error) {
 	s := c.spec
@@ -177,6 +192,9 @@ func (c *Consumer) run(sub subscription) {
 			case <-c.stopCh:
 				c.end(nil)
 				return
+			case <-c.ops.conn.Done():
+				c.end(conn.ErrClosed)
+				return
 			}
 		}
 		next, err := c.resubscribeAfterCancel()
@@ -188,14 +206,25 @@ func (c *Consumer) run(sub subscription) {
 	}
 }
 
+type channelKey struct{}
+
+// DeliveryChannel returns the channel the delivery being handled came on,
+// from a Handler's ctx: settle only while it is open, since a delivery tag
+// means nothing on any other channel (PITFALLS 4).
+func DeliveryChannel(ctx context.Context) *conn.Channel {
+	ch, _ := ctx.Value(channelKey{}).(*conn.Channel)
+	return ch
+}
+
 func (c *Consumer) dispatch(sub subscription) {
+	ctx := context.WithValue(c.handlerCtx, channelKey{}, sub.ch)
 	for {
 		select {
 		case d, ok := <-sub.msgs:
 			if !ok {
 				return
 			}
-			c.spec.Handler(c.handlerCtx, d)
+			c.spec.Handler(ctx, d)
 		case <-c.stopCh:
 			return
 		}
@@ -253,6 +282,9 @@ func (c *Consumer) resubscribeAfterCancel() (subscription, error) {
 		case <-c.stopCh:
 			t.Stop()
 			return subscription{}, nil
+		case <-c.ops.conn.Done():
+			t.Stop()
+			return subscription{}, conn.ErrClosed
 		}
 	}
 }
@@ -301,6 +333,7 @@ func (c *Consumer) stop(ctx context.Context) error {
 	}
 	c.stopped = true
 	sub := c.cur
+	drain := c.drain
 	c.mu.Unlock()
 	// Stop new deliveries first; the delivery in hand is finished and
 	// settled on its channel before that channel closes.
@@ -323,6 +356,9 @@ func (c *Consumer) stop(ctx context.Context) error {
 		c.cancel()
 		err = ctx.Err()
 		<-c.done
+	}
+	if drain != nil {
+		drain(ctx)
 	}
 	if sub.ch != nil {
 		_ = sub.ch.Close()

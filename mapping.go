@@ -1,0 +1,150 @@
+package warren
+
+import (
+	"github.com/warrenmq/warren/topology"
+)
+
+// Mapping turns Watermill topics into RabbitMQ topology. Publish sends a
+// topic's messages to the Route's exchange and routing key, after declaring
+// the Route's topology once (so nothing published before the first
+// subscriber is lost where the mapping can prevent it). Subscribe consumes
+// the Subscription's queue after declaring its topology. Names must be
+// deterministic per topic (and consumer group): Watermill publishes before
+// it subscribes (PITFALLS 25).
+type Mapping interface {
+	Route(topic string) (Route, error)
+	Subscription(topic string) (Subscription, error)
+}
+
+// Route is where messages of a topic are published.
+type Route struct {
+	Exchange   string
+	RoutingKey string
+	// Topology is declared (and restored) before the first publish.
+	Topology topology.Topology
+}
+
+// Subscription is what a subscriber to a topic consumes.
+type Subscription struct {
+	Queue string
+	// Topology is declared (and restored) by SubscribeInitialize and
+	// Subscribe: the queue, its exchange and bindings.
+	Topology topology.Topology
+}
+
+func queueSpec(name string, transient bool, args topology.QueueArgs) topology.QueueSpec {
+	return topology.QueueSpec{Name: name, Durable: !transient, Args: args}
+}
+
+// QueuePerTopic: one queue per topic, named Prefix+topic, published through
+// the default exchange. Every subscriber of a topic competes for the same
+// queue, so consumer groups do not exist here (the default exchange routes
+// to exactly one queue); use FanoutPerTopic or TopicExchange for them.
+type QueuePerTopic struct {
+	Prefix string
+	// Transient makes queues non-durable. Default: durable.
+	Transient bool
+	QueueArgs topology.QueueArgs
+}
+
+func (m QueuePerTopic) spec(topic string) topology.QueueSpec {
+	return queueSpec(m.Prefix+topic, m.Transient, m.QueueArgs)
+}
+
+// Route publishes to the default exchange, declaring the queue first.
+func (m QueuePerTopic) Route(topic string) (Route, error) {
+	q := m.spec(topic)
+	return Route{RoutingKey: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
+}
+
+// Subscription consumes the topic's queue.
+func (m QueuePerTopic) Subscription(topic string) (Subscription, error) {
+	q := m.spec(topic)
+	return Subscription{Queue: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
+}
+
+// FanoutPerTopic: one fanout exchange per topic (Prefix+topic), one queue
+// per consumer group bound to it (Prefix+topic+"."+ConsumerGroup, or
+// Prefix+topic without a group). Each group gets every message; subscribers
+// of one group compete.
+type FanoutPerTopic struct {
+	Prefix        string
+	ConsumerGroup string
+	Transient     bool
+	QueueArgs     topology.QueueArgs
+}
+
+func (m FanoutPerTopic) exchange(topic string) topology.ExchangeSpec {
+	return topology.ExchangeSpec{Name: m.Prefix + topic, Type: topology.Fanout, Durable: !m.Transient}
+}
+
+// Route publishes to the topic's exchange, declaring it first.
+func (m FanoutPerTopic) Route(topic string) (Route, error) {
+	x := m.exchange(topic)
+	return Route{Exchange: x.Name, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
+}
+
+// Subscription consumes the group's queue, bound to the topic's exchange.
+func (m FanoutPerTopic) Subscription(topic string) (Subscription, error) {
+	x := m.exchange(topic)
+	name := m.Prefix + topic
+	if m.ConsumerGroup != "" {
+		name += "." + m.ConsumerGroup
+	}
+	q := queueSpec(name, m.Transient, m.QueueArgs)
+	t := topology.Topology{
+		Exchanges: []topology.ExchangeSpec{x},
+		Queues:    []topology.QueueSpec{q},
+		Bindings:  []topology.BindSpec{{Source: x.Name, Destination: q.Name}},
+	}
+	return Subscription{Queue: q.Name, Topology: t}, t.Validate()
+}
+
+// TopicExchange: one topic exchange (Exchange, default "warren.topics") for
+// every topic, the Watermill topic being the routing key. A subscriber's
+// queue (Prefix+topic[+"."+ConsumerGroup]) binds the patterns given by
+// Patterns (default: the topic itself), so a subscription can take
+// "orders.*" or "orders.#".
+type TopicExchange struct {
+	Exchange      string
+	Prefix        string
+	ConsumerGroup string
+	// Patterns returns the binding keys of a subscription to topic.
+	// Default: []string{topic}.
+	Patterns  func(topic string) []string
+	Transient bool
+	QueueArgs topology.QueueArgs
+}
+
+func (m TopicExchange) exchange() topology.ExchangeSpec {
+	name := m.Exchange
+	if name == "" {
+		name = "warren.topics"
+	}
+	return topology.ExchangeSpec{Name: name, Type: topology.Topic, Durable: !m.Transient}
+}
+
+// Route publishes to the exchange with the topic as routing key.
+func (m TopicExchange) Route(topic string) (Route, error) {
+	x := m.exchange()
+	return Route{Exchange: x.Name, RoutingKey: topic, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
+}
+
+// Subscription consumes a queue bound with the subscription's patterns.
+func (m TopicExchange) Subscription(topic string) (Subscription, error) {
+	x := m.exchange()
+	name := m.Prefix + topic
+	if m.ConsumerGroup != "" {
+		name += "." + m.ConsumerGroup
+	}
+	q := queueSpec(name, m.Transient, m.QueueArgs)
+	patterns := []string{topic}
+	if m.Patterns != nil {
+		patterns = m.Patterns(topic)
+	}
+	t := topology.Topology{Exchanges: []topology.ExchangeSpec{x}, Queues: []topology.QueueSpec{q}}
+	for _, p := range patterns {
+		t.Bindings = append(t.Bindings, topology.BindSpec{Source: x.Name, Destination: q.Name, RoutingKey: p})
+	}
+	return Subscription{Queue: q.Name, Topology: t}, t.Validate()
+}

@@ -1,0 +1,186 @@
+package warren
+
+import (
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+)
+
+// Metadata keys that map to AMQP properties instead of headers. Set them on
+// a message to set the property; read them on a received message.
+const (
+	MetaContentType     = "amqp.content_type"
+	MetaContentEncoding = "amqp.content_encoding"
+	MetaCorrelationID   = "amqp.correlation_id"
+	MetaReplyTo         = "amqp.reply_to"
+	MetaExpiration      = "amqp.expiration" // milliseconds, as AMQP wants it
+	MetaPriority        = "amqp.priority"   // 0-9
+	MetaType            = "amqp.type"
+	MetaAppID           = "amqp.app_id"
+	MetaUserID          = "amqp.user_id"
+	MetaTimestamp       = "amqp.timestamp" // RFC 3339
+)
+
+// LegacyUUIDHeader is where watermill-amqp keeps the message UUID; read as a
+// fallback when message-id is empty.
+const LegacyUUIDHeader = "_watermill_message_uuid"
+
+// Marshaler converts between Watermill messages and AMQP.
+type Marshaler interface {
+	Marshal(topic string, msg *message.Message) (amqp.Publishing, error)
+	// Unmarshal decodes a delivery. An error makes the delivery poison: it
+	// is rejected without requeue (to the queue's dead-letter exchange) and
+	// reported, never requeued in a loop.
+	Unmarshal(d *amqp.Delivery) (*message.Message, error)
+}
+
+// DefaultMarshaler puts the UUID in message-id, the payload in the body,
+// metadata in string headers (MetaX keys in AMQP properties) and marks
+// messages persistent. Decoding never fails on header types: values that are
+// not strings (x-death, x-delivery-count, numbers, timestamps, tables,
+// arrays) appear in metadata as strings (tables and arrays as JSON) and stay
+// raw in ack.Info.Headers.
+type DefaultMarshaler struct {
+	// Transient publishes with delivery mode 1. Default: persistent.
+	Transient bool
+}
+
+// Marshal implements Marshaler.
+func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishing, error) {
+	p := amqp.Publishing{MessageId: msg.UUID, Body: msg.Payload, DeliveryMode: amqp.Persistent}
+	if m.Transient {
+		p.DeliveryMode = amqp.Transient
+	}
+	for k, v := range msg.Metadata {
+		switch k {
+		case MetaContentType:
+			p.ContentType = v
+		case MetaContentEncoding:
+			p.ContentEncoding = v
+		case MetaCorrelationID:
+			p.CorrelationId = v
+		case MetaReplyTo:
+			p.ReplyTo = v
+		case MetaExpiration:
+			if _, err := strconv.ParseUint(v, 10, 32); err != nil {
+				return p, fmt.Errorf("%w: metadata %s %q: want milliseconds", ErrInvalidConfig, k, v)
+			}
+			p.Expiration = v
+		case MetaPriority:
+			n, err := strconv.ParseUint(v, 10, 8)
+			if err != nil {
+				return p, fmt.Errorf("%w: metadata %s %q: want 0-255", ErrInvalidConfig, k, v)
+			}
+			p.Priority = uint8(n)
+		case MetaType:
+			p.Type = v
+		case MetaAppID:
+			p.AppId = v
+		case MetaUserID:
+			p.UserId = v
+		case MetaTimestamp:
+			ts, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				return p, fmt.Errorf("%w: metadata %s %q: want RFC 3339", ErrInvalidConfig, k, v)
+			}
+			p.Timestamp = ts
+		default:
+			if p.Headers == nil {
+				p.Headers = make(amqp.Table, len(msg.Metadata))
+			}
+			p.Headers[k] = v
+		}
+	}
+	return p, nil
+}
+
+// Unmarshal implements Marshaler; it does not fail.
+func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) {
+	id := d.MessageId
+	if id == "" {
+		if s, ok := d.Headers[LegacyUUIDHeader].(string); ok {
+			id = s
+		} else {
+			id = watermill.NewUUID()
+		}
+	}
+	msg := message.NewMessage(id, d.Body)
+	for k, v := range d.Headers {
+		if k == LegacyUUIDHeader {
+			continue
+		}
+		msg.Metadata[k] = HeaderString(v)
+	}
+	set := func(k, v string) {
+		if v != "" {
+			msg.Metadata[k] = v
+		}
+	}
+	set(MetaContentType, d.ContentType)
+	set(MetaContentEncoding, d.ContentEncoding)
+	set(MetaCorrelationID, d.CorrelationId)
+	set(MetaReplyTo, d.ReplyTo)
+	set(MetaExpiration, d.Expiration)
+	set(MetaType, d.Type)
+	set(MetaAppID, d.AppId)
+	set(MetaUserID, d.UserId)
+	if d.Priority != 0 {
+		msg.Metadata[MetaPriority] = strconv.Itoa(int(d.Priority))
+	}
+	if !d.Timestamp.IsZero() {
+		msg.Metadata[MetaTimestamp] = d.Timestamp.UTC().Format(time.RFC3339Nano)
+	}
+	return msg, nil
+}
+
+// HeaderString shows any AMQP header value as a string: strings as they
+// are, numbers and booleans in decimal, byte slices as text, timestamps in
+// RFC 3339, tables and arrays as JSON.
+func HeaderString(v any) string {
+	switch x := v.(type) {
+	case nil:
+		return ""
+	case string:
+		return x
+	case []byte:
+		return string(x)
+	case time.Time:
+		return x.UTC().Format(time.RFC3339Nano)
+	case bool, int, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64:
+		return fmt.Sprint(x)
+	case amqp.Decimal:
+		return fmt.Sprintf("%de-%d", x.Value, x.Scale)
+	}
+	if b, err := json.Marshal(jsonable(v)); err == nil {
+		return string(b)
+	}
+	return fmt.Sprint(v)
+}
+
+// jsonable turns AMQP tables (a named map type) into plain maps for JSON.
+func jsonable(v any) any {
+	switch x := v.(type) {
+	case amqp.Table:
+		m := make(map[string]any, len(x))
+		for k, e := range x {
+			m[k] = jsonable(e)
+		}
+		return m
+	case []any:
+		out := make([]any, len(x))
+		for i, e := range x {
+			out[i] = jsonable(e)
+		}
+		return out
+	case []byte:
+		return string(x)
+	case amqp.Decimal:
+		return HeaderString(x)
+	}
+	return v
+}
