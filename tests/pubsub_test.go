@@ -77,4 +77,3 @@ func TestPubSubMaxInFlight(t *testing.T) {
 }
 
 func sharedVhost(t *testing.T) string { return rabbittest.Shared(t).Vhost }
-

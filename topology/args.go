@@ -113,7 +113,9 @@ func (a QueueArgs) Table() amqp.Table {
 
 func (a QueueArgs) validate(spec string, q QueueSpec) []error {
 	var errs []error
-	bad := func(field, reason string) { errs = append(errs, &SpecError{Spec: spec, Field: "Args." + field, Reason: reason}) }
+	bad := func(field, reason string) {
+		errs = append(errs, &SpecError{Spec: spec, Field: "Args." + field, Reason: reason})
+	}
 	switch a.Type {
 	case "", Classic, Quorum, Stream:
 	default:

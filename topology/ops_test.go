@@ -416,7 +416,10 @@ func TestInvalidSpecsFailBeforeTheNetwork(t *testing.T) {
 	ctx := context.Background()
 	for _, err := range []error{
 		ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: "x", Type: "bogus"}),
-		func() error { _, e := ops.DeclareQueue(ctx, topology.QueueSpec{Name: "q", Args: topology.QueueArgs{Type: topology.Quorum}}); return e }(),
+		func() error {
+			_, e := ops.DeclareQueue(ctx, topology.QueueSpec{Name: "q", Args: topology.QueueArgs{Type: topology.Quorum}})
+			return e
+		}(),
 		ops.Bind(ctx, topology.BindSpec{Source: "", Destination: "q"}),
 		func() error { _, e := ops.Consume(ctx, topology.ConsumerSpec{Queue: "q"}); return e }(),
 		ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{{Name: "amq.x"}}}),
