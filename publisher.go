@@ -232,6 +232,9 @@ func (s *confirmSlot) get(ctx context.Context) (*confirmChannel, error) {
 	if s.st != nil && s.st.alive() {
 		return s.st, nil
 	}
+	if err := s.p.conn.WaitUnblocked(ctx); err != nil {
+		return nil, err
+	}
 	ch, err := s.p.conn.NewChannel(ctx)
 	if err != nil {
 		return nil, err

@@ -164,6 +164,12 @@ func (c *Conn) openChannel(ctx context.Context, g *generation) (*Channel, error)
 		ch  *amqp.Channel
 		err error
 	}
+	// A blocked connection does not read from its socket, so channel.open
+	// would hang until the alarm clears and then look like a dead
+	// connection: wait for the unblock instead, bounded by the caller.
+	if err := g.waitUnblocked(ctx); err != nil {
+		return nil, err
+	}
 	res := make(chan result, 1)
 	if !c.spawn(func() {
 		ach, err := g.amqp.Channel()

@@ -163,29 +163,49 @@ func collect(opts []Option) options {
 // do runs fn on a channel of its own, bounded by ctx or the Ops timeout. A
 // call that times out leaves its channel with an RPC in flight that the
 // broker may still apply: the channel is closed, never reused (PITFALLS 2).
+// When the connection drops under the call, it waits for the next
+// connection and runs fn again (every operation here is idempotent, or
+// at-least-once like Publish).
 func (o *Ops) do(ctx context.Context, op, entity string, fn func(*pooledChannel) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.cfg.Timeout)
 		defer cancel()
 	}
-	pc, err := o.pool.get(ctx)
-	if err != nil {
-		return fmt.Errorf("topology: %s %s: %w", op, entity, err)
+	for {
+		pc, err := o.pool.get(ctx)
+		if err != nil {
+			return fmt.Errorf("topology: %s %s: %w", op, entity, err)
+		}
+		res := make(chan error, 1)
+		go func() { res <- fn(pc) }()
+		select {
+		case err := <-res:
+			o.pool.put(pc)
+			if err != nil && pc.ConnectionLost() && lostInTransit(err) && ctx.Err() == nil && !conn.Restoring(ctx) {
+				continue
+			}
+			return channelError(op, entity, err)
+		case <-ctx.Done():
+			go func() {
+				<-res
+				_ = pc.Close()
+			}()
+			return fmt.Errorf("topology: %s %s: %w", op, entity, ctx.Err())
+		}
 	}
-	res := make(chan error, 1)
-	go func() { res <- fn(pc) }()
-	select {
-	case err := <-res:
-		o.pool.put(pc)
-		return channelError(op, entity, err)
-	case <-ctx.Done():
-		go func() {
-			<-res
-			_ = pc.Close()
-		}()
-		return fmt.Errorf("topology: %s %s: %w", op, entity, ctx.Err())
+}
+
+// lostInTransit reports errors of a connection that went away under the call
+// (network, broker restart, an operator closing it), as opposed to the
+// broker closing the connection because of the call itself (503 for an
+// unknown exchange type, say), which must not be repeated.
+func lostInTransit(err error) bool {
+	var ae *amqp.Error
+	if !errors.As(err, &ae) {
+		return true
 	}
+	return !ae.Server || ae.Code == amqp.ConnectionForced || errors.Is(err, amqp.ErrClosed)
 }
 
 // doOwn runs fn on a new channel that the caller keeps (consumers): bounded
@@ -539,7 +559,16 @@ func (o *Ops) Publish(ctx context.Context, exchange, routingKey string, msg amqp
 		select {
 		case c, ok := <-ch.confirms:
 			if !ok {
-				return fmt.Errorf("topology: channel closed before the confirm: %w", ch.Err())
+				// Closed by the broker (a 403 for an internal exchange, a
+				// 404 for a missing one): report its reason.
+				select {
+				case <-ch.Done():
+				case <-time.After(time.Second):
+				}
+				if err := ch.Err(); err != nil {
+					return err
+				}
+				return amqp.ErrClosed
 			}
 			// A basic.return precedes the ack of the same message and
 			// amqp091 hands it over before the ack (PITFALLS 6).
