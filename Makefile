@@ -24,7 +24,8 @@ demo: broker
 
 ## bench: side-by-side benchmarks (bench/ is its own module).
 bench: broker
-	cd bench && $(GO) test -run '^$$' -bench . -benchtime 2s -count 1 .
+	cd bench && $(GO) test -run '^$$' -bench Compare -benchtime 1x -count 1 -timeout 30m .
+	$(GO) test -run '^$$' -bench ReconnectAfterCut -benchtime 1x -count 1 ./conn
 
 ## soak: the long reliability runs.
 soak: broker
