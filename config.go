@@ -90,10 +90,12 @@ type SubscriberConfig struct {
 	// wait for handlers to settle the messages they hold (their contexts are
 	// cancelled at once, so handlers can give up early). Default: 10s.
 	CloseTimeout time.Duration
-	// OnPoison is called for every delivery the Marshaler could not decode,
-	// after it was rejected to the dead-letter exchange. It runs on the
-	// subscription's goroutine: keep it short.
-	OnPoison func(*PoisonError)
+	// OnPoison is called for every delivery the Marshaler could not decode.
+	// Returning nil acks the delivery (the hook dead-lettered it itself, for
+	// example with middleware.DeadLetterPoison); an error, or no hook,
+	// rejects it without requeue to the queue's dead-letter exchange. It
+	// runs on the subscription's goroutine.
+	OnPoison func(*PoisonError) error
 	// Ops configures the subscriber's topology operations (timeouts,
 	// restore error reports).
 	Ops topology.OpsConfig

@@ -64,7 +64,10 @@ type PoisonError struct {
 	Queue       string
 	DeliveryTag uint64
 	MessageID   string
-	Err         error
+	// Body and Headers are the raw delivery, for dead-lettering it.
+	Body    []byte
+	Headers map[string]any
+	Err     error
 }
 
 func (e *PoisonError) Error() string {

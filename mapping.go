@@ -148,3 +148,17 @@ func (m TopicExchange) Subscription(topic string) (Subscription, error) {
 	}
 	return Subscription{Queue: q.Name, Topology: t}, t.Validate()
 }
+
+// ExistingQueues publishes to the queue named by the topic through the
+// default exchange and consumes it, declaring nothing: for queues declared
+// elsewhere with arguments of their own (delay queues, dead-letter queues),
+// which a plain declare would conflict with (406).
+type ExistingQueues struct{}
+
+// Route publishes to the default exchange with the topic as routing key.
+func (ExistingQueues) Route(topic string) (Route, error) { return Route{RoutingKey: topic}, nil }
+
+// Subscription consumes the queue named topic.
+func (ExistingQueues) Subscription(topic string) (Subscription, error) {
+	return Subscription{Queue: topic}, nil
+}

@@ -193,7 +193,7 @@ func TestPoisonMessageIsDeadLetteredOnce(t *testing.T) {
 	pub, sub := newPubSub(t, c, warren.PublisherConfig{Mapping: m}, warren.SubscriberConfig{
 		Mapping:   m,
 		Marshaler: pickyMarshaler{},
-		OnPoison:  func(*warren.PoisonError) { poisoned.Add(1) },
+		OnPoison:  func(*warren.PoisonError) error { poisoned.Add(1); return errors.New("to the DLX") },
 	})
 	out, err := sub.Subscribe(ctx, "poison")
 	if err != nil {

@@ -240,14 +240,15 @@ func (st *subscription) handle(hctx context.Context, d amqp.Delivery) {
 
 func (st *subscription) poison(ch *conn.Channel, d *amqp.Delivery, err error) {
 	st.s.poison.Add(1)
-	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Err: err}
+	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Body: d.Body, Headers: d.Headers, Err: err}
+	st.s.cfg.Logger.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
+	if st.s.cfg.OnPoison != nil && st.s.cfg.OnPoison(pe) == nil {
+		st.settle(ch, d, ack.Ack)
+		return
+	}
 	// Rejected without requeue: to the queue's dead-letter exchange, never
 	// back into the queue in a loop (watermill-amqp issues 65, 184).
 	st.settle(ch, d, ack.Reject)
-	st.s.cfg.Logger.Error("warren: poison message rejected", "queue", st.queue, "message_id", d.MessageId, "err", err)
-	if st.s.cfg.OnPoison != nil {
-		st.s.cfg.OnPoison(pe)
-	}
 }
 
 func (st *subscription) process(ch *conn.Channel, d *amqp.Delivery, msg *message.Message) {

@@ -1,0 +1,81 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+	"runtime/debug"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren/ack"
+)
+
+// ErrPanic wraps a panic recovered from a handler.
+var ErrPanic = errors.New("middleware: handler panicked")
+
+// PanicError is a recovered panic with its stack.
+type PanicError struct {
+	Value any
+	Stack string
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("middleware: handler panicked: %v", e.Value) }
+
+// Is makes PanicError match ErrPanic.
+func (e *PanicError) Is(target error) bool { return target == ErrPanic }
+
+// AckConfig shapes Ack.
+type AckConfig struct {
+	// OnError is the disposition of a failed message that is neither
+	// Permanent nor AsRequeue. Default: ack.RejectRequeue (counts toward a
+	// quorum queue's delivery limit, unlike a plain requeue).
+	OnError ack.Disposition
+	// OnPermanent is the disposition of an ack.Permanent error (and of a
+	// recovered panic, which is Permanent). Default: ack.Reject, to the
+	// queue's dead-letter exchange.
+	OnPermanent ack.Disposition
+}
+
+// Ack turns the handler's result into a disposition that the Subscriber
+// applies when the router acks or nacks: success acks; ack.AsRequeue errors
+// requeue; ack.Permanent errors take OnPermanent; other errors take
+// OnError. A panic is recovered into a Permanent *PanicError. Dispositions a
+// handler or an inner middleware set explicitly are kept.
+func Ack(cfg AckConfig) message.HandlerMiddleware {
+	if cfg.OnError == ack.Unset {
+		cfg.OnError = ack.RejectRequeue
+	}
+	if cfg.OnPermanent == ack.Unset {
+		cfg.OnPermanent = ack.Reject
+	}
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) (out []*message.Message, err error) {
+			ack.Track(msg)
+			defer func() {
+				if r := recover(); r != nil {
+					out, err = nil, ack.Permanent(&PanicError{Value: r, Stack: string(debug.Stack())})
+				}
+				settleDisposition(msg, err, cfg)
+			}()
+			return h(msg)
+		}
+	}
+}
+
+func settleDisposition(msg *message.Message, err error, cfg AckConfig) {
+	if d, _ := ack.Get(msg); d != ack.Unset {
+		if err == nil || d != ack.Ack {
+			return // an explicit choice stands
+		}
+	}
+	switch {
+	case err == nil:
+		ack.Set(msg, ack.Ack, nil)
+	case ack.KindOf(err) == ack.RequeueKind:
+		ack.Set(msg, ack.Requeue, err)
+	case ack.KindOf(err) == ack.PermanentKind:
+		ack.Set(msg, cfg.OnPermanent, err)
+	default:
+		ack.Set(msg, cfg.OnError, err)
+	}
+}

@@ -1,0 +1,188 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/warrenmq/warren/ack"
+)
+
+// DeadLetterMode is how DeadLetter gets rid of a message.
+type DeadLetterMode int
+
+const (
+	// RejectToDLX rejects the delivery without requeue: the broker moves it
+	// to the queue's dead-letter exchange (which must exist: PITFALLS 15).
+	RejectToDLX DeadLetterMode = iota
+	// PublishToDLQ publishes a copy with diagnostic headers to a
+	// dead-letter queue, confirmed before the original is acked.
+	PublishToDLQ
+)
+
+// DeadLetterEvent is passed to the terminal hook, once per dead-lettered
+// message.
+type DeadLetterEvent struct {
+	Msg      *message.Message
+	Err      error
+	Mode     DeadLetterMode
+	Attempts int
+	// Topic is where PublishToDLQ sent it.
+	Topic string
+}
+
+// DeadLetterConfig shapes DeadLetter.
+type DeadLetterConfig struct {
+	Mode DeadLetterMode
+	// Publisher publishes dead letters (PublishToDLQ): a warren.Publisher
+	// with warren.ExistingQueues mapping, so Publish returns once confirmed.
+	Publisher message.Publisher
+	// Topic is where a message goes (PublishToDLQ). Default: the consumed
+	// queue's name + ".dlq".
+	Topic func(msg *message.Message) string
+	// HandlerName is written to the warren-dl-handler header.
+	HandlerName string
+	// MaxErrorLength truncates the error text header. Default: 1024 bytes.
+	MaxErrorLength int
+	// OnDeadLetter is the terminal hook, called once per dead-lettered
+	// message, on the handler's goroutine.
+	OnDeadLetter func(DeadLetterEvent)
+	// Telemetry counts dead letters. Optional.
+	Telemetry *Telemetry
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// DefaultDeadLetterTopic is the dead-letter queue of a work queue.
+func DefaultDeadLetterTopic(msg *message.Message) string {
+	q := queueOf(msg)
+	if q == "" {
+		q = message.SubscribeTopicFromCtx(msg.Context())
+	}
+	return q + ".dlq"
+}
+
+// DeadLetter dead-letters every message whose handler failed (except
+// ack.AsRequeue errors, which pass through to be requeued): with
+// RejectToDLX it sets the ack.Reject disposition and returns the error; with
+// PublishToDLQ it publishes a copy with diagnostic headers (error text
+// truncated, error type, attempts, first and last failure time, original
+// exchange, routing key and queue, handler name, trace id) and returns nil
+// once that is confirmed. A failed publish returns an ack.AsRequeue error,
+// so the message is requeued, not lost.
+func DeadLetter(cfg DeadLetterConfig) (message.HandlerMiddleware, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil || ack.KindOf(err) == ack.RequeueKind {
+				return out, err
+			}
+			if dlErr := cfg.deadLetter(msg, err); dlErr != nil {
+				return nil, dlErr
+			}
+			if cfg.Mode == RejectToDLX {
+				return nil, err
+			}
+			return nil, nil
+		}
+	}, nil
+}
+
+// DeadLetterPoison dead-letters a message that never reached a handler (a
+// poison delivery the Subscriber could not decode, rebuilt as a message
+// from its raw body and headers) on the same path as DeadLetter. With
+// RejectToDLX it does nothing but call the hook and returns an error, so
+// the Subscriber rejects the delivery to the dead-letter exchange.
+func DeadLetterPoison(cfg DeadLetterConfig) (func(msg *message.Message, cause error) error, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	return func(msg *message.Message, cause error) error {
+		ack.Track(msg)
+		if err := cfg.deadLetter(msg, ack.Permanent(cause)); err != nil {
+			return err
+		}
+		if cfg.Mode == RejectToDLX {
+			return cause
+		}
+		return nil
+	}, nil
+}
+
+func (c *DeadLetterConfig) setDefaults() error {
+	if c.Mode == PublishToDLQ && c.Publisher == nil {
+		return errors.New("middleware: DeadLetterConfig.Publisher is required with PublishToDLQ")
+	}
+	if c.Mode != RejectToDLX && c.Mode != PublishToDLQ {
+		return fmt.Errorf("middleware: DeadLetterConfig.Mode %d unknown", c.Mode)
+	}
+	if c.Topic == nil {
+		c.Topic = DefaultDeadLetterTopic
+	}
+	if c.MaxErrorLength == 0 {
+		c.MaxErrorLength = 1024
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	return nil
+}
+
+func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
+	attempts := ack.Attempt(msg)
+	ev := DeadLetterEvent{Msg: msg, Err: err, Mode: c.Mode, Attempts: attempts}
+	if c.Mode == RejectToDLX {
+		ack.Set(msg, ack.Reject, err)
+	} else {
+		dl := republishable(msg)
+		now := c.Now().UTC().Format(time.RFC3339Nano)
+		text := err.Error()
+		if len(text) > c.MaxErrorLength {
+			text = text[:c.MaxErrorLength] + "...(truncated)"
+		}
+		info, _ := ack.InfoOf(msg)
+		exchange, key := info.Exchange, info.RoutingKey
+		if v := msg.Metadata.Get(HeaderOriginalExchange); v != "" || msg.Metadata.Get(HeaderOriginalRoutingKey) != "" {
+			exchange, key = v, msg.Metadata.Get(HeaderOriginalRoutingKey)
+		}
+		first := msg.Metadata.Get(HeaderFirstFailure)
+		if first == "" {
+			first = now
+		}
+		set := dl.Metadata.Set
+		set(HeaderDLError, text)
+		set(HeaderDLErrorType, errorType(err))
+		set(HeaderDLAttempts, strconv.Itoa(attempts))
+		set(HeaderDLFirstFail, first)
+		set(HeaderDLLastFail, now)
+		set(HeaderDLExchange, exchange)
+		set(HeaderDLRoutingKey, key)
+		set(HeaderDLQueue, info.Queue)
+		set(HeaderDLHandler, c.HandlerName)
+		if sc := trace.SpanContextFromContext(msg.Context()); sc.HasTraceID() {
+			set(HeaderDLTraceID, sc.TraceID().String())
+		}
+		ev.Topic = c.Topic(msg)
+		if perr := c.Publisher.Publish(ev.Topic, dl); perr != nil {
+			return ack.AsRequeue(fmt.Errorf("middleware: dead-letter publish to %s failed (%w) after: %w", ev.Topic, perr, err))
+		}
+	}
+	if c.Telemetry != nil {
+		mode := "reject"
+		if c.Mode == PublishToDLQ {
+			mode = "publish"
+		}
+		c.Telemetry.countDeadLetter(msg.Context(), mode)
+	}
+	if c.OnDeadLetter != nil {
+		c.OnDeadLetter(ev)
+	}
+	return nil
+}

@@ -1,0 +1,141 @@
+package middleware
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren/ack"
+)
+
+// Headers of DelayedRetry.
+const (
+	// HeaderRetryRound counts the delayed retries a message went through.
+	HeaderRetryRound = "warren-retry-round"
+	// HeaderOriginalExchange and HeaderOriginalRoutingKey keep where the
+	// message was first published: a message coming back from a delay queue
+	// arrives through the default exchange.
+	HeaderOriginalExchange   = "warren-original-exchange"
+	HeaderOriginalRoutingKey = "warren-original-routing-key"
+)
+
+// ErrRetriesExhausted wraps the last error of a message that went through
+// every delay level.
+var ErrRetriesExhausted = errors.New("middleware: delayed retries exhausted")
+
+// DefaultDelayLevels are DelayedRetry's default levels.
+var DefaultDelayLevels = []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}
+
+// DelayQueueName is the default name of the delay queue of a level for a
+// work queue: "<queue>.retry.<level>", e.g. "orders.retry.10s".
+func DelayQueueName(workQueue string, level time.Duration) string {
+	return workQueue + ".retry." + level.String()
+}
+
+// DelayedRetryEvent is passed to DelayedRetryConfig.OnRetry once a message
+// has been republished to a delay queue.
+type DelayedRetryEvent struct {
+	Msg   *message.Message
+	Err   error
+	Round int
+	Level time.Duration
+	Queue string
+}
+
+// DelayedRetryConfig shapes DelayedRetry.
+type DelayedRetryConfig struct {
+	// Publisher republishes to a delay queue, the topic being the delay
+	// queue's name: a warren.Publisher with warren.ExistingQueues mapping
+	// (default exchange, routing key = topic), so each Publish returns once
+	// the broker confirmed. Required.
+	Publisher message.Publisher
+	// Levels are the delays, one delay queue each. Default:
+	// DefaultDelayLevels (1s, 10s, 1m, 10m).
+	Levels []time.Duration
+	// DelayQueue names a level's delay queue. Default: DelayQueueName.
+	DelayQueue func(workQueue string, level time.Duration) string
+	// Queue is the work queue for messages without ack.Info (other
+	// Pub/Subs). Default: the queue the message was consumed from.
+	Queue string
+	// OnRetry is called after each confirmed republish.
+	OnRetry func(DelayedRetryEvent)
+	// Telemetry counts retries. Optional.
+	Telemetry *Telemetry
+	// Now is the clock. Default: time.Now.
+	Now func() time.Time
+}
+
+// DelayedRetry republishes a failed message to the delay queue of its next
+// level (each level a queue with a queue-level TTL dead-lettering back to the
+// work queue: per-message TTLs expire only at the head of a queue, PITFALLS
+// 18), with warren's attempt header incremented (RabbitMQ 4.0+ ignores a
+// client-set x-death, PITFALLS 16), and returns nil only once the broker
+// confirmed the republish, so the original is acked after its copy is safe.
+// When every level is used, it returns the error wrapped in
+// ErrRetriesExhausted (for DeadLetter). A failed republish returns an
+// ack.AsRequeue error: the original is requeued, not lost. ack.Permanent and
+// ack.AsRequeue errors pass through untouched.
+func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
+	if cfg.Publisher == nil {
+		return nil, errors.New("middleware: DelayedRetryConfig.Publisher is required")
+	}
+	if len(cfg.Levels) == 0 {
+		cfg.Levels = DefaultDelayLevels
+	}
+	for i, l := range cfg.Levels {
+		if l < time.Millisecond {
+			return nil, fmt.Errorf("middleware: DelayedRetryConfig.Levels[%d] = %v: at least 1ms", i, l)
+		}
+	}
+	if cfg.DelayQueue == nil {
+		cfg.DelayQueue = DelayQueueName
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			out, err := h(msg)
+			if err == nil || ack.KindOf(err) != ack.Retryable {
+				return out, err
+			}
+			round, _ := strconv.Atoi(msg.Metadata.Get(HeaderRetryRound))
+			if round >= len(cfg.Levels) {
+				return nil, fmt.Errorf("%w after %d delayed retries: %w", ErrRetriesExhausted, round, err)
+			}
+			queue := queueOf(msg)
+			if queue == "" {
+				queue = cfg.Queue
+			}
+			if queue == "" {
+				return nil, err // nowhere to come back to; let the outer layers decide
+			}
+			level := cfg.Levels[round]
+			retry := republishable(msg)
+			retry.Metadata.Set(ack.AttemptHeader, strconv.Itoa(ack.Attempt(msg)))
+			retry.Metadata.Set(HeaderRetryRound, strconv.Itoa(round+1))
+			retry.Metadata.Set(HeaderRetryLevel, level.String())
+			if retry.Metadata.Get(HeaderFirstFailure) == "" {
+				retry.Metadata.Set(HeaderFirstFailure, cfg.Now().UTC().Format(time.RFC3339Nano))
+			}
+			if info, ok := ack.InfoOf(msg); ok && retry.Metadata.Get(HeaderOriginalExchange) == "" && round == 0 {
+				retry.Metadata.Set(HeaderOriginalExchange, info.Exchange)
+				retry.Metadata.Set(HeaderOriginalRoutingKey, info.RoutingKey)
+			}
+			delayQueue := cfg.DelayQueue(queue, level)
+			if perr := cfg.Publisher.Publish(delayQueue, retry); perr != nil {
+				return nil, ack.AsRequeue(fmt.Errorf("middleware: republish to %s failed (%w) after: %w", delayQueue, perr, err))
+			}
+			if cfg.Telemetry != nil {
+				cfg.Telemetry.countRetry(msg.Context(), "delayed")
+			}
+			if cfg.OnRetry != nil {
+				cfg.OnRetry(DelayedRetryEvent{Msg: msg, Err: err, Round: round + 1, Level: level, Queue: delayQueue})
+			}
+			return nil, nil
+		}
+	}, nil
+}

@@ -1,0 +1,259 @@
+// Package middlewaretest runs handlers and middleware without a broker:
+// messages with fake delivery info, a recording publisher, a sleeper that
+// records retry waits instead of sleeping, an in-memory trace exporter, and
+// Run, which reports the disposition the Subscriber would apply.
+package middlewaretest
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+
+	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/middleware"
+)
+
+// MessageOption shapes NewMessage.
+type MessageOption func(*ack.Info, *message.Message)
+
+// NewMessage is a message as a warren Subscriber would hand it out: UUID
+// "msg-1" unless WithUUID, delivery info of queue "work" on exchange
+// "orders" with routing key "order.created" unless changed.
+func NewMessage(payload string, opts ...MessageOption) *message.Message {
+	msg := message.NewMessage("msg-1", []byte(payload))
+	info := ack.Info{DeliveryTag: 1, Exchange: "orders", RoutingKey: "order.created", Queue: "work", ConsumerTag: "ctag", Headers: map[string]any{}, Generation: 1}
+	for _, o := range opts {
+		o(&info, msg)
+	}
+	msg.SetContext(ack.NewContext(context.Background(), info))
+	return msg
+}
+
+// WithUUID sets the message UUID.
+func WithUUID(id string) MessageOption {
+	return func(_ *ack.Info, m *message.Message) { m.UUID = id }
+}
+
+// WithInfo replaces the delivery info.
+func WithInfo(info ack.Info) MessageOption {
+	return func(i *ack.Info, _ *message.Message) {
+		*i = info
+		if i.Headers == nil {
+			i.Headers = map[string]any{}
+		}
+	}
+}
+
+// WithQueue sets the queue the message was consumed from.
+func WithQueue(q string) MessageOption { return func(i *ack.Info, _ *message.Message) { i.Queue = q } }
+
+// WithMetadata sets a metadata entry and the matching raw header.
+func WithMetadata(k, v string) MessageOption {
+	return func(i *ack.Info, m *message.Message) {
+		m.Metadata.Set(k, v)
+		i.Headers[k] = v
+	}
+}
+
+// WithAttempt makes the message attempt n (warren's attempt header, n-1
+// previous attempts).
+func WithAttempt(n int) MessageOption {
+	return WithMetadata(ack.AttemptHeader, strconv.Itoa(n-1))
+}
+
+// WithRedelivered sets the redelivered flag.
+func WithRedelivered() MessageOption { return func(i *ack.Info, _ *message.Message) { i.Redelivered = true } }
+
+// Result is what running a message through a stack came to.
+type Result struct {
+	Produced []*message.Message
+	Err      error
+	// Disposition is what the Subscriber would do: the one set on the
+	// message, else Ack on success and Requeue (its default Nack) on error.
+	Disposition ack.Disposition
+	Reason      error
+}
+
+// Run passes msg through mws (the first is the outermost) to h.
+func Run(msg *message.Message, h message.HandlerFunc, mws ...message.HandlerMiddleware) Result {
+	ack.Track(msg)
+	for i := len(mws) - 1; i >= 0; i-- {
+		h = mws[i](h)
+	}
+	out, err := h(msg)
+	d, why := ack.Get(msg)
+	if d == ack.Unset || (err != nil && d == ack.Ack) {
+		if err == nil {
+			d = ack.Ack
+		} else {
+			d = ack.Requeue
+		}
+	}
+	return Result{Produced: out, Err: err, Disposition: d, Reason: why}
+}
+
+// Handler fails its first Failures calls with Err (default "boom"), then
+// succeeds. Calls counts every call; Contexts keeps each call's context.
+type Handler struct {
+	Failures int
+	Err      error
+
+	calls    atomic.Int32
+	mu       sync.Mutex
+	contexts []context.Context
+}
+
+// Func is the handler function.
+func (h *Handler) Func(msg *message.Message) ([]*message.Message, error) {
+	n := int(h.calls.Add(1))
+	h.mu.Lock()
+	h.contexts = append(h.contexts, msg.Context())
+	h.mu.Unlock()
+	if n <= h.Failures {
+		if h.Err != nil {
+			return nil, h.Err
+		}
+		return nil, errors.New("boom")
+	}
+	return nil, nil
+}
+
+// Calls is how often the handler ran.
+func (h *Handler) Calls() int { return int(h.calls.Load()) }
+
+// Contexts are the message contexts of each call.
+func (h *Handler) Contexts() []context.Context {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]context.Context(nil), h.contexts...)
+}
+
+// Published is one message a Publisher received.
+type Published struct {
+	Topic string
+	Msg   *message.Message
+}
+
+// Publisher records what is published. Fail, when set, is returned by
+// Publish (and nothing is recorded).
+type Publisher struct {
+	Fail error
+
+	mu        sync.Mutex
+	published []Published
+	closed    bool
+}
+
+// Publish implements message.Publisher.
+func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return errors.New("middlewaretest: publisher closed")
+	}
+	if p.Fail != nil {
+		return p.Fail
+	}
+	for _, m := range msgs {
+		p.published = append(p.published, Published{topic, m})
+	}
+	return nil
+}
+
+// Close implements message.Publisher.
+func (p *Publisher) Close() error {
+	p.mu.Lock()
+	p.closed = true
+	p.mu.Unlock()
+	return nil
+}
+
+// Published returns what was published, in order.
+func (p *Publisher) Published() []Published {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]Published(nil), p.published...)
+}
+
+// Sleeper records Retry's waits instead of sleeping (RetryConfig.Sleep).
+type Sleeper struct {
+	mu    sync.Mutex
+	waits []time.Duration
+}
+
+// Sleep implements RetryConfig.Sleep.
+func (s *Sleeper) Sleep(ctx context.Context, d time.Duration) error {
+	s.mu.Lock()
+	s.waits = append(s.waits, d)
+	s.mu.Unlock()
+	return ctx.Err()
+}
+
+// Waits returns the recorded waits.
+func (s *Sleeper) Waits() []time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]time.Duration(nil), s.waits...)
+}
+
+// Tracing is telemetry recorded in memory.
+type Tracing struct {
+	Telemetry *middleware.Telemetry
+	Exporter  *tracetest.InMemoryExporter
+	Reader    *sdkmetric.ManualReader
+	Provider  *sdktrace.TracerProvider
+}
+
+// NewTracing returns telemetry whose spans and metrics stay in memory.
+func NewTracing(t testing.TB) *Tracing {
+	t.Helper()
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	reader := sdkmetric.NewManualReader()
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
+	tel, err := middleware.NewTelemetry(middleware.TelemetryConfig{TracerProvider: tp, MeterProvider: mp})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = tp.Shutdown(context.Background())
+		_ = mp.Shutdown(context.Background())
+	})
+	return &Tracing{Telemetry: tel, Exporter: exp, Reader: reader, Provider: tp}
+}
+
+// Spans returns the ended spans.
+func (tr *Tracing) Spans() tracetest.SpanStubs { return tr.Exporter.GetSpans() }
+
+// Counter returns the sum of an Int64 counter over all attribute sets.
+func (tr *Tracing) Counter(t testing.TB, name string) int64 {
+	t.Helper()
+	var rm metricdata.ResourceMetrics
+	if err := tr.Reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			if m.Name != name {
+				continue
+			}
+			if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
+				for _, dp := range sum.DataPoints {
+					total += dp.Value
+				}
+			}
+		}
+	}
+	return total
+}

@@ -1,0 +1,134 @@
+package middleware
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/cenkalti/backoff/v4"
+
+	"github.com/warrenmq/warren/ack"
+)
+
+// RetryAttempt is passed to RetryConfig.OnAttempt after a failed attempt.
+type RetryAttempt struct {
+	Msg *message.Message
+	// Attempt counts in-process attempts from 1.
+	Attempt int
+	Err     error
+	// Next is the wait before the next attempt; -1 when none follows.
+	Next time.Duration
+}
+
+// RetryConfig shapes Retry. Zero fields take the defaults shown.
+type RetryConfig struct {
+	// MaxAttempts counts the first try. Default: 3.
+	MaxAttempts int
+	// InitialInterval before the second attempt. Default: 100ms.
+	InitialInterval time.Duration
+	// Multiplier per attempt. Default: 2.
+	Multiplier float64
+	// RandomizationFactor is the jitter. Default: 0.5.
+	RandomizationFactor float64
+	// MaxInterval caps one wait. Default: 2s.
+	MaxInterval time.Duration
+	// MaxElapsedTime stops retrying. It must stay well below the broker's
+	// consumer_timeout (30 min by default), past which the broker closes the
+	// channel of a delivery held unacked (PITFALLS 20). Default: 30s.
+	MaxElapsedTime time.Duration
+	// OnAttempt is called after each failed attempt, on the handler's
+	// goroutine.
+	OnAttempt func(RetryAttempt)
+	// Sleep waits between attempts; tests replace it. Default: a timer
+	// that also stops when the message's context ends.
+	Sleep func(ctx context.Context, d time.Duration) error
+	// Telemetry counts retries (messaging.client.retries). Optional.
+	Telemetry *Telemetry
+}
+
+func (c *RetryConfig) setDefaults() {
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 3
+	}
+	if c.InitialInterval == 0 {
+		c.InitialInterval = 100 * time.Millisecond
+	}
+	if c.Multiplier == 0 {
+		c.Multiplier = 2
+	}
+	if c.RandomizationFactor == 0 {
+		c.RandomizationFactor = 0.5
+	}
+	if c.MaxInterval == 0 {
+		c.MaxInterval = 2 * time.Second
+	}
+	if c.MaxElapsedTime == 0 {
+		c.MaxElapsedTime = 30 * time.Second
+	}
+	if c.Sleep == nil {
+		c.Sleep = sleep
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Retry retries the handler in-process with exponential backoff and jitter
+// (backoff/v4). Each attempt gets a fresh message context derived from the
+// original one, so a timeout middleware inside cancels only its own attempt
+// (Watermill issue 467). ack.Permanent and ack.AsRequeue errors are not
+// retried. The last error is returned.
+func Retry(cfg RetryConfig) message.HandlerMiddleware {
+	cfg.setDefaults()
+	return func(h message.HandlerFunc) message.HandlerFunc {
+		return func(msg *message.Message) ([]*message.Message, error) {
+			parent := msg.Context()
+			b := backoff.ExponentialBackOff{
+				InitialInterval: cfg.InitialInterval, RandomizationFactor: cfg.RandomizationFactor,
+				Multiplier: cfg.Multiplier, MaxInterval: cfg.MaxInterval, MaxElapsedTime: cfg.MaxElapsedTime,
+				Stop: backoff.Stop, Clock: backoff.SystemClock,
+			}
+			b.Reset()
+			for attempt := 1; ; attempt++ {
+				ctx, cancel := context.WithCancel(parent)
+				msg.SetContext(ctx)
+				out, err := h(msg)
+				cancel()
+				msg.SetContext(parent)
+				if err == nil {
+					return out, nil
+				}
+				if ack.KindOf(err) != ack.Retryable || attempt >= cfg.MaxAttempts {
+					cfg.notify(msg, attempt, err, -1)
+					return nil, err
+				}
+				next := b.NextBackOff()
+				cfg.notify(msg, attempt, err, next)
+				if next == backoff.Stop {
+					return nil, err
+				}
+				if serr := cfg.Sleep(parent, next); serr != nil {
+					return nil, errors.Join(err, serr)
+				}
+				if cfg.Telemetry != nil {
+					cfg.Telemetry.countRetry(parent, "in-process")
+				}
+			}
+		}
+	}
+}
+
+func (c *RetryConfig) notify(msg *message.Message, attempt int, err error, next time.Duration) {
+	if c.OnAttempt != nil {
+		c.OnAttempt(RetryAttempt{Msg: msg, Attempt: attempt, Err: err, Next: next})
+	}
+}

@@ -1,0 +1,186 @@
+package middleware
+
+import (
+	"context"
+	"strings"
+	"sync"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+)
+
+// instrumentationName identifies warren's tracer and meter.
+const instrumentationName = "github.com/warrenmq/warren/middleware"
+
+// TelemetryConfig chooses the OpenTelemetry providers. Zero fields use the
+// otel globals.
+type TelemetryConfig struct {
+	TracerProvider trace.TracerProvider
+	MeterProvider  metric.MeterProvider
+	// Propagator carries context across the broker. Default: W3C trace
+	// context and baggage.
+	Propagator propagation.TextMapPropagator
+}
+
+// Telemetry is the tracer, meter and instruments shared by Tracing, the
+// tracing publisher, Retry, DelayedRetry and DeadLetter.
+type Telemetry struct {
+	tracer     trace.Tracer
+	propagator propagation.TextMapPropagator
+
+	sent, consumed, retries, deadLetters metric.Int64Counter
+	opDuration, processDuration          metric.Float64Histogram
+
+	attrCache sync.Map // span name -> *destination
+}
+
+// NewTelemetry builds the instruments: messaging.client.sent.messages,
+// messaging.client.consumed.messages, messaging.client.operation.duration,
+// messaging.process.duration (the semantic conventions' names), and
+// warren.retries and warren.dead_letters.
+func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
+	if cfg.TracerProvider == nil {
+		cfg.TracerProvider = otel.GetTracerProvider()
+	}
+	if cfg.MeterProvider == nil {
+		cfg.MeterProvider = otel.GetMeterProvider()
+	}
+	if cfg.Propagator == nil {
+		cfg.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	}
+	m := cfg.MeterProvider.Meter(instrumentationName)
+	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(instrumentationName), propagator: cfg.Propagator}
+	var err error
+	counters := []struct {
+		dst        *metric.Int64Counter
+		name, desc string
+	}{
+		{&t.sent, "messaging.client.sent.messages", "Messages a producer attempted to send."},
+		{&t.consumed, "messaging.client.consumed.messages", "Messages delivered to the application."},
+		{&t.retries, "warren.retries", "Retries scheduled (in-process or through delay queues)."},
+		{&t.deadLetters, "warren.dead_letters", "Messages dead-lettered."},
+	}
+	for _, c := range counters {
+		if *c.dst, err = m.Int64Counter(c.name, metric.WithDescription(c.desc), metric.WithUnit("{message}")); err != nil {
+			return nil, err
+		}
+	}
+	if t.opDuration, err = m.Float64Histogram("messaging.client.operation.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of messaging operations (send).")); err != nil {
+		return nil, err
+	}
+	if t.processDuration, err = m.Float64Histogram("messaging.process.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of processing a message.")); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+var (
+	defaultTelemetryOnce sync.Once
+	defaultTelemetry     *Telemetry
+)
+
+// globalTelemetry is Telemetry on the otel globals, made once.
+func globalTelemetry() *Telemetry {
+	defaultTelemetryOnce.Do(func() {
+		t, err := NewTelemetry(TelemetryConfig{})
+		if err != nil {
+			// The global providers do not fail to make instruments; fall
+			// back to no instruments at all rather than panic.
+			t = &Telemetry{tracer: otel.GetTracerProvider().Tracer(instrumentationName), propagator: propagation.TraceContext{}}
+		}
+		defaultTelemetry = t
+	})
+	return defaultTelemetry
+}
+
+func (t *Telemetry) countRetry(ctx context.Context, kind string) {
+	if t.retries != nil {
+		t.retries.Add(ctx, 1, metric.WithAttributes(attribute.String("warren.retry.kind", kind)))
+	}
+}
+
+func (t *Telemetry) countDeadLetter(ctx context.Context, mode string) {
+	if t.deadLetters != nil {
+		t.deadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("warren.dead_letter.mode", mode)))
+	}
+}
+
+// destination is the span name and attributes of one destination, built
+// once and reused: a successful message allocates nothing for them.
+type destination struct {
+	name  string
+	attrs []attribute.KeyValue
+	set   metric.MeasurementOption
+}
+
+// spanName joins the non-empty parts with ":" after the operation, the
+// default exchange shown as amq.default.
+func spanName(op string, parts ...string) string {
+	var b strings.Builder
+	b.WriteString(op)
+	sep := " "
+	for _, p := range parts {
+		if p == "" {
+			continue
+		}
+		b.WriteString(sep)
+		b.WriteString(p)
+		sep = ":"
+	}
+	return b.String()
+}
+
+func (t *Telemetry) destinationFor(op, exchange, routingKey, queue string) *destination {
+	key := op + "\x00" + exchange + "\x00" + routingKey + "\x00" + queue
+	if d, ok := t.attrCache.Load(key); ok {
+		return d.(*destination)
+	}
+	shownExchange := exchange
+	if exchange == "" {
+		shownExchange = "amq.default"
+	}
+	operationType := "process"
+	if op == "send" {
+		operationType = "send"
+	}
+	attrs := []attribute.KeyValue{
+		attribute.String("messaging.system", "rabbitmq"),
+		attribute.String("messaging.operation.name", op),
+		attribute.String("messaging.operation.type", operationType),
+		attribute.String("messaging.destination.name", shownExchange),
+	}
+	if routingKey != "" {
+		attrs = append(attrs, attribute.String("messaging.rabbitmq.destination.routing_key", routingKey))
+	}
+	if queue != "" {
+		attrs = append(attrs, attribute.String("messaging.destination.subscription.name", queue))
+	}
+	d := &destination{
+		name:  spanName(op, shownExchange, routingKey, queue),
+		attrs: attrs,
+		set:   metric.WithAttributeSet(attribute.NewSet(attrs...)),
+	}
+	actual, _ := t.attrCache.LoadOrStore(key, d)
+	return actual.(*destination)
+}
+
+// metadataCarrier lets a propagator read and write Watermill metadata, which
+// becomes AMQP headers.
+type metadataCarrier message.Metadata
+
+func (c metadataCarrier) Get(key string) string { return c[key] }
+func (c metadataCarrier) Set(key, value string) { c[key] = value }
+func (c metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}
