@@ -7,24 +7,24 @@
 //
 // From the outside in (the order package router uses):
 //
-//	Tracing -> Ack -> DeadLetter -> DelayedRetry -> Retry -> handler
+//		Tracing -> Ack -> DeadLetter -> DelayedRetry -> Retry -> handler
 //
-//   - [Retry] retries in-process with exponential backoff and jitter, a fresh
-//     context per attempt (Watermill issue 467), bounded well below the
-//     broker's consumer_timeout.
-//   - [DelayedRetry] then republishes the message to a delay queue of the
-//     right level (queue TTL, dead-lettering back to the work queue),
-//     counting attempts in its own header, and acks the original only once
-//     the republish is confirmed.
-//   - [DeadLetter] takes what is left: rejects it to the broker's
-//     dead-letter exchange, or publishes it to a dead-letter queue with
-//     diagnostic headers, confirmed before the original is acked.
-//   - [Ack] turns the final result into an ack.Disposition (success acks;
-//     ack.AsRequeue errors requeue; anything else is rejected with requeue, or
-//     dead-lettered when Permanent) and recovers panics into errors.
-//   - [Tracing] follows the OpenTelemetry messaging conventions and carries
-//     W3C trace context across the broker; [NewTracingPublisher] is its
-//     publishing side.
+//	  - [Retry] retries in-process with exponential backoff and jitter, a fresh
+//	    context per attempt (Watermill issue 467), bounded well below the
+//	    broker's consumer_timeout.
+//	  - [DelayedRetry] then republishes the message to a delay queue of the
+//	    right level (queue TTL, dead-lettering back to the work queue),
+//	    counting attempts in its own header, and acks the original only once
+//	    the republish is confirmed.
+//	  - [DeadLetter] takes what is left: rejects it to the broker's
+//	    dead-letter exchange, or publishes it to a dead-letter queue with
+//	    diagnostic headers, confirmed before the original is acked.
+//	  - [Ack] turns the final result into an ack.Disposition (success acks;
+//	    ack.AsRequeue errors requeue; anything else is rejected with requeue, or
+//	    dead-lettered when Permanent) and recovers panics into errors.
+//	  - [Tracing] follows the OpenTelemetry messaging conventions and carries
+//	    W3C trace context across the broker; [NewTracingPublisher] is its
+//	    publishing side.
 //
 // ack.Permanent errors are never retried; ack.AsRequeue errors are requeued
 // as they are. Package middlewaretest runs handlers through any of these

@@ -72,7 +72,9 @@ func WithAttempt(n int) MessageOption {
 }
 
 // WithRedelivered sets the redelivered flag.
-func WithRedelivered() MessageOption { return func(i *ack.Info, _ *message.Message) { i.Redelivered = true } }
+func WithRedelivered() MessageOption {
+	return func(i *ack.Info, _ *message.Message) { i.Redelivered = true }
+}
 
 // Result is what running a message through a stack came to.
 type Result struct {
