@@ -72,6 +72,28 @@ func (s *Subscriber) Stats() SubscriberStats {
 	return SubscriberStats{StaleAcks: s.staleAcks.Load(), Poison: s.poison.Load()}
 }
 
+// Consuming reports whether the subscriber has at least one subscription,
+// every one of them with a live consumer, on a connected connection: what
+// a readiness probe wants to know.
+func (s *Subscriber) Consuming() bool {
+	if s.conn.State() != conn.StateConnected {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed || len(s.subs) == 0 {
+		return false
+	}
+	for st := range s.subs {
+		select {
+		case <-st.consumer.Done():
+			return false
+		default:
+		}
+	}
+	return true
+}
+
 // SubscribeInitialize declares the topic's subscription topology (queue,
 // exchange, bindings), recorded for restore, without consuming: messages
 // published afterwards wait in the queue.

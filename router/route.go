@@ -1,0 +1,197 @@
+package router
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/topology"
+)
+
+// Route is one consumer declared in one place: its queue and bindings (and
+// the exchanges they need), how many messages it takes at once, its retry,
+// delayed retry, dead-letter and tracing settings, and its handler. Zero
+// values are the safe defaults: at-least-once, bounded retry, a dead-letter
+// queue of its own.
+type Route struct {
+	// Name identifies the route (handler name in Watermill, dead-letter
+	// headers, health). Required, unique.
+	Name string
+	// Queue is consumed. Its dead-letter arguments are set by the router
+	// unless DeadLetter.Disabled (a dead-letter exchange that does not exist
+	// loses messages silently: PITFALLS 15).
+	Queue topology.QueueSpec
+	// Exchanges the bindings need, declared first.
+	Exchanges []topology.ExchangeSpec
+	// Bindings of the queue; an empty Destination means the route's queue.
+	Bindings []topology.BindSpec
+
+	// Prefetch and MaxInFlight are the subscriber's (see
+	// warren.SubscriberConfig). Default: MaxInFlight 1 (ordered).
+	Prefetch    int
+	MaxInFlight int
+	// Marshaler decodes deliveries. Default: warren.DefaultMarshaler.
+	Marshaler warren.Marshaler
+
+	// Retry is the in-process retry. Default: middleware.RetryConfig's.
+	Retry RetrySettings
+	// DelayedRetry is the broker-side retry through delay queues.
+	DelayedRetry DelayedRetrySettings
+	// DeadLetter is where messages go when retries are exhausted.
+	DeadLetter DeadLetterSettings
+	// Tracing settings.
+	Tracing TracingSettings
+	// Timeout bounds one attempt of the handler. Default: 1 minute; it must
+	// stay well below the broker's consumer_timeout (30 min).
+	Timeout time.Duration
+
+	// Handler consumes messages and produces none.
+	Handler message.NoPublishHandlerFunc
+	// Produce consumes messages and returns messages to publish to
+	// PublishTopic with the router's output publisher (set exactly one of
+	// Handler and Produce).
+	Produce      message.HandlerFunc
+	PublishTopic string
+
+	// Middleware are extra Watermill middleware, innermost (closest to the
+	// handler, inside the timeout).
+	Middleware []message.HandlerMiddleware
+}
+
+// RetrySettings shape the in-process retry of a route.
+type RetrySettings struct {
+	Disabled bool
+	middleware.RetryConfig
+}
+
+// DelayedRetrySettings shape the delay queues of a route.
+type DelayedRetrySettings struct {
+	Disabled bool
+	// Levels default to middleware.DefaultDelayLevels.
+	Levels []time.Duration
+}
+
+// DeadLetterSettings shape the dead-lettering of a route.
+type DeadLetterSettings struct {
+	// Disabled drops dead-lettering: exhausted messages are rejected with
+	// requeue (counting toward a quorum queue's delivery limit).
+	Disabled bool
+	// Mode: middleware.RejectToDLX (default: the broker moves the message
+	// through the queue's dead-letter arguments) or middleware.PublishToDLQ
+	// (a copy with diagnostic headers).
+	Mode middleware.DeadLetterMode
+	// Queue is the dead-letter queue. Default: "<queue>.dlq".
+	Queue string
+	// OnDeadLetter is the terminal hook.
+	OnDeadLetter func(middleware.DeadLetterEvent)
+}
+
+// TracingSettings shape a route's tracing.
+type TracingSettings struct {
+	Disabled bool
+	// AsParent makes the producer's span the parent (default: a link).
+	AsParent bool
+}
+
+func (r *Route) setDefaults() {
+	if r.MaxInFlight == 0 {
+		r.MaxInFlight = 1
+	}
+	if r.Timeout == 0 {
+		r.Timeout = time.Minute
+	}
+	if !r.DelayedRetry.Disabled && len(r.DelayedRetry.Levels) == 0 {
+		r.DelayedRetry.Levels = middleware.DefaultDelayLevels
+	}
+	if r.DeadLetter.Queue == "" {
+		r.DeadLetter.Queue = r.Queue.Name + ".dlq"
+	}
+	if !r.DeadLetter.Disabled && r.DeadLetter.Mode == middleware.RejectToDLX &&
+		r.Queue.Args.DeadLetterExchange == "" && r.Queue.Args.DeadLetterRoutingKey == "" {
+		// Dead-letter through the default exchange straight to the DLQ.
+		r.Queue.Args.DeadLetterRoutingKey = r.DeadLetter.Queue
+	}
+	for i := range r.Bindings {
+		if r.Bindings[i].Destination == "" {
+			r.Bindings[i].Destination = r.Queue.Name
+		}
+	}
+}
+
+// Validate reports every problem of the route, each naming its field.
+func (r *Route) Validate() error {
+	var errs []error
+	bad := func(field, reason string) { errs = append(errs, fmt.Errorf("%w: route %q: %s: %s", ErrInvalidRoute, r.Name, field, reason)) }
+	if r.Name == "" {
+		bad("Name", "must not be empty")
+	}
+	if r.Queue.Name == "" {
+		bad("Queue.Name", "must be set (a route's queue outlives reconnects and restarts)")
+	}
+	if (r.Handler == nil) == (r.Produce == nil) {
+		bad("Handler", "set exactly one of Handler and Produce")
+	}
+	if r.Produce != nil && r.PublishTopic == "" {
+		bad("PublishTopic", "required with Produce")
+	}
+	if r.Timeout < 0 {
+		bad("Timeout", "must not be negative")
+	}
+	for i, l := range r.DelayedRetry.Levels {
+		if l < time.Millisecond {
+			bad(fmt.Sprintf("DelayedRetry.Levels[%d]", i), "at least 1ms")
+		}
+	}
+	if r.DeadLetter.Mode != middleware.RejectToDLX && r.DeadLetter.Mode != middleware.PublishToDLQ {
+		bad("DeadLetter.Mode", "unknown")
+	}
+	if err := r.topology().Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// topology is everything the route needs on the broker: its exchanges,
+// queue, bindings, dead-letter queue and delay queues.
+func (r *Route) topology() topology.Topology {
+	t := topology.Topology{Exchanges: r.Exchanges, Queues: []topology.QueueSpec{r.Queue}, Bindings: r.Bindings}
+	if !r.DeadLetter.Disabled {
+		t.Queues = append(t.Queues, topology.QueueSpec{Name: r.DeadLetter.Queue, Durable: r.Queue.Durable || r.Queue.Args.Type == topology.Quorum})
+	}
+	if !r.DelayedRetry.Disabled {
+		t.Queues = append(t.Queues, DelayQueues(r.Queue.Name, r.DelayedRetry.Levels, r.Queue.Durable)...)
+	}
+	return t
+}
+
+// DelayQueues are the delay queues of a work queue: one per level, named by
+// middleware.DelayQueueName, whose queue-level TTL dead-letters messages
+// back to the work queue through the default exchange. Use them with
+// middleware.DelayedRetry on a router of your own.
+func DelayQueues(workQueue string, levels []time.Duration, durable bool) []topology.QueueSpec {
+	out := make([]topology.QueueSpec, 0, len(levels))
+	for _, l := range levels {
+		out = append(out, topology.QueueSpec{
+			Name:    middleware.DelayQueueName(workQueue, l),
+			Durable: durable,
+			Args:    topology.QueueArgs{MessageTTL: l, DeadLetterRoutingKey: workQueue},
+		})
+	}
+	return out
+}
+
+// subscriberConfig is the route's subscriber.
+func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, ops topology.OpsConfig) warren.SubscriberConfig {
+	return warren.SubscriberConfig{
+		Mapping:     warren.ExistingQueues{},
+		Marshaler:   r.Marshaler,
+		MaxInFlight: r.MaxInFlight,
+		Prefetch:    r.Prefetch,
+		OnPoison:    poison,
+		Ops:         ops,
+	}
+}

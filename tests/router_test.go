@@ -1,0 +1,426 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http/httptest"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/middleware"
+	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
+)
+
+// startRouter runs r in the background; the test's cleanup closes it.
+func startRouter(t *testing.T, r *router.Router) {
+	t.Helper()
+	errc := make(chan error, 1)
+	go func() { errc <- r.Run(context.Background()) }()
+	select {
+	case <-r.Watermill().Running():
+	case err := <-errc:
+		t.Fatalf("Run: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("router did not start")
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 40*time.Second)
+		defer cancel()
+		if err := r.Close(ctx); err != nil {
+			t.Errorf("router Close: %v", err)
+		}
+	})
+}
+
+func newRouter(t *testing.T, url string, cfg router.Config) *router.Router {
+	t.Helper()
+	c := openConn(t, url)
+	if cfg.Output.Mapping == nil {
+		cfg.Output.Mapping = warren.ExistingQueues{}
+	}
+	r, err := router.New(c, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+func publish(t *testing.T, r *router.Router, queue string, msgs ...*message.Message) {
+	t.Helper()
+	if err := r.Publisher().Publish(queue, msgs...); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// dlq reads the dead-letter queue from the outside.
+func waitQueueDepth(t *testing.T, url, queue string, want int, within time.Duration) {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	deadline := time.Now().Add(within)
+	for {
+		ch, err := c.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		ch.Close()
+		if err == nil && q.Messages == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %s holds %d (err %v), want %d", queue, q.Messages, err, want)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func getOne(t *testing.T, url, queue string) amqp.Delivery {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, _ := c.Channel()
+	d, ok, err := ch.Get(queue, true)
+	if err != nil || !ok {
+		t.Fatalf("get from %s: %v %v", queue, ok, err)
+	}
+	return d
+}
+
+func fastRetry() router.RetrySettings {
+	return router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 5 * time.Millisecond}}
+}
+
+func TestRouteFailsThreeTimesThenSucceeds(t *testing.T) {
+	b := rabbittest.Shared(t)
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Prefix + "fails3"
+	var mu sync.Mutex
+	var attempts []int
+	calls := 0
+	if err := r.AddRoute(router.Route{
+		Name: "fails3", Queue: topology.QueueSpec{Name: q, Durable: true},
+		Retry: fastRetry(), DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{200 * time.Millisecond}},
+		Handler: func(m *message.Message) error {
+			mu.Lock()
+			defer mu.Unlock()
+			calls++
+			attempts = append(attempts, ack.Attempt(m))
+			if calls <= 3 {
+				return errors.New("not yet")
+			}
+			return nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	publish(t, r, q, message.NewMessage(watermill.NewUUID(), []byte("x")))
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		mu.Lock()
+		n := calls
+		mu.Unlock()
+		if n >= 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("handler ran %d times", n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	waitQueueDepth(t, b.URL, q+".dlq", 0, time.Second)
+	waitQueueDepth(t, b.URL, q, 0, 5*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	// Two in-process attempts of delivery 1, then delivery 2 (from the
+	// delay queue) is attempt 2 by warren's header.
+	if fmt.Sprint(attempts) != "[1 1 2 2]" {
+		t.Fatalf("attempts seen %v, want [1 1 2 2]", attempts)
+	}
+}
+
+func TestRouteAlwaysFailingEndsInDeadLetterQueue(t *testing.T) {
+	b := rabbittest.Shared(t)
+	for _, mode := range []middleware.DeadLetterMode{middleware.PublishToDLQ, middleware.RejectToDLX} {
+		t.Run(strconv.Itoa(int(mode)), func(t *testing.T) {
+			r := newRouter(t, b.URL, router.Config{})
+			q := fmt.Sprintf("%sdl%d", b.Prefix, mode)
+			var dead atomic.Int32
+			levels := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
+			if err := r.AddRoute(router.Route{
+				Name: "always-fails", Queue: topology.QueueSpec{Name: q, Durable: true},
+				Retry: fastRetry(), DelayedRetry: router.DelayedRetrySettings{Levels: levels},
+				DeadLetter: router.DeadLetterSettings{Mode: mode, OnDeadLetter: func(middleware.DeadLetterEvent) { dead.Add(1) }},
+				Handler:    func(*message.Message) error { return errors.New("always broken") },
+			}); err != nil {
+				t.Fatal(err)
+			}
+			startRouter(t, r)
+			start := time.Now()
+			publish(t, r, q, message.NewMessage("doomed", []byte("payload")))
+			waitQueueDepth(t, b.URL, q+".dlq", 1, 20*time.Second)
+			if d := time.Since(start); d < 600*time.Millisecond {
+				t.Fatalf("dead-lettered after %v, before the configured delays (600ms)", d)
+			}
+			d := getOne(t, b.URL, q+".dlq")
+			if d.MessageId != "doomed" || string(d.Body) != "payload" || dead.Load() != 1 {
+				t.Fatalf("dead letter %s %q, hook ran %d times", d.MessageId, d.Body, dead.Load())
+			}
+			if mode == middleware.PublishToDLQ {
+				for k, want := range map[string]string{
+					middleware.HeaderDLAttempts: "3", middleware.HeaderDLQueue: q, middleware.HeaderDLHandler: "always-fails",
+					middleware.HeaderDLErrorType: "*errors.errorString", // the handler's own error, unwrapped
+				} {
+					if got := warren.HeaderString(d.Headers[k]); got != want {
+						t.Errorf("%s = %q, want %q", k, got, want)
+					}
+				}
+				for _, k := range []string{middleware.HeaderDLError, middleware.HeaderDLFirstFail, middleware.HeaderDLLastFail} {
+					if warren.HeaderString(d.Headers[k]) == "" {
+						t.Errorf("header %s missing", k)
+					}
+				}
+			} else if n, ok := ack.DeathCount(d.Headers, q, "rejected"); !ok || n != 1 {
+				t.Fatalf("rejected to the DLX: x-death %v", d.Headers["x-death"])
+			}
+		})
+	}
+}
+
+type pickyMarshaler struct{ warren.DefaultMarshaler }
+
+func (p pickyMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) {
+	if string(d.Body) == "poison" {
+		return nil, errors.New("cannot decode")
+	}
+	return p.DefaultMarshaler.Unmarshal(d)
+}
+
+func TestPoisonMessageReachesDeadLetterQueueOnce(t *testing.T) {
+	b := rabbittest.Shared(t)
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Prefix + "poison"
+	var handled, dead atomic.Int32
+	if err := r.AddRoute(router.Route{
+		Name: "poison", Queue: topology.QueueSpec{Name: q, Durable: true}, Marshaler: pickyMarshaler{},
+		DeadLetter: router.DeadLetterSettings{Mode: middleware.PublishToDLQ, OnDeadLetter: func(middleware.DeadLetterEvent) { dead.Add(1) }},
+		Handler:    func(*message.Message) error { handled.Add(1); return nil },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	publish(t, r, q, message.NewMessage("bad", []byte("poison")), message.NewMessage("good", []byte("fine")))
+	waitQueueDepth(t, b.URL, q+".dlq", 1, 10*time.Second)
+	time.Sleep(300 * time.Millisecond) // a requeue loop would add more
+	waitQueueDepth(t, b.URL, q+".dlq", 1, time.Second)
+	waitQueueDepth(t, b.URL, q, 0, time.Second)
+	if handled.Load() != 1 || dead.Load() != 1 {
+		t.Fatalf("handled %d, dead-lettered %d", handled.Load(), dead.Load())
+	}
+	if d := getOne(t, b.URL, q+".dlq"); d.MessageId != "bad" || warren.HeaderString(d.Headers[middleware.HeaderDLError]) == "" {
+		t.Fatalf("poison dead letter %s %v", d.MessageId, d.Headers)
+	}
+}
+
+// Failures settle with basic.reject, so a quorum queue's delivery limit
+// counts them (PITFALLS 17).
+func TestQuorumDeliveryLimitCountsFailures(t *testing.T) {
+	b := rabbittest.Shared(t)
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Prefix + "quorum"
+	var mu sync.Mutex
+	var attempts []int
+	if err := r.AddRoute(router.Route{
+		Name: "quorum",
+		Queue: topology.QueueSpec{Name: q, Durable: true, Args: topology.QueueArgs{
+			Type: topology.Quorum, DeliveryLimit: 2, DeadLetterRoutingKey: q + ".dlq",
+		}},
+		Retry: router.RetrySettings{Disabled: true}, DelayedRetry: router.DelayedRetrySettings{Disabled: true},
+		DeadLetter: router.DeadLetterSettings{Disabled: true},
+		Handler: func(m *message.Message) error {
+			mu.Lock()
+			attempts = append(attempts, ack.Attempt(m))
+			mu.Unlock()
+			return errors.New("fails")
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	ops := r.Ops()
+	if _, err := ops.DeclareQueue(context.Background(), topology.QueueSpec{Name: q + ".dlq", Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	publish(t, r, q, message.NewMessage("limited", nil))
+	waitQueueDepth(t, b.URL, q+".dlq", 1, 20*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(attempts) != "[1 2 3]" {
+		t.Fatalf("attempts %v, want [1 2 3]: each failure counted by x-delivery-count until the limit", attempts)
+	}
+}
+
+func TestTraceContinuesThroughDelayedRetry(t *testing.T) {
+	b := rabbittest.Shared(t)
+	tr := kit.NewTracing(t)
+	r := newRouter(t, b.URL, router.Config{Telemetry: tr.Telemetry})
+	q := b.Prefix + "traced"
+	var calls atomic.Int32
+	if err := r.AddRoute(router.Route{
+		Name: "traced", Queue: topology.QueueSpec{Name: q, Durable: true},
+		Retry: router.RetrySettings{Disabled: true}, DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{200 * time.Millisecond}},
+		Handler: func(*message.Message) error {
+			if calls.Add(1) == 1 {
+				return errors.New("first time fails")
+			}
+			return nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	ctx, root := tr.Provider.Tracer("test").Start(context.Background(), "request")
+	msg := message.NewMessage("traced", nil)
+	msg.SetContext(ctx)
+	publish(t, r, q, msg)
+	root.End()
+	deadline := time.Now().Add(15 * time.Second)
+	for calls.Load() < 2 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // the second span ends after the handler returns
+	var send, process []string
+	var links []string
+	for _, s := range tr.Spans() {
+		switch s.Name {
+		case "send amq.default:" + q:
+			send = append(send, s.SpanContext.TraceID().String())
+		case "process amq.default:" + q + ":" + q:
+			process = append(process, s.SpanContext.SpanID().String())
+			for _, l := range s.Links {
+				links = append(links, l.SpanContext.TraceID().String())
+			}
+		}
+	}
+	if len(send) < 1 || send[0] != root.SpanContext().TraceID().String() {
+		t.Fatalf("send spans %v not in the request's trace", send)
+	}
+	if len(process) != 2 || len(links) != 2 || links[0] != send[0] || links[1] != send[0] {
+		t.Fatalf("process spans %v link to %v, want both linked to trace %s", process, links, send[0])
+	}
+}
+
+func TestRunRefusesMissingDeadLetterExchange(t *testing.T) {
+	b := rabbittest.Shared(t)
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Prefix + "nodlx"
+	if err := r.AddRoute(router.Route{
+		Name: "nodlx", Queue: topology.QueueSpec{Name: q, Args: topology.QueueArgs{DeadLetterExchange: b.Prefix + "missing"}},
+		Handler: func(*message.Message) error { return nil },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	err := r.Run(ctxT(t, 30*time.Second))
+	if !errors.Is(err, router.ErrDeadLetterMissing) {
+		t.Fatalf("Run with a missing DLX: %v", err)
+	}
+	_ = r.Close(context.Background())
+}
+
+func ctxT(t *testing.T, d time.Duration) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestRouteValidation(t *testing.T) {
+	c, _ := conn.New("amqp://127.0.0.1:1/", conn.Config{})
+	r, err := router.New(c, router.Config{KeepConnection: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close(context.Background())
+	h := func(*message.Message) error { return nil }
+	for _, rt := range []router.Route{
+		{Queue: topology.QueueSpec{Name: "q"}, Handler: h},
+		{Name: "n", Handler: h},
+		{Name: "n", Queue: topology.QueueSpec{Name: "q"}},
+		{Name: "n", Queue: topology.QueueSpec{Name: "q"}, Handler: h, Produce: func(*message.Message) ([]*message.Message, error) { return nil, nil }},
+		{Name: "n", Queue: topology.QueueSpec{Name: "q"}, Produce: func(*message.Message) ([]*message.Message, error) { return nil, nil }},
+		{Name: "n", Queue: topology.QueueSpec{Name: "q"}, Handler: h, DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{0}}},
+		{Name: "n", Queue: topology.QueueSpec{Name: "q", Args: topology.QueueArgs{Type: topology.Quorum}}, Handler: h},
+	} {
+		if err := r.AddRoute(rt); !errors.Is(err, router.ErrInvalidRoute) && !errors.Is(err, topology.ErrInvalidSpec) {
+			t.Errorf("%+v accepted: %v", rt.Name, err)
+		}
+	}
+	if err := r.AddRoute(router.Route{Name: "ok", Queue: topology.QueueSpec{Name: "q"}, Handler: h}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddRoute(router.Route{Name: "ok", Queue: topology.QueueSpec{Name: "q2"}, Handler: h}); !errors.Is(err, router.ErrInvalidRoute) {
+		t.Fatalf("duplicate name: %v", err)
+	}
+}
+
+func TestHealth(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	r := newRouter(t, p.URL(b.Vhost), router.Config{})
+	q := b.Prefix + "health"
+	if err := r.AddRoute(router.Route{Name: "health", Queue: topology.QueueSpec{Name: q}, Handler: func(*message.Message) error { return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	srv := httptest.NewServer(r.ReadinessHandler())
+	defer srv.Close()
+	status := func() int {
+		resp, err := srv.Client().Get(srv.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if h := r.Health(); !h.Ready() || status() != 200 {
+		t.Fatalf("not ready after Run: %+v", h)
+	}
+	p.Cut()
+	deadline := time.Now().Add(10 * time.Second)
+	for r.Health().Connected && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h := r.Health(); h.Ready() || status() != 503 {
+		t.Fatalf("ready with the broker unreachable: %+v", h)
+	}
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(20 * time.Second)
+	for !r.Health().Ready() && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if h := r.Health(); !h.Ready() {
+		t.Fatalf("not ready again after reconnect: %+v", h)
+	}
+}
