@@ -118,6 +118,17 @@ func (c *Conn) State() State {
 	return c.state
 }
 
+// Endpoint is the broker the connection is on now (without credentials),
+// "" while not connected.
+func (c *Conn) Endpoint() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == nil {
+		return ""
+	}
+	return c.gen.endpoint
+}
+
 // Err is why the connection closed (nil after a plain Close) or, while
 // reconnecting, why it was lost.
 func (c *Conn) Err() error {
@@ -490,5 +501,7 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	c.nextGen++
 	id := c.nextGen
 	c.mu.Unlock()
-	return newGeneration(id, r.conn, c.spawn, c.log), nil
+	g := newGeneration(id, r.conn, c.spawn, c.log)
+	g.endpoint = ep.String()
+	return g, nil
 }

@@ -12,9 +12,10 @@ import (
 // exactly one; when it is lost, its channels and their delivery tags are dead
 // with it (PITFALLS 4).
 type generation struct {
-	id   uint64
-	amqp *amqp.Connection
-	log  *slog.Logger
+	id       uint64
+	endpoint string
+	amqp     *amqp.Connection
+	log      *slog.Logger
 
 	lost     chan struct{} // closed when the AMQP connection is gone
 	lostOnce sync.Once

@@ -1,0 +1,243 @@
+// Quickstart: rmqaio's quick start done in Go with warren, then the same
+// service on package router with retry and dead-letter, narrated.
+//
+//	make demo
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/examples"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
+)
+
+func say(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := specs(ctx); err != nil {
+		log.Fatal(err)
+	}
+	if err := service(ctx); err != nil {
+		log.Fatal(err)
+	}
+	say("done")
+}
+
+// specs is rmqaio's quick start: declare an exchange and a queue with
+// restore, bind, consume with manual ack, publish, close.
+func specs(ctx context.Context) error {
+	say("part 1: specs, restore and manual ack (rmqaio's quick start)")
+	c, err := conn.New(examples.URL(), conn.Config{})
+	if err != nil {
+		return err
+	}
+	if err := c.Open(ctx); err != nil {
+		return fmt.Errorf("is RabbitMQ running? (make broker): %w", err)
+	}
+	defer c.Close(ctx)
+	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	if err != nil {
+		return err
+	}
+	defer ops.Close(ctx)
+
+	exchange := ops.Exchange(topology.ExchangeSpec{Name: "quickstart.x", Type: topology.Direct, AutoDelete: true})
+	queue := ops.Queue(topology.QueueSpec{Exclusive: true}) // a generated name, stable across reconnects
+	if err := exchange.Declare(ctx); err != nil {           // recorded: restored after every reconnect
+		return err
+	}
+	if _, err := queue.Declare(ctx); err != nil {
+		return err
+	}
+	if err := queue.Bind(ctx, exchange.Spec.Name, "greeting", nil); err != nil {
+		return err
+	}
+	got := make(chan string, 1)
+	if _, err := queue.Consume(ctx, topology.ConsumerSpec{Handler: func(_ context.Context, d amqp.Delivery) {
+		got <- string(d.Body)
+		_ = d.Ack(false) // manual ack
+	}}); err != nil {
+		return err
+	}
+	if err := exchange.Publish(ctx, "greeting", amqp.Publishing{Body: []byte("hello, warren")}, topology.PublishOptions{Mandatory: true}); err != nil {
+		return err
+	}
+	select {
+	case body := <-got:
+		say("consumed %q from %s; the registry would restore %d exchange(s), %d queue(s), %d binding(s), %d consumer(s)",
+			body, queue.Name(), len(ops.Registry().Snapshot().Exchanges), len(ops.Registry().Snapshot().Queues),
+			len(ops.Registry().Snapshot().Bindings), len(ops.Registry().Snapshot().Consumers))
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	return queue.StopConsume(ctx)
+}
+
+type order struct {
+	ID     string `json:"id"`
+	Amount int    `json:"amount"`
+}
+
+// jsonOnly refuses deliveries that are not JSON: they are poison.
+type jsonOnly struct{ warren.DefaultMarshaler }
+
+func (j jsonOnly) Unmarshal(d *amqp.Delivery) (*message.Message, error) {
+	if !json.Valid(d.Body) {
+		return nil, errors.New("body is not JSON")
+	}
+	return j.DefaultMarshaler.Unmarshal(d)
+}
+
+// service is the same idea on package router: retry, dead-letter, and a
+// connection cut it recovers from on its own.
+func service(ctx context.Context) error {
+	say("part 2: a service on router, with retry and dead-letter")
+	// A fault proxy in front of the broker, so the demo can cut the
+	// connection the way a network would.
+	u, err := conn.ParseURL(examples.URL())
+	if err != nil {
+		return err
+	}
+	proxy, err := rabbittest.StartProxy(u.Hosts[0])
+	if err != nil {
+		return err
+	}
+	defer proxy.Close()
+	vhost := ""
+	if u.Vhost != "/" {
+		vhost = u.Vhost
+	}
+	c, err := conn.New("amqp://guest:guest@"+proxy.Addr()+"/"+vhost, conn.Config{})
+	if err != nil {
+		return err
+	}
+	c.OnStateChange("narrate", func(ch conn.StateChange) {
+		if ch.From != ch.To {
+			say("connection: %s", ch)
+		}
+	})
+	if err := c.Open(ctx); err != nil {
+		return err
+	}
+	r, err := router.New(c, router.Config{Output: warren.PublisherConfig{Mapping: warren.ExistingQueues{}}, CloseTimeout: 5 * time.Second})
+	if err != nil {
+		return err
+	}
+	const q = "quickstart.orders"
+	var attempts, done atomic.Int32
+	deadLettered := make(chan string, 1)
+	err = r.AddRoute(router.Route{
+		Name:         "orders",
+		Queue:        topology.QueueSpec{Name: q, Durable: true},
+		Marshaler:    jsonOnly{},
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 50 * time.Millisecond}},
+		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{500 * time.Millisecond}},
+		DeadLetter: router.DeadLetterSettings{Mode: middleware.PublishToDLQ, OnDeadLetter: func(e middleware.DeadLetterEvent) {
+			deadLettered <- fmt.Sprintf("%s (%v)", e.Msg.UUID, e.Err)
+		}},
+		Handler: func(m *message.Message) error {
+			var o order
+			if err := json.Unmarshal(m.Payload, &o); err != nil {
+				return ack.Permanent(err)
+			}
+			n := attempts.Add(1)
+			if n <= 2 {
+				say("handler: order %s fails (attempt %d by the broker's count)", o.ID, ack.Attempt(m))
+				return errors.New("payment service busy")
+			}
+			say("handler: order %s succeeds on call %d (attempt %d: back from the 500ms delay queue)", o.ID, n, ack.Attempt(m))
+			done.Add(1)
+			return nil
+		},
+	})
+	if err != nil {
+		return err
+	}
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(ctx) }()
+	<-r.Watermill().Running()
+
+	body, _ := json.Marshal(order{ID: "A-1", Amount: 42})
+	if err := r.Publisher().Publish(q, message.NewMessage("A-1", body)); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, func() bool { return done.Load() == 1 }); err != nil {
+		return err
+	}
+
+	say("publishing a poison message (not JSON)")
+	if err := r.Publisher().Publish(q, message.NewMessage("poison-1", []byte("<xml/>"))); err != nil {
+		return err
+	}
+	select {
+	case what := <-deadLettered:
+		say("dead-lettered to %s.dlq: %s", q, what)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+
+	say("cutting the connection")
+	if err := proxy.Drop(); err != nil {
+		return err
+	}
+	time.Sleep(200 * time.Millisecond)
+	if err := c.WaitConnected(ctx); err != nil {
+		return err
+	}
+	body, _ = json.Marshal(order{ID: "B-2", Amount: 7})
+	if err := r.Publisher().Publish(q, message.NewMessage("B-2", body)); err != nil {
+		return err
+	}
+	if err := waitFor(ctx, func() bool { return done.Load() == 2 }); err != nil {
+		return err
+	}
+	say("health after the cut: %+v", r.Health())
+
+	if err := r.Close(ctx); err != nil {
+		return err
+	}
+	<-runErr
+	// Leave the broker as we found it.
+	cleanup, err := conn.New(examples.URL(), conn.Config{})
+	if err == nil && cleanup.Open(ctx) == nil {
+		if ops, err := topology.NewOps(cleanup, topology.OpsConfig{}); err == nil {
+			for _, name := range []string{q, q + ".dlq", middleware.DelayQueueName(q, 500*time.Millisecond)} {
+				_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
+			}
+			_ = ops.Close(ctx)
+		}
+		_ = cleanup.Close(ctx)
+	}
+	return nil
+}
+
+func waitFor(ctx context.Context, ok func() bool) error {
+	for !ok() {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func init() { log.SetOutput(os.Stderr) }

@@ -1,0 +1,54 @@
+// Reconnect: state callbacks printed while the connection is cut and
+// restored by a fault proxy in front of the broker.
+package main
+
+import (
+	"context"
+	"fmt"
+	"log"
+	"time"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/examples"
+	"github.com/warrenmq/warren/internal/rabbittest"
+)
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	u, err := conn.ParseURL(examples.URL())
+	if err != nil {
+		log.Fatal(err)
+	}
+	proxy, err := rabbittest.StartProxy(u.Hosts[0])
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer proxy.Close()
+	c, err := conn.New("amqp://guest:guest@"+proxy.Addr()+"/", conn.Config{
+		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second}),
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	start := time.Now()
+	c.OnStateChange("print", func(ch conn.StateChange) {
+		fmt.Printf("%6.0fms  %s\n", float64(time.Since(start).Microseconds())/1000, ch)
+	})
+	if err := c.Open(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("-- cutting the network for 1s")
+	proxy.Cut()
+	time.Sleep(time.Second)
+	if err := proxy.Restore(); err != nil {
+		log.Fatal(err)
+	}
+	if err := c.WaitConnected(ctx); err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println("-- back; closing")
+	if err := c.Close(ctx); err != nil {
+		log.Fatal(err)
+	}
+}

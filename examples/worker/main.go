@@ -1,0 +1,95 @@
+// Worker: a router with in-process retry, delay-queue retry tiers and a
+// dead-letter queue. Job 3 always fails and ends in the dead-letter queue
+// with diagnostic headers; the others succeed.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/examples"
+	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
+)
+
+func main() {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := conn.New(examples.URL(), conn.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Open(ctx); err != nil {
+		log.Fatal(err)
+	}
+	r, err := router.New(c, router.Config{Output: warren.PublisherConfig{Mapping: warren.ExistingQueues{}}})
+	if err != nil {
+		log.Fatal(err)
+	}
+	const q = "example.worker.jobs"
+	var mu sync.Mutex
+	finished := map[string]bool{}
+	deadLettered := make(chan middleware.DeadLetterEvent, 1)
+	err = r.AddRoute(router.Route{
+		Name:         "jobs",
+		Queue:        topology.QueueSpec{Name: q, Durable: true},
+		MaxInFlight:  4,
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 20 * time.Millisecond}},
+		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}},
+		DeadLetter: router.DeadLetterSettings{Mode: middleware.PublishToDLQ, OnDeadLetter: func(e middleware.DeadLetterEvent) {
+			deadLettered <- e
+		}},
+		Handler: func(m *message.Message) error {
+			if m.UUID == "job-3" {
+				fmt.Printf("job-3 fails (attempt %d)\n", ack.Attempt(m))
+				return errors.New("job 3 is broken")
+			}
+			mu.Lock()
+			finished[m.UUID] = true
+			mu.Unlock()
+			return nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() { _ = r.Run(ctx) }()
+	<-r.Watermill().Running()
+	for i := 1; i <= 5; i++ {
+		if err := r.Publisher().Publish(q, message.NewMessage("job-"+strconv.Itoa(i), []byte("work"))); err != nil {
+			log.Fatal(err)
+		}
+	}
+	select {
+	case e := <-deadLettered:
+		fmt.Printf("dead-lettered %s after %d attempts: %v\n", e.Msg.UUID, e.Attempts, e.Err)
+	case <-ctx.Done():
+		log.Fatal("job-3 never reached the dead-letter queue")
+	}
+	mu.Lock()
+	fmt.Printf("finished %d jobs\n", len(finished))
+	mu.Unlock()
+	ops := r.Ops()
+	info, _ := ops.Inspect(ctx, q+".dlq")
+	fmt.Printf("dead-letter queue %s.dlq holds %d message(s)\n", q, info.Messages)
+	for _, name := range []string{q + ".dlq", q} {
+		_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
+	}
+	for _, l := range []time.Duration{100 * time.Millisecond, 300 * time.Millisecond} {
+		_, _ = ops.DeleteQueue(ctx, middleware.DelayQueueName(q, l), topology.DeleteOptions{})
+	}
+	if err := r.Close(ctx); err != nil {
+		log.Fatal(err)
+	}
+}

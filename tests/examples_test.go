@@ -1,0 +1,92 @@
+package tests
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/warrenmq/warren/internal/rabbittest"
+)
+
+// TestExamples builds every example and runs it against the broker with a
+// bounded time, so none can rot.
+func TestExamples(t *testing.T) {
+	b := rabbittest.Shared(t)
+	bin := t.TempDir()
+	build := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "./examples/...")
+	build.Dir = ".."
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./examples/...: %v\n%s", err, out)
+	}
+	want := map[string][]string{
+		"quickstart":      {"consumed \"hello, warren\"", "succeeds on call 3", "dead-lettered to quickstart.orders.dlq", "reconnecting -> connected", "done"},
+		"worker":          {"dead-lettered job-3 after 3 attempts", "finished 4 jobs"},
+		"tracing":         {"\"Name\":\"send amq.default:example.tracing\"", "\"Name\":\"process amq.default:example.tracing:example.tracing\""},
+		"plain-watermill": {"plain Watermill router: 3 messages through warren"},
+		"reconnect":       {"connected -> reconnecting", "reconnecting -> connected", "closing -> closed"},
+		"cluster":         {"connecting -> connecting (attempt 1)", "connected to amqp://127.0.0.1:5672/"},
+	}
+	entries, err := os.ReadDir("../examples")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		if !e.IsDir() || strings.HasPrefix(e.Name(), "_") {
+			continue
+		}
+		name := e.Name()
+		if _, ok := want[name]; !ok {
+			t.Errorf("example %s has no expectations here", name)
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(bin, name))
+			cmd.Env = append(os.Environ(), "WARREN_URL="+b.URL)
+			var out bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Run(); err != nil {
+				t.Fatalf("%s: %v\n%s", name, err, out.String())
+			}
+			for _, s := range want[name] {
+				if !strings.Contains(out.String(), s) {
+					t.Errorf("%s output lacks %q:\n%s", name, s, out.String())
+				}
+			}
+		})
+	}
+}
+
+// TestReadmeQuickStartCompiles builds the README's quick-start program.
+func TestReadmeQuickStartCompiles(t *testing.T) {
+	readme, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile("(?s)```go\n(package main.*?)```").FindSubmatch(readme)
+	if m == nil {
+		t.Fatal("README has no ```go block with a main package")
+	}
+	dir, err := os.MkdirTemp("../examples", "_readme-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), m[1], 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"vet", "./" + filepath.Base(dir)}, {"build", "-o", os.DevNull, "./" + filepath.Base(dir)}} {
+		cmd := exec.Command("go", args...)
+		cmd.Dir = "../examples"
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %v of the README quick start: %v\n%s", args, err, out)
+		}
+	}
+}
