@@ -125,7 +125,9 @@ func (r *Route) setDefaults() {
 // Validate reports every problem of the route, each naming its field.
 func (r *Route) Validate() error {
 	var errs []error
-	bad := func(field, reason string) { errs = append(errs, fmt.Errorf("%w: route %q: %s: %s", ErrInvalidRoute, r.Name, field, reason)) }
+	bad := func(field, reason string) {
+		errs = append(errs, fmt.Errorf("%w: route %q: %s: %s", ErrInvalidRoute, r.Name, field, reason))
+	}
 	if r.Name == "" {
 		bad("Name", "must not be empty")
 	}

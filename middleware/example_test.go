@@ -1,0 +1,41 @@
+package middleware_test
+
+import (
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/middleware"
+	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+)
+
+// Unit-testing a handler with the whole stack and no broker: the test kit
+// records the delayed retry and the disposition the Subscriber would apply.
+func Example_testKit() {
+	retries := &kit.Publisher{}
+	delayed, _ := middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: retries, Levels: []time.Duration{time.Second}})
+	dead, _ := middleware.DeadLetter(middleware.DeadLetterConfig{})
+	stack := []message.HandlerMiddleware{
+		middleware.Ack(middleware.AckConfig{}), dead, delayed,
+		middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: (&kit.Sleeper{}).Sleep}),
+	}
+	handler := func(m *message.Message) error {
+		if string(m.Payload) == "" {
+			return ack.Permanent(errors.New("empty"))
+		}
+		return errors.New("payment service down")
+	}
+	h := func(m *message.Message) ([]*message.Message, error) { return nil, handler(m) }
+
+	r := kit.Run(kit.NewMessage("order"), h, stack...)
+	fmt.Println("failing order:", r.Disposition, "republished to", retries.Published()[0].Topic)
+
+	r = kit.Run(kit.NewMessage(""), h, stack...)
+	fmt.Println("empty order:", r.Disposition)
+	// Output:
+	// failing order: ack republished to work.retry.1s
+	// empty order: reject
+}
