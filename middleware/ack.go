@@ -10,8 +10,13 @@ import (
 	"github.com/warrenmq/warren/ack"
 )
 
-// ErrPanic wraps a panic recovered from a handler.
-var ErrPanic = errors.New("middleware: handler panicked")
+var (
+	// ErrPanic wraps a panic recovered from a handler.
+	ErrPanic = errors.New("middleware: handler panicked")
+	// ErrInvalidConfig: a middleware was built with a config it cannot
+	// work with.
+	ErrInvalidConfig = errors.New("middleware: invalid configuration")
+)
 
 // PanicError is a recovered panic with its stack.
 type PanicError struct {

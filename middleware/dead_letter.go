@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -118,10 +117,10 @@ func DeadLetterPoison(cfg DeadLetterConfig) (func(msg *message.Message, cause er
 
 func (c *DeadLetterConfig) setDefaults() error {
 	if c.Mode == PublishToDLQ && c.Publisher == nil {
-		return errors.New("middleware: DeadLetterConfig.Publisher is required with PublishToDLQ")
+		return fmt.Errorf("%w: DeadLetterConfig.Publisher is required with PublishToDLQ", ErrInvalidConfig)
 	}
 	if c.Mode != RejectToDLX && c.Mode != PublishToDLQ {
-		return fmt.Errorf("middleware: DeadLetterConfig.Mode %d unknown", c.Mode)
+		return fmt.Errorf("%w: DeadLetterConfig.Mode %d unknown", ErrInvalidConfig, c.Mode)
 	}
 	if c.Topic == nil {
 		c.Topic = DefaultDeadLetterTopic

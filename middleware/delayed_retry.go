@@ -80,14 +80,14 @@ type DelayedRetryConfig struct {
 // ack.AsRequeue errors pass through untouched.
 func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
 	if cfg.Publisher == nil {
-		return nil, errors.New("middleware: DelayedRetryConfig.Publisher is required")
+		return nil, fmt.Errorf("%w: DelayedRetryConfig.Publisher is required", ErrInvalidConfig)
 	}
 	if len(cfg.Levels) == 0 {
 		cfg.Levels = DefaultDelayLevels
 	}
 	for i, l := range cfg.Levels {
 		if l < time.Millisecond {
-			return nil, fmt.Errorf("middleware: DelayedRetryConfig.Levels[%d] = %v: at least 1ms", i, l)
+			return nil, fmt.Errorf("%w: DelayedRetryConfig.Levels[%d] = %v: at least 1ms", ErrInvalidConfig, i, l)
 		}
 	}
 	if cfg.DelayQueue == nil {

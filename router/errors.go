@@ -10,6 +10,8 @@ var (
 	ErrDeadLetterMissing = errors.New("router: dead-letter target missing")
 	// ErrRunning: routes are added before Run.
 	ErrRunning = errors.New("router: already running")
+	// ErrInvalidConfig: New was given a nil connection or a bad Config.
+	ErrInvalidConfig = errors.New("router: invalid configuration")
 	// ErrClosed: the router was closed.
 	ErrClosed = errors.New("router: closed")
 )

@@ -74,13 +74,13 @@ type activeRoute struct {
 // New makes a Router on c (opened or not; Run waits for it).
 func New(c *conn.Conn, cfg Config) (*Router, error) {
 	if c == nil {
-		return nil, errors.New("router: nil connection")
+		return nil, fmt.Errorf("%w: nil connection", ErrInvalidConfig)
 	}
 	if cfg.CloseTimeout == 0 {
 		cfg.CloseTimeout = 30 * time.Second
 	}
 	if cfg.CloseTimeout < 0 {
-		return nil, errors.New("router: Config.CloseTimeout must not be negative")
+		return nil, fmt.Errorf("%w: Config.CloseTimeout must not be negative", ErrInvalidConfig)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)

@@ -87,7 +87,7 @@ type Ops struct {
 // NewOps returns Ops on c and registers its restore hook with c.
 func NewOps(c *conn.Conn, cfg OpsConfig) (*Ops, error) {
 	if c == nil {
-		return nil, &OperationError{Op: "new", Entity: "ops", Reason: "nil connection"}
+		return nil, &OperationError{Op: "new", Entity: "ops", Reason: "nil connection", Err: ErrInvalidSpec}
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {

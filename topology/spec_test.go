@@ -125,3 +125,32 @@ func TestRegistryForgetsAndReplaces(t *testing.T) {
 		t.Fatalf("queue or its bindings not forgotten: %+v", s)
 	}
 }
+
+// FuzzSpecValidation: validation never panics and only ever returns
+// *SpecError values.
+func FuzzSpecValidation(f *testing.F) {
+	f.Add("orders", "topic", "quorum", int64(1500), 10, "all", true, false)
+	f.Add("", "", "", int64(-1), 300, "some", false, true)
+	f.Fuzz(func(t *testing.T, name, typ, qtype string, ttlMs int64, prio int, xmatch string, durable, exclusive bool) {
+		specs := []interface{ Validate() error }{
+			ExchangeSpec{Name: name, Type: ExchangeType(typ), Args: ExchangeArgs{AlternateExchange: name, Extra: amqp.Table{name: typ}}},
+			DelayedExchangeSpec{Name: name, DelayedType: ExchangeType(typ)},
+			QueueSpec{Name: name, Durable: durable, Exclusive: exclusive, Args: QueueArgs{
+				Type: QueueType(qtype), MessageTTL: time.Duration(ttlMs) * time.Millisecond, MaxPriority: prio,
+				Overflow: Overflow(typ), QueueMode: qtype, DeliveryLimit: prio, Extra: amqp.Table{name: ttlMs},
+			}},
+			BindSpec{Source: name, Destination: typ, RoutingKey: qtype, Args: amqp.Table{"x-match": xmatch}},
+			ConsumerSpec{Queue: name, Tag: typ, PrefetchCount: prio, Handler: func(context.Context, amqp.Delivery) {}},
+		}
+		for _, s := range specs {
+			err := s.Validate()
+			if err == nil {
+				continue
+			}
+			var se *SpecError
+			if !errors.As(err, &se) || !errors.Is(err, ErrInvalidSpec) {
+				t.Fatalf("%T: untyped error %v", s, err)
+			}
+		}
+	})
+}
