@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -245,6 +246,7 @@ func (s *confirmSlot) get(ctx context.Context) (*confirmChannel, error) {
 	}
 	st := &confirmChannel{
 		ch:       ch,
+		log:      s.p.cfg.Logger,
 		mandator: s.p.cfg.Mandatory,
 		pending:  map[uint64]pendingRef{},
 		dead:     make(chan struct{}),
@@ -272,6 +274,7 @@ func (s *confirmSlot) close() {
 // confirmChannel is one confirm-mode channel and its in-flight publishes.
 type confirmChannel struct {
 	ch       *conn.Channel
+	log      *slog.Logger
 	mandator bool
 	confirms <-chan amqp.Confirmation
 	returns  <-chan amqp.Return
@@ -339,6 +342,7 @@ func (c *confirmChannel) publishBatch(ctx context.Context, r Route, pubs []amqp.
 		c.pending[seq] = pendingRef{b, j}
 		c.mu.Unlock()
 		if err := c.ch.PublishWithContext(ctx, r.Exchange, r.RoutingKey, c.mandator, false, pub); err != nil {
+			c.log.Warn("warren: publish write failed; the message will be sent again", "err", err)
 			c.mu.Lock()
 			_, still := c.pending[seq]
 			delete(c.pending, seq)

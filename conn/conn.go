@@ -118,6 +118,17 @@ func (c *Conn) State() State {
 	return c.state
 }
 
+// Generation identifies the current underlying connection (it grows by one
+// with every new connection); 0 while not connected.
+func (c *Conn) Generation() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.gen == nil {
+		return 0
+	}
+	return c.gen.id
+}
+
 // Endpoint is the broker the connection is on now (without credentials),
 // "" while not connected.
 func (c *Conn) Endpoint() string {

@@ -31,6 +31,12 @@ type Consumer struct {
 	stopCh     chan struct{}
 	done       chan struct{}
 
+	// subMu serialises subscribing, so the restore hook and the consumer's
+	// own recovery never both subscribe on one connection; lastGen is the
+	// connection generation of the latest subscription.
+	subMu   sync.Mutex
+	lastGen uint64
+
 	mu        sync.Mutex
 	cur       subscription
 	stopped   bool
@@ -81,6 +87,7 @@ func (o *Ops) Consume(ctx context.Context, s ConsumerSpec, opts ...Option) (*Con
 		cancel()
 		return nil, err
 	}
+	c.lastGen = sub.ch.Generation()
 	if c.restore {
 		o.reg.putConsumer(c)
 	}
@@ -148,10 +155,13 @@ func (c *Consumer) resubscribe(ctx context.Context) error {
 	if stopped {
 		return nil
 	}
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
 	sub, err := c.subscribe(ctx)
 	if err != nil {
 		return err
 	}
+	c.lastGen = sub.ch.Generation()
 	select {
 	case old := <-c.subs: // an unclaimed older one: replace it
 		_ = old.ch.Close()
@@ -159,6 +169,62 @@ func (c *Consumer) resubscribe(ctx context.Context) error {
 	}
 	c.subs <- sub
 	return nil
+}
+
+// restoreGrace is how long a consumer whose connection was lost waits, once
+// connected again, for the registry's restore to hand it a subscription
+// before it subscribes by itself (its restore failed: a queue not yet
+// recovered after a broker restart, say).
+const restoreGrace = time.Second
+
+// awaitRestore waits for a new subscription after the connection was lost:
+// from the restore hook, or, when that failed, by subscribing itself, with
+// backoff, for as long as the connection is up. ok is false when the
+// consumer should end (stopped, or the connection closed for good).
+func (c *Consumer) awaitRestore() (sub subscription, ok bool, err error) {
+	t := time.NewTimer(restoreGrace)
+	defer t.Stop()
+	wait := restoreGrace
+	for {
+		select {
+		case sub = <-c.subs:
+			return sub, true, nil
+		case <-c.stopCh:
+			return subscription{}, false, nil
+		case <-c.ops.conn.Done():
+			return subscription{}, false, conn.ErrClosed
+		case <-t.C:
+		}
+		if s, done := c.selfSubscribe(); done {
+			return s, true, nil
+		}
+		wait = min(wait*2, 30*time.Second)
+		t.Reset(wait)
+	}
+}
+
+// selfSubscribe subscribes on the current connection unless the restore
+// hook already did (then its subscription is waiting in c.subs).
+func (c *Consumer) selfSubscribe() (subscription, bool) {
+	gen := c.ops.conn.Generation()
+	if gen == 0 {
+		return subscription{}, false
+	}
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	if c.lastGen == gen {
+		return subscription{}, false // restored: it is in c.subs
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.ops.cfg.Timeout)
+	defer cancel()
+	sub, err := c.subscribe(ctx)
+	if err != nil {
+		c.ops.cfg.Logger.Warn("topology: consumer not restored yet; retrying", "consumer", c.spec.Tag, "queue", c.spec.Queue, "err", err)
+		return subscription{}, false
+	}
+	c.lastGen = sub.ch.Generation()
+	c.ops.cfg.Logger.Info("topology: consumer resubscribed by itself after its restore failed", "consumer", c.spec.Tag, "queue", c.spec.Queue)
+	return sub, true
 }
 
 func (c *Consumer) run(sub subscription) {
@@ -186,16 +252,13 @@ func (c *Consumer) run(sub subscription) {
 				c.end(errors.New("connection lost and the consumer is not restored"))
 				return
 			}
-			select {
-			case sub = <-c.subs:
-				continue
-			case <-c.stopCh:
-				c.end(nil)
-				return
-			case <-c.ops.conn.Done():
-				c.end(conn.ErrClosed)
+			next, ok, err := c.awaitRestore()
+			if !ok {
+				c.end(err)
 				return
 			}
+			sub = next
+			continue
 		}
 		next, err := c.resubscribeAfterCancel()
 		if err != nil {
@@ -257,7 +320,12 @@ func (c *Consumer) resubscribeAfterCancel() (subscription, error) {
 			case <-ctx.Done():
 			}
 		}()
+		c.subMu.Lock()
 		sub, err := c.subscribe(ctx)
+		if err == nil {
+			c.lastGen = sub.ch.Generation()
+		}
+		c.subMu.Unlock()
 		cancel()
 		if err == nil {
 			return sub, nil

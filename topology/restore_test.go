@@ -266,3 +266,62 @@ func TestNoRestoreEntitiesAreNotRestored(t *testing.T) {
 		t.Fatalf("NoRestore exclusive queue came back: %v %v", ok, err)
 	}
 }
+
+// A consumer whose restore failed (its queue was missing when the
+// connection came back) subscribes by itself once it can: it never
+// silently stops.
+func TestConsumerRecoversAfterItsRestoreFailed(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	failures := make(chan *topology.RestoreError, 10)
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{OnRestoreError: func(e *topology.RestoreError) { failures <- e }})
+	ctx := ctxT(t, 60*time.Second)
+	q := b.Name("late")
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q}, topology.NoRestore()); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	cons, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Cut()
+	raw := rawChannel(t, b.URL)
+	deadline := time.Now().Add(10 * time.Second)
+	for { // the broker drops our consumer when it sees the cut
+		if _, err := raw.QueueDelete(q, true, false, false); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("could not delete the queue")
+		}
+		raw = rawChannel(t, b.URL)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-failures:
+		if e.Kind != "consumer" || e.Code != amqp.NotFound {
+			t.Fatalf("restore failure %v", e)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the consumer's restore did not fail")
+	}
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.Publish(ctx, "", q, msg("back"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "back")
+	select {
+	case <-cons.Done():
+		t.Fatalf("consumer ended: %v", cons.Err())
+	default:
+	}
+}
