@@ -386,10 +386,18 @@ func (c *confirmChannel) publishBatch(ctx context.Context, r Route, pubs []amqp.
 func (c *confirmChannel) loop() {
 	defer close(c.dead)
 	returned := map[uint64]amqp.Return{}
+	returns := c.returns
 	for conf := range c.confirms {
 		for drained := false; !drained; {
 			select {
-			case r := <-c.returns:
+			case r, ok := <-returns:
+				if !ok {
+					// Closed with the channel while confirms are still
+					// buffered: a closed channel is always ready, so stop
+					// reading it or this loop spins forever.
+					returns, drained = nil, true
+					continue
+				}
 				if seq, ok := r.Headers[returnSeqHeader].(int64); ok {
 					returned[uint64(seq)] = r
 				}
@@ -428,6 +436,8 @@ func (c *confirmChannel) loop() {
 	for _, ref := range left {
 		ref.b.settle(ref.idx, errUnconfirmed)
 	}
-	for range c.returns {
+	if returns != nil {
+		for range returns {
+		}
 	}
 }

@@ -573,8 +573,10 @@ func (o *Ops) Publish(ctx context.Context, exchange, routingKey string, msg amqp
 			// A basic.return precedes the ack of the same message and
 			// amqp091 hands it over before the ack (PITFALLS 6).
 			select {
-			case r := <-ch.returns:
-				return fmt.Errorf("%w: %d %s", ErrUnroutable, r.ReplyCode, r.ReplyText)
+			case r, ok := <-ch.returns:
+				if ok {
+					return fmt.Errorf("%w: %d %s", ErrUnroutable, r.ReplyCode, r.ReplyText)
+				}
 			default:
 			}
 			if !c.Ack {
@@ -587,11 +589,19 @@ func (o *Ops) Publish(ctx context.Context, exchange, routingKey string, msg amqp
 	})
 }
 
+// drain empties what an earlier, abandoned publish left behind. A closed
+// notification channel is always ready: stop at the first one.
 func drain(ch *pooledChannel) {
 	for {
 		select {
-		case <-ch.returns:
-		case <-ch.confirms:
+		case _, ok := <-ch.returns:
+			if !ok {
+				return
+			}
+		case _, ok := <-ch.confirms:
+			if !ok {
+				return
+			}
 		default:
 			return
 		}
