@@ -83,20 +83,7 @@ func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 // passed: ErrPublishTimeout). A blocked connection makes Publish wait,
 // bounded the same way (conn.ErrBlocked). After Close: ErrClosed.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
-	p.closeMu.RLock()
-	if p.closed {
-		p.closeMu.RUnlock()
-		return ErrClosed
-	}
-	p.inflight.Add(1)
-	p.closeMu.RUnlock()
-	defer p.inflight.Done()
-	if len(msgs) == 0 {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.cfg.PublishTimeout)
-	defer cancel()
-	return p.publish(ctx, topic, msgs)
+	return p.PublishContext(context.Background(), topic, msgs...)
 }
 
 // PublishContext is Publish bounded by ctx as well as PublishTimeout.
@@ -109,6 +96,9 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 	p.inflight.Add(1)
 	p.closeMu.RUnlock()
 	defer p.inflight.Done()
+	if len(msgs) == 0 {
+		return nil
+	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
 	defer cancel()
 	return p.publish(ctx, topic, msgs)
