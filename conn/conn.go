@@ -384,6 +384,7 @@ func (c *Conn) await(g *generation) (State, bool) {
 // connect makes attempts by policy until one connects and restores.
 func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
 	b := policy.newBackOff()
+	ambiguous := 0
 	for attempt := 1; ; attempt++ {
 		g, err := c.attempt(attempt, phase)
 		if err == nil {
@@ -393,7 +394,12 @@ func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
 			return nil, err
 		}
 		c.attemptFailed(phase, err, attempt)
-		if !policy.isRetryable(err) {
+		if ambiguousAuth(err) {
+			ambiguous++
+		} else {
+			ambiguous = 0
+		}
+		if !policy.isRetryable(err) || ambiguous >= ambiguousAuthLimit {
 			return nil, &GiveUpError{Attempts: attempt, Retryable: false, Err: err}
 		}
 		wait := b.NextBackOff()

@@ -104,14 +104,31 @@ func (e *GiveUpError) Unwrap() []error {
 }
 
 // IsAuthError reports whether err is the broker refusing the credentials
-// (403 ACCESS_REFUSED) or the vhost (530 NOT_ALLOWED): retrying cannot help.
-func IsAuthError(err error) bool {
+// (403 ACCESS_REFUSED) or the vhost (530 NOT_ALLOWED), whether it said so
+// (a refusal it sent) or it looks so (see ambiguousAuth).
+func IsAuthError(err error) bool { return refusedByBroker(err) || ambiguousAuth(err) }
+
+// refusedByBroker: a 403 or 530 the broker sent. Retrying cannot help.
+func refusedByBroker(err error) bool {
 	var ae *amqp.Error
-	if !errors.As(err, &ae) {
+	if !errors.As(err, &ae) || !ae.Server {
 		return false
 	}
 	return ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed
 }
+
+// ambiguousAuth: amqp091-go's ErrCredentials or ErrVhost, returned when the
+// socket closed at the authentication or vhost step without a reply.
+// RabbitMQ does that on bad credentials (amqp091-go does not advertise
+// authentication_failure_close), and so does a network blip at that moment:
+// one such failure proves nothing, several in a row are a refusal.
+func ambiguousAuth(err error) bool {
+	return errors.Is(err, amqp.ErrCredentials) || errors.Is(err, amqp.ErrVhost)
+}
+
+// ambiguousAuthLimit is how many ambiguous authentication failures in a row
+// end the retries.
+const ambiguousAuthLimit = 3
 
 // closedError is what calls return once the connection is closed: ErrClosed,
 // with the cause in the chain when there is one.

@@ -103,8 +103,7 @@ func Exponential(c ExponentialConfig) RetryPolicy {
 }
 
 // WithFilter returns p retrying only the errors for which retryable returns
-// true. The default filter refuses authentication and vhost errors
-// (IsAuthError) and context cancellation.
+// true. The default filter is DefaultRetryable.
 func (p RetryPolicy) WithFilter(retryable func(error) bool) RetryPolicy {
 	p.retryable = retryable
 	return p
@@ -114,9 +113,12 @@ func (p RetryPolicy) WithFilter(retryable func(error) bool) RetryPolicy {
 func RetryAll(error) bool { return true }
 
 // DefaultRetryable is the default filter: everything but authentication and
-// vhost refusals (which no retry can fix) and a cancelled context.
+// vhost refusals the broker sent (which no retry can fix) and a cancelled
+// context. A handshake that the broker drops at the authentication step
+// (what RabbitMQ does with a wrong password, and what a network blip looks
+// like) is retried, but three in a row end the retries as a refusal.
 func DefaultRetryable(err error) bool {
-	return !IsAuthError(err) && !errors.Is(err, context.Canceled)
+	return !refusedByBroker(err) && !errors.Is(err, context.Canceled)
 }
 
 func (p RetryPolicy) isRetryable(err error) bool {

@@ -59,9 +59,13 @@ func TestRetryFilter(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{amqp.ErrCredentials, false},
-		{&amqp.Error{Code: amqp.NotAllowed, Reason: "vhost"}, false},
-		{&DialError{Err: amqp.ErrCredentials}, false},
+		{&amqp.Error{Code: amqp.AccessRefused, Reason: "refused", Server: true}, false},
+		{&amqp.Error{Code: amqp.NotAllowed, Reason: "vhost", Server: true}, false},
+		{&DialError{Err: &amqp.Error{Code: amqp.AccessRefused, Server: true}}, false},
+		// amqp091's fallback when the socket closes mid-handshake: a
+		// network failure, retried.
+		{amqp.ErrCredentials, true},
+		{amqp.ErrVhost, true},
 		{context.Canceled, false},
 		{errors.New("connection refused"), true},
 		{&amqp.Error{Code: amqp.ConnectionForced}, true},
@@ -70,7 +74,7 @@ func TestRetryFilter(t *testing.T) {
 			t.Errorf("isRetryable(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
-	if !p.WithFilter(RetryAll).isRetryable(amqp.ErrCredentials) {
+	if !p.WithFilter(RetryAll).isRetryable(&amqp.Error{Code: amqp.AccessRefused, Server: true}) {
 		t.Fatal("RetryAll refused an auth error")
 	}
 }
