@@ -284,7 +284,6 @@ type pendingRef struct {
 // channel for all, instead of one per message.
 type batch struct {
 	results   []error
-	returned  map[int]amqp.Return
 	remaining atomic.Int32
 	done      chan struct{}
 }

@@ -319,7 +319,7 @@ func TestTracingConsumerSpans(t *testing.T) {
 		}
 		attrs := map[string]string{}
 		for _, a := range s.Attributes {
-			attrs[string(a.Key)] = a.Value.Emit()
+			attrs[string(a.Key)] = a.Value.String()
 		}
 		for k, v := range map[string]string{
 			"messaging.system": "rabbitmq", "messaging.operation.name": "process", "messaging.operation.type": "process",
