@@ -15,21 +15,7 @@ func TestMain(m *testing.M) { rabbittest.Main(m) }
 
 func openConn(t testing.TB, url string) *conn.Conn {
 	t.Helper()
-	c, err := conn.New(url, conn.Config{Reconnect: conn.Repeat(20 * time.Millisecond)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = c.Close(ctx)
-	})
-	return c
+	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Repeat(20 * time.Millisecond)})
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

@@ -4,7 +4,6 @@
 package tests
 
 import (
-	"context"
 	"testing"
 	"time"
 
@@ -19,19 +18,5 @@ func TestMain(m *testing.M) { rabbittest.Main(m) }
 // openConn opens a connection closed when t ends.
 func openConn(t testing.TB, url string) *conn.Conn {
 	t.Helper()
-	c, err := conn.New(url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second})})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if err := c.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		_ = c.Close(ctx)
-	})
-	return c
+	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second})})
 }
