@@ -42,6 +42,12 @@ type Config struct {
 	// DialTimeout bounds TCP connect, TLS and AMQP handshakes of one attempt.
 	// Default: the URL's connection_timeout, else 10s.
 	DialTimeout time.Duration
+	// DirectWrites makes every frame group (each publish, each ack) its own
+	// socket write, as amqp091-go does by itself. By default writes are
+	// coalesced: frames that concurrent goroutines hand over while a write
+	// is in the kernel leave together in the next one, with no timer and no
+	// added latency when idle. Default: false (coalesced).
+	DirectWrites bool
 	// OperationTimeout bounds the connection's own AMQP calls (opening and
 	// closing channels, restore hooks' calls through Channel). amqp091-go has
 	// no RPC timeout of its own; a call that exceeds this one marks the

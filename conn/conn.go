@@ -485,7 +485,7 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 		TLSClientConfig: c.tls[ep.url],
 		Properties:      props,
 		Locale:          "en_US",
-		Dial:            amqp.DefaultDial(c.cfg.DialTimeout),
+		Dial:            dialer(c.cfg.DialTimeout, c.cfg.DirectWrites),
 		// Recovery stays nil: warren recovers by itself, and two recovery
 		// loops would race (PITFALLS 9).
 	}

@@ -61,6 +61,17 @@
 // [ErrBlocked] when their ctx ends) before writing. Every new connection
 // starts unblocked.
 //
+// # Writes
+//
+// amqp091-go makes one socket write per publish, ack or heartbeat, each
+// under the connection's send lock. By default a Conn coalesces them: a
+// write only hands its bytes to one flusher goroutine, which sends whatever
+// accumulated while its previous write was in the kernel. Idle, nothing
+// waits; under load many frames leave in one write, and the broker receives
+// concurrent publishes together and confirms them after one disk sync. At
+// most 256 KiB wait, so a broker that stops reading still stops writers.
+// [Config.DirectWrites] restores amqp091-go's own behaviour.
+//
 // # Sharing
 //
 // [Shared] hands out reference-counted handles on one connection per URL and

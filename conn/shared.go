@@ -35,8 +35,8 @@ var sharedConns = struct {
 // Shared returns a handle on the connection shared by url and cfg. Handles
 // share a connection when the URL and these Config fields are equal:
 // AlternateURLs, ShuffleHosts, the retry policies' descriptions, TLS (the same
-// pointer), Heartbeat, DialTimeout, OperationTimeout, ConnectionName and
-// Properties. The Logger of the first handle to open is the one used.
+// pointer), Heartbeat, DialTimeout, DirectWrites, OperationTimeout,
+// ConnectionName and Properties. The Logger of the first handle to open is the one used.
 func Shared(url string, cfg Config) (*SharedConn, error) {
 	u, err := ParseURL(url)
 	if err != nil {
@@ -52,7 +52,7 @@ func Shared(url string, cfg Config) (*SharedConn, error) {
 		strings.Join(cfg.AlternateURLs, " "),
 		fmt.Sprint(cfg.ShuffleHosts, cfg.FirstConnect, cfg.Reconnect),
 		fmt.Sprintf("%p", cfg.TLS),
-		fmt.Sprint(probe.Heartbeat, probe.DialTimeout, probe.OperationTimeout, probe.CloseTimeout),
+		fmt.Sprint(probe.Heartbeat, probe.DialTimeout, probe.DirectWrites, probe.OperationTimeout, probe.CloseTimeout),
 		probe.ConnectionName,
 		fmt.Sprint(cfg.Properties),
 	}, "\x00")
