@@ -116,12 +116,85 @@ func TestMandatoryUnroutableIsAnError(t *testing.T) {
 	}
 }
 
+// TestMandatoryReturnsReachTheirOwnMessages: goroutines share the confirm
+// channels, half publishing to a topic nobody listens to, half to one that
+// is routed; every unroutable message, and only those, fails.
+func TestMandatoryReturnsReachTheirOwnMessages(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := openConn(t, b.URL)
+	m := warren.FanoutPerTopic{Prefix: b.Prefix}
+	pub, sub := newPubSub(t, c, warren.PublisherConfig{Mapping: m, Mandatory: true, ConfirmChannels: 2}, warren.SubscriberConfig{Mapping: m})
+	if err := sub.SubscribeInitialize("routed"); err != nil {
+		t.Fatal(err)
+	}
+	const goroutines, calls = 8, 40
+	var routed atomic.Int64
+	var wg sync.WaitGroup
+	for g := 0; g < goroutines; g++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < calls; i++ {
+				topic := []string{"routed", "unrouted"}[(g+i)%2]
+				msgs := []*message.Message{}
+				for j := 0; j <= i%4; j++ {
+					msgs = append(msgs, message.NewMessage(watermill.NewUUID(), []byte(topic)))
+				}
+				err := pub.Publish(topic, msgs...)
+				if topic == "routed" {
+					if err != nil {
+						t.Errorf("routed publish failed: %v", err)
+						return
+					}
+					routed.Add(int64(len(msgs)))
+					continue
+				}
+				var pe *warren.PublishError
+				if !errors.As(err, &pe) || len(pe.Failed) != len(msgs) {
+					t.Errorf("unroutable publish of %d messages: %v", len(msgs), err)
+					return
+				}
+				for id, e := range pe.Failed {
+					if !errors.Is(e, warren.ErrUnroutable) {
+						t.Errorf("message %s: %v, want ErrUnroutable", id, e)
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		return
+	}
+	out, err := sub.Subscribe(ctxT(t, 30*time.Second), "routed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for n := int64(0); n < routed.Load(); n++ {
+		msg := receive(t, out)
+		if string(msg.Payload) != "routed" {
+			t.Fatalf("received %q on the routed topic", msg.Payload)
+		}
+		msg.Ack()
+	}
+}
+
 func TestConfirmsLostInADropAreRepublished(t *testing.T) {
+	// Both confirm paths: amqp091's deferred confirms alone, and with
+	// Mandatory the goroutine that attaches returns to messages.
+	for _, mandatory := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mandatory=%t", mandatory), func(t *testing.T) {
+			testConfirmsLostInADrop(t, mandatory)
+		})
+	}
+}
+
+func testConfirmsLostInADrop(t *testing.T, mandatory bool) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c := openConn(t, p.URL(b.Vhost))
 	m := warren.QueuePerTopic{Prefix: b.Prefix}
-	pub, sub := newPubSub(t, c, warren.PublisherConfig{Mapping: m}, warren.SubscriberConfig{Mapping: m})
+	pub, sub := newPubSub(t, c, warren.PublisherConfig{Mapping: m, Mandatory: mandatory}, warren.SubscriberConfig{Mapping: m})
 	const topic, batches, perBatch = "drops", 40, 50
 	if err := sub.SubscribeInitialize(topic); err != nil {
 		t.Fatal(err)
