@@ -4,6 +4,9 @@ import (
 	"context"
 	"testing"
 
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/warrenmq/warren"
 )
 
@@ -30,4 +33,24 @@ func BenchmarkWarrenConsume(b *testing.B) {
 	for i := 0; i < messages; i++ {
 		(<-out).Ack()
 	}
+}
+
+// BenchmarkWarrenPublish16 is the 16-goroutine publish row alone, for
+// profiling:
+//
+//	go test -run '^$' -bench WarrenPublish16 -benchtime 1x -cpuprofile cpu.out
+func BenchmarkWarrenPublish16(b *testing.B) {
+	q := "warren.bench.profile"
+	defer dropQueue(q)
+	wc := openWarren(b)
+	defer wc.Close(context.Background())
+	pub, err := warren.NewPublisher(wc, warren.PublisherConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer pub.Close()
+	_ = pub.Publish(q, message.NewMessage(watermill.NewUUID(), body))
+	freshQueue(b, q)
+	b.ResetTimer()
+	parallel(messages, workers, func() error { return pub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) })
 }
