@@ -142,6 +142,7 @@ func printTargets(k map[string]row) {
 	check("warren 16-goroutine publish / watermill-amqp", ratio("warren16", "watermill16"), 2,
 		fmt.Sprintf("(any client with 16 in flight: <= %.2f)", ratio("raw16window", "watermill16")))
 	check("warren 16-goroutine publish / same-shape raw", ratio("warren16", "raw16"), 0.8, "(16 goroutines, one confirm each)")
+	check("warren 16-goroutine, coalesced / direct writes", ratio("warren16", "warren16direct"), 1, "")
 	check("warren consume MaxInFlight 1 / raw", ratio("consume1", "rawConsume"), 0.9, "")
 	check("warren consume MaxInFlight 64 / raw", ratio("consume64", "rawConsume"), 0.9, "")
 }
@@ -271,6 +272,27 @@ func publishRows(b *testing.B) []row {
 	freshQueue(b, q)
 	rows = append(rows, timedRow("publish", "warren 16 goroutines, 1 message per call", "warren16", messages, func() {
 		parallel(messages, workers, func() error { return pub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) })
+	}))
+
+	// The same with amqp091-go's own socket writes, one per frame group:
+	// what conn's write coalescing is worth.
+	dc, err := conn.New(brokerURL(), conn.Config{DirectWrites: true})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := dc.Open(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	defer dc.Close(context.Background())
+	dpub, err := warren.NewPublisher(dc, warren.PublisherConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer dpub.Close()
+	_ = dpub.Publish(q, message.NewMessage(watermill.NewUUID(), body))
+	freshQueue(b, q)
+	rows = append(rows, timedRow("publish", "warren 16 goroutines, conn.Config.DirectWrites", "warren16direct", messages, func() {
+		parallel(messages, workers, func() error { return dpub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) })
 	}))
 
 	wcfg := wamqp.NewDurableQueueConfig(brokerURL())
