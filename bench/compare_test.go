@@ -175,8 +175,8 @@ func dropQueue(name string) {
 	_, _ = ch.QueueDelete(name, false, false, false)
 }
 
-func openWarren(b *testing.B) *conn.Conn {
-	c, err := conn.New(brokerURL(), conn.Config{})
+func openWarren(b *testing.B, cfg conn.Config) *conn.Conn {
+	c, err := conn.New(brokerURL(), cfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -184,6 +184,26 @@ func openWarren(b *testing.B) *conn.Conn {
 		b.Fatal(err)
 	}
 	return c
+}
+
+// warrenPublisher opens a connection with cfg and a Publisher on it, and
+// declares q's route outside any timing; closeAll ends both.
+func warrenPublisher(b *testing.B, q string, cfg conn.Config) (pub *warren.Publisher, closeAll func()) {
+	c := openWarren(b, cfg)
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	_ = pub.Publish(q, message.NewMessage(watermill.NewUUID(), body))
+	return pub, func() {
+		_ = pub.Close()
+		_ = c.Close(context.Background())
+	}
+}
+
+// publishOne is one caller's call of the 16-goroutine rows.
+func publishOne(p message.Publisher, q string) func() error {
+	return func() error { return p.Publish(q, message.NewMessage(watermill.NewUUID(), body)) }
 }
 
 // measure runs f and returns its wall time and the CPU time this process
@@ -242,14 +262,8 @@ func publishRows(b *testing.B) []row {
 	freshQueue(b, q)
 	rows = append(rows, timedRow("publish", "raw amqp091-go (confirm windows of 100)", "raw", messages, func() { rawPublish(b, q, messages, batch) }))
 
-	wc := openWarren(b)
-	defer wc.Close(context.Background())
-	pub, err := warren.NewPublisher(wc, warren.PublisherConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	_ = pub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) // declare the route outside the timing
+	pub, closePub := warrenPublisher(b, q, conn.Config{})
+	defer closePub()
 	freshQueue(b, q)
 	rows = append(rows, timedRow("publish", "warren 1 goroutine, batches of 100", "warrenBatch", messages, func() {
 		for sent := 0; sent < messages; sent += batch {
@@ -271,28 +285,16 @@ func publishRows(b *testing.B) []row {
 
 	freshQueue(b, q)
 	rows = append(rows, timedRow("publish", "warren 16 goroutines, 1 message per call", "warren16", messages, func() {
-		parallel(messages, workers, func() error { return pub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) })
+		parallel(messages, workers, publishOne(pub, q))
 	}))
 
 	// The same with amqp091-go's own socket writes, one per frame group:
 	// what conn's write coalescing is worth.
-	dc, err := conn.New(brokerURL(), conn.Config{DirectWrites: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	if err := dc.Open(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	defer dc.Close(context.Background())
-	dpub, err := warren.NewPublisher(dc, warren.PublisherConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer dpub.Close()
-	_ = dpub.Publish(q, message.NewMessage(watermill.NewUUID(), body))
+	dpub, closeDirect := warrenPublisher(b, q, conn.Config{DirectWrites: true})
+	defer closeDirect()
 	freshQueue(b, q)
 	rows = append(rows, timedRow("publish", "warren 16 goroutines, conn.Config.DirectWrites", "warren16direct", messages, func() {
-		parallel(messages, workers, func() error { return dpub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) })
+		parallel(messages, workers, publishOne(dpub, q))
 	}))
 
 	wcfg := wamqp.NewDurableQueueConfig(brokerURL())
@@ -306,7 +308,7 @@ func publishRows(b *testing.B) []row {
 	_ = wpub.Publish(q, message.NewMessage(watermill.NewUUID(), body))
 	freshQueue(b, q)
 	rows = append(rows, timedRow("publish", "watermill-amqp v3.0.2 (confirms, pool 16, 16 goroutines)", "watermill16", messages, func() {
-		parallel(messages, workers, func() error { return wpub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) })
+		parallel(messages, workers, publishOne(wpub, q))
 	}))
 	return rows
 }
@@ -378,7 +380,7 @@ func consumeRows(b *testing.B) []row {
 
 	for _, inFlight := range []int{1, 64} {
 		fill()
-		wc := openWarren(b)
+		wc := openWarren(b, conn.Config{})
 		sub, err := warren.NewSubscriber(wc, warren.SubscriberConfig{MaxInFlight: inFlight, Prefetch: 256})
 		if err != nil {
 			b.Fatal(err)

@@ -4,10 +4,8 @@ import (
 	"context"
 	"testing"
 
-	"github.com/ThreeDotsLabs/watermill"
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/conn"
 )
 
 // BenchmarkWarrenConsume is the consume row alone, for profiling:
@@ -18,7 +16,7 @@ func BenchmarkWarrenConsume(b *testing.B) {
 	defer dropQueue(q)
 	freshQueue(b, q)
 	rawPublish(b, q, messages, 1000)
-	wc := openWarren(b)
+	wc := openWarren(b, conn.Config{})
 	defer wc.Close(context.Background())
 	sub, err := warren.NewSubscriber(wc, warren.SubscriberConfig{Prefetch: 256})
 	if err != nil {
@@ -42,15 +40,9 @@ func BenchmarkWarrenConsume(b *testing.B) {
 func BenchmarkWarrenPublish16(b *testing.B) {
 	q := "warren.bench.profile"
 	defer dropQueue(q)
-	wc := openWarren(b)
-	defer wc.Close(context.Background())
-	pub, err := warren.NewPublisher(wc, warren.PublisherConfig{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer pub.Close()
-	_ = pub.Publish(q, message.NewMessage(watermill.NewUUID(), body))
+	pub, closePub := warrenPublisher(b, q, conn.Config{})
+	defer closePub()
 	freshQueue(b, q)
 	b.ResetTimer()
-	parallel(messages, workers, func() error { return pub.Publish(q, message.NewMessage(watermill.NewUUID(), body)) })
+	parallel(messages, workers, publishOne(pub, q))
 }
