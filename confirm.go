@@ -21,6 +21,10 @@ const returnSeqHeader = "warren-publish-seq"
 // connection: unknown, not refused (PITFALLS 5), so it is republished.
 var errUnconfirmed = errors.New("warren: confirm lost with the channel")
 
+// errNotConfirming: a channel that gave no confirmation for a publish; it
+// is replaced and the message sent again.
+var errNotConfirming = errors.New("warren: channel is not in confirm mode")
+
 // confirmSlot holds one confirm channel, reopened after it dies.
 type confirmSlot struct {
 	p  *Publisher
@@ -183,7 +187,8 @@ func (c *confirmChannel) publishBatch(ctx context.Context, r Route, pubs []amqp.
 		case <-w.done():
 		case <-ctx.Done():
 			// Stop waiting; the rest resolve with nobody reading them.
-			for _, i := range todo[j:] {
+			// Failed writes already in again are unsent: they time out too.
+			for _, i := range append(again, todo[j:]...) {
 				results[i] = fmt.Errorf("%w: %w", ErrPublishTimeout, ctx.Err())
 			}
 			return nil
@@ -210,6 +215,11 @@ func (c *confirmChannel) publishOne(ctx context.Context, r Route, pub amqp.Publi
 	m := c.mandatory
 	if m == nil {
 		dc, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, r.Exchange, r.RoutingKey, false, false, pub)
+		if err == nil && dc == nil {
+			// amqp091 gives no confirmation outside confirm mode; never
+			// report such a publish as confirmed.
+			err = errNotConfirming
+		}
 		return pendingConfirm{dc: dc}, err
 	}
 	seq := c.ch.GetNextPublishSeqNo()
@@ -220,6 +230,9 @@ func (c *confirmChannel) publishOne(ctx context.Context, r Route, pub amqp.Publi
 	h[returnSeqHeader] = int64(seq)
 	pub.Headers = h
 	dc, err := c.ch.PublishWithDeferredConfirmWithContext(ctx, r.Exchange, r.RoutingKey, true, false, pub)
+	if err == nil && dc == nil {
+		err = errNotConfirming
+	}
 	if err != nil {
 		return pendingConfirm{}, err
 	}
