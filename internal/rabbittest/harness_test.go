@@ -1,9 +1,13 @@
 package rabbittest
 
 import (
+	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
+	"os"
+	"os/exec"
 	"syscall"
 	"testing"
 	"time"
@@ -11,7 +15,13 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 )
 
-func TestMain(m *testing.M) { Main(m) }
+func TestMain(m *testing.M) {
+	if os.Getenv(watchdogChildEnv) != "" {
+		watchdogChild()
+		return
+	}
+	Main(m)
+}
 
 func dialNode(t *testing.T, url string) *amqp.Connection {
 	t.Helper()
@@ -174,5 +184,65 @@ func TestSharedCleansUp(t *testing.T) {
 	var ae *amqp.Error
 	if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
 		t.Fatalf("queue %s survived the test's cleanup: %v", name, err)
+	}
+}
+
+// watchdogChildEnv makes the test binary a child that starts a node, reports
+// it and waits to be killed (TestWatchdogKillsTheNodeOfADeadTestBinary).
+const watchdogChildEnv = "RABBITTEST_WATCHDOG_CHILD"
+
+func watchdogChild() {
+	n, err := NewNode(NodeOptions{})
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(1)
+	}
+	n.mu.Lock()
+	pgid := n.cmd.Process.Pid
+	n.mu.Unlock()
+	fmt.Printf("node %d %d %s\n", pgid, n.Port, n.dir)
+	select {} // until the parent kills this process: no cleanup runs
+}
+
+func TestWatchdogKillsTheNodeOfADeadTestBinary(t *testing.T) {
+	if isShort() {
+		t.Skip("rabbittest: a disposable node needs rabbitmq-server; -short runs unit tests only")
+	}
+	child := exec.Command(os.Args[0], "-test.run=^$")
+	child.Env = append(os.Environ(), watchdogChildEnv+"=1")
+	out, err := child.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := child.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = child.Process.Kill(); _ = child.Wait() }()
+	var pgid, port int
+	var dir string
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if _, scanErr := fmt.Sscanf(line, "node %d %d %s", &pgid, &port, &dir); err != nil || scanErr != nil {
+		t.Fatalf("child did not report its node: %q (%v)", line, err)
+	}
+	defer os.RemoveAll(dir)
+	if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 5*time.Second); err != nil {
+		t.Fatalf("the child's node does not answer: %v", err)
+	} else {
+		c.Close()
+	}
+
+	// The test binary dies the hard way: no cleanup, no Kill.
+	if err := child.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	_ = child.Wait()
+
+	deadline := time.Now().Add(30 * time.Second)
+	for syscall.Kill(-pgid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(-pgid, syscall.SIGKILL) // our own node: do not leave it behind
+			t.Fatalf("node process group %d still alive 30s after its test binary died", pgid)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

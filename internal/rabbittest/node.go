@@ -41,9 +41,10 @@ type Node struct {
 	dir  string
 	opts NodeOptions
 
-	mu     sync.Mutex
-	cmd    *exec.Cmd
-	exited chan struct{}
+	mu       sync.Mutex
+	cmd      *exec.Cmd
+	exited   chan struct{}
+	watchdog *watchdog
 }
 
 // StartNode starts a disposable node for t and kills it when t ends.
@@ -216,8 +217,16 @@ func (n *Node) Start() error {
 		log.Close()
 		return fmt.Errorf("rabbittest: start %s: %w", serverBinary(), err)
 	}
+	wd, err := startWatchdog(cmd.Process.Pid)
+	if err != nil {
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		n.mu.Unlock()
+		log.Close()
+		return fmt.Errorf("rabbittest: start the node's watchdog: %w", err)
+	}
 	exited := make(chan struct{})
-	n.cmd, n.exited = cmd, exited
+	n.cmd, n.exited, n.watchdog = cmd, exited, wd
 	n.mu.Unlock()
 	go func() {
 		_ = cmd.Wait()
@@ -277,7 +286,7 @@ func (n *Node) Running() bool {
 
 func (n *Node) signal(sig syscall.Signal, wait time.Duration) bool {
 	n.mu.Lock()
-	cmd, exited := n.cmd, n.exited
+	cmd, exited, wd := n.cmd, n.exited, n.watchdog
 	n.mu.Unlock()
 	if cmd == nil {
 		return true
@@ -294,9 +303,14 @@ func (n *Node) signal(sig syscall.Signal, wait time.Duration) bool {
 	waitGroupGone(cmd.Process.Pid, 10*time.Second)
 	n.mu.Lock()
 	if n.cmd == cmd {
-		n.cmd = nil
+		n.cmd, n.watchdog = nil, nil
+	} else {
+		wd = nil // a concurrent signal took this start's watchdog
 	}
 	n.mu.Unlock()
+	if wd != nil {
+		wd.disarm()
+	}
 	return true
 }
 
