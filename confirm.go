@@ -41,12 +41,8 @@ func (s *confirmSlot) get(ctx context.Context) (*confirmChannel, error) {
 	if err := s.p.conn.WaitUnblocked(ctx); err != nil {
 		return nil, err
 	}
-	ch, err := s.p.conn.NewChannel(ctx)
+	ch, err := s.p.conn.NewConfirmChannel(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
 		return nil, err
 	}
 	st := &confirmChannel{ch: ch, log: s.p.cfg.Logger}
@@ -171,6 +167,9 @@ func (c *confirmChannel) publishBatch(ctx context.Context, r Route, pubs []amqp.
 	for j, i := range todo {
 		w, err := c.publishOne(ctx, r, pubs[i])
 		if err != nil {
+			// A socket error marks the connection lost now, so the retry
+			// waits for the next one instead of reusing this channel.
+			c.ch.LostWith(err)
 			c.log.Warn("warren: publish write failed; the message will be sent again", "err", err)
 			again = append(again, i)
 			continue

@@ -3,7 +3,10 @@ package conn
 import (
 	"context"
 	"errors"
+	"io"
+	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -59,6 +62,31 @@ func (ch *Channel) IsOpen() bool {
 // ConnectionLost reports whether the connection under the channel is gone
 // (as opposed to the channel alone being closed).
 func (ch *Channel) ConnectionLost() bool { return ch.gen.isLost() || ch.gen.amqp.IsClosed() }
+
+// LostWith reports whether err, returned by a call on ch, means ch's
+// connection is gone. When a socket write fails, amqp091 returns the
+// socket's own error (not an *amqp091.Error) and shuts the connection down
+// on a goroutine of its own, so for a moment ConnectionLost still says it is
+// alive: such an error marks the connection lost at once, and callers
+// waiting for a connection move on to the next one.
+func (ch *Channel) LostWith(err error) bool {
+	if transportFailed(err) {
+		ch.gen.markLost(err)
+	}
+	return ch.ConnectionLost()
+}
+
+// transportFailed reports an error of the socket under an AMQP call (after
+// which amqp091 always shuts the connection down), as opposed to an AMQP
+// error or the caller's own context.
+func transportFailed(err error) bool {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false // context.DeadlineExceeded is a net.Error too
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) ||
+		errors.Is(err, syscall.EPIPE) || errors.Is(err, syscall.ECONNRESET)
+}
 
 // WaitUnblocked is Conn.WaitUnblocked for this channel's connection.
 func (ch *Channel) WaitUnblocked(ctx context.Context) error { return ch.gen.waitUnblocked(ctx) }
@@ -159,6 +187,48 @@ func (c *Conn) NewChannel(ctx context.Context) (*Channel, error) {
 	}
 }
 
+// NewConfirmChannel is NewChannel in publisher-confirm mode. confirm.select
+// is bounded like channel.open (ctx and OperationTimeout), and when the
+// connection dies between the two calls it starts over on the next
+// connection: a caller never gets an error only because a drop fell between
+// opening a channel and switching it to confirms. Errors: as Channel.
+func (c *Conn) NewConfirmChannel(ctx context.Context) (*Channel, error) {
+	for {
+		ch, err := c.NewChannel(ctx)
+		if err != nil {
+			return nil, err
+		}
+		err = ch.confirmMode(ctx)
+		if err == nil {
+			return ch, nil
+		}
+		_ = ch.Close()
+		if ctx.Err() != nil || !ch.LostWith(err) {
+			return nil, err
+		}
+	}
+}
+
+// confirmMode runs confirm.select, bounded: amqp091 waits for the reply
+// with no timeout (PITFALLS 2), so a call that outlives OperationTimeout
+// marks the connection broken.
+func (ch *Channel) confirmMode(ctx context.Context) error {
+	res := make(chan error, 1)
+	go func() { res <- ch.Channel.Confirm(false) }()
+	t := time.NewTimer(ch.timeout)
+	defer t.Stop()
+	select {
+	case err := <-res:
+		return err
+	case <-t.C:
+		ch.gen.broken(ch.timeout)
+		return ErrTimeout
+	case <-ctx.Done():
+		// The reply may still come; the channel is closed by the caller.
+		return ctx.Err()
+	}
+}
+
 func (c *Conn) openChannel(ctx context.Context, g *generation) (*Channel, error) {
 	type result struct {
 		ch  *amqp.Channel
@@ -189,7 +259,7 @@ func (c *Conn) openChannel(ctx context.Context, g *generation) (*Channel, error)
 	select {
 	case r := <-res:
 		if r.err != nil {
-			if g.amqp.IsClosed() {
+			if g.amqp.IsClosed() || transportFailed(r.err) {
 				// The connection died under the call; its close notification
 				// may still be on its way. Callers wait for the next one.
 				g.markLost(r.err)

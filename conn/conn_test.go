@@ -552,3 +552,45 @@ func TestMultiHostFailover(t *testing.T) {
 		t.Fatal("did not fail over to the alternate URL")
 	}
 }
+
+// TestNewConfirmChannelSurvivesDrops: connections dropped while confirm
+// channels are being opened never surface as errors; every channel returned
+// is in confirm mode on a live connection.
+func TestNewConfirmChannelSurvivesDrops(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c := open(t, p.URL(b.Vhost), conn.Config{Reconnect: conn.Repeat(10 * time.Millisecond)})
+	const rounds = 30
+	for i := 0; i < rounds; i++ {
+		errs := make(chan error, 4)
+		for g := 0; g < 4; g++ {
+			go func() {
+				ch, err := c.NewConfirmChannel(ctxT(t, 20*time.Second))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer ch.Close()
+				dc, err := ch.PublishWithDeferredConfirmWithContext(ctxT(t, 5*time.Second), "", "", false, false, amqp.Publishing{})
+				switch {
+				case err != nil && !ch.LostWith(err):
+					errs <- err
+				case err == nil && dc == nil:
+					errs <- errors.New("channel not in confirm mode")
+				default:
+					errs <- nil
+				}
+			}()
+		}
+		if i%2 == 0 {
+			if err := p.Drop(); err != nil { // a drop amid channel.open and confirm.select
+				t.Fatal(err)
+			}
+		}
+		for g := 0; g < 4; g++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+	}
+}

@@ -182,7 +182,7 @@ func (o *Ops) do(ctx context.Context, op, entity string, fn func(*pooledChannel)
 		select {
 		case err := <-res:
 			o.pool.put(pc)
-			if err != nil && pc.ConnectionLost() && lostInTransit(err) && ctx.Err() == nil && !conn.Restoring(ctx) {
+			if err != nil && pc.LostWith(err) && lostInTransit(err) && ctx.Err() == nil && !conn.Restoring(ctx) {
 				continue
 			}
 			return channelError(op, entity, err)
@@ -209,31 +209,39 @@ func lostInTransit(err error) bool {
 }
 
 // doOwn runs fn on a new channel that the caller keeps (consumers): bounded
-// like do; on failure the channel is closed.
+// like do; on failure the channel is closed. Like do, when the connection
+// drops under the call it runs fn again on the next connection (a consumer
+// on a dead connection is gone with it, so subscribing again is safe).
 func (o *Ops) doOwn(ctx context.Context, op, entity string, fn func(*conn.Channel) error) error {
 	if _, ok := ctx.Deadline(); !ok {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, o.cfg.Timeout)
 		defer cancel()
 	}
-	ch, err := o.conn.NewChannel(ctx)
-	if err != nil {
-		return fmt.Errorf("topology: %s %s: %w", op, entity, err)
-	}
-	res := make(chan error, 1)
-	go func() { res <- fn(ch) }()
-	select {
-	case err := <-res:
+	for {
+		ch, err := o.conn.NewChannel(ctx)
 		if err != nil {
-			_ = ch.Close()
+			return fmt.Errorf("topology: %s %s: %w", op, entity, err)
 		}
-		return channelError(op, entity, err)
-	case <-ctx.Done():
-		go func() {
-			<-res
+		res := make(chan error, 1)
+		go func() { res <- fn(ch) }()
+		select {
+		case err := <-res:
+			if err == nil {
+				return nil
+			}
 			_ = ch.Close()
-		}()
-		return fmt.Errorf("topology: %s %s: %w", op, entity, ctx.Err())
+			if ch.LostWith(err) && lostInTransit(err) && ctx.Err() == nil && !conn.Restoring(ctx) {
+				continue
+			}
+			return channelError(op, entity, err)
+		case <-ctx.Done():
+			go func() {
+				<-res
+				_ = ch.Close()
+			}()
+			return fmt.Errorf("topology: %s %s: %w", op, entity, ctx.Err())
+		}
 	}
 }
 

@@ -38,12 +38,8 @@ func (p *chanPool) get(ctx context.Context) (*pooledChannel, error) {
 		}
 	}
 	p.mu.Unlock()
-	ch, err := p.conn.NewChannel(ctx)
+	ch, err := p.conn.NewConfirmChannel(ctx)
 	if err != nil {
-		return nil, err
-	}
-	if err := ch.Confirm(false); err != nil {
-		_ = ch.Close()
 		return nil, err
 	}
 	// Buffered and drained by whoever publishes on the channel; a
