@@ -38,7 +38,10 @@
 // an older generation must be dropped, never sent on a new channel.
 // [Conn.Channel] returns a cached channel for short calls (declares, deletes)
 // and replaces it when the server closes it (404, 406) without reconnecting;
-// [Conn.NewChannel] opens one of the caller's own.
+// [Conn.NewChannel] opens one of the caller's own, [Conn.NewConfirmChannel]
+// one in publisher-confirm mode. [Channel.LostWith] tells whether an error
+// from a call means the connection is gone (amqp091 reports a failed socket
+// write before it marks the connection closed).
 //
 // amqp091-go's calls have no timeout; this package bounds the calls it makes
 // (opening and closing channels, closing connections) with
