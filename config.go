@@ -1,11 +1,11 @@
 package warren
 
 import (
-	"errors"
 	"log/slog"
 	"time"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -24,12 +24,15 @@ type PublisherConfig struct {
 	ConfirmChannels int
 	// PublishTimeout bounds one Publish call: waiting for a connection, a
 	// blocked broker, the confirms, and republishing what a connection drop
-	// left unconfirmed. Default: 30s.
+	// left unconfirmed. Each message's Context() bounds it too. Default: 30s.
 	PublishTimeout time.Duration
 	// CloseTimeout bounds how long Close waits for in-flight publishes.
 	// Default: PublishTimeout.
 	CloseTimeout time.Duration
-	// Logger. Default: silent.
+	// RouteCache is how many topics' routes are kept (least recently used
+	// first out). Default: 1024.
+	RouteCache int
+	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }
 
@@ -49,24 +52,64 @@ func (c *PublisherConfig) setDefaults() {
 	if c.CloseTimeout == 0 {
 		c.CloseTimeout = c.PublishTimeout
 	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+	if c.RouteCache == 0 {
+		c.RouteCache = 1024
 	}
 }
 
 // Validate reports every problem, each naming its field.
 func (c *PublisherConfig) Validate() error {
-	var errs []error
-	if c.ConfirmChannels < 1 || c.ConfirmChannels > 256 {
-		errs = append(errs, &ConfigError{"PublisherConfig.ConfirmChannels", "want 1-256"})
+	f := configerr.For("warren.PublisherConfig")
+	f.Check(c.ConfirmChannels < 1 || c.ConfirmChannels > 256, "ConfirmChannels", "want 1-256")
+	f.Check(c.PublishTimeout < 0, "PublishTimeout", "must not be negative")
+	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
+	f.Check(c.RouteCache < 1, "RouteCache", "must be positive")
+	return f.Err()
+}
+
+// RedeliveryConfig is how a Subscriber settles failed messages: never at
+// once (a failing message must not spin), but after a backoff that grows
+// with the message's attempts, and settled with basic.reject so quorum
+// queues' delivery limits count it (PITFALLS 17).
+type RedeliveryConfig struct {
+	// MaxAttempts bounds the attempts of a failed message (RejectRequeue,
+	// the default of a Nack): at that many it is rejected without requeue
+	// to the queue's dead-letter exchange, when the queue's registered spec
+	// has one. Without one it is never dropped: it keeps coming back at
+	// MaxInterval, logged at Warn with its count. Default: 10.
+	MaxAttempts int
+	// InitialInterval is the wait before the first redelivery. Default:
+	// 100ms.
+	InitialInterval time.Duration
+	// Multiplier grows the wait per attempt. Default: 2.
+	Multiplier float64
+	// MaxInterval caps the wait. It must stay well below the broker's
+	// consumer_timeout (30 min by default): the message is held unsettled
+	// while it waits. Default: 30s.
+	MaxInterval time.Duration
+}
+
+func (c *RedeliveryConfig) setDefaults() {
+	if c.MaxAttempts == 0 {
+		c.MaxAttempts = 10
 	}
-	if c.PublishTimeout < 0 {
-		errs = append(errs, &ConfigError{"PublisherConfig.PublishTimeout", "must not be negative"})
+	if c.InitialInterval == 0 {
+		c.InitialInterval = 100 * time.Millisecond
 	}
-	if c.CloseTimeout < 0 {
-		errs = append(errs, &ConfigError{"PublisherConfig.CloseTimeout", "must not be negative"})
+	if c.Multiplier == 0 {
+		c.Multiplier = 2
 	}
-	return errors.Join(errs...)
+	if c.MaxInterval == 0 {
+		c.MaxInterval = 30 * time.Second
+	}
+}
+
+func (c *RedeliveryConfig) validate(f *configerr.Fields) {
+	f.Check(c.MaxAttempts < 1, "Redelivery.MaxAttempts", "must be positive")
+	f.Check(c.InitialInterval < 0, "Redelivery.InitialInterval", "must not be negative")
+	f.Check(c.Multiplier < 1, "Redelivery.Multiplier", "want at least 1")
+	f.Check(c.MaxInterval < c.InitialInterval, "Redelivery.MaxInterval", "must not be below InitialInterval")
+	f.Check(c.MaxInterval > 10*time.Minute, "Redelivery.MaxInterval", "at most 10m: the message is held unsettled meanwhile (consumer_timeout)")
 }
 
 // SubscriberConfig shapes a Subscriber. The zero value is usable.
@@ -84,22 +127,32 @@ type SubscriberConfig struct {
 	// 32, so the broker keeps the client busy.
 	Prefetch int
 	// NackDisposition is what a Nack does when no ack.Disposition was set.
-	// Default: ack.Requeue.
+	// Default: ack.RejectRequeue (redelivered after a backoff, bounded, then
+	// dead-lettered; see Redelivery).
 	NackDisposition ack.Disposition
-	// CloseTimeout bounds how long Close (and a cancelled Subscribe ctx)
-	// wait for handlers to settle the messages they hold (their contexts are
-	// cancelled at once, so handlers can give up early). Default: 10s.
+	// Redelivery is how failed messages come back. Default: see
+	// RedeliveryConfig.
+	Redelivery RedeliveryConfig
+	// CloseTimeout bounds Close (and the end of a subscription whose
+	// Subscribe ctx ended): handlers in flight finish and settle with live
+	// message contexts until it passes; then their contexts are cancelled
+	// and whatever is still unsettled goes back to the queue. Default: 30s.
 	CloseTimeout time.Duration
 	// OnPoison is called for every delivery the Marshaler could not decode.
 	// Returning nil acks the delivery (the hook dead-lettered it itself, for
 	// example with middleware.DeadLetterPoison); an error, or no hook,
-	// rejects it without requeue to the queue's dead-letter exchange. It
-	// runs on the subscription's goroutine.
+	// rejects it to the queue's dead-letter exchange when the queue has
+	// one, and otherwise requeues it at the capped backoff. It runs on the
+	// subscription's goroutine.
 	OnPoison func(*PoisonError) error
-	// Ops configures the subscriber's topology operations (timeouts,
-	// restore error reports).
+	// OnConsumerEvent is told whenever a subscription's consumer is
+	// interrupted (its queue deleted, its channel or connection closed),
+	// waits for its queue, or consumes again. It runs on the consumer's
+	// goroutine: it must not block. Every event is also logged.
+	OnConsumerEvent func(topic string, e topology.ConsumerEvent)
+	// Ops configures the subscriber's topology operations (timeouts).
 	Ops topology.OpsConfig
-	// Logger. Default: silent.
+	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }
 
@@ -117,13 +170,11 @@ func (c *SubscriberConfig) setDefaults() {
 		c.Prefetch = max(c.MaxInFlight, 32)
 	}
 	if c.NackDisposition == ack.Unset {
-		c.NackDisposition = ack.Requeue
+		c.NackDisposition = ack.RejectRequeue
 	}
+	c.Redelivery.setDefaults()
 	if c.CloseTimeout == 0 {
-		c.CloseTimeout = 10 * time.Second
-	}
-	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
+		c.CloseTimeout = 30 * time.Second
 	}
 	if c.Ops.Logger == nil {
 		c.Ops.Logger = c.Logger
@@ -132,20 +183,16 @@ func (c *SubscriberConfig) setDefaults() {
 
 // Validate reports every problem, each naming its field.
 func (c *SubscriberConfig) Validate() error {
-	var errs []error
-	if c.MaxInFlight < 1 || c.MaxInFlight > 65535 {
-		errs = append(errs, &ConfigError{"SubscriberConfig.MaxInFlight", "want 1-65535"})
-	}
-	if c.Prefetch < c.MaxInFlight || c.Prefetch > 65535 {
-		errs = append(errs, &ConfigError{"SubscriberConfig.Prefetch", "want MaxInFlight-65535 (a smaller prefetch starves the in-flight slots)"})
-	}
+	f := configerr.For("warren.SubscriberConfig")
+	f.Check(c.MaxInFlight < 1 || c.MaxInFlight > 65535, "MaxInFlight", "want 1-65535")
+	f.Check(c.Prefetch < c.MaxInFlight || c.Prefetch > 65535, "Prefetch", "want MaxInFlight-65535 (a smaller prefetch starves the in-flight slots)")
 	switch c.NackDisposition {
 	case ack.Requeue, ack.Reject, ack.RejectRequeue:
 	default:
-		errs = append(errs, &ConfigError{"SubscriberConfig.NackDisposition", "want Requeue, Reject or RejectRequeue"})
+		f.Add("NackDisposition", "want Requeue, Reject or RejectRequeue")
 	}
-	if c.CloseTimeout < 0 {
-		errs = append(errs, &ConfigError{"SubscriberConfig.CloseTimeout", "must not be negative"})
-	}
-	return errors.Join(errs...)
+	c.Redelivery.validate(f)
+	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
+	f.Join(c.Ops.Validate())
+	return f.Err()
 }

@@ -3,6 +3,9 @@ package warren
 import (
 	"errors"
 	"fmt"
+
+	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/topology"
 )
 
 // Sentinels, for errors.Is.
@@ -10,28 +13,51 @@ var (
 	// ErrClosed: the Publisher or Subscriber was closed.
 	ErrClosed = errors.New("warren: closed")
 	// ErrUnroutable: a mandatory message reached no queue (basic.return).
-	ErrUnroutable = errors.New("warren: message unroutable")
-	// ErrNacked: the broker refused a message (basic.nack).
-	ErrNacked = errors.New("warren: message nacked by the broker")
-	// ErrPublishTimeout: the publish deadline passed before every message
-	// was confirmed.
+	// The same error as topology.ErrUnroutable.
+	ErrUnroutable = topology.ErrUnroutable
+	// ErrNacked: the broker refused a message (basic.nack). The same error
+	// as topology.ErrNacked.
+	ErrNacked = topology.ErrNacked
+	// ErrPublishTimeout: PublishTimeout passed before every message was
+	// confirmed.
 	ErrPublishTimeout = errors.New("warren: publish not confirmed in time")
 	// ErrPoison: a delivery could not be decoded into a message.
 	ErrPoison = errors.New("warren: poison message")
-	// ErrInvalidConfig: a Config or argument is wrong.
-	ErrInvalidConfig = errors.New("warren: invalid configuration")
+	// ErrInvalidConfig: a Config is wrong. The same error as every other
+	// package's ErrInvalidConfig.
+	ErrInvalidConfig = configerr.ErrInvalidConfig
+	// ErrInvalidTopic: a topic is empty, or its mapping makes no valid
+	// names of it. Nothing was declared or published.
+	ErrInvalidTopic = errors.New("warren: invalid topic")
+	// ErrInvalidMessage: Publish was given a nil message, or metadata the
+	// marshaler cannot put into AMQP properties (an expiration that is not
+	// milliseconds, say). Nothing of that call was published.
+	ErrInvalidMessage = errors.New("warren: invalid message")
 )
 
-// ConfigError names a config field that is wrong.
-type ConfigError struct {
-	Field  string
+// ConfigError names a config field that is wrong; it matches
+// ErrInvalidConfig.
+type ConfigError = configerr.Error
+
+// TopicError is a topic that cannot be published or subscribed to; it
+// matches ErrInvalidTopic and keeps the mapping's reason in the chain.
+type TopicError struct {
+	Topic  string
 	Reason string
+	Err    error
 }
 
-func (e *ConfigError) Error() string { return fmt.Sprintf("warren: %s: %s", e.Field, e.Reason) }
+func (e *TopicError) Error() string {
+	return fmt.Sprintf("warren: topic %q: %s", e.Topic, e.Reason)
+}
 
-// Is makes ConfigError match ErrInvalidConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+// Unwrap gives ErrInvalidTopic and the mapping's error.
+func (e *TopicError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrInvalidTopic}
+	}
+	return []error{ErrInvalidTopic, e.Err}
+}
 
 // PublishError is the failure of some messages of one Publish call.
 type PublishError struct {
@@ -50,7 +76,8 @@ func (e *PublishError) Error() string {
 	return fmt.Sprintf("warren: publish to %q failed", e.Topic)
 }
 
-// Unwrap lets errors.Is find each message's error (ErrUnroutable, ...).
+// Unwrap lets errors.Is and errors.As find each message's error
+// (ErrUnroutable, topology.ErrNotFound, *topology.ChannelError, ...).
 func (e *PublishError) Unwrap() []error {
 	out := make([]error, 0, len(e.Failed))
 	for _, err := range e.Failed {

@@ -9,6 +9,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/internal/headers"
 )
 
 // Metadata keys that map to AMQP properties instead of headers. Set them on
@@ -57,6 +59,9 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 		p.DeliveryMode = amqp.Transient
 	}
 	for k, v := range msg.Metadata {
+		if headers.Internal(k) {
+			continue
+		}
 		switch k {
 		case MetaContentType:
 			p.ContentType = v
@@ -68,13 +73,13 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 			p.ReplyTo = v
 		case MetaExpiration:
 			if _, err := strconv.ParseUint(v, 10, 32); err != nil {
-				return p, fmt.Errorf("%w: metadata %s %q: want milliseconds", ErrInvalidConfig, k, v)
+				return p, fmt.Errorf("%w: metadata %s %q: want milliseconds", ErrInvalidMessage, k, v)
 			}
 			p.Expiration = v
 		case MetaPriority:
 			n, err := strconv.ParseUint(v, 10, 8)
 			if err != nil {
-				return p, fmt.Errorf("%w: metadata %s %q: want 0-255", ErrInvalidConfig, k, v)
+				return p, fmt.Errorf("%w: metadata %s %q: want 0-255", ErrInvalidMessage, k, v)
 			}
 			p.Priority = uint8(n)
 		case MetaType:
@@ -86,7 +91,7 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 		case MetaTimestamp:
 			ts, err := time.Parse(time.RFC3339Nano, v)
 			if err != nil {
-				return p, fmt.Errorf("%w: metadata %s %q: want RFC 3339", ErrInvalidConfig, k, v)
+				return p, fmt.Errorf("%w: metadata %s %q: want RFC 3339", ErrInvalidMessage, k, v)
 			}
 			p.Timestamp = ts
 		default:
@@ -111,8 +116,8 @@ func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) 
 	}
 	msg := message.NewMessage(id, d.Body)
 	for k, v := range d.Headers {
-		if k == LegacyUUIDHeader {
-			continue
+		if k == LegacyUUIDHeader || headers.Internal(k) {
+			continue // never user metadata
 		}
 		msg.Metadata[k] = HeaderString(v)
 	}

@@ -61,7 +61,7 @@ func TestMarshalRejectsBadPropertyMetadata(t *testing.T) {
 		msg := message.NewMessage("id", nil)
 		msg.Metadata.Set(k, v)
 		_, err := warren.DefaultMarshaler{}.Marshal("t", msg)
-		if !errors.Is(err, warren.ErrInvalidConfig) || !strings.Contains(err.Error(), k) {
+		if !errors.Is(err, warren.ErrInvalidMessage) || !strings.Contains(err.Error(), k) {
 			t.Errorf("%s=%q: %v", k, v, err)
 		}
 	}

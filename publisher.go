@@ -2,15 +2,17 @@ package warren
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
-	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -19,119 +21,117 @@ var _ message.Publisher = (*Publisher)(nil)
 // Publisher is a Watermill message.Publisher with publisher confirms,
 // pipelined: Publish writes every message, then waits for all confirms at
 // once, and concurrent Publish calls share a small pool of confirm channels.
-// Messages whose confirm is lost in a connection drop are republished after
-// the reconnect (at-least-once), bounded by PublishTimeout. Safe for
+// It publishes through topology.Ops.PublishAll, warren's one confirm path:
+// broker refusals fail the refused message at once, and only messages
+// whose confirm a connection drop made unknown are republished
+// (at-least-once), bounded by PublishTimeout and each message's Context().
+// Its topics' topology goes into the connection's one registry. Safe for
 // concurrent use.
 type Publisher struct {
-	conn *conn.Conn
-	ops  *topology.Ops
-	cfg  PublisherConfig
+	conn   *conn.Conn
+	ops    *topology.Ops
+	cfg    PublisherConfig
+	log    *slog.Logger
+	routes *lru.Cache[string, cachedRoute]
 
-	routesMu sync.Mutex
-	routes   map[string]*routeEntry
+	mu       sync.Mutex
+	closed   bool
+	inflight int
+	drained  chan struct{} // closed once closed and no Publish is in flight
 
-	slots []*confirmSlot
-	next  atomic.Uint32
-
-	closeMu   sync.RWMutex
-	closed    bool
-	inflight  sync.WaitGroup
 	closeOnce sync.Once
 	closeErr  error
 }
 
-type routeEntry struct {
-	mu       sync.Mutex
-	route    Route
-	declared bool
+// cachedRoute is a declared route, valid while the registry's epoch says
+// nothing it declared went missing.
+type cachedRoute struct {
+	route Route
+	epoch uint64
 }
 
 // NewPublisher returns a Publisher on c. The connection is the caller's:
 // Close does not close it.
 func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if c == nil {
-		return nil, &ConfigError{"conn", "must not be nil"}
+		return nil, &ConfigError{Field: "warren.NewPublisher.conn", Reason: "must not be nil"}
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	ops, err := topology.NewOps(c, topology.OpsConfig{Logger: cfg.Logger})
+	log := cfg.Logger
+	if log == nil {
+		log = c.Logger()
+	}
+	ops, err := topology.NewOps(c, topology.OpsConfig{ConfirmChannels: cfg.ConfirmChannels, Timeout: cfg.PublishTimeout, Logger: log})
 	if err != nil {
 		return nil, err
 	}
-	p := &Publisher{conn: c, ops: ops, cfg: cfg, routes: map[string]*routeEntry{}}
-	for i := 0; i < cfg.ConfirmChannels; i++ {
-		p.slots = append(p.slots, &confirmSlot{p: p})
-	}
-	return p, nil
+	return &Publisher{
+		conn: c, ops: ops, cfg: cfg, log: log,
+		routes:  lru.New[string, cachedRoute](cfg.RouteCache),
+		drained: make(chan struct{}),
+	}, nil
 }
 
 // Publish publishes msgs to topic and returns once every one is confirmed by
-// the broker, or with a *PublishError naming those that were not (nacked:
-// ErrNacked; unroutable with Mandatory: ErrUnroutable; PublishTimeout
-// passed: ErrPublishTimeout). A blocked connection makes Publish wait,
-// bounded the same way (conn.ErrBlocked). After Close: ErrClosed.
+// the broker, or with a *PublishError naming those that were not: nacked
+// (ErrNacked); unroutable with Mandatory (ErrUnroutable); refused by the
+// broker (*topology.ChannelError: topology.ErrNotFound for a missing
+// exchange, topology.ErrAccessRefused, *topology.MessageTooLargeError);
+// cancelled by their own Context() (its error); not confirmed within
+// PublishTimeout (ErrPublishTimeout). A blocked connection makes Publish
+// wait, bounded the same way (conn.ErrBlocked). A nil message
+// (ErrInvalidMessage) or an invalid topic (ErrInvalidTopic) fails the call
+// before anything is declared or sent. After Close: ErrClosed.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	return p.PublishContext(context.Background(), topic, msgs...)
 }
 
-// PublishContext is Publish bounded by ctx as well as PublishTimeout.
+// PublishContext is Publish bounded by ctx as well.
 func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*message.Message) error {
-	p.closeMu.RLock()
-	if p.closed {
-		p.closeMu.RUnlock()
+	if !p.enter() {
 		return ErrClosed
 	}
-	p.inflight.Add(1)
-	p.closeMu.RUnlock()
-	defer p.inflight.Done()
+	defer p.leave()
+	if err := checkTopic(topic); err != nil {
+		return err
+	}
+	for i, m := range msgs {
+		if m == nil {
+			return fmt.Errorf("%w: message %d of %d is nil", ErrInvalidMessage, i, len(msgs))
+		}
+	}
 	if len(msgs) == 0 {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.cfg.PublishTimeout)
 	defer cancel()
-	return p.publish(ctx, topic, msgs)
-}
-
-func (p *Publisher) publish(ctx context.Context, topic string, msgs []*message.Message) error {
 	route, err := p.route(ctx, topic)
 	if err != nil {
 		return err
 	}
-	pubs := make([]amqp.Publishing, len(msgs))
+	out := make([]topology.Outgoing, len(msgs))
 	for i, m := range msgs {
-		if pubs[i], err = p.cfg.Marshaler.Marshal(topic, m); err != nil {
+		pub, err := p.cfg.Marshaler.Marshal(topic, m)
+		if err != nil {
 			return fmt.Errorf("warren: marshal message %s: %w", m.UUID, err)
 		}
-	}
-	results := make([]error, len(msgs))
-	todo := make([]int, len(msgs))
-	for i := range todo {
-		todo[i] = i
-	}
-	slot := p.slots[int(p.next.Add(1))%len(p.slots)]
-	for len(todo) > 0 {
-		st, err := slot.get(ctx)
-		if err != nil {
-			for _, i := range todo {
-				results[i] = timeoutOr(ctx, err)
-			}
-			break
-		}
-		todo = st.publishBatch(ctx, route, pubs, todo, results)
-		if len(todo) > 0 {
-			p.cfg.Logger.Warn("warren: republishing messages whose confirm was lost", "topic", topic, "count", len(todo))
-		}
+		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: route.Exchange, RoutingKey: route.RoutingKey, Mandatory: p.cfg.Mandatory, Msg: pub}
 	}
 	var failed map[string]error
-	for i, err := range results {
-		if err != nil {
-			if failed == nil {
-				failed = map[string]error{}
-			}
-			failed[msgs[i].UUID] = err
+	for i, err := range p.ops.PublishAll(ctx, out) {
+		if err == nil {
+			continue
 		}
+		if failed == nil {
+			failed = map[string]error{}
+		}
+		if ctx.Err() != nil && msgs[i].Context().Err() == nil && errors.Is(err, ctx.Err()) {
+			err = fmt.Errorf("%w: %w", ErrPublishTimeout, err)
+		}
+		failed[msgs[i].UUID] = err
 	}
 	if failed != nil {
 		return &PublishError{Topic: topic, Failed: failed}
@@ -139,63 +139,84 @@ func (p *Publisher) publish(ctx context.Context, topic string, msgs []*message.M
 	return nil
 }
 
-func timeoutOr(ctx context.Context, err error) error {
-	if ctx.Err() != nil {
-		return fmt.Errorf("%w: %w", ErrPublishTimeout, err)
+// checkTopic refuses topics no mapping can make a name of.
+func checkTopic(topic string) error {
+	switch {
+	case topic == "":
+		return &TopicError{Topic: topic, Reason: "empty"}
+	case !utf8.ValidString(topic):
+		return &TopicError{Topic: topic, Reason: "not valid UTF-8"}
+	case len(topic) > 255:
+		return &TopicError{Topic: topic, Reason: fmt.Sprintf("%d bytes; AMQP names hold at most 255", len(topic))}
 	}
-	return err
+	return nil
 }
 
-// route declares a topic's route topology once (restored after reconnects
-// by the registry) and caches it.
-func (p *Publisher) route(ctx context.Context, topic string) (Route, error) {
-	p.routesMu.Lock()
-	e := p.routes[topic]
-	if e == nil {
-		e = &routeEntry{}
-		p.routes[topic] = e
+func (p *Publisher) enter() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
 	}
-	p.routesMu.Unlock()
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.declared {
-		return e.route, nil
+	p.inflight++
+	return true
+}
+
+func (p *Publisher) leave() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.inflight--; p.inflight == 0 && p.closed {
+		close(p.drained)
+	}
+}
+
+// route declares a topic's route topology (into the connection's registry,
+// restored after every reconnect) and caches it. A name the registry already
+// holds keeps its registered spec: publishing to a router route's queue
+// uses that route's arguments (topology.KeepRegistered).
+func (p *Publisher) route(ctx context.Context, topic string) (Route, error) {
+	epoch := p.ops.Registry().Epoch()
+	if c, ok := p.routes.Get(topic); ok && c.epoch == epoch {
+		return c.route, nil
 	}
 	r, err := p.cfg.Mapping.Route(topic)
 	if err != nil {
-		return Route{}, fmt.Errorf("warren: topic %q: %w", topic, err)
+		return Route{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid route of it", Err: err}
 	}
-	if err := p.ops.Apply(ctx, r.Topology); err != nil {
+	if err := p.ops.Apply(ctx, r.Topology, topology.KeepRegistered()); err != nil {
 		return Route{}, fmt.Errorf("warren: declare route of topic %q: %w", topic, err)
 	}
-	e.route, e.declared = r, true
+	p.routes.Put(topic, cachedRoute{r, epoch})
 	return r, nil
 }
 
-// Close stops new publishes, waits for in-flight ones (bounded by
-// CloseTimeout), and closes the confirm channels. Idempotent; the
-// connection stays open.
+// Close stops new publishes, waits for those in flight (bounded by
+// CloseTimeout), closes the confirm channels and waits for its goroutines.
+// When CloseTimeout passes first, the error says what is still running.
+// Idempotent; the connection stays open.
 func (p *Publisher) Close() error {
 	p.closeOnce.Do(func() {
-		p.closeMu.Lock()
-		p.closed = true
-		p.closeMu.Unlock()
-		done := make(chan struct{})
-		go func() {
-			p.inflight.Wait()
-			close(done)
-		}()
-		select {
-		case <-done:
-		case <-time.After(p.cfg.CloseTimeout):
-			p.closeErr = fmt.Errorf("warren: publisher closed with publishes still in flight after %s", p.cfg.CloseTimeout)
-		}
-		for _, s := range p.slots {
-			s.close()
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), p.cfg.CloseTimeout)
 		defer cancel()
-		_ = p.ops.Close(ctx)
+		p.mu.Lock()
+		p.closed = true
+		if p.inflight == 0 {
+			close(p.drained)
+		}
+		n := p.inflight
+		p.mu.Unlock()
+		var errs []error
+		select {
+		case <-p.drained:
+		case <-ctx.Done():
+			errs = append(errs, fmt.Errorf("warren: publisher closed with %d Publish call(s) still in flight after %s", n, p.cfg.CloseTimeout))
+		}
+		closeCtx, cancelClose := context.WithTimeout(context.Background(), time.Second+p.cfg.CloseTimeout/10)
+		defer cancelClose()
+		if err := p.ops.Close(closeCtx); err != nil {
+			errs = append(errs, err)
+		}
+		p.closeErr = errors.Join(errs...)
 	})
 	return p.closeErr
 }

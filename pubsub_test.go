@@ -291,7 +291,9 @@ func TestPoisonMessageIsDeadLetteredOnce(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(200 * time.Millisecond) // a requeue loop would show up as more poison reports
+	// Settled for good: nothing of it is left in the work queue, ready or
+	// unacknowledged, so no requeue loop can follow.
+	b.WaitSettled(t, b.Prefix+"poison", 10*time.Second)
 	if n := poisoned.Load(); n != 1 || sub.Stats().Poison != 1 {
 		t.Fatalf("poison reported %d times (stats %+v), want once", n, sub.Stats())
 	}
@@ -447,9 +449,11 @@ func TestOutputSurvivesServerCancel(t *testing.T) {
 	if err := pub.Publish("cancelled", message.NewMessage("after-cancel", nil)); err != nil {
 		t.Fatal(err)
 	}
-	if got := receive(t, out); got.UUID != "after-cancel" {
+	got := receive(t, out)
+	if got.UUID != "after-cancel" {
 		t.Fatalf("got %s", got.UUID)
 	}
+	got.Ack()
 }
 
 func TestCloseIsIdempotentAndFinal(t *testing.T) {

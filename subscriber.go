@@ -4,15 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/lru"
+	"github.com/warrenmq/warren/internal/workgroup"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -22,20 +24,28 @@ var (
 )
 
 // Subscriber is a Watermill message.Subscriber. Each Subscribe consumes the
-// topic's queue (declared and restored through the topology registry) and
-// returns a channel that stays open across reconnects and server-side
-// consumer cancels; it closes only when Subscribe's ctx ends or Close is
+// topic's queue (declared into the connection's one registry and restored
+// after every reconnect) and returns a channel that stays open across
+// reconnects, server-side cancels and deleted queues (the consumer comes
+// back by itself); it closes only when Subscribe's ctx ends or Close is
 // called. Safe for concurrent use.
 type Subscriber struct {
 	conn *conn.Conn
 	ops  *topology.Ops
+	reg  *topology.Registry
 	cfg  SubscriberConfig
+	log  *slog.Logger
 
-	mu      sync.Mutex
-	closed  bool
-	subs    map[*subscription]struct{}
-	closing chan struct{}
-	wg      sync.WaitGroup
+	group workgroup.Group // a watcher per subscription
+
+	mu     sync.Mutex
+	closed bool
+	subs   map[*subscription]struct{}
+
+	// attempts remembers, per queue and message id, how many attempts a
+	// requeued message had: a classic queue's redelivery says only
+	// "redelivered", not how often.
+	attempts *lru.Cache[string, int]
 
 	staleAcks atomic.Int64
 	poison    atomic.Int64
@@ -50,21 +60,32 @@ type SubscriberStats struct {
 	Poison int64
 }
 
+// attemptMemory bounds what a Subscriber remembers of requeued messages.
+const attemptMemory = 10000
+
 // NewSubscriber returns a Subscriber on c. The connection is the caller's:
 // Close does not close it.
 func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	if c == nil {
-		return nil, &ConfigError{"conn", "must not be nil"}
+		return nil, &ConfigError{Field: "warren.NewSubscriber.conn", Reason: "must not be nil"}
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	log := cfg.Logger
+	if log == nil {
+		log = c.Logger()
+	}
 	ops, err := topology.NewOps(c, cfg.Ops)
 	if err != nil {
 		return nil, err
 	}
-	return &Subscriber{conn: c, ops: ops, cfg: cfg, subs: map[*subscription]struct{}{}, closing: make(chan struct{})}, nil
+	return &Subscriber{
+		conn: c, ops: ops, reg: ops.Registry(), cfg: cfg, log: log,
+		subs:     map[*subscription]struct{}{},
+		attempts: lru.New[string, int](attemptMemory),
+	}, nil
 }
 
 // Stats returns the subscriber's counters.
@@ -74,7 +95,8 @@ func (s *Subscriber) Stats() SubscriberStats {
 
 // Consuming reports whether the subscriber has at least one subscription,
 // every one of them with a live consumer, on a connected connection: what
-// a readiness probe wants to know.
+// a readiness probe wants to know. It is false while a consumer comes back
+// from an interruption (a deleted queue, a lost channel).
 func (s *Subscriber) Consuming() bool {
 	if s.conn.State() != conn.StateConnected {
 		return false
@@ -85,10 +107,8 @@ func (s *Subscriber) Consuming() bool {
 		return false
 	}
 	for st := range s.subs {
-		select {
-		case <-st.consumer.Done():
+		if !st.consumer.Consuming() {
 			return false
-		default:
 		}
 	}
 	return true
@@ -105,9 +125,15 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 }
 
 func (s *Subscriber) initialize(ctx context.Context, topic string) (Subscription, error) {
+	if err := checkTopic(topic); err != nil {
+		return Subscription{}, err
+	}
 	sub, err := s.cfg.Mapping.Subscription(topic)
 	if err != nil {
-		return Subscription{}, fmt.Errorf("warren: topic %q: %w", topic, err)
+		return Subscription{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid subscription of it", Err: err}
+	}
+	if sub.Queue == "" {
+		return Subscription{}, &TopicError{Topic: topic, Reason: "the mapping names no queue"}
 	}
 	if err := s.ops.Apply(ctx, sub.Topology); err != nil {
 		return Subscription{}, fmt.Errorf("warren: declare subscription of topic %q: %w", topic, err)
@@ -116,33 +142,34 @@ func (s *Subscriber) initialize(ctx context.Context, topic string) (Subscription
 }
 
 // Subscribe consumes topic. Messages come one at a time by default
-// (MaxInFlight 1): the next only after the previous was acked or nacked. The
-// message's context carries ack.Info and is cancelled once it is settled.
-// Errors: ErrClosed after Close; declare errors from package topology.
+// (MaxInFlight 1): the next only after the previous was acked or nacked.
+// Each message's context carries ctx's values and ack.Info; it is cancelled
+// once the message is settled, or when the subscription ends and its
+// handler did not settle it in time (see SubscriberConfig.CloseTimeout).
+// When ctx ends the subscription ends like Close: no new messages, the
+// handlers in flight finish, then the output channel closes. Errors:
+// ErrClosed after Close; ErrInvalidTopic; declare errors from package
+// topology.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
+	closed := s.closed
+	s.mu.Unlock()
+	if closed {
 		return nil, ErrClosed
 	}
-	s.wg.Add(1)
-	s.mu.Unlock()
-	started := false
-	defer func() {
-		if !started {
-			s.wg.Done()
-		}
-	}()
 	sub, err := s.initialize(ctx, topic)
 	if err != nil {
 		return nil, err
 	}
 	st := &subscription{
 		s:        s,
+		topic:    topic,
 		queue:    sub.Queue,
+		base:     context.WithoutCancel(ctx),
 		out:      make(chan *message.Message),
 		stopping: make(chan struct{}),
 		abandon:  make(chan struct{}),
+		stopped:  make(chan struct{}),
 	}
 	if s.cfg.MaxInFlight > 1 {
 		st.slots = make(chan struct{}, s.cfg.MaxInFlight)
@@ -151,6 +178,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		Queue:         sub.Queue,
 		PrefetchCount: s.cfg.Prefetch,
 		Handler:       st.handle,
+		OnEvent:       st.onEvent,
 	})
 	if err != nil {
 		return nil, err
@@ -158,96 +186,152 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	s.mu.Lock()
 	if s.closed { // Close ran meanwhile
 		s.mu.Unlock()
-		stopCtx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
-		_ = st.consumer.Stop(stopCtx)
-		cancel()
+		st.stop(context.Background())
 		return nil, ErrClosed
 	}
 	s.subs[st] = struct{}{}
 	s.mu.Unlock()
-	started = true
-	go func() {
-		defer s.wg.Done()
-		select {
-		case <-ctx.Done():
-		case <-s.closing:
-		case <-st.consumer.Done(): // its queue is gone for good
-			s.cfg.Logger.Error("warren: consumer ended", "topic", topic, "queue", sub.Queue, "err", st.consumer.Err())
-		}
-		st.stop()
-		s.mu.Lock()
-		delete(s.subs, st)
-		s.mu.Unlock()
-	}()
+	if !s.group.Go("subscription "+topic, func() { st.watch(ctx) }) {
+		st.stop(context.Background())
+		return nil, ErrClosed
+	}
 	return st.out, nil
 }
 
-// Close stops every subscription, lets handlers settle what they hold
-// (bounded by CloseTimeout), and returns once every output channel is closed
-// and every goroutine has ended. Idempotent.
+// Close is Shutdown bounded by CloseTimeout.
 func (s *Subscriber) Close() error {
-	s.mu.Lock()
-	if s.closed {
-		s.mu.Unlock()
-		s.wg.Wait()
-		return nil
-	}
-	s.closed = true
-	close(s.closing)
-	s.mu.Unlock()
-	s.wg.Wait()
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.CloseTimeout)
 	defer cancel()
-	return s.ops.Close(ctx)
+	return s.Shutdown(ctx)
+}
+
+// Shutdown ends every subscription the way http.Server.Shutdown ends
+// requests: it stops new deliveries at once, lets the handlers in flight
+// finish and settle with live message contexts, and only when ctx ends
+// cancels those contexts; whatever is still unsettled then goes back to the
+// queue (the broker redelivers it). It returns once every output channel is
+// closed and every goroutine has ended, or with an error naming what is
+// still running. Idempotent: later calls wait the same way.
+func (s *Subscriber) Shutdown(ctx context.Context) error {
+	s.mu.Lock()
+	s.closed = true
+	subs := make([]*subscription, 0, len(s.subs))
+	for st := range s.subs {
+		subs = append(subs, st)
+	}
+	s.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, st := range subs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			st.stop(ctx)
+		}()
+	}
+	wg.Wait()
+	s.group.Close()
+	// Every subscription has stopped, so its watcher is returning: give the
+	// watchers a moment past ctx rather than report them as left running.
+	waitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	defer cancel()
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > time.Second {
+		waitCtx = ctx
+	}
+	return errors.Join(s.group.Wait(waitCtx, "warren: Subscriber"), s.ops.Close(waitCtx))
 }
 
 // subscription is one Subscribe call.
 type subscription struct {
 	s        *Subscriber
+	topic    string
 	queue    string
+	base     context.Context // Subscribe's ctx, without its cancellation
 	consumer *topology.Consumer
 	out      chan *message.Message
 	slots    chan struct{} // MaxInFlight > 1
 	workers  sync.WaitGroup
 	stopping chan struct{} // closed when stop begins: hand out nothing more
-	abandon  chan struct{} // closed after CloseTimeout: stop waiting for settles
+	abandon  chan struct{} // closed at stop's deadline: settle what is left
+	stopped  chan struct{} // closed once stop is done
 	stopOnce sync.Once
 }
 
-// stop cancels the consumer, lets handlers settle what they hold (bounded
-// by CloseTimeout; after that the broker redelivers what is left), then
-// closes the output channel.
-func (st *subscription) stop() {
-	st.stopOnce.Do(func() {
-		close(st.stopping)
-		var abandonOnce sync.Once
-		abandon := func() { abandonOnce.Do(func() { close(st.abandon) }) }
-		timer := time.AfterFunc(st.s.cfg.CloseTimeout, abandon)
-		defer timer.Stop()
-		ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout+5*time.Second)
+// watch ends the subscription when Subscribe's ctx ends (with CloseTimeout
+// for the handlers in flight), or once Shutdown ended it.
+func (st *subscription) watch(ctx context.Context) {
+	select {
+	case <-ctx.Done():
+		stopCtx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout)
 		defer cancel()
-		_ = st.consumer.StopWith(ctx, func(context.Context) { st.workers.Wait() })
-		abandon()
+		st.stop(stopCtx)
+	case <-st.stopped:
+	}
+}
+
+// stop stops new deliveries, lets handlers settle what they hold until ctx
+// ends (then cancels their contexts and requeues what is left), closes the
+// output channel and forgets the subscription. Concurrent calls wait for the
+// first.
+func (st *subscription) stop(ctx context.Context) {
+	st.stopOnce.Do(func() {
+		defer close(st.stopped)
+		close(st.stopping)
+		release := context.AfterFunc(ctx, func() { close(st.abandon) })
+		defer func() {
+			if release() {
+				close(st.abandon)
+			}
+		}()
+		_ = st.consumer.StopWith(ctx, func(ctx context.Context) {
+			done := make(chan struct{})
+			go func() {
+				st.workers.Wait()
+				close(done)
+			}()
+			select {
+			case <-done:
+			case <-st.abandon:
+				<-done // workers return at once once abandoned
+			}
+		})
 		close(st.out)
+		st.s.mu.Lock()
+		delete(st.s.subs, st)
+		st.s.mu.Unlock()
 	})
+	<-st.stopped
+}
+
+func (st *subscription) onEvent(e topology.ConsumerEvent) {
+	if h := st.s.cfg.OnConsumerEvent; h != nil {
+		h(st.topic, e)
+	}
+}
+
+// inflight is one delivery until it is settled, exactly once: consumers
+// share channels, and a second settlement of a tag closes the channel of
+// every consumer on it.
+type inflight struct {
+	d       *topology.Delivery
+	settled atomic.Bool
 }
 
 // handle runs on the consumer's goroutine for each delivery.
-func (st *subscription) handle(hctx context.Context, d amqp.Delivery) {
-	ch := topology.DeliveryChannel(hctx)
-	msg, err := st.s.cfg.Marshaler.Unmarshal(&d)
+func (st *subscription) handle(_ context.Context, d *topology.Delivery) {
+	f := &inflight{d: d}
+	msg, err := st.s.cfg.Marshaler.Unmarshal(&d.Delivery)
 	if err != nil {
-		st.poison(ch, &d, err)
+		st.poison(f, err)
 		return
 	}
 	if st.slots == nil {
-		st.process(ch, &d, msg)
+		st.process(f, msg)
 		return
 	}
 	select {
 	case st.slots <- struct{}{}:
 	case <-st.stopping:
-		st.settle(ch, &d, ack.Requeue)
+		st.settle(f, ack.Requeue)
 		return
 	}
 	st.workers.Add(1)
@@ -256,85 +340,162 @@ func (st *subscription) handle(hctx context.Context, d amqp.Delivery) {
 			<-st.slots
 			st.workers.Done()
 		}()
-		st.process(ch, &d, msg)
+		st.process(f, msg)
 	}()
 }
 
-func (st *subscription) poison(ch *conn.Channel, d *amqp.Delivery, err error) {
-	st.s.poison.Add(1)
-	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Body: d.Body, Headers: d.Headers, Err: err}
-	st.s.cfg.Logger.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
-	if st.s.cfg.OnPoison != nil && st.s.cfg.OnPoison(pe) == nil {
-		st.settle(ch, d, ack.Ack)
-		return
+func (st *subscription) attemptKey(d *topology.Delivery) string {
+	if d.MessageId == "" {
+		return ""
 	}
-	// Rejected without requeue: to the queue's dead-letter exchange, never
-	// back into the queue in a loop (watermill-amqp issues 65, 184).
-	st.settle(ch, d, ack.Reject)
+	return st.queue + "\x00" + d.MessageId
 }
 
-func (st *subscription) process(ch *conn.Channel, d *amqp.Delivery, msg *message.Message) {
-	var gen uint64
-	if ch != nil {
-		gen = ch.Generation()
+// previousAttempts is what the broker's headers say, or what this
+// subscriber remembers of the message, whichever is more.
+func (st *subscription) previousAttempts(d *topology.Delivery) int {
+	prev := ack.PreviousAttempts(d.Headers, st.queue, d.Redelivered)
+	if k := st.attemptKey(d); k != "" {
+		if n, ok := st.s.attempts.Get(k); ok && n > prev {
+			prev = n
+		}
 	}
+	return prev
+}
+
+func (st *subscription) poison(f *inflight, err error) {
+	d := f.d
+	st.s.poison.Add(1)
+	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Body: d.Body, Headers: d.Headers, Err: err}
+	st.s.log.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
+	if st.s.cfg.OnPoison != nil && st.s.cfg.OnPoison(pe) == nil {
+		st.settle(f, ack.Ack)
+		return
+	}
+	// It will never decode: to the dead-letter exchange at once, never back
+	// into the queue in a loop (watermill-amqp issues 65, 184); without a
+	// dead-letter exchange, never dropped either: back at a growing backoff.
+	if st.hasDeadLetter() {
+		st.settle(f, ack.Reject)
+		return
+	}
+	st.fail(f, nil, st.previousAttempts(d)+1)
+}
+
+// hasDeadLetter reports whether the queue's registered spec names a
+// dead-letter target (a policy may add one the client cannot see; such a
+// queue is treated as having none, which loses nothing).
+func (st *subscription) hasDeadLetter() bool {
+	spec, ok := st.s.reg.QueueSpec(st.queue)
+	return ok && spec.HasDeadLetter()
+}
+
+func (st *subscription) process(f *inflight, msg *message.Message) {
+	d := f.d
 	info := ack.Info{
 		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: d.Exchange, RoutingKey: d.RoutingKey,
-		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: gen,
+		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
+		PreviousAttempts: st.previousAttempts(d),
 	}
-	ctx, cancel := context.WithCancel(ack.NewContext(context.Background(), info))
+	ctx, cancel := context.WithCancel(ack.NewContext(st.base, info))
 	defer cancel() // the message's context ends once it is settled
 	msg.SetContext(ctx)
-	var chDone <-chan struct{}
-	if ch != nil {
-		chDone = ch.Done()
-	}
 	select {
 	case st.out <- msg:
 	case <-st.stopping:
-		st.settle(ch, d, ack.Requeue)
+		st.settle(f, ack.Requeue)
 		return
-	case <-chDone:
+	case <-d.Gone():
 		st.s.staleAcks.Add(1)
 		return
 	}
-	stopping := st.stopping
-	for {
-		select {
-		case <-msg.Acked():
-			disp, _ := ack.Get(msg)
-			if disp == ack.Unset {
-				disp = ack.Ack
-			}
-			st.settle(ch, d, disp)
-			return
-		case <-msg.Nacked():
-			disp, _ := ack.Get(msg)
-			if disp == ack.Unset || disp == ack.Ack {
-				disp = st.s.cfg.NackDisposition
-			}
-			st.settle(ch, d, disp)
-			return
-		case <-chDone:
-			// The channel died with the delivery in hand: its tag means
-			// nothing on any other channel, and the broker redelivers it.
-			st.s.staleAcks.Add(1)
-			return
-		case <-stopping:
-			// Closing: tell the handler through the message's context,
-			// then keep waiting for its ack or nack until abandon.
-			cancel()
-			stopping = nil
-		case <-st.abandon:
-			return
+	select {
+	case <-msg.Acked():
+		disp, _ := ack.Get(msg)
+		if disp == ack.Unset {
+			disp = ack.Ack
 		}
+		st.finish(f, msg, disp)
+	case <-msg.Nacked():
+		disp, _ := ack.Get(msg)
+		if disp == ack.Unset || disp == ack.Ack {
+			disp = st.s.cfg.NackDisposition
+		}
+		st.finish(f, msg, disp)
+	case <-d.Gone():
+		// The channel died with the delivery in hand: its tag means
+		// nothing on any other channel, and the broker redelivers it.
+		st.s.staleAcks.Add(1)
+	case <-st.abandon:
+		// Shutdown's deadline: tell the handler, and give the message back
+		// now; a settlement the handler makes later is dropped.
+		cancel()
+		st.settle(f, ack.Requeue)
 	}
 }
 
-// settle acks, nacks or rejects a delivery on the channel it came on, or
-// drops the settlement when that channel is gone (PITFALLS 4).
-func (st *subscription) settle(ch *conn.Channel, d *amqp.Delivery, disp ack.Disposition) {
-	if ch != nil && !ch.IsOpen() {
+// finish settles a message the handler acked or nacked.
+func (st *subscription) finish(f *inflight, msg *message.Message, disp ack.Disposition) {
+	switch disp {
+	case ack.Requeue:
+		st.later(f, ack.Requeue, ack.Attempt(msg))
+	case ack.RejectRequeue:
+		st.fail(f, msg, ack.Attempt(msg))
+	default:
+		if k := st.attemptKey(f.d); k != "" {
+			st.s.attempts.Delete(k)
+		}
+		st.settle(f, disp)
+	}
+}
+
+// fail settles a failed message: to the dead-letter exchange after
+// MaxAttempts when the queue has one, otherwise back into the queue after a
+// backoff, never dropped.
+func (st *subscription) fail(f *inflight, msg *message.Message, attempts int) {
+	rd := st.s.cfg.Redelivery
+	if attempts >= rd.MaxAttempts {
+		if st.hasDeadLetter() {
+			st.s.log.Warn("warren: message failed too often; dead-lettering it", "queue", st.queue, "message_id", f.d.MessageId, "attempts", attempts)
+			if k := st.attemptKey(f.d); k != "" {
+				st.s.attempts.Delete(k)
+			}
+			st.settle(f, ack.Reject)
+			return
+		}
+		st.s.log.Warn("warren: message keeps failing and its queue has no dead-letter exchange; requeued at the capped backoff",
+			"queue", st.queue, "message_id", f.d.MessageId, "attempts", attempts)
+	}
+	st.later(f, ack.RejectRequeue, attempts)
+}
+
+// later settles disp after the redelivery backoff of attempts, holding the
+// message (and, with MaxInFlight 1, the subscription) meanwhile: a failing
+// message never spins. Stopping cuts the wait short.
+func (st *subscription) later(f *inflight, disp ack.Disposition, attempts int) {
+	if k := st.attemptKey(f.d); k != "" {
+		st.s.attempts.Put(k, attempts)
+	}
+	t := time.NewTimer(st.s.cfg.Redelivery.delay(attempts))
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-st.stopping:
+	case <-f.d.Gone():
+		st.s.staleAcks.Add(1)
+		return
+	}
+	st.settle(f, disp)
+}
+
+// settle acks, nacks or rejects a delivery on the channel it came on, once,
+// or drops the settlement when that channel is gone (PITFALLS 4).
+func (st *subscription) settle(f *inflight, disp ack.Disposition) {
+	if !f.settled.CompareAndSwap(false, true) {
+		return
+	}
+	d := f.d
+	if !d.Settleable() {
 		st.s.staleAcks.Add(1)
 		return
 	}
@@ -350,10 +511,7 @@ func (st *subscription) settle(ch *conn.Channel, d *amqp.Delivery, disp ack.Disp
 		err = d.Reject(true)
 	}
 	if err != nil {
-		if errors.Is(err, amqp.ErrClosed) {
-			st.s.staleAcks.Add(1)
-			return
-		}
-		st.s.cfg.Logger.Warn("warren: settling a delivery failed", "queue", st.queue, "disposition", disp.String(), "err", err)
+		st.s.staleAcks.Add(1)
+		st.s.log.Warn("warren: settling a delivery failed", "queue", st.queue, "disposition", disp.String(), "err", err)
 	}
 }

@@ -17,32 +17,51 @@ func withInfo(info ack.Info) *message.Message {
 	return m
 }
 
-func TestAttemptPrecedence(t *testing.T) {
+func TestPreviousAttempts(t *testing.T) {
 	death := []any{
 		amqp.Table{"queue": "delay.1s", "reason": "expired", "count": int64(7)},
 		amqp.Table{"queue": "work", "reason": "rejected", "count": int64(2)},
 		amqp.Table{"queue": "other", "reason": "rejected", "count": int64(9)},
 	}
 	tests := []struct {
-		name string
-		info ack.Info
-		want int
+		name        string
+		headers     map[string]any
+		redelivered bool
+		want        int
 	}{
-		{"first delivery", ack.Info{Queue: "work"}, 1},
-		{"redelivered only", ack.Info{Queue: "work", Redelivered: true}, 2},
-		{"x-death of this queue, not element 0 nor a sum", ack.Info{Queue: "work", Headers: map[string]any{"x-death": death}}, 3},
-		{"x-death of another queue only", ack.Info{Queue: "nowhere", Headers: map[string]any{"x-death": death}}, 1},
-		{"x-delivery-count beats x-death", ack.Info{Queue: "work", Headers: map[string]any{"x-death": death, "x-delivery-count": int64(4)}}, 5},
-		{"x-acquired-count beats x-delivery-count", ack.Info{Queue: "work", Headers: map[string]any{"x-acquired-count": int32(6), "x-delivery-count": int64(4)}}, 7},
-		{"warren header beats everything", ack.Info{Queue: "work", Redelivered: true, Headers: map[string]any{ack.AttemptHeader: "3", "x-acquired-count": int64(6)}}, 4},
-		{"garbage header ignored", ack.Info{Queue: "work", Headers: map[string]any{ack.AttemptHeader: "many"}}, 1},
+		{"first delivery", nil, false, 0},
+		{"redelivered only", nil, true, 1},
+		{"x-death of this queue, not element 0 nor a sum", map[string]any{"x-death": death}, false, 2},
+		{"x-delivery-count beats x-death", map[string]any{"x-death": death, "x-delivery-count": int64(4)}, true, 4},
+		{"x-acquired-count beats x-delivery-count", map[string]any{"x-acquired-count": int32(6), "x-delivery-count": int64(4)}, false, 6},
+		{"warren header plus this copy's redeliveries", map[string]any{ack.AttemptHeader: "3", "x-delivery-count": int64(2)}, true, 5},
+		{"warren header, first delivery of the copy", map[string]any{ack.AttemptHeader: "3"}, false, 3},
+		{"garbage header ignored", map[string]any{ack.AttemptHeader: "many"}, false, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := ack.Attempt(withInfo(tt.info)); got != tt.want {
-				t.Fatalf("Attempt = %d, want %d", got, tt.want)
+			if got := ack.PreviousAttempts(tt.headers, "work", tt.redelivered); got != tt.want {
+				t.Fatalf("PreviousAttempts = %d, want %d", got, tt.want)
 			}
 		})
+	}
+}
+
+// One meaning of attempt: executions of the handler, counting in-process
+// retries too.
+func TestAttemptCountsExecutions(t *testing.T) {
+	m := withInfo(ack.Info{Queue: "work", PreviousAttempts: 2})
+	if ack.Attempt(m) != 3 || ack.AttemptOf(ack.Info{PreviousAttempts: 2}) != 3 {
+		t.Fatalf("Attempt = %d, want 3", ack.Attempt(m))
+	}
+	if n := ack.NextAttempt(m); n != 4 || ack.Attempt(m) != 4 {
+		t.Fatalf("after an in-process retry: %d / %d, want 4", n, ack.Attempt(m))
+	}
+	// A copy of the context shares the count.
+	m2 := m.Copy()
+	m2.SetContext(m.Context())
+	if ack.Attempt(m2) != 4 {
+		t.Fatal("count not shared by the context")
 	}
 	plain := message.NewMessage("id", nil)
 	if ack.Attempt(plain) != 1 {
@@ -51,6 +70,13 @@ func TestAttemptPrecedence(t *testing.T) {
 	plain.Metadata.Set(ack.AttemptHeader, "2")
 	if ack.Attempt(plain) != 3 {
 		t.Fatal("warren's attempt metadata ignored without delivery info")
+	}
+	ack.Track(plain)
+	if ack.NextAttempt(plain) != 4 {
+		t.Fatal("in-process retry not counted on a tracked message")
+	}
+	if _, ok := ack.InfoOf(plain); ok {
+		t.Fatal("a tracked message has no delivery info")
 	}
 }
 

@@ -7,54 +7,99 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 )
 
-// AttemptHeader is warren's own counter of previous attempts, set on
-// messages republished for a delayed retry. RabbitMQ 4.0+ ignores an x-death
+// AttemptHeader is warren's count of the attempts a message had before it
+// was published again for a delayed retry. RabbitMQ 4.0+ ignores an x-death
 // set by a client, so republishing needs a header of its own (PITFALLS 16).
 const AttemptHeader = "warren-attempt"
 
-// Attempt is which attempt at processing msg this is, counting from 1. The
-// first source present wins:
+// The broker's own counters, read by PreviousAttempts.
+const (
+	// DeathHeader is x-death: one table per {queue, reason}, newest first.
+	DeathHeader = "x-death"
+	// DeliveryCountHeader is x-delivery-count (quorum queues: failed
+	// deliveries before this one).
+	DeliveryCountHeader = "x-delivery-count"
+	// AcquiredCountHeader is x-acquired-count (quorum queues, RabbitMQ 4.x:
+	// acquisitions before this one).
+	AcquiredCountHeader = "x-acquired-count"
+)
+
+// Attempt is which execution of the handler this is, counting from 1: one
+// meaning across in-process retries (the Retry middleware counts each
+// execution with NextAttempt), delayed retries through delay queues
+// (AttemptHeader) and redeliveries by the broker. A handler retried twice
+// in-process, then redelivered, sees 1, 2, 3, 4.
 //
-//  1. warren's AttemptHeader (previous attempts, from delayed retries);
-//  2. x-acquired-count (RabbitMQ 4.x quorum queues: previous acquisitions);
-//  3. x-delivery-count (quorum queues: previous failed deliveries);
-//  4. the count of the x-death element for {this queue, rejected} (not a sum
-//     of elements, not element 0: PITFALLS 16);
-//  5. the redelivered flag (2 when set).
-//
-// A message without delivery info is attempt 1.
+// For a delivery it is Info.PreviousAttempts + 1 plus the in-process
+// retries; without delivery info (another Pub/Sub, a test) the previous
+// attempts come from AttemptHeader in the metadata.
 func Attempt(msg *message.Message) int {
-	info, ok := InfoOf(msg)
-	if !ok {
-		if v := msg.Metadata.Get(AttemptHeader); v != "" {
-			if n, err := strconv.Atoi(v); err == nil && n >= 0 {
-				return n + 1
-			}
-		}
-		return 1
+	s := stateOf(msg)
+	if s == nil {
+		return metadataAttempts(msg) + 1
 	}
-	return AttemptOf(info)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.previous + 1 + s.retries
 }
 
-// AttemptOf is Attempt from delivery info alone.
-func AttemptOf(info Info) int {
-	for _, key := range []string{AttemptHeader, "x-acquired-count", "x-delivery-count"} {
-		if n, ok := asInt(info.Headers[key]); ok && n >= 0 {
-			return int(n) + 1
+// NextAttempt records that the handler is about to run again on msg in the
+// same process (an in-process retry) and returns that attempt's number.
+// msg needs a slot (see Track; a warren Subscriber's messages have one).
+func NextAttempt(msg *message.Message) int {
+	s := stateOf(msg)
+	if s == nil {
+		return Attempt(msg)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.retries++
+	return s.previous + 1 + s.retries
+}
+
+// AttemptOf is the first attempt of a delivery with info (before any
+// in-process retry).
+func AttemptOf(info Info) int { return info.PreviousAttempts + 1 }
+
+func metadataAttempts(msg *message.Message) int {
+	if msg == nil {
+		return 0
+	}
+	if n, err := strconv.Atoi(msg.Metadata.Get(AttemptHeader)); err == nil && n >= 0 {
+		return n
+	}
+	return 0
+}
+
+// PreviousAttempts counts the executions a delivery had before, from what
+// warren and the broker wrote on it: AttemptHeader (attempts before it was
+// republished for a delayed retry) plus the redeliveries of this copy, from
+// the first of x-acquired-count, x-delivery-count, the count of the x-death
+// element for {queue, rejected} (not a sum of elements, not element 0:
+// PITFALLS 16), or the redelivered flag (1). The Subscriber adds what it
+// remembers itself; a count lost with a process restart is a lower bound.
+func PreviousAttempts(headers map[string]any, queue string, redelivered bool) int {
+	prev := 0
+	if n, ok := asInt(headers[AttemptHeader]); ok && n >= 0 {
+		prev = int(n)
+	}
+	for _, key := range []string{AcquiredCountHeader, DeliveryCountHeader} {
+		if n, ok := asInt(headers[key]); ok && n >= 0 {
+			return prev + int(n)
 		}
 	}
-	if n, ok := DeathCount(info.Headers, info.Queue, "rejected"); ok {
-		return int(n) + 1
+	if n, ok := DeathCount(headers, queue, "rejected"); ok {
+		return prev + int(n)
 	}
-	if info.Redelivered {
-		return 2
+	if redelivered {
+		return prev + 1
 	}
-	return 1
+	return prev
 }
 
 // DeathCount returns the count of the x-death element for {queue, reason}.
 func DeathCount(headers map[string]any, queue, reason string) (int64, bool) {
-	deaths, ok := headers["x-death"].([]any)
+	deaths, ok := headers[DeathHeader].([]any)
 	if !ok {
 		return 0, false
 	}

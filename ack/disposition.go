@@ -12,18 +12,23 @@ type Disposition int
 
 const (
 	// Unset: the Subscriber's default applies (ack on Ack; on Nack, its
-	// NackDisposition, Requeue by default).
+	// NackDisposition, RejectRequeue by default).
 	Unset Disposition = iota
 	// Ack: done.
 	Ack
-	// Requeue: basic.nack with requeue; "not my fault, try later". Quorum
-	// queues (4.3+) do not count it toward the delivery limit.
+	// Requeue: basic.nack with requeue, "not my fault, try later" (a
+	// dependency is down): the Subscriber settles it after a backoff, never
+	// at once, and never dead-letters it for it. Quorum queues (4.3+) do not
+	// count it toward the delivery limit.
 	Requeue
 	// Reject: basic.reject without requeue: the broker dead-letters it to
 	// the queue's dead-letter exchange (or drops it when there is none).
 	Reject
-	// RejectRequeue: basic.reject with requeue; a failure that counts toward
-	// a quorum queue's x-delivery-limit.
+	// RejectRequeue: the message failed; basic.reject with requeue after a
+	// backoff, so it counts toward a quorum queue's x-delivery-limit. After
+	// the Subscriber's Redelivery.MaxAttempts it is rejected to the queue's
+	// dead-letter exchange when the queue has one; without one it keeps
+	// coming back at the capped backoff, never dropped.
 	RejectRequeue
 )
 

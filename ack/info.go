@@ -20,15 +20,23 @@ type Info struct {
 	Headers map[string]any
 	// Generation is the connection generation the delivery came on.
 	Generation uint64
+	// PreviousAttempts is how many times the handler ran on this message
+	// before this delivery, as far as the Subscriber knows (see
+	// PreviousAttempts and Attempt).
+	PreviousAttempts int
 }
 
 // state is shared by every copy of a message's context, so a disposition set
-// by a middleware is seen by the subscriber that settles the message.
+// by a middleware is seen by the subscriber that settles the message, and an
+// in-process retry counted by one is seen by all.
 type state struct {
-	info Info
-	mu   sync.Mutex
-	disp Disposition
-	why  error
+	info     Info
+	hasInfo  bool
+	mu       sync.Mutex
+	previous int
+	retries  int
+	disp     Disposition
+	why      error
 }
 
 type stateKey struct{}
@@ -36,7 +44,7 @@ type stateKey struct{}
 // NewContext returns ctx carrying info and a fresh disposition slot. The
 // Subscriber calls it for every delivery.
 func NewContext(ctx context.Context, info Info) context.Context {
-	return context.WithValue(ctx, stateKey{}, &state{info: info})
+	return context.WithValue(ctx, stateKey{}, &state{info: info, hasInfo: true, previous: info.PreviousAttempts})
 }
 
 func stateOf(msg *message.Message) *state {
@@ -51,18 +59,19 @@ func stateOf(msg *message.Message) *state {
 // a warren Subscriber.
 func InfoOf(msg *message.Message) (Info, bool) {
 	s := stateOf(msg)
-	if s == nil {
+	if s == nil || !s.hasInfo {
 		return Info{}, false
 	}
 	return s.info, true
 }
 
-// Track gives msg a disposition slot when it has none (messages of other
-// Pub/Subs, or built in tests), so that Set and Get work on it. It returns
-// msg.
+// Track gives msg a disposition slot and an attempt counter when it has
+// none (messages of other Pub/Subs, or built in tests), so that Set, Get
+// and NextAttempt work on it; its previous attempts come from AttemptHeader
+// in its metadata. It returns msg.
 func Track(msg *message.Message) *message.Message {
 	if stateOf(msg) == nil {
-		msg.SetContext(context.WithValue(msg.Context(), stateKey{}, &state{}))
+		msg.SetContext(context.WithValue(msg.Context(), stateKey{}, &state{previous: metadataAttempts(msg)}))
 	}
 	return msg
 }

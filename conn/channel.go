@@ -13,14 +13,22 @@ import (
 )
 
 // Channel is an AMQP channel bound to the connection generation it was
-// opened on. The embedded *amqp091.Channel gives every AMQP method; Channel
-// adds what amqp091 leaves to its users: a Done channel that fires whether the
-// channel or its connection dies (PITFALLS 7), the generation (delivery tags
-// of another generation must never be acked on it, PITFALLS 4) and a bounded
-// Close.
+// opened on. It offers the AMQP methods warren needs, each bounded by its
+// ctx and the connection's OperationTimeout (amqp091-go has no RPC timeout:
+// PITFALLS 2; a call that outlives its bound closes the channel, since the
+// broker may still apply it later). It adds what amqp091 leaves to its users:
+// a Done channel that fires whether the channel or its connection dies
+// (PITFALLS 7), the generation (delivery tags of another generation must
+// never be acked on it, PITFALLS 4) and a bounded Close.
+//
+// Confirm mode and the Notify* registrations are not offered: an unread
+// notification channel deadlocks amqp091 (PITFALLS 1). Use
+// Conn.NewConfirmChannel for confirmed publishing; Done and Err tell why a
+// channel closed.
 type Channel struct {
-	*amqp.Channel
+	ch *amqp.Channel
 
+	c       *Conn
 	gen     *generation
 	timeout time.Duration
 	done    chan struct{}
@@ -37,7 +45,8 @@ func (ch *Channel) Generation() uint64 { return ch.gen.id }
 func (ch *Channel) Done() <-chan struct{} { return ch.done }
 
 // Err is the server's reason when it closed the channel (or the connection),
-// nil otherwise or while the channel is open.
+// nil otherwise or while the channel is open. Once Done is closed, Err is
+// final.
 func (ch *Channel) Err() error {
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -55,7 +64,7 @@ func (ch *Channel) IsOpen() bool {
 	case <-ch.gen.lost:
 		return false
 	default:
-		return !ch.Channel.IsClosed()
+		return !ch.ch.IsClosed()
 	}
 }
 
@@ -80,7 +89,7 @@ func (ch *Channel) LostWith(err error) bool {
 // which amqp091 always shuts the connection down), as opposed to an AMQP
 // error or the caller's own context.
 func transportFailed(err error) bool {
-	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+	if err == nil || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, ErrTimeout) {
 		return false // context.DeadlineExceeded is a net.Error too
 	}
 	var ne net.Error
@@ -99,7 +108,9 @@ func (ch *Channel) Close() error {
 		return nil
 	}
 	res := make(chan error, 1)
-	go func() { res <- ch.Channel.Close() }()
+	if !ch.c.spawn(func() { res <- ch.ch.Close() }) {
+		return nil // the connection is finished, and the channel with it
+	}
 	t := time.NewTimer(ch.timeout)
 	defer t.Stop()
 	select {
@@ -116,8 +127,178 @@ func (ch *Channel) Close() error {
 	}
 }
 
+// abandon closes a channel whose call outlived its bound, without waiting:
+// the reply may still come, and nothing else may be sent on the channel.
+func (ch *Channel) abandon() {
+	ch.c.spawn(func() { _ = ch.Close() })
+}
+
+// call runs an RPC bounded by ctx and OperationTimeout. When the bound
+// passes first the channel is abandoned: ErrTimeout for the
+// OperationTimeout, ctx.Err() for the caller's ctx.
+func (ch *Channel) call(ctx context.Context, rpc func(*amqp.Channel) error) error {
+	res := make(chan error, 1)
+	if !ch.c.spawn(func() { res <- rpc(ch.ch) }) {
+		return closedError(ch.c.Err())
+	}
+	t := time.NewTimer(ch.timeout)
+	defer t.Stop()
+	select {
+	case err := <-res:
+		if err != nil {
+			ch.LostWith(err)
+		}
+		return err
+	case <-t.C:
+		ch.abandon()
+		return ErrTimeout
+	case <-ctx.Done():
+		ch.abandon()
+		return ctx.Err()
+	}
+}
+
+// ExchangeDeclare is exchange.declare, bounded (see Channel).
+func (ch *Channel) ExchangeDeclare(ctx context.Context, name, kind string, durable, autoDelete, internal, noWait bool, args amqp.Table) error {
+	return ch.call(ctx, func(c *amqp.Channel) error {
+		return c.ExchangeDeclare(name, kind, durable, autoDelete, internal, noWait, args)
+	})
+}
+
+// ExchangeDeclarePassive checks that an exchange exists; a 404 closes the
+// channel.
+func (ch *Channel) ExchangeDeclarePassive(ctx context.Context, name, kind string) error {
+	return ch.call(ctx, func(c *amqp.Channel) error {
+		return c.ExchangeDeclarePassive(name, kind, false, false, false, false, nil)
+	})
+}
+
+// ExchangeDelete is exchange.delete, bounded.
+func (ch *Channel) ExchangeDelete(ctx context.Context, name string, ifUnused, noWait bool) error {
+	return ch.call(ctx, func(c *amqp.Channel) error { return c.ExchangeDelete(name, ifUnused, noWait) })
+}
+
+// ExchangeBind is exchange.bind (destination receives what source routes),
+// bounded.
+func (ch *Channel) ExchangeBind(ctx context.Context, destination, key, source string, noWait bool, args amqp.Table) error {
+	return ch.call(ctx, func(c *amqp.Channel) error { return c.ExchangeBind(destination, key, source, noWait, args) })
+}
+
+// ExchangeUnbind is exchange.unbind, bounded.
+func (ch *Channel) ExchangeUnbind(ctx context.Context, destination, key, source string, noWait bool, args amqp.Table) error {
+	return ch.call(ctx, func(c *amqp.Channel) error { return c.ExchangeUnbind(destination, key, source, noWait, args) })
+}
+
+// QueueDeclare is queue.declare, bounded.
+func (ch *Channel) QueueDeclare(ctx context.Context, name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error) {
+	var q amqp.Queue
+	err := ch.call(ctx, func(c *amqp.Channel) error {
+		var err error
+		q, err = c.QueueDeclare(name, durable, autoDelete, exclusive, noWait, args)
+		return err
+	})
+	return q, err
+}
+
+// QueueDeclarePassive returns a queue's counts; a 404 closes the channel.
+func (ch *Channel) QueueDeclarePassive(ctx context.Context, name string) (amqp.Queue, error) {
+	var q amqp.Queue
+	err := ch.call(ctx, func(c *amqp.Channel) error {
+		var err error
+		q, err = c.QueueDeclarePassive(name, false, false, false, false, nil)
+		return err
+	})
+	return q, err
+}
+
+// QueueDelete is queue.delete, bounded; it returns how many messages went
+// with the queue.
+func (ch *Channel) QueueDelete(ctx context.Context, name string, ifUnused, ifEmpty, noWait bool) (int, error) {
+	var n int
+	err := ch.call(ctx, func(c *amqp.Channel) error {
+		var err error
+		n, err = c.QueueDelete(name, ifUnused, ifEmpty, noWait)
+		return err
+	})
+	return n, err
+}
+
+// QueuePurge is queue.purge, bounded.
+func (ch *Channel) QueuePurge(ctx context.Context, name string) (int, error) {
+	var n int
+	err := ch.call(ctx, func(c *amqp.Channel) error {
+		var err error
+		n, err = c.QueuePurge(name, false)
+		return err
+	})
+	return n, err
+}
+
+// QueueBind is queue.bind, bounded.
+func (ch *Channel) QueueBind(ctx context.Context, name, key, exchange string, noWait bool, args amqp.Table) error {
+	return ch.call(ctx, func(c *amqp.Channel) error { return c.QueueBind(name, key, exchange, noWait, args) })
+}
+
+// QueueUnbind is queue.unbind, bounded.
+func (ch *Channel) QueueUnbind(ctx context.Context, name, key, exchange string, args amqp.Table) error {
+	return ch.call(ctx, func(c *amqp.Channel) error { return c.QueueUnbind(name, key, exchange, args) })
+}
+
+// Qos is basic.qos, bounded. With global false it applies to consumers
+// started on the channel afterwards, each on its own.
+func (ch *Channel) Qos(ctx context.Context, prefetchCount, prefetchSize int, global bool) error {
+	return ch.call(ctx, func(c *amqp.Channel) error { return c.Qos(prefetchCount, prefetchSize, global) })
+}
+
+// Consume is basic.consume, bounded. The deliveries channel closes when the
+// consumer is cancelled (by Cancel or by the server) or the channel closes;
+// the channel's Done and Err tell which.
+func (ch *Channel) Consume(ctx context.Context, queue, consumer string, autoAck, exclusive, noWait bool, args amqp.Table) (<-chan amqp.Delivery, error) {
+	var d <-chan amqp.Delivery
+	err := ch.call(ctx, func(c *amqp.Channel) error {
+		var err error
+		d, err = c.Consume(queue, consumer, autoAck, exclusive, false, noWait, args)
+		return err
+	})
+	return d, err
+}
+
+// Cancel is basic.cancel, bounded: the broker sends no more deliveries to
+// consumer; those already sent still arrive and can be settled.
+func (ch *Channel) Cancel(ctx context.Context, consumer string, noWait bool) error {
+	return ch.call(ctx, func(c *amqp.Channel) error { return c.Cancel(consumer, noWait) })
+}
+
+// Get is basic.get, bounded.
+func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (amqp.Delivery, bool, error) {
+	var (
+		d  amqp.Delivery
+		ok bool
+	)
+	err := ch.call(ctx, func(c *amqp.Channel) error {
+		var err error
+		d, ok, err = c.Get(queue, autoAck)
+		return err
+	})
+	return d, ok, err
+}
+
+// Publish sends one message without a confirm (use a ConfirmChannel to
+// know that the broker took it). It waits while the connection is blocked,
+// bounded by ctx (ErrBlocked).
+func (ch *Channel) Publish(ctx context.Context, exchange, key string, msg amqp.Publishing) error {
+	if err := ch.WaitUnblocked(ctx); err != nil {
+		return err
+	}
+	err := ch.ch.PublishWithContext(ctx, exchange, key, false, false, msg)
+	if err != nil {
+		ch.LostWith(err)
+	}
+	return err
+}
+
 func (c *Conn) watchChannel(ach *amqp.Channel, g *generation) *Channel {
-	ch := &Channel{Channel: ach, gen: g, timeout: c.cfg.OperationTimeout, done: make(chan struct{})}
+	ch := &Channel{ch: ach, c: c, gen: g, timeout: c.cfg.OperationTimeout, done: make(chan struct{})}
 	closed := ach.NotifyClose(make(chan *amqp.Error, 1))
 	if !c.spawn(func() {
 		defer close(ch.done)
@@ -146,7 +327,7 @@ func (c *Conn) watchChannel(ach *amqp.Channel, g *generation) *Channel {
 // Channel returns the connection's cached channel, opening a new one when it
 // is closed (a channel closed by a server error is replaced without
 // reconnecting). It waits for Connected, bounded by ctx. The cached channel is
-// shared: do not use it for consuming, QoS or confirm mode; use NewChannel.
+// shared: do not use it for consuming or QoS; use NewChannel.
 // Errors: ErrNotOpen, ErrClosed, ErrTimeout, ctx.Err().
 func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
 	for {
@@ -171,9 +352,9 @@ func (c *Conn) Channel(ctx context.Context) (*Channel, error) {
 	}
 }
 
-// NewChannel opens a channel of the caller's own (for consuming, QoS,
-// confirms, transactions), waiting for Connected, bounded by ctx. The caller
-// closes it. Errors: as Channel.
+// NewChannel opens a channel of the caller's own (for consuming, QoS),
+// waiting for Connected, bounded by ctx. The caller closes it. Errors: as
+// Channel.
 func (c *Conn) NewChannel(ctx context.Context) (*Channel, error) {
 	for {
 		g, err := c.waitGeneration(ctx)
@@ -184,48 +365,6 @@ func (c *Conn) NewChannel(ctx context.Context) (*Channel, error) {
 		if err == nil || !g.isLost() || ctx.Err() != nil {
 			return ch, err
 		}
-	}
-}
-
-// NewConfirmChannel is NewChannel in publisher-confirm mode. confirm.select
-// is bounded like channel.open (ctx and OperationTimeout), and when the
-// connection dies between the two calls it starts over on the next
-// connection: a caller never gets an error only because a drop fell between
-// opening a channel and switching it to confirms. Errors: as Channel.
-func (c *Conn) NewConfirmChannel(ctx context.Context) (*Channel, error) {
-	for {
-		ch, err := c.NewChannel(ctx)
-		if err != nil {
-			return nil, err
-		}
-		err = ch.confirmMode(ctx)
-		if err == nil {
-			return ch, nil
-		}
-		_ = ch.Close()
-		if ctx.Err() != nil || !ch.LostWith(err) {
-			return nil, err
-		}
-	}
-}
-
-// confirmMode runs confirm.select, bounded: amqp091 waits for the reply
-// with no timeout (PITFALLS 2), so a call that outlives OperationTimeout
-// marks the connection broken.
-func (ch *Channel) confirmMode(ctx context.Context) error {
-	res := make(chan error, 1)
-	go func() { res <- ch.Channel.Confirm(false) }()
-	t := time.NewTimer(ch.timeout)
-	defer t.Stop()
-	select {
-	case err := <-res:
-		return err
-	case <-t.C:
-		ch.gen.broken(ch.timeout)
-		return ErrTimeout
-	case <-ctx.Done():
-		// The reply may still come; the channel is closed by the caller.
-		return ctx.Err()
 	}
 }
 

@@ -3,7 +3,6 @@ package conn
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
@@ -11,6 +10,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 // Config shapes a Conn. The zero value is usable: every field documents its
@@ -110,25 +111,17 @@ func (c *Config) setDefaults(primary *URL) {
 
 // Validate reports every problem of c, each naming its field.
 func (c *Config) Validate() error {
-	var errs []error
-	if c.Heartbeat < 0 {
-		errs = append(errs, &ConfigError{"Heartbeat", "must not be negative"})
-	}
-	if c.DialTimeout < 0 {
-		errs = append(errs, &ConfigError{"DialTimeout", "must not be negative"})
-	}
-	if c.OperationTimeout < 0 {
-		errs = append(errs, &ConfigError{"OperationTimeout", "must not be negative"})
-	}
-	if c.CloseTimeout < 0 {
-		errs = append(errs, &ConfigError{"CloseTimeout", "must not be negative"})
-	}
+	f := configerr.For("conn.Config")
+	f.Check(c.Heartbeat < 0, "Heartbeat", "must not be negative")
+	f.Check(c.DialTimeout < 0, "DialTimeout", "must not be negative")
+	f.Check(c.OperationTimeout < 0, "OperationTimeout", "must not be negative")
+	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
 	for i, u := range c.AlternateURLs {
 		if _, err := ParseURL(u); err != nil {
-			errs = append(errs, fmt.Errorf("conn: Config.AlternateURLs[%d]: %w", i, err))
+			f.Join(fmt.Errorf("conn: Config.AlternateURLs[%d]: %w", i, err))
 		}
 	}
-	return errors.Join(errs...)
+	return f.Err()
 }
 
 // endpoints lists every host to try, in order.

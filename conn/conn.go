@@ -48,7 +48,39 @@ type Conn struct {
 	bgMu     sync.Mutex
 	bgClosed bool
 	bg       sync.WaitGroup // every goroutine the connection starts
+
+	attachMu    sync.Mutex
+	attachments map[any]any
 }
+
+// Attachment returns the value attached to the connection under key,
+// making it with make on first use (make runs at most once per key, under a
+// lock: it must not call Attachment). It is how the layers above conn keep
+// exactly one object per connection: package topology keeps the
+// connection's one registry, restore run and channel pool here. Use an
+// unexported key type, as with context values.
+func (c *Conn) Attachment(key any, make func() any) any {
+	c.attachMu.Lock()
+	defer c.attachMu.Unlock()
+	if v, ok := c.attachments[key]; ok {
+		return v
+	}
+	if c.attachments == nil {
+		c.attachments = map[any]any{}
+	}
+	v := make()
+	c.attachments[key] = v
+	return v
+}
+
+// Logger is the connection's logger (Config.Logger), for the layers above
+// that log on its behalf.
+func (c *Conn) Logger() *slog.Logger { return c.log }
+
+// Go runs fn on a goroutine that Close waits for, for the layers above conn
+// whose goroutines live as long as the connection (restore work, per
+// connection watchers). After Close it refuses (false) and fn does not run.
+func (c *Conn) Go(fn func()) bool { return c.spawn(fn) }
 
 // spawn runs fn on a goroutine that Close waits for; after the connection
 // finished it refuses (false) and fn does not run.

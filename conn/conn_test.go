@@ -43,7 +43,7 @@ func TestOpenUseClose(t *testing.T) {
 		t.Fatal(err)
 	}
 	q := b.Name("q")
-	if _, err := ch.QueueDeclare(q, false, true, false, false, nil); err != nil {
+	if _, err := ch.QueueDeclare(context.Background(), q, false, true, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
 	ch2, _ := c.Channel(ctxT(t, 5*time.Second))
@@ -211,7 +211,7 @@ func TestReconnectRestoresBeforeReleasingWaiters(t *testing.T) {
 		if restores.Add(1) > 1 {
 			<-gate
 		}
-		_, err = ch.QueueDeclare(q, false, false, false, false, nil)
+		_, err = ch.QueueDeclare(context.Background(), q, false, false, false, false, nil)
 		return err
 	})
 	rec := record(c)
@@ -228,7 +228,7 @@ func TestReconnectRestoresBeforeReleasingWaiters(t *testing.T) {
 		ch, err := c.Channel(ctxT(t, 20*time.Second))
 		if err == nil {
 			// The hook has declared the queue by the time we are released.
-			_, err = ch.QueueDeclarePassive(q, false, false, false, false, nil)
+			_, err = ch.QueueDeclarePassive(context.Background(), q)
 		}
 		waited <- err
 	}()
@@ -258,7 +258,7 @@ func TestServerChannelErrorReplacesChannelWithoutReconnect(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, err = ch.QueueDeclarePassive(b.Name("missing"), false, false, false, false, nil)
+	_, err = ch.QueueDeclarePassive(context.Background(), b.Name("missing"))
 	var ae *amqp.Error
 	if !errors.As(err, &ae) || ae.Code != amqp.NotFound {
 		t.Fatalf("passive declare of a missing queue: %v", err)
@@ -307,7 +307,7 @@ func TestManyConcurrentChannelCallsAcrossReconnect(t *testing.T) {
 				}
 				// Use it: a channel handed out must be usable or die with its
 				// connection, never be half-open.
-				if _, err := ch.QueueDeclare("", false, true, true, false, nil); err == nil {
+				if _, err := ch.QueueDeclare(context.Background(), "", false, true, true, false, nil); err == nil {
 					return
 				}
 			}
@@ -413,7 +413,7 @@ func TestDeclareInFlightWhenConnectionIsCut(t *testing.T) {
 			if err != nil {
 				continue
 			}
-			if _, err := ch.QueueDeclare("", false, true, true, false, nil); err == nil {
+			if _, err := ch.QueueDeclare(context.Background(), "", false, true, true, false, nil); err == nil {
 				declared.Add(1)
 			}
 		}
@@ -571,15 +571,13 @@ func TestNewConfirmChannelSurvivesDrops(t *testing.T) {
 					return
 				}
 				defer ch.Close()
-				dc, err := ch.PublishWithDeferredConfirmWithContext(ctxT(t, 5*time.Second), "", "", false, false, amqp.Publishing{})
-				switch {
-				case err != nil && !ch.LostWith(err):
+				// A channel not in confirm mode fails every Publish.
+				_, err = ch.Publish(ctxT(t, 5*time.Second), "", "", false, amqp.Publishing{})
+				if err != nil && !ch.Channel().LostWith(err) {
 					errs <- err
-				case err == nil && dc == nil:
-					errs <- errors.New("channel not in confirm mode")
-				default:
-					errs <- nil
+					return
 				}
+				errs <- nil
 			}()
 		}
 		if i%2 == 0 {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 // Sentinels, for errors.Is. Errors returned by this package wrap one of them
@@ -26,8 +28,9 @@ var (
 	// ErrTimeout: an AMQP call did not complete within Config.OperationTimeout;
 	// the connection is treated as broken and replaced.
 	ErrTimeout = errors.New("conn: operation timed out")
-	// ErrInvalidConfig: New was given a bad URL, option or Config.
-	ErrInvalidConfig = errors.New("conn: invalid configuration")
+	// ErrInvalidConfig: New was given a bad URL, option or Config. It is
+	// the same error as every other package's ErrInvalidConfig.
+	ErrInvalidConfig = configerr.ErrInvalidConfig
 )
 
 // URLError names the part of a URL that is wrong. It never holds the
@@ -52,16 +55,10 @@ func (e *URLError) Error() string {
 // Is makes every URLError match ErrInvalidConfig.
 func (e *URLError) Is(target error) bool { return target == ErrInvalidConfig }
 
-// ConfigError names a Config field that is wrong.
-type ConfigError struct {
-	Field  string
-	Reason string
-}
-
-func (e *ConfigError) Error() string { return fmt.Sprintf("conn: Config.%s: %s", e.Field, e.Reason) }
-
-// Is makes every ConfigError match ErrInvalidConfig.
-func (e *ConfigError) Is(target error) bool { return target == ErrInvalidConfig }
+// ConfigError names a Config field that is wrong ("conn.Config.Heartbeat");
+// it matches ErrInvalidConfig. Every package of warren reports bad
+// configuration with this one type.
+type ConfigError = configerr.Error
 
 // DialError is one failed connection attempt.
 type DialError struct {

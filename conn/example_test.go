@@ -24,7 +24,7 @@ func Example() {
 		if err != nil {
 			return err
 		}
-		_, err = ch.QueueDeclare("", false, true, true, false, nil)
+		_, err = ch.QueueDeclare(context.Background(), "", false, true, true, false, nil)
 		return err
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

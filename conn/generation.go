@@ -16,6 +16,7 @@ type generation struct {
 	endpoint string
 	amqp     *amqp.Connection
 	log      *slog.Logger
+	spawn    func(func()) bool
 
 	lost     chan struct{} // closed when the AMQP connection is gone
 	lostOnce sync.Once
@@ -31,6 +32,7 @@ func newGeneration(id uint64, ac *amqp.Connection, spawn func(func()) bool, log 
 		id:        id,
 		amqp:      ac,
 		log:       log,
+		spawn:     spawn,
 		lost:      make(chan struct{}),
 		unblocked: make(chan struct{}),
 	}
@@ -90,7 +92,9 @@ func (g *generation) close(timeout time.Duration) {
 // still apply the call later, so nothing on this connection can be trusted.
 func (g *generation) broken(timeout time.Duration) {
 	g.log.Warn("conn: an AMQP call timed out; dropping the connection", "generation", g.id)
-	go g.close(timeout)
+	if !g.spawn(func() { g.close(timeout) }) {
+		g.markLost(ErrTimeout)
+	}
 }
 
 func (g *generation) setBlocked(active bool, reason string) {

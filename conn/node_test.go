@@ -21,11 +21,11 @@ func TestBrokerKilledMidOperationAndRestarted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	q, err := ch.QueueDeclare("", false, true, true, false, nil)
+	q, err := ch.QueueDeclare(context.Background(), "", false, true, true, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	msgs, err := ch.Consume(q.Name, "", false, false, false, false, nil)
+	msgs, err := ch.Consume(context.Background(), q.Name, "", false, false, false, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -89,7 +89,7 @@ func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	// RabbitMQ blocks a connection when it first publishes during an alarm.
-	_ = ch.PublishWithContext(ctx, "", "nowhere", false, false, amqp.Publishing{Body: []byte("x")})
+	_ = ch.Publish(ctx, "", "nowhere", amqp.Publishing{Body: []byte("x")})
 	deadline := time.Now().Add(20 * time.Second)
 	for !c.Blocked() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
@@ -113,7 +113,7 @@ func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = ch.PublishWithContext(ctx, "", "nowhere", false, false, amqp.Publishing{Body: []byte("x")})
+	_ = ch.Publish(ctx, "", "nowhere", amqp.Publishing{Body: []byte("x")})
 	for !c.Blocked() && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}

@@ -8,15 +8,21 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 var (
 	// ErrPanic wraps a panic recovered from a handler.
 	ErrPanic = errors.New("middleware: handler panicked")
 	// ErrInvalidConfig: a middleware was built with a config it cannot
-	// work with.
-	ErrInvalidConfig = errors.New("middleware: invalid configuration")
+	// work with. The same error as every other package's ErrInvalidConfig;
+	// the *ConfigError names the field.
+	ErrInvalidConfig = configerr.ErrInvalidConfig
 )
+
+// ConfigError names a config field that is wrong; it matches
+// ErrInvalidConfig.
+type ConfigError = configerr.Error
 
 // PanicError is a recovered panic with its stack.
 type PanicError struct {
@@ -32,8 +38,10 @@ func (e *PanicError) Is(target error) bool { return target == ErrPanic }
 // AckConfig shapes Ack.
 type AckConfig struct {
 	// OnError is the disposition of a failed message that is neither
-	// Permanent nor AsRequeue. Default: ack.RejectRequeue (counts toward a
-	// quorum queue's delivery limit, unlike a plain requeue).
+	// Permanent nor AsRequeue. Default: ack.RejectRequeue (the Subscriber
+	// redelivers it after a backoff, bounded, then dead-letters it; it
+	// counts toward a quorum queue's delivery limit, unlike a plain
+	// requeue).
 	OnError ack.Disposition
 	// OnPermanent is the disposition of an ack.Permanent error (and of a
 	// recovered panic, which is Permanent). Default: ack.Reject, to the
@@ -41,17 +49,40 @@ type AckConfig struct {
 	OnPermanent ack.Disposition
 }
 
+func (c *AckConfig) setDefaults() {
+	if c.OnError == ack.Unset {
+		c.OnError = ack.RejectRequeue
+	}
+	if c.OnPermanent == ack.Unset {
+		c.OnPermanent = ack.Reject
+	}
+}
+
+// Validate reports every problem, each naming its field.
+func (c *AckConfig) Validate() error {
+	f := configerr.For("middleware.AckConfig")
+	f.Check(!knownDisposition(c.OnError) || c.OnError == ack.Ack, "OnError", "want Requeue, Reject or RejectRequeue")
+	f.Check(!knownDisposition(c.OnPermanent) || c.OnPermanent == ack.Ack, "OnPermanent", "want Requeue, Reject or RejectRequeue")
+	return f.Err()
+}
+
+func knownDisposition(d ack.Disposition) bool {
+	switch d {
+	case ack.Ack, ack.Requeue, ack.Reject, ack.RejectRequeue:
+		return true
+	}
+	return false
+}
+
 // Ack turns the handler's result into a disposition that the Subscriber
 // applies when the router acks or nacks: success acks; ack.AsRequeue errors
 // requeue; ack.Permanent errors take OnPermanent; other errors take
 // OnError. A panic is recovered into a Permanent *PanicError. Dispositions a
 // handler or an inner middleware set explicitly are kept.
-func Ack(cfg AckConfig) message.HandlerMiddleware {
-	if cfg.OnError == ack.Unset {
-		cfg.OnError = ack.RejectRequeue
-	}
-	if cfg.OnPermanent == ack.Unset {
-		cfg.OnPermanent = ack.Reject
+func Ack(cfg AckConfig) (message.HandlerMiddleware, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) (out []*message.Message, err error) {
@@ -64,7 +95,7 @@ func Ack(cfg AckConfig) message.HandlerMiddleware {
 			}()
 			return h(msg)
 		}
-	}
+	}, nil
 }
 
 func settleDisposition(msg *message.Message, err error, cfg AckConfig) {

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 // DeadLetterMode is how DeadLetter gets rid of a message.
@@ -74,7 +75,8 @@ func DefaultDeadLetterTopic(msg *message.Message) string {
 // once that is confirmed. A failed publish returns an ack.AsRequeue error,
 // so the message is requeued, not lost.
 func DeadLetter(cfg DeadLetterConfig) (message.HandlerMiddleware, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
@@ -100,7 +102,8 @@ func DeadLetter(cfg DeadLetterConfig) (message.HandlerMiddleware, error) {
 // RejectToDLX it does nothing but call the hook and returns an error, so
 // the Subscriber rejects the delivery to the dead-letter exchange.
 func DeadLetterPoison(cfg DeadLetterConfig) (func(msg *message.Message, cause error) error, error) {
-	if err := cfg.setDefaults(); err != nil {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	return func(msg *message.Message, cause error) error {
@@ -115,13 +118,7 @@ func DeadLetterPoison(cfg DeadLetterConfig) (func(msg *message.Message, cause er
 	}, nil
 }
 
-func (c *DeadLetterConfig) setDefaults() error {
-	if c.Mode == PublishToDLQ && c.Publisher == nil {
-		return fmt.Errorf("%w: DeadLetterConfig.Publisher is required with PublishToDLQ", ErrInvalidConfig)
-	}
-	if c.Mode != RejectToDLX && c.Mode != PublishToDLQ {
-		return fmt.Errorf("%w: DeadLetterConfig.Mode %d unknown", ErrInvalidConfig, c.Mode)
-	}
+func (c *DeadLetterConfig) setDefaults() {
 	if c.Topic == nil {
 		c.Topic = DefaultDeadLetterTopic
 	}
@@ -131,7 +128,15 @@ func (c *DeadLetterConfig) setDefaults() error {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
-	return nil
+}
+
+// Validate reports every problem, each naming its field.
+func (c *DeadLetterConfig) Validate() error {
+	f := configerr.For("middleware.DeadLetterConfig")
+	f.Check(c.Mode != RejectToDLX && c.Mode != PublishToDLQ, "Mode", fmt.Sprintf("%d unknown", c.Mode))
+	f.Check(c.Mode == PublishToDLQ && c.Publisher == nil, "Publisher", "required with PublishToDLQ")
+	f.Check(c.MaxErrorLength < 0, "MaxErrorLength", "must not be negative")
+	return f.Err()
 }
 
 func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {

@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 // Headers of DelayedRetry.
@@ -68,6 +69,28 @@ type DelayedRetryConfig struct {
 	Now func() time.Time
 }
 
+func (c *DelayedRetryConfig) setDefaults() {
+	if len(c.Levels) == 0 {
+		c.Levels = DefaultDelayLevels
+	}
+	if c.DelayQueue == nil {
+		c.DelayQueue = DelayQueueName
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Validate reports every problem, each naming its field.
+func (c *DelayedRetryConfig) Validate() error {
+	f := configerr.For("middleware.DelayedRetryConfig")
+	f.Check(c.Publisher == nil, "Publisher", "required")
+	for i, l := range c.Levels {
+		f.Check(l < time.Millisecond, fmt.Sprintf("Levels[%d]", i), fmt.Sprintf("%v: at least 1ms", l))
+	}
+	return f.Err()
+}
+
 // DelayedRetry republishes a failed message to the delay queue of its next
 // level (each level a queue with a queue-level TTL dead-lettering back to the
 // work queue: per-message TTLs expire only at the head of a queue, PITFALLS
@@ -79,22 +102,9 @@ type DelayedRetryConfig struct {
 // ack.AsRequeue error: the original is requeued, not lost. ack.Permanent and
 // ack.AsRequeue errors pass through untouched.
 func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
-	if cfg.Publisher == nil {
-		return nil, fmt.Errorf("%w: DelayedRetryConfig.Publisher is required", ErrInvalidConfig)
-	}
-	if len(cfg.Levels) == 0 {
-		cfg.Levels = DefaultDelayLevels
-	}
-	for i, l := range cfg.Levels {
-		if l < time.Millisecond {
-			return nil, fmt.Errorf("%w: DelayedRetryConfig.Levels[%d] = %v: at least 1ms", ErrInvalidConfig, i, l)
-		}
-	}
-	if cfg.DelayQueue == nil {
-		cfg.DelayQueue = DelayQueueName
-	}
-	if cfg.Now == nil {
-		cfg.Now = time.Now
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
@@ -115,6 +125,7 @@ func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
 			}
 			level := cfg.Levels[round]
 			retry := republishable(msg)
+			// The copy's previous attempts are every execution so far.
 			retry.Metadata.Set(ack.AttemptHeader, strconv.Itoa(ack.Attempt(msg)))
 			retry.Metadata.Set(HeaderRetryRound, strconv.Itoa(round+1))
 			retry.Metadata.Set(HeaderRetryLevel, level.String())

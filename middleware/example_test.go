@@ -19,8 +19,8 @@ func Example_testKit() {
 	delayed, _ := middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: retries, Levels: []time.Duration{time.Second}})
 	dead, _ := middleware.DeadLetter(middleware.DeadLetterConfig{})
 	stack := []message.HandlerMiddleware{
-		middleware.Ack(middleware.AckConfig{}), dead, delayed,
-		middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: (&kit.Sleeper{}).Sleep}),
+		kit.Must(middleware.Ack(middleware.AckConfig{})), dead, delayed,
+		kit.Must(middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: (&kit.Sleeper{}).Sleep})),
 	}
 	handler := func(m *message.Message) error {
 		if string(m.Payload) == "" {

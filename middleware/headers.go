@@ -6,6 +6,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/headers"
 )
 
 // Headers warren writes on republished and dead-lettered messages.
@@ -37,7 +38,7 @@ const (
 func republishable(msg *message.Message) *message.Message {
 	out := message.NewMessage(msg.UUID, msg.Payload)
 	for k, v := range msg.Metadata {
-		if strings.HasPrefix(k, "x-") || k == "warren-publish-seq" {
+		if strings.HasPrefix(k, "x-") || headers.Internal(k) {
 			continue
 		}
 		out.Metadata[k] = v

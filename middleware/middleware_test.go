@@ -36,13 +36,13 @@ func TestAckDispositions(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := kit.Run(kit.NewMessage("x"), tt.h, middleware.Ack(middleware.AckConfig{}))
+			r := kit.Run(kit.NewMessage("x"), tt.h, kit.Must(middleware.Ack(middleware.AckConfig{})))
 			if r.Disposition != tt.want {
 				t.Fatalf("disposition %v, want %v (err %v)", r.Disposition, tt.want, r.Err)
 			}
 		})
 	}
-	r := kit.Run(kit.NewMessage("x"), func(*message.Message) ([]*message.Message, error) { panic("bug") }, middleware.Ack(middleware.AckConfig{}))
+	r := kit.Run(kit.NewMessage("x"), func(*message.Message) ([]*message.Message, error) { panic("bug") }, kit.Must(middleware.Ack(middleware.AckConfig{})))
 	var pe *middleware.PanicError
 	if !errors.As(r.Err, &pe) || !errors.Is(r.Err, middleware.ErrPanic) || !ack.IsPermanent(r.Err) || !strings.Contains(pe.Stack, "middleware_test") {
 		t.Fatalf("panic error %v", r.Err)
@@ -53,10 +53,10 @@ func TestRetry(t *testing.T) {
 	sl := &kit.Sleeper{}
 	var attempts []middleware.RetryAttempt
 	h := &kit.Handler{Failures: 2}
-	r := kit.Run(kit.NewMessage("x"), h.Func, middleware.Retry(middleware.RetryConfig{
+	r := kit.Run(kit.NewMessage("x"), h.Func, kit.Must(middleware.Retry(middleware.RetryConfig{
 		MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.000001, Sleep: sl.Sleep,
 		OnAttempt: func(a middleware.RetryAttempt) { attempts = append(attempts, a) },
-	}))
+	})))
 	if r.Err != nil || h.Calls() != 3 {
 		t.Fatalf("err %v after %d calls", r.Err, h.Calls())
 	}
@@ -91,7 +91,7 @@ func TestRetry(t *testing.T) {
 		{"exhausted", errors.New("always"), 4},
 	} {
 		h := &kit.Handler{Failures: 100, Err: tc.err}
-		r := kit.Run(kit.NewMessage("x"), h.Func, middleware.Retry(middleware.RetryConfig{MaxAttempts: 4, Sleep: (&kit.Sleeper{}).Sleep}))
+		r := kit.Run(kit.NewMessage("x"), h.Func, kit.Must(middleware.Retry(middleware.RetryConfig{MaxAttempts: 4, Sleep: (&kit.Sleeper{}).Sleep})))
 		if h.Calls() != tc.calls || !errors.Is(r.Err, tc.err) {
 			t.Errorf("%s: %d calls, err %v", tc.name, h.Calls(), r.Err)
 		}
@@ -113,7 +113,7 @@ func TestRetryWithTimeoutInside(t *testing.T) {
 		return nil, nil
 	}
 	r := kit.Run(kit.NewMessage("x"), h,
-		middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: (&kit.Sleeper{}).Sleep}),
+		kit.Must(middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: (&kit.Sleeper{}).Sleep})),
 		wmw.Timeout(20*time.Millisecond))
 	if r.Err != nil || calls != 2 {
 		t.Fatalf("err %v after %d calls", r.Err, calls)
@@ -126,7 +126,7 @@ func TestRetryStopsWhenMessageContextEnds(t *testing.T) {
 	msg.SetContext(ctx)
 	cancel()
 	h := &kit.Handler{Failures: 10}
-	r := kit.Run(msg, h.Func, middleware.Retry(middleware.RetryConfig{MaxAttempts: 5}))
+	r := kit.Run(msg, h.Func, kit.Must(middleware.Retry(middleware.RetryConfig{MaxAttempts: 5})))
 	if h.Calls() != 1 || !errors.Is(r.Err, context.Canceled) {
 		t.Fatalf("%d calls, err %v", h.Calls(), r.Err)
 	}
@@ -189,7 +189,7 @@ func TestDelayedRetry(t *testing.T) {
 	}
 	// A failed republish requeues the original instead of losing it.
 	broken, _ := middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: &kit.Publisher{Fail: errors.New("broker down")}})
-	r = kit.Run(kit.NewMessage("x"), fail.Func, broken, middleware.Ack(middleware.AckConfig{}))
+	r = kit.Run(kit.NewMessage("x"), fail.Func, broken, kit.Must(middleware.Ack(middleware.AckConfig{})))
 	if ack.KindOf(r.Err) != ack.RequeueKind {
 		t.Fatalf("failed republish: %v", r.Err)
 	}
@@ -208,12 +208,12 @@ func TestDeadLetterReject(t *testing.T) {
 		t.Fatal(err)
 	}
 	h := &kit.Handler{Failures: 1}
-	r := kit.Run(kit.NewMessage("x"), h.Func, middleware.Ack(middleware.AckConfig{}), mw)
+	r := kit.Run(kit.NewMessage("x"), h.Func, kit.Must(middleware.Ack(middleware.AckConfig{})), mw)
 	if r.Disposition != ack.Reject || r.Err == nil || len(events) != 1 {
 		t.Fatalf("disposition %v err %v events %d", r.Disposition, r.Err, len(events))
 	}
 	req := &kit.Handler{Failures: 1, Err: ack.AsRequeue(errors.New("db down"))}
-	r = kit.Run(kit.NewMessage("x"), req.Func, middleware.Ack(middleware.AckConfig{}), mw)
+	r = kit.Run(kit.NewMessage("x"), req.Func, kit.Must(middleware.Ack(middleware.AckConfig{})), mw)
 	if r.Disposition != ack.Requeue || len(events) != 1 {
 		t.Fatalf("a requeue error was dead-lettered: %v", r.Disposition)
 	}
@@ -237,7 +237,7 @@ func TestDeadLetterPublish(t *testing.T) {
 		kit.WithMetadata(middleware.HeaderOriginalExchange, "shop"), kit.WithMetadata(middleware.HeaderOriginalRoutingKey, "order.paid"))
 	ctx, span := tr.Provider.Tracer("test").Start(msg.Context(), "process")
 	msg.SetContext(ctx)
-	r := kit.Run(msg, h.Func, middleware.Ack(middleware.AckConfig{}), mw)
+	r := kit.Run(msg, h.Func, kit.Must(middleware.Ack(middleware.AckConfig{})), mw)
 	span.End()
 	if r.Err != nil || r.Disposition != ack.Ack {
 		t.Fatalf("original must be acked once the dead letter is confirmed: %v %v", r.Err, r.Disposition)
@@ -263,7 +263,7 @@ func TestDeadLetterPublish(t *testing.T) {
 		t.Fatalf("events %+v", events)
 	}
 	failing, _ := middleware.DeadLetter(middleware.DeadLetterConfig{Mode: middleware.PublishToDLQ, Publisher: &kit.Publisher{Fail: errors.New("down")}})
-	r = kit.Run(kit.NewMessage("x"), (&kit.Handler{Failures: 1}).Func, middleware.Ack(middleware.AckConfig{}), failing)
+	r = kit.Run(kit.NewMessage("x"), (&kit.Handler{Failures: 1}).Func, kit.Must(middleware.Ack(middleware.AckConfig{})), failing)
 	if r.Disposition != ack.Requeue {
 		t.Fatalf("a failed dead-letter publish must requeue: %v", r.Disposition)
 	}
@@ -277,7 +277,7 @@ func TestTracingConsumerSpans(t *testing.T) {
 	// A producer span and its context in the headers, as the tracing
 	// publisher leaves them.
 	pub := &kit.Publisher{}
-	tp := middleware.NewTracingPublisher(pub, middleware.TracingPublisherConfig{Telemetry: tr.Telemetry,
+	tp, _ := middleware.NewTracingPublisher(pub, middleware.TracingPublisherConfig{Telemetry: tr.Telemetry,
 		Destination: func(topic string) (string, string) { return "", topic }})
 	out := message.NewMessage("m1", nil)
 	out.Metadata.Set("amqp.correlation_id", "conv-1")
@@ -301,7 +301,7 @@ func TestTracingConsumerSpans(t *testing.T) {
 		tr.Exporter.Reset()
 		msg := kit.NewMessage("x", kit.WithMetadata("traceparent", traceparent), kit.WithMetadata("amqp.correlation_id", "conv-1"))
 		h := &kit.Handler{Failures: 1, Err: ack.Permanent(errors.New("bad"))}
-		kit.Run(msg, h.Func, middleware.Tracing(middleware.TracingConfig{Telemetry: tr.Telemetry, AsParent: asParent}))
+		kit.Run(msg, h.Func, kit.Must(middleware.Tracing(middleware.TracingConfig{Telemetry: tr.Telemetry, AsParent: asParent})))
 		spans := tr.Spans()
 		if len(spans) != 1 {
 			t.Fatalf("%d spans", len(spans))
@@ -349,10 +349,10 @@ func TestFullStack(t *testing.T) {
 	delayed, _ := middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: retryPub, Levels: []time.Duration{time.Second}, Telemetry: tr.Telemetry})
 	dead, _ := middleware.DeadLetter(middleware.DeadLetterConfig{Mode: middleware.PublishToDLQ, Publisher: dlPub, Telemetry: tr.Telemetry})
 	stack := []message.HandlerMiddleware{
-		middleware.Tracing(middleware.TracingConfig{Telemetry: tr.Telemetry}),
-		middleware.Ack(middleware.AckConfig{}),
+		kit.Must(middleware.Tracing(middleware.TracingConfig{Telemetry: tr.Telemetry})),
+		kit.Must(middleware.Ack(middleware.AckConfig{})),
 		dead, delayed,
-		middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: sl.Sleep, Telemetry: tr.Telemetry}),
+		kit.Must(middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: sl.Sleep, Telemetry: tr.Telemetry})),
 	}
 	h := &kit.Handler{Failures: 100}
 	r := kit.Run(kit.NewMessage("x"), h.Func, stack...)

@@ -9,12 +9,14 @@ import (
 	"github.com/cenkalti/backoff/v4"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 // RetryAttempt is passed to RetryConfig.OnAttempt after a failed attempt.
 type RetryAttempt struct {
 	Msg *message.Message
-	// Attempt counts in-process attempts from 1.
+	// Attempt is the message's attempt that failed (ack.Attempt: counted
+	// across in-process retries, delay queues and redeliveries).
 	Attempt int
 	Err     error
 	// Next is the wait before the next attempt; -1 when none follows.
@@ -23,7 +25,8 @@ type RetryAttempt struct {
 
 // RetryConfig shapes Retry. Zero fields take the defaults shown.
 type RetryConfig struct {
-	// MaxAttempts counts the first try. Default: 3.
+	// MaxAttempts is how many times the handler runs in this process for
+	// one delivery, the first try included. Default: 3.
 	MaxAttempts int
 	// InitialInterval before the second attempt. Default: 100ms.
 	InitialInterval time.Duration
@@ -71,6 +74,19 @@ func (c *RetryConfig) setDefaults() {
 	}
 }
 
+// Validate reports every problem, each naming its field.
+func (c *RetryConfig) Validate() error {
+	f := configerr.For("middleware.RetryConfig")
+	f.Check(c.MaxAttempts < 1, "MaxAttempts", "must be positive")
+	f.Check(c.InitialInterval < 0, "InitialInterval", "must not be negative")
+	f.Check(c.Multiplier < 1, "Multiplier", "want at least 1")
+	f.Check(c.RandomizationFactor < 0 || c.RandomizationFactor > 1, "RandomizationFactor", "want 0-1")
+	f.Check(c.MaxInterval < c.InitialInterval, "MaxInterval", "must not be below InitialInterval")
+	f.Check(c.MaxElapsedTime < 0, "MaxElapsedTime", "must not be negative")
+	f.Check(c.MaxElapsedTime > 10*time.Minute, "MaxElapsedTime", "at most 10m: the delivery is held unacked meanwhile, and the broker closes the channel at consumer_timeout (30m by default)")
+	return f.Err()
+}
+
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)
 	defer t.Stop()
@@ -86,11 +102,17 @@ func sleep(ctx context.Context, d time.Duration) error {
 // (backoff/v4). Each attempt gets a fresh message context derived from the
 // original one, so a timeout middleware inside cancels only its own attempt
 // (Watermill issue 467). ack.Permanent and ack.AsRequeue errors are not
-// retried. The last error is returned.
-func Retry(cfg RetryConfig) message.HandlerMiddleware {
+// retried. Each execution is an attempt of the message (ack.NextAttempt):
+// a handler retried twice sees ack.Attempt 1, 2, 3. The last error is
+// returned.
+func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
+			ack.Track(msg)
 			parent := msg.Context()
 			b := backoff.ExponentialBackOff{
 				InitialInterval: cfg.InitialInterval, RandomizationFactor: cfg.RandomizationFactor,
@@ -108,11 +130,11 @@ func Retry(cfg RetryConfig) message.HandlerMiddleware {
 					return out, nil
 				}
 				if ack.KindOf(err) != ack.Retryable || attempt >= cfg.MaxAttempts {
-					cfg.notify(msg, attempt, err, -1)
+					cfg.notify(msg, err, -1)
 					return nil, err
 				}
 				next := b.NextBackOff()
-				cfg.notify(msg, attempt, err, next)
+				cfg.notify(msg, err, next)
 				if next == backoff.Stop {
 					return nil, err
 				}
@@ -122,13 +144,14 @@ func Retry(cfg RetryConfig) message.HandlerMiddleware {
 				if cfg.Telemetry != nil {
 					cfg.Telemetry.countRetry(parent, "in-process")
 				}
+				ack.NextAttempt(msg)
 			}
 		}
-	}
+	}, nil
 }
 
-func (c *RetryConfig) notify(msg *message.Message, attempt int, err error, next time.Duration) {
+func (c *RetryConfig) notify(msg *message.Message, err error, next time.Duration) {
 	if c.OnAttempt != nil {
-		c.OnAttempt(RetryAttempt{Msg: msg, Attempt: attempt, Err: err, Next: next})
+		c.OnAttempt(RetryAttempt{Msg: msg, Attempt: ack.Attempt(msg), Err: err, Next: next})
 	}
 }

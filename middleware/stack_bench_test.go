@@ -27,8 +27,8 @@ func BenchmarkStackSuccess(b *testing.B) {
 	handler := func(*message.Message) ([]*message.Message, error) { return nil, nil }
 	stacked := message.HandlerFunc(handler)
 	for _, mw := range []message.HandlerMiddleware{
-		middleware.Retry(middleware.RetryConfig{}), delayed, dead,
-		middleware.Ack(middleware.AckConfig{}), middleware.Tracing(middleware.TracingConfig{Telemetry: tel}),
+		kit.Must(middleware.Retry(middleware.RetryConfig{})), delayed, dead,
+		kit.Must(middleware.Ack(middleware.AckConfig{})), kit.Must(middleware.Tracing(middleware.TracingConfig{Telemetry: tel})),
 	} {
 		stacked = mw(stacked)
 	}

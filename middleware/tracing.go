@@ -23,6 +23,16 @@ type TracingConfig struct {
 	AsParent bool
 }
 
+func (c *TracingConfig) setDefaults() {
+	if c.Telemetry == nil {
+		c.Telemetry = globalTelemetry()
+	}
+}
+
+// Validate reports every problem; every TracingConfig is valid today, and
+// it is here so that every middleware config is checked the same way.
+func (c *TracingConfig) Validate() error { return nil }
+
 // Tracing starts a consumer span "process <exchange>:<routing key>:<queue>"
 // (empty parts dropped, amq.default for the default exchange) for each
 // message, linked to (or, with AsParent, a child of) the W3C trace context
@@ -30,11 +40,12 @@ type TracingConfig struct {
 // convention attributes; the handler runs with the span in the message's
 // context. A failure sets the error status and error.type. It records
 // messaging.client.consumed.messages and messaging.process.duration.
-func Tracing(cfg TracingConfig) message.HandlerMiddleware {
-	tel := cfg.Telemetry
-	if tel == nil {
-		tel = globalTelemetry()
+func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
+	tel := cfg.Telemetry
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			info, ok := ack.InfoOf(msg)
@@ -84,7 +95,7 @@ func Tracing(cfg TracingConfig) message.HandlerMiddleware {
 			msg.SetContext(original)
 			return out, err
 		}
-	}
+	}, nil
 }
 
 // errorType is error.type: the Go type of the innermost error that has
@@ -127,14 +138,21 @@ type TracingPublisherConfig struct {
 // metadata (AMQP headers). A message republished for a retry or a
 // dead-letter keeps the trace context of its creation. It records
 // messaging.client.sent.messages and messaging.client.operation.duration.
-func NewTracingPublisher(pub message.Publisher, cfg TracingPublisherConfig) message.Publisher {
-	if cfg.Telemetry == nil {
-		cfg.Telemetry = globalTelemetry()
+func NewTracingPublisher(pub message.Publisher, cfg TracingPublisherConfig) (message.Publisher, error) {
+	if pub == nil {
+		return nil, &ConfigError{Field: "middleware.NewTracingPublisher.pub", Reason: "must not be nil"}
 	}
-	if cfg.Destination == nil {
-		cfg.Destination = func(topic string) (string, string) { return topic, "" }
+	cfg.setDefaults()
+	return &tracingPublisher{pub: pub, cfg: cfg}, nil
+}
+
+func (c *TracingPublisherConfig) setDefaults() {
+	if c.Telemetry == nil {
+		c.Telemetry = globalTelemetry()
 	}
-	return &tracingPublisher{pub: pub, cfg: cfg}
+	if c.Destination == nil {
+		c.Destination = func(topic string) (string, string) { return topic, "" }
+	}
 }
 
 type tracingPublisher struct {

@@ -1,6 +1,10 @@
 package router
 
-import "errors"
+import (
+	"errors"
+
+	"github.com/warrenmq/warren/internal/configerr"
+)
 
 var (
 	// ErrInvalidRoute: a route failed validation.
@@ -10,8 +14,9 @@ var (
 	ErrDeadLetterMissing = errors.New("router: dead-letter target missing")
 	// ErrRunning: routes are added before Run.
 	ErrRunning = errors.New("router: already running")
-	// ErrInvalidConfig: New was given a nil connection or a bad Config.
-	ErrInvalidConfig = errors.New("router: invalid configuration")
+	// ErrInvalidConfig: New was given a nil connection or a bad Config. The
+	// same error as every other package's ErrInvalidConfig.
+	ErrInvalidConfig = configerr.ErrInvalidConfig
 	// ErrClosed: the router was closed.
 	ErrClosed = errors.New("router: closed")
 )

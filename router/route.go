@@ -187,13 +187,15 @@ func DelayQueues(workQueue string, levels []time.Duration, durable bool) []topol
 }
 
 // subscriberConfig is the route's subscriber.
-func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, ops topology.OpsConfig) warren.SubscriberConfig {
+func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent func(string, topology.ConsumerEvent), cfg Config) warren.SubscriberConfig {
 	return warren.SubscriberConfig{
-		Mapping:     warren.ExistingQueues{},
-		Marshaler:   r.Marshaler,
-		MaxInFlight: r.MaxInFlight,
-		Prefetch:    r.Prefetch,
-		OnPoison:    poison,
-		Ops:         ops,
+		Mapping:         warren.ExistingQueues{},
+		Marshaler:       r.Marshaler,
+		MaxInFlight:     r.MaxInFlight,
+		Prefetch:        r.Prefetch,
+		OnPoison:        poison,
+		OnConsumerEvent: onEvent,
+		CloseTimeout:    cfg.CloseTimeout,
+		Logger:          cfg.Logger,
 	}
 }

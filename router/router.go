@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
@@ -15,52 +14,81 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/topology"
 )
 
 // Config shapes a Router. The zero value is usable.
 type Config struct {
-	// CloseTimeout bounds Close: in-flight handlers get this long to finish
-	// and settle. Default: 30s.
+	// CloseTimeout bounds Close, and the drain when Run's ctx ends:
+	// in-flight handlers get this long to finish and settle with live
+	// contexts. Default: 30s.
 	CloseTimeout time.Duration
 	// Output configures the publisher of producing routes (Route.Produce).
-	// Default: warren.PublisherConfig{} (QueuePerTopic).
+	// Default: warren.PublisherConfig{} (QueuePerTopic). Its topology goes
+	// into the connection's registry, so publishing to a route's own queue
+	// uses that route's declaration.
 	Output warren.PublisherConfig
 	// Telemetry for tracing and metrics. Default: the otel globals.
 	Telemetry *middleware.Telemetry
-	// KeepConnection leaves the connection open on Close. Default: Close
-	// closes it last.
-	KeepConnection bool
-	// OnRestoreError is told of every entity that could not be restored.
-	OnRestoreError func(*topology.RestoreError)
-	// Logger. Default: silent.
+	// CloseConnection makes Close close the connection last. Default:
+	// false: the connection is the caller's, and Close leaves it open.
+	CloseConnection bool
+	// OnRestore is told of every restore run of the connection's registry
+	// (what was restored, what failed). It must not block.
+	OnRestore func(topology.RestoreReport)
+	// OnConsumerEvent is told whenever a route's consumer is interrupted,
+	// waits for its queue, or consumes again. It must not block.
+	OnConsumerEvent func(route string, e topology.ConsumerEvent)
+	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }
 
+func (c *Config) setDefaults(cn *conn.Conn) {
+	if c.CloseTimeout == 0 {
+		c.CloseTimeout = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = cn.Logger()
+	}
+	if c.Output.Logger == nil {
+		c.Output.Logger = c.Logger
+	}
+}
+
+// Validate reports every problem, each naming its field.
+func (c *Config) Validate() error {
+	f := configerr.For("router.Config")
+	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
+	// Output is validated by warren.NewPublisher when New makes it.
+	return f.Err()
+}
+
 // Router is a whole service declared in one place: routes become topology
-// in the registry (restored after every reconnect), a subscriber each, and
-// the standard middleware stack on a Watermill message.Router, which stays
-// reachable through Watermill() for any other middleware or plugin.
+// in the connection's one registry (restored after every reconnect), a
+// subscriber each, and the standard middleware stack on a Watermill
+// message.Router, which stays reachable through Watermill() for any other
+// middleware or plugin.
 type Router struct {
 	conn *conn.Conn
 	cfg  Config
 	wm   *message.Router
 	ops  *topology.Ops
+	reg  *topology.Registry
 
 	retryPub *warren.Publisher
 	outPub   *warren.Publisher
 	output   message.Publisher
+	hookName string
 
-	mu      sync.Mutex
-	routes  []*activeRoute
-	running bool
-	closed  bool
-	runDone chan struct{}
-	runErr  error
-
-	restoreMu  sync.Mutex
-	restoreErr error
+	mu       sync.Mutex
+	routes   []*activeRoute
+	running  bool
+	closed   bool
+	started  chan struct{} // closed once Run started every route, or failed
+	startErr error
+	runDone  chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -71,52 +99,40 @@ type activeRoute struct {
 	sub *warren.Subscriber
 }
 
-// New makes a Router on c (opened or not; Run waits for it).
+// New makes a Router on c (opened or not; Run waits for it). The connection
+// stays the caller's unless Config.CloseConnection.
 func New(c *conn.Conn, cfg Config) (*Router, error) {
 	if c == nil {
-		return nil, fmt.Errorf("%w: nil connection", ErrInvalidConfig)
+		return nil, &configerr.Error{Field: "router.New.conn", Reason: "must not be nil"}
 	}
-	if cfg.CloseTimeout == 0 {
-		cfg.CloseTimeout = 30 * time.Second
-	}
-	if cfg.CloseTimeout < 0 {
-		return nil, fmt.Errorf("%w: Config.CloseTimeout must not be negative", ErrInvalidConfig)
-	}
-	if cfg.Logger == nil {
-		cfg.Logger = slog.New(slog.DiscardHandler)
+	cfg.setDefaults(c)
+	if err := cfg.Validate(); err != nil {
+		return nil, err
 	}
 	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, watermill.NewSlogLogger(cfg.Logger))
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{conn: c, cfg: cfg, wm: wm, runDone: make(chan struct{})}
-	// Runs before the registry's own hook on every new connection: restore
-	// errors are those of the latest restore only.
-	c.AddRestoreHook(fmt.Sprintf("router:%p", r), func(context.Context) error {
-		r.restoreMu.Lock()
-		r.restoreErr = nil
-		r.restoreMu.Unlock()
-		return nil
-	})
-	r.ops, err = topology.NewOps(c, topology.OpsConfig{Logger: cfg.Logger, OnRestoreError: r.onRestoreError})
-	if err != nil {
+	r := &Router{conn: c, cfg: cfg, wm: wm, started: make(chan struct{}), runDone: make(chan struct{})}
+	if r.ops, err = topology.NewOps(c, topology.OpsConfig{Logger: cfg.Logger}); err != nil {
 		return nil, err
+	}
+	r.reg = r.ops.Registry()
+	if cfg.OnRestore != nil {
+		r.hookName = fmt.Sprintf("router:%p", r)
+		r.reg.OnRestore(r.hookName, cfg.OnRestore)
 	}
 	if r.retryPub, err = warren.NewPublisher(c, warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	outCfg := cfg.Output
-	if outCfg.Logger == nil {
-		outCfg.Logger = cfg.Logger
-	}
-	if r.outPub, err = warren.NewPublisher(c, outCfg); err != nil {
+	if r.outPub, err = warren.NewPublisher(c, cfg.Output); err != nil {
 		return nil, err
 	}
-	mapping := outCfg.Mapping
+	mapping := cfg.Output.Mapping
 	if mapping == nil {
 		mapping = warren.QueuePerTopic{}
 	}
-	r.output = middleware.NewTracingPublisher(r.outPub, middleware.TracingPublisherConfig{
+	r.output, err = middleware.NewTracingPublisher(r.outPub, middleware.TracingPublisherConfig{
 		Telemetry: cfg.Telemetry,
 		Destination: func(topic string) (string, string) {
 			rt, err := mapping.Route(topic)
@@ -126,24 +142,17 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 			return rt.Exchange, rt.RoutingKey
 		},
 	})
-	return r, nil
-}
-
-func (r *Router) onRestoreError(e *topology.RestoreError) {
-	r.restoreMu.Lock()
-	r.restoreErr = errors.Join(r.restoreErr, e)
-	r.restoreMu.Unlock()
-	if r.cfg.OnRestoreError != nil {
-		r.cfg.OnRestoreError(e)
+	if err != nil {
+		return nil, err
 	}
+	return r, nil
 }
 
 // Watermill is the underlying Watermill router: add any Watermill
 // middleware, plugin or decorator to it before Run.
 func (r *Router) Watermill() *message.Router { return r.wm }
 
-// Ops is the router's topology operations (its registry holds every
-// route's topology).
+// Ops is the router's topology operations on the connection's registry.
 func (r *Router) Ops() *topology.Ops { return r.ops }
 
 // Publisher is the router's output publisher (traced), for publishing
@@ -175,7 +184,10 @@ func (r *Router) AddRoute(rt Route) error {
 
 // Run declares every route's topology (recorded for restore), checks that
 // every dead-letter target exists, starts a subscriber per route with its
-// middleware stack, and runs the Watermill router until ctx ends or Close.
+// middleware stack, and runs the Watermill router. It returns the error
+// that stopped it from starting (also given to WaitRunning), or nil once
+// the router stopped: by Close, or because ctx ended, after which Run
+// drains like Close (bounded by CloseTimeout) before it returns.
 func (r *Router) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -189,13 +201,46 @@ func (r *Router) Run(ctx context.Context) error {
 	r.running = true
 	routes := append([]*activeRoute(nil), r.routes...)
 	r.mu.Unlock()
-	err := r.start(ctx, routes)
-	if err == nil {
-		err = r.wm.Run(ctx)
+	defer close(r.runDone)
+	if err := r.start(ctx, routes); err != nil {
+		r.startErr = fmt.Errorf("router: start: %w", err)
+		close(r.started)
+		return r.startErr
 	}
-	r.runErr = err
-	close(r.runDone)
-	return err
+	wmErr := make(chan error, 1)
+	go func() { wmErr <- r.wm.Run(context.WithoutCancel(ctx)) }()
+	select {
+	case <-r.wm.Running():
+		close(r.started)
+	case err := <-wmErr:
+		r.startErr = fmt.Errorf("router: start: %w", err)
+		close(r.started)
+		return r.startErr
+	}
+	select {
+	case <-ctx.Done():
+		// Drain like Close: the caller's ctx is over, the drain has its own
+		// budget.
+		closeCtx, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
+		defer cancel()
+		err := r.Close(closeCtx)
+		<-wmErr
+		return err
+	case err := <-wmErr:
+		return err
+	}
+}
+
+// WaitRunning blocks until Run has started every route (nil), Run failed
+// to start (its error), or ctx ends (ctx.Err()): a start-up that fails
+// never leaves a waiter hanging.
+func (r *Router) WaitRunning(ctx context.Context) error {
+	select {
+	case <-r.started:
+		return r.startErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
@@ -256,7 +301,12 @@ func (r *Router) wire(rt *activeRoute) error {
 	if err != nil {
 		return err
 	}
-	sub, err := warren.NewSubscriber(r.conn, rt.subscriberConfig(poison, topology.OpsConfig{Logger: r.cfg.Logger, OnRestoreError: r.onRestoreError}))
+	var onEvent func(string, topology.ConsumerEvent)
+	if h := r.cfg.OnConsumerEvent; h != nil {
+		name := rt.Name
+		onEvent = func(_ string, e topology.ConsumerEvent) { h(name, e) }
+	}
+	sub, err := warren.NewSubscriber(r.conn, rt.subscriberConfig(poison, onEvent, r.cfg))
 	if err != nil {
 		return err
 	}
@@ -280,11 +330,22 @@ func (r *Router) wire(rt *activeRoute) error {
 // tracing, ack, dead-letter, delayed retry, retry, timeout, the route's own.
 func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.HandlerFunc, func(*warren.PoisonError) error, error) {
 	var mws []message.HandlerMiddleware
+	add := func(mw message.HandlerMiddleware, err error) error {
+		if err != nil {
+			return fmt.Errorf("router: route %q: %w", rt.Name, err)
+		}
+		mws = append(mws, mw)
+		return nil
+	}
 	mws = append(mws, wmw.Recoverer)
 	if !rt.Tracing.Disabled {
-		mws = append(mws, middleware.Tracing(middleware.TracingConfig{Telemetry: r.cfg.Telemetry, AsParent: rt.Tracing.AsParent}))
+		if err := add(middleware.Tracing(middleware.TracingConfig{Telemetry: r.cfg.Telemetry, AsParent: rt.Tracing.AsParent})); err != nil {
+			return nil, nil, err
+		}
 	}
-	mws = append(mws, middleware.Ack(middleware.AckConfig{}))
+	if err := add(middleware.Ack(middleware.AckConfig{})); err != nil {
+		return nil, nil, err
+	}
 	var poison func(*warren.PoisonError) error
 	if !rt.DeadLetter.Disabled {
 		dlq := rt.DeadLetter.Queue
@@ -293,11 +354,9 @@ func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.Handl
 			Topic:        func(*message.Message) string { return dlq },
 			OnDeadLetter: rt.DeadLetter.OnDeadLetter, Telemetry: r.cfg.Telemetry,
 		}
-		dl, err := middleware.DeadLetter(dlCfg)
-		if err != nil {
+		if err := add(middleware.DeadLetter(dlCfg)); err != nil {
 			return nil, nil, err
 		}
-		mws = append(mws, dl)
 		poisonDL, err := middleware.DeadLetterPoison(dlCfg)
 		if err != nil {
 			return nil, nil, err
@@ -311,20 +370,20 @@ func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.Handl
 		}
 	}
 	if !rt.DelayedRetry.Disabled {
-		dr, err := middleware.DelayedRetry(middleware.DelayedRetryConfig{
+		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{
 			Publisher: r.retryPub, Levels: rt.DelayedRetry.Levels, Queue: rt.Queue.Name, Telemetry: r.cfg.Telemetry,
-		})
-		if err != nil {
+		})); err != nil {
 			return nil, nil, err
 		}
-		mws = append(mws, dr)
 	}
 	if !rt.Retry.Disabled {
 		cfg := rt.Retry.RetryConfig
 		if cfg.Telemetry == nil {
 			cfg.Telemetry = r.cfg.Telemetry
 		}
-		mws = append(mws, middleware.Retry(cfg))
+		if err := add(middleware.Retry(cfg)); err != nil {
+			return nil, nil, err
+		}
 	}
 	mws = append(mws, wmw.Timeout(rt.Timeout))
 	mws = append(mws, rt.Middleware...)
@@ -341,15 +400,18 @@ type keepOpen struct{ message.Publisher }
 
 func (keepOpen) Close() error { return nil }
 
-// Close stops taking deliveries, lets in-flight handlers finish and settle
-// (bounded by ctx and CloseTimeout), then closes the subscribers, the
-// Watermill router, the publishers and (unless KeepConnection) the
-// connection, in that order: no "publisher closed" errors for handlers
-// still running and no redelivery of finished work (Watermill issue 446).
+// Close shuts the router down like http.Server.Shutdown: every route stops
+// taking deliveries at once; handlers in flight finish and settle with live
+// message contexts until ctx (or CloseTimeout) ends, and only then are their
+// contexts cancelled and what is still unsettled given back to the broker.
+// Then the Watermill router, the publishers and (with CloseConnection) the
+// connection close, in that order: no "publisher closed" errors for
+// handlers still running and no redelivery of finished work (Watermill
+// issue 446). It returns what went wrong, naming anything still running.
 // Idempotent.
 func (r *Router) Close(ctx context.Context) error {
 	r.closeOnce.Do(func() {
-		ctx, cancel := context.WithTimeout(ctx, r.cfg.CloseTimeout+5*time.Second)
+		ctx, cancel := context.WithTimeout(ctx, r.cfg.CloseTimeout)
 		defer cancel()
 		r.mu.Lock()
 		r.closed = true
@@ -366,22 +428,23 @@ func (r *Router) Close(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if err := rt.sub.Close(); err != nil {
+				if err := rt.sub.Shutdown(ctx); err != nil {
 					emu.Lock()
-					errs = append(errs, err)
+					errs = append(errs, fmt.Errorf("router: route %q: %w", rt.Name, err))
 					emu.Unlock()
 				}
 			}()
 		}
 		wg.Wait()
+		// The handlers are done (or abandoned): Watermill's own wait is
+		// short now.
 		if err := r.wm.Close(); err != nil {
 			errs = append(errs, err)
 		}
 		if running {
 			select {
-			case <-r.runDone:
+			case <-r.started:
 			case <-ctx.Done():
-				errs = append(errs, fmt.Errorf("router: Run did not return: %w", ctx.Err()))
 			}
 		}
 		for _, p := range []*warren.Publisher{r.retryPub, r.outPub} {
@@ -392,7 +455,10 @@ func (r *Router) Close(ctx context.Context) error {
 		if err := r.ops.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		if !r.cfg.KeepConnection {
+		if r.hookName != "" {
+			r.reg.RemoveOnRestore(r.hookName)
+		}
+		if r.cfg.CloseConnection {
 			if err := r.conn.Close(ctx); err != nil {
 				errs = append(errs, err)
 			}
@@ -400,53 +466,4 @@ func (r *Router) Close(ctx context.Context) error {
 		r.closeErr = errors.Join(errs...)
 	})
 	return r.closeErr
-}
-
-// Health is what a readiness probe wants to know.
-type Health struct {
-	Connected bool `json:"connected"`
-	// TopologyRestored is false when an entity failed to restore after the
-	// latest (re)connect.
-	TopologyRestored bool `json:"topology_restored"`
-	// Routes maps each route to whether it is consuming.
-	Routes map[string]bool `json:"routes"`
-	Error  string          `json:"error,omitempty"`
-}
-
-// Ready reports whether every part is healthy.
-func (h Health) Ready() bool {
-	if !h.Connected || !h.TopologyRestored {
-		return false
-	}
-	for _, ok := range h.Routes {
-		if !ok {
-			return false
-		}
-	}
-	return true
-}
-
-// Health reports the connection, the latest restore and every route.
-func (r *Router) Health() Health {
-	h := Health{Connected: r.conn.State() == conn.StateConnected, TopologyRestored: true, Routes: map[string]bool{}}
-	r.restoreMu.Lock()
-	if r.restoreErr != nil {
-		h.TopologyRestored = false
-		h.Error = r.restoreErr.Error()
-	}
-	r.restoreMu.Unlock()
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	var down []string
-	for _, rt := range r.routes {
-		ok := rt.sub != nil && rt.sub.Consuming()
-		h.Routes[rt.Name] = ok
-		if !ok {
-			down = append(down, rt.Name)
-		}
-	}
-	if len(down) > 0 && h.Error == "" {
-		h.Error = "not consuming: " + strings.Join(down, ", ")
-	}
-	return h
 }

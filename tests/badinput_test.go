@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
@@ -39,6 +40,12 @@ func TestBadInputs(t *testing.T) {
 	closedRouter, _ := router.New(unopened(), router.Config{})
 	_ = closedRouter.Close(ctx)
 	h := func(*message.Message) error { return nil }
+	// Open (never connected) ones: the call must fail before it waits for a
+	// connection.
+	openPub, _ := warren.NewPublisher(unopened(), warren.PublisherConfig{})
+	defer openPub.Close()
+	openSub, _ := warren.NewSubscriber(unopened(), warren.SubscriberConfig{})
+	defer openSub.Close()
 	long := strings.Repeat("q", 300)
 	second := func(_ any, err error) error { return err }
 
@@ -60,8 +67,8 @@ func TestBadInputs(t *testing.T) {
 		{"Refresh before Open", func() error { return unopened().Refresh(ctx) }, conn.ErrNotOpen},
 		{"Open after Close", func() error { return closed.Open(ctx) }, conn.ErrClosed},
 		{"NewChannel after Close", func() error { return second(closed.NewChannel(ctx)) }, conn.ErrClosed},
-		{"topology.NewOps nil conn", func() error { return second(topology.NewOps(nil, topology.OpsConfig{})) }, topology.ErrInvalidSpec},
-		{"topology.NewOps negative timeout", func() error { return second(topology.NewOps(unopened(), topology.OpsConfig{Timeout: -1})) }, topology.ErrInvalidSpec},
+		{"topology.NewOps nil conn", func() error { return second(topology.NewOps(nil, topology.OpsConfig{})) }, topology.ErrInvalidConfig},
+		{"topology.NewOps negative timeout", func() error { return second(topology.NewOps(unopened(), topology.OpsConfig{Timeout: -1})) }, topology.ErrInvalidConfig},
 		{"declare exchange of unknown type", func() error { return ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: "x", Type: "fancy"}) }, topology.ErrInvalidSpec},
 		{"declare the default exchange", func() error { return ops.DeclareExchange(ctx, topology.DefaultExchange()) }, topology.ErrReadOnly},
 		{"delete amq.direct", func() error { return ops.DeleteExchange(ctx, "amq.direct", topology.DeleteOptions{}) }, topology.ErrReadOnly},
@@ -92,7 +99,27 @@ func TestBadInputs(t *testing.T) {
 			m := message.NewMessage("1", nil)
 			m.Metadata.Set(warren.MetaPriority, "urgent")
 			return second(warren.DefaultMarshaler{}.Marshal("t", m))
+		}, warren.ErrInvalidMessage},
+		{"Publish a nil message", func() error { return openPub.Publish("t", message.NewMessage("1", nil), nil) }, warren.ErrInvalidMessage},
+		{"Publish to an empty topic", func() error { return openPub.Publish("", message.NewMessage("1", nil)) }, warren.ErrInvalidTopic},
+		{"Publish to a 300-byte topic", func() error { return openPub.Publish(long, message.NewMessage("1", nil)) }, warren.ErrInvalidTopic},
+		{"Subscribe to an empty topic", func() error { return second(openSub.Subscribe(ctx, "")) }, warren.ErrInvalidTopic},
+		{"SubscribeInitialize an empty topic", func() error { return openSub.SubscribeInitialize("") }, warren.ErrInvalidTopic},
+		{"Subscriber redelivery cap over 10m", func() error {
+			return second(warren.NewSubscriber(unopened(), warren.SubscriberConfig{Redelivery: warren.RedeliveryConfig{MaxInterval: time.Hour}}))
 		}, warren.ErrInvalidConfig},
+		{"Retry with negative MaxAttempts", func() error { return second(middleware.Retry(middleware.RetryConfig{MaxAttempts: -1})) }, middleware.ErrInvalidConfig},
+		{"Retry past consumer_timeout", func() error {
+			return second(middleware.Retry(middleware.RetryConfig{MaxElapsedTime: time.Hour}))
+		}, middleware.ErrInvalidConfig},
+		{"Ack acking failures", func() error { return second(middleware.Ack(middleware.AckConfig{OnError: ack.Ack})) }, middleware.ErrInvalidConfig},
+		{"tracing publisher of nil", func() error {
+			return second(middleware.NewTracingPublisher(nil, middleware.TracingPublisherConfig{}))
+		}, middleware.ErrInvalidConfig},
+		{"router negative CloseTimeout", func() error { return second(router.New(unopened(), router.Config{CloseTimeout: -1})) }, router.ErrInvalidConfig},
+		{"router bad output publisher", func() error {
+			return second(router.New(unopened(), router.Config{Output: warren.PublisherConfig{PublishTimeout: -1}}))
+		}, conn.ErrInvalidConfig},
 		{"DelayedRetry without publisher", func() error { return second(middleware.DelayedRetry(middleware.DelayedRetryConfig{})) }, middleware.ErrInvalidConfig},
 		{"DelayedRetry with a zero level", func() error {
 			return second(middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: closedPub, Levels: []time.Duration{0}}))
@@ -102,7 +129,7 @@ func TestBadInputs(t *testing.T) {
 		}, middleware.ErrInvalidConfig},
 		{"router.New nil conn", func() error { return second(router.New(nil, router.Config{})) }, router.ErrInvalidConfig},
 		{"route without a name", func() error {
-			r, _ := router.New(unopened(), router.Config{KeepConnection: true})
+			r, _ := router.New(unopened(), router.Config{})
 			return r.AddRoute(router.Route{Queue: topology.QueueSpec{Name: "q"}, Handler: h})
 		}, router.ErrInvalidRoute},
 		{"AddRoute after Close", func() error {

@@ -25,10 +25,10 @@ func TestExamples(t *testing.T) {
 		t.Fatalf("go build ./examples/...: %v\n%s", err, out)
 	}
 	want := map[string][]string{
-		"quickstart":      {"consumed \"hello, warren\"", "succeeds on call 3", "dead-lettered to quickstart.orders.dlq", "reconnecting -> connected", "done"},
-		"worker":          {"dead-lettered job-3 after 3 attempts", "finished 4 jobs"},
+		"quickstart":      {"consumed \"hello, warren\"", "succeeds on call 3 (attempt 3", "dead-lettered to quickstart.orders.dlq", "reconnecting -> connected", "done"},
+		"worker":          {"job-3 fails (attempt 6)", "dead-lettered job-3 after 6 attempts", "finished 4 jobs"},
 		"tracing":         {"\"Name\":\"send amq.default:example.tracing\"", "\"Name\":\"process amq.default:example.tracing:example.tracing\""},
-		"plain-watermill": {"plain Watermill router: 3 messages through warren"},
+		"plain-watermill": {"flaky: attempt 2", "flaky: handled on attempt 4; it never spun", "plain Watermill router: 3 messages through warren"},
 		"reconnect":       {"connected -> reconnecting", "reconnecting -> connected", "closing -> closed"},
 		"cluster":         {"connecting -> connecting (attempt 1)", "connected to amqp://127.0.0.1:5672/"},
 	}

@@ -102,7 +102,7 @@ func TestTLS(t *testing.T) {
 		if err == nil {
 			ch, cerr := c.Channel(ctx)
 			if cerr == nil {
-				_, cerr = ch.QueueDeclare("", false, true, true, false, nil)
+				_, cerr = ch.QueueDeclare(ctx, "", false, true, true, false, nil)
 			}
 			err = cerr
 		}

@@ -4,51 +4,99 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"sync"
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
 )
 
-// Consumer is a running consumer started by Ops.Consume. Its handler keeps
-// receiving across reconnects (restored with the registry, after the
-// topology) and across server-side cancels (queue failover, a quorum leader
-// moving), which are noticed and resubscribed instead of silently ending
-// the consumer (PITFALLS 12). It ends on StopConsume, when its queue is
-// deleted, or, for a consumer declared with NoRestore, when the connection is
-// lost.
+// ConsumerEventKind says what happened to a consumer.
+type ConsumerEventKind int
+
+const (
+	// ConsumerInterrupted: the consumer stopped receiving: the broker
+	// cancelled it (its queue deleted, a quorum leader moving), its channel
+	// was closed, or its connection was lost. It is coming back.
+	ConsumerInterrupted ConsumerEventKind = iota + 1
+	// ConsumerWaiting: an attempt to consume again failed (Err says why;
+	// a queue warren did not declare and that does not exist yet, say); it
+	// tries again with backoff.
+	ConsumerWaiting
+	// ConsumerQueueRedeclared: its queue was gone and was declared again
+	// from the registered spec, with its registered bindings.
+	ConsumerQueueRedeclared
+	// ConsumerResumed: consuming again.
+	ConsumerResumed
+)
+
+var consumerEventNames = [...]string{"", "interrupted", "waiting", "queue-redeclared", "resumed"}
+
+func (k ConsumerEventKind) String() string {
+	if k > 0 && int(k) < len(consumerEventNames) {
+		return consumerEventNames[k]
+	}
+	return fmt.Sprintf("consumer-event(%d)", int(k))
+}
+
+// ConsumerEvent is one thing that happened to a consumer, for
+// ConsumerSpec.OnEvent.
+type ConsumerEvent struct {
+	Kind  ConsumerEventKind
+	Tag   string
+	Queue string
+	// Err is why it was interrupted or why an attempt failed.
+	Err error
+	// Attempt counts the attempts to consume again since the interruption.
+	Attempt int
+	// Gap is how long it has not been consuming (Resumed, Waiting).
+	Gap time.Duration
+}
+
+// restoreGrace is how long a consumer whose connection was lost waits, once
+// connected again, for the registry's restore to hand it a subscription
+// before it subscribes by itself (its restore failed: a queue not yet
+// recovered after a broker restart, say).
+const restoreGrace = time.Second
+
+// Consumer is a running consumer started by Ops.Consume. It ends only when
+// its owner ends it: Stop, DeleteQueue of its queue through Ops, Close of the
+// Ops that started it, Close of the connection, or, for a consumer started
+// with NoRestore, the loss of its connection. Whatever else happens to it
+// (the broker cancels it because its queue was deleted or a quorum leader
+// moved, its channel is closed by an error, its connection is lost) it comes
+// back by itself (PITFALLS 12): it declares its queue again from the
+// registered spec when the queue is gone, waits with backoff for a queue
+// warren did not declare, and resubscribes. Consuming reports the gaps and
+// ConsumerSpec.OnEvent is told of each.
 type Consumer struct {
 	ops     *Ops
+	reg     *Registry
 	spec    ConsumerSpec
 	restore bool
+	log     *slog.Logger
 
 	handlerCtx context.Context
 	cancel     context.CancelFunc
-	subs       chan subscription // new subscriptions from restore
+	stopCtx    context.Context // ends when Stop begins
+	stopCancel context.CancelFunc
+	handoff    chan *subscription // from the restore run
 	stopCh     chan struct{}
 	done       chan struct{}
 
-	// subMu serialises subscribing, so the restore hook and the consumer's
-	// own recovery never both subscribe on one connection; lastGen is the
-	// connection generation of the latest subscription.
-	subMu   sync.Mutex
-	lastGen uint64
+	// subMu serialises subscribing, so the restore run and the consumer's
+	// own recovery never both subscribe.
+	subMu sync.Mutex
 
-	mu        sync.Mutex
-	cur       subscription
-	stopped   bool
-	queueGone bool
-	drain     func(context.Context)
-	err       error
-}
-
-type subscription struct {
-	ch      *conn.Channel
-	msgs    <-chan amqp.Delivery
-	cancels <-chan string
+	mu       sync.Mutex
+	cur      *subscription // owned: whoever takes it releases it
+	live     bool
+	stopped  bool
+	deleting bool
+	drain    func(context.Context)
+	err      error
 }
 
 // Tag is the consumer tag (generated when the spec had none).
@@ -65,9 +113,21 @@ func (c *Consumer) Err() error {
 	return c.err
 }
 
-// Consume starts a consumer. Its Tag stays the same across reconnects. With
-// restore (the default) it is recorded and resubscribed after every
-// reconnect; with NoRestore it ends when the connection is lost.
+// Consuming reports whether the consumer has a live subscription now
+// (false while it comes back from an interruption, and once it ended).
+func (c *Consumer) Consuming() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.live && !c.stopped
+}
+
+// Consume starts a consumer (validated first). Its Tag stays the same across
+// reconnects and interruptions. The queue must exist (ErrNotFound
+// otherwise); a queue warren declared is declared again when it went
+// missing. With restore (the default) the consumer is recorded and
+// resubscribed after every reconnect; with NoRestore it ends when the
+// connection is lost. A tag in use by another consumer of the connection is
+// refused with ErrConflict.
 func (o *Ops) Consume(ctx context.Context, s ConsumerSpec, opts ...Option) (*Consumer, error) {
 	if err := s.Validate(); err != nil {
 		return nil, err
@@ -77,31 +137,58 @@ func (o *Ops) Consume(ctx context.Context, s ConsumerSpec, opts ...Option) (*Con
 	}
 	op := collect(opts)
 	hctx, cancel := context.WithCancel(context.Background())
+	sctx, scancel := context.WithCancel(context.Background())
 	c := &Consumer{
-		ops: o, spec: s, restore: !op.noRestore,
-		handlerCtx: hctx, cancel: cancel,
-		subs: make(chan subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
+		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
+		handlerCtx: hctx, cancel: cancel, stopCtx: sctx, stopCancel: scancel,
+		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
+	}
+	fail := func(err error) (*Consumer, error) {
+		cancel()
+		scancel()
+		return nil, err
+	}
+	if cur, ok := o.reg.consumerWithTag(s.Tag); ok && cur != c {
+		return fail(&ConflictError{Entity: s.label(), Field: "Tag", Registered: fmt.Sprintf("%q (another consumer)", s.Tag), Requested: fmt.Sprintf("%q", s.Tag)})
+	}
+	ctx, cancelOp := o.bounded(ctx)
+	defer cancelOp()
+	if _, err := c.ensureQueue(ctx, false); err != nil {
+		return fail(err)
 	}
 	sub, err := c.subscribe(ctx)
 	if err != nil {
-		cancel()
-		return nil, err
+		return fail(err)
 	}
-	c.lastGen = sub.ch.Generation()
-	if c.restore {
-		o.reg.putConsumer(c)
+	c.cur, c.live = sub, true
+	if c.restore && !o.reg.putConsumer(c) {
+		c.releaseCurrent()
+		return fail(&ConflictError{Entity: s.label(), Field: "Tag", Registered: fmt.Sprintf("%q (another consumer)", s.Tag), Requested: fmt.Sprintf("%q", s.Tag)})
 	}
-	o.activeMu.Lock()
-	o.active[c] = struct{}{}
-	o.activeMu.Unlock()
-	// Set before the goroutine starts: a Stop right after Consume must find
-	// the channel to close (or it leaks with its prefetched deliveries).
-	c.cur = sub
-	go c.run(sub)
+	o.mu.Lock()
+	if o.closed {
+		o.mu.Unlock()
+		c.releaseCurrent()
+		o.reg.forgetConsumer(c)
+		return fail(&OperationError{Op: "consume", Entity: s.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
+	}
+	o.consumers[c] = struct{}{}
+	o.mu.Unlock()
+	if !o.group.Go("consumer "+s.Tag, func() { c.run(sub) }) {
+		c.releaseCurrent()
+		o.reg.forgetConsumer(c)
+		return fail(&OperationError{Op: "consume", Entity: s.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
+	}
 	return c, nil
 }
 
-// StopConsume stops the consumer with this tag (see Consumer.Stop).
+func (r *Registry) consumerWithTag(tag string) (*Consumer, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.consumers.get(tag)
+}
+
+// StopConsume stops c (see Consumer.Stop).
 func (o *Ops) StopConsume(ctx context.Context, c *Consumer) error {
 	if c == nil {
 		return &OperationError{Op: "stop", Entity: "consumer", Reason: "nil consumer", Err: ErrInvalidSpec}
@@ -109,16 +196,17 @@ func (o *Ops) StopConsume(ctx context.Context, c *Consumer) error {
 	return c.stop(ctx)
 }
 
-// Stop cancels the subscription, lets the handler finish the delivery in
-// hand (until ctx ends; then its ctx is cancelled), closes the consumer's
-// channel (rmqaio's stop_consume leaked it) and forgets the consumer.
-// Idempotent.
+// Stop cancels the subscription (no new deliveries), lets the handler
+// finish the delivery in hand (until ctx ends; then its ctx is cancelled),
+// requeues what the broker had already sent but the handler never got,
+// releases the consumer's channel (rmqaio's stop_consume leaked it) and
+// forgets the consumer. Idempotent.
 func (c *Consumer) Stop(ctx context.Context) error { return c.stop(ctx) }
 
 // StopWith is Stop with drain called after the consumer stopped taking
-// deliveries and before its channel closes: a caller that hands deliveries
-// to workers waits for them there, so their settlements still reach the
-// channel the deliveries came on.
+// deliveries and before its channel is released: a caller that hands
+// deliveries to workers waits for them there, so their settlements still
+// reach the channel the deliveries came on.
 func (c *Consumer) StopWith(ctx context.Context, drain func(context.Context)) error {
 	c.mu.Lock()
 	c.drain = drain
@@ -126,234 +214,244 @@ func (c *Consumer) StopWith(ctx context.Context, drain func(context.Context)) er
 	return c.stop(ctx)
 }
 
-func (c *Consumer) subscribe(ctx context.Context) (subscription, error) {
-	s := c.spec
-	var sub subscription
-	err := c.ops.doOwn(ctx, "consume", s.label(), func(ch *conn.Channel) error {
-		if s.PrefetchCount > 0 || s.PrefetchSize > 0 {
-			if err := ch.Qos(s.PrefetchCount, s.PrefetchSize, false); err != nil {
-				return err
-			}
+// ensureQueue makes sure the queue is there before a basic.consume on a
+// shared channel (a 404 there would close the channel of every consumer on
+// it). A registered queue declared on this connection is trusted unless
+// check; a missing registered queue is declared again from its spec.
+func (c *Consumer) ensureQueue(ctx context.Context, check bool) (redeclared bool, err error) {
+	q := c.spec.Queue
+	if !check {
+		if s, ok := c.reg.queueSpec(q); ok && !s.ReadOnly && c.reg.queueDeclaredNow(q) {
+			return false, nil
 		}
-		cancels := ch.NotifyCancel(make(chan string, 1))
-		msgs, err := ch.Consume(s.Queue, s.Tag, s.AutoAck, s.Exclusive, false, false, s.args())
-		if err != nil {
-			return err
-		}
-		sub = subscription{ch: ch, msgs: msgs, cancels: cancels}
-		return nil
-	})
-	return sub, err
+	}
+	_, err = c.reg.inspect(ctx, q)
+	if err == nil || !errors.Is(err, ErrNotFound) {
+		return false, err
+	}
+	c.reg.queueMissing(q)
+	ok, rerr := c.reg.redeclareQueue(ctx, q)
+	if !ok {
+		return false, err
+	}
+	return rerr == nil, rerr
 }
 
-// resubscribe is the consumer's part of a restore: subscribe on the new
+func (r *Registry) queueDeclaredNow(name string) bool {
+	gen := r.conn.Generation()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.queues.get(name)
+	return ok && gen != 0 && rec.gen == gen
+}
+
+func (c *Consumer) subscribe(ctx context.Context) (*subscription, error) {
+	sub, err := c.reg.hosts.subscribe(ctx, c.spec)
+	if err != nil {
+		return nil, channelError("consume", c.spec.label(), err)
+	}
+	return sub, nil
+}
+
+// resubscribe is the consumer's part of a restore run: subscribe on the new
 // connection (ctx is bound to it) and hand the subscription over.
 func (c *Consumer) resubscribe(ctx context.Context) error {
-	c.mu.Lock()
-	stopped := c.stopped
-	c.mu.Unlock()
-	if stopped {
+	if c.isStopped() {
 		return nil
 	}
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
+	if _, err := c.ensureQueue(ctx, false); err != nil {
+		return err
+	}
 	sub, err := c.subscribe(ctx)
 	if err != nil {
 		return err
 	}
-	c.lastGen = sub.ch.Generation()
 	select {
-	case old := <-c.subs: // an unclaimed older one: replace it
-		_ = old.ch.Close()
+	case old := <-c.handoff: // an unclaimed older one: replace it
+		c.reg.hosts.release(old.host, old.tag)
 	default:
 	}
-	c.subs <- sub
+	c.handoff <- sub
 	return nil
 }
 
-// restoreGrace is how long a consumer whose connection was lost waits, once
-// connected again, for the registry's restore to hand it a subscription
-// before it subscribes by itself (its restore failed: a queue not yet
-// recovered after a broker restart, say).
-const restoreGrace = time.Second
-
-// awaitRestore waits for a new subscription after the connection was lost:
-// from the restore hook, or, when that failed, by subscribing itself, with
-// backoff, for as long as the connection is up. ok is false when the
-// consumer should end (stopped, or the connection closed for good).
-func (c *Consumer) awaitRestore() (sub subscription, ok bool, err error) {
-	t := time.NewTimer(restoreGrace)
-	defer t.Stop()
-	wait := restoreGrace
-	for {
-		select {
-		case sub = <-c.subs:
-			return sub, true, nil
-		case <-c.stopCh:
-			return subscription{}, false, nil
-		case <-c.ops.conn.Done():
-			return subscription{}, false, conn.ErrClosed
-		case <-t.C:
-		}
-		if s, done := c.selfSubscribe(); done {
-			return s, true, nil
-		}
-		wait = min(wait*2, 30*time.Second)
-		t.Reset(wait)
-	}
-}
-
-// selfSubscribe subscribes on the current connection unless the restore
-// hook already did (then its subscription is waiting in c.subs).
-func (c *Consumer) selfSubscribe() (subscription, bool) {
-	gen := c.ops.conn.Generation()
-	if gen == 0 {
-		return subscription{}, false
-	}
-	c.subMu.Lock()
-	defer c.subMu.Unlock()
-	if c.lastGen == gen {
-		return subscription{}, false // restored: it is in c.subs
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.ops.cfg.Timeout)
-	defer cancel()
-	sub, err := c.subscribe(ctx)
-	if err != nil {
-		c.ops.cfg.Logger.Warn("topology: consumer not restored yet; retrying", "consumer", c.spec.Tag, "queue", c.spec.Queue, "err", err)
-		return subscription{}, false
-	}
-	c.lastGen = sub.ch.Generation()
-	c.ops.cfg.Logger.Info("topology: consumer resubscribed by itself after its restore failed", "consumer", c.spec.Tag, "queue", c.spec.Queue)
-	return sub, true
-}
-
-func (c *Consumer) run(sub subscription) {
+func (c *Consumer) run(sub *subscription) {
 	defer close(c.done)
 	defer c.cancel()
-	defer func() {
-		c.ops.activeMu.Lock()
-		delete(c.ops.active, c)
-		c.ops.activeMu.Unlock()
-	}()
+	defer c.stopCancel()
+	defer c.ops.forget(c)
 	for {
-		c.mu.Lock()
-		c.cur = sub
-		c.mu.Unlock()
 		c.dispatch(sub)
 		if c.isStopped() {
-			c.end(nil)
+			return // stop releases the subscription
+		}
+		cause, connLost := interruption(sub)
+		c.mu.Lock()
+		c.live = false
+		c.mu.Unlock()
+		c.releaseCurrent()
+		since := time.Now()
+		c.event(ConsumerEvent{Kind: ConsumerInterrupted, Err: cause})
+		if connLost && !c.restore {
+			c.end(fmt.Errorf("connection lost and the consumer is not restored: %w", cause))
 			return
 		}
-		// Wait for the channel to be fully closed, then tell a lost
-		// connection from a server-side cancel or channel error.
-		_ = sub.ch.Close()
-		if sub.ch.ConnectionLost() {
-			if !c.restore {
-				c.end(errors.New("connection lost and the consumer is not restored"))
-				return
-			}
-			next, ok, err := c.awaitRestore()
-			if !ok {
-				c.end(err)
-				return
-			}
-			sub = next
-			continue
-		}
-		next, err := c.resubscribeAfterCancel()
-		if err != nil {
+		next, err := c.recover(connLost, since)
+		if next == nil {
 			c.end(err)
 			return
 		}
+		c.mu.Lock()
+		if c.stopped {
+			c.mu.Unlock()
+			c.reg.hosts.release(next.host, next.tag)
+			return
+		}
+		c.cur, c.live = next, true
+		c.mu.Unlock()
+		c.event(ConsumerEvent{Kind: ConsumerResumed, Gap: time.Since(since)})
 		sub = next
 	}
 }
 
-type channelKey struct{}
-
-// DeliveryChannel returns the channel the delivery being handled came on,
-// from a Handler's ctx: settle only while it is open, since a delivery tag
-// means nothing on any other channel (PITFALLS 4).
-func DeliveryChannel(ctx context.Context) *conn.Channel {
-	ch, _ := ctx.Value(channelKey{}).(*conn.Channel)
-	return ch
+// interruption says why a subscription's deliveries ended while nobody
+// stopped it.
+func interruption(sub *subscription) (error, bool) {
+	ch := sub.host.ch
+	switch {
+	case ch.ConnectionLost():
+		if err := ch.Err(); err != nil {
+			return fmt.Errorf("connection lost: %w", err), true
+		}
+		return errors.New("connection lost"), true
+	case !ch.IsOpen():
+		<-ch.Done()
+		if err := ch.Err(); err != nil {
+			return fmt.Errorf("channel closed: %w", err), false
+		}
+		return errors.New("channel closed"), false
+	}
+	return errors.New("cancelled by the broker (queue deleted, or its leader moved)"), false
 }
 
-func (c *Consumer) dispatch(sub subscription) {
-	ctx := context.WithValue(c.handlerCtx, channelKey{}, sub.ch)
+func (c *Consumer) dispatch(sub *subscription) {
 	for {
 		select {
 		case d, ok := <-sub.msgs:
 			if !ok {
 				return
 			}
-			c.spec.Handler(ctx, d)
+			select {
+			case <-c.stopCh:
+				// Stopping: never hand out more; Stop requeues it.
+				c.requeue(sub, d.DeliveryTag, &d)
+				return
+			default:
+			}
+			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.host.ch})
 		case <-c.stopCh:
 			return
 		}
 	}
 }
 
-// resubscribeAfterCancel subscribes again after the broker cancelled the
-// consumer or closed its channel while the connection stayed up. A restore
-// may hand over a subscription first. A queue that is gone (404) ends the
-// consumer with that error.
-func (c *Consumer) resubscribeAfterCancel() (subscription, error) {
+// recover gets the consumer a new subscription after an interruption: from
+// the restore run after a reconnect, or by subscribing itself (declaring its
+// queue again if it was registered and is gone), with backoff, for as long
+// as it takes. nil when the consumer ends instead (stopped: nil error).
+func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error) {
 	b := backoff.NewExponentialBackOff()
 	b.InitialInterval = 50 * time.Millisecond
 	b.MaxInterval = 5 * time.Second
 	b.MaxElapsedTime = 0
 	b.Reset()
-	notFound := 0
-	for {
-		c.mu.Lock()
-		gone := c.queueGone
-		c.mu.Unlock()
-		if gone {
-			return subscription{}, fmt.Errorf("queue %q deleted", c.spec.Queue)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		go func() {
-			select {
-			case <-c.stopCh:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		c.subMu.Lock()
-		sub, err := c.subscribe(ctx)
-		if err == nil {
-			c.lastGen = sub.ch.Generation()
-		}
-		c.subMu.Unlock()
-		cancel()
-		if err == nil {
-			return sub, nil
-		}
-		if c.isStopped() {
-			return subscription{}, nil
-		}
-		// A queue being replaced (deleted and declared again, a failover)
-		// is missing for a moment; one missing for several tries is gone.
-		if errors.Is(err, ErrNotFound) {
-			if notFound++; notFound >= 5 {
-				return subscription{}, err
-			}
-		}
-		c.ops.cfg.Logger.Warn("topology: resubscribing consumer", "consumer", c.spec.Tag, "queue", c.spec.Queue, "err", err)
-		t := time.NewTimer(b.NextBackOff())
+	wait := time.Duration(0)
+	if connLost {
+		wait = restoreGrace
+	}
+	for attempt := 1; ; attempt++ {
+		t := time.NewTimer(wait)
 		select {
-		case <-t.C:
-		case sub := <-c.subs:
+		case s := <-c.handoff:
 			t.Stop()
-			return sub, nil
+			return s, nil
 		case <-c.stopCh:
 			t.Stop()
-			return subscription{}, nil
+			return nil, nil
 		case <-c.ops.conn.Done():
 			t.Stop()
-			return subscription{}, conn.ErrClosed
+			return nil, conn.ErrClosed
+		case <-t.C:
 		}
+		c.mu.Lock()
+		deleting := c.deleting
+		c.mu.Unlock()
+		if deleting {
+			// Its queue is being deleted through Ops: its owner is ending
+			// it; never declare the queue again meanwhile.
+			wait = b.NextBackOff()
+			continue
+		}
+		s, redeclared, err := c.selfSubscribe()
+		if redeclared {
+			c.event(ConsumerEvent{Kind: ConsumerQueueRedeclared, Attempt: attempt, Gap: time.Since(since)})
+		}
+		if s != nil {
+			return s, nil
+		}
+		if err != nil {
+			c.event(ConsumerEvent{Kind: ConsumerWaiting, Err: err, Attempt: attempt, Gap: time.Since(since)})
+		}
+		wait = b.NextBackOff()
+	}
+}
+
+// selfSubscribe subscribes on the current connection unless the restore run
+// already did (its subscription is then waiting in handoff). It returns
+// nothing while not connected: the restore run comes first.
+func (c *Consumer) selfSubscribe() (*subscription, bool, error) {
+	if c.ops.conn.Generation() == 0 {
+		return nil, false, nil
+	}
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	select {
+	case s := <-c.handoff:
+		return s, false, nil
+	default:
+	}
+	ctx, cancel := context.WithTimeout(c.stopCtx, c.ops.cfg.Timeout)
+	defer cancel()
+	redeclared, err := c.ensureQueue(ctx, true)
+	if err != nil {
+		return nil, redeclared, err
+	}
+	sub, err := c.subscribe(ctx)
+	return sub, redeclared, err
+}
+
+func (c *Consumer) event(e ConsumerEvent) {
+	e.Tag, e.Queue = c.spec.Tag, c.spec.Queue
+	args := []any{"consumer", e.Tag, "queue", e.Queue, "event", e.Kind.String(), "attempt", e.Attempt, "gap", e.Gap}
+	if e.Err != nil {
+		args = append(args, "err", e.Err)
+	}
+	if e.Kind == ConsumerResumed {
+		c.log.Info("topology: consumer resumed", args...)
+	} else {
+		c.log.Warn("topology: consumer not consuming", args...)
+	}
+	if c.spec.OnEvent != nil {
+		func() {
+			defer func() {
+				if p := recover(); p != nil {
+					c.log.Error("topology: consumer OnEvent panicked", "consumer", e.Tag, "panic", p)
+				}
+			}()
+			c.spec.OnEvent(e)
+		}()
 	}
 }
 
@@ -363,12 +461,43 @@ func (c *Consumer) isStopped() bool {
 	return c.stopped
 }
 
-func (c *Consumer) markQueueGone() {
+func (c *Consumer) markDeleting() {
 	c.mu.Lock()
-	c.queueGone = true
+	c.deleting = true
 	c.mu.Unlock()
 }
 
+func (c *Consumer) unmarkDeleting() {
+	c.mu.Lock()
+	c.deleting = false
+	c.mu.Unlock()
+}
+
+// releaseCurrent gives the current subscription's place back.
+func (c *Consumer) releaseCurrent() {
+	c.mu.Lock()
+	sub := c.cur
+	c.cur = nil
+	c.mu.Unlock()
+	if sub != nil {
+		c.reg.hosts.release(sub.host, sub.tag)
+	}
+}
+
+// requeue returns a delivery the handler never got to the queue, on a
+// channel other consumers may still use (so it is not requeued by the
+// channel closing).
+func (c *Consumer) requeue(sub *subscription, tag uint64, d interface{ Nack(bool, bool) error }) {
+	if c.spec.AutoAck || !sub.host.ch.IsOpen() {
+		return
+	}
+	if err := d.Nack(false, true); err != nil {
+		c.log.Debug("topology: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", tag, "err", err)
+	}
+}
+
+// end records why the consumer ended, forgets it and releases a handed-over
+// subscription nobody will use.
 func (c *Consumer) end(err error) {
 	c.mu.Lock()
 	if err == nil {
@@ -377,11 +506,15 @@ func (c *Consumer) end(err error) {
 		c.err = fmt.Errorf("%w: %w", ErrConsumerStopped, err)
 	}
 	c.mu.Unlock()
-	c.ops.reg.forgetConsumer(c)
+	c.reg.forgetConsumer(c)
+	c.dropHandoff()
+}
+
+func (c *Consumer) dropHandoff() {
 	for {
 		select {
-		case s := <-c.subs:
-			_ = s.ch.Close()
+		case s := <-c.handoff:
+			c.reg.hosts.release(s.host, s.tag)
 		default:
 			return
 		}
@@ -403,20 +536,16 @@ func (c *Consumer) stop(ctx context.Context) error {
 	sub := c.cur
 	drain := c.drain
 	c.mu.Unlock()
-	// Stop new deliveries first; the delivery in hand is finished and
-	// settled on its channel before that channel closes.
-	if sub.ch != nil && sub.ch.IsOpen() {
-		cancelDone := make(chan struct{})
-		go func() {
-			_ = sub.ch.Cancel(c.spec.Tag, false)
-			close(cancelDone)
-		}()
-		select {
-		case <-cancelDone:
-		case <-ctx.Done():
+	c.stopCancel()
+	// Hand out nothing more, and ask the broker to send nothing more; the
+	// delivery in hand is finished and settled on its channel before the
+	// channel is released.
+	close(c.stopCh)
+	if sub != nil && sub.host.ch.IsOpen() {
+		if err := sub.host.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
+			c.log.Debug("topology: basic.cancel failed", "consumer", c.spec.Tag, "err", err)
 		}
 	}
-	close(c.stopCh)
 	var err error
 	select {
 	case <-c.done:
@@ -428,9 +557,47 @@ func (c *Consumer) stop(ctx context.Context) error {
 	if drain != nil {
 		drain(ctx)
 	}
-	if sub.ch != nil {
-		_ = sub.ch.Close()
+	c.mu.Lock()
+	sub = c.cur
+	c.cur = nil
+	c.live = false
+	if c.err == nil {
+		c.err = ErrConsumerStopped
 	}
-	c.ops.reg.forgetConsumer(c)
+	c.mu.Unlock()
+	if sub != nil {
+		c.requeueRest(ctx, sub)
+		c.reg.hosts.release(sub.host, sub.tag)
+	}
+	c.reg.forgetConsumer(c)
+	c.dropHandoff()
 	return err
+}
+
+// requeueRest requeues what the broker sent before its cancel-ok and the
+// handler never got; amqp091 closes the delivery channel once they are out.
+func (c *Consumer) requeueRest(ctx context.Context, sub *subscription) {
+	for {
+		select {
+		case d, ok := <-sub.msgs:
+			if !ok {
+				return
+			}
+			c.requeue(sub, d.DeliveryTag, &d)
+		case <-sub.host.ch.Done():
+			return
+		case <-ctx.Done():
+			// The cancel never completed: close the channel, the only other
+			// way to give the messages back (its other consumers come back).
+			c.ops.conn.Go(func() { _ = sub.host.ch.Close() })
+			return
+		}
+	}
+}
+
+// forget drops a finished consumer from its Ops.
+func (o *Ops) forget(c *Consumer) {
+	o.mu.Lock()
+	delete(o.consumers, c)
+	o.mu.Unlock()
 }

@@ -5,18 +5,34 @@ import (
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 // Sentinels, for errors.Is.
 var (
 	// ErrInvalidSpec: a spec failed Validate; no network call was made.
 	ErrInvalidSpec = errors.New("topology: invalid spec")
+	// ErrInvalidConfig: OpsConfig is wrong. The same error as every other
+	// package's ErrInvalidConfig.
+	ErrInvalidConfig = configerr.ErrInvalidConfig
 	// ErrReadOnly: Declare or Delete of a read-only entity (the default
-	// exchange, amq.* names, or ReadOnly specs).
+	// exchange, amq.* names, or ReadOnly specs). Nothing reached the broker.
 	ErrReadOnly = errors.New("topology: entity is read-only")
+	// ErrConflict: a declaration differs from what the connection's registry
+	// already holds under that name; nothing reached the broker (it would
+	// have refused with 406). *ConflictError names the field.
+	ErrConflict = errors.New("topology: conflicts with the registered declaration")
 	// ErrNotFound: the entity does not exist (404 NOT_FOUND).
 	ErrNotFound = errors.New("topology: not found")
-	// ErrPreconditionFailed: the entity exists with other properties (406).
+	// ErrAccessRefused: the broker refused the operation (403
+	// ACCESS_REFUSED): no permission, or publishing to an internal exchange.
+	ErrAccessRefused = errors.New("topology: access refused")
+	// ErrResourceLocked: the entity is in exclusive use by another
+	// connection (405 RESOURCE_LOCKED).
+	ErrResourceLocked = errors.New("topology: resource locked")
+	// ErrPreconditionFailed: the entity exists with other properties, or a
+	// message broke a broker rule (406 PRECONDITION_FAILED).
 	ErrPreconditionFailed = errors.New("topology: precondition failed")
 	// ErrMessagesAtStake: force would delete a queue that holds messages and
 	// the caller did not accept losing them.
@@ -24,10 +40,24 @@ var (
 	// ErrPluginMissing: a delayed-message exchange was declared on a broker
 	// without the rabbitmq_delayed_message_exchange plugin.
 	ErrPluginMissing = errors.New("topology: broker plugin missing")
-	// ErrConsumerStopped: the consumer was stopped, or ended because its
-	// queue is gone.
+	// ErrConsumerStopped: the consumer was stopped by its owner (Stop, its
+	// queue deleted through Ops, the Ops closed, the connection closed).
 	ErrConsumerStopped = errors.New("topology: consumer stopped")
+	// ErrClosed: the Ops was closed.
+	ErrClosed = errors.New("topology: ops closed")
+	// ErrUnroutable: a mandatory message reached no queue (basic.return).
+	ErrUnroutable = errors.New("topology: message unroutable")
+	// ErrNacked: the broker refused a message with basic.nack (a queue's
+	// reject-publish overflow, an internal error).
+	ErrNacked = errors.New("topology: message nacked by the broker")
+	// ErrMessageTooLarge: a message is larger than the broker accepts
+	// (max_message_size). *MessageTooLargeError gives both sizes.
+	ErrMessageTooLarge = errors.New("topology: message too large")
 )
+
+// ConfigError names a Config field that is wrong; it matches
+// ErrInvalidConfig.
+type ConfigError = configerr.Error
 
 // SpecError names the field of a spec that is wrong.
 type SpecError struct {
@@ -43,6 +73,28 @@ func (e *SpecError) Error() string {
 
 // Is makes SpecError match ErrInvalidSpec.
 func (e *SpecError) Is(target error) bool { return target == ErrInvalidSpec }
+
+// ConflictError is a declaration that differs from the registered one in
+// Field; it matches ErrConflict. Declare the registered spec, delete the
+// entity first, or use WithForce to replace it.
+type ConflictError struct {
+	// Entity is the kind and name, e.g. `queue "orders"`.
+	Entity string
+	// Field is the first field that differs ("Args.DeadLetterRoutingKey").
+	Field string
+	// Registered and Requested are that field's values.
+	Registered, Requested string
+}
+
+func (e *ConflictError) Error() string {
+	return fmt.Sprintf("topology: %s is registered with %s = %s; this declaration has %s", e.Entity, e.Field, e.Registered, e.Requested)
+}
+
+// Is makes ConflictError match ErrConflict, and ErrPreconditionFailed: it
+// is the broker's 406, foreseen.
+func (e *ConflictError) Is(target error) bool {
+	return target == ErrConflict || target == ErrPreconditionFailed
+}
 
 // OperationError is a call that was refused before reaching the broker:
 // read-only entities, misuse.
@@ -60,8 +112,8 @@ func (e *OperationError) Error() string {
 func (e *OperationError) Unwrap() error { return e.Err }
 
 // ChannelError is the broker refusing an operation: the AMQP reply code and
-// text, with the *amqp091.Error in the chain. 404 matches ErrNotFound and 406
-// matches ErrPreconditionFailed.
+// text, with the *amqp091.Error in the chain. 403 matches ErrAccessRefused,
+// 404 ErrNotFound, 405 ErrResourceLocked and 406 ErrPreconditionFailed.
 type ChannelError struct {
 	Op     string
 	Entity string
@@ -79,12 +131,37 @@ func (e *ChannelError) Unwrap() error { return e.Err }
 // Is matches the sentinel of the reply code.
 func (e *ChannelError) Is(target error) bool {
 	switch target {
+	case ErrAccessRefused:
+		return e.Code == amqp.AccessRefused
 	case ErrNotFound:
 		return e.Code == amqp.NotFound
+	case ErrResourceLocked:
+		return e.Code == amqp.ResourceLocked
 	case ErrPreconditionFailed:
 		return e.Code == amqp.PreconditionFailed
 	}
 	return false
+}
+
+// MessageTooLargeError is a message over the broker's maximum size. Err is
+// the broker's 406 when the broker refused it, nil when it was refused
+// before sending because the limit was already known.
+type MessageTooLargeError struct {
+	Size, Limit int
+	Err         error
+}
+
+func (e *MessageTooLargeError) Error() string {
+	return fmt.Sprintf("topology: message of %d bytes is larger than the broker's maximum of %d bytes", e.Size, e.Limit)
+}
+
+// Unwrap gives ErrMessageTooLarge and the broker's refusal, when there was
+// one.
+func (e *MessageTooLargeError) Unwrap() []error {
+	if e.Err == nil {
+		return []error{ErrMessageTooLarge}
+	}
+	return []error{ErrMessageTooLarge, e.Err}
 }
 
 // ForceRefusedError: force would have deleted a queue holding Messages
@@ -104,8 +181,7 @@ func (e *ForceRefusedError) Unwrap() []error { return []error{ErrMessagesAtStake
 // RestoreError reports one entity that could not be restored after a
 // reconnect; the others were restored regardless.
 type RestoreError struct {
-	// Kind is "exchange", "queue", "binding" or "consumer".
-	Kind   string
+	Kind   EntityKind
 	Entity string
 	Code   int // AMQP reply code, 0 when not a broker refusal
 	Err    error

@@ -66,7 +66,7 @@ func rawChannel(t *testing.T, url string) *amqp.Channel {
 
 // receiver is a consumer handler that forwards bodies.
 func receiver(out chan<- string) topology.Handler {
-	return func(ctx context.Context, d amqp.Delivery) {
+	return func(ctx context.Context, d *topology.Delivery) {
 		out <- string(d.Body)
 		_ = d.Ack(false)
 	}
@@ -94,3 +94,16 @@ func expectNothing(t *testing.T, ch <-chan string) {
 }
 
 func msg(body string) amqp.Publishing { return amqp.Publishing{Body: []byte(body)} }
+
+// restoreFailures collects the failures of every restore run of ops'
+// connection.
+func restoreFailures(t *testing.T, ops *topology.Ops) <-chan *topology.RestoreError {
+	t.Helper()
+	out := make(chan *topology.RestoreError, 100)
+	ops.Registry().OnRestore(t.Name(), func(r topology.RestoreReport) {
+		for _, f := range r.Failed {
+			out <- f
+		}
+	})
+	return out
+}

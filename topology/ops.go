@@ -2,138 +2,127 @@ package topology
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/workgroup"
 )
 
 // OpsConfig shapes Ops. The zero value is usable.
 type OpsConfig struct {
 	// Timeout bounds each operation whose ctx has no deadline. Default: 10s.
 	Timeout time.Duration
-	// Logger receives restore reports. Default: silent.
+	// ConfirmChannels is how many confirm-mode channels this Ops publishes
+	// on (opened on first use, shared by concurrent publishes). Default: 1.
+	ConfirmChannels int
+	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
-	// OnRestoreError is called for every entity that could not be restored
-	// after a reconnect (the others are restored regardless). It runs on the
-	// connection's loop goroutine, before waiting callers are released: it
-	// must not block. Default: none (the failure is still logged).
-	OnRestoreError func(*RestoreError)
-	// RestoreRetries is how often an entity is retried during restore on 405
-	// RESOURCE_LOCKED (an exclusive queue the broker still holds for the dead
-	// connection) and 404 NOT_FOUND (an auto-delete entity vanishing between
-	// declare and bind). Default: 5, with a backoff from 50ms.
-	RestoreRetries int
-	// ChannelPool is how many idle channels Ops keeps. Default: 4.
-	ChannelPool int
 }
 
-func (c *OpsConfig) setDefaults() {
+func (c *OpsConfig) setDefaults(cn *conn.Conn) {
 	if c.Timeout == 0 {
 		c.Timeout = 10 * time.Second
 	}
+	if c.ConfirmChannels == 0 {
+		c.ConfirmChannels = 1
+	}
 	if c.Logger == nil {
-		c.Logger = slog.New(slog.DiscardHandler)
-	}
-	if c.RestoreRetries == 0 {
-		c.RestoreRetries = 5
-	}
-	if c.ChannelPool == 0 {
-		c.ChannelPool = 4
+		c.Logger = cn.Logger()
 	}
 }
 
 // Validate reports every problem of c, each naming its field.
 func (c *OpsConfig) Validate() error {
-	var errs []error
-	if c.Timeout < 0 {
-		errs = append(errs, &SpecError{"OpsConfig", "Timeout", "must not be negative"})
-	}
-	if c.RestoreRetries < 0 {
-		errs = append(errs, &SpecError{"OpsConfig", "RestoreRetries", "must not be negative"})
-	}
-	if c.ChannelPool < 0 {
-		errs = append(errs, &SpecError{"OpsConfig", "ChannelPool", "must not be negative"})
-	}
-	return errors.Join(errs...)
+	f := configerr.For("topology.OpsConfig")
+	f.Check(c.Timeout < 0, "Timeout", "must not be negative")
+	f.Check(c.ConfirmChannels < 0 || c.ConfirmChannels > 256, "ConfirmChannels", "want 1-256")
+	return f.Err()
 }
 
 // Ops declares, binds, deletes, inspects, publishes and consumes on one
-// connection, and keeps a Registry of what it declared with restore (the
-// default) so that all of it comes back after every reconnect. Every method
-// takes a ctx; the Timeout applies when ctx has no deadline. Safe for
-// concurrent use.
+// connection. Every Ops of a connection shares the connection's Registry
+// (RegistryOf): what one declares with restore (the default) is restored
+// after every reconnect in one run with everything the others declared.
+// An Ops owns only its confirm channels and the consumers it started, which
+// its Close stops. Every method takes a ctx; the Timeout applies when ctx
+// has no deadline. Safe for concurrent use.
 type Ops struct {
 	conn     *conn.Conn
-	cfg      OpsConfig
 	reg      *Registry
-	pool     chanPool
-	hookName string
+	cfg      OpsConfig
+	confirms *confirmPool
 
-	activeMu sync.Mutex
-	active   map[*Consumer]struct{} // every running consumer, restored or not
+	group workgroup.Group // consumers' loops
+
+	mu        sync.Mutex
+	closed    bool
+	consumers map[*Consumer]struct{}
 
 	closeOnce sync.Once
+	closeErr  error
 }
 
-// NewOps returns Ops on c and registers its restore hook with c.
+// NewOps returns Ops on c, sharing c's Registry.
 func NewOps(c *conn.Conn, cfg OpsConfig) (*Ops, error) {
 	if c == nil {
-		return nil, &OperationError{Op: "new", Entity: "ops", Reason: "nil connection", Err: ErrInvalidSpec}
+		return nil, &ConfigError{Field: "topology.NewOps.conn", Reason: "must not be nil"}
 	}
-	cfg.setDefaults()
+	cfg.setDefaults(c)
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := &Ops{conn: c, cfg: cfg, reg: newRegistry(), active: map[*Consumer]struct{}{}}
-	o.pool = chanPool{conn: c, max: cfg.ChannelPool}
-	o.hookName = fmt.Sprintf("topology:%p", o)
-	c.AddRestoreHook(o.hookName, o.restore)
+	o := &Ops{conn: c, reg: RegistryOf(c), cfg: cfg, consumers: map[*Consumer]struct{}{}}
+	o.confirms = newConfirmPool(c, cfg.ConfirmChannels)
 	return o, nil
 }
 
-// Registry is what Ops restores after a reconnect.
+// Registry is the connection's registry.
 func (o *Ops) Registry() *Registry { return o.reg }
 
 // Conn is the connection Ops works on.
 func (o *Ops) Conn() *conn.Conn { return o.conn }
 
-// Close stops every consumer started through o, removes the restore hook
-// and closes idle channels. The connection stays open.
+// Close stops every consumer started through o (letting each finish the
+// delivery in hand, bounded by ctx), closes its confirm channels and waits
+// for its goroutines; when ctx ends first, the error names what is still
+// running. The registry and the connection stay. Idempotent.
 func (o *Ops) Close(ctx context.Context) error {
-	var err error
 	o.closeOnce.Do(func() {
-		o.conn.RemoveRestoreHook(o.hookName)
-		o.activeMu.Lock()
-		var all []*Consumer
-		for c := range o.active {
+		o.mu.Lock()
+		o.closed = true
+		all := make([]*Consumer, 0, len(o.consumers))
+		for c := range o.consumers {
 			all = append(all, c)
 		}
-		o.activeMu.Unlock()
+		o.mu.Unlock()
+		var errs []error
 		for _, c := range all {
-			err = errors.Join(err, c.stop(ctx))
+			if err := c.stop(ctx); err != nil {
+				errs = append(errs, err)
+			}
 		}
-		o.pool.close()
+		o.confirms.close()
+		o.group.Close()
+		errs = append(errs, o.group.Wait(ctx, "topology: Ops"))
+		o.closeErr = errors.Join(errs...)
 	})
-	return err
+	return o.closeErr
 }
 
 // Option changes how one call records and declares.
 type Option func(*options)
 
 type options struct {
-	noRestore  bool
-	force      bool
-	acceptLoss bool
-	consume    bool
+	noRestore      bool
+	force          bool
+	acceptLoss     bool
+	consume        bool
+	keepRegistered bool
 }
 
 // NoRestore declares without recording: the entity is not restored after a
@@ -142,8 +131,9 @@ func NoRestore() Option { return func(o *options) { o.noRestore = true } }
 
 // WithForce recreates an entity that exists with other properties (406
 // PRECONDITION_FAILED): delete, declare again, and re-apply its recorded
-// bindings. A queue holding messages is refused (ErrMessagesAtStake) unless
-// AcceptMessageLoss is given too.
+// bindings; the new spec replaces the registered one. A queue holding
+// messages is refused (ErrMessagesAtStake) unless AcceptMessageLoss is given
+// too.
 func WithForce() Option { return func(o *options) { o.force = true } }
 
 // AcceptMessageLoss lets WithForce delete a queue that holds messages.
@@ -152,112 +142,54 @@ func AcceptMessageLoss() Option { return func(o *options) { o.acceptLoss = true 
 // WithConsume makes Apply start the topology's consumers.
 func WithConsume() Option { return func(o *options) { o.consume = true } }
 
+// KeepRegistered makes a declaration of a name that is already registered
+// with other properties use the registered spec instead of failing with
+// ErrConflict: for callers that only need the entity to exist (a
+// Publisher's mapping publishing to a queue a router route declared with
+// dead-letter arguments).
+func KeepRegistered() Option { return func(o *options) { o.keepRegistered = true } }
+
 func collect(opts []Option) options {
 	var o options
 	for _, f := range opts {
-		f(&o)
+		if f != nil {
+			f(&o)
+		}
 	}
 	return o
 }
 
-// do runs fn on a channel of its own, bounded by ctx or the Ops timeout. A
-// call that times out leaves its channel with an RPC in flight that the
-// broker may still apply: the channel is closed, never reused (PITFALLS 2).
-// When the connection drops under the call, it waits for the next
-// connection and runs fn again (every operation here is idempotent, or
-// at-least-once like Publish).
-func (o *Ops) do(ctx context.Context, op, entity string, fn func(*pooledChannel) error) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.cfg.Timeout)
-		defer cancel()
+// bounded gives ctx the Ops timeout when it has no deadline.
+func (o *Ops) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	if _, ok := ctx.Deadline(); ok {
+		return ctx, func() {}
 	}
-	for {
-		pc, err := o.pool.get(ctx)
-		if err != nil {
-			return fmt.Errorf("topology: %s %s: %w", op, entity, err)
-		}
-		res := make(chan error, 1)
-		go func() { res <- fn(pc) }()
-		select {
-		case err := <-res:
-			o.pool.put(pc)
-			if err != nil && pc.LostWith(err) && lostInTransit(err) && ctx.Err() == nil && !conn.Restoring(ctx) {
-				continue
-			}
-			return channelError(op, entity, err)
-		case <-ctx.Done():
-			go func() {
-				<-res
-				_ = pc.Close()
-			}()
-			return fmt.Errorf("topology: %s %s: %w", op, entity, ctx.Err())
-		}
-	}
-}
-
-// lostInTransit reports errors of a connection that went away under the call
-// (network, broker restart, an operator closing it), as opposed to the
-// broker closing the connection because of the call itself (503 for an
-// unknown exchange type, say), which must not be repeated.
-func lostInTransit(err error) bool {
-	var ae *amqp.Error
-	if !errors.As(err, &ae) {
-		return true
-	}
-	return !ae.Server || ae.Code == amqp.ConnectionForced || errors.Is(err, amqp.ErrClosed)
-}
-
-// doOwn runs fn on a new channel that the caller keeps (consumers): bounded
-// like do; on failure the channel is closed. Like do, when the connection
-// drops under the call it runs fn again on the next connection (a consumer
-// on a dead connection is gone with it, so subscribing again is safe).
-func (o *Ops) doOwn(ctx context.Context, op, entity string, fn func(*conn.Channel) error) error {
-	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, o.cfg.Timeout)
-		defer cancel()
-	}
-	for {
-		ch, err := o.conn.NewChannel(ctx)
-		if err != nil {
-			return fmt.Errorf("topology: %s %s: %w", op, entity, err)
-		}
-		res := make(chan error, 1)
-		go func() { res <- fn(ch) }()
-		select {
-		case err := <-res:
-			if err == nil {
-				return nil
-			}
-			_ = ch.Close()
-			if ch.LostWith(err) && lostInTransit(err) && ctx.Err() == nil && !conn.Restoring(ctx) {
-				continue
-			}
-			return channelError(op, entity, err)
-		case <-ctx.Done():
-			go func() {
-				<-res
-				_ = ch.Close()
-			}()
-			return fmt.Errorf("topology: %s %s: %w", op, entity, ctx.Err())
-		}
-	}
+	return context.WithTimeout(ctx, o.cfg.Timeout)
 }
 
 // DeclareExchange declares s (validated first). Read-only exchanges are
-// refused with an *OperationError (ErrReadOnly). 406 with WithForce deletes
-// and recreates it, re-applying its recorded bindings. A delayed exchange on
-// a broker without the plugin returns ErrPluginMissing.
+// refused with an *OperationError (ErrReadOnly) without touching the broker.
+// Declaring a registered exchange again costs no network call; one
+// registered with other properties is refused before the network
+// (*ConflictError, ErrConflict) unless KeepRegistered or WithForce. 406 with
+// WithForce deletes and recreates it, re-applying its recorded bindings. A
+// delayed exchange on a broker without the plugin returns ErrPluginMissing.
 func (o *Ops) DeclareExchange(ctx context.Context, s ExchangeSpec, opts ...Option) error {
+	if s.IsReadOnly() {
+		return readOnlyError("declare", s.label(), "use ExchangeExists")
+	}
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if s.IsReadOnly() {
-		return &OperationError{Op: "declare", Entity: s.label(), Reason: "read-only; use ExchangeExists", Err: ErrReadOnly}
-	}
 	op := collect(opts)
-	err := o.declareExchange(ctx, s)
+	s, skip, err := o.reg.decideExchange(s, op)
+	if err != nil || skip {
+		return err
+	}
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	gen := o.conn.Generation()
+	err = o.reg.declareExchange(ctx, s)
 	if errors.Is(err, ErrPreconditionFailed) && op.force {
 		err = o.recreateExchange(ctx, s, err)
 	}
@@ -265,48 +197,36 @@ func (o *Ops) DeclareExchange(ctx context.Context, s ExchangeSpec, opts ...Optio
 		return err
 	}
 	if !op.noRestore {
-		o.reg.putExchange(s)
+		o.reg.putExchange(s, gen)
 	}
 	return nil
 }
 
-func (o *Ops) declareExchange(ctx context.Context, s ExchangeSpec) error {
-	err := o.do(ctx, "declare", s.label(), func(ch *pooledChannel) error {
-		return ch.ExchangeDeclare(s.Name, string(s.Type), s.Durable, s.AutoDelete, s.Internal, false, s.Args.Table())
-	})
-	if err != nil && s.Type == Delayed && isUnknownExchangeType(err) {
-		return fmt.Errorf("%w: %s needs the rabbitmq_delayed_message_exchange plugin: %w", ErrPluginMissing, s.label(), err)
-	}
-	return err
-}
-
-func isUnknownExchangeType(err error) bool {
-	var ae *amqp.Error
-	return errors.As(err, &ae) && (ae.Code == amqp.CommandInvalid || ae.Code == amqp.PreconditionFailed) &&
-		strings.Contains(strings.ToLower(ae.Reason), "exchange type")
+func readOnlyError(op, entity, hint string) error {
+	return &OperationError{Op: op, Entity: entity, Reason: "read-only; " + hint, Err: ErrReadOnly}
 }
 
 func (o *Ops) recreateExchange(ctx context.Context, s ExchangeSpec, cause error) error {
 	o.cfg.Logger.Warn("topology: recreating exchange with other properties", "exchange", s.Name, "cause", cause)
-	if err := o.do(ctx, "delete", s.label(), func(ch *pooledChannel) error {
-		return ch.ExchangeDelete(s.Name, false, false)
-	}); err != nil {
+	if err := o.reg.deleteExchange(ctx, s.Name, false); err != nil {
 		return err
 	}
-	if err := o.declareExchange(ctx, s); err != nil {
+	if err := o.reg.declareExchange(ctx, s); err != nil {
 		return err
 	}
 	// Deleting an exchange deletes its bindings both ways; put back the
 	// ones we know of.
 	for _, b := range o.reg.bindingsOf(s.Name, true) {
-		if err := o.bind(ctx, b); err != nil {
+		if err := o.reg.bind(ctx, b); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// QueueInfo is what the broker says of a queue.
+// QueueInfo is what the broker says of a queue. Counts are zero when the
+// declaration was answered from the registry without a network call; use
+// Inspect for counts.
 type QueueInfo struct {
 	Name      string
 	Messages  int
@@ -315,21 +235,34 @@ type QueueInfo struct {
 
 // DeclareQueue declares s (validated first) and returns the declared name
 // and counts. An empty name gets a client-generated one that the registry
-// keeps across reconnects. Read-only queues are refused (ErrReadOnly). 406
-// with WithForce deletes and recreates the queue, unless it holds messages
-// and AcceptMessageLoss is not given (*ForceRefusedError, with the count).
+// keeps across reconnects. Read-only queues and amq.* names are refused
+// (ErrReadOnly). Declaring a registered queue again costs no network call;
+// one registered with other properties is refused before the network
+// (ErrConflict) unless KeepRegistered or WithForce. 406 with WithForce
+// deletes and recreates the queue, unless it holds messages and
+// AcceptMessageLoss is not given (*ForceRefusedError, with the count).
 func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (QueueInfo, error) {
+	if s.ReadOnly {
+		return QueueInfo{}, readOnlyError("declare", s.label(), "use QueueExists")
+	}
 	if err := s.Validate(); err != nil {
 		return QueueInfo{}, err
-	}
-	if s.ReadOnly {
-		return QueueInfo{}, &OperationError{Op: "declare", Entity: s.label(), Reason: "read-only; use QueueExists", Err: ErrReadOnly}
 	}
 	if s.Name == "" {
 		s.Name = GeneratedQueueName()
 	}
 	op := collect(opts)
-	info, err := o.declareQueue(ctx, s)
+	s, skip, err := o.reg.decideQueue(s, op)
+	if err != nil {
+		return QueueInfo{}, err
+	}
+	if skip {
+		return QueueInfo{Name: s.Name}, nil
+	}
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	gen := o.conn.Generation()
+	info, err := o.reg.declareQueue(ctx, s)
 	if errors.Is(err, ErrPreconditionFailed) && op.force {
 		info, err = o.recreateQueue(ctx, s, op.acceptLoss, err)
 	}
@@ -337,32 +270,13 @@ func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (Qu
 		return QueueInfo{}, err
 	}
 	if !op.noRestore {
-		o.reg.putQueue(s)
+		o.reg.putQueue(s, gen)
 	}
 	return info, nil
 }
 
-// GeneratedQueueName is a client-side queue name ("warren.gen-" and 24 hex
-// digits). Unlike the broker's amq.gen-* names it can be declared again
-// after a reconnect.
-func GeneratedQueueName() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return "warren.gen-" + hex.EncodeToString(b[:])
-}
-
-func (o *Ops) declareQueue(ctx context.Context, s QueueSpec) (QueueInfo, error) {
-	var q amqp.Queue
-	err := o.do(ctx, "declare", s.label(), func(ch *pooledChannel) error {
-		var err error
-		q, err = ch.QueueDeclare(s.Name, s.Durable, s.AutoDelete, s.Exclusive, false, s.Args.Table())
-		return err
-	})
-	return QueueInfo{Name: q.Name, Messages: q.Messages, Consumers: q.Consumers}, err
-}
-
 func (o *Ops) recreateQueue(ctx context.Context, s QueueSpec, acceptLoss bool, cause error) (QueueInfo, error) {
-	info, err := o.Inspect(ctx, s.Name)
+	info, err := o.reg.inspect(ctx, s.Name)
 	if err != nil {
 		return QueueInfo{}, err
 	}
@@ -370,18 +284,15 @@ func (o *Ops) recreateQueue(ctx context.Context, s QueueSpec, acceptLoss bool, c
 		return QueueInfo{}, &ForceRefusedError{Queue: s.Name, Messages: info.Messages, Cause: cause}
 	}
 	o.cfg.Logger.Warn("topology: recreating queue with other properties", "queue", s.Name, "messages_lost", info.Messages, "cause", cause)
-	if err := o.do(ctx, "delete", s.label(), func(ch *pooledChannel) error {
-		_, err := ch.QueueDelete(s.Name, false, false, false)
-		return err
-	}); err != nil {
+	if _, err := o.reg.deleteQueue(ctx, s.Name, DeleteOptions{}); err != nil {
 		return QueueInfo{}, err
 	}
-	info, err = o.declareQueue(ctx, s)
+	info, err = o.reg.declareQueue(ctx, s)
 	if err != nil {
 		return QueueInfo{}, err
 	}
 	for _, b := range o.reg.bindingsOf(s.Name, false) {
-		if err := o.bind(ctx, b); err != nil {
+		if err := o.reg.bind(ctx, b); err != nil {
 			return QueueInfo{}, err
 		}
 	}
@@ -389,27 +300,25 @@ func (o *Ops) recreateQueue(ctx context.Context, s QueueSpec, acceptLoss bool, c
 }
 
 // Bind binds a queue or an exchange (s.Kind) to an exchange and records the
-// binding for restore.
+// binding for restore. Binding what is registered and declared on the
+// current connection costs no network call.
 func (o *Ops) Bind(ctx context.Context, s BindSpec, opts ...Option) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	if err := o.bind(ctx, s); err != nil {
+	if o.reg.decideBinding(s) {
+		return nil
+	}
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	gen := o.conn.Generation()
+	if err := o.reg.bind(ctx, s); err != nil {
 		return err
 	}
 	if !collect(opts).noRestore {
-		o.reg.putBinding(s)
+		o.reg.putBinding(s, gen)
 	}
 	return nil
-}
-
-func (o *Ops) bind(ctx context.Context, s BindSpec) error {
-	return o.do(ctx, "bind", s.label(), func(ch *pooledChannel) error {
-		if s.Kind == BindExchange {
-			return ch.ExchangeBind(s.Destination, s.RoutingKey, s.Source, false, s.Args)
-		}
-		return ch.QueueBind(s.Destination, s.RoutingKey, s.Source, false, s.Args)
-	})
 }
 
 // Unbind removes a binding and forgets it. When it was the last recorded
@@ -419,13 +328,9 @@ func (o *Ops) Unbind(ctx context.Context, s BindSpec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
-	err := o.do(ctx, "unbind", s.label(), func(ch *pooledChannel) error {
-		if s.Kind == BindExchange {
-			return ch.ExchangeUnbind(s.Destination, s.RoutingKey, s.Source, false, s.Args)
-		}
-		return ch.QueueUnbind(s.Destination, s.RoutingKey, s.Source, s.Args)
-	})
-	if err != nil {
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	if err := o.reg.unbind(ctx, s); err != nil {
 		return err
 	}
 	o.reg.forgetBinding(s)
@@ -441,16 +346,16 @@ type DeleteOptions struct {
 	IfEmpty bool
 }
 
-// DeleteExchange deletes an exchange and forgets it and its bindings.
-// Read-only names are refused (ErrReadOnly).
+// DeleteExchange deletes an exchange and forgets it and its bindings. The
+// default exchange, amq.* names and registered read-only exchanges are
+// refused (ErrReadOnly) without touching the broker.
 func (o *Ops) DeleteExchange(ctx context.Context, name string, d DeleteOptions) error {
 	if err := o.checkDeletable(name, true); err != nil {
 		return err
 	}
-	err := o.do(ctx, "delete", fmt.Sprintf("exchange %q", name), func(ch *pooledChannel) error {
-		return ch.ExchangeDelete(name, d.IfUnused, false)
-	})
-	if err != nil {
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	if err := o.reg.deleteExchange(ctx, name, d.IfUnused); err != nil {
 		return err
 	}
 	o.reg.forgetExchange(name)
@@ -458,24 +363,35 @@ func (o *Ops) DeleteExchange(ctx context.Context, name string, d DeleteOptions) 
 }
 
 // DeleteQueue deletes a queue, returns how many messages went with it, and
-// forgets it, its bindings and its consumers (which are stopped).
+// forgets it, its bindings and its consumers (which are stopped: deleting
+// through Ops is their owner ending them). amq.* names and registered
+// read-only queues are refused (ErrReadOnly).
 func (o *Ops) DeleteQueue(ctx context.Context, name string, d DeleteOptions) (int, error) {
 	if err := o.checkDeletable(name, false); err != nil {
 		return 0, err
 	}
-	for _, c := range o.reg.consumersOf(name) {
-		c.markQueueGone()
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	consumers := o.reg.consumersOf(name)
+	o.mu.Lock()
+	for c := range o.consumers {
+		if c.spec.Queue == name && !c.restore {
+			consumers = append(consumers, c) // NoRestore: not in the registry
+		}
 	}
-	var n int
-	err := o.do(ctx, "delete", fmt.Sprintf("queue %q", name), func(ch *pooledChannel) error {
-		var err error
-		n, err = ch.QueueDelete(name, d.IfUnused, d.IfEmpty, false)
-		return err
-	})
+	o.mu.Unlock()
+	for _, c := range consumers {
+		c.markDeleting()
+	}
+	n, err := o.reg.deleteQueue(ctx, name, d)
 	if err != nil {
+		for _, c := range consumers {
+			c.unmarkDeleting()
+		}
 		return 0, err
 	}
-	for _, c := range o.reg.forgetQueue(name) {
+	o.reg.forgetQueue(name)
+	for _, c := range consumers {
 		_ = c.stop(ctx)
 	}
 	return n, nil
@@ -487,11 +403,15 @@ func (o *Ops) checkDeletable(name string, exchange bool) error {
 		kind = "exchange"
 	}
 	entity := fmt.Sprintf("%s %q", kind, display(name))
-	if name == "" {
+	switch {
+	case exchange && builtIn(name):
+		return readOnlyError("delete", entity, "the broker owns it")
+	case !exchange && name == "":
 		return &OperationError{Op: "delete", Entity: entity, Reason: "empty name", Err: ErrInvalidSpec}
-	}
-	if (exchange && builtIn(name)) || o.reg.readOnly(name, exchange) {
-		return &OperationError{Op: "delete", Entity: entity, Reason: "read-only", Err: ErrReadOnly}
+	case !exchange && builtIn(name):
+		return readOnlyError("delete", entity, "the broker owns amq.* names")
+	case o.reg.readOnly(name, exchange):
+		return readOnlyError("delete", entity, "registered as ReadOnly")
 	}
 	return nil
 }
@@ -499,13 +419,9 @@ func (o *Ops) checkDeletable(name string, exchange bool) error {
 // ExchangeExists reports whether the exchange exists (a passive declare; a
 // 404 is false, not an error, and costs nobody their channel).
 func (o *Ops) ExchangeExists(ctx context.Context, name string) (bool, error) {
-	if name == "" {
-		return true, nil
-	}
-	err := o.do(ctx, "check", fmt.Sprintf("exchange %q", name), func(ch *pooledChannel) error {
-		return ch.ExchangeDeclarePassive(name, "direct", false, false, false, false, nil)
-	})
-	return existsResult(err)
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	return existsResult(o.reg.checkExchange(ctx, name))
 }
 
 // QueueExists reports whether the queue exists (passive; 404 is false).
@@ -530,96 +446,17 @@ func (o *Ops) Inspect(ctx context.Context, name string) (QueueInfo, error) {
 	if name == "" {
 		return QueueInfo{}, &OperationError{Op: "inspect", Entity: "queue", Reason: "empty name", Err: ErrInvalidSpec}
 	}
-	var q amqp.Queue
-	err := o.do(ctx, "inspect", fmt.Sprintf("queue %q", name), func(ch *pooledChannel) error {
-		var err error
-		q, err = ch.QueueDeclarePassive(name, false, false, false, false, nil)
-		return err
-	})
-	return QueueInfo{Name: q.Name, Messages: q.Messages, Consumers: q.Consumers}, err
-}
-
-// ErrUnroutable is returned by Publish with Mandatory when the broker could
-// not route the message to any queue.
-var ErrUnroutable = errors.New("topology: message unroutable")
-
-// PublishOptions shape Ops.Publish.
-type PublishOptions struct {
-	// Mandatory asks the broker to return the message when no queue gets
-	// it; Publish then fails with ErrUnroutable.
-	Mandatory bool
-}
-
-// Publish publishes one message and waits for the broker's confirm. A nack
-// is an error, and so is an unroutable message with Mandatory. The write
-// waits while the connection is blocked (ErrBlocked when ctx ends first).
-// For throughput, use warren's Publisher.
-func (o *Ops) Publish(ctx context.Context, exchange, routingKey string, msg amqp.Publishing, p PublishOptions) error {
-	entity := fmt.Sprintf("to %s key %q", display(exchange), routingKey)
-	return o.do(ctx, "publish", entity, func(ch *pooledChannel) error {
-		drain(ch)
-		if err := ch.WaitUnblocked(ctx); err != nil {
-			return err
-		}
-		if err := ch.PublishWithContext(ctx, exchange, routingKey, p.Mandatory, false, msg); err != nil {
-			return err
-		}
-		select {
-		case c, ok := <-ch.confirms:
-			if !ok {
-				// Closed by the broker (a 403 for an internal exchange, a
-				// 404 for a missing one): report its reason.
-				select {
-				case <-ch.Done():
-				case <-time.After(time.Second):
-				}
-				if err := ch.Err(); err != nil {
-					return err
-				}
-				return amqp.ErrClosed
-			}
-			// A basic.return precedes the ack of the same message and
-			// amqp091 hands it over before the ack (PITFALLS 6).
-			select {
-			case r, ok := <-ch.returns:
-				if ok {
-					return fmt.Errorf("%w: %d %s", ErrUnroutable, r.ReplyCode, r.ReplyText)
-				}
-			default:
-			}
-			if !c.Ack {
-				return errors.New("topology: publish nacked by the broker")
-			}
-			return nil
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-	})
-}
-
-// drain empties what an earlier, abandoned publish left behind. A closed
-// notification channel is always ready: stop at the first one.
-func drain(ch *pooledChannel) {
-	for {
-		select {
-		case _, ok := <-ch.returns:
-			if !ok {
-				return
-			}
-		case _, ok := <-ch.confirms:
-			if !ok {
-				return
-			}
-		default:
-			return
-		}
-	}
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	return o.reg.inspect(ctx, name)
 }
 
 // Apply validates every spec first, then declares the topology in the order
 // exchanges, queues, queue bindings, exchange bindings and, with
 // WithConsume, consumers. Read-only entities are checked to exist instead of
-// declared. It stops at the first error.
+// declared (a topology may name what it needs without owning it). What the
+// registry already holds and declared costs no network call. It stops at
+// the first error.
 func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 	if err := t.Validate(); err != nil {
 		return err
@@ -631,7 +468,7 @@ func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 				return err
 			}
 			if !ok {
-				return &ChannelError{Op: "check", Entity: s.label(), Code: amqp.NotFound, Text: "read-only exchange does not exist"}
+				return &ChannelError{Op: "check", Entity: s.label(), Code: 404, Text: "read-only exchange does not exist"}
 			}
 			continue
 		}

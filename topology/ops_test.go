@@ -48,15 +48,25 @@ func TestInternalFlagIsSent(t *testing.T) {
 	}
 	// The broker refuses publishes to an internal exchange (403): proof that
 	// the flag reached it (rmqaio never sent it).
-	err := ops.Publish(ctx, name, "", msg("x"), topology.PublishOptions{})
-	var ce *topology.ChannelError
-	if !errors.As(err, &ce) || ce.Code != amqp.AccessRefused {
-		t.Fatalf("publish to internal exchange: %v, want 403", err)
+	raw := rawChannel(t, b.URL)
+	closed := raw.NotifyClose(make(chan *amqp.Error, 1))
+	if err := raw.Publish(name, "", false, false, msg("x")); err != nil {
+		t.Fatal(err)
 	}
-	// Redeclaring it as not internal is a 406: the broker has it internal.
-	err = ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: name, Type: topology.Fanout})
-	if !errors.Is(err, topology.ErrPreconditionFailed) {
-		t.Fatalf("redeclare without internal: %v, want 406", err)
+	select {
+	case e := <-closed:
+		if e == nil || e.Code != amqp.AccessRefused {
+			t.Fatalf("broker closed the channel with %v, want 403", e)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the broker took a publish to an internal exchange")
+	}
+	// warren knows it is internal and refuses before writing, so no shared
+	// confirm channel is closed by it.
+	err := ops.Publish(ctx, name, "", msg("x"), topology.PublishOptions{})
+	var oe *topology.OperationError
+	if !errors.As(err, &oe) || !errors.Is(err, topology.ErrAccessRefused) {
+		t.Fatalf("publish to internal exchange: %v, want ErrAccessRefused", err)
 	}
 }
 
@@ -372,7 +382,11 @@ func TestForce(t *testing.T) {
 	if err := ops.Bind(ctx, topology.BindSpec{Source: x, Destination: q.Name, RoutingKey: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout}); !errors.Is(err, topology.ErrPreconditionFailed) {
+	// The registry knows x as direct: refused before the network, naming
+	// the field; the broker would have said 406.
+	err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout})
+	var ce *topology.ConflictError
+	if !errors.As(err, &ce) || ce.Field != "Type" || !errors.Is(err, topology.ErrConflict) || !errors.Is(err, topology.ErrPreconditionFailed) {
 		t.Fatalf("redeclare with another type without force: %v", err)
 	}
 	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout}, topology.WithForce()); err != nil {
@@ -390,7 +404,7 @@ func TestForce(t *testing.T) {
 		_ = ops.Publish(ctx, "", name, msg("precious"), topology.PublishOptions{})
 	}
 	changed := topology.QueueSpec{Name: name, Args: topology.QueueArgs{MaxLength: 100}}
-	_, err := ops.DeclareQueue(ctx, changed, topology.WithForce())
+	_, err = ops.DeclareQueue(ctx, changed, topology.WithForce())
 	var fe *topology.ForceRefusedError
 	if !errors.As(err, &fe) || fe.Messages != 2 || !errors.Is(err, topology.ErrMessagesAtStake) || !strings.Contains(err.Error(), "2 message") {
 		t.Fatalf("force on a non-empty queue: %v", err)
@@ -431,7 +445,7 @@ func TestInvalidSpecsFailBeforeTheNetwork(t *testing.T) {
 	if _, err := topology.NewOps(nil, topology.OpsConfig{}); err == nil {
 		t.Fatal("NewOps(nil) accepted")
 	}
-	if _, err := topology.NewOps(c, topology.OpsConfig{Timeout: -1}); !errors.Is(err, topology.ErrInvalidSpec) {
+	if _, err := topology.NewOps(c, topology.OpsConfig{Timeout: -1}); !errors.Is(err, topology.ErrInvalidConfig) || !errors.Is(err, conn.ErrInvalidConfig) {
 		t.Fatalf("negative timeout: %v", err)
 	}
 }

@@ -4,76 +4,51 @@ import (
 	"context"
 	"sync"
 
-	amqp "github.com/rabbitmq/amqp091-go"
-
 	"github.com/warrenmq/warren/conn"
 )
 
-// chanPool keeps a few idle channels (in confirm mode) so that each
-// operation has a channel to itself: a 404 or 406 closes only the channel it
-// happened on, so one caller's failed passive declare never breaks another
-// caller's call (and the next call simply gets another channel).
+// poolIdle is how many idle channels a connection keeps for operations.
+const poolIdle = 4
+
+// chanPool is a connection's one pool of channels for operations
+// (declares, binds, deletes, passive checks). Each operation has a channel
+// to itself: a 404 or 406 closes only the channel it happened on, so one
+// caller's failed passive declare never breaks another caller's call (and
+// the next call simply gets another channel).
 type chanPool struct {
 	conn *conn.Conn
 	max  int
 
 	mu   sync.Mutex
-	idle []*pooledChannel
+	idle []*conn.Channel
 }
 
-type pooledChannel struct {
-	*conn.Channel
-	confirms chan amqp.Confirmation
-	returns  chan amqp.Return
-}
-
-func (p *chanPool) get(ctx context.Context) (*pooledChannel, error) {
+func (p *chanPool) get(ctx context.Context) (*conn.Channel, error) {
 	p.mu.Lock()
 	for len(p.idle) > 0 {
-		pc := p.idle[len(p.idle)-1]
+		ch := p.idle[len(p.idle)-1]
 		p.idle = p.idle[:len(p.idle)-1]
-		if pc.IsOpen() {
+		if ch.IsOpen() {
 			p.mu.Unlock()
-			return pc, nil
+			return ch, nil
 		}
 	}
 	p.mu.Unlock()
-	ch, err := p.conn.NewConfirmChannel(ctx)
-	if err != nil {
-		return nil, err
-	}
-	// Buffered and drained by whoever publishes on the channel; a
-	// publisher that gives up closes the channel instead of leaving them
-	// unread (PITFALLS 1).
-	pc := &pooledChannel{
-		Channel:  ch,
-		confirms: ch.NotifyPublish(make(chan amqp.Confirmation, 1)),
-		returns:  ch.NotifyReturn(make(chan amqp.Return, 1)),
-	}
-	return pc, nil
+	return p.conn.NewChannel(ctx)
 }
 
-// put returns a healthy channel to the pool and closes the others.
-func (p *chanPool) put(pc *pooledChannel) {
-	if !pc.IsOpen() {
+// put returns a healthy channel to the pool and closes the others (on a
+// goroutine the connection owns: closing waits for the broker).
+func (p *chanPool) put(ch *conn.Channel) {
+	if !ch.IsOpen() {
 		return
 	}
 	p.mu.Lock()
 	if len(p.idle) < p.max {
-		p.idle = append(p.idle, pc)
+		p.idle = append(p.idle, ch)
 		p.mu.Unlock()
 		return
 	}
 	p.mu.Unlock()
-	go pc.Close()
-}
-
-func (p *chanPool) close() {
-	p.mu.Lock()
-	idle := p.idle
-	p.idle = nil
-	p.mu.Unlock()
-	for _, pc := range idle {
-		_ = pc.Close()
-	}
+	p.conn.Go(func() { _ = ch.Close() })
 }

@@ -1,37 +1,94 @@
 package topology
 
 import (
+	"log/slog"
 	"slices"
 	"sync"
+
+	"github.com/warrenmq/warren/conn"
 )
 
-// Registry records what Ops declared with restore, in declaration order, and
-// is what Ops restores after every reconnect: exchanges, queues, queue
-// bindings, exchange bindings, consumers. Redeclaring a name replaces its
-// record; deleting, unbinding and stopping forget it, and so does the
-// broker's own removal of auto-delete entities (an auto-delete exchange
-// losing its last binding, an auto-delete queue its last consumer), so no
-// stale record makes every later restore fail (PITFALLS 11).
-type Registry struct {
-	mu        sync.Mutex
-	exchanges ordered[ExchangeSpec]
-	queues    ordered[QueueSpec]
-	bindings  ordered[BindSpec]
-	consumers ordered[*Consumer]
+type registryKey struct{}
+
+// RegistryOf returns the registry of c, made on first use. A connection has
+// exactly one: every Ops, Publisher, Subscriber and Router built on c
+// shares it, its one restore run (in the order exchanges, queues, queue
+// bindings, exchange bindings, consumers, across all of them), its channel
+// pool and its consumer channels.
+func RegistryOf(c *conn.Conn) *Registry {
+	return c.Attachment(registryKey{}, func() any { return newRegistry(c) }).(*Registry)
 }
 
-func newRegistry() *Registry { return &Registry{} }
+// Registry records what was declared on one connection with restore (the
+// default) and restores it after every reconnect. Declarations are keyed
+// (exchanges and queues by name, bindings by their whole tuple, consumers
+// by tag): declaring what is already recorded and declared on the current
+// connection costs no network call, and declaring a name with other
+// properties fails before the network with a *ConflictError naming the
+// field. Deleting, unbinding and stopping forget entities, and so does the
+// broker's own removal of auto-delete ones, so no stale record makes every
+// later restore fail (PITFALLS 11).
+type Registry struct {
+	conn  *conn.Conn
+	log   *slog.Logger
+	pool  *chanPool
+	hosts *hostSet
+
+	mu        sync.Mutex
+	exchanges ordered[*record[ExchangeSpec]]
+	queues    ordered[*record[QueueSpec]]
+	bindings  ordered[*record[BindSpec]]
+	consumers ordered[*Consumer]
+	epoch     uint64
+	// verified holds exchanges that nobody here declared but a passive
+	// check found, with the generation it found them on.
+	verified map[string]uint64
+	// maxMessageSize is the broker's limit once a refusal taught it, 0
+	// while unknown.
+	maxMessageSize int
+
+	hookMu sync.Mutex
+	hooks  []namedReportHook
+	last   *RestoreReport
+	runs   uint64
+}
+
+// record is a spec and the connection generation it was last declared (or
+// restored) on; 0 when it must be declared again before it can be trusted.
+type record[T any] struct {
+	spec T
+	gen  uint64
+}
+
+type namedReportHook struct {
+	name string
+	fn   func(RestoreReport)
+}
+
+// maxVerified bounds the cache of passively checked exchanges.
+const maxVerified = 4096
+
+func newRegistry(c *conn.Conn) *Registry {
+	r := &Registry{conn: c, log: c.Logger(), verified: map[string]uint64{}}
+	r.pool = &chanPool{conn: c, max: poolIdle}
+	r.hosts = &hostSet{conn: c, perChannel: consumersPerChannel}
+	c.AddRestoreHook("topology", r.restore)
+	return r
+}
+
+// Conn is the registry's connection.
+func (r *Registry) Conn() *conn.Conn { return r.conn }
 
 // Snapshot returns what would be restored, in restore order (bindings:
 // queue bindings, then exchange bindings).
 func (r *Registry) Snapshot() Topology {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := Topology{Exchanges: r.exchanges.values(), Queues: r.queues.values()}
+	t := Topology{Exchanges: specs(r.exchanges.values()), Queues: specs(r.queues.values())}
 	for _, kind := range []BindKind{BindQueue, BindExchange} {
 		for _, b := range r.bindings.values() {
-			if b.Kind == kind {
-				t.Bindings = append(t.Bindings, b)
+			if b.spec.Kind == kind {
+				t.Bindings = append(t.Bindings, b.spec)
 			}
 		}
 	}
@@ -41,28 +98,142 @@ func (r *Registry) Snapshot() Topology {
 	return t
 }
 
-func (r *Registry) putExchange(s ExchangeSpec) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.exchanges.set(s.Name, s)
+func specs[T any](rs []*record[T]) []T {
+	out := make([]T, len(rs))
+	for i, rec := range rs {
+		out[i] = rec.spec
+	}
+	return out
 }
 
-func (r *Registry) putQueue(s QueueSpec) {
+// Epoch grows whenever an entity is forgotten or found missing on the
+// broker. A cache of "this is declared" answers (the Publisher's route
+// cache) stays valid while the epoch stays the same.
+func (r *Registry) Epoch() uint64 {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queues.set(s.Name, s)
+	return r.epoch
 }
 
-func (r *Registry) putBinding(s BindSpec) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.bindings.set(s.key(), s)
+// OnRestore registers fn under name (replacing a hook of that name); it is
+// called with the report of every restore run, on the connection's loop
+// goroutine, before callers waiting for the connection are released: it
+// must not block. This is the one place a connection reports its restores.
+func (r *Registry) OnRestore(name string, fn func(RestoreReport)) {
+	r.hookMu.Lock()
+	defer r.hookMu.Unlock()
+	for i, h := range r.hooks {
+		if h.name == name {
+			r.hooks[i].fn = fn
+			return
+		}
+	}
+	r.hooks = append(r.hooks, namedReportHook{name, fn})
 }
 
-func (r *Registry) putConsumer(c *Consumer) {
+// RemoveOnRestore removes the hook registered under name and reports
+// whether there was one.
+func (r *Registry) RemoveOnRestore(name string) bool {
+	r.hookMu.Lock()
+	defer r.hookMu.Unlock()
+	for i, h := range r.hooks {
+		if h.name == name {
+			r.hooks = slices.Delete(r.hooks, i, i+1)
+			return true
+		}
+	}
+	return false
+}
+
+// LastRestore is the report of the latest restore run, false before the
+// first one: the health view of the connection's topology.
+func (r *Registry) LastRestore() (RestoreReport, bool) {
+	r.hookMu.Lock()
+	defer r.hookMu.Unlock()
+	if r.last == nil {
+		return RestoreReport{}, false
+	}
+	return *r.last, true
+}
+
+// Restores counts the restore runs so far (one per new connection that
+// found anything to restore).
+func (r *Registry) Restores() uint64 {
+	r.hookMu.Lock()
+	defer r.hookMu.Unlock()
+	return r.runs
+}
+
+// decide compares a declaration with the record of its name. It returns the
+// spec to declare (the registered one with keepRegistered), whether the
+// network call can be skipped, or a *ConflictError.
+func decide[T any](rec *record[T], ok bool, s T, label string, op options, gen uint64) (T, bool, error) {
+	if !ok {
+		return s, false, nil
+	}
+	field, registered, requested := firstDifference(rec.spec, s)
+	switch {
+	case field == "":
+		return s, gen != 0 && rec.gen == gen, nil
+	case op.keepRegistered:
+		return rec.spec, gen != 0 && rec.gen == gen, nil
+	case op.force:
+		return s, false, nil
+	}
+	return s, false, &ConflictError{Entity: label, Field: field, Registered: registered, Requested: requested}
+}
+
+func (r *Registry) decideExchange(s ExchangeSpec, op options) (ExchangeSpec, bool, error) {
+	gen := r.conn.Generation()
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	rec, ok := r.exchanges.get(s.Name)
+	return decide(rec, ok, s, s.label(), op, gen)
+}
+
+func (r *Registry) decideQueue(s QueueSpec, op options) (QueueSpec, bool, error) {
+	gen := r.conn.Generation()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.queues.get(s.Name)
+	return decide(rec, ok, s, s.label(), op, gen)
+}
+
+func (r *Registry) decideBinding(s BindSpec) bool {
+	gen := r.conn.Generation()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.bindings.get(s.key())
+	return ok && gen != 0 && rec.gen == gen
+}
+
+func (r *Registry) putExchange(s ExchangeSpec, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.exchanges.set(s.Name, &record[ExchangeSpec]{s, gen})
+}
+
+func (r *Registry) putQueue(s QueueSpec, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.queues.set(s.Name, &record[QueueSpec]{s, gen})
+}
+
+func (r *Registry) putBinding(s BindSpec, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.bindings.set(s.key(), &record[BindSpec]{s, gen})
+}
+
+// putConsumer records c, unless its tag is taken by another consumer.
+func (r *Registry) putConsumer(c *Consumer) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if cur, ok := r.consumers.get(c.spec.Tag); ok && cur != c {
+		return false
+	}
 	r.consumers.set(c.spec.Tag, c)
+	return true
 }
 
 func (r *Registry) consumerList() []*Consumer {
@@ -83,15 +254,107 @@ func (r *Registry) consumersOf(queue string) []*Consumer {
 	return out
 }
 
+// QueueSpec is the registered spec of a queue, false when the registry holds
+// none (a queue warren did not declare on this connection).
+func (r *Registry) QueueSpec(name string) (QueueSpec, bool) { return r.queueSpec(name) }
+
+// queueSpec is the registered spec of a queue.
+func (r *Registry) queueSpec(name string) (QueueSpec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.queues.get(name)
+	if !ok {
+		return QueueSpec{}, false
+	}
+	return rec.spec, true
+}
+
+// exchangeSpec is the registered spec of an exchange.
+func (r *Registry) exchangeSpec(name string) (ExchangeSpec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.exchanges.get(name)
+	if !ok {
+		return ExchangeSpec{}, false
+	}
+	return rec.spec, true
+}
+
+// exchangeKnown reports whether a publish to name is known to find the
+// exchange on generation gen: declared or restored on it, or found by a
+// passive check on it.
+func (r *Registry) exchangeKnown(name string, gen uint64) (known, internal bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.exchanges.get(name); ok {
+		if rec.spec.Internal {
+			return true, true
+		}
+		if rec.gen == gen {
+			return true, false
+		}
+	}
+	return r.verified[name] == gen, false
+}
+
+func (r *Registry) markVerified(name string, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.verified) >= maxVerified {
+		clear(r.verified)
+	}
+	r.verified[name] = gen
+}
+
+// exchangeMissing records that the broker says name does not exist: a
+// registered exchange must be declared again before it is trusted.
+func (r *Registry) exchangeMissing(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.verified, name)
+	if rec, ok := r.exchanges.get(name); ok {
+		rec.gen = 0
+	}
+	r.epoch++
+}
+
+// queueMissing is exchangeMissing for a queue (and its bindings, which went
+// with it).
+func (r *Registry) queueMissing(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.queues.get(name); ok {
+		rec.gen = 0
+	}
+	for _, b := range r.bindings.values() {
+		if touches(b.spec, name, false) {
+			b.gen = 0
+		}
+	}
+	r.epoch++
+}
+
+func (r *Registry) messageLimit() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.maxMessageSize
+}
+
+func (r *Registry) learnMessageLimit(n int) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.maxMessageSize = n
+}
+
 func (r *Registry) readOnly(name string, exchange bool) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if exchange {
-		s, ok := r.exchanges.get(name)
-		return ok && s.IsReadOnly()
+		rec, ok := r.exchanges.get(name)
+		return ok && rec.spec.IsReadOnly()
 	}
-	s, ok := r.queues.get(name)
-	return ok && s.ReadOnly
+	rec, ok := r.queues.get(name)
+	return ok && rec.spec.ReadOnly
 }
 
 // bindingsOf lists the recorded bindings that deleting the entity would
@@ -101,8 +364,8 @@ func (r *Registry) bindingsOf(name string, exchange bool) []BindSpec {
 	defer r.mu.Unlock()
 	var out []BindSpec
 	for _, b := range r.bindings.values() {
-		if touches(b, name, exchange) {
-			out = append(out, b)
+		if touches(b.spec, name, exchange) {
+			out = append(out, b.spec)
 		}
 	}
 	return out
@@ -117,8 +380,8 @@ func touches(b BindSpec, name string, exchange bool) bool {
 
 func (r *Registry) forgetBindingsOfLocked(name string, exchange bool) {
 	for _, b := range r.bindings.values() {
-		if touches(b, name, exchange) {
-			r.bindings.delete(b.key())
+		if touches(b.spec, name, exchange) {
+			r.bindings.delete(b.spec.key())
 		}
 	}
 }
@@ -127,7 +390,9 @@ func (r *Registry) forgetExchange(name string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.exchanges.delete(name)
+	delete(r.verified, name)
 	r.forgetBindingsOfLocked(name, true)
+	r.epoch++
 }
 
 // forgetQueue forgets a queue and its bindings and returns its consumers,
@@ -137,6 +402,7 @@ func (r *Registry) forgetQueue(name string) []*Consumer {
 	defer r.mu.Unlock()
 	r.queues.delete(name)
 	r.forgetBindingsOfLocked(name, false)
+	r.epoch++
 	var gone []*Consumer
 	for _, c := range r.consumers.values() {
 		if c.spec.Queue == name {
@@ -151,11 +417,12 @@ func (r *Registry) forgetBinding(s BindSpec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.bindings.delete(s.key())
+	r.epoch++
 	// The broker deletes an auto-delete exchange when its last binding as a
 	// source goes.
-	if x, ok := r.exchanges.get(s.Source); ok && x.AutoDelete {
+	if x, ok := r.exchanges.get(s.Source); ok && x.spec.AutoDelete {
 		for _, b := range r.bindings.values() {
-			if b.Source == s.Source {
+			if b.spec.Source == s.Source {
 				return
 			}
 		}
@@ -174,30 +441,36 @@ func (r *Registry) forgetConsumer(c *Consumer) {
 	}
 	r.consumers.delete(c.spec.Tag)
 	q, ok := r.queues.get(c.spec.Queue)
-	if !ok || !q.AutoDelete {
+	if !ok || !q.spec.AutoDelete {
 		return
 	}
 	for _, other := range r.consumers.values() {
-		if other.spec.Queue == q.Name {
+		if other.spec.Queue == q.spec.Name {
 			return
 		}
 	}
-	r.queues.delete(q.Name)
-	r.forgetBindingsOfLocked(q.Name, false)
+	r.queues.delete(q.spec.Name)
+	r.forgetBindingsOfLocked(q.spec.Name, false)
+	r.epoch++
 }
 
 // ordered is a map that remembers insertion order; set on an existing key
-// replaces the value in place.
+// replaces the value in place. Deleting is O(1): keys are tombstoned and
+// compacted once they are half the slice, so forgetting N entities one by
+// one stays linear in N.
 type ordered[T any] struct {
 	keys []string
+	pos  map[string]int
 	m    map[string]T
+	dead int
 }
 
 func (o *ordered[T]) set(k string, v T) {
 	if o.m == nil {
-		o.m = map[string]T{}
+		o.m, o.pos = map[string]T{}, map[string]int{}
 	}
 	if _, ok := o.m[k]; !ok {
+		o.pos[k] = len(o.keys)
 		o.keys = append(o.keys, k)
 	}
 	o.m[k] = v
@@ -209,17 +482,36 @@ func (o *ordered[T]) get(k string) (T, bool) {
 }
 
 func (o *ordered[T]) delete(k string) {
-	if _, ok := o.m[k]; !ok {
+	i, ok := o.pos[k]
+	if !ok {
 		return
 	}
 	delete(o.m, k)
-	o.keys = slices.DeleteFunc(o.keys, func(x string) bool { return x == k })
+	delete(o.pos, k)
+	o.keys[i] = ""
+	o.dead++
+	if o.dead > 32 && o.dead*2 > len(o.keys) {
+		live := o.keys[:0]
+		for _, key := range o.keys {
+			if _, ok := o.m[key]; ok && o.pos[key] >= 0 {
+				o.pos[key] = len(live)
+				live = append(live, key)
+			}
+		}
+		clear(o.keys[len(live):])
+		o.keys = live
+		o.dead = 0
+	}
 }
 
+func (o *ordered[T]) len() int { return len(o.m) }
+
 func (o *ordered[T]) values() []T {
-	out := make([]T, 0, len(o.keys))
+	out := make([]T, 0, len(o.m))
 	for _, k := range o.keys {
-		out = append(out, o.m[k])
+		if v, ok := o.m[k]; ok && o.pos[k] >= 0 {
+			out = append(out, v)
+		}
 	}
 	return out
 }

@@ -3,7 +3,6 @@ package topology_test
 import (
 	"context"
 	"errors"
-	"sync"
 	"testing"
 	"time"
 
@@ -92,13 +91,8 @@ func (w *world) check(t *testing.T, round string) {
 func TestRestoreAfterConnectionCut(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	var restoreErrs []*topology.RestoreError
-	var mu sync.Mutex
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{OnRestoreError: func(e *topology.RestoreError) {
-		mu.Lock()
-		restoreErrs = append(restoreErrs, e)
-		mu.Unlock()
-	}})
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	failures := restoreFailures(t, ops)
 	w := buildWorld(t, ops, b.Name)
 	w.check(t, "before")
 	for i := 0; i < 3; i++ {
@@ -115,10 +109,13 @@ func TestRestoreAfterConnectionCut(t *testing.T) {
 		}
 		w.check(t, "after-cut")
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if len(restoreErrs) != 0 {
-		t.Fatalf("restore reported failures: %v", restoreErrs)
+	select {
+	case f := <-failures:
+		t.Fatalf("restore reported a failure: %v", f)
+	default:
+	}
+	if rep, ok := ops.Registry().LastRestore(); !ok || !rep.OK() || rep.Run != 3 {
+		t.Fatalf("last restore %+v (ok %v), want the third, clean", rep, ok)
 	}
 }
 
@@ -141,8 +138,8 @@ func TestRestoreAfterBrokerRestart(t *testing.T) {
 func TestRestoreFailureOfOneEntityDoesNotStopOthers(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	failures := make(chan *topology.RestoreError, 10)
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{OnRestoreError: func(e *topology.RestoreError) { failures <- e }})
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	failures := restoreFailures(t, ops)
 	ctx := ctxT(t, 30*time.Second)
 	conflicted := b.Name("conflicted")
 	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: conflicted, Args: topology.QueueArgs{MaxLength: 10}}); err != nil {
@@ -224,17 +221,30 @@ func TestServerCancelIsResubscribed(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, got, "again")
-	// A queue deleted for good ends the consumer with the reason.
+	// Deleted for good by somebody else: the queue is registered, so the
+	// consumer declares it again from its spec and goes on.
 	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
 		t.Fatal(err)
 	}
+	deadline = time.Now().Add(10 * time.Second)
+	for {
+		info, err := ops.Inspect(ctx, q)
+		if err == nil && info.Consumers == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue not declared again under its consumer: %+v %v (consumer err %v)", info, err, c.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := ops.Publish(ctx, "", q, msg("redeclared"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "redeclared")
 	select {
 	case <-c.Done():
-	case <-time.After(20 * time.Second):
-		t.Fatal("consumer of a deleted queue never ended")
-	}
-	if !errors.Is(c.Err(), topology.ErrConsumerStopped) || !errors.Is(c.Err(), topology.ErrNotFound) {
-		t.Fatalf("Err = %v, want stopped because not found", c.Err())
+		t.Fatalf("consumer ended: %v", c.Err())
+	default:
 	}
 }
 
@@ -247,7 +257,7 @@ func TestNoRestoreEntitiesAreNotRestored(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, Handler: func(context.Context, amqp.Delivery) {}}, topology.NoRestore())
+	cons, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, Handler: func(context.Context, *topology.Delivery) {}}, topology.NoRestore())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,8 +283,8 @@ func TestNoRestoreEntitiesAreNotRestored(t *testing.T) {
 func TestConsumerRecoversAfterItsRestoreFailed(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	failures := make(chan *topology.RestoreError, 10)
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{OnRestoreError: func(e *topology.RestoreError) { failures <- e }})
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	failures := restoreFailures(t, ops)
 	ctx := ctxT(t, 60*time.Second)
 	q := b.Name("late")
 	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q}, topology.NoRestore()); err != nil {

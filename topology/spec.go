@@ -132,6 +132,15 @@ type QueueSpec struct {
 	Args     QueueArgs
 }
 
+// HasDeadLetter reports whether the queue's arguments name a dead-letter
+// target (x-dead-letter-exchange or x-dead-letter-routing-key): a message
+// rejected without requeue goes there instead of being dropped. A policy
+// can add one on the broker that no spec shows.
+func (s QueueSpec) HasDeadLetter() bool {
+	_, extra := s.Args.Extra["x-dead-letter-exchange"]
+	return s.Args.DeadLetterExchange != "" || s.Args.DeadLetterRoutingKey != "" || extra
+}
+
 func (s QueueSpec) label() string {
 	if s.Name == "" {
 		return "queue (generated name)"
@@ -226,26 +235,35 @@ func (s BindSpec) Validate() error {
 
 // Handler receives a consumer's deliveries, one at a time, on the consumer's
 // goroutine. ctx ends when the consumer is stopped. Unless the consumer is
-// AutoAck, the handler settles each delivery (d.Ack, d.Nack, d.Reject): the
-// acknowledger is the channel the delivery came on, so a delivery of a
-// connection that has since been replaced can never be acked on the new one
-// (it fails, and the broker redelivers it).
-type Handler func(ctx context.Context, d amqp.Delivery)
+// AutoAck, the handler settles each delivery exactly once (d.Ack, d.Nack,
+// d.Reject): the acknowledger is the channel the delivery came on, so a
+// delivery of a channel that has since died can never be settled on another
+// one (it fails, and the broker redelivers it).
+type Handler func(ctx context.Context, d *Delivery)
 
 // ConsumerSpec consumes a queue.
 type ConsumerSpec struct {
 	Queue   string
 	Handler Handler
-	// PrefetchCount is basic.qos prefetch-count. Default: 0 (no limit).
+	// PrefetchCount is basic.qos prefetch-count for this consumer.
+	// Default: 0 (no limit).
 	PrefetchCount int
 	PrefetchSize  int
 	AutoAck       bool
-	Exclusive     bool
+	// Exclusive asks to be the queue's only consumer; such a consumer gets
+	// a channel of its own.
+	Exclusive bool
 	// Tag is the consumer tag. Empty generates one, kept across reconnects.
 	Tag string
 	// Priority is x-priority (consumer priority); 0 is not sent.
 	Priority int
 	Args     amqp.Table
+	// OnEvent is told when the consumer is interrupted (the broker
+	// cancelled it, its channel or connection closed), while it waits for
+	// its queue, and when it consumes again. It runs on the consumer's
+	// goroutine: it must not block. Every event is also logged at Warn
+	// (resumptions at Info).
+	OnEvent func(ConsumerEvent)
 }
 
 func (s ConsumerSpec) label() string { return fmt.Sprintf("consumer %q on queue %q", s.Tag, s.Queue) }

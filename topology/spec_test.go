@@ -58,11 +58,11 @@ func TestSpecValidation(t *testing.T) {
 		{"bind bad kind", BindSpec{Source: "e", Destination: "q", Kind: 7}, "Kind"},
 		{"bind bad x-match", BindSpec{Source: "e", Destination: "q", Args: amqp.Table{"x-match": "some"}}, "Args"},
 		{"bind long key", BindSpec{Source: "e", Destination: "q", RoutingKey: long}, "RoutingKey"},
-		{"consumer ok", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ amqp.Delivery) {}}, ""},
+		{"consumer ok", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}}, ""},
 		{"consumer nil handler", ConsumerSpec{Queue: "q"}, "Handler"},
-		{"consumer no queue", ConsumerSpec{Handler: func(_ context.Context, _ amqp.Delivery) {}}, "Queue"},
-		{"consumer prefetch", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ amqp.Delivery) {}, PrefetchCount: 70000}, "PrefetchCount"},
-		{"consumer x-priority in args", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ amqp.Delivery) {}, Args: amqp.Table{"x-priority": 1}}, "Args"},
+		{"consumer no queue", ConsumerSpec{Handler: func(_ context.Context, _ *Delivery) {}}, "Queue"},
+		{"consumer prefetch", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}, PrefetchCount: 70000}, "PrefetchCount"},
+		{"consumer x-priority in args", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}, Args: amqp.Table{"x-priority": 1}}, "Args"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,14 +98,14 @@ func TestQueueArgsTableInMilliseconds(t *testing.T) {
 }
 
 func TestRegistryForgetsAndReplaces(t *testing.T) {
-	r := newRegistry()
-	r.putExchange(ExchangeSpec{Name: "x", Type: Direct, AutoDelete: true})
-	r.putExchange(ExchangeSpec{Name: "y", Type: Fanout})
-	r.putQueue(QueueSpec{Name: "q"})
-	r.putQueue(QueueSpec{Name: "q", Durable: true}) // replaces
-	r.putBinding(BindSpec{Source: "x", Destination: "q", RoutingKey: "a"})
-	r.putBinding(BindSpec{Source: "y", Destination: "x", Kind: BindExchange})
-	r.putBinding(BindSpec{Source: "y", Destination: "q", RoutingKey: "b"})
+	r := &Registry{}
+	r.putExchange(ExchangeSpec{Name: "x", Type: Direct, AutoDelete: true}, 1)
+	r.putExchange(ExchangeSpec{Name: "y", Type: Fanout}, 1)
+	r.putQueue(QueueSpec{Name: "q"}, 1)
+	r.putQueue(QueueSpec{Name: "q", Durable: true}, 1) // replaces
+	r.putBinding(BindSpec{Source: "x", Destination: "q", RoutingKey: "a"}, 1)
+	r.putBinding(BindSpec{Source: "y", Destination: "x", Kind: BindExchange}, 1)
+	r.putBinding(BindSpec{Source: "y", Destination: "q", RoutingKey: "b"}, 1)
 	s := r.Snapshot()
 	if len(s.Queues) != 1 || !s.Queues[0].Durable {
 		t.Fatalf("redeclare did not replace: %+v", s.Queues)
@@ -140,7 +140,7 @@ func FuzzSpecValidation(f *testing.F) {
 				Overflow: Overflow(typ), QueueMode: qtype, DeliveryLimit: prio, Extra: amqp.Table{name: ttlMs},
 			}},
 			BindSpec{Source: name, Destination: typ, RoutingKey: qtype, Args: amqp.Table{"x-match": xmatch}},
-			ConsumerSpec{Queue: name, Tag: typ, PrefetchCount: prio, Handler: func(context.Context, amqp.Delivery) {}},
+			ConsumerSpec{Queue: name, Tag: typ, PrefetchCount: prio, Handler: func(context.Context, *Delivery) {}},
 		}
 		for _, s := range specs {
 			err := s.Validate()

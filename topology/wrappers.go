@@ -22,8 +22,12 @@ func (e *Exchange) Declare(ctx context.Context, opts ...Option) error {
 	return e.ops.DeclareExchange(ctx, e.Spec, opts...)
 }
 
-// Delete deletes the exchange (see Ops.DeleteExchange).
+// Delete deletes the exchange (see Ops.DeleteExchange). A read-only spec
+// is refused with ErrReadOnly, whatever the registry holds.
 func (e *Exchange) Delete(ctx context.Context, d DeleteOptions) error {
+	if e.Spec.IsReadOnly() {
+		return readOnlyError("delete", e.Spec.label(), "the spec is ReadOnly")
+	}
 	return e.ops.DeleteExchange(ctx, e.Spec.Name, d)
 }
 
@@ -77,7 +81,7 @@ func (q *Queue) Declare(ctx context.Context, opts ...Option) (QueueInfo, error) 
 	q.mu.Lock()
 	s := q.Spec
 	q.mu.Unlock()
-	if s.Name == "" {
+	if s.Name == "" && !s.ReadOnly {
 		s.Name = GeneratedQueueName()
 	}
 	info, err := q.ops.DeclareQueue(ctx, s, opts...)
@@ -89,9 +93,16 @@ func (q *Queue) Declare(ctx context.Context, opts ...Option) (QueueInfo, error) 
 	return info, err
 }
 
-// Delete deletes the queue (see Ops.DeleteQueue).
+// Delete deletes the queue (see Ops.DeleteQueue). A read-only spec is
+// refused with ErrReadOnly, whatever the registry holds.
 func (q *Queue) Delete(ctx context.Context, d DeleteOptions) (int, error) {
-	return q.ops.DeleteQueue(ctx, q.Name(), d)
+	q.mu.Lock()
+	s := q.Spec
+	q.mu.Unlock()
+	if s.ReadOnly {
+		return 0, readOnlyError("delete", s.label(), "the spec is ReadOnly")
+	}
+	return q.ops.DeleteQueue(ctx, s.Name, d)
 }
 
 // Exists reports whether the queue exists.

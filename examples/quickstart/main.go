@@ -30,7 +30,7 @@ import (
 func say(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
 
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := examples.Context(2 * time.Minute) // SIGINT/SIGTERM end it cleanly
 	defer cancel()
 	if err := specs(ctx); err != nil {
 		log.Fatal(err)
@@ -71,7 +71,7 @@ func specs(ctx context.Context) error {
 		return err
 	}
 	got := make(chan string, 1)
-	if _, err := queue.Consume(ctx, topology.ConsumerSpec{Handler: func(_ context.Context, d amqp.Delivery) {
+	if _, err := queue.Consume(ctx, topology.ConsumerSpec{Handler: func(_ context.Context, d *topology.Delivery) {
 		got <- string(d.Body)
 		_ = d.Ack(false) // manual ack
 	}}); err != nil {
@@ -160,7 +160,7 @@ func service(ctx context.Context) error {
 			}
 			n := attempts.Add(1)
 			if n <= 2 {
-				say("handler: order %s fails (attempt %d by the broker's count)", o.ID, ack.Attempt(m))
+				say("handler: order %s fails (attempt %d)", o.ID, ack.Attempt(m))
 				return errors.New("payment service busy")
 			}
 			say("handler: order %s succeeds on call %d (attempt %d: back from the 500ms delay queue)", o.ID, n, ack.Attempt(m))
@@ -173,7 +173,9 @@ func service(ctx context.Context) error {
 	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- r.Run(ctx) }()
-	<-r.Watermill().Running()
+	if err := r.WaitRunning(ctx); err != nil { // a start-up failure arrives here, never a hang
+		return err
+	}
 
 	body, _ := json.Marshal(order{ID: "A-1", Amount: 42})
 	if err := r.Publisher().Publish(q, message.NewMessage("A-1", body)); err != nil {
@@ -195,12 +197,19 @@ func service(ctx context.Context) error {
 	}
 
 	say("cutting the connection")
+	reconnected := make(chan struct{}, 1)
+	c.OnStateChange("back", func(ch conn.StateChange) {
+		if ch.From == conn.StateReconnecting && ch.To == conn.StateConnected {
+			reconnected <- struct{}{}
+		}
+	})
 	if err := proxy.Drop(); err != nil {
 		return err
 	}
-	time.Sleep(200 * time.Millisecond)
-	if err := c.WaitConnected(ctx); err != nil {
-		return err
+	select {
+	case <-reconnected:
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 	body, _ = json.Marshal(order{ID: "B-2", Amount: 7})
 	if err := r.Publisher().Publish(q, message.NewMessage("B-2", body)); err != nil {
@@ -214,7 +223,10 @@ func service(ctx context.Context) error {
 	if err := r.Close(ctx); err != nil {
 		return err
 	}
-	<-runErr
+	if err := <-runErr; err != nil {
+		return err
+	}
+	_ = c.Close(ctx)
 	// Leave the broker as we found it.
 	cleanup, err := conn.New(examples.URL(), conn.Config{})
 	if err == nil && cleanup.Open(ctx) == nil {

@@ -3,7 +3,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"log"
 	"time"
@@ -14,7 +13,7 @@ import (
 )
 
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := examples.Context(time.Minute)
 	defer cancel()
 	u, err := conn.ParseURL(examples.URL())
 	if err != nil {

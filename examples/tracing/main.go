@@ -24,7 +24,7 @@ import (
 )
 
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := examples.Context(time.Minute)
 	defer cancel()
 	exp, err := stdouttrace.New(stdouttrace.WithWriter(os.Stdout))
 	if err != nil {
@@ -65,8 +65,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go func() { _ = r.Run(ctx) }()
-	<-r.Watermill().Running()
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(ctx) }()
+	if err := r.WaitRunning(ctx); err != nil {
+		log.Fatal(err)
+	}
 	reqCtx, span := tp.Tracer("example").Start(ctx, "http request")
 	msg := message.NewMessage("traced-1", []byte("{}"))
 	msg.SetContext(reqCtx)
@@ -79,13 +82,16 @@ func main() {
 	case <-ctx.Done():
 		log.Fatal("never processed")
 	}
-	time.Sleep(100 * time.Millisecond) // let the last span end
 	fmt.Printf("# trace %s: send, a failed process, a delayed retry, a successful process (both linked to the send)\n", span.SpanContext().TraceID())
 	ops := r.Ops()
 	for _, name := range []string{q, q + ".dlq", middleware.DelayQueueName(q, 200*time.Millisecond)} {
 		_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
 	}
-	if err := r.Close(ctx); err != nil {
+	if err := r.Close(ctx); err != nil { // drains: the last span ends before it returns
 		log.Fatal(err)
 	}
+	if err := <-runErr; err != nil {
+		log.Fatal(err)
+	}
+	_ = c.Close(ctx)
 }

@@ -1,10 +1,10 @@
 // Worker: a router with in-process retry, delay-queue retry tiers and a
 // dead-letter queue. Job 3 always fails and ends in the dead-letter queue
-// with diagnostic headers; the others succeed.
+// with diagnostic headers; the others succeed. SIGTERM drains it: handlers
+// in flight finish before it exits.
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log"
@@ -24,7 +24,7 @@ import (
 )
 
 func main() {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := examples.Context(time.Minute)
 	defer cancel()
 	c, err := conn.New(examples.URL(), conn.Config{})
 	if err != nil {
@@ -64,8 +64,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	go func() { _ = r.Run(ctx) }()
-	<-r.Watermill().Running()
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(ctx) }()
+	if err := r.WaitRunning(ctx); err != nil {
+		log.Fatal(err)
+	}
 	for i := 1; i <= 5; i++ {
 		if err := r.Publisher().Publish(q, message.NewMessage("job-"+strconv.Itoa(i), []byte("work"))); err != nil {
 			log.Fatal(err)
@@ -92,4 +95,8 @@ func main() {
 	if err := r.Close(ctx); err != nil {
 		log.Fatal(err)
 	}
+	if err := <-runErr; err != nil {
+		log.Fatal(err)
+	}
+	_ = c.Close(ctx)
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -199,4 +200,39 @@ func sanitize(s string) string {
 		s = s[len(s)-60:]
 	}
 	return s
+}
+
+// Messages returns how many messages queue holds ready and unacknowledged
+// (rabbitmqctl list_queues), -1, -1 when it does not exist.
+func (b *Broker) Messages(queue string) (ready, unacked int, err error) {
+	out, err := rabbitmqctl(context.Background(), "", "list_queues", "-q", "--no-table-headers", "-p", b.Vhost, "name", "messages_ready", "messages_unacknowledged")
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		if len(f) == 3 && f[0] == queue {
+			ready, _ = strconv.Atoi(f[1])
+			unacked, _ = strconv.Atoi(f[2])
+			return ready, unacked, nil
+		}
+	}
+	return -1, -1, nil
+}
+
+// WaitSettled waits until queue holds nothing, ready or unacknowledged:
+// every message that was in it has been settled for good.
+func (b *Broker) WaitSettled(t testing.TB, queue string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for {
+		ready, unacked, err := b.Messages(queue)
+		if err == nil && ready == 0 && unacked == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue %s: %d ready, %d unacknowledged (err %v), want it settled", queue, ready, unacked, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }

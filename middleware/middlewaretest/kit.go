@@ -35,8 +35,19 @@ func NewMessage(payload string, opts ...MessageOption) *message.Message {
 	for _, o := range opts {
 		o(&info, msg)
 	}
+	info.PreviousAttempts = ack.PreviousAttempts(info.Headers, info.Queue, info.Redelivered)
 	msg.SetContext(ack.NewContext(context.Background(), info))
 	return msg
+}
+
+// Must returns mw, and panics when err is not nil: for building a stack in
+// a test or an example from the constructors, which return an error for an
+// invalid config.
+func Must(mw message.HandlerMiddleware, err error) message.HandlerMiddleware {
+	if err != nil {
+		panic(err)
+	}
+	return mw
 }
 
 // WithUUID sets the message UUID.

@@ -1,4 +1,4 @@
-package conn
+package warren
 
 import (
 	"context"
@@ -7,7 +7,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill"
 )
 
-// WatermillLogger returns a *slog.Logger (for Config.Logger) that writes to a
+// WatermillLogger returns a *slog.Logger (for any Config.Logger of warren:
+// conn, topology, Publisher, Subscriber, router) that writes to a
 // Watermill logger, so warren logs where the rest of a Watermill service
 // does. Warn records go to Info with a "level" field of "WARN", since
 // watermill.LoggerAdapter has no warning level.

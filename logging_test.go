@@ -1,4 +1,4 @@
-package conn_test
+package warren_test
 
 import (
 	"errors"
@@ -6,12 +6,12 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 
-	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren"
 )
 
 func TestWatermillLoggerAdapter(t *testing.T) {
 	wl := watermill.NewCaptureLogger()
-	l := conn.WatermillLogger(wl).With("conn", "svc")
+	l := warren.WatermillLogger(wl).With("conn", "svc")
 	l.Info("connected", "generation", 3)
 	l.Warn("attempt failed", "err", errors.New("refused"))
 	l.Error("gave up", "err", errors.New("boom"))

@@ -1,0 +1,14 @@
+// Package headers names the AMQP headers warren adds for its own use,
+// once for every package that writes, reads or strips them. None of them
+// ever reaches a user's message metadata: the marshaler drops them on the
+// way in, and copies of a message (retries, dead letters) drop them on the
+// way out.
+package headers
+
+// PublishSeq is the header a confirm channel adds to mandatory messages: a
+// basic.return carries no delivery tag, so this is how a return finds the
+// publish it belongs to (PITFALLS 6).
+const PublishSeq = "warren-publish-seq"
+
+// Internal reports whether a header is warren's own plumbing.
+func Internal(name string) bool { return name == PublishSeq }

@@ -1,0 +1,68 @@
+package topology
+
+import (
+	"context"
+	"sync"
+	"sync/atomic"
+
+	"github.com/warrenmq/warren/conn"
+)
+
+// confirmPool is an Ops' confirm channels: opened on first use, reopened
+// after they die, shared round-robin by concurrent publishes (never a
+// channel per call).
+type confirmPool struct {
+	conn   *conn.Conn
+	slots  []*confirmSlot
+	next   atomic.Uint32
+	closed atomic.Bool
+}
+
+type confirmSlot struct {
+	mu sync.Mutex
+	cc *conn.ConfirmChannel
+}
+
+func newConfirmPool(c *conn.Conn, n int) *confirmPool {
+	p := &confirmPool{conn: c, slots: make([]*confirmSlot, n)}
+	for i := range p.slots {
+		p.slots[i] = &confirmSlot{}
+	}
+	return p
+}
+
+// get returns an open confirm channel, opening one (waiting for the
+// connection, bounded by ctx) when its slot has none.
+func (p *confirmPool) get(ctx context.Context) (*conn.ConfirmChannel, error) {
+	s := p.slots[int(p.next.Add(1))%len(p.slots)]
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if p.closed.Load() {
+		return nil, ErrClosed
+	}
+	if s.cc != nil && s.cc.IsOpen() {
+		return s.cc, nil
+	}
+	if err := p.conn.WaitUnblocked(ctx); err != nil {
+		return nil, err
+	}
+	cc, err := p.conn.NewConfirmChannel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s.cc = cc
+	return cc, nil
+}
+
+func (p *confirmPool) close() {
+	p.closed.Store(true)
+	for _, s := range p.slots {
+		s.mu.Lock()
+		cc := s.cc
+		s.cc = nil
+		s.mu.Unlock()
+		if cc != nil {
+			_ = cc.Close()
+		}
+	}
+}

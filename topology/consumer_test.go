@@ -1,0 +1,196 @@
+package topology_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
+)
+
+// events records a consumer's events.
+type events struct {
+	mu  sync.Mutex
+	all []topology.ConsumerEvent
+}
+
+func (e *events) on(ev topology.ConsumerEvent) {
+	e.mu.Lock()
+	e.all = append(e.all, ev)
+	e.mu.Unlock()
+}
+
+func (e *events) waitFor(t *testing.T, kind topology.ConsumerEventKind) topology.ConsumerEvent {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		e.mu.Lock()
+		for _, ev := range e.all {
+			if ev.Kind == kind {
+				e.mu.Unlock()
+				return ev
+			}
+		}
+		e.mu.Unlock()
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s event; saw %+v", kind, e.all)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// A queue warren did not declare, deleted under its consumer: the consumer
+// reports the gap and waits with backoff until the queue exists again,
+// then consumes it. It never ends on its own.
+func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 60*time.Second)
+	q := b.Name("theirs")
+	raw := rawChannel(t, b.URL)
+	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	var ev events
+	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Consuming() {
+		t.Fatal("not consuming after Consume")
+	}
+	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, topology.ConsumerInterrupted)
+	w := ev.waitFor(t, topology.ConsumerWaiting)
+	if w.Err == nil || c.Consuming() {
+		t.Fatalf("waiting event %+v, consuming %v", w, c.Consuming())
+	}
+	if ok, _ := ops.QueueExists(ctx, q); ok {
+		t.Fatal("warren declared a queue it does not own")
+	}
+	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	r := ev.waitFor(t, topology.ConsumerResumed)
+	if r.Gap <= 0 || !c.Consuming() {
+		t.Fatalf("resumed %+v, consuming %v", r, c.Consuming())
+	}
+	if err := ops.Publish(ctx, "", q, msg("back"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "back")
+	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A registered queue deleted under its consumer is declared again from its
+// spec, with its bindings.
+func TestConsumerRedeclaresItsRegisteredQueue(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 60*time.Second)
+	q, x := b.Name("mine"), b.Name("src")
+	if err := ops.Apply(ctx, topology.Topology{
+		Exchanges: []topology.ExchangeSpec{{Name: x, Type: topology.Topic}},
+		Queues:    []topology.QueueSpec{{Name: q, Args: topology.QueueArgs{MaxLength: 100}}},
+		Bindings:  []topology.BindSpec{{Source: x, Destination: q, RoutingKey: "k.#"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	var ev events
+	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rawChannel(t, b.URL).QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	ev.waitFor(t, topology.ConsumerQueueRedeclared)
+	ev.waitFor(t, topology.ConsumerResumed)
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("consuming again after %v", d)
+	}
+	// Its binding came back with it, and its arguments.
+	if err := ops.Publish(ctx, x, "k.1", msg("via binding"), topology.PublishOptions{Mandatory: true}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "via binding")
+	if _, err := rawChannel(t, b.URL).QueueDeclare(q, false, false, false, false, nil); !isCode(err, 406) {
+		t.Fatalf("queue declared again without its arguments: %v", err)
+	}
+}
+
+// Consumers share channels, so a stopped consumer's prefetched messages
+// must be given back explicitly (a channel that stays open for the other
+// consumers would hold them forever).
+func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 60*time.Second)
+	qa, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("a")})
+	qb, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("b")})
+	other := make(chan string, 10)
+	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: qb.Name, Handler: receiver(other)}); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 5; i++ {
+		if err := ops.Publish(ctx, "", qa.Name, msg("m"), topology.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inHand := make(chan struct{})
+	release := make(chan struct{})
+	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: qa.Name, PrefetchCount: 10, Handler: func(_ context.Context, d *topology.Delivery) {
+		select {
+		case inHand <- struct{}{}:
+			<-release
+		default:
+		}
+		_ = d.Ack(false)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-inHand
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.Stop(ctx) }()
+	// Once the broker has no consumer, Stop has begun: nothing more is
+	// handed out.
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		if info, err := ops.Inspect(ctx, qa.Name); err == nil && info.Consumers == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("consumer not cancelled")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	close(release)
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	// One acked in hand; four prefetched, given back while the shared
+	// channel stays open for the other consumer.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		info, err := ops.Inspect(ctx, qa.Name)
+		if err == nil && info.Messages == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("queue holds %+v (%v), want the 4 never handled back", info, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := ops.Publish(ctx, "", qb.Name, msg("other"), topology.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, other, "other")
+}

@@ -1,0 +1,128 @@
+package topology
+
+import (
+	"context"
+	"sync"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+)
+
+// consumersPerChannel is how many consumers share one channel. A channel
+// per consumer caps a connection at channel_max (2047 by default) consumers
+// (PITFALLS 27); sharing lifts that. A channel error costs every consumer
+// on the channel its subscription (they come back by themselves), so the
+// groups stay small, and nothing that can fail on the broker's side runs on
+// a shared channel without a check first (see Consumer.ensureQueue).
+const consumersPerChannel = 32
+
+// hostSet is a connection's channels for consumers.
+type hostSet struct {
+	conn       *conn.Conn
+	perChannel int
+
+	mu    sync.Mutex
+	hosts []*host
+}
+
+// host is one channel and the consumers on it.
+type host struct {
+	ch        *conn.Channel
+	dedicated bool
+
+	// callMu serialises basic.qos + basic.consume: qos (global false)
+	// applies to the consumers started after it on the channel.
+	callMu   sync.Mutex
+	prefetch [2]int
+	qosSet   bool
+
+	tags map[string]struct{} // guarded by hostSet.mu
+}
+
+// subscription is one consumer's basic.consume on a host.
+type subscription struct {
+	host *host
+	tag  string
+	msgs <-chan amqp.Delivery
+}
+
+// place picks a host for a consumer with tag (opening a channel when no
+// open one has room), and reserves the tag on it.
+func (hs *hostSet) place(ctx context.Context, tag string, dedicated bool) (*host, error) {
+	gen := hs.conn.Generation()
+	hs.mu.Lock()
+	live := hs.hosts[:0]
+	for _, h := range hs.hosts {
+		if h.ch.IsOpen() {
+			live = append(live, h)
+		}
+	}
+	clear(hs.hosts[len(live):])
+	hs.hosts = live
+	if !dedicated {
+		for _, h := range hs.hosts {
+			if _, dup := h.tags[tag]; !dup && !h.dedicated && len(h.tags) < hs.perChannel && h.ch.Generation() == gen {
+				h.tags[tag] = struct{}{}
+				hs.mu.Unlock()
+				return h, nil
+			}
+		}
+	}
+	hs.mu.Unlock()
+	ch, err := hs.conn.NewChannel(ctx)
+	if err != nil {
+		return nil, err
+	}
+	h := &host{ch: ch, dedicated: dedicated, tags: map[string]struct{}{tag: {}}}
+	hs.mu.Lock()
+	hs.hosts = append(hs.hosts, h)
+	hs.mu.Unlock()
+	return h, nil
+}
+
+// release gives a consumer's place back; the last consumer of a channel
+// closes it.
+func (hs *hostSet) release(h *host, tag string) {
+	hs.mu.Lock()
+	delete(h.tags, tag)
+	empty := len(h.tags) == 0
+	if empty {
+		for i, x := range hs.hosts {
+			if x == h {
+				hs.hosts = append(hs.hosts[:i], hs.hosts[i+1:]...)
+				break
+			}
+		}
+	}
+	hs.mu.Unlock()
+	if empty {
+		hs.conn.Go(func() { _ = h.ch.Close() })
+	}
+}
+
+// subscribe starts a consumer on a host: basic.qos (when its prefetch
+// differs from the host's last) and basic.consume.
+func (hs *hostSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription, error) {
+	h, err := hs.place(ctx, s.Tag, s.Exclusive)
+	if err != nil {
+		return nil, err
+	}
+	h.callMu.Lock()
+	want := [2]int{s.PrefetchCount, s.PrefetchSize}
+	if !h.qosSet || h.prefetch != want {
+		if err = h.ch.Qos(ctx, s.PrefetchCount, s.PrefetchSize, false); err == nil {
+			h.prefetch, h.qosSet = want, true
+		}
+	}
+	var msgs <-chan amqp.Delivery
+	if err == nil {
+		msgs, err = h.ch.Consume(ctx, s.Queue, s.Tag, s.AutoAck, s.Exclusive, false, s.args())
+	}
+	h.callMu.Unlock()
+	if err != nil {
+		hs.release(h, s.Tag)
+		return nil, err
+	}
+	return &subscription{host: h, tag: s.Tag, msgs: msgs}, nil
+}
