@@ -16,16 +16,16 @@ import (
 // Metadata keys that map to AMQP properties instead of headers. Set them on
 // a message to set the property; read them on a received message.
 const (
-	MetaContentType     = "amqp.content_type"
-	MetaContentEncoding = "amqp.content_encoding"
-	MetaCorrelationID   = "amqp.correlation_id"
-	MetaReplyTo         = "amqp.reply_to"
-	MetaExpiration      = "amqp.expiration" // milliseconds, as AMQP wants it
-	MetaPriority        = "amqp.priority"   // 0-9
-	MetaType            = "amqp.type"
-	MetaAppID           = "amqp.app_id"
-	MetaUserID          = "amqp.user_id"
-	MetaTimestamp       = "amqp.timestamp" // RFC 3339
+	MetaContentType     = headers.MetaContentType
+	MetaContentEncoding = headers.MetaContentEncoding
+	MetaCorrelationID   = headers.MetaCorrelationID
+	MetaReplyTo         = headers.MetaReplyTo
+	MetaExpiration      = headers.MetaExpiration // milliseconds, as AMQP wants it
+	MetaPriority        = headers.MetaPriority   // 0-9
+	MetaType            = headers.MetaType
+	MetaAppID           = headers.MetaAppID
+	MetaUserID          = headers.MetaUserID
+	MetaTimestamp       = headers.MetaTimestamp // RFC 3339
 )
 
 // LegacyUUIDHeader is where watermill-amqp keeps the message UUID; read as a

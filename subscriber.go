@@ -257,15 +257,19 @@ type subscription struct {
 }
 
 // watch ends the subscription when Subscribe's ctx ends (with CloseTimeout
-// for the handlers in flight), or once Shutdown ended it.
+// for the handlers in flight), when its consumer ended because its owner
+// ended it (the connection was closed), or once Shutdown ended it.
 func (st *subscription) watch(ctx context.Context) {
 	select {
 	case <-ctx.Done():
-		stopCtx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout)
-		defer cancel()
-		st.stop(stopCtx)
+	case <-st.consumer.Done():
+		st.s.log.Warn("warren: subscription ends with its consumer", "topic", st.topic, "queue", st.queue, "err", st.consumer.Err())
 	case <-st.stopped:
+		return
 	}
+	stopCtx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout)
+	defer cancel()
+	st.stop(stopCtx)
 }
 
 // stop stops new deliveries, lets handlers settle what they hold until ctx

@@ -135,26 +135,41 @@ func (ch *Channel) abandon() {
 
 // call runs an RPC bounded by ctx and OperationTimeout. When the bound
 // passes first the channel is abandoned: ErrTimeout for the
-// OperationTimeout, ctx.Err() for the caller's ctx.
+// OperationTimeout, ctx.Err() for the caller's ctx. The RPC's result comes
+// back through the channel only: an abandoned RPC that completes later
+// writes nothing the caller reads.
 func (ch *Channel) call(ctx context.Context, rpc func(*amqp.Channel) error) error {
-	res := make(chan error, 1)
-	if !ch.c.spawn(func() { res <- rpc(ch.ch) }) {
-		return closedError(ch.c.Err())
+	_, err := callValue(ctx, ch, func(c *amqp.Channel) (struct{}, error) { return struct{}{}, rpc(c) })
+	return err
+}
+
+func callValue[T any](ctx context.Context, ch *Channel, rpc func(*amqp.Channel) (T, error)) (T, error) {
+	type result struct {
+		v   T
+		err error
+	}
+	var zero T
+	res := make(chan result, 1)
+	if !ch.c.spawn(func() {
+		v, err := rpc(ch.ch)
+		res <- result{v, err}
+	}) {
+		return zero, closedError(ch.c.Err())
 	}
 	t := time.NewTimer(ch.timeout)
 	defer t.Stop()
 	select {
-	case err := <-res:
-		if err != nil {
-			ch.LostWith(err)
+	case r := <-res:
+		if r.err != nil {
+			ch.LostWith(r.err)
 		}
-		return err
+		return r.v, r.err
 	case <-t.C:
 		ch.abandon()
-		return ErrTimeout
+		return zero, ErrTimeout
 	case <-ctx.Done():
 		ch.abandon()
-		return ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 
@@ -191,47 +206,29 @@ func (ch *Channel) ExchangeUnbind(ctx context.Context, destination, key, source 
 
 // QueueDeclare is queue.declare, bounded.
 func (ch *Channel) QueueDeclare(ctx context.Context, name string, durable, autoDelete, exclusive, noWait bool, args amqp.Table) (amqp.Queue, error) {
-	var q amqp.Queue
-	err := ch.call(ctx, func(c *amqp.Channel) error {
-		var err error
-		q, err = c.QueueDeclare(name, durable, autoDelete, exclusive, noWait, args)
-		return err
+	return callValue(ctx, ch, func(c *amqp.Channel) (amqp.Queue, error) {
+		return c.QueueDeclare(name, durable, autoDelete, exclusive, noWait, args)
 	})
-	return q, err
 }
 
 // QueueDeclarePassive returns a queue's counts; a 404 closes the channel.
 func (ch *Channel) QueueDeclarePassive(ctx context.Context, name string) (amqp.Queue, error) {
-	var q amqp.Queue
-	err := ch.call(ctx, func(c *amqp.Channel) error {
-		var err error
-		q, err = c.QueueDeclarePassive(name, false, false, false, false, nil)
-		return err
+	return callValue(ctx, ch, func(c *amqp.Channel) (amqp.Queue, error) {
+		return c.QueueDeclarePassive(name, false, false, false, false, nil)
 	})
-	return q, err
 }
 
 // QueueDelete is queue.delete, bounded; it returns how many messages went
 // with the queue.
 func (ch *Channel) QueueDelete(ctx context.Context, name string, ifUnused, ifEmpty, noWait bool) (int, error) {
-	var n int
-	err := ch.call(ctx, func(c *amqp.Channel) error {
-		var err error
-		n, err = c.QueueDelete(name, ifUnused, ifEmpty, noWait)
-		return err
+	return callValue(ctx, ch, func(c *amqp.Channel) (int, error) {
+		return c.QueueDelete(name, ifUnused, ifEmpty, noWait)
 	})
-	return n, err
 }
 
 // QueuePurge is queue.purge, bounded.
 func (ch *Channel) QueuePurge(ctx context.Context, name string) (int, error) {
-	var n int
-	err := ch.call(ctx, func(c *amqp.Channel) error {
-		var err error
-		n, err = c.QueuePurge(name, false)
-		return err
-	})
-	return n, err
+	return callValue(ctx, ch, func(c *amqp.Channel) (int, error) { return c.QueuePurge(name, false) })
 }
 
 // QueueBind is queue.bind, bounded.
@@ -254,13 +251,9 @@ func (ch *Channel) Qos(ctx context.Context, prefetchCount, prefetchSize int, glo
 // consumer is cancelled (by Cancel or by the server) or the channel closes;
 // the channel's Done and Err tell which.
 func (ch *Channel) Consume(ctx context.Context, queue, consumer string, autoAck, exclusive, noWait bool, args amqp.Table) (<-chan amqp.Delivery, error) {
-	var d <-chan amqp.Delivery
-	err := ch.call(ctx, func(c *amqp.Channel) error {
-		var err error
-		d, err = c.Consume(queue, consumer, autoAck, exclusive, false, noWait, args)
-		return err
+	return callValue(ctx, ch, func(c *amqp.Channel) (<-chan amqp.Delivery, error) {
+		return c.Consume(queue, consumer, autoAck, exclusive, false, noWait, args)
 	})
-	return d, err
 }
 
 // Cancel is basic.cancel, bounded: the broker sends no more deliveries to
@@ -271,16 +264,15 @@ func (ch *Channel) Cancel(ctx context.Context, consumer string, noWait bool) err
 
 // Get is basic.get, bounded.
 func (ch *Channel) Get(ctx context.Context, queue string, autoAck bool) (amqp.Delivery, bool, error) {
-	var (
+	type got struct {
 		d  amqp.Delivery
 		ok bool
-	)
-	err := ch.call(ctx, func(c *amqp.Channel) error {
-		var err error
-		d, ok, err = c.Get(queue, autoAck)
-		return err
+	}
+	g, err := callValue(ctx, ch, func(c *amqp.Channel) (got, error) {
+		d, ok, err := c.Get(queue, autoAck)
+		return got{d, ok}, err
 	})
-	return d, ok, err
+	return g.d, g.ok, err
 }
 
 // Publish sends one message without a confirm (use a ConfirmChannel to

@@ -5,8 +5,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -351,19 +353,59 @@ func TestCloseDuringBackoffSleep(t *testing.T) {
 	}
 }
 
-func TestCloseDuringDialClosesTheLateConnection(t *testing.T) {
-	b := rabbittest.Shared(t)
-	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	if err := p.Stall(); err != nil { // TCP accepts, the AMQP handshake hangs
+// gatedBroker is a TCP front for the shared broker that accepts a
+// connection and holds it (the AMQP handshake hangs) until open is closed,
+// then forwards it: the test knows exactly when a dial reached it.
+func gatedBroker(t *testing.T) (addr string, accepted <-chan struct{}, open chan<- struct{}) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := conn.New(p.URL(b.Vhost), conn.Config{DialTimeout: 30 * time.Second})
+	acc, gate := make(chan struct{}, 1), make(chan struct{})
+	done := make(chan struct{})
+	t.Cleanup(func() {
+		l.Close()
+		<-done
+	})
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		acc <- struct{}{}
+		<-gate
+		up, err := net.Dial("tcp", rabbittest.SharedAddr)
+		if err != nil {
+			return
+		}
+		defer up.Close()
+		go func() { _, _ = io.Copy(up, c); up.Close() }()
+		_, _ = io.Copy(c, up)
+	}()
+	return l.Addr().String(), acc, gate
+}
+
+func TestCloseDuringDialClosesTheLateConnection(t *testing.T) {
+	b := rabbittest.Shared(t)
+	addr, accepted, gate := gatedBroker(t)
+	vhost := ""
+	if b.Vhost != "/" {
+		vhost = url.PathEscape(b.Vhost)
+	}
+	c, err := conn.New("amqp://guest:guest@"+addr+"/"+vhost, conn.Config{DialTimeout: 30 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	opened := make(chan error, 1)
 	go func() { opened <- c.Open(context.Background()) }()
-	time.Sleep(300 * time.Millisecond) // let the dial reach the stalled handshake
+	select {
+	case <-accepted: // the dial is in the stalled handshake now
+	case <-time.After(10 * time.Second):
+		t.Fatal("the dial never reached the broker")
+	}
 	closeCtx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 	defer cancel()
 	_ = c.Close(closeCtx) // returns at its ctx: the dial is still hanging
@@ -373,7 +415,7 @@ func TestCloseDuringDialClosesTheLateConnection(t *testing.T) {
 	if s := c.State(); s != conn.StateClosed {
 		t.Fatalf("state %v after Close during dial", s)
 	}
-	p.Heal() // the handshake now completes...
+	close(gate) // the handshake now completes...
 	select {
 	case <-c.Done(): // ...and the late connection was closed, not used
 	case <-time.After(30 * time.Second):
@@ -418,8 +460,15 @@ func TestDeclareInFlightWhenConnectionIsCut(t *testing.T) {
 			}
 		}
 	}()
-	for i := 0; i < 3; i++ {
-		time.Sleep(30 * time.Millisecond) // cut at different points of the loop
+	// Cut at different points of the loop: after 50, 100 and 150 declares.
+	for i := 1; i <= 3; i++ {
+		for declared.Load() < int32(50*i) {
+			select {
+			case <-done:
+				t.Fatalf("the loop ended after %d declares, before cut %d", declared.Load(), i)
+			case <-time.After(time.Millisecond):
+			}
+		}
 		if err := p.Drop(); err != nil {
 			t.Fatal(err)
 		}
@@ -439,13 +488,24 @@ func TestRefresh(t *testing.T) {
 	c := open(t, b.URL, conn.Config{})
 	rec := record(c)
 	var hookRuns atomic.Int32
+	entered, gate := make(chan struct{}), make(chan struct{})
 	c.AddRestoreHook("count", func(ctx context.Context) error {
-		time.Sleep(50 * time.Millisecond) // Refresh must wait for this
+		close(entered)
+		<-gate // Refresh must wait for this
 		hookRuns.Add(1)
 		return nil
 	})
 	before, _ := c.Channel(ctxT(t, 5*time.Second))
-	if err := c.Refresh(ctxT(t, 20*time.Second)); err != nil {
+	refreshed := make(chan error, 1)
+	go func() { refreshed <- c.Refresh(ctxT(t, 20*time.Second)) }()
+	<-entered
+	select {
+	case err := <-refreshed:
+		t.Fatalf("Refresh returned while its restore hook runs: %v", err)
+	default:
+	}
+	close(gate)
+	if err := <-refreshed; err != nil {
 		t.Fatal(err)
 	}
 	if hookRuns.Load() != 1 {
@@ -470,12 +530,21 @@ func TestSlowAndPanickingCallbacksNeverStallReconnect(t *testing.T) {
 	c.OnStateChange("panics", func(conn.StateChange) { panic("callback bug") })
 	c.OnStateChange("blocks", func(conn.StateChange) { <-block })
 	for i := 0; i < 3; i++ {
+		gen := c.Generation()
 		if err := p.Drop(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(50 * time.Millisecond)
+		// The callbacks are stuck, so no state callback can tell us: the
+		// generation does.
+		deadline := time.Now().Add(10 * time.Second)
+		for c.Generation() <= gen {
+			if time.Now().After(deadline) {
+				t.Fatalf("reconnect %d stalled behind callbacks (state %v)", i, c.State())
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		if _, err := c.Channel(ctxT(t, 10*time.Second)); err != nil {
-			t.Fatalf("reconnect %d stalled behind callbacks: %v", i, err)
+			t.Fatalf("reconnect %d: %v", i, err)
 		}
 	}
 }

@@ -38,15 +38,25 @@
 // an older generation must be dropped, never sent on a new channel.
 // [Conn.Channel] returns a cached channel for short calls (declares, deletes)
 // and replaces it when the server closes it (404, 406) without reconnecting;
-// [Conn.NewChannel] opens one of the caller's own, [Conn.NewConfirmChannel]
-// one in publisher-confirm mode. [Channel.LostWith] tells whether an error
-// from a call means the connection is gone (amqp091 reports a failed socket
-// write before it marks the connection closed).
+// [Conn.NewChannel] opens one of the caller's own. [Channel.LostWith] tells
+// whether an error from a call means the connection is gone (amqp091 reports
+// a failed socket write before it marks the connection closed).
 //
-// amqp091-go's calls have no timeout; this package bounds the calls it makes
-// (opening and closing channels, closing connections) with
-// [Config.OperationTimeout] and treats a connection whose call timed out as
-// broken, since the broker may still apply the call later.
+// amqp091-go's calls have no timeout. Every AMQP method of [Channel] takes a
+// ctx and is bounded by it and by [Config.OperationTimeout]; a call that
+// outlives its bound closes the channel (the broker may still apply it
+// later), and a channel open or close that times out marks the connection
+// broken. Confirm mode and amqp091's Notify* registrations are not handed
+// out: an unread notification channel deadlocks amqp091 (PITFALLS 1).
+//
+// # Confirms
+//
+// [Conn.NewConfirmChannel] returns a [ConfirmChannel], warren's one confirm
+// primitive: each [ConfirmChannel.Publish] returns a [Confirmation] that the
+// broker's ack, nack or (with mandatory) return settles, told apart from a
+// confirm lost with its channel ([Lost]: unknown, not refused; PITFALLS 5).
+// Returns are correlated with their publishes by an internal header, since a
+// basic.return carries no delivery tag (PITFALLS 6).
 //
 // # Restore hooks
 //
@@ -79,6 +89,13 @@
 //
 // [Shared] hands out reference-counted handles on one connection per URL and
 // options; the last handle to close closes it.
+//
+// # Extension points
+//
+// The layers above keep exactly one object per connection with
+// [Conn.Attachment] (package topology keeps the connection's registry
+// there), start goroutines the connection's Close waits for with [Conn.Go],
+// and tell a restore hook's ctx from an ordinary one with [Restoring].
 //
 // # Concurrency
 //

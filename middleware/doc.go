@@ -27,6 +27,8 @@
 //	    publishing side.
 //
 // ack.Permanent errors are never retried; ack.AsRequeue errors are requeued
-// as they are. Package middlewaretest runs handlers through any of these
-// without a broker.
+// (after the Subscriber's backoff). Every constructor takes a Config, fills
+// its defaults, validates it and returns (message.HandlerMiddleware, error):
+// a bad field is a *ConfigError matching ErrInvalidConfig. Package
+// middlewaretest runs handlers through any of these without a broker.
 package middleware

@@ -11,7 +11,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/headers"
 )
+
+// traceParentKey is where the W3C propagator puts the trace context in a
+// message's metadata (and so its AMQP headers).
+const traceParentKey = "traceparent"
 
 // TracingConfig shapes Tracing.
 type TracingConfig struct {
@@ -59,7 +64,7 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			parent := original
 			opts := make([]trace.SpanStartOption, 0, 3)
 			opts = append(opts, trace.WithSpanKind(trace.SpanKindConsumer))
-			if _, has := msg.Metadata["traceparent"]; has {
+			if _, has := msg.Metadata[traceParentKey]; has {
 				producer := trace.SpanContextFromContext(tel.propagator.Extract(context.Background(), metadataCarrier(msg.Metadata)))
 				if producer.IsValid() {
 					if cfg.AsParent {
@@ -76,7 +81,7 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 				if ok {
 					span.SetAttributes(attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(info.DeliveryTag)))
 				}
-				if cid := msg.Metadata["amqp.correlation_id"]; cid != "" {
+				if cid := msg.Metadata[headers.MetaCorrelationID]; cid != "" {
 					span.SetAttributes(attribute.String("messaging.message.conversation_id", cid))
 				}
 			}
@@ -170,11 +175,11 @@ func (p *tracingPublisher) Publish(topic string, msgs ...*message.Message) error
 		if span.IsRecording() {
 			span.SetAttributes(dst.attrs...)
 			span.SetAttributes(attribute.String("messaging.message.id", m.UUID))
-			if cid := m.Metadata["amqp.correlation_id"]; cid != "" {
+			if cid := m.Metadata[headers.MetaCorrelationID]; cid != "" {
 				span.SetAttributes(attribute.String("messaging.message.conversation_id", cid))
 			}
 		}
-		if _, has := m.Metadata["traceparent"]; !has {
+		if _, has := m.Metadata[traceParentKey]; !has {
 			tel.propagator.Inject(ctx, metadataCarrier(m.Metadata))
 		}
 		spans[i] = span

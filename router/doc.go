@@ -12,11 +12,23 @@
 //	recover -> tracing -> ack -> dead-letter -> delayed retry -> retry -> timeout -> handler
 //
 // Defaults are safe: at-least-once, bounded retry, a dead-letter queue per
-// route. [Router.Close] drains before it closes (subscribers first, then
-// the Watermill router, the publishers and the connection), so handlers
-// finish their work and settle it. [Router.Health] and
-// [Router.ReadinessHandler] serve readiness probes. [Router.Watermill] is the
-// underlying Watermill router: any Watermill middleware or plugin still plugs
-// in, and warren's Publisher, Subscriber and middleware keep working without
-// this package.
+// route. [Router.WaitRunning] tells a waiter that Run started, or why it did
+// not. [Router.Close] (and the end of Run's ctx) shuts down like
+// http.Server.Shutdown: deliveries stop at once, handlers in flight finish and
+// settle with live contexts until the deadline, then the Watermill router and
+// the publishers close; the connection stays the caller's unless
+// Config.CloseConnection. A route's consumer comes back by itself from
+// anything the broker does to it; [Router.Health] and
+// [Router.ReadinessHandler] report the gap, and Config.OnConsumerEvent hears
+// of it. A service in production:
+//
+//	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+//	defer stop()
+//	if err := r.Run(ctx); err != nil { // returns after draining on SIGTERM
+//		log.Fatal(err)
+//	}
+//
+// [Router.Watermill] is the underlying Watermill router: any Watermill
+// middleware or plugin still plugs in, and warren's Publisher, Subscriber and
+// middleware keep working without this package.
 package router

@@ -82,13 +82,14 @@ type Router struct {
 	output   message.Publisher
 	hookName string
 
-	mu       sync.Mutex
-	routes   []*activeRoute
-	running  bool
-	closed   bool
-	started  chan struct{} // closed once Run started every route, or failed
-	startErr error
-	runDone  chan struct{}
+	mu        sync.Mutex
+	routes    []*activeRoute
+	running   bool
+	closed    bool
+	started   chan struct{} // closed once Run started every route, failed, or Close came first
+	startOnce sync.Once
+	startErr  error
+	runDone   chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -203,19 +204,19 @@ func (r *Router) Run(ctx context.Context) error {
 	r.mu.Unlock()
 	defer close(r.runDone)
 	if err := r.start(ctx, routes); err != nil {
-		r.startErr = fmt.Errorf("router: start: %w", err)
-		close(r.started)
-		return r.startErr
+		err = fmt.Errorf("router: start: %w", err)
+		r.finishStart(err)
+		return err
 	}
 	wmErr := make(chan error, 1)
 	go func() { wmErr <- r.wm.Run(context.WithoutCancel(ctx)) }()
 	select {
 	case <-r.wm.Running():
-		close(r.started)
+		r.finishStart(nil)
 	case err := <-wmErr:
-		r.startErr = fmt.Errorf("router: start: %w", err)
-		close(r.started)
-		return r.startErr
+		err = fmt.Errorf("router: start: %w", err)
+		r.finishStart(err)
+		return err
 	}
 	select {
 	case <-ctx.Done():
@@ -231,9 +232,18 @@ func (r *Router) Run(ctx context.Context) error {
 	}
 }
 
+// finishStart tells WaitRunning how the start went, once.
+func (r *Router) finishStart(err error) {
+	r.startOnce.Do(func() {
+		r.startErr = err
+		close(r.started)
+	})
+}
+
 // WaitRunning blocks until Run has started every route (nil), Run failed
-// to start (its error), or ctx ends (ctx.Err()): a start-up that fails
-// never leaves a waiter hanging.
+// to start (its error), the router was closed before it ran (ErrClosed), or
+// ctx ends (ctx.Err()): a start-up that fails never leaves a waiter
+// hanging.
 func (r *Router) WaitRunning(ctx context.Context) error {
 	select {
 	case <-r.started:
@@ -418,6 +428,9 @@ func (r *Router) Close(ctx context.Context) error {
 		routes := append([]*activeRoute(nil), r.routes...)
 		running := r.running
 		r.mu.Unlock()
+		if !running {
+			r.finishStart(ErrClosed)
+		}
 		var errs []error
 		var wg sync.WaitGroup
 		var emu sync.Mutex

@@ -96,40 +96,38 @@ func TestChaos(t *testing.T) {
 		}()
 	}
 
-	// The chaos: a cut every 2s, and two broker restarts.
+	// The chaos, placed by progress rather than by the clock: ten faults
+	// spread over the run (at every tenth of the messages sent), the third
+	// and the seventh a broker restart, the others a connection cut. A fault
+	// waits for the previous one's reconnect, so each one hits a live run.
 	chaosDone := make(chan struct{})
 	var cuts, restarts int
 	var peakHeap uint64
 	go func() {
 		defer close(chaosDone)
-		tick := time.NewTicker(2 * time.Second)
-		defer tick.Stop()
-		pubDone := make(chan struct{})
-		go func() { pubWG.Wait(); close(pubDone) }()
-		for tickN := 1; ; {
-			var ms runtime.MemStats
-			runtime.ReadMemStats(&ms)
-			if ms.HeapAlloc > peakHeap {
-				peakHeap = ms.HeapAlloc
+		for k := 1; k <= 10; k++ {
+			for sent.Load() < int64(total*k/11) {
+				var ms runtime.MemStats
+				runtime.ReadMemStats(&ms)
+				peakHeap = max(peakHeap, ms.HeapAlloc)
+				time.Sleep(10 * time.Millisecond) // poll the progress
 			}
-			select {
-			case <-pubDone:
-				return
-			case <-tick.C:
-				tickN++
-				if restarts < 2 && tickN%2 == 1 {
-					restarts++
-					if err := n.Restart(); err != nil {
-						t.Errorf("restart: %v", err)
-						return
-					}
-					continue
+			if k == 3 || k == 7 {
+				restarts++
+				if err := n.Restart(); err != nil {
+					t.Errorf("restart: %v", err)
+					return
 				}
+			} else {
 				if err := p.Drop(); err != nil {
 					t.Errorf("cut: %v", err)
 					return
 				}
 				cuts++
+			}
+			if err := pubConn.WaitConnected(ctx); err != nil {
+				t.Errorf("after fault %d: %v", k, err)
+				return
 			}
 		}
 	}()

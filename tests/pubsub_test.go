@@ -36,7 +36,11 @@ func constructors(url func(t *testing.T) string, p preset, maxInFlight int) (tes
 		if err != nil {
 			t.Fatal(err)
 		}
-		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: m, MaxInFlight: maxInFlight, CloseTimeout: 2 * time.Second})
+		// The suite nacks hundreds of messages and expects each back soon
+		// (TestContinueAfterErrors: 300 nacks); the production backoff
+		// (100ms doubling) is tested in nospin_test.go.
+		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: m, MaxInFlight: maxInFlight, CloseTimeout: 2 * time.Second,
+			Redelivery: warren.RedeliveryConfig{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -97,11 +97,24 @@ func TestServiceSurvivesCutAndRestart(t *testing.T) {
 			time.Sleep(2 * time.Millisecond)
 		}
 	}()
-	time.Sleep(150 * time.Millisecond)
+	// The faults are placed by progress, never by the clock: a connection
+	// cut once a fifth of the messages went through, a broker restart at
+	// half.
+	progress := func(want int) {
+		t.Helper()
+		deadline := time.Now().Add(60 * time.Second)
+		for audited.distinct() < want {
+			if time.Now().After(deadline) {
+				t.Fatalf("only %d of %d messages audited before the fault", audited.distinct(), want)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	progress(total / 5)
 	if err := p.Drop(); err != nil { // a connection cut mid-stream
 		t.Fatal(err)
 	}
-	time.Sleep(200 * time.Millisecond)
+	progress(total / 2)
 	if err := n.Restart(); err != nil { // and a broker restart
 		t.Fatal(err)
 	}

@@ -221,7 +221,9 @@ func (c *Consumer) StopWith(ctx context.Context, drain func(context.Context)) er
 func (c *Consumer) ensureQueue(ctx context.Context, check bool) (redeclared bool, err error) {
 	q := c.spec.Queue
 	if !check {
-		if s, ok := c.reg.queueSpec(q); ok && !s.ReadOnly && c.reg.queueDeclaredNow(q) {
+		// An auto-delete queue can vanish between its declaration and the
+		// consume (PITFALLS 10): always checked.
+		if s, ok := c.reg.queueSpec(q); ok && !s.ReadOnly && !s.AutoDelete && c.reg.queueDeclaredNow(q) {
 			return false, nil
 		}
 	}

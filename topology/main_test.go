@@ -84,15 +84,6 @@ func expect(t *testing.T, ch <-chan string, want string) {
 	}
 }
 
-func expectNothing(t *testing.T, ch <-chan string) {
-	t.Helper()
-	select {
-	case got := <-ch:
-		t.Fatalf("received %q, want nothing", got)
-	case <-time.After(300 * time.Millisecond):
-	}
-}
-
 func msg(body string) amqp.Publishing { return amqp.Publishing{Body: []byte(body)} }
 
 // restoreFailures collects the failures of every restore run of ops'

@@ -23,7 +23,7 @@ var (
 // be sent again; attributed is false when the text names nothing this code
 // understands (then nobody can tell which message it was).
 func (o *Ops) attribute(ref *amqp.Error, msgs []Outgoing, again []int, errs []error) (rest []int, attributed bool) {
-	match := func(i int) bool { return false }
+	var match func(i int) bool
 	switch ref.Code {
 	case amqp.NotFound, amqp.AccessRefused:
 		m := refusedExchange.FindStringSubmatch(ref.Reason)

@@ -129,8 +129,16 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 			if s.Kind != kind {
 				continue
 			}
-			if err := step(KindBinding, s.label(), func() error { return r.bind(ctx, s) },
-				func() { r.markDeclared(func() { rec.gen = gen }) }); err != nil {
+			if err := step(KindBinding, s.label(), func() error {
+				err := r.bind(ctx, s)
+				if errors.Is(err, ErrNotFound) {
+					// An auto-delete end restored a moment ago vanished (the
+					// broker cleaned up after the dead connection late):
+					// put it back, so that the retry finds it (PITFALLS 10).
+					r.reviveEnds(ctx, s)
+				}
+				return err
+			}, func() { r.markDeclared(func() { rec.gen = gen }) }); err != nil {
 				return err
 			}
 		}
@@ -141,6 +149,23 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 		}
 	}
 	return ctx.Err()
+}
+
+// reviveEnds declares a binding's registered source and destination again.
+// Failures are left to the binding's own retry to report.
+func (r *Registry) reviveEnds(ctx context.Context, b BindSpec) {
+	if x, ok := r.exchangeSpec(b.Source); ok && !x.IsReadOnly() {
+		_ = r.declareExchange(ctx, x)
+	}
+	if b.Kind == BindExchange {
+		if x, ok := r.exchangeSpec(b.Destination); ok && !x.IsReadOnly() {
+			_ = r.declareExchange(ctx, x)
+		}
+		return
+	}
+	if q, ok := r.queueSpec(b.Destination); ok && !q.ReadOnly {
+		_, _ = r.declareQueue(ctx, q)
+	}
 }
 
 // markDeclared updates a record under the registry's lock.

@@ -12,3 +12,19 @@ const PublishSeq = "warren-publish-seq"
 
 // Internal reports whether a header is warren's own plumbing.
 func Internal(name string) bool { return name == PublishSeq }
+
+// Metadata keys that the marshaler maps to AMQP properties instead of
+// headers, read by the middleware too (tracing reports the correlation id).
+// The root package exports them as warren.MetaX.
+const (
+	MetaContentType     = "amqp.content_type"
+	MetaContentEncoding = "amqp.content_encoding"
+	MetaCorrelationID   = "amqp.correlation_id"
+	MetaReplyTo         = "amqp.reply_to"
+	MetaExpiration      = "amqp.expiration"
+	MetaPriority        = "amqp.priority"
+	MetaType            = "amqp.type"
+	MetaAppID           = "amqp.app_id"
+	MetaUserID          = "amqp.user_id"
+	MetaTimestamp       = "amqp.timestamp"
+)

@@ -1,0 +1,93 @@
+package topology
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/warrenmq/warren/conn"
+)
+
+// pipelineWidth is how many channels a pipelined batch spreads over: the
+// broker runs each channel in a process of its own, so a few channels let
+// it work on a batch in parallel.
+const pipelineWidth = 4
+
+// pipelineMin is the smallest batch worth pipelining; below it one call
+// after the other is as fast.
+const pipelineMin = 4
+
+// step is one declaration of a batch: send sends it on ch, without waiting
+// for the broker's reply when noWait is set.
+type step struct {
+	label string
+	send  func(ctx context.Context, ch *conn.Channel, noWait bool) error
+}
+
+// one runs a step on a pool channel of its own and waits for its reply.
+func (r *Registry) one(ctx context.Context, op string, s step) error {
+	return r.do(ctx, op, s.label, func(ctx context.Context, ch *conn.Channel) error { return s.send(ctx, ch, false) })
+}
+
+// pipeline sends steps without waiting for each reply (NoWait) on up to
+// pipelineWidth channels, then waits once per channel. done[i] is true when
+// step i certainly happened. A step the broker refuses closes its channel,
+// and the broker discards what was sent on it afterwards, so every step of
+// a channel whose wait failed is left undone: the caller runs those one at
+// a time (then a failure fails only its own step, and says which).
+// Nothing inside a batch may depend on anything else in it (callers batch
+// one kind at a time), since the channels run side by side.
+func (r *Registry) pipeline(ctx context.Context, steps []step) (done []bool) {
+	done = make([]bool, len(steps))
+	if len(steps) < pipelineMin {
+		return done
+	}
+	width := min(pipelineWidth, (len(steps)+pipelineMin-1)/pipelineMin)
+	lanes := make([]*conn.Channel, 0, width)
+	for range width {
+		ch, err := r.pool.get(ctx)
+		if err != nil {
+			break
+		}
+		lanes = append(lanes, ch)
+	}
+	if len(lanes) == 0 {
+		return done
+	}
+	owned := make([][]int, len(lanes))
+	for i, s := range steps {
+		l := i % len(lanes)
+		owned[l] = append(owned[l], i)
+		if lanes[l].IsOpen() {
+			_ = s.send(ctx, lanes[l], true) // a refusal shows at the barrier
+		}
+	}
+	// One synchronous call per channel: its reply comes after the replies
+	// (or the refusal) of everything sent on the channel before it.
+	for l, ch := range lanes {
+		err := barrier(ctx, ch)
+		r.pool.put(ch)
+		if err != nil {
+			continue
+		}
+		for _, i := range owned[l] {
+			done[i] = true
+		}
+	}
+	return done
+}
+
+// barrier waits until the broker has handled everything sent on ch before
+// it: a passive declare of amq.direct, which every vhost has.
+func barrier(ctx context.Context, ch *conn.Channel) error {
+	if !ch.IsOpen() {
+		if err := ch.Err(); err != nil {
+			return err
+		}
+		return errors.New("topology: channel closed")
+	}
+	if err := ch.ExchangeDeclarePassive(ctx, "amq.direct", "direct"); err != nil {
+		return fmt.Errorf("topology: pipeline barrier: %w", err)
+	}
+	return nil
+}
