@@ -44,8 +44,9 @@ type Subscriber struct {
 
 	// attempts remembers, per queue and message id, how many attempts a
 	// requeued message had: a classic queue's redelivery says only
-	// "redelivered", not how often.
-	attempts *lru.Cache[string, int]
+	// "redelivered", not how often. Made on first use.
+	attemptsOnce sync.Once
+	attemptsLRU  *lru.Cache[string, int]
 
 	staleAcks atomic.Int64
 	poison    atomic.Int64
@@ -83,9 +84,13 @@ func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	return &Subscriber{
 		conn: c, ops: ops, reg: ops.Registry(), cfg: cfg, log: log,
-		subs:     map[*subscription]struct{}{},
-		attempts: lru.New[string, int](attemptMemory),
+		subs: map[*subscription]struct{}{},
 	}, nil
+}
+
+func (s *Subscriber) attempts() *lru.Cache[string, int] {
+	s.attemptsOnce.Do(func() { s.attemptsLRU = lru.New[string, int](attemptMemory) })
+	return s.attemptsLRU
 }
 
 // Stats returns the subscriber's counters.
@@ -151,6 +156,30 @@ func (s *Subscriber) initialize(ctx context.Context, topic string) (Subscription
 // ErrClosed after Close; ErrInvalidTopic; declare errors from package
 // topology.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
+	st, err := s.subscribe(ctx, topic, nil)
+	if err != nil {
+		return nil, err
+	}
+	return st.out, nil
+}
+
+// SubscribeFunc consumes topic like Subscribe, but runs h on each message
+// itself, on the subscription's own goroutine (or MaxInFlight of them),
+// instead of handing messages out through a channel: the message is acked
+// when h returns nil (or settled as h set with package ack) and nacked when
+// it returns an error. Nothing is passed between goroutines per message,
+// which is how package router runs its routes. A panic in h is recovered
+// into a nack. The subscription ends like Subscribe's (ctx, Close,
+// Shutdown), letting a running h finish.
+func (s *Subscriber) SubscribeFunc(ctx context.Context, topic string, h func(*message.Message) error) error {
+	if h == nil {
+		return &ConfigError{Field: "warren.Subscriber.SubscribeFunc.h", Reason: "must not be nil"}
+	}
+	_, err := s.subscribe(ctx, topic, h)
+	return err
+}
+
+func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*message.Message) error) (*subscription, error) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -161,15 +190,19 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	if err != nil {
 		return nil, err
 	}
+	base, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	st := &subscription{
 		s:        s,
 		topic:    topic,
 		queue:    sub.Queue,
-		base:     context.WithoutCancel(ctx),
-		out:      make(chan *message.Message),
+		base:     base,
+		abandon:  abandon,
+		handler:  h,
 		stopping: make(chan struct{}),
-		abandon:  make(chan struct{}),
 		stopped:  make(chan struct{}),
+	}
+	if h == nil {
+		st.out = make(chan *message.Message)
 	}
 	if s.cfg.MaxInFlight > 1 {
 		st.slots = make(chan struct{}, s.cfg.MaxInFlight)
@@ -181,6 +214,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 		OnEvent:       st.onEvent,
 	})
 	if err != nil {
+		abandon()
 		return nil, err
 	}
 	s.mu.Lock()
@@ -191,11 +225,9 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 	}
 	s.subs[st] = struct{}{}
 	s.mu.Unlock()
-	if !s.group.Go("subscription "+topic, func() { st.watch(ctx) }) {
-		st.stop(context.Background())
-		return nil, ErrClosed
-	}
-	return st.out, nil
+	// No goroutine waits for ctx: its end starts the stop.
+	st.unwatch = context.AfterFunc(ctx, st.stopInBackground)
+	return st, nil
 }
 
 // Close is Shutdown bounded by CloseTimeout.
@@ -245,31 +277,33 @@ type subscription struct {
 	s        *Subscriber
 	topic    string
 	queue    string
-	base     context.Context // Subscribe's ctx, without its cancellation
 	consumer *topology.Consumer
+	// base is Subscribe's ctx without its cancellation: every message's
+	// context derives from it. abandon cancels it at stop's deadline, which
+	// tells every handler still running.
+	base    context.Context
+	abandon context.CancelFunc
+	// handler runs each message (SubscribeFunc); nil hands messages out on
+	// out (Subscribe).
+	handler  func(*message.Message) error
 	out      chan *message.Message
 	slots    chan struct{} // MaxInFlight > 1
 	workers  sync.WaitGroup
 	stopping chan struct{} // closed when stop begins: hand out nothing more
-	abandon  chan struct{} // closed at stop's deadline: settle what is left
 	stopped  chan struct{} // closed once stop is done
 	stopOnce sync.Once
+	unwatch  func() bool // stops the wait for Subscribe's ctx
 }
 
-// watch ends the subscription when Subscribe's ctx ends (with CloseTimeout
-// for the handlers in flight), when its consumer ended because its owner
-// ended it (the connection was closed), or once Shutdown ended it.
-func (st *subscription) watch(ctx context.Context) {
-	select {
-	case <-ctx.Done():
-	case <-st.consumer.Done():
-		st.s.log.Warn("warren: subscription ends with its consumer", "topic", st.topic, "queue", st.queue, "err", st.consumer.Err())
-	case <-st.stopped:
-		return
-	}
-	stopCtx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout)
-	defer cancel()
-	st.stop(stopCtx)
+// stopInBackground ends the subscription when Subscribe's ctx ended or its
+// consumer ended with its owner (the connection closed), with CloseTimeout
+// for the handlers in flight, on a goroutine Close waits for.
+func (st *subscription) stopInBackground() {
+	st.s.group.Go("stop subscription "+st.topic, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout)
+		defer cancel()
+		st.stop(ctx)
+	})
 }
 
 // stop stops new deliveries, lets handlers settle what they hold until ctx
@@ -279,13 +313,16 @@ func (st *subscription) watch(ctx context.Context) {
 func (st *subscription) stop(ctx context.Context) {
 	st.stopOnce.Do(func() {
 		defer close(st.stopped)
+		if st.unwatch != nil {
+			st.unwatch()
+		}
 		close(st.stopping)
-		release := context.AfterFunc(ctx, func() { close(st.abandon) })
+		release := context.AfterFunc(ctx, st.abandon)
 		defer func() {
-			if release() {
-				close(st.abandon)
-			}
+			release()
+			st.abandon()
 		}()
+		abandoned := st.base.Done()
 		_ = st.consumer.StopWith(ctx, func(ctx context.Context) {
 			done := make(chan struct{})
 			go func() {
@@ -294,11 +331,13 @@ func (st *subscription) stop(ctx context.Context) {
 			}()
 			select {
 			case <-done:
-			case <-st.abandon:
+			case <-abandoned:
 				<-done // workers return at once once abandoned
 			}
 		})
-		close(st.out)
+		if st.out != nil {
+			close(st.out)
+		}
 		st.s.mu.Lock()
 		delete(st.s.subs, st)
 		st.s.mu.Unlock()
@@ -307,6 +346,10 @@ func (st *subscription) stop(ctx context.Context) {
 }
 
 func (st *subscription) onEvent(e topology.ConsumerEvent) {
+	if e.Kind == topology.ConsumerEnded {
+		st.s.log.Warn("warren: subscription ends with its consumer", "topic", st.topic, "queue", st.queue, "err", e.Err)
+		st.stopInBackground()
+	}
 	if h := st.s.cfg.OnConsumerEvent; h != nil {
 		h(st.topic, e)
 	}
@@ -359,8 +402,13 @@ func (st *subscription) attemptKey(d *topology.Delivery) string {
 // subscriber remembers of the message, whichever is more.
 func (st *subscription) previousAttempts(d *topology.Delivery) int {
 	prev := ack.PreviousAttempts(d.Headers, st.queue, d.Redelivered)
+	// A message this subscriber requeued comes back redelivered: only then
+	// is there anything to remember.
+	if !d.Redelivered {
+		return prev
+	}
 	if k := st.attemptKey(d); k != "" {
-		if n, ok := st.s.attempts.Get(k); ok && n > prev {
+		if n, ok := st.s.attempts().Get(k); ok && n > prev {
 			prev = n
 		}
 	}
@@ -404,14 +452,18 @@ func (st *subscription) process(f *inflight, msg *message.Message) {
 	ctx, cancel := context.WithCancel(ack.NewContext(st.base, info))
 	defer cancel() // the message's context ends once it is settled
 	msg.SetContext(ctx)
-	select {
-	case st.out <- msg:
-	case <-st.stopping:
-		st.settle(f, ack.Requeue)
-		return
-	case <-d.Gone():
-		st.s.staleAcks.Add(1)
-		return
+	if st.handler != nil {
+		st.run(msg)
+	} else {
+		select {
+		case st.out <- msg:
+		case <-st.stopping:
+			st.settle(f, ack.Requeue)
+			return
+		case <-d.Gone():
+			st.s.staleAcks.Add(1)
+			return
+		}
 	}
 	select {
 	case <-msg.Acked():
@@ -430,12 +482,29 @@ func (st *subscription) process(f *inflight, msg *message.Message) {
 		// The channel died with the delivery in hand: its tag means
 		// nothing on any other channel, and the broker redelivers it.
 		st.s.staleAcks.Add(1)
-	case <-st.abandon:
-		// Shutdown's deadline: tell the handler, and give the message back
-		// now; a settlement the handler makes later is dropped.
-		cancel()
+	case <-st.base.Done():
+		// Shutdown's deadline (the handler was told by its context): give
+		// the message back now; a settlement the handler makes later is
+		// dropped.
 		st.settle(f, ack.Requeue)
 	}
+}
+
+// run runs the SubscribeFunc handler on msg and settles it by the result,
+// as Watermill's router does with a handler: nil acks, an error nacks, and
+// a panic is an error.
+func (st *subscription) run(msg *message.Message) {
+	defer func() {
+		if p := recover(); p != nil {
+			st.s.log.Error("warren: handler panicked", "topic", st.topic, "message_id", msg.UUID, "panic", p)
+			msg.Nack()
+		}
+	}()
+	if err := st.handler(msg); err != nil {
+		msg.Nack()
+		return
+	}
+	msg.Ack()
 }
 
 // finish settles a message the handler acked or nacked.
@@ -447,7 +516,7 @@ func (st *subscription) finish(f *inflight, msg *message.Message, disp ack.Dispo
 		st.fail(f, msg, ack.Attempt(msg))
 	default:
 		if k := st.attemptKey(f.d); k != "" {
-			st.s.attempts.Delete(k)
+			st.s.attempts().Delete(k)
 		}
 		st.settle(f, disp)
 	}
@@ -462,7 +531,7 @@ func (st *subscription) fail(f *inflight, msg *message.Message, attempts int) {
 		if st.hasDeadLetter() {
 			st.s.log.Warn("warren: message failed too often; dead-lettering it", "queue", st.queue, "message_id", f.d.MessageId, "attempts", attempts)
 			if k := st.attemptKey(f.d); k != "" {
-				st.s.attempts.Delete(k)
+				st.s.attempts().Delete(k)
 			}
 			st.settle(f, ack.Reject)
 			return
@@ -478,7 +547,7 @@ func (st *subscription) fail(f *inflight, msg *message.Message, attempts int) {
 // message never spins. Stopping cuts the wait short.
 func (st *subscription) later(f *inflight, disp ack.Disposition, attempts int) {
 	if k := st.attemptKey(f.d); k != "" {
-		st.s.attempts.Put(k, attempts)
+		st.s.attempts().Put(k, attempts)
 	}
 	t := time.NewTimer(st.s.cfg.Redelivery.delay(attempts))
 	defer t.Stop()

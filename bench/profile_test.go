@@ -46,3 +46,58 @@ func BenchmarkWarrenPublish16(b *testing.B) {
 	b.ResetTimer()
 	parallel(messages, workers, publishOne(pub, q))
 }
+
+// BenchmarkRouterConsume is the router CPU row alone, for profiling:
+//
+//	go test -run '^$' -bench RouterConsume -benchtime 1x -cpuprofile cpu.out
+func BenchmarkRouterConsume(b *testing.B) {
+	url, remove := vhost(b)
+	defer remove()
+	fillQueue(b, url, "cpu.q", routerMessages)
+	b.ResetTimer()
+	cpu := routerConsumeCPU(b, url, "cpu.q", routerMessages, 32)
+	b.ReportMetric(float64(cpu.Microseconds())/routerMessages, "cpu-us/msg")
+}
+
+// BenchmarkSubscriberConsume is the router CPU row's queue consumed by a
+// bare Subscriber (no router, no middleware): the floor under the router.
+func BenchmarkSubscriberConsume(b *testing.B) {
+	url, remove := vhost(b)
+	defer remove()
+	fillQueue(b, url, "cpu.q", routerMessages)
+	c, err := conn.New(url, conn.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := c.Open(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close(ctx)
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.ExistingQueues{}, Prefetch: 32})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sub.Close()
+	b.ResetTimer()
+	_, cpu := measure(func() {
+		out, err := sub.Subscribe(ctx, "cpu.q")
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := 0; i < routerMessages; i++ {
+			(<-out).Ack()
+		}
+	})
+	b.ReportMetric(float64(cpu.Microseconds())/routerMessages, "cpu-us/msg")
+}
+
+// BenchmarkRawConsume is the raw baseline of the router CPU row alone.
+func BenchmarkRawConsume(b *testing.B) {
+	url, remove := vhost(b)
+	defer remove()
+	fillQueue(b, url, "cpu.q", routerMessages)
+	b.ResetTimer()
+	cpu := rawConsumeCPU(b, url, "cpu.q", routerMessages, 32)
+	b.ReportMetric(float64(cpu.Microseconds())/routerMessages, "cpu-us/msg")
+}

@@ -161,6 +161,16 @@ func (c *Conn) Generation() uint64 {
 	return c.gen.id
 }
 
+// GenerationFor is the generation a call with ctx would use: inside a
+// restore hook (ctx bound to the new connection) the connection being
+// restored, else Generation.
+func (c *Conn) GenerationFor(ctx context.Context) uint64 {
+	if g := restoringGeneration(ctx, c); g != nil {
+		return g.id
+	}
+	return c.Generation()
+}
+
 // Endpoint is the broker the connection is on now (without credentials),
 // "" while not connected.
 func (c *Conn) Endpoint() string {

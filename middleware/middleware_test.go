@@ -67,17 +67,30 @@ func TestRetry(t *testing.T) {
 	if len(attempts) != 2 || attempts[0].Attempt != 1 || attempts[1].Next <= attempts[0].Next {
 		t.Fatalf("attempt hook %+v", attempts)
 	}
-	// A fresh context per attempt, each ended after its attempt, the
-	// parent untouched (Watermill 467).
+	// The first attempt runs on the message's context; each retry on a
+	// fresh one, ended after it, the parent untouched (Watermill 467).
 	ctxs := h.Contexts()
-	for i, c := range ctxs {
+	if ctxs[0].Err() != nil {
+		t.Fatal("the first attempt's context (the message's) was cancelled")
+	}
+	for i, c := range ctxs[1:] {
 		if c.Err() == nil {
-			t.Fatalf("attempt %d context still live", i)
+			t.Fatalf("retry %d context still live", i+1)
 		}
-		for j := range i {
+		for j := range i + 1 {
 			if ctxs[j] == c {
 				t.Fatal("two attempts shared a context")
 			}
+		}
+	}
+	// With AttemptTimeout every attempt has a deadline of its own.
+	timed := &kit.Handler{Failures: 1}
+	kit.Run(kit.NewMessage("x"), timed.Func, kit.Must(middleware.Retry(middleware.RetryConfig{
+		MaxAttempts: 2, AttemptTimeout: time.Minute, Sleep: (&kit.Sleeper{}).Sleep,
+	})))
+	for i, c := range timed.Contexts() {
+		if _, ok := c.Deadline(); !ok || c.Err() == nil {
+			t.Fatalf("attempt %d: no deadline of its own, or not ended after it", i+1)
 		}
 	}
 

@@ -36,10 +36,14 @@ type RetryConfig struct {
 	RandomizationFactor float64
 	// MaxInterval caps one wait. Default: 2s.
 	MaxInterval time.Duration
-	// MaxElapsedTime stops retrying. It must stay well below the broker's
+	// MaxElapsedTime stops retrying, counted from the first failure. It
+	// must stay well below the broker's
 	// consumer_timeout (30 min by default), past which the broker closes the
 	// channel of a delivery held unacked (PITFALLS 20). Default: 30s.
 	MaxElapsedTime time.Duration
+	// AttemptTimeout bounds each attempt with a deadline of its own (the
+	// router sets it from Route.Timeout). Default: none.
+	AttemptTimeout time.Duration
 	// OnAttempt is called after each failed attempt, on the handler's
 	// goroutine.
 	OnAttempt func(RetryAttempt)
@@ -83,6 +87,7 @@ func (c *RetryConfig) Validate() error {
 	f.Check(c.RandomizationFactor < 0 || c.RandomizationFactor > 1, "RandomizationFactor", "want 0-1")
 	f.Check(c.MaxInterval < c.InitialInterval, "MaxInterval", "must not be below InitialInterval")
 	f.Check(c.MaxElapsedTime < 0, "MaxElapsedTime", "must not be negative")
+	f.Check(c.AttemptTimeout < 0, "AttemptTimeout", "must not be negative")
 	f.Check(c.MaxElapsedTime > 10*time.Minute, "MaxElapsedTime", "at most 10m: the delivery is held unacked meanwhile, and the broker closes the channel at consumer_timeout (30m by default)")
 	return f.Err()
 }
@@ -99,9 +104,10 @@ func sleep(ctx context.Context, d time.Duration) error {
 }
 
 // Retry retries the handler in-process with exponential backoff and jitter
-// (backoff/v4). Each attempt gets a fresh message context derived from the
-// original one, so a timeout middleware inside cancels only its own attempt
-// (Watermill issue 467). ack.Permanent and ack.AsRequeue errors are not
+// (backoff/v4). Each retry gets a fresh message context derived from the
+// original one (and with AttemptTimeout, every attempt a deadline of its
+// own), and the original is put back after each attempt, so a timeout
+// middleware inside cancels only its own attempt (Watermill issue 467). ack.Permanent and ack.AsRequeue errors are not
 // retried. Each execution is an attempt of the message (ack.NextAttempt):
 // a handler retried twice sees ack.Attempt 1, 2, 3. The last error is
 // returned.
@@ -114,24 +120,27 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 		return func(msg *message.Message) ([]*message.Message, error) {
 			ack.Track(msg)
 			parent := msg.Context()
-			b := backoff.ExponentialBackOff{
-				InitialInterval: cfg.InitialInterval, RandomizationFactor: cfg.RandomizationFactor,
-				Multiplier: cfg.Multiplier, MaxInterval: cfg.MaxInterval, MaxElapsedTime: cfg.MaxElapsedTime,
-				Stop: backoff.Stop, Clock: backoff.SystemClock,
-			}
-			b.Reset()
+			var b backoff.ExponentialBackOff // set up at the first failure: nothing to pay on success
 			for attempt := 1; ; attempt++ {
-				ctx, cancel := context.WithCancel(parent)
+				ctx, cancel := cfg.attemptContext(parent, attempt)
 				msg.SetContext(ctx)
 				out, err := h(msg)
 				cancel()
-				msg.SetContext(parent)
+				msg.SetContext(parent) // an inner middleware may have replaced it (Watermill 467)
 				if err == nil {
 					return out, nil
 				}
 				if ack.KindOf(err) != ack.Retryable || attempt >= cfg.MaxAttempts {
 					cfg.notify(msg, err, -1)
 					return nil, err
+				}
+				if attempt == 1 {
+					b = backoff.ExponentialBackOff{
+						InitialInterval: cfg.InitialInterval, RandomizationFactor: cfg.RandomizationFactor,
+						Multiplier: cfg.Multiplier, MaxInterval: cfg.MaxInterval, MaxElapsedTime: cfg.MaxElapsedTime,
+						Stop: backoff.Stop, Clock: backoff.SystemClock,
+					}
+					b.Reset()
 				}
 				next := b.NextBackOff()
 				cfg.notify(msg, err, next)
@@ -148,6 +157,21 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 			}
 		}
 	}, nil
+}
+
+// attemptContext is the context of one attempt. With AttemptTimeout each
+// attempt gets a deadline of its own; without, the first attempt runs on
+// the message's context (nothing to pay on the common path) and each retry
+// on a fresh child of it, cancelled when that retry ends, so what a failed
+// attempt left running does not outlive it into the next.
+func (c *RetryConfig) attemptContext(parent context.Context, attempt int) (context.Context, context.CancelFunc) {
+	switch {
+	case c.AttemptTimeout > 0:
+		return context.WithTimeout(parent, c.AttemptTimeout)
+	case attempt > 1:
+		return context.WithCancel(parent)
+	}
+	return parent, func() {}
 }
 
 func (c *RetryConfig) notify(msg *message.Message, err error, next time.Duration) {

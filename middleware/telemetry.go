@@ -36,7 +36,8 @@ type Telemetry struct {
 	sent, consumed, retries, deadLetters metric.Int64Counter
 	opDuration, processDuration          metric.Float64Histogram
 
-	attrCache sync.Map // span name -> *destination
+	destMu sync.RWMutex
+	dests  map[destKey]*destination
 }
 
 // NewTelemetry builds the instruments: messaging.client.sent.messages,
@@ -137,10 +138,17 @@ func spanName(op string, parts ...string) string {
 	return b.String()
 }
 
+// destKey keys the destination cache without building a string per
+// message.
+type destKey struct{ op, exchange, routingKey, queue string }
+
 func (t *Telemetry) destinationFor(op, exchange, routingKey, queue string) *destination {
-	key := op + "\x00" + exchange + "\x00" + routingKey + "\x00" + queue
-	if d, ok := t.attrCache.Load(key); ok {
-		return d.(*destination)
+	key := destKey{op, exchange, routingKey, queue}
+	t.destMu.RLock()
+	d, ok := t.dests[key]
+	t.destMu.RUnlock()
+	if ok {
+		return d
 	}
 	shownExchange := exchange
 	if exchange == "" {
@@ -162,14 +170,28 @@ func (t *Telemetry) destinationFor(op, exchange, routingKey, queue string) *dest
 	if queue != "" {
 		attrs = append(attrs, attribute.String("messaging.destination.subscription.name", queue))
 	}
-	d := &destination{
+	d = &destination{
 		name:  spanName(op, shownExchange, routingKey, queue),
 		attrs: attrs,
 		set:   metric.WithAttributeSet(attribute.NewSet(attrs...)),
 	}
-	actual, _ := t.attrCache.LoadOrStore(key, d)
-	return actual.(*destination)
+	t.destMu.Lock()
+	defer t.destMu.Unlock()
+	if t.dests == nil {
+		t.dests = map[destKey]*destination{}
+	}
+	if len(t.dests) >= maxDestinations {
+		clear(t.dests) // routing keys can be many: stay bounded
+	}
+	if cur, ok := t.dests[key]; ok {
+		return cur
+	}
+	t.dests[key] = d
+	return d
 }
+
+// maxDestinations bounds the destination cache.
+const maxDestinations = 4096
 
 // metadataCarrier lets a propagator read and write Watermill metadata, which
 // becomes AMQP headers.

@@ -28,7 +28,11 @@
 //		log.Fatal(err)
 //	}
 //
-// [Router.Watermill] is the underlying Watermill router: any Watermill
-// middleware or plugin still plugs in, and warren's Publisher, Subscriber and
-// middleware keep working without this package.
+// Each route's subscription runs the route's stack itself
+// (warren.Subscriber.SubscribeFunc): no channel hop and no goroutine per
+// message. [Router.Watermill] is the underlying Watermill router, which runs
+// any Watermill handler and plugin added to it; with Config.WatermillHandlers
+// the routes run as its handlers too, so that Watermill router middleware and
+// decorators apply to them. warren's Publisher, Subscriber and middleware
+// keep working without this package.
 package router

@@ -38,6 +38,12 @@ type Config struct {
 	// OnRestore is told of every restore run of the connection's registry
 	// (what was restored, what failed). It must not block.
 	OnRestore func(topology.RestoreReport)
+	// WatermillHandlers runs the routes as handlers of the Watermill router
+	// (Watermill()), so that middleware, decorators and plugins added to it
+	// apply to them. It costs a channel hop and a goroutine per message.
+	// Default: false: each route's subscription runs the route's stack
+	// itself; Watermill() still runs any handler added to it directly.
+	WatermillHandlers bool
 	// OnConsumerEvent is told whenever a route's consumer is interrupted,
 	// waits for its queue, or consumes again. It must not block.
 	OnConsumerEvent func(route string, e topology.ConsumerEvent)
@@ -110,7 +116,13 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, watermill.NewSlogLogger(cfg.Logger))
+	var wlog watermill.LoggerAdapter = watermill.NopLogger{}
+	if cfg.Logger.Enabled(context.Background(), slog.LevelError) {
+		// Watermill logs per message; a logger that drops everything costs
+		// nothing only when Watermill does not call it at all.
+		wlog = watermill.NewSlogLogger(cfg.Logger)
+	}
+	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
 	if err != nil {
 		return nil, err
 	}
@@ -268,7 +280,7 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 		}
 	}
 	for _, rt := range routes {
-		if err := r.wire(rt); err != nil {
+		if err := r.wire(ctx, rt); err != nil {
 			return err
 		}
 	}
@@ -306,7 +318,7 @@ func (r *Router) checkDeadLetter(ctx context.Context, rt *activeRoute) error {
 	return nil
 }
 
-func (r *Router) wire(rt *activeRoute) error {
+func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
 	stack, poison, err := r.stack(rt)
 	if err != nil {
 		return err
@@ -321,19 +333,38 @@ func (r *Router) wire(rt *activeRoute) error {
 		return err
 	}
 	rt.sub = sub
+	var handle message.HandlerFunc
 	if rt.Handler != nil {
 		h := rt.Handler
-		wrapped := stack(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
-		r.wm.AddConsumerHandler(rt.Name, rt.Queue.Name, sub, func(m *message.Message) error {
-			_, err := wrapped(m)
-			return err
-		})
+		handle = stack(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
+	} else {
+		handle = stack(rt.Produce)
+	}
+	if r.cfg.WatermillHandlers {
+		if rt.Handler != nil {
+			r.wm.AddConsumerHandler(rt.Name, rt.Queue.Name, sub, func(m *message.Message) error {
+				_, err := handle(m)
+				return err
+			})
+			return nil
+		}
+		// Watermill closes a handler's publisher when the handler stops;
+		// the output publisher is shared and closed by Close, after every
+		// handler.
+		r.wm.AddHandler(rt.Name, rt.Queue.Name, sub, rt.PublishTopic, keepOpen{r.output}, handle)
 		return nil
 	}
-	// Watermill closes a handler's publisher when the handler stops; the
-	// output publisher is shared and closed by Close, after every handler.
-	r.wm.AddHandler(rt.Name, rt.Queue.Name, sub, rt.PublishTopic, keepOpen{r.output}, stack(rt.Produce))
-	return nil
+	// The route's subscription runs the stack itself: no channel hop and no
+	// goroutine per message. Produced messages are published before the
+	// message is acked, as Watermill's router does.
+	topic := rt.PublishTopic
+	return sub.SubscribeFunc(context.WithoutCancel(ctx), rt.Queue.Name, func(m *message.Message) error {
+		out, err := handle(m)
+		if err != nil || len(out) == 0 {
+			return err
+		}
+		return r.output.Publish(topic, out...)
+	})
 }
 
 // stack composes the route's middleware, outermost first: recover,
@@ -391,11 +422,17 @@ func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.Handl
 		if cfg.Telemetry == nil {
 			cfg.Telemetry = r.cfg.Telemetry
 		}
+		if cfg.AttemptTimeout == 0 {
+			// The route's timeout bounds each attempt; Retry gives each
+			// its deadline (one context per attempt, not two).
+			cfg.AttemptTimeout = rt.Timeout
+		}
 		if err := add(middleware.Retry(cfg)); err != nil {
 			return nil, nil, err
 		}
+	} else {
+		mws = append(mws, wmw.Timeout(rt.Timeout))
 	}
-	mws = append(mws, wmw.Timeout(rt.Timeout))
 	mws = append(mws, rt.Middleware...)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		for i := len(mws) - 1; i >= 0; i-- {

@@ -30,9 +30,13 @@ const (
 	ConsumerQueueRedeclared
 	// ConsumerResumed: consuming again.
 	ConsumerResumed
+	// ConsumerEnded: the consumer ended without Stop, because its owner
+	// ended what it runs on: the connection was closed, or (NoRestore) lost.
+	// Err says which.
+	ConsumerEnded
 )
 
-var consumerEventNames = [...]string{"", "interrupted", "waiting", "queue-redeclared", "resumed"}
+var consumerEventNames = [...]string{"", "interrupted", "waiting", "queue-redeclared", "resumed", "ended"}
 
 func (k ConsumerEventKind) String() string {
 	if k > 0 && int(k) < len(consumerEventNames) {
@@ -132,54 +136,147 @@ func (o *Ops) Consume(ctx context.Context, s ConsumerSpec, opts ...Option) (*Con
 	if err := s.Validate(); err != nil {
 		return nil, err
 	}
-	if s.Tag == "" {
-		s.Tag = "warren-" + GeneratedQueueName()[len("warren.gen-"):]
-	}
-	op := collect(opts)
-	hctx, cancel := context.WithCancel(context.Background())
-	sctx, scancel := context.WithCancel(context.Background())
-	c := &Consumer{
-		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
-		handlerCtx: hctx, cancel: cancel, stopCtx: sctx, stopCancel: scancel,
-		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
-	}
-	fail := func(err error) (*Consumer, error) {
-		cancel()
-		scancel()
+	c, err := o.newConsumer(s, collect(opts))
+	if err != nil {
 		return nil, err
 	}
-	if cur, ok := o.reg.consumerWithTag(s.Tag); ok && cur != c {
-		return fail(&ConflictError{Entity: s.label(), Field: "Tag", Registered: fmt.Sprintf("%q (another consumer)", s.Tag), Requested: fmt.Sprintf("%q", s.Tag)})
-	}
-	ctx, cancelOp := o.bounded(ctx)
-	defer cancelOp()
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
 	if _, err := c.ensureQueue(ctx, false); err != nil {
-		return fail(err)
+		c.discard()
+		return nil, err
 	}
 	sub, err := c.subscribe(ctx)
 	if err != nil {
-		return fail(err)
+		c.discard()
+		return nil, err
 	}
+	if err := c.start(sub); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+// consumeMany starts consumers together (Apply with WithConsume): the
+// basic.consume calls go out pipelined per consumer channel. It stops at the
+// first error, leaving the consumers started before it running.
+func (o *Ops) consumeMany(ctx context.Context, specs []ConsumerSpec, op options) ([]*Consumer, error) {
+	cs := make([]*Consumer, 0, len(specs))
+	fail := func(err error) ([]*Consumer, error) {
+		for _, c := range cs {
+			c.discard()
+		}
+		return nil, err
+	}
+	for _, s := range specs {
+		c, err := o.newConsumer(s, op)
+		if err != nil {
+			return fail(err)
+		}
+		cs = append(cs, c)
+		if !c.queueTrusted(ctx) {
+			qctx, cancel := o.bounded(ctx)
+			_, err := c.ensureQueue(qctx, false)
+			cancel()
+			if err != nil {
+				return fail(err)
+			}
+		}
+	}
+	specs = make([]ConsumerSpec, len(cs))
+	for i, c := range cs {
+		specs[i] = c.spec
+	}
+	subs := o.reg.hosts.subscribeMany(ctx, specs)
+	started := make([]*Consumer, 0, len(cs))
+	for i, c := range cs {
+		sub := subs[i]
+		if sub == nil {
+			sctx, cancel := o.bounded(ctx)
+			var err error
+			sub, err = c.subscribe(sctx)
+			cancel()
+			if err != nil {
+				for _, rest := range cs[i:] {
+					rest.discard()
+				}
+				for j := i + 1; j < len(cs); j++ {
+					if subs[j] != nil {
+						o.reg.hosts.release(subs[j].host, subs[j].tag)
+					}
+				}
+				return started, err
+			}
+		}
+		if err := c.start(sub); err != nil {
+			for j := i + 1; j < len(cs); j++ {
+				cs[j].discard()
+				if subs[j] != nil {
+					o.reg.hosts.release(subs[j].host, subs[j].tag)
+				}
+			}
+			return started, err
+		}
+		started = append(started, c)
+	}
+	return started, nil
+}
+
+// newConsumer makes a consumer that does not run yet (start runs it); a
+// tag another consumer of the connection uses is refused.
+func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
+	if s.Tag == "" {
+		s.Tag = "warren-" + GeneratedQueueName()[len("warren.gen-"):]
+	}
+	if cur, ok := o.reg.consumerWithTag(s.Tag); ok && cur != nil {
+		return nil, tagConflict(s)
+	}
+	hctx, cancel := context.WithCancel(context.Background())
+	sctx, scancel := context.WithCancel(context.Background())
+	return &Consumer{
+		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
+		handlerCtx: hctx, cancel: cancel, stopCtx: sctx, stopCancel: scancel,
+		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
+	}, nil
+}
+
+func tagConflict(s ConsumerSpec) error {
+	return &ConflictError{Entity: s.label(), Field: "Tag", Registered: fmt.Sprintf("%q (another consumer)", s.Tag), Requested: fmt.Sprintf("%q", s.Tag)}
+}
+
+// discard drops a consumer that never started.
+func (c *Consumer) discard() {
+	c.cancel()
+	c.stopCancel()
+}
+
+// start records the consumer and runs its loop on sub; on failure it
+// releases sub.
+func (c *Consumer) start(sub *subscription) error {
+	o := c.ops
 	c.cur, c.live = sub, true
-	if c.restore && !o.reg.putConsumer(c) {
+	fail := func(err error) error {
 		c.releaseCurrent()
-		return fail(&ConflictError{Entity: s.label(), Field: "Tag", Registered: fmt.Sprintf("%q (another consumer)", s.Tag), Requested: fmt.Sprintf("%q", s.Tag)})
+		c.discard()
+		return err
+	}
+	if c.restore && !o.reg.putConsumer(c) {
+		return fail(tagConflict(c.spec))
 	}
 	o.mu.Lock()
 	if o.closed {
 		o.mu.Unlock()
-		c.releaseCurrent()
 		o.reg.forgetConsumer(c)
-		return fail(&OperationError{Op: "consume", Entity: s.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
+		return fail(&OperationError{Op: "consume", Entity: c.spec.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
 	}
 	o.consumers[c] = struct{}{}
 	o.mu.Unlock()
-	if !o.group.Go("consumer "+s.Tag, func() { c.run(sub) }) {
-		c.releaseCurrent()
+	if !o.group.Go("consumer "+c.spec.Tag, func() { c.run(sub) }) {
+		o.forget(c)
 		o.reg.forgetConsumer(c)
-		return fail(&OperationError{Op: "consume", Entity: s.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
+		return fail(&OperationError{Op: "consume", Entity: c.spec.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
 	}
-	return c, nil
+	return nil
 }
 
 func (r *Registry) consumerWithTag(tag string) (*Consumer, bool) {
@@ -214,18 +311,37 @@ func (c *Consumer) StopWith(ctx context.Context, drain func(context.Context)) er
 	return c.stop(ctx)
 }
 
+// queueTrusted reports a queue the registry declared on the current
+// connection and that cannot vanish by itself: a consume of it needs no
+// check first.
+func (c *Consumer) queueTrusted(ctx context.Context) bool {
+	s, ok := c.reg.queueSpec(c.spec.Queue)
+	return ok && !s.ReadOnly && !s.AutoDelete && c.reg.queueDeclaredNow(ctx, c.spec.Queue)
+}
+
+// handOff gives the consumer's loop a subscription made by the restore run,
+// replacing an unclaimed older one.
+func (c *Consumer) handOff(sub *subscription) {
+	c.subMu.Lock()
+	defer c.subMu.Unlock()
+	select {
+	case old := <-c.handoff:
+		c.reg.hosts.release(old.host, old.tag)
+	default:
+	}
+	c.handoff <- sub
+}
+
 // ensureQueue makes sure the queue is there before a basic.consume on a
 // shared channel (a 404 there would close the channel of every consumer on
 // it). A registered queue declared on this connection is trusted unless
 // check; a missing registered queue is declared again from its spec.
 func (c *Consumer) ensureQueue(ctx context.Context, check bool) (redeclared bool, err error) {
 	q := c.spec.Queue
-	if !check {
-		// An auto-delete queue can vanish between its declaration and the
-		// consume (PITFALLS 10): always checked.
-		if s, ok := c.reg.queueSpec(q); ok && !s.ReadOnly && !s.AutoDelete && c.reg.queueDeclaredNow(q) {
-			return false, nil
-		}
+	// An auto-delete queue can vanish between its declaration and the
+	// consume (PITFALLS 10): always checked.
+	if !check && c.queueTrusted(ctx) {
+		return false, nil
 	}
 	_, err = c.reg.inspect(ctx, q)
 	if err == nil || !errors.Is(err, ErrNotFound) {
@@ -239,8 +355,8 @@ func (c *Consumer) ensureQueue(ctx context.Context, check bool) (redeclared bool
 	return rerr == nil, rerr
 }
 
-func (r *Registry) queueDeclaredNow(name string) bool {
-	gen := r.conn.Generation()
+func (r *Registry) queueDeclaredNow(ctx context.Context, name string) bool {
+	gen := r.conn.GenerationFor(ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.queues.get(name)
@@ -440,9 +556,12 @@ func (c *Consumer) event(e ConsumerEvent) {
 	if e.Err != nil {
 		args = append(args, "err", e.Err)
 	}
-	if e.Kind == ConsumerResumed {
+	switch e.Kind {
+	case ConsumerResumed:
 		c.log.Info("topology: consumer resumed", args...)
-	} else {
+	case ConsumerEnded:
+		c.log.Warn("topology: consumer ended", args...)
+	default:
 		c.log.Warn("topology: consumer not consuming", args...)
 	}
 	if c.spec.OnEvent != nil {
@@ -499,7 +618,8 @@ func (c *Consumer) requeue(sub *subscription, tag uint64, d interface{ Nack(bool
 }
 
 // end records why the consumer ended, forgets it and releases a handed-over
-// subscription nobody will use.
+// subscription nobody will use. An end with a cause (not a Stop) is told to
+// OnEvent.
 func (c *Consumer) end(err error) {
 	c.mu.Lock()
 	if err == nil {
@@ -507,9 +627,14 @@ func (c *Consumer) end(err error) {
 	} else {
 		c.err = fmt.Errorf("%w: %w", ErrConsumerStopped, err)
 	}
+	cause := c.err
+	stopped := c.stopped
 	c.mu.Unlock()
 	c.reg.forgetConsumer(c)
 	c.dropHandoff()
+	if err != nil && !stopped {
+		c.event(ConsumerEvent{Kind: ConsumerEnded, Err: cause})
+	}
 }
 
 func (c *Consumer) dropHandoff() {

@@ -134,7 +134,7 @@ func (r *Registry) redeclareQueue(ctx context.Context, name string) (ok bool, er
 	if !ok || s.ReadOnly {
 		return false, nil
 	}
-	gen := r.conn.Generation()
+	gen := r.conn.GenerationFor(ctx)
 	if _, err := r.declareQueue(ctx, s); err != nil {
 		return true, err
 	}
@@ -171,4 +171,28 @@ func (r *Registry) putBindingIfPresent(s BindSpec, gen uint64) {
 	if rec, ok := r.bindings.get(s.key()); ok {
 		rec.gen = gen
 	}
+}
+
+// The declarations as pipeline steps.
+
+func exchangeStep(s ExchangeSpec) step {
+	return step{label: s.label(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
+		return ch.ExchangeDeclare(ctx, s.Name, string(s.Type), s.Durable, s.AutoDelete, s.Internal, noWait, s.Args.Table())
+	}}
+}
+
+func queueStep(s QueueSpec) step {
+	return step{label: s.label(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
+		_, err := ch.QueueDeclare(ctx, s.Name, s.Durable, s.AutoDelete, s.Exclusive, noWait, s.Args.Table())
+		return err
+	}}
+}
+
+func bindStep(s BindSpec) step {
+	return step{label: s.label(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
+		if s.Kind == BindExchange {
+			return ch.ExchangeBind(ctx, s.Destination, s.RoutingKey, s.Source, noWait, s.Args)
+		}
+		return ch.QueueBind(ctx, s.Destination, s.RoutingKey, s.Source, noWait, s.Args)
+	}}
 }

@@ -50,7 +50,7 @@ type subscription struct {
 // place picks a host for a consumer with tag (opening a channel when no
 // open one has room), and reserves the tag on it.
 func (hs *hostSet) place(ctx context.Context, tag string, dedicated bool) (*host, error) {
-	gen := hs.conn.Generation()
+	gen := hs.conn.GenerationFor(ctx)
 	hs.mu.Lock()
 	live := hs.hosts[:0]
 	for _, h := range hs.hosts {
@@ -125,4 +125,63 @@ func (hs *hostSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription
 		return nil, err
 	}
 	return &subscription{host: h, tag: s.Tag, msgs: msgs}, nil
+}
+
+// subscribeMany starts consumers for a restore run: placed on hosts, then
+// per host the qos calls it needs and every basic.consume without waiting
+// for its reply, then one wait per host. subs[i] is nil for a consumer
+// whose host could not vouch for it (its channel failed): the caller
+// subscribes those one at a time.
+func (hs *hostSet) subscribeMany(ctx context.Context, specs []ConsumerSpec) []*subscription {
+	subs := make([]*subscription, len(specs))
+	byHost := map[*host][]int{}
+	var order []*host
+	for i, s := range specs {
+		h, err := hs.place(ctx, s.Tag, s.Exclusive)
+		if err != nil {
+			continue
+		}
+		if _, seen := byHost[h]; !seen {
+			order = append(order, h)
+		}
+		byHost[h] = append(byHost[h], i)
+	}
+	for _, h := range order {
+		idx := byHost[h]
+		h.callMu.Lock()
+		for _, i := range idx {
+			s := specs[i]
+			want := [2]int{s.PrefetchCount, s.PrefetchSize}
+			if !h.qosSet || h.prefetch != want {
+				if err := h.ch.Qos(ctx, s.PrefetchCount, s.PrefetchSize, false); err != nil {
+					break
+				}
+				h.prefetch, h.qosSet = want, true
+			}
+			msgs, err := h.ch.Consume(ctx, s.Queue, s.Tag, s.AutoAck, s.Exclusive, true, s.args())
+			if err != nil {
+				break
+			}
+			subs[i] = &subscription{host: h, tag: s.Tag, msgs: msgs}
+		}
+		h.callMu.Unlock()
+		if barrier(ctx, h.ch) != nil {
+			for _, i := range idx {
+				subs[i] = nil
+			}
+		}
+		for _, i := range idx {
+			if subs[i] == nil {
+				hs.release(h, specs[i].Tag)
+			}
+		}
+	}
+	return subs
+}
+
+// ConsumerChannels is how many channels the connection's consumers use now.
+func (r *Registry) ConsumerChannels() int {
+	r.hosts.mu.Lock()
+	defer r.hosts.mu.Unlock()
+	return len(r.hosts.hosts)
 }

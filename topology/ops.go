@@ -188,7 +188,7 @@ func (o *Ops) DeclareExchange(ctx context.Context, s ExchangeSpec, opts ...Optio
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.Generation()
+	gen := o.conn.GenerationFor(ctx)
 	err = o.reg.declareExchange(ctx, s)
 	if errors.Is(err, ErrPreconditionFailed) && op.force {
 		err = o.recreateExchange(ctx, s, err)
@@ -261,7 +261,7 @@ func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (Qu
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.Generation()
+	gen := o.conn.GenerationFor(ctx)
 	info, err := o.reg.declareQueue(ctx, s)
 	if errors.Is(err, ErrPreconditionFailed) && op.force {
 		info, err = o.recreateQueue(ctx, s, op.acceptLoss, err)
@@ -311,7 +311,7 @@ func (o *Ops) Bind(ctx context.Context, s BindSpec, opts ...Option) error {
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.Generation()
+	gen := o.conn.GenerationFor(ctx)
 	if err := o.reg.bind(ctx, s); err != nil {
 		return err
 	}
@@ -455,12 +455,132 @@ func (o *Ops) Inspect(ctx context.Context, name string) (QueueInfo, error) {
 // exchanges, queues, queue bindings, exchange bindings and, with
 // WithConsume, consumers. Read-only entities are checked to exist instead of
 // declared (a topology may name what it needs without owning it). What the
-// registry already holds and declared costs no network call. It stops at
-// the first error.
+// registry already holds and declared costs no network call, and a
+// conflict with it fails before any network call. Each kind goes out
+// pipelined (without waiting for each reply, on a few channels, then one
+// wait per channel); what a refusal left unconfirmed is declared one at a
+// time, and Apply returns the first error in topology order (entities of
+// that kind sent alongside it may have been declared, and are recorded;
+// later kinds are not declared).
 func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 	if err := t.Validate(); err != nil {
 		return err
 	}
+	op := collect(opts)
+	if op.force {
+		return o.applyOneByOne(ctx, t, opts)
+	}
+	// Decide everything first: a conflict fails before the network.
+	var xs []ExchangeSpec
+	for _, s := range t.Exchanges {
+		if s.IsReadOnly() {
+			continue
+		}
+		s, skip, err := o.reg.decideExchange(s, op)
+		if err != nil {
+			return err
+		}
+		if !skip {
+			xs = append(xs, s)
+		}
+	}
+	var qs []QueueSpec
+	for _, s := range t.Queues {
+		if s.ReadOnly {
+			continue
+		}
+		if s.Name == "" {
+			s.Name = GeneratedQueueName()
+		}
+		s, skip, err := o.reg.decideQueue(s, op)
+		if err != nil {
+			return err
+		}
+		if !skip {
+			qs = append(qs, s)
+		}
+	}
+	for _, s := range t.Exchanges {
+		if s.IsReadOnly() {
+			ok, err := o.ExchangeExists(ctx, s.Name)
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return &ChannelError{Op: "check", Entity: s.label(), Code: 404, Text: "read-only exchange does not exist"}
+			}
+		}
+	}
+	if err := applyBatch(o, ctx, xs, exchangeStep, func(s ExchangeSpec, gen uint64) {
+		if !op.noRestore {
+			o.reg.putExchange(s, gen)
+		}
+	}, func(s ExchangeSpec) error { return o.DeclareExchange(ctx, s, opts...) }); err != nil {
+		return err
+	}
+	for _, s := range t.Queues {
+		if s.ReadOnly {
+			if _, err := o.Inspect(ctx, s.Name); err != nil {
+				return err
+			}
+		}
+	}
+	if err := applyBatch(o, ctx, qs, queueStep, func(s QueueSpec, gen uint64) {
+		if !op.noRestore {
+			o.reg.putQueue(s, gen)
+		}
+	}, func(s QueueSpec) error { _, err := o.DeclareQueue(ctx, s, opts...); return err }); err != nil {
+		return err
+	}
+	for _, kind := range []BindKind{BindQueue, BindExchange} {
+		var bs []BindSpec
+		for _, s := range t.Bindings {
+			if s.Kind == kind && !o.reg.decideBinding(s) {
+				bs = append(bs, s)
+			}
+		}
+		if err := applyBatch(o, ctx, bs, bindStep, func(s BindSpec, gen uint64) {
+			if !op.noRestore {
+				o.reg.putBinding(s, gen)
+			}
+		}, func(s BindSpec) error { return o.Bind(ctx, s, opts...) }); err != nil {
+			return err
+		}
+	}
+	if op.consume {
+		if _, err := o.consumeMany(ctx, t.Consumers, op); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// applyBatch declares specs pipelined, records what the pipeline vouched
+// for, and declares the rest one at a time, returning the first error.
+func applyBatch[T any](o *Ops, ctx context.Context, specs []T, toStep func(T) step, record func(T, uint64), one func(T) error) error {
+	steps := make([]step, len(specs))
+	for i, s := range specs {
+		steps[i] = toStep(s)
+	}
+	errs, gen := o.reg.pipeline(ctx, steps)
+	for i, s := range specs {
+		if errs[i] == nil {
+			record(s, gen)
+		}
+	}
+	for i, s := range specs {
+		if errs[i] != nil {
+			if err := one(s); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// applyOneByOne is Apply with WithForce: each entity alone, since a 406
+// leads to a recreate.
+func (o *Ops) applyOneByOne(ctx context.Context, t Topology, opts []Option) error {
 	for _, s := range t.Exchanges {
 		if s.IsReadOnly() {
 			ok, err := o.ExchangeExists(ctx, s.Name)

@@ -29,18 +29,31 @@ func (r *Registry) one(ctx context.Context, op string, s step) error {
 	return r.do(ctx, op, s.label, func(ctx context.Context, ch *conn.Channel) error { return s.send(ctx, ch, false) })
 }
 
+// errNotPipelined marks steps the pipeline did not send (a batch too
+// small, or no channel): the caller runs them one at a time.
+var errNotPipelined = errors.New("topology: not pipelined")
+
 // pipeline sends steps without waiting for each reply (NoWait) on up to
-// pipelineWidth channels, then waits once per channel. done[i] is true when
-// step i certainly happened. A step the broker refuses closes its channel,
-// and the broker discards what was sent on it afterwards, so every step of
-// a channel whose wait failed is left undone: the caller runs those one at
-// a time (then a failure fails only its own step, and says which).
-// Nothing inside a batch may depend on anything else in it (callers batch
-// one kind at a time), since the channels run side by side.
-func (r *Registry) pipeline(ctx context.Context, steps []step) (done []bool) {
-	done = make([]bool, len(steps))
+// pipelineWidth channels, then waits once per channel. errs[i] is nil when
+// step i certainly happened; otherwise it is why its channel failed. A step
+// the broker refuses closes its channel, and the broker discards what was
+// sent on it afterwards, so every step of a channel whose wait failed is
+// left undone: the caller sends those again, or runs them one at a time
+// (then a failure fails only its own step, and says which). Nothing inside
+// a batch may depend on anything else in it (callers batch one kind at a
+// time), since the channels run side by side.
+//
+// gen is the connection generation the done steps happened on.
+func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, gen uint64) {
+	errs = make([]error, len(steps))
+	notSent := func() ([]error, uint64) {
+		for i := range errs {
+			errs[i] = errNotPipelined
+		}
+		return errs, 0
+	}
 	if len(steps) < pipelineMin {
-		return done
+		return notSent()
 	}
 	width := min(pipelineWidth, (len(steps)+pipelineMin-1)/pipelineMin)
 	lanes := make([]*conn.Channel, 0, width)
@@ -52,8 +65,9 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (done []bool) {
 		lanes = append(lanes, ch)
 	}
 	if len(lanes) == 0 {
-		return done
+		return notSent()
 	}
+	gen = lanes[0].Generation()
 	owned := make([][]int, len(lanes))
 	for i, s := range steps {
 		l := i % len(lanes)
@@ -67,14 +81,14 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (done []bool) {
 	for l, ch := range lanes {
 		err := barrier(ctx, ch)
 		r.pool.put(ch)
-		if err != nil {
-			continue
+		if err == nil && ch.Generation() != gen {
+			err = errors.New("topology: connection replaced during the batch")
 		}
 		for _, i := range owned[l] {
-			done[i] = true
+			errs[i] = err
 		}
 	}
-	return done
+	return errs, gen
 }
 
 // barrier waits until the broker has handled everything sent on ch before

@@ -60,6 +60,9 @@ type record[T any] struct {
 	gen  uint64
 }
 
+// setGen is called under the registry's lock.
+func (r *record[T]) setGen(gen uint64) { r.gen = gen }
+
 type namedReportHook struct {
 	name string
 	fn   func(RestoreReport)

@@ -80,56 +80,65 @@ func (r *Registry) restore(ctx context.Context) error {
 	return err
 }
 
+// restoreItem is one entity of a restore run.
+type restoreItem struct {
+	kind EntityKind
+	name string
+	// step, when set, lets the entity go in a pipelined batch.
+	step *step
+	// one restores it alone, waiting for the reply (the fallback, and the
+	// way of entities that cannot be pipelined).
+	one func() error
+	// ok records it declared on the new connection.
+	ok func()
+}
+
 func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreReport) error {
 	r.mu.Lock()
 	exchanges, queues, bindings := r.exchanges.values(), r.queues.values(), r.bindings.values()
 	r.mu.Unlock()
-	step := func(kind EntityKind, name string, fn func() error, ok func()) error {
-		failed, err := r.restoreEntity(ctx, kind, name, fn)
-		if err != nil {
-			return err
-		}
-		if failed != nil {
-			rep.Failed = append(rep.Failed, failed)
-			return nil
-		}
-		if ok != nil {
-			ok()
-		}
-		rep.Restored = append(rep.Restored, Entity{kind, name})
-		return nil
+	declared := func(rec interface{ setGen(uint64) }) func() {
+		return func() { r.markDeclared(func() { rec.setGen(gen) }) }
 	}
+	var batch []restoreItem
 	for _, rec := range exchanges {
 		s := rec.spec
-		if err := step(KindExchange, s.Name, func() error {
-			if s.IsReadOnly() {
-				return r.checkExchange(ctx, s.Name)
-			}
-			return r.declareExchange(ctx, s)
-		}, func() { r.markDeclared(func() { rec.gen = gen }) }); err != nil {
-			return err
+		it := restoreItem{kind: KindExchange, name: s.Name, ok: declared(rec)}
+		if s.IsReadOnly() {
+			it.one = func() error { return r.checkExchange(ctx, s.Name) }
+		} else {
+			st := exchangeStep(s)
+			it.step, it.one = &st, func() error { return r.declareExchange(ctx, s) }
 		}
+		batch = append(batch, it)
 	}
+	if err := r.restoreBatch(ctx, batch, rep); err != nil {
+		return err
+	}
+	batch = batch[:0]
 	for _, rec := range queues {
 		s := rec.spec
-		if err := step(KindQueue, s.Name, func() error {
-			if s.ReadOnly {
-				_, err := r.inspect(ctx, s.Name)
-				return err
-			}
-			_, err := r.declareQueue(ctx, s)
-			return err
-		}, func() { r.markDeclared(func() { rec.gen = gen }) }); err != nil {
-			return err
+		it := restoreItem{kind: KindQueue, name: s.Name, ok: declared(rec)}
+		if s.ReadOnly {
+			it.one = func() error { _, err := r.inspect(ctx, s.Name); return err }
+		} else {
+			st := queueStep(s)
+			it.step, it.one = &st, func() error { _, err := r.declareQueue(ctx, s); return err }
 		}
+		batch = append(batch, it)
+	}
+	if err := r.restoreBatch(ctx, batch, rep); err != nil {
+		return err
 	}
 	for _, kind := range []BindKind{BindQueue, BindExchange} {
+		batch = batch[:0]
 		for _, rec := range bindings {
 			s := rec.spec
 			if s.Kind != kind {
 				continue
 			}
-			if err := step(KindBinding, s.label(), func() error {
+			st := bindStep(s)
+			batch = append(batch, restoreItem{kind: KindBinding, name: s.label(), step: &st, ok: declared(rec), one: func() error {
 				err := r.bind(ctx, s)
 				if errors.Is(err, ErrNotFound) {
 					// An auto-delete end restored a moment ago vanished (the
@@ -138,17 +147,145 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 					r.reviveEnds(ctx, s)
 				}
 				return err
-			}, func() { r.markDeclared(func() { rec.gen = gen }) }); err != nil {
-				return err
-			}
+			}})
 		}
-	}
-	for _, c := range r.consumerList() {
-		if err := step(KindConsumer, c.spec.Tag, func() error { return c.resubscribe(ctx) }, nil); err != nil {
+		if err := r.restoreBatch(ctx, batch, rep); err != nil {
 			return err
 		}
 	}
+	if err := r.restoreConsumers(ctx, rep); err != nil {
+		return err
+	}
 	return ctx.Err()
+}
+
+// restoreBatch restores one kind of entity: pipelined first, sent again
+// while what failed looks like the races of a fresh reconnect (405 for
+// exclusive queues the broker still holds for the dead connection, 404 for
+// auto-delete ones vanishing; PITFALLS 10), then whatever is left one at a
+// time with the per-entity retries, which find and report each failure. It
+// returns an error only when the connection is gone.
+func (r *Registry) restoreBatch(ctx context.Context, items []restoreItem, rep *RestoreReport) error {
+	done := make([]bool, len(items))
+	pending := make([]int, 0, len(items))
+	for i, it := range items {
+		if it.step != nil {
+			pending = append(pending, i)
+		}
+	}
+	b := restoreBackOff()
+	for len(pending) >= pipelineMin {
+		steps := make([]step, len(pending))
+		for j, i := range pending {
+			steps[j] = *items[i].step
+		}
+		errs, _ := r.pipeline(ctx, steps)
+		retry, transient := pending[:0], true
+		for j, i := range pending {
+			if errs[j] == nil {
+				done[i] = true
+				continue
+			}
+			retry = append(retry, i)
+			code := replyCode(errs[j])
+			if !errors.Is(errs[j], errNotPipelined) && code != amqp.ResourceLocked && code != amqp.NotFound && !connectionLevel(errs[j]) {
+				transient = false
+			}
+		}
+		pending = retry
+		if len(pending) == 0 || !transient || ctx.Err() != nil {
+			break
+		}
+		wait := b.NextBackOff()
+		if wait == backoff.Stop {
+			break
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	for i, it := range items {
+		if !done[i] {
+			failed, err := r.restoreEntity(ctx, it.kind, it.name, it.one)
+			if err != nil {
+				return err
+			}
+			if failed != nil {
+				rep.Failed = append(rep.Failed, failed)
+				continue
+			}
+		}
+		if it.ok != nil {
+			it.ok()
+		}
+		rep.Restored = append(rep.Restored, Entity{it.kind, it.name})
+	}
+	return nil
+}
+
+// restoreBackOff paces the retries of a restore: from 50ms, up to
+// restoreRetries of them.
+func restoreBackOff() backoff.BackOff {
+	b := backoff.WithMaxRetries(&backoff.ExponentialBackOff{
+		InitialInterval: 50 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2,
+		MaxInterval: time.Second, Stop: backoff.Stop, Clock: backoff.SystemClock,
+	}, restoreRetries)
+	b.Reset()
+	return b
+}
+
+// restoreConsumers subscribes every recorded consumer on the new
+// connection, pipelined per consumer channel, and hands each its
+// subscription; one the pipeline could not subscribe is tried alone.
+func (r *Registry) restoreConsumers(ctx context.Context, rep *RestoreReport) error {
+	var cs []*Consumer
+	for _, c := range r.consumerList() {
+		if !c.isStopped() {
+			cs = append(cs, c)
+		}
+	}
+	if len(cs) == 0 {
+		return nil
+	}
+	// Queues not vouched for on this connection are checked first (a
+	// consume of a missing queue would close a shared channel).
+	ready := cs[:0:0]
+	var alone []*Consumer
+	for _, c := range cs {
+		if c.queueTrusted(ctx) {
+			ready = append(ready, c)
+		} else {
+			alone = append(alone, c)
+		}
+	}
+	specs := make([]ConsumerSpec, len(ready))
+	for i, c := range ready {
+		specs[i] = c.spec
+	}
+	subs := r.hosts.subscribeMany(ctx, specs)
+	for i, c := range ready {
+		if subs[i] == nil {
+			alone = append(alone, c)
+			continue
+		}
+		c.handOff(subs[i])
+		rep.Restored = append(rep.Restored, Entity{KindConsumer, c.spec.Tag})
+	}
+	for _, c := range alone {
+		failed, err := r.restoreEntity(ctx, KindConsumer, c.spec.Tag, func() error { return c.resubscribe(ctx) })
+		if err != nil {
+			return err
+		}
+		if failed != nil {
+			rep.Failed = append(rep.Failed, failed)
+			continue
+		}
+		rep.Restored = append(rep.Restored, Entity{KindConsumer, c.spec.Tag})
+	}
+	return nil
 }
 
 // reviveEnds declares a binding's registered source and destination again.
@@ -205,11 +342,7 @@ func (r *Registry) report(rep RestoreReport) {
 // remains is returned as a *RestoreError (the run goes on with the next
 // entity); err is non-nil only when the connection is gone.
 func (r *Registry) restoreEntity(ctx context.Context, kind EntityKind, entity string, fn func() error) (*RestoreError, error) {
-	b := backoff.WithMaxRetries(&backoff.ExponentialBackOff{
-		InitialInterval: 50 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2,
-		MaxInterval: time.Second, Stop: backoff.Stop, Clock: backoff.SystemClock,
-	}, restoreRetries)
-	b.Reset()
+	b := restoreBackOff()
 	for {
 		err := fn()
 		if err == nil {

@@ -236,3 +236,13 @@ func (b *Broker) WaitSettled(t testing.TB, queue string, within time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// NewVhost makes a vhost of its own on the shared broker (for a benchmark
+// or a test that must not disturb anything else) and returns its URL and a
+// function that deletes it.
+func NewVhost(name string) (url string, remove func(), err error) {
+	if err := createVhost(name); err != nil {
+		return "", nil, err
+	}
+	return SharedURL(name), func() { deleteVhost(name) }, nil
+}

@@ -1,0 +1,82 @@
+package tests
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
+)
+
+// TestConsumersBeyondChannelMax: more consumers on one connection than it
+// has channels (channel_max 2047; a channel per consumer stopped at 2,046,
+// PITFALLS 27). They share channels, all consume, and all come back after
+// a reconnect in one restore run. make bench runs 10,000.
+func TestConsumersBeyondChannelMax(t *testing.T) {
+	const n = 3000
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c := openConn(t, p.URL(b.Vhost))
+	ops, err := topology.NewOps(c, topology.OpsConfig{Timeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ops.Close(context.Background()) })
+	var got atomic.Int32
+	top := topology.Topology{}
+	for i := 0; i < n; i++ {
+		q := b.Prefix + "many." + strconv.Itoa(i)
+		top.Queues = append(top.Queues, topology.QueueSpec{Name: q, Exclusive: true})
+		top.Consumers = append(top.Consumers, topology.ConsumerSpec{Queue: q, AutoAck: true, Handler: func(context.Context, *topology.Delivery) { got.Add(1) }})
+	}
+	ctx := ctxT(t, 3*time.Minute)
+	start := time.Now()
+	if err := ops.Apply(ctx, top, topology.WithConsume()); err != nil {
+		t.Fatal(err)
+	}
+	declared := time.Since(start)
+	channels := ops.Registry().ConsumerChannels()
+	if channels >= 2047 || channels < n/64 {
+		t.Fatalf("%d consumers on %d channels", n, channels)
+	}
+	publishAll := func(round string) {
+		t.Helper()
+		got.Store(0)
+		msgs := make([]topology.Outgoing, n)
+		for i := range msgs {
+			msgs[i] = topology.Outgoing{RoutingKey: top.Queues[i].Name, Mandatory: true, Msg: amqp.Publishing{Body: []byte(round)}}
+		}
+		for i, err := range ops.PublishAll(ctx, msgs) {
+			if err != nil {
+				t.Fatalf("%s: publish to consumer %d: %v", round, i, err)
+			}
+		}
+		deadline := time.Now().Add(60 * time.Second)
+		for got.Load() < n {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: %d of %d consumers received", round, got.Load(), n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	publishAll("first")
+	reports := make(chan topology.RestoreReport, 1)
+	ops.Registry().OnRestore("test", func(r topology.RestoreReport) { reports <- r })
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	rep := <-reports
+	if !rep.OK() || len(rep.Restored) != 2*n {
+		t.Fatalf("restore: %d restored, failures %v, err %v", len(rep.Restored), rep.Failed, rep.Err)
+	}
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	publishAll("after the reconnect")
+	t.Logf("%d consumers on one connection, %d channels: declared and consuming in %v, restored in %v", n, channels, declared.Round(time.Millisecond), rep.Duration.Round(time.Millisecond))
+}
