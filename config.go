@@ -133,6 +133,11 @@ type SubscriberConfig struct {
 	// Redelivery is how failed messages come back. Default: see
 	// RedeliveryConfig.
 	Redelivery RedeliveryConfig
+	// HandlerTimeout, when set, is the deadline of each message's context
+	// from the moment it is handed out: a handler that honours its context
+	// gives up then. Default: none (package router sets its route's
+	// Timeout, which also bounds each in-process retry).
+	HandlerTimeout time.Duration
 	// CloseTimeout bounds Close (and the end of a subscription whose
 	// Subscribe ctx ended): handlers in flight finish and settle with live
 	// message contexts until it passes; then their contexts are cancelled
@@ -193,6 +198,7 @@ func (c *SubscriberConfig) Validate() error {
 	}
 	c.Redelivery.validate(f)
 	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
+	f.Check(c.HandlerTimeout < 0, "HandlerTimeout", "must not be negative")
 	f.Join(c.Ops.Validate())
 	return f.Err()
 }

@@ -5,11 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
@@ -40,7 +42,7 @@ type Subscriber struct {
 
 	mu     sync.Mutex
 	closed bool
-	subs   map[*subscription]struct{}
+	subs   []*subscription // a few per Subscriber, usually one: a slice, not a map
 
 	// attempts remembers, per queue and message id, how many attempts a
 	// requeued message had: a classic queue's redelivery says only
@@ -84,7 +86,6 @@ func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	return &Subscriber{
 		conn: c, ops: ops, reg: ops.Registry(), cfg: cfg, log: log,
-		subs: map[*subscription]struct{}{},
 	}, nil
 }
 
@@ -111,7 +112,7 @@ func (s *Subscriber) Consuming() bool {
 	if s.closed || len(s.subs) == 0 {
 		return false
 	}
-	for st := range s.subs {
+	for _, st := range s.subs {
 		if !st.consumer.Consuming() {
 			return false
 		}
@@ -199,7 +200,6 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 		abandon:  abandon,
 		handler:  h,
 		stopping: make(chan struct{}),
-		stopped:  make(chan struct{}),
 	}
 	if h == nil {
 		st.out = make(chan *message.Message)
@@ -223,10 +223,12 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 		st.stop(context.Background())
 		return nil, ErrClosed
 	}
-	s.subs[st] = struct{}{}
+	s.subs = append(s.subs, st)
 	s.mu.Unlock()
 	// No goroutine waits for ctx: its end starts the stop.
-	st.unwatch = context.AfterFunc(ctx, st.stopInBackground)
+	if ctx.Done() != nil {
+		st.unwatch = context.AfterFunc(ctx, st.stopInBackground)
+	}
 	return st, nil
 }
 
@@ -247,10 +249,7 @@ func (s *Subscriber) Close() error {
 func (s *Subscriber) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
-	subs := make([]*subscription, 0, len(s.subs))
-	for st := range s.subs {
-		subs = append(subs, st)
-	}
+	subs := slices.Clone(s.subs)
 	s.mu.Unlock()
 	var wg sync.WaitGroup
 	for _, st := range subs {
@@ -290,9 +289,8 @@ type subscription struct {
 	slots    chan struct{} // MaxInFlight > 1
 	workers  sync.WaitGroup
 	stopping chan struct{} // closed when stop begins: hand out nothing more
-	stopped  chan struct{} // closed once stop is done
-	stopOnce sync.Once
-	unwatch  func() bool // stops the wait for Subscribe's ctx
+	stopOnce sync.Once     // Do also makes concurrent stops wait for the first
+	unwatch  func() bool   // stops the wait for Subscribe's ctx
 }
 
 // stopInBackground ends the subscription when Subscribe's ctx ended or its
@@ -312,7 +310,6 @@ func (st *subscription) stopInBackground() {
 // first.
 func (st *subscription) stop(ctx context.Context) {
 	st.stopOnce.Do(func() {
-		defer close(st.stopped)
 		if st.unwatch != nil {
 			st.unwatch()
 		}
@@ -339,10 +336,11 @@ func (st *subscription) stop(ctx context.Context) {
 			close(st.out)
 		}
 		st.s.mu.Lock()
-		delete(st.s.subs, st)
+		if i := slices.Index(st.s.subs, st); i >= 0 {
+			st.s.subs = slices.Delete(st.s.subs, i, i+1)
+		}
 		st.s.mu.Unlock()
 	})
-	<-st.stopped
 }
 
 func (st *subscription) onEvent(e topology.ConsumerEvent) {
@@ -355,17 +353,9 @@ func (st *subscription) onEvent(e topology.ConsumerEvent) {
 	}
 }
 
-// inflight is one delivery until it is settled, exactly once: consumers
-// share channels, and a second settlement of a tag closes the channel of
-// every consumer on it.
-type inflight struct {
-	d       *topology.Delivery
-	settled atomic.Bool
-}
-
 // handle runs on the consumer's goroutine for each delivery.
-func (st *subscription) handle(_ context.Context, d *topology.Delivery) {
-	f := &inflight{d: d}
+func (st *subscription) handle(_ context.Context, f *topology.Delivery) {
+	d := f
 	msg, err := st.s.cfg.Marshaler.Unmarshal(&d.Delivery)
 	if err != nil {
 		st.poison(f, err)
@@ -415,8 +405,8 @@ func (st *subscription) previousAttempts(d *topology.Delivery) int {
 	return prev
 }
 
-func (st *subscription) poison(f *inflight, err error) {
-	d := f.d
+func (st *subscription) poison(f *topology.Delivery, err error) {
+	d := f
 	st.s.poison.Add(1)
 	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Body: d.Body, Headers: d.Headers, Err: err}
 	st.s.log.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
@@ -442,14 +432,20 @@ func (st *subscription) hasDeadLetter() bool {
 	return ok && spec.HasDeadLetter()
 }
 
-func (st *subscription) process(f *inflight, msg *message.Message) {
-	d := f.d
+func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
+	d := f
 	info := ack.Info{
 		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: d.Exchange, RoutingKey: d.RoutingKey,
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
 		PreviousAttempts: st.previousAttempts(d),
 	}
-	ctx, cancel := context.WithCancel(ack.NewContext(st.base, info))
+	var ctx context.Context
+	var cancel context.CancelFunc
+	if t := st.s.cfg.HandlerTimeout; t > 0 {
+		ctx, cancel = context.WithTimeout(ack.NewContext(st.base, info), t)
+	} else {
+		ctx, cancel = context.WithCancel(ack.NewContext(st.base, info))
+	}
 	defer cancel() // the message's context ends once it is settled
 	msg.SetContext(ctx)
 	if st.handler != nil {
@@ -508,14 +504,14 @@ func (st *subscription) run(msg *message.Message) {
 }
 
 // finish settles a message the handler acked or nacked.
-func (st *subscription) finish(f *inflight, msg *message.Message, disp ack.Disposition) {
+func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp ack.Disposition) {
 	switch disp {
 	case ack.Requeue:
 		st.later(f, ack.Requeue, ack.Attempt(msg))
 	case ack.RejectRequeue:
 		st.fail(f, msg, ack.Attempt(msg))
 	default:
-		if k := st.attemptKey(f.d); k != "" {
+		if k := st.attemptKey(f); k != "" {
 			st.s.attempts().Delete(k)
 		}
 		st.settle(f, disp)
@@ -525,19 +521,19 @@ func (st *subscription) finish(f *inflight, msg *message.Message, disp ack.Dispo
 // fail settles a failed message: to the dead-letter exchange after
 // MaxAttempts when the queue has one, otherwise back into the queue after a
 // backoff, never dropped.
-func (st *subscription) fail(f *inflight, msg *message.Message, attempts int) {
+func (st *subscription) fail(f *topology.Delivery, msg *message.Message, attempts int) {
 	rd := st.s.cfg.Redelivery
 	if attempts >= rd.MaxAttempts {
 		if st.hasDeadLetter() {
-			st.s.log.Warn("warren: message failed too often; dead-lettering it", "queue", st.queue, "message_id", f.d.MessageId, "attempts", attempts)
-			if k := st.attemptKey(f.d); k != "" {
+			st.s.log.Warn("warren: message failed too often; dead-lettering it", "queue", st.queue, "message_id", f.MessageId, "attempts", attempts)
+			if k := st.attemptKey(f); k != "" {
 				st.s.attempts().Delete(k)
 			}
 			st.settle(f, ack.Reject)
 			return
 		}
 		st.s.log.Warn("warren: message keeps failing and its queue has no dead-letter exchange; requeued at the capped backoff",
-			"queue", st.queue, "message_id", f.d.MessageId, "attempts", attempts)
+			"queue", st.queue, "message_id", f.MessageId, "attempts", attempts)
 	}
 	st.later(f, ack.RejectRequeue, attempts)
 }
@@ -545,8 +541,8 @@ func (st *subscription) fail(f *inflight, msg *message.Message, attempts int) {
 // later settles disp after the redelivery backoff of attempts, holding the
 // message (and, with MaxInFlight 1, the subscription) meanwhile: a failing
 // message never spins. Stopping cuts the wait short.
-func (st *subscription) later(f *inflight, disp ack.Disposition, attempts int) {
-	if k := st.attemptKey(f.d); k != "" {
+func (st *subscription) later(f *topology.Delivery, disp ack.Disposition, attempts int) {
+	if k := st.attemptKey(f); k != "" {
 		st.s.attempts().Put(k, attempts)
 	}
 	t := time.NewTimer(st.s.cfg.Redelivery.delay(attempts))
@@ -554,36 +550,34 @@ func (st *subscription) later(f *inflight, disp ack.Disposition, attempts int) {
 	select {
 	case <-t.C:
 	case <-st.stopping:
-	case <-f.d.Gone():
+	case <-f.Gone():
 		st.s.staleAcks.Add(1)
 		return
 	}
 	st.settle(f, disp)
 }
 
-// settle acks, nacks or rejects a delivery on the channel it came on, once,
-// or drops the settlement when that channel is gone (PITFALLS 4).
-func (st *subscription) settle(f *inflight, disp ack.Disposition) {
-	if !f.settled.CompareAndSwap(false, true) {
-		return
-	}
-	d := f.d
-	if !d.Settleable() {
-		st.s.staleAcks.Add(1)
-		return
-	}
+// settle acks, nacks or rejects a delivery on the channel it came on, once
+// (topology.Delivery refuses a second settlement: a handler's late Ack
+// after Shutdown requeued its message is dropped), or drops the settlement
+// when that channel is gone (PITFALLS 4).
+func (st *subscription) settle(d *topology.Delivery, disp ack.Disposition) {
 	var err error
 	switch disp {
 	case ack.Ack:
-		err = d.Ack(false)
+		err = d.Ack()
 	case ack.Requeue:
-		err = d.Nack(false, true)
+		err = d.Nack(true)
 	case ack.Reject:
 		err = d.Reject(false)
 	case ack.RejectRequeue:
 		err = d.Reject(true)
 	}
-	if err != nil {
+	switch {
+	case err == nil, errors.Is(err, topology.ErrAlreadySettled):
+	case !d.Settleable() || errors.Is(err, amqp.ErrClosed):
+		st.s.staleAcks.Add(1)
+	default:
 		st.s.staleAcks.Add(1)
 		st.s.log.Warn("warren: settling a delivery failed", "queue", st.queue, "disposition", disp.String(), "err", err)
 	}

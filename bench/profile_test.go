@@ -55,7 +55,7 @@ func BenchmarkRouterConsume(b *testing.B) {
 	defer remove()
 	fillQueue(b, url, "cpu.q", routerMessages)
 	b.ResetTimer()
-	cpu := routerConsumeCPU(b, url, "cpu.q", routerMessages, 32)
+	cpu := routerConsumeCPU(b, url, "cpu.q", routerMessages, 256)
 	b.ReportMetric(float64(cpu.Microseconds())/routerMessages, "cpu-us/msg")
 }
 

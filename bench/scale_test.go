@@ -49,7 +49,9 @@ func BenchmarkScale(b *testing.B) {
 		}
 		if want("subscr") {
 			subscriberRows(b, 1000)
-			subscriberRows(b, 10000)
+			if !strings.Contains(only, "small") {
+				subscriberRows(b, 10000)
+			}
 		}
 		if want("router") {
 			for _, prefetch := range []int{32, 256} {
@@ -388,8 +390,10 @@ func warrenSubscribers(b *testing.B, url string, n int) footprint {
 	fp := footprint{subscribe: time.Since(start)}
 	heap1, g1 := settle()
 	fp.rssKiB, fp.heapKiB = (rssKiB()-rss0)/float64(n), (heap1-heap0)/float64(n)
-	fp.goroutines = float64(g1-g0)/float64(n) - 1
 	fp.channels = topology.RegistryOf(c).ConsumerChannels()
+	// Each shared consumer channel has one watcher goroutine (conn's, as
+	// any channel); it is counted per channel, not per subscriber.
+	fp.goroutines = float64(g1-g0-fp.channels)/float64(n) - 1
 	var cwg sync.WaitGroup
 	for _, s := range subs {
 		cwg.Add(1)
@@ -423,7 +427,7 @@ func subscriberRows(b *testing.B, n int) {
 	line("subscr", name+" RSS KiB per subscriber", med(wr, func(f footprint) float64 { return f.rssKiB }), med(raw, func(f footprint) float64 { return f.rssKiB }), "", 1.3)
 	line("subscr", name+" Go heap KiB per subscriber", med(wr, func(f footprint) float64 { return f.heapKiB }), med(raw, func(f footprint) float64 { return f.heapKiB }), "", 1.3)
 	g := med(wr, func(f footprint) float64 { return f.goroutines })
-	fmt.Printf("%-9s %-40s %12.2f %12.2f %7s %s\n", "subscr", name+" goroutines besides handler loop", g, med(raw, func(f footprint) float64 { return f.goroutines }), "-", fmt.Sprintf("<= 2 %s", map[bool]string{true: "met", false: "NOT MET"}[g <= 2]))
+	fmt.Printf("%-9s %-40s %12.2f %12.2f %7s %s\n", "subscr", name+" goroutines besides handler loop (+1/channel)", g, med(raw, func(f footprint) float64 { return f.goroutines }), "-", fmt.Sprintf("<= 2 %s", map[bool]string{true: "met", false: "NOT MET"}[g <= 2]))
 	fmt.Printf("TARGET name=%q value=%.3f bound=2 met=%v\n", "subscr "+name+" goroutines", g, g <= 2)
 	fmt.Printf("%-9s %-40s %12d %12d\n", "subscr", name+" broker channels", wr[0].channels, raw[0].channels)
 	line("subscr", name+" subscribe time", float64(med(wr, func(f footprint) float64 { return float64(f.subscribe.Milliseconds()) })), float64(med(raw, func(f footprint) float64 { return float64(f.subscribe.Milliseconds()) })), "ms", 0)

@@ -167,6 +167,11 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 func (c *RetryConfig) attemptContext(parent context.Context, attempt int) (context.Context, context.CancelFunc) {
 	switch {
 	case c.AttemptTimeout > 0:
+		if dl, ok := parent.Deadline(); ok && attempt == 1 && time.Until(dl) <= c.AttemptTimeout {
+			// The message's context is bounded already (the Subscriber's
+			// HandlerTimeout): the first attempt needs no context of its own.
+			return parent, func() {}
+		}
 		return context.WithTimeout(parent, c.AttemptTimeout)
 	case attempt > 1:
 		return context.WithCancel(parent)

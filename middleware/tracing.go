@@ -14,6 +14,10 @@ import (
 	"github.com/warrenmq/warren/internal/headers"
 )
 
+// consumerKind is made once: an option built per message is an allocation
+// per message.
+var consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+
 // traceParentKey is where the W3C propagator puts the trace context in a
 // message's metadata (and so its AMQP headers).
 const traceParentKey = "traceparent"
@@ -62,8 +66,8 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			}
 			original := msg.Context()
 			parent := original
-			opts := make([]trace.SpanStartOption, 0, 3)
-			opts = append(opts, trace.WithSpanKind(trace.SpanKindConsumer))
+			var optsBuf [2]trace.SpanStartOption
+			opts := append(optsBuf[:0], consumerKind)
 			if _, has := msg.Metadata[traceParentKey]; has {
 				producer := trace.SpanContextFromContext(tel.propagator.Extract(context.Background(), metadataCarrier(msg.Metadata)))
 				if producer.IsValid() {

@@ -9,7 +9,7 @@
 // creates a warren Subscriber per route and wraps each handler in the
 // standard stack, outermost first:
 //
-//	recover -> tracing -> ack -> dead-letter -> delayed retry -> retry -> timeout -> handler
+//	recover -> tracing -> ack -> dead-letter -> delayed retry -> retry (timeout per attempt) -> handler
 //
 // Defaults are safe: at-least-once, bounded retry, a dead-letter queue per
 // route. [Router.WaitRunning] tells a waiter that Run started, or why it did

@@ -196,6 +196,9 @@ func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent
 		OnPoison:        poison,
 		OnConsumerEvent: onEvent,
 		CloseTimeout:    cfg.CloseTimeout,
-		Logger:          cfg.Logger,
+		// The route's Timeout bounds the first attempt through the
+		// message's own context (Retry bounds each retry itself).
+		HandlerTimeout: r.Timeout,
+		Logger:         cfg.Logger,
 	}
 }

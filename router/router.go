@@ -368,7 +368,8 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
 }
 
 // stack composes the route's middleware, outermost first: recover,
-// tracing, ack, dead-letter, delayed retry, retry, timeout, the route's own.
+// tracing, ack, dead-letter, delayed retry, retry (which bounds each
+// attempt by the route's Timeout), the route's own.
 func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.HandlerFunc, func(*warren.PoisonError) error, error) {
 	var mws []message.HandlerMiddleware
 	add := func(mw message.HandlerMiddleware, err error) error {
@@ -430,9 +431,9 @@ func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.Handl
 		if err := add(middleware.Retry(cfg)); err != nil {
 			return nil, nil, err
 		}
-	} else {
-		mws = append(mws, wmw.Timeout(rt.Timeout))
 	}
+	// Without Retry the route's Timeout is the subscription's
+	// HandlerTimeout alone: the message's context carries the deadline.
 	mws = append(mws, rt.Middleware...)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		for i := len(mws) - 1; i >= 0; i-- {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
 )
@@ -84,8 +85,6 @@ type Consumer struct {
 
 	handlerCtx context.Context
 	cancel     context.CancelFunc
-	stopCtx    context.Context // ends when Stop begins
-	stopCancel context.CancelFunc
 	handoff    chan *subscription // from the restore run
 	stopCh     chan struct{}
 	done       chan struct{}
@@ -94,13 +93,19 @@ type Consumer struct {
 	// own recovery never both subscribe.
 	subMu sync.Mutex
 
-	mu       sync.Mutex
-	cur      *subscription // owned: whoever takes it releases it
-	live     bool
-	stopped  bool
-	deleting bool
-	drain    func(context.Context)
-	err      error
+	// prev, next and listed link the consumer into its Ops' list (under
+	// the Ops' lock).
+	prev, next *Consumer
+	listed     bool
+
+	mu        sync.Mutex
+	subCancel context.CancelFunc // ends a self-subscription in progress (Stop)
+	cur       *subscription      // owned: whoever takes it releases it
+	live      bool
+	stopped   bool
+	deleting  bool
+	drain     func(context.Context)
+	err       error
 }
 
 // Tag is the consumer tag (generated when the spec had none).
@@ -232,10 +237,9 @@ func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 		return nil, tagConflict(s)
 	}
 	hctx, cancel := context.WithCancel(context.Background())
-	sctx, scancel := context.WithCancel(context.Background())
 	return &Consumer{
 		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
-		handlerCtx: hctx, cancel: cancel, stopCtx: sctx, stopCancel: scancel,
+		handlerCtx: hctx, cancel: cancel,
 		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
@@ -245,10 +249,7 @@ func tagConflict(s ConsumerSpec) error {
 }
 
 // discard drops a consumer that never started.
-func (c *Consumer) discard() {
-	c.cancel()
-	c.stopCancel()
-}
+func (c *Consumer) discard() { c.cancel() }
 
 // start records the consumer and runs its loop on sub; on failure it
 // releases sub.
@@ -269,7 +270,7 @@ func (c *Consumer) start(sub *subscription) error {
 		o.reg.forgetConsumer(c)
 		return fail(&OperationError{Op: "consume", Entity: c.spec.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
 	}
-	o.consumers[c] = struct{}{}
+	o.consumers.push(c)
 	o.mu.Unlock()
 	if !o.group.Go("consumer "+c.spec.Tag, func() { c.run(sub) }) {
 		o.forget(c)
@@ -398,7 +399,6 @@ func (c *Consumer) resubscribe(ctx context.Context) error {
 func (c *Consumer) run(sub *subscription) {
 	defer close(c.done)
 	defer c.cancel()
-	defer c.stopCancel()
 	defer c.ops.forget(c)
 	for {
 		c.dispatch(sub)
@@ -464,7 +464,7 @@ func (c *Consumer) dispatch(sub *subscription) {
 			select {
 			case <-c.stopCh:
 				// Stopping: never hand out more; Stop requeues it.
-				c.requeue(sub, d.DeliveryTag, &d)
+				c.requeue(sub, d)
 				return
 			default:
 			}
@@ -540,8 +540,20 @@ func (c *Consumer) selfSubscribe() (*subscription, bool, error) {
 		return s, false, nil
 	default:
 	}
-	ctx, cancel := context.WithTimeout(c.stopCtx, c.ops.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), c.ops.cfg.Timeout)
 	defer cancel()
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		return nil, false, nil
+	}
+	c.subCancel = cancel // Stop ends it
+	c.mu.Unlock()
+	defer func() {
+		c.mu.Lock()
+		c.subCancel = nil
+		c.mu.Unlock()
+	}()
 	redeclared, err := c.ensureQueue(ctx, true)
 	if err != nil {
 		return nil, redeclared, err
@@ -608,12 +620,14 @@ func (c *Consumer) releaseCurrent() {
 // requeue returns a delivery the handler never got to the queue, on a
 // channel other consumers may still use (so it is not requeued by the
 // channel closing).
-func (c *Consumer) requeue(sub *subscription, tag uint64, d interface{ Nack(bool, bool) error }) {
+// d is taken by value: a pointer would make every delivery the loop
+// receives escape to the heap.
+func (c *Consumer) requeue(sub *subscription, d amqp.Delivery) {
 	if c.spec.AutoAck || !sub.host.ch.IsOpen() {
 		return
 	}
 	if err := d.Nack(false, true); err != nil {
-		c.log.Debug("topology: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", tag, "err", err)
+		c.log.Debug("topology: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", d.DeliveryTag, "err", err)
 	}
 }
 
@@ -662,8 +676,10 @@ func (c *Consumer) stop(ctx context.Context) error {
 	c.stopped = true
 	sub := c.cur
 	drain := c.drain
+	if c.subCancel != nil {
+		c.subCancel()
+	}
 	c.mu.Unlock()
-	c.stopCancel()
 	// Hand out nothing more, and ask the broker to send nothing more; the
 	// delivery in hand is finished and settled on its channel before the
 	// channel is released.
@@ -710,7 +726,7 @@ func (c *Consumer) requeueRest(ctx context.Context, sub *subscription) {
 			if !ok {
 				return
 			}
-			c.requeue(sub, d.DeliveryTag, &d)
+			c.requeue(sub, d)
 		case <-sub.host.ch.Done():
 			return
 		case <-ctx.Done():
@@ -725,6 +741,43 @@ func (c *Consumer) requeueRest(ctx context.Context, sub *subscription) {
 // forget drops a finished consumer from its Ops.
 func (o *Ops) forget(c *Consumer) {
 	o.mu.Lock()
-	delete(o.consumers, c)
+	o.consumers.remove(c)
 	o.mu.Unlock()
+}
+
+// consumerList is an Ops' consumers, linked through the consumers
+// themselves: adding and removing cost no allocation and O(1), however many
+// an Ops holds (a Subscriber's usually one, a big Apply's thousands).
+type consumerList struct{ head *Consumer }
+
+func (l *consumerList) push(c *Consumer) {
+	c.next, c.prev = l.head, nil
+	if l.head != nil {
+		l.head.prev = c
+	}
+	l.head = c
+	c.listed = true
+}
+
+func (l *consumerList) remove(c *Consumer) {
+	if !c.listed {
+		return
+	}
+	if c.prev != nil {
+		c.prev.next = c.next
+	} else {
+		l.head = c.next
+	}
+	if c.next != nil {
+		c.next.prev = c.prev
+	}
+	c.prev, c.next, c.listed = nil, nil, false
+}
+
+func (l *consumerList) all() []*Consumer {
+	var out []*Consumer
+	for c := l.head; c != nil; c = c.next {
+		out = append(out, c)
+	}
+	return out
 }

@@ -153,7 +153,7 @@ func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
 			<-release
 		default:
 		}
-		_ = d.Ack(false)
+		_ = d.Ack()
 	}})
 	if err != nil {
 		t.Fatal(err)

@@ -68,7 +68,7 @@ func rawChannel(t *testing.T, url string) *amqp.Channel {
 func receiver(out chan<- string) topology.Handler {
 	return func(ctx context.Context, d *topology.Delivery) {
 		out <- string(d.Body)
-		_ = d.Ack(false)
+		_ = d.Ack()
 	}
 }
 

@@ -52,16 +52,18 @@ func (c *OpsConfig) Validate() error {
 // its Close stops. Every method takes a ctx; the Timeout applies when ctx
 // has no deadline. Safe for concurrent use.
 type Ops struct {
-	conn     *conn.Conn
-	reg      *Registry
-	cfg      OpsConfig
-	confirms *confirmPool
+	conn *conn.Conn
+	reg  *Registry
+	cfg  OpsConfig
+
+	confirmsOnce sync.Once
+	confirmsPool *confirmPool // made by the first publish
 
 	group workgroup.Group // consumers' loops
 
 	mu        sync.Mutex
 	closed    bool
-	consumers map[*Consumer]struct{}
+	consumers consumerList
 
 	closeOnce sync.Once
 	closeErr  error
@@ -76,9 +78,14 @@ func NewOps(c *conn.Conn, cfg OpsConfig) (*Ops, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	o := &Ops{conn: c, reg: RegistryOf(c), cfg: cfg, consumers: map[*Consumer]struct{}{}}
-	o.confirms = newConfirmPool(c, cfg.ConfirmChannels)
-	return o, nil
+	return &Ops{conn: c, reg: RegistryOf(c), cfg: cfg}, nil
+}
+
+// confirms is the Ops' confirm channels, made on first use: an Ops that
+// only consumes (a Subscriber's) never holds any.
+func (o *Ops) confirms() *confirmPool {
+	o.confirmsOnce.Do(func() { o.confirmsPool = newConfirmPool(o.conn, o.cfg.ConfirmChannels) })
+	return o.confirmsPool
 }
 
 // Registry is the connection's registry.
@@ -95,10 +102,7 @@ func (o *Ops) Close(ctx context.Context) error {
 	o.closeOnce.Do(func() {
 		o.mu.Lock()
 		o.closed = true
-		all := make([]*Consumer, 0, len(o.consumers))
-		for c := range o.consumers {
-			all = append(all, c)
-		}
+		all := o.consumers.all()
 		o.mu.Unlock()
 		var errs []error
 		for _, c := range all {
@@ -106,7 +110,10 @@ func (o *Ops) Close(ctx context.Context) error {
 				errs = append(errs, err)
 			}
 		}
-		o.confirms.close()
+		o.confirmsOnce.Do(func() {}) // no pool after Close
+		if o.confirmsPool != nil {
+			o.confirmsPool.close()
+		}
 		o.group.Close()
 		errs = append(errs, o.group.Wait(ctx, "topology: Ops"))
 		o.closeErr = errors.Join(errs...)
@@ -374,7 +381,7 @@ func (o *Ops) DeleteQueue(ctx context.Context, name string, d DeleteOptions) (in
 	defer cancel()
 	consumers := o.reg.consumersOf(name)
 	o.mu.Lock()
-	for c := range o.consumers {
+	for _, c := range o.consumers.all() {
 		if c.spec.Queue == name && !c.restore {
 			consumers = append(consumers, c) // NoRestore: not in the registry
 		}

@@ -98,7 +98,7 @@ func (o *Ops) PublishAll(ctx context.Context, msgs []Outgoing) []error {
 			todo = o.publishIsolated(ctx, msgs, todo, errs)
 			continue
 		}
-		cc, err := o.confirms.get(ctx)
+		cc, err := o.confirms().get(ctx)
 		if err != nil {
 			for _, i := range todo {
 				errs[i] = fmt.Errorf("topology: publish %s: %w", msgs[i].destination(), err)

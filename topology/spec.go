@@ -235,10 +235,10 @@ func (s BindSpec) Validate() error {
 
 // Handler receives a consumer's deliveries, one at a time, on the consumer's
 // goroutine. ctx ends when the consumer is stopped. Unless the consumer is
-// AutoAck, the handler settles each delivery exactly once (d.Ack, d.Nack,
-// d.Reject): the acknowledger is the channel the delivery came on, so a
-// delivery of a channel that has since died can never be settled on another
-// one (it fails, and the broker redelivers it).
+// AutoAck, the handler settles each delivery (d.Ack, d.Nack, d.Reject; a
+// second settlement is refused): the acknowledger is the channel the
+// delivery came on, so a delivery of a channel that has since died can
+// never be settled on another one (it fails, and the broker redelivers it).
 type Handler func(ctx context.Context, d *Delivery)
 
 // ConsumerSpec consumes a queue.

@@ -73,7 +73,7 @@ func specs(ctx context.Context) error {
 	got := make(chan string, 1)
 	if _, err := queue.Consume(ctx, topology.ConsumerSpec{Handler: func(_ context.Context, d *topology.Delivery) {
 		got <- string(d.Body)
-		_ = d.Ack(false) // manual ack
+		_ = d.Ack() // manual ack
 	}}); err != nil {
 		return err
 	}

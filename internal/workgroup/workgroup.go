@@ -16,8 +16,25 @@ import (
 type Group struct {
 	mu      sync.Mutex
 	closed  bool
-	running map[string]int
+	running []named // a few names at most: a slice costs less than a map
 	wg      sync.WaitGroup
+}
+
+type named struct {
+	name string
+	n    int
+}
+
+func (g *Group) add(name string, d int) {
+	for i := range g.running {
+		if g.running[i].name == name {
+			if g.running[i].n += d; g.running[i].n == 0 {
+				g.running = append(g.running[:i], g.running[i+1:]...)
+			}
+			return
+		}
+	}
+	g.running = append(g.running, named{name, d})
 }
 
 // Go runs fn on a goroutine named name, unless the group was closed (then
@@ -28,18 +45,13 @@ func (g *Group) Go(name string, fn func()) bool {
 		g.mu.Unlock()
 		return false
 	}
-	if g.running == nil {
-		g.running = map[string]int{}
-	}
-	g.running[name]++
+	g.add(name, 1)
 	g.wg.Add(1)
 	g.mu.Unlock()
 	go func() {
 		defer func() {
 			g.mu.Lock()
-			if g.running[name]--; g.running[name] == 0 {
-				delete(g.running, name)
-			}
+			g.add(name, -1)
 			g.mu.Unlock()
 			g.wg.Done()
 		}()
@@ -61,9 +73,10 @@ func (g *Group) Running() []string {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	out := make([]string, 0, len(g.running))
-	for name, n := range g.running {
-		if n > 1 {
-			name = fmt.Sprintf("%s (%d)", name, n)
+	for _, r := range g.running {
+		name := r.name
+		if r.n > 1 {
+			name = fmt.Sprintf("%s (%d)", name, r.n)
 		}
 		out = append(out, name)
 	}
