@@ -22,9 +22,12 @@ test-short:
 demo: broker
 	$(GO) run ./examples/quickstart
 
-## bench: side-by-side benchmarks (bench/ is its own module).
+## bench: side-by-side benchmarks (bench/ is its own module): publish and
+## consume (Compare), then scale (restore, declaration, subscribers, router
+## CPU, teardown; each row in a vhost of its own).
 bench: broker
 	cd bench && $(GO) test -run '^$$' -bench Compare -benchtime 1x -count 1 -timeout 30m .
+	cd bench && $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 -timeout 60m .
 	$(GO) test -run '^$$' -bench ReconnectAfterCut -benchtime 1x -count 1 ./conn
 
 ## soak: the long reliability runs.

@@ -135,13 +135,15 @@ func printTargets(k map[string]row) {
 		fmt.Printf("  %-46s %5.2f (want >= %.1f) %-7s %s\n", name, got, want, verdict(got, want), bound)
 		fmt.Printf("TARGET name=%q value=%.3f want=%.1f met=%t\n", name, got, want, got >= want)
 	}
-	ceiling := ratio("raw16window", "raw")
 	check("warren batched publish / raw", ratio("warrenBatch", "raw"), 0.9, "")
-	check("warren 16-goroutine publish / raw", ratio("warren16", "raw"), 0.8,
-		fmt.Sprintf("(any client with 16 in flight: <= %.2f, raw amqp091-go with windows of 16)", ceiling))
-	check("warren 16-goroutine publish / watermill-amqp", ratio("warren16", "watermill16"), 2,
-		fmt.Sprintf("(any client with 16 in flight: <= %.2f)", ratio("raw16window", "watermill16")))
-	check("warren 16-goroutine publish / same-shape raw", ratio("warren16", "raw16"), 0.8, "(16 goroutines, one confirm each)")
+	// Issue 21: the 16-goroutine row is judged against the raw client of
+	// the same shape; sixteen callers that each wait for their own confirm
+	// are bounded by the broker's round trips, whatever the client (the
+	// other ratios are printed for reference).
+	check("warren 16-goroutine publish / same-shape raw", ratio("warren16", "raw16"), 0.95, "(16 goroutines, one confirm each)")
+	fmt.Printf("  %-46s %5.2f (reference; any client with 16 in flight: <= %.2f)\n", "warren 16-goroutine publish / raw windows of 100",
+		ratio("warren16", "raw"), ratio("raw16window", "raw"))
+	fmt.Printf("  %-46s %5.2f (reference)\n", "warren 16-goroutine publish / watermill-amqp", ratio("warren16", "watermill16"))
 	check("warren consume MaxInFlight 1 / raw", ratio("consume1", "rawConsume"), 0.9, "")
 	check("warren consume MaxInFlight 64 / raw", ratio("consume64", "rawConsume"), 0.9, "")
 	fmt.Printf("\nwrite coalescing (16 goroutines, coalesced / DirectWrites): %.2f x msg/s, %.2f x client CPU per message\n",
@@ -177,7 +179,14 @@ func dropQueue(name string) {
 }
 
 func openWarren(b *testing.B, cfg conn.Config) *conn.Conn {
-	c, err := conn.New(brokerURL(), cfg)
+	return openWarrenURL(b, brokerURL(), cfg)
+}
+
+// openWarrenAt opens a warren connection to url with the default config.
+func openWarrenAt(b *testing.B, url string) *conn.Conn { return openWarrenURL(b, url, conn.Config{}) }
+
+func openWarrenURL(b *testing.B, url string, cfg conn.Config) *conn.Conn {
+	c, err := conn.New(url, cfg)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -9,7 +9,6 @@ import (
 	"testing"
 
 	"github.com/warrenmq/warren"
-	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -22,14 +21,8 @@ func BenchmarkSubscriberHeap(b *testing.B) {
 	defer remove()
 	const n = 1000
 	declareQueues(b, url, n)
-	c, err := conn.New(url, conn.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := openWarrenAt(b, url)
 	ctx := context.Background()
-	if err := c.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
 	defer c.Close(ctx)
 	topology.RegistryOf(c)
 	runtime.MemProfileRate = 1

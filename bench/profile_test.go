@@ -65,14 +65,8 @@ func BenchmarkSubscriberConsume(b *testing.B) {
 	url, remove := vhost(b)
 	defer remove()
 	fillQueue(b, url, "cpu.q", routerMessages)
-	c, err := conn.New(url, conn.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := openWarrenAt(b, url)
 	ctx := context.Background()
-	if err := c.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
 	defer c.Close(ctx)
 	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.ExistingQueues{}, Prefetch: 32})
 	if err != nil {

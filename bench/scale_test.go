@@ -18,7 +18,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
-	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
@@ -200,14 +199,8 @@ func rawSequential(b *testing.B, url string, n int) time.Duration {
 // the initial declaration), then refreshes the connection and returns the
 // restore run's duration.
 func warrenDeclareAndRestore(b *testing.B, url string, n int) (declare, restore time.Duration) {
-	c, err := conn.New(url, conn.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := openWarrenAt(b, url)
 	ctx := context.Background()
-	if err := c.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
 	defer c.Close(ctx)
 	ops, err := topology.NewOps(c, topology.OpsConfig{Timeout: time.Minute})
 	if err != nil {
@@ -355,14 +348,8 @@ func rawSubscribers(b *testing.B, url string, n int) footprint {
 // goroutine per subscription reading its output channel.
 func warrenSubscribers(b *testing.B, url string, n int) footprint {
 	declareQueues(b, url, n)
-	c, err := conn.New(url, conn.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := openWarrenAt(b, url)
 	ctx := context.Background()
-	if err := c.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
 	topology.RegistryOf(c) // made before the measurement: once per connection
 	heap0, g0 := settle()
 	rss0 := rssKiB()
@@ -483,14 +470,8 @@ func rawConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
 // routerConsumeCPU consumes n messages with a router route and its default
 // stack (tracing, ack, dead-letter, delayed retry, retry, timeout).
 func routerConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
-	c, err := conn.New(url, conn.Config{})
-	if err != nil {
-		b.Fatal(err)
-	}
+	c := openWarrenAt(b, url)
 	ctx := context.Background()
-	if err := c.Open(ctx); err != nil {
-		b.Fatal(err)
-	}
 	defer c.Close(ctx)
 	r, err := router.New(c, router.Config{})
 	if err != nil {
@@ -551,14 +532,8 @@ func teardownRows(b *testing.B) {
 		for _, n := range []int{100, 1000} {
 			url, remove := vhost(b)
 			declareQueues(b, url, n)
-			c, err := conn.New(url, conn.Config{})
-			if err != nil {
-				b.Fatal(err)
-			}
+			c := openWarrenAt(b, url)
 			ctx := context.Background()
-			if err := c.Open(ctx); err != nil {
-				b.Fatal(err)
-			}
 			s, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.ExistingQueues{}})
 			if err != nil {
 				b.Fatal(err)

@@ -37,11 +37,7 @@ func TestQueueDeletedUnderARunningRouter(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	runErr := make(chan error, 1)
-	go func() { runErr <- r.Run(context.Background()) }()
-	if err := r.WaitRunning(ctxT(t, 30*time.Second)); err != nil {
-		t.Fatal(err)
-	}
+	runErr := runRouter(t, r)
 	t.Cleanup(func() { _ = r.Close(context.Background()) })
 	raw := b.Dial()
 	ch, err := raw.Channel()
@@ -132,11 +128,7 @@ func TestShutdownLetsHandlersFinish(t *testing.T) {
 			}); err != nil {
 				t.Fatal(err)
 			}
-			runErr := make(chan error, 1)
-			go func() { runErr <- r.Run(context.Background()) }()
-			if err := r.WaitRunning(ctxT(t, 30*time.Second)); err != nil {
-				t.Fatal(err)
-			}
+			runErr := runRouter(t, r)
 			for i := 0; i < 4; i++ {
 				publish(t, r, q, message.NewMessage("m"+string(rune('0'+i)), nil))
 			}

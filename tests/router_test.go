@@ -25,6 +25,18 @@ import (
 	"github.com/warrenmq/warren/topology"
 )
 
+// runRouter runs r in the background until it is running, and returns
+// what Run returns.
+func runRouter(t *testing.T, r *router.Router) <-chan error {
+	t.Helper()
+	runErr := make(chan error, 1)
+	go func() { runErr <- r.Run(context.Background()) }()
+	if err := r.WaitRunning(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	return runErr
+}
+
 // startRouter runs r in the background; the test's cleanup closes it.
 func startRouter(t *testing.T, r *router.Router) {
 	t.Helper()
