@@ -173,7 +173,16 @@ func (o *Ops) consumeMany(ctx context.Context, specs []ConsumerSpec, op options)
 		}
 		return nil, err
 	}
+	tags := make(map[string]bool, len(specs))
 	for _, s := range specs {
+		if s.Tag != "" {
+			if tags[s.Tag] {
+				// Two consumers with one tag on one channel is a
+				// connection error (530): refused before the network.
+				return fail(tagConflict(s))
+			}
+			tags[s.Tag] = true
+		}
 		c, err := o.newConsumer(s, op)
 		if err != nil {
 			return fail(err)

@@ -127,56 +127,89 @@ func (hs *hostSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription
 	return &subscription{host: h, tag: s.Tag, msgs: msgs}, nil
 }
 
-// subscribeMany starts consumers for a restore run: placed on hosts, then
-// per host the qos calls it needs and every basic.consume without waiting
-// for its reply, then one wait per host. subs[i] is nil for a consumer
-// whose host could not vouch for it (its channel failed): the caller
-// subscribes those one at a time.
+// subscribeMany starts consumers together (a restore run, Apply): they
+// are dealt onto new hosts, perChannel to a channel (exclusive ones alone),
+// and each host opens its channel, sets qos, sends every basic.consume
+// without waiting for its reply and waits once, the hosts side by side
+// (hostsAtOnce at a time), so that N consumers cost a few round trips, not
+// N. subs[i] is nil for a consumer whose host failed (a channel that could
+// not open, or a consume the broker refused): the caller subscribes those
+// one at a time.
 func (hs *hostSet) subscribeMany(ctx context.Context, specs []ConsumerSpec) []*subscription {
 	subs := make([]*subscription, len(specs))
-	byHost := map[*host][]int{}
-	var order []*host
+	var groups [][]int
+	var shared []int
 	for i, s := range specs {
-		h, err := hs.place(ctx, s.Tag, s.Exclusive)
-		if err != nil {
+		if s.Exclusive {
+			groups = append(groups, []int{i})
 			continue
 		}
-		if _, seen := byHost[h]; !seen {
-			order = append(order, h)
+		if shared = append(shared, i); len(shared) == hs.perChannel {
+			groups = append(groups, shared)
+			shared = nil
 		}
-		byHost[h] = append(byHost[h], i)
 	}
-	for _, h := range order {
-		idx := byHost[h]
-		h.callMu.Lock()
-		for _, i := range idx {
-			s := specs[i]
-			want := [2]int{s.PrefetchCount, s.PrefetchSize}
-			if !h.qosSet || h.prefetch != want {
-				if err := h.ch.Qos(ctx, s.PrefetchCount, s.PrefetchSize, false); err != nil {
-					break
-				}
-				h.prefetch, h.qosSet = want, true
-			}
-			msgs, err := h.ch.Consume(ctx, s.Queue, s.Tag, s.AutoAck, s.Exclusive, true, s.args())
-			if err != nil {
+	if len(shared) > 0 {
+		groups = append(groups, shared)
+	}
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, hostsAtOnce)
+	for _, idx := range groups {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() { // waited for below: owned by this call
+			defer func() { <-sem; wg.Done() }()
+			hs.subscribeGroup(ctx, specs, idx, subs)
+		}()
+	}
+	wg.Wait()
+	return subs
+}
+
+// hostsAtOnce bounds how many hosts subscribeMany sets up at once.
+const hostsAtOnce = 16
+
+// subscribeGroup opens a host for the consumers idx and subscribes them
+// there, filling subs.
+func (hs *hostSet) subscribeGroup(ctx context.Context, specs []ConsumerSpec, idx []int, subs []*subscription) {
+	ch, err := hs.conn.NewChannel(ctx)
+	if err != nil {
+		return
+	}
+	h := &host{ch: ch, dedicated: len(idx) == 1 && specs[idx[0]].Exclusive, tags: make(map[string]struct{}, len(idx))}
+	for _, i := range idx {
+		h.tags[specs[i].Tag] = struct{}{}
+	}
+	hs.mu.Lock()
+	hs.hosts = append(hs.hosts, h)
+	hs.mu.Unlock()
+	h.callMu.Lock()
+	for _, i := range idx {
+		s := specs[i]
+		want := [2]int{s.PrefetchCount, s.PrefetchSize}
+		if !h.qosSet || h.prefetch != want {
+			if err := h.ch.Qos(ctx, s.PrefetchCount, s.PrefetchSize, false); err != nil {
 				break
 			}
-			subs[i] = &subscription{host: h, tag: s.Tag, msgs: msgs}
+			h.prefetch, h.qosSet = want, true
 		}
-		h.callMu.Unlock()
-		if barrier(ctx, h.ch) != nil {
-			for _, i := range idx {
-				subs[i] = nil
-			}
+		msgs, err := h.ch.Consume(ctx, s.Queue, s.Tag, s.AutoAck, s.Exclusive, true, s.args())
+		if err != nil {
+			break
 		}
+		subs[i] = &subscription{host: h, tag: s.Tag, msgs: msgs}
+	}
+	h.callMu.Unlock()
+	if barrier(ctx, h.ch) != nil {
 		for _, i := range idx {
-			if subs[i] == nil {
-				hs.release(h, specs[i].Tag)
-			}
+			subs[i] = nil
 		}
 	}
-	return subs
+	for _, i := range idx {
+		if subs[i] == nil {
+			hs.release(h, specs[i].Tag)
+		}
+	}
 }
 
 // ConsumerChannels is how many channels the connection's consumers use now.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/warrenmq/warren/conn"
 )
@@ -22,11 +23,6 @@ const pipelineMin = 4
 type step struct {
 	label string
 	send  func(ctx context.Context, ch *conn.Channel, noWait bool) error
-}
-
-// one runs a step on a pool channel of its own and waits for its reply.
-func (r *Registry) one(ctx context.Context, op string, s step) error {
-	return r.do(ctx, op, s.label, func(ctx context.Context, ch *conn.Channel) error { return s.send(ctx, ch, false) })
 }
 
 // errNotPipelined marks steps the pipeline did not send (a batch too
@@ -55,15 +51,7 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 	if len(steps) < pipelineMin {
 		return notSent()
 	}
-	width := min(pipelineWidth, (len(steps)+pipelineMin-1)/pipelineMin)
-	lanes := make([]*conn.Channel, 0, width)
-	for range width {
-		ch, err := r.pool.get(ctx)
-		if err != nil {
-			break
-		}
-		lanes = append(lanes, ch)
-	}
+	lanes := r.lanes(ctx, min(pipelineWidth, (len(steps)+pipelineMin-1)/pipelineMin))
 	if len(lanes) == 0 {
 		return notSent()
 	}
@@ -89,6 +77,30 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 		}
 	}
 	return errs, gen
+}
+
+// lanes takes up to n pool channels, opening the missing ones side by side
+// (each open is a round trip).
+func (r *Registry) lanes(ctx context.Context, n int) []*conn.Channel {
+	got := make([]*conn.Channel, n)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Add(1)
+		go func() { // waited for below: owned by this call
+			defer wg.Done()
+			if ch, err := r.pool.get(ctx); err == nil {
+				got[i] = ch
+			}
+		}()
+	}
+	wg.Wait()
+	lanes := got[:0]
+	for _, ch := range got {
+		if ch != nil {
+			lanes = append(lanes, ch)
+		}
+	}
+	return lanes
 }
 
 // barrier waits until the broker has handled everything sent on ch before
