@@ -191,15 +191,14 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 	if err != nil {
 		return nil, err
 	}
-	base, abandon := context.WithCancel(context.WithoutCancel(ctx))
 	st := &subscription{
-		s:        s,
-		topic:    topic,
-		queue:    sub.Queue,
-		base:     base,
-		abandon:  abandon,
-		handler:  h,
-		stopping: make(chan struct{}),
+		s:         s,
+		topic:     topic,
+		queue:     sub.Queue,
+		base:      context.WithoutCancel(ctx),
+		handler:   h,
+		stopping:  make(chan struct{}),
+		abandoned: make(chan struct{}),
 	}
 	if h == nil {
 		st.out = make(chan *message.Message)
@@ -214,7 +213,6 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 		OnEvent:       st.onEvent,
 	})
 	if err != nil {
-		abandon()
 		return nil, err
 	}
 	s.mu.Lock()
@@ -278,10 +276,14 @@ type subscription struct {
 	queue    string
 	consumer *topology.Consumer
 	// base is Subscribe's ctx without its cancellation: every message's
-	// context derives from it. abandon cancels it at stop's deadline, which
-	// tells every handler still running.
-	base    context.Context
-	abandon context.CancelFunc
+	// context derives from it. It cannot be cancelled, so a message's
+	// context costs no registration with it; at stop's deadline abandon
+	// cancels the contexts of the messages in flight, kept in flight.
+	base      context.Context
+	abandoned chan struct{} // closed by abandon
+	abandonMu sync.Mutex
+	flight    map[*topology.Delivery]context.CancelFunc // MaxInFlight > 1
+	single    context.CancelFunc                        // MaxInFlight 1
 	// handler runs each message (SubscribeFunc); nil hands messages out on
 	// out (Subscribe).
 	handler  func(*message.Message) error
@@ -319,7 +321,7 @@ func (st *subscription) stop(ctx context.Context) {
 			release()
 			st.abandon()
 		}()
-		abandoned := st.base.Done()
+		abandoned := st.abandoned
 		_ = st.consumer.StopWith(ctx, func(ctx context.Context) {
 			done := make(chan struct{})
 			go func() {
@@ -341,6 +343,56 @@ func (st *subscription) stop(ctx context.Context) {
 		}
 		st.s.mu.Unlock()
 	})
+}
+
+// abandon is stop's deadline: it tells every handler still running (their
+// message contexts are cancelled), once.
+func (st *subscription) abandon() {
+	st.abandonMu.Lock()
+	defer st.abandonMu.Unlock()
+	select {
+	case <-st.abandoned:
+		return
+	default:
+	}
+	close(st.abandoned)
+	if st.single != nil {
+		st.single()
+	}
+	for _, cancel := range st.flight {
+		cancel()
+	}
+}
+
+// track keeps a message's cancel for abandon until untrack; a message that
+// arrives after abandon is cancelled at once.
+func (st *subscription) track(d *topology.Delivery, cancel context.CancelFunc) {
+	st.abandonMu.Lock()
+	defer st.abandonMu.Unlock()
+	select {
+	case <-st.abandoned:
+		cancel()
+		return
+	default:
+	}
+	if st.slots == nil {
+		st.single = cancel
+		return
+	}
+	if st.flight == nil {
+		st.flight = map[*topology.Delivery]context.CancelFunc{}
+	}
+	st.flight[d] = cancel
+}
+
+func (st *subscription) untrack(d *topology.Delivery) {
+	st.abandonMu.Lock()
+	defer st.abandonMu.Unlock()
+	if st.slots == nil {
+		st.single = nil
+		return
+	}
+	delete(st.flight, d)
 }
 
 func (st *subscription) onEvent(e topology.ConsumerEvent) {
@@ -447,6 +499,8 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 		ctx, cancel = context.WithCancel(ack.NewContext(st.base, info))
 	}
 	defer cancel() // the message's context ends once it is settled
+	st.track(f, cancel)
+	defer st.untrack(f)
 	msg.SetContext(ctx)
 	if st.handler != nil {
 		st.run(msg)
@@ -478,7 +532,7 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 		// The channel died with the delivery in hand: its tag means
 		// nothing on any other channel, and the broker redelivers it.
 		st.s.staleAcks.Add(1)
-	case <-st.base.Done():
+	case <-st.abandoned:
 		// Shutdown's deadline (the handler was told by its context): give
 		// the message back now; a settlement the handler makes later is
 		// dropped.

@@ -1,0 +1,102 @@
+package topology
+
+import (
+	"context"
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+)
+
+// A channel error on a shared consumer channel costs only the consumers on
+// that channel, and they come back by themselves.
+func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+	ops, err := NewOps(c, OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ops.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = consumersPerChannel + 8 // two channels
+	var got atomic.Int32
+	var consumers []*Consumer
+	for i := 0; i < n; i++ {
+		q := b.Name("host." + strconv.Itoa(i))
+		if _, err := ops.DeclareQueue(ctx, QueueSpec{Name: q, AutoDelete: true}); err != nil {
+			t.Fatal(err)
+		}
+		c, err := ops.Consume(ctx, ConsumerSpec{Queue: q, AutoAck: true, Handler: func(context.Context, *Delivery) { got.Add(1) }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		consumers = append(consumers, c)
+	}
+	if ops.reg.ConsumerChannels() != 2 {
+		t.Fatalf("%d consumers on %d channels", n, ops.reg.ConsumerChannels())
+	}
+	hostOf := func(c *Consumer) *host {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.cur == nil {
+			return nil
+		}
+		return c.cur.host
+	}
+	first := hostOf(consumers[0])
+	before := make([]*host, n)
+	hit := 0
+	for i, c := range consumers {
+		if before[i] = hostOf(c); before[i] == first {
+			hit++
+		}
+	}
+	if hit != consumersPerChannel {
+		t.Fatalf("%d consumers on the first channel, want %d", hit, consumersPerChannel)
+	}
+	// The broker closes the first channel (a 404 on it).
+	if _, err := first.ch.QueueDeclarePassive(ctx, b.Prefix+"nowhere"); err == nil {
+		t.Fatal("passive declare of a missing queue succeeded")
+	}
+	// Those of the first channel consume again on another; the others never
+	// left theirs.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		back := 0
+		for i, c := range consumers {
+			h := hostOf(c)
+			switch {
+			case before[i] != first && h != before[i]:
+				t.Fatalf("consumer %d of a healthy channel was moved", i)
+			case before[i] == first && h != nil && h != first && c.Consuming():
+				back++
+			}
+		}
+		if back == hit {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d consumers of the closed channel came back", back, hit)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for i := 0; i < n; i++ {
+		if err := ops.Publish(ctx, "", b.Prefix+"host."+strconv.Itoa(i), amqp.Publishing{Body: []byte("x")}, PublishOptions{Mandatory: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for deadline := time.Now().Add(20 * time.Second); got.Load() < n; {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d consumers received after the channel error", got.Load(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Logf("a channel error interrupted %d of %d consumers; all consume again", hit, n)
+}
