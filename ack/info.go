@@ -44,8 +44,26 @@ type stateKey struct{}
 // NewContext returns ctx carrying info and a fresh disposition slot. The
 // Subscriber calls it for every delivery.
 func NewContext(ctx context.Context, info Info) context.Context {
-	return context.WithValue(ctx, stateKey{}, &state{info: info, hasInfo: true, previous: info.PreviousAttempts})
+	c := &stateContext{Context: ctx}
+	c.s.info, c.s.hasInfo, c.s.previous = info, true, info.PreviousAttempts
+	return c
 }
+
+// stateContext carries a message's state in the same allocation as the
+// context that holds it: one per delivery instead of two, on the hot path.
+type stateContext struct {
+	context.Context
+	s state
+}
+
+func (c *stateContext) Value(key any) any {
+	if _, ok := key.(stateKey); ok {
+		return &c.s
+	}
+	return c.Context.Value(key)
+}
+
+func (c *stateContext) String() string { return "ack.NewContext" }
 
 func stateOf(msg *message.Message) *state {
 	if msg == nil {
