@@ -18,6 +18,24 @@ var (
 	// ErrNacked: the broker refused a message (basic.nack). The same error
 	// as topology.ErrNacked.
 	ErrNacked = topology.ErrNacked
+	// ErrAccessRefused: the broker refused an operation (403
+	// ACCESS_REFUSED: no permission to declare, publish to or consume
+	// from the entity). The same error as topology.ErrAccessRefused and
+	// conn.ErrAccessRefused; a failed login is conn.IsAuthError instead.
+	ErrAccessRefused = topology.ErrAccessRefused
+	// ErrNotFound: the entity does not exist (404 NOT_FOUND). The same
+	// error as topology.ErrNotFound and conn.ErrNotFound.
+	ErrNotFound = topology.ErrNotFound
+	// ErrResourceLocked: the queue is exclusive to another connection (405
+	// RESOURCE_LOCKED). The same error as topology.ErrResourceLocked.
+	ErrResourceLocked = topology.ErrResourceLocked
+	// ErrPreconditionFailed: the entity exists with other properties, or a
+	// message broke a broker rule (406 PRECONDITION_FAILED). The same error
+	// as topology.ErrPreconditionFailed.
+	ErrPreconditionFailed = topology.ErrPreconditionFailed
+	// ErrMessageTooLarge: a message is larger than the broker accepts. The
+	// same error as topology.ErrMessageTooLarge.
+	ErrMessageTooLarge = topology.ErrMessageTooLarge
 	// ErrPublishTimeout: PublishTimeout passed before every message was
 	// confirmed.
 	ErrPublishTimeout = errors.New("warren: publish not confirmed in time")

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
 )
 
@@ -26,6 +27,9 @@ const (
 	MetaAppID           = headers.MetaAppID
 	MetaUserID          = headers.MetaUserID
 	MetaTimestamp       = headers.MetaTimestamp // RFC 3339
+	// MetaDeliveryMode is "1" (transient) or "2" (persistent); absent, the
+	// marshaler's default applies.
+	MetaDeliveryMode = headers.MetaDeliveryMode
 )
 
 // LegacyUUIDHeader is where watermill-amqp keeps the message UUID; read as a
@@ -43,12 +47,14 @@ type Marshaler interface {
 
 // DefaultMarshaler puts the UUID in message-id, the payload in the body,
 // metadata in string headers (MetaX keys in AMQP properties) and marks
-// messages persistent. Decoding never fails on header types: values that are
-// not strings (x-death, x-delivery-count, numbers, timestamps, tables,
-// arrays) appear in metadata as strings (tables and arrays as JSON) and stay
-// raw in ack.Info.Headers.
+// messages persistent unless MetaDeliveryMode says otherwise. Decoding never
+// fails on header types: values that are not strings (x-death,
+// x-delivery-count, numbers, timestamps, tables, arrays) appear in metadata
+// as strings (tables and arrays as JSON) and stay raw in ack.Info.Headers;
+// a copy made by ack.Copy publishes them with their original types again.
 type DefaultMarshaler struct {
-	// Transient publishes with delivery mode 1. Default: persistent.
+	// Transient publishes with delivery mode 1 the messages whose metadata
+	// has no MetaDeliveryMode. Default: persistent.
 	Transient bool
 }
 
@@ -58,6 +64,9 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 	if m.Transient {
 		p.DeliveryMode = amqp.Transient
 	}
+	// A copy (ack.Copy) keeps its headers' AMQP types: a header whose
+	// metadata is still the string form of its typed value goes out typed.
+	typed := ack.TypedHeaders(msg)
 	for k, v := range msg.Metadata {
 		if headers.Internal(k) {
 			continue
@@ -94,11 +103,24 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 				return p, fmt.Errorf("%w: metadata %s %q: want RFC 3339", ErrInvalidMessage, k, v)
 			}
 			p.Timestamp = ts
+		case MetaDeliveryMode:
+			switch v {
+			case "1":
+				p.DeliveryMode = amqp.Transient
+			case "2":
+				p.DeliveryMode = amqp.Persistent
+			default:
+				return p, fmt.Errorf("%w: metadata %s %q: want 1 (transient) or 2 (persistent)", ErrInvalidMessage, k, v)
+			}
 		default:
 			if p.Headers == nil {
 				p.Headers = make(amqp.Table, len(msg.Metadata))
 			}
-			p.Headers[k] = v
+			if t, ok := typed[k]; ok && HeaderString(t) == v {
+				p.Headers[k] = t
+			} else {
+				p.Headers[k] = v
+			}
 		}
 	}
 	return p, nil
@@ -134,6 +156,9 @@ func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) 
 	set(MetaType, d.Type)
 	set(MetaAppID, d.AppId)
 	set(MetaUserID, d.UserId)
+	if d.DeliveryMode == amqp.Transient || d.DeliveryMode == amqp.Persistent {
+		msg.Metadata[MetaDeliveryMode] = strconv.Itoa(int(d.DeliveryMode))
+	}
 	if d.Priority != 0 {
 		msg.Metadata[MetaPriority] = strconv.Itoa(int(d.Priority))
 	}

@@ -1,6 +1,7 @@
 package warren_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -10,6 +11,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
 )
 
 func TestMarshalRoundTrip(t *testing.T) {
@@ -145,3 +147,27 @@ func TestConfigValidation(t *testing.T) {
 
 func validateSub(c *warren.SubscriberConfig) error { return c.ValidateWithDefaults() }
 func validatePub(c *warren.PublisherConfig) error  { return c.ValidateWithDefaults() }
+
+// TestMarshalCopyKeepsHeaderTypes: a copy's header goes out with its AMQP
+// type while its metadata still shows that value; one a copier changed goes
+// out as the new string. Delivery mode comes from metadata when set.
+func TestMarshalCopyKeepsHeaderTypes(t *testing.T) {
+	orig := message.NewMessage("id", []byte("b"))
+	orig.SetContext(ack.NewContext(context.Background(), ack.Info{Headers: map[string]any{"n": int32(7), "m": int64(8)}}))
+	orig.Metadata["n"] = "7"
+	orig.Metadata["m"] = "8"
+	orig.Metadata[warren.MetaDeliveryMode] = "1"
+	cp := ack.Copy(orig)
+	cp.Metadata["m"] = "changed"
+	p, err := warren.DefaultMarshaler{}.Marshal("t", cp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Headers["n"] != int32(7) || p.Headers["m"] != "changed" || p.DeliveryMode != amqp.Transient {
+		t.Fatalf("headers %#v, delivery mode %d", p.Headers, p.DeliveryMode)
+	}
+	cp.Metadata[warren.MetaDeliveryMode] = "3"
+	if _, err := (warren.DefaultMarshaler{}).Marshal("t", cp); !errors.Is(err, warren.ErrInvalidMessage) {
+		t.Fatalf("delivery mode 3: %v", err)
+	}
+}

@@ -45,7 +45,7 @@ func (ch *Channel) Generation() uint64 { return ch.gen.id }
 func (ch *Channel) Done() <-chan struct{} { return ch.done }
 
 // Err is the server's reason when it closed the channel (or the connection),
-// nil otherwise or while the channel is open. Once Done is closed, Err is
+// a *RefusedError, nil otherwise or while the channel is open. Once Done is closed, Err is
 // final.
 func (ch *Channel) Err() error {
 	ch.mu.Lock()
@@ -53,7 +53,7 @@ func (ch *Channel) Err() error {
 	if ch.err == nil {
 		return nil
 	}
-	return ch.err
+	return refusal(ch.err)
 }
 
 // IsOpen reports whether the channel is usable.
@@ -163,7 +163,7 @@ func callValue[T any](ctx context.Context, ch *Channel, rpc func(*amqp.Channel) 
 		if r.err != nil {
 			ch.LostWith(r.err)
 		}
-		return r.v, r.err
+		return r.v, refusal(r.err)
 	case <-t.C:
 		ch.abandon()
 		return zero, ErrTimeout

@@ -554,7 +554,7 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 		return nil, errClosing
 	}
 	if r.err != nil {
-		return nil, r.err
+		return nil, loginRefusal(r.err)
 	}
 	c.mu.Lock()
 	c.nextGen++

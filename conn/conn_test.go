@@ -270,7 +270,7 @@ func TestServerChannelErrorReplacesChannelWithoutReconnect(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Done did not fire for a server-closed channel")
 	}
-	if e, _ := ch.Err().(*amqp.Error); e == nil || e.Code != amqp.NotFound {
+	if e := (*amqp.Error)(nil); !errors.As(ch.Err(), &e) || e.Code != amqp.NotFound || !errors.Is(ch.Err(), conn.ErrNotFound) {
 		t.Fatalf("Err = %v, want the 404", ch.Err())
 	}
 	ch2, err := c.Channel(ctxT(t, 5*time.Second))

@@ -31,7 +31,73 @@ var (
 	// ErrInvalidConfig: New was given a bad URL, option or Config. It is
 	// the same error as every other package's ErrInvalidConfig.
 	ErrInvalidConfig = configerr.ErrInvalidConfig
+
+	// The broker refusing one operation on a channel (and closing that
+	// channel, not the connection). The topology and root packages export
+	// the same values: one errors.Is target per refusal, wherever it
+	// surfaces. *RefusedError carries the code and the broker's text.
+
+	// ErrAccessRefused: 403 ACCESS_REFUSED, the user may not do this (no
+	// configure, write or read permission on the entity, or a publish to an
+	// internal exchange). Not a failed login: see IsAuthError.
+	ErrAccessRefused = errors.New("access refused (403)")
+	// ErrNotFound: 404 NOT_FOUND, the entity does not exist.
+	ErrNotFound = errors.New("not found (404)")
+	// ErrResourceLocked: 405 RESOURCE_LOCKED, the entity is in exclusive
+	// use by another connection.
+	ErrResourceLocked = errors.New("resource locked (405)")
+	// ErrPreconditionFailed: 406 PRECONDITION_FAILED, the entity exists
+	// with other properties, or a message broke a broker rule.
+	ErrPreconditionFailed = errors.New("precondition failed (406)")
 )
+
+// RefusalSentinel is the sentinel of a channel-level reply code
+// (ErrAccessRefused for 403, ErrNotFound for 404, ErrResourceLocked for
+// 405, ErrPreconditionFailed for 406), nil for any other code.
+func RefusalSentinel(code int) error {
+	switch code {
+	case amqp.AccessRefused:
+		return ErrAccessRefused
+	case amqp.NotFound:
+		return ErrNotFound
+	case amqp.ResourceLocked:
+		return ErrResourceLocked
+	case amqp.PreconditionFailed:
+		return ErrPreconditionFailed
+	}
+	return nil
+}
+
+// RefusedError is the broker closing a channel or the connection with a
+// reply code: returned by Channel's calls and Err. It matches the sentinel
+// of its code (RefusalSentinel) and keeps the *amqp091.Error in the chain.
+type RefusedError struct {
+	Code int
+	Text string
+	Err  *amqp.Error
+}
+
+func (e *RefusedError) Error() string {
+	return fmt.Sprintf("conn: broker refused: %d %s", e.Code, e.Text)
+}
+
+func (e *RefusedError) Unwrap() error { return e.Err }
+
+// Is matches the sentinel of the reply code.
+func (e *RefusedError) Is(target error) bool {
+	s := RefusalSentinel(e.Code)
+	return s != nil && s == target
+}
+
+// refusal wraps an error the broker sent in a *RefusedError; any other
+// error is returned as it is.
+func refusal(err error) error {
+	ae, ok := err.(*amqp.Error)
+	if !ok || ae == nil || !ae.Server {
+		return err
+	}
+	return &RefusedError{Code: ae.Code, Text: ae.Reason, Err: ae}
+}
 
 // URLError names the part of a URL that is wrong. It never holds the
 // password.
@@ -100,27 +166,53 @@ func (e *GiveUpError) Unwrap() []error {
 	return []error{ErrClosed, kind, e.Err}
 }
 
-// IsAuthError reports whether err is the broker refusing the credentials
-// (403 ACCESS_REFUSED) or the vhost (530 NOT_ALLOWED), whether it said so
-// (a refusal it sent) or it looks so (see ambiguousAuth).
-func IsAuthError(err error) bool { return refusedByBroker(err) || ambiguousAuth(err) }
-
-// refusedByBroker: a 403 or 530 the broker sent. Retrying cannot help.
-func refusedByBroker(err error) bool {
-	var ae *amqp.Error
-	if !errors.As(err, &ae) || !ae.Server {
-		return false
-	}
-	return ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed
+// AuthError is a failed login: the broker refused the credentials (403
+// ACCESS_REFUSED, or the socket closed at the authentication step) or the
+// vhost (530 NOT_ALLOWED) while the connection was being opened.
+type AuthError struct {
+	Err error
 }
 
-// ambiguousAuth: amqp091-go's ErrCredentials or ErrVhost, returned when the
-// socket closed at the authentication or vhost step without a reply.
-// RabbitMQ does that on bad credentials (amqp091-go does not advertise
-// authentication_failure_close), and so does a network blip at that moment:
-// one such failure proves nothing, several in a row are a refusal.
+func (e *AuthError) Error() string { return fmt.Sprintf("conn: login refused: %v", e.Err) }
+
+func (e *AuthError) Unwrap() error { return e.Err }
+
+// IsAuthError reports whether err is a failed login (an *AuthError in its
+// chain): wrong credentials, or a user without access to the vhost, when a
+// connection was opened. A refusal of one operation on an open connection
+// (no permission on an exchange: 403 on a channel) is not one; it matches
+// ErrAccessRefused instead.
+func IsAuthError(err error) bool {
+	var ae *AuthError
+	return errors.As(err, &ae)
+}
+
+// loginRefusal is the error of a failed handshake as an *AuthError when it
+// is a login refusal, err otherwise.
+func loginRefusal(err error) error {
+	var ae *amqp.Error
+	if errors.Is(err, amqp.ErrCredentials) || errors.Is(err, amqp.ErrVhost) ||
+		(errors.As(err, &ae) && ae.Server && (ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed)) {
+		return &AuthError{Err: err}
+	}
+	return err
+}
+
+// refusedByBroker: a login refusal the broker sent (403 or 530). Retrying
+// cannot help.
+func refusedByBroker(err error) bool {
+	var ae *amqp.Error
+	return IsAuthError(err) && errors.As(err, &ae) && ae.Server
+}
+
+// ambiguousAuth: a login refusal that is amqp091-go's ErrCredentials or
+// ErrVhost, returned when the socket closed at the authentication or vhost
+// step without a reply. RabbitMQ does that on bad credentials (amqp091-go
+// does not advertise authentication_failure_close), and so does a network
+// blip at that moment: one such failure proves nothing, several in a row
+// are a refusal.
 func ambiguousAuth(err error) bool {
-	return errors.Is(err, amqp.ErrCredentials) || errors.Is(err, amqp.ErrVhost)
+	return IsAuthError(err) && (errors.Is(err, amqp.ErrCredentials) || errors.Is(err, amqp.ErrVhost))
 }
 
 // ambiguousAuthLimit is how many ambiguous authentication failures in a row

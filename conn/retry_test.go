@@ -64,13 +64,16 @@ func TestRetryFilter(t *testing.T) {
 		err  error
 		want bool
 	}{
-		{&amqp.Error{Code: amqp.AccessRefused, Reason: "refused", Server: true}, false},
-		{&amqp.Error{Code: amqp.NotAllowed, Reason: "vhost", Server: true}, false},
-		{&DialError{Err: &amqp.Error{Code: amqp.AccessRefused, Server: true}}, false},
+		{loginRefusal(&amqp.Error{Code: amqp.AccessRefused, Reason: "refused", Server: true}), false},
+		{loginRefusal(&amqp.Error{Code: amqp.NotAllowed, Reason: "vhost", Server: true}), false},
+		{&DialError{Err: loginRefusal(&amqp.Error{Code: amqp.AccessRefused, Server: true})}, false},
 		// amqp091's fallback when the socket closes mid-handshake: a
 		// network failure, retried.
-		{amqp.ErrCredentials, true},
-		{amqp.ErrVhost, true},
+		{loginRefusal(amqp.ErrCredentials), true},
+		{loginRefusal(amqp.ErrVhost), true},
+		// A 403 on a channel (a restore hook's declare, say) is no login
+		// refusal: it never ends the connection's retries.
+		{refusal(&amqp.Error{Code: amqp.AccessRefused, Reason: "no write", Server: true}), true},
 		{context.Canceled, false},
 		{errors.New("connection refused"), true},
 		{&amqp.Error{Code: amqp.ConnectionForced}, true},
@@ -79,7 +82,32 @@ func TestRetryFilter(t *testing.T) {
 			t.Errorf("isRetryable(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
-	if !p.WithFilter(RetryAll).isRetryable(&amqp.Error{Code: amqp.AccessRefused, Server: true}) {
+	if !p.WithFilter(RetryAll).isRetryable(loginRefusal(&amqp.Error{Code: amqp.AccessRefused, Server: true})) {
 		t.Fatal("RetryAll refused an auth error")
+	}
+}
+
+// TestAuthErrorMeansALoginOnly: IsAuthError answers for a failed login, never
+// for a refusal of one operation; the refusal matches its own sentinel.
+func TestAuthErrorMeansALoginOnly(t *testing.T) {
+	channel403 := refusal(&amqp.Error{Code: amqp.AccessRefused, Reason: "ACCESS_REFUSED - write access to exchange 'x' refused", Server: true})
+	for _, tc := range []struct {
+		name          string
+		err           error
+		auth, refused bool
+	}{
+		{"login 403 sent by the broker", loginRefusal(&amqp.Error{Code: amqp.AccessRefused, Server: true}), true, false},
+		{"vhost 530", loginRefusal(&amqp.Error{Code: amqp.NotAllowed, Server: true}), true, false},
+		{"socket closed at authentication", &DialError{Err: loginRefusal(amqp.ErrCredentials)}, true, false},
+		{"403 on a channel", channel403, false, true},
+		{"403 on a channel, wrapped", fmt.Errorf("declare: %w", channel403), false, true},
+		{"dial error that is no login", loginRefusal(errors.New("connection refused")), false, false},
+	} {
+		if got := IsAuthError(tc.err); got != tc.auth {
+			t.Errorf("%s: IsAuthError = %v, want %v", tc.name, got, tc.auth)
+		}
+		if got := errors.Is(tc.err, ErrAccessRefused); got != tc.refused {
+			t.Errorf("%s: errors.Is(ErrAccessRefused) = %v, want %v", tc.name, got, tc.refused)
+		}
 	}
 }

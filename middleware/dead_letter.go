@@ -145,7 +145,7 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 	if c.Mode == RejectToDLX {
 		ack.Set(msg, ack.Reject, err)
 	} else {
-		dl := republishable(msg)
+		dl := ack.Copy(msg)
 		now := c.Now().UTC().Format(time.RFC3339Nano)
 		text := err.Error()
 		if len(text) > c.MaxErrorLength {

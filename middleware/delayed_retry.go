@@ -18,9 +18,9 @@ const (
 	HeaderRetryRound = "warren-retry-round"
 	// HeaderOriginalExchange and HeaderOriginalRoutingKey keep where the
 	// message was first published: a message coming back from a delay queue
-	// arrives through the default exchange.
-	HeaderOriginalExchange   = "warren-original-exchange"
-	HeaderOriginalRoutingKey = "warren-original-routing-key"
+	// arrives through the default exchange. ack.Copy writes them.
+	HeaderOriginalExchange   = ack.HeaderOriginalExchange
+	HeaderOriginalRoutingKey = ack.HeaderOriginalRoutingKey
 )
 
 // ErrRetriesExhausted wraps the last error of a message that went through
@@ -124,17 +124,13 @@ func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
 				return nil, err // nowhere to come back to; let the outer layers decide
 			}
 			level := cfg.Levels[round]
-			retry := republishable(msg)
+			retry := ack.Copy(msg)
 			// The copy's previous attempts are every execution so far.
 			retry.Metadata.Set(ack.AttemptHeader, strconv.Itoa(ack.Attempt(msg)))
 			retry.Metadata.Set(HeaderRetryRound, strconv.Itoa(round+1))
 			retry.Metadata.Set(HeaderRetryLevel, level.String())
 			if retry.Metadata.Get(HeaderFirstFailure) == "" {
 				retry.Metadata.Set(HeaderFirstFailure, cfg.Now().UTC().Format(time.RFC3339Nano))
-			}
-			if info, ok := ack.InfoOf(msg); ok && retry.Metadata.Get(HeaderOriginalExchange) == "" && round == 0 {
-				retry.Metadata.Set(HeaderOriginalExchange, info.Exchange)
-				retry.Metadata.Set(HeaderOriginalRoutingKey, info.RoutingKey)
 			}
 			delayQueue := cfg.DelayQueue(queue, level)
 			if perr := cfg.Publisher.Publish(delayQueue, retry); perr != nil {

@@ -6,6 +6,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
 )
 
@@ -23,17 +24,22 @@ var (
 	// already holds under that name; nothing reached the broker (it would
 	// have refused with 406). *ConflictError names the field.
 	ErrConflict = errors.New("topology: conflicts with the registered declaration")
-	// ErrNotFound: the entity does not exist (404 NOT_FOUND).
-	ErrNotFound = errors.New("topology: not found")
+	// ErrNotFound: the entity does not exist (404 NOT_FOUND). The same
+	// error as conn.ErrNotFound and warren.ErrNotFound.
+	ErrNotFound = conn.ErrNotFound
 	// ErrAccessRefused: the broker refused the operation (403
 	// ACCESS_REFUSED): no permission, or publishing to an internal exchange.
-	ErrAccessRefused = errors.New("topology: access refused")
+	// The same error as conn.ErrAccessRefused and warren.ErrAccessRefused;
+	// a failed login is conn.IsAuthError instead.
+	ErrAccessRefused = conn.ErrAccessRefused
 	// ErrResourceLocked: the entity is in exclusive use by another
-	// connection (405 RESOURCE_LOCKED).
-	ErrResourceLocked = errors.New("topology: resource locked")
+	// connection (405 RESOURCE_LOCKED). The same error as
+	// conn.ErrResourceLocked.
+	ErrResourceLocked = conn.ErrResourceLocked
 	// ErrPreconditionFailed: the entity exists with other properties, or a
-	// message broke a broker rule (406 PRECONDITION_FAILED).
-	ErrPreconditionFailed = errors.New("topology: precondition failed")
+	// message broke a broker rule (406 PRECONDITION_FAILED). The same error
+	// as conn.ErrPreconditionFailed and warren.ErrPreconditionFailed.
+	ErrPreconditionFailed = conn.ErrPreconditionFailed
 	// ErrMessagesAtStake: force would delete a queue that holds messages and
 	// the caller did not accept losing them.
 	ErrMessagesAtStake = errors.New("topology: recreating the queue would lose messages")
@@ -128,19 +134,10 @@ func (e *ChannelError) Error() string {
 
 func (e *ChannelError) Unwrap() error { return e.Err }
 
-// Is matches the sentinel of the reply code.
+// Is matches the sentinel of the reply code (conn.RefusalSentinel).
 func (e *ChannelError) Is(target error) bool {
-	switch target {
-	case ErrAccessRefused:
-		return e.Code == amqp.AccessRefused
-	case ErrNotFound:
-		return e.Code == amqp.NotFound
-	case ErrResourceLocked:
-		return e.Code == amqp.ResourceLocked
-	case ErrPreconditionFailed:
-		return e.Code == amqp.PreconditionFailed
-	}
-	return false
+	s := conn.RefusalSentinel(e.Code)
+	return s != nil && s == target
 }
 
 // MessageTooLargeError is a message over the broker's maximum size. Err is

@@ -13,6 +13,7 @@ import (
 //	NOT_FOUND - no exchange 'x' in vhost 'v'
 //	ACCESS_REFUSED - cannot publish to internal exchange 'x' in vhost 'v'
 //	ACCESS_REFUSED - write access to exchange 'x' in vhost 'v' refused for user 'u'
+//	                 (the default exchange named 'amq.default')
 //	PRECONDITION_FAILED - message size 2000000 is larger than configured max size 1048576
 var (
 	refusedExchange = regexp.MustCompile(`exchange '((?:[^']|'')*)' in vhost`)
@@ -21,7 +22,8 @@ var (
 
 // attribute fails the messages a refusal names and returns the others, to
 // be sent again; attributed is false when the text names nothing this code
-// understands (then nobody can tell which message it was).
+// understands or no message of the batch (then nobody can tell which
+// message it was, and the caller isolates them).
 func (o *Ops) attribute(ref *amqp.Error, msgs []Outgoing, again []int, errs []error) (rest []int, attributed bool) {
 	var match func(i int) bool
 	switch ref.Code {
@@ -31,6 +33,9 @@ func (o *Ops) attribute(ref *amqp.Error, msgs []Outgoing, again []int, errs []er
 			return again, false
 		}
 		x := m[1]
+		if x == "amq.default" {
+			x = "" // how the broker names the default exchange
+		}
 		if ref.Code == amqp.NotFound {
 			o.reg.exchangeMissing(x)
 		}
@@ -47,6 +52,19 @@ func (o *Ops) attribute(ref *amqp.Error, msgs []Outgoing, again []int, errs []er
 		o.reg.learnMessageLimit(limit)
 		match = func(i int) bool { return len(msgs[i].Msg.Body) > limit }
 	default:
+		return again, false
+	}
+	// A text that names no message of the batch (an exchange spelled
+	// another way, say) attributes nothing: sending the batch again would
+	// be refused again, forever.
+	matched := false
+	for _, i := range again {
+		if match(i) {
+			matched = true
+			break
+		}
+	}
+	if !matched {
 		return again, false
 	}
 	rest = again[:0]

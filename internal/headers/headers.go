@@ -27,4 +27,5 @@ const (
 	MetaAppID           = "amqp.app_id"
 	MetaUserID          = "amqp.user_id"
 	MetaTimestamp       = "amqp.timestamp"
+	MetaDeliveryMode    = "amqp.delivery_mode"
 )

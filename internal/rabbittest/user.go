@@ -1,0 +1,34 @@
+package rabbittest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"testing"
+)
+
+// Permissions are a user's configure, write and read regular expressions
+// in one vhost (RabbitMQ's set_permissions).
+type Permissions struct {
+	Configure, Write, Read string
+}
+
+// NewUser adds a user of the shared broker with perms in vhost, for tests of
+// what the broker refuses, and deletes it when t ends. It returns the URL
+// that logs in as that user to vhost.
+func NewUser(t testing.TB, name, password, vhost string, perms Permissions) string {
+	t.Helper()
+	ctx := context.Background()
+	if _, err := rabbitmqctl(ctx, "", "add_user", name, password); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if _, err := rabbitmqctl(context.Background(), "", "delete_user", name); err != nil {
+			t.Log(err)
+		}
+	})
+	if _, err := rabbitmqctl(ctx, "", "set_permissions", "-p", vhost, name, perms.Configure, perms.Write, perms.Read); err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("amqp://%s:%s@%s/%s", url.PathEscape(name), url.PathEscape(password), SharedAddr, url.PathEscape(vhost))
+}
