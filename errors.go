@@ -1,9 +1,14 @@
 package warren
 
 import (
+	"context"
 	"errors"
 	"fmt"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/topology"
 )
@@ -109,10 +114,22 @@ type PoisonError struct {
 	Queue       string
 	DeliveryTag uint64
 	MessageID   string
-	// Body and Headers are the raw delivery, for dead-lettering it.
-	Body    []byte
-	Headers map[string]any
-	Err     error
+	// Delivery is the raw delivery, whole, for dead-lettering it.
+	Delivery amqp.Delivery
+	Err      error
+}
+
+// Message is the delivery as DefaultMarshaler shows it (which decodes
+// anything), with its delivery info (ack.InfoOf): what a dead-letter copy
+// (ack.Copy) of a message that the configured marshaler refused is made of.
+func (e *PoisonError) Message() *message.Message {
+	d := e.Delivery
+	msg, _ := DefaultMarshaler{}.Unmarshal(&d)
+	msg.SetContext(ack.NewContext(context.Background(), ack.Info{
+		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: d.Exchange, RoutingKey: d.RoutingKey,
+		Queue: e.Queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers,
+	}))
+	return msg
 }
 
 func (e *PoisonError) Error() string {

@@ -460,7 +460,7 @@ func (st *subscription) previousAttempts(d *topology.Delivery) int {
 func (st *subscription) poison(f *topology.Delivery, err error) {
 	d := f
 	st.s.poison.Add(1)
-	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Body: d.Body, Headers: d.Headers, Err: err}
+	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Delivery: d.Delivery, Err: err}
 	st.s.log.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
 	if st.s.cfg.OnPoison != nil && st.s.cfg.OnPoison(pe) == nil {
 		st.settle(f, ack.Ack)

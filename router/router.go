@@ -403,13 +403,7 @@ func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.Handl
 		if err != nil {
 			return nil, nil, err
 		}
-		poison = func(pe *warren.PoisonError) error {
-			msg := message.NewMessage(pe.MessageID, pe.Body)
-			for k, v := range pe.Headers {
-				msg.Metadata[k] = warren.HeaderString(v)
-			}
-			return poisonDL(msg, pe)
-		}
+		poison = func(pe *warren.PoisonError) error { return poisonDL(pe.Message(), pe) }
 	}
 	if !rt.DelayedRetry.Disabled {
 		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{

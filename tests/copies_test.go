@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
@@ -75,10 +76,14 @@ func TestCopiesKeepEveryMessageWhole(t *testing.T) {
 		delayed bool
 		// brokerCopy: the broker made the copy (x-death records it).
 		brokerCopy bool
+		// poison: the route's marshaler refuses the delivery, so the copy
+		// is made of the raw delivery.
+		poison bool
 	}{
 		{name: "publish-to-dlq", mode: middleware.PublishToDLQ},
 		{name: "reject-to-dlx", mode: middleware.RejectToDLX, brokerCopy: true},
 		{name: "delayed-retry", delayed: true},
+		{name: "poison-to-dlq", mode: middleware.PublishToDLQ, poison: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -91,6 +96,9 @@ func TestCopiesKeepEveryMessageWhole(t *testing.T) {
 				DelayedRetry: router.DelayedRetrySettings{Disabled: true},
 				DeadLetter:   router.DeadLetterSettings{Mode: tc.mode},
 				Handler:      func(*message.Message) error { return errors.New("broken") },
+			}
+			if tc.poison {
+				route.Marshaler = refusingMarshaler{}
 			}
 			target := q + ".dlq"
 			if tc.delayed {
@@ -123,6 +131,13 @@ func TestCopiesKeepEveryMessageWhole(t *testing.T) {
 			compareCopy(t, original, got, q, tc.brokerCopy)
 		})
 	}
+}
+
+// refusingMarshaler decodes nothing: every delivery is poison.
+type refusingMarshaler struct{ warren.DefaultMarshaler }
+
+func (refusingMarshaler) Unmarshal(*amqp.Delivery) (*message.Message, error) {
+	return nil, errors.New("cannot decode")
 }
 
 // brokerClockPasses returns once d has passed on the broker's TTL clock: a
