@@ -1,7 +1,6 @@
 package warren
 
 import (
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"time"
@@ -171,46 +170,4 @@ func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) 
 // HeaderString shows any AMQP header value as a string: strings as they
 // are, numbers and booleans in decimal, byte slices as text, timestamps in
 // RFC 3339, tables and arrays as JSON.
-func HeaderString(v any) string {
-	switch x := v.(type) {
-	case nil:
-		return ""
-	case string:
-		return x
-	case []byte:
-		return string(x)
-	case time.Time:
-		return x.UTC().Format(time.RFC3339Nano)
-	case bool, int, int8, int16, int32, int64, uint8, uint16, uint32, uint64, float32, float64:
-		return fmt.Sprint(x)
-	case amqp.Decimal:
-		return fmt.Sprintf("%de-%d", x.Value, x.Scale)
-	}
-	if b, err := json.Marshal(jsonable(v)); err == nil {
-		return string(b)
-	}
-	return fmt.Sprint(v)
-}
-
-// jsonable turns AMQP tables (a named map type) into plain maps for JSON.
-func jsonable(v any) any {
-	switch x := v.(type) {
-	case amqp.Table:
-		m := make(map[string]any, len(x))
-		for k, e := range x {
-			m[k] = jsonable(e)
-		}
-		return m
-	case []any:
-		out := make([]any, len(x))
-		for i, e := range x {
-			out[i] = jsonable(e)
-		}
-		return out
-	case []byte:
-		return string(x)
-	case amqp.Decimal:
-		return HeaderString(x)
-	}
-	return v
-}
+func HeaderString(v any) string { return headers.String(v) }

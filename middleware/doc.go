@@ -5,9 +5,14 @@
 //
 // # The stack
 //
-// From the outside in (the order package router uses):
+// From the outside in (the order of router.Stack, which a router route
+// runs: it adds a panic recoverer outside and the route's Timeout on each
+// attempt):
 //
 //		Tracing -> Ack -> DeadLetter -> DelayedRetry -> Retry -> handler
+//
+// To unit-test a route, run router.Stack itself with package
+// router/routertest rather than retyping this order.
 //
 //	  - [Retry] retries in-process with exponential backoff and jitter, a fresh
 //	    context per attempt (Watermill issue 467), bounded well below the
@@ -30,5 +35,6 @@
 // (after the Subscriber's backoff). Every constructor takes a Config, fills
 // its defaults, validates it and returns (message.HandlerMiddleware, error):
 // a bad field is a *ConfigError matching ErrInvalidConfig. Package
-// middlewaretest runs handlers through any of these without a broker.
+// middlewaretest runs handlers through any of these without a broker;
+// package router/routertest runs a whole route's stack.
 package middleware

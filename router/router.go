@@ -10,7 +10,6 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
-	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
@@ -319,10 +318,11 @@ func (r *Router) checkDeadLetter(ctx context.Context, rt *activeRoute) error {
 }
 
 func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
-	stack, poison, err := r.stack(rt)
+	stack, err := NewStack(rt.Route, StackDeps{Publisher: r.retryPub, Telemetry: r.cfg.Telemetry})
 	if err != nil {
 		return err
 	}
+	poison := stack.Poison()
 	var onEvent func(string, topology.ConsumerEvent)
 	if h := r.cfg.OnConsumerEvent; h != nil {
 		name := rt.Name
@@ -333,13 +333,7 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
 		return err
 	}
 	rt.sub = sub
-	var handle message.HandlerFunc
-	if rt.Handler != nil {
-		h := rt.Handler
-		handle = stack(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
-	} else {
-		handle = stack(rt.Produce)
-	}
+	handle := stack.Handler()
 	if r.cfg.WatermillHandlers {
 		if rt.Handler != nil {
 			r.wm.AddConsumerHandler(rt.Name, rt.Queue.Name, sub, func(m *message.Message) error {
@@ -365,76 +359,6 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
 		}
 		return r.output.Publish(topic, out...)
 	})
-}
-
-// stack composes the route's middleware, outermost first: recover,
-// tracing, ack, dead-letter, delayed retry, retry (which bounds each
-// attempt by the route's Timeout), the route's own.
-func (r *Router) stack(rt *activeRoute) (func(message.HandlerFunc) message.HandlerFunc, func(*warren.PoisonError) error, error) {
-	var mws []message.HandlerMiddleware
-	add := func(mw message.HandlerMiddleware, err error) error {
-		if err != nil {
-			return fmt.Errorf("router: route %q: %w", rt.Name, err)
-		}
-		mws = append(mws, mw)
-		return nil
-	}
-	mws = append(mws, wmw.Recoverer)
-	if !rt.Tracing.Disabled {
-		if err := add(middleware.Tracing(middleware.TracingConfig{Telemetry: r.cfg.Telemetry, AsParent: rt.Tracing.AsParent})); err != nil {
-			return nil, nil, err
-		}
-	}
-	if err := add(middleware.Ack(middleware.AckConfig{})); err != nil {
-		return nil, nil, err
-	}
-	var poison func(*warren.PoisonError) error
-	if !rt.DeadLetter.Disabled {
-		dlq := rt.DeadLetter.Queue
-		dlCfg := middleware.DeadLetterConfig{
-			Mode: rt.DeadLetter.Mode, Publisher: r.retryPub, HandlerName: rt.Name,
-			Topic:        func(*message.Message) string { return dlq },
-			OnDeadLetter: rt.DeadLetter.OnDeadLetter, Telemetry: r.cfg.Telemetry,
-		}
-		if err := add(middleware.DeadLetter(dlCfg)); err != nil {
-			return nil, nil, err
-		}
-		poisonDL, err := middleware.DeadLetterPoison(dlCfg)
-		if err != nil {
-			return nil, nil, err
-		}
-		poison = func(pe *warren.PoisonError) error { return poisonDL(pe.Message(), pe) }
-	}
-	if !rt.DelayedRetry.Disabled {
-		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{
-			Publisher: r.retryPub, Levels: rt.DelayedRetry.Levels, Queue: rt.Queue.Name, Telemetry: r.cfg.Telemetry,
-		})); err != nil {
-			return nil, nil, err
-		}
-	}
-	if !rt.Retry.Disabled {
-		cfg := rt.Retry.RetryConfig
-		if cfg.Telemetry == nil {
-			cfg.Telemetry = r.cfg.Telemetry
-		}
-		if cfg.AttemptTimeout == 0 {
-			// The route's timeout bounds each attempt; Retry gives each
-			// its deadline (one context per attempt, not two).
-			cfg.AttemptTimeout = rt.Timeout
-		}
-		if err := add(middleware.Retry(cfg)); err != nil {
-			return nil, nil, err
-		}
-	}
-	// Without Retry the route's Timeout is the subscription's
-	// HandlerTimeout alone: the message's context carries the deadline.
-	mws = append(mws, rt.Middleware...)
-	return func(h message.HandlerFunc) message.HandlerFunc {
-		for i := len(mws) - 1; i >= 0; i-- {
-			h = mws[i](h)
-		}
-		return h
-	}, poison, nil
 }
 
 // keepOpen hands Watermill a publisher whose Close does nothing.

@@ -20,6 +20,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/middleware"
 )
 
@@ -80,6 +81,27 @@ func WithMetadata(k, v string) MessageOption {
 // previous attempts).
 func WithAttempt(n int) MessageOption {
 	return WithMetadata(ack.AttemptHeader, strconv.Itoa(n-1))
+}
+
+// WithHeader sets a raw AMQP header (any AMQP type: int32, tables, x-death
+// arrays, ...) and its metadata as the Subscriber shows it.
+func WithHeader(k string, v any) MessageOption {
+	return func(i *ack.Info, m *message.Message) {
+		i.Headers[k] = v
+		m.Metadata.Set(k, headers.String(v))
+	}
+}
+
+// WithRetryRound makes the message a copy back from its n-th delayed retry
+// (DelayedRetry's round header): the next failure goes to level n+1.
+func WithRetryRound(n int) MessageOption {
+	return WithMetadata(middleware.HeaderRetryRound, strconv.Itoa(n))
+}
+
+// ConsumeOnly adapts a handler that produces nothing (a route's Handler)
+// for Run.
+func ConsumeOnly(h message.NoPublishHandlerFunc) message.HandlerFunc {
+	return func(m *message.Message) ([]*message.Message, error) { return nil, h(m) }
 }
 
 // WithRedelivered sets the redelivered flag.

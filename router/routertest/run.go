@@ -1,0 +1,88 @@
+// Package routertest runs one message through a route's production
+// middleware stack (router.Stack, the value the router itself runs) with
+// no broker and no sleeping: delayed retries and dead letters are recorded,
+// not published; Retry's waits are recorded, not slept.
+//
+//	res, err := routertest.Run(route, middlewaretest.NewMessage(`{"id":1}`))
+//	// res.Disposition, res.Calls, res.Published, res.Waits
+package routertest
+
+import (
+	"context"
+	"sync/atomic"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren/middleware"
+	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+	"github.com/warrenmq/warren/router"
+)
+
+// Result is what one message came to in a route's stack.
+type Result struct {
+	// Produced, Err, Disposition (what the subscriber settles the
+	// delivery with) and Reason.
+	kit.Result
+	// Calls is how often the route's handler ran (in-process attempts).
+	Calls int
+	// Published are the delayed retries and dead letters the stack sent,
+	// each with its topic (the delay or dead-letter queue).
+	Published []kit.Published
+	// Waits are Retry's waits between attempts, recorded instead of slept.
+	Waits []time.Duration
+}
+
+// Option shapes Run.
+type Option func(*options)
+
+type options struct {
+	tel *middleware.Telemetry
+	pub *kit.Publisher
+}
+
+// WithTelemetry gives the stack telemetry (middlewaretest.NewTracing keeps
+// spans and metrics in memory). Default: the otel global providers.
+func WithTelemetry(t *middleware.Telemetry) Option { return func(o *options) { o.tel = t } }
+
+// WithPublisher records into p: set p.Fail to see what the stack does when
+// the broker refuses a delayed retry or a dead letter.
+func WithPublisher(p *kit.Publisher) Option { return func(o *options) { o.pub = p } }
+
+// Run passes msg (see middlewaretest.NewMessage and its options for the
+// delivery's attempt, redelivered flag, headers and retry round) through
+// route's stack, as route's subscription would: the message's context
+// carries the route's Timeout, and the route's handler runs inside. An
+// invalid route is the error, as AddRoute would return it. A route's
+// Retry.Sleep, when set, is kept; otherwise waits are recorded.
+func Run(route router.Route, msg *message.Message, opts ...Option) (Result, error) {
+	o := options{}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.pub == nil {
+		o.pub = &kit.Publisher{}
+	}
+	var calls atomic.Int32
+	if h := route.Handler; h != nil {
+		route.Handler = func(m *message.Message) error { calls.Add(1); return h(m) }
+	}
+	if p := route.Produce; p != nil {
+		route.Produce = func(m *message.Message) ([]*message.Message, error) { calls.Add(1); return p(m) }
+	}
+	sleeper := &kit.Sleeper{}
+	if route.Retry.Sleep == nil {
+		route.Retry.Sleep = sleeper.Sleep
+	}
+	stack, err := router.NewStack(route, router.StackDeps{Publisher: o.pub, Telemetry: o.tel})
+	if err != nil {
+		return Result{}, err
+	}
+	// The subscription gives the first attempt the route's timeout on the
+	// message's own context.
+	ctx, cancel := context.WithTimeout(msg.Context(), stack.Route().Timeout)
+	defer cancel()
+	msg.SetContext(ctx)
+	res := kit.Run(msg, stack.Handler())
+	return Result{Result: res, Calls: int(calls.Load()), Published: o.pub.Published(), Waits: sleeper.Waits()}, nil
+}

@@ -1,0 +1,142 @@
+package router
+
+import (
+	"fmt"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/middleware"
+)
+
+// StackDeps are what a route's stack uses besides the route itself.
+type StackDeps struct {
+	// Publisher sends delayed retries and dead letters. The router passes
+	// its own confirmed publisher; a unit test passes a
+	// middlewaretest.Publisher, which records them. Required unless the
+	// route disables both delayed retry and dead-lettering.
+	Publisher message.Publisher
+	// Telemetry of the tracing and counting steps. Default: the otel
+	// global providers.
+	Telemetry *middleware.Telemetry
+}
+
+// Stack is the middleware a route runs, built once: the router runs
+// exactly this value, and a unit test runs it without a broker (package
+// routertest), so the test runs what production runs. Outermost first:
+//
+//  1. recover: a panic becomes the message's error;
+//  2. tracing (unless Tracing.Disabled): the process span;
+//  3. ack: errors become dispositions (ack.Permanent rejects, ack.AsRequeue
+//     requeues, others go on to the retries);
+//  4. dead-letter (unless DeadLetter.Disabled): what no retry saves goes to
+//     the dead-letter queue (DeadLetter.Mode);
+//  5. delayed retry (unless DelayedRetry.Disabled): a copy goes to the delay
+//     queue of the next level and the original is acked;
+//  6. retry (unless Retry.Disabled): in-process attempts with backoff, each
+//     bounded by the route's Timeout (the first by the message's own
+//     context, which the subscriber gives that deadline);
+//  7. the route's own Middleware, then its Handler or Produce.
+type Stack struct {
+	route  Route
+	mws    []message.HandlerMiddleware
+	poison func(*warren.PoisonError) error
+}
+
+// NewStack builds the stack of route (its defaults applied, as AddRoute
+// does) over deps.
+func NewStack(route Route, deps StackDeps) (*Stack, error) {
+	route.setDefaults()
+	if err := route.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Stack{route: route}
+	add := func(mw message.HandlerMiddleware, err error) error {
+		if err != nil {
+			return fmt.Errorf("router: route %q: %w", route.Name, err)
+		}
+		s.mws = append(s.mws, mw)
+		return nil
+	}
+	s.mws = append(s.mws, wmw.Recoverer)
+	if !route.Tracing.Disabled {
+		if err := add(middleware.Tracing(middleware.TracingConfig{Telemetry: deps.Telemetry, AsParent: route.Tracing.AsParent})); err != nil {
+			return nil, err
+		}
+	}
+	if err := add(middleware.Ack(middleware.AckConfig{})); err != nil {
+		return nil, err
+	}
+	if !route.DeadLetter.Disabled {
+		dlq := route.DeadLetter.Queue
+		dlCfg := middleware.DeadLetterConfig{
+			Mode: route.DeadLetter.Mode, Publisher: deps.Publisher, HandlerName: route.Name,
+			Topic:        func(*message.Message) string { return dlq },
+			OnDeadLetter: route.DeadLetter.OnDeadLetter, Telemetry: deps.Telemetry,
+		}
+		if err := add(middleware.DeadLetter(dlCfg)); err != nil {
+			return nil, err
+		}
+		poisonDL, err := middleware.DeadLetterPoison(dlCfg)
+		if err != nil {
+			return nil, fmt.Errorf("router: route %q: %w", route.Name, err)
+		}
+		s.poison = func(pe *warren.PoisonError) error { return poisonDL(pe.Message(), pe) }
+	}
+	if !route.DelayedRetry.Disabled {
+		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{
+			Publisher: deps.Publisher, Levels: route.DelayedRetry.Levels, Queue: route.Queue.Name, Telemetry: deps.Telemetry,
+		})); err != nil {
+			return nil, err
+		}
+	}
+	if !route.Retry.Disabled {
+		cfg := route.Retry.RetryConfig
+		if cfg.Telemetry == nil {
+			cfg.Telemetry = deps.Telemetry
+		}
+		if cfg.AttemptTimeout == 0 {
+			// The route's timeout bounds each attempt; Retry gives each
+			// its deadline (one context per attempt, not two).
+			cfg.AttemptTimeout = route.Timeout
+		}
+		if err := add(middleware.Retry(cfg)); err != nil {
+			return nil, err
+		}
+	}
+	// Without Retry the route's Timeout is the subscription's
+	// HandlerTimeout alone: the message's context carries the deadline.
+	s.mws = append(s.mws, route.Middleware...)
+	return s, nil
+}
+
+// Route is the route the stack was built for, its defaults applied.
+func (s *Stack) Route() Route { return s.route }
+
+// Middleware returns the steps, outermost first.
+func (s *Stack) Middleware() []message.HandlerMiddleware {
+	return append([]message.HandlerMiddleware(nil), s.mws...)
+}
+
+// Wrap puts h inside the stack.
+func (s *Stack) Wrap(h message.HandlerFunc) message.HandlerFunc {
+	for i := len(s.mws) - 1; i >= 0; i-- {
+		h = s.mws[i](h)
+	}
+	return h
+}
+
+// Handler is the route's Handler or Produce inside the stack: what the
+// route's subscription runs for each message.
+func (s *Stack) Handler() message.HandlerFunc {
+	if h := s.route.Handler; h != nil {
+		return s.Wrap(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
+	}
+	return s.Wrap(s.route.Produce)
+}
+
+// Poison is what the route does with a delivery its marshaler cannot
+// decode: a dead-letter copy made from the raw delivery, nil when
+// dead-lettering is disabled (the subscriber's own handling applies).
+func (s *Stack) Poison() func(*warren.PoisonError) error { return s.poison }
