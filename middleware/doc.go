@@ -9,27 +9,27 @@
 // runs: it adds a panic recoverer outside and the route's Timeout on each
 // attempt):
 //
-//		Tracing -> Ack -> DeadLetter -> DelayedRetry -> Retry -> handler
+//	Tracing -> Ack -> DeadLetter -> DelayedRetry -> Retry -> handler
 //
 // To unit-test a route, run router.Stack itself with package
 // router/routertest rather than retyping this order.
 //
-//	  - [Retry] retries in-process with exponential backoff and jitter, a fresh
-//	    context per attempt (Watermill issue 467), bounded well below the
-//	    broker's consumer_timeout.
-//	  - [DelayedRetry] then republishes the message to a delay queue of the
-//	    right level (queue TTL, dead-lettering back to the work queue),
-//	    counting attempts in its own header, and acks the original only once
-//	    the republish is confirmed.
-//	  - [DeadLetter] takes what is left: rejects it to the broker's
-//	    dead-letter exchange, or publishes it to a dead-letter queue with
-//	    diagnostic headers, confirmed before the original is acked.
-//	  - [Ack] turns the final result into an ack.Disposition (success acks;
-//	    ack.AsRequeue errors requeue; anything else is rejected with requeue, or
-//	    dead-lettered when Permanent) and recovers panics into errors.
-//	  - [Tracing] follows the OpenTelemetry messaging conventions and carries
-//	    W3C trace context across the broker; [NewTracingPublisher] is its
-//	    publishing side.
+//   - [Retry] retries in-process with exponential backoff and jitter, a fresh
+//     context per attempt (Watermill issue 467), bounded well below the
+//     broker's consumer_timeout.
+//   - [DelayedRetry] then republishes the message to a delay queue of the
+//     right level (queue TTL, dead-lettering back to the work queue),
+//     counting attempts in its own header, and acks the original only once
+//     the republish is confirmed.
+//   - [DeadLetter] takes what is left: rejects it to the broker's
+//     dead-letter exchange, or publishes it to a dead-letter queue with
+//     diagnostic headers, confirmed before the original is acked.
+//   - [Ack] turns the final result into an ack.Disposition (success acks;
+//     ack.AsRequeue errors requeue; anything else is rejected with requeue, or
+//     dead-lettered when Permanent) and recovers panics into errors.
+//   - [Tracing] follows the OpenTelemetry messaging conventions and carries
+//     W3C trace context across the broker; [NewTracingPublisher] is its
+//     publishing side.
 //
 // ack.Permanent errors are never retried; ack.AsRequeue errors are requeued
 // (after the Subscriber's backoff). Every constructor takes a Config, fills
