@@ -73,6 +73,8 @@ type DelayedRetrySettings struct {
 	Disabled bool
 	// Levels default to middleware.DefaultDelayLevels.
 	Levels []time.Duration
+	// OnRetry is called after each confirmed republish to a delay queue.
+	OnRetry func(middleware.DelayedRetryEvent)
 }
 
 // DeadLetterSettings shape the dead-lettering of a route.

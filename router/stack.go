@@ -87,6 +87,7 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 	if !route.DelayedRetry.Disabled {
 		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{
 			Publisher: deps.Publisher, Levels: route.DelayedRetry.Levels, Queue: route.Queue.Name, Telemetry: deps.Telemetry,
+			OnRetry: route.DelayedRetry.OnRetry,
 		})); err != nil {
 			return nil, err
 		}

@@ -3,7 +3,7 @@ package tests
 import (
 	"context"
 	"errors"
-	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -11,8 +11,8 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
-	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
+	"github.com/warrenmq/warren/warrentest"
 )
 
 // TestAccessRefusedHasItsOwnName: a user without permission on an entity
@@ -20,16 +20,11 @@ import (
 // and the root package) on declare, publish and consume, and never
 // IsAuthError; a wrong password is IsAuthError and not ErrAccessRefused.
 func TestAccessRefusedHasItsOwnName(t *testing.T) {
-	vhost := fmt.Sprintf("wt-access-%d", time.Now().UnixNano())
-	adminURL, remove, err := rabbittest.NewVhost(vhost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(remove)
+	b := warrentest.New(t) // a vhost of its own on a disposable node
 	// The user may configure, write and read only what is named "mine.*":
 	// not the default exchange, not the guest's "theirs.q".
-	user := fmt.Sprintf("wt-limited-%d", time.Now().UnixNano())
-	userURL := rabbittest.NewUser(t, user, "secret", vhost, rabbittest.Permissions{Configure: "^mine\\.", Write: "^mine\\.", Read: "^mine\\."})
+	userURL := b.User("limited", "secret", warrentest.Permissions{Configure: "^mine\\.", Write: "^mine\\.", Read: "^mine\\."})
+	adminURL := b.URL
 
 	admin := openConn(t, adminURL)
 	adminOps, err := topology.NewOps(admin, topology.OpsConfig{})
@@ -93,7 +88,7 @@ func TestAccessRefusedHasItsOwnName(t *testing.T) {
 	})
 
 	t.Run("wrong password", func(t *testing.T) {
-		bad, err := conn.New(fmt.Sprintf("amqp://%s:wrong@%s/%s", user, rabbittest.SharedAddr, vhost), conn.Config{})
+		bad, err := conn.New(strings.Replace(userURL, ":secret@", ":wrong@", 1), conn.Config{})
 		if err != nil {
 			t.Fatal(err)
 		}

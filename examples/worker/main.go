@@ -5,17 +5,14 @@
 package main
 
 import (
-	"errors"
 	"fmt"
 	"log"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
-	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/middleware"
@@ -38,29 +35,9 @@ func main() {
 		log.Fatal(err)
 	}
 	const q = "example.worker.jobs"
-	var mu sync.Mutex
-	finished := map[string]bool{}
+	j := newJobs()
 	deadLettered := make(chan middleware.DeadLetterEvent, 1)
-	err = r.AddRoute(router.Route{
-		Name:         "jobs",
-		Queue:        topology.QueueSpec{Name: q, Durable: true},
-		MaxInFlight:  4,
-		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 20 * time.Millisecond}},
-		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}},
-		DeadLetter: router.DeadLetterSettings{Mode: middleware.PublishToDLQ, OnDeadLetter: func(e middleware.DeadLetterEvent) {
-			deadLettered <- e
-		}},
-		Handler: func(m *message.Message) error {
-			if m.UUID == "job-3" {
-				fmt.Printf("job-3 fails (attempt %d)\n", ack.Attempt(m))
-				return errors.New("job 3 is broken")
-			}
-			mu.Lock()
-			finished[m.UUID] = true
-			mu.Unlock()
-			return nil
-		},
-	})
+	err = r.AddRoute(jobsRoute(q, j, func(e middleware.DeadLetterEvent) { deadLettered <- e }))
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -80,16 +57,14 @@ func main() {
 	case <-ctx.Done():
 		log.Fatal("job-3 never reached the dead-letter queue")
 	}
-	mu.Lock()
-	fmt.Printf("finished %d jobs\n", len(finished))
-	mu.Unlock()
+	fmt.Printf("finished %d jobs\n", j.done())
 	ops := r.Ops()
 	info, _ := ops.Inspect(ctx, q+".dlq")
 	fmt.Printf("dead-letter queue %s.dlq holds %d message(s)\n", q, info.Messages)
 	for _, name := range []string{q + ".dlq", q} {
 		_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
 	}
-	for _, l := range []time.Duration{100 * time.Millisecond, 300 * time.Millisecond} {
+	for _, l := range delayLevels {
 		_, _ = ops.DeleteQueue(ctx, middleware.DelayQueueName(q, l), topology.DeleteOptions{})
 	}
 	if err := r.Close(ctx); err != nil {

@@ -39,3 +39,8 @@ func rabbitmqctl(ctx context.Context, node string, args ...string) (string, erro
 	}
 	return out.String(), nil
 }
+
+// Ctl runs rabbitmqctl against node ("" is the machine's default node).
+func Ctl(ctx context.Context, node string, args ...string) (string, error) {
+	return rabbitmqctl(ctx, node, args...)
+}

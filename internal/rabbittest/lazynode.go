@@ -54,3 +54,17 @@ func destroyLazyNodes() {
 	}
 	lazyNodes.list = nil
 }
+
+// Destroy kills the node if it was started (for a harness's TestMain that
+// does not use Main).
+func (l *LazyNode) Destroy() {
+	lazyNodes.Lock()
+	defer lazyNodes.Unlock()
+	for i, x := range lazyNodes.list {
+		if x == l {
+			l.node.Destroy()
+			lazyNodes.list = append(lazyNodes.list[:i], lazyNodes.list[i+1:]...)
+			return
+		}
+	}
+}

@@ -69,19 +69,43 @@ func isShort() bool {
 	return false
 }
 
-func createVhost(name string) error {
-	ctx := context.Background()
-	if _, err := rabbitmqctl(ctx, "", "add_vhost", name); err != nil {
+func createVhost(name string) error { return AddVhost(context.Background(), "", name, "guest") }
+
+func deleteVhost(name string) {
+	if err := DeleteVhost(context.Background(), "", name); err != nil {
+		fmt.Fprintf(os.Stderr, "rabbittest: %v\n", err)
+	}
+}
+
+// AddVhost adds vhost on node ("" is the machine's default node, the shared
+// broker) and gives user every permission in it.
+func AddVhost(ctx context.Context, node, vhost, user string) error {
+	if _, err := rabbitmqctl(ctx, node, "add_vhost", vhost); err != nil {
 		return err
 	}
-	_, err := rabbitmqctl(ctx, "", "set_permissions", "-p", name, "guest", ".*", ".*", ".*")
+	_, err := rabbitmqctl(ctx, node, "set_permissions", "-p", vhost, user, ".*", ".*", ".*")
 	return err
 }
 
-func deleteVhost(name string) {
-	if _, err := rabbitmqctl(context.Background(), "", "delete_vhost", name); err != nil {
-		fmt.Fprintf(os.Stderr, "rabbittest: %v\n", err)
+// DeleteVhost deletes vhost on node, with everything in it.
+func DeleteVhost(ctx context.Context, node, vhost string) error {
+	_, err := rabbitmqctl(ctx, node, "delete_vhost", vhost)
+	return err
+}
+
+// Vhosts lists the vhosts of node.
+func Vhosts(ctx context.Context, node string) ([]string, error) {
+	out, err := rabbitmqctl(ctx, node, "list_vhosts", "--no-table-headers")
+	if err != nil {
+		return nil, err
 	}
+	var names []string
+	for _, l := range strings.Split(out, "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			names = append(names, l)
+		}
+	}
+	return names, nil
 }
 
 // LeakOptions are the goleak options every package needs: goroutines of

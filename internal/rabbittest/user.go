@@ -18,17 +18,24 @@ type Permissions struct {
 // that logs in as that user to vhost.
 func NewUser(t testing.TB, name, password, vhost string, perms Permissions) string {
 	t.Helper()
+	AddUser(t, "", name, password, vhost, perms)
+	return fmt.Sprintf("amqp://%s:%s@%s/%s", url.PathEscape(name), url.PathEscape(password), SharedAddr, url.PathEscape(vhost))
+}
+
+// AddUser adds a user on node ("" is the machine's default node) with
+// perms in vhost, deleted when t ends.
+func AddUser(t testing.TB, node, name, password, vhost string, perms Permissions) {
+	t.Helper()
 	ctx := context.Background()
-	if _, err := rabbitmqctl(ctx, "", "add_user", name, password); err != nil {
+	if _, err := rabbitmqctl(ctx, node, "add_user", name, password); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		if _, err := rabbitmqctl(context.Background(), "", "delete_user", name); err != nil {
+		if _, err := rabbitmqctl(context.Background(), node, "delete_user", name); err != nil {
 			t.Log(err)
 		}
 	})
-	if _, err := rabbitmqctl(ctx, "", "set_permissions", "-p", vhost, name, perms.Configure, perms.Write, perms.Read); err != nil {
+	if _, err := rabbitmqctl(ctx, node, "set_permissions", "-p", vhost, name, perms.Configure, perms.Write, perms.Read); err != nil {
 		t.Fatal(err)
 	}
-	return fmt.Sprintf("amqp://%s:%s@%s/%s", url.PathEscape(name), url.PathEscape(password), SharedAddr, url.PathEscape(vhost))
 }

@@ -1,0 +1,217 @@
+package warrentest
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+)
+
+// URLEnv names the environment variable that points the tests at a broker
+// of your own instead of a disposable node. rabbitmqctl on this machine must
+// reach it (its default node), to make each test's vhost.
+const URLEnv = "WARREN_TEST_URL"
+
+// Broker is a real RabbitMQ as one test sees it: a vhost of its own, removed
+// when the test ends, so tests run in parallel without seeing each other.
+type Broker struct {
+	// URL logs in to the test's vhost.
+	URL string
+	// Vhost is the test's own vhost.
+	Vhost string
+
+	t     testing.TB
+	node  *rabbittest.Node // nil on the WARREN_TEST_URL broker
+	own   bool             // the node is this test's alone (Own)
+	base  *url.URL
+	proxy *rabbittest.Proxy
+	mu    sync.Mutex
+}
+
+// Option shapes New.
+type Option func(*options)
+
+type options struct{ own bool }
+
+// Own gives the test a disposable node of its own (a few seconds to start),
+// for faults that reach every connection of a node: Restart, Block. Without
+// it, tests share one node per package (or the WARREN_TEST_URL broker).
+func Own() Option { return func(o *options) { o.own = true } }
+
+var (
+	shared   rabbittest.LazyNode
+	vhostSeq atomic.Int64
+)
+
+// New gives t a broker: the one at WARREN_TEST_URL when it is set, else a
+// disposable node that rabbitmq-server runs for the package's tests (started
+// by the first test that asks, destroyed by Main, or killed when the test
+// binary exits). t gets a vhost of its own, deleted with everything in it
+// when t ends. Under -short, t is skipped: -short is the broker-free run.
+func New(t testing.TB, opts ...Option) *Broker {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("warrentest: needs a broker; -short runs unit tests only")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
+	b := &Broker{t: t, own: o.own}
+	raw := os.Getenv(URLEnv)
+	switch {
+	case o.own:
+		b.node = rabbittest.StartNode(t, rabbittest.NodeOptions{})
+		raw = b.node.URL()
+	case raw == "":
+		if _, err := exec.LookPath(serverBinary()); err != nil {
+			t.Fatalf("warrentest: no broker: set %s, or install rabbitmq-server (scripts/broker.sh does)", URLEnv)
+		}
+		b.node = shared.Get(t)
+		raw = b.node.URL()
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		t.Fatalf("warrentest: %s: %v", URLEnv, err)
+	}
+	b.base = u
+	b.Vhost = fmt.Sprintf("warrentest-%d-%d-%s", os.Getpid(), vhostSeq.Add(1), sanitize(t.Name()))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := rabbittest.AddVhost(ctx, b.nodeName(), b.Vhost, b.user()); err != nil {
+		t.Fatalf("warrentest: make the test's vhost: %v", err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if b.node != nil && !b.node.Running() {
+			return // an Own node stopped by the test: nothing left to delete
+		}
+		if err := rabbittest.DeleteVhost(ctx, b.nodeName(), b.Vhost); err != nil {
+			t.Errorf("warrentest: delete the test's vhost: %v", err)
+		}
+	})
+	b.URL = b.urlFor(u.Host)
+	return b
+}
+
+func serverBinary() string { return "/usr/lib/rabbitmq/bin/rabbitmq-server" }
+
+func (b *Broker) nodeName() string {
+	if b.node == nil {
+		return ""
+	}
+	return b.node.Name
+}
+
+func (b *Broker) user() string {
+	if b.base.User == nil || b.base.User.Username() == "" {
+		return "guest"
+	}
+	return b.base.User.Username()
+}
+
+// urlFor is the test's vhost URL through host (the broker, or the fault
+// proxy in front of it).
+func (b *Broker) urlFor(host string) string {
+	u := *b.base
+	u.Host = host
+	u.Path = "/" + b.Vhost
+	u.RawPath = "/" + url.PathEscape(b.Vhost)
+	return u.String()
+}
+
+// Conn opens a warren connection to the test's vhost (through the fault
+// proxy once Proxy was called), closed when the test ends.
+func (b *Broker) Conn(cfg conn.Config) *conn.Conn {
+	b.t.Helper()
+	return rabbittest.OpenConn(b.t, b.ConnURL(), cfg)
+}
+
+// ConnURL is the URL a service under test should use: the broker's, or the
+// fault proxy's once Proxy was called.
+func (b *Broker) ConnURL() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.proxy != nil {
+		return b.urlFor(b.proxy.Addr())
+	}
+	return b.URL
+}
+
+// Ctl runs rabbitmqctl against the broker, for what a test checks from the
+// outside (list_queues -p <Vhost>, say).
+func (b *Broker) Ctl(ctx context.Context, args ...string) (string, error) {
+	if b.node != nil {
+		return b.node.Ctl(ctx, args...)
+	}
+	return rabbittest.Ctl(ctx, "", args...)
+}
+
+func sanitize(s string) string {
+	var sb strings.Builder
+	for _, r := range s {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '-', r == '_', r == '.':
+			sb.WriteRune(r)
+		default:
+			sb.WriteByte('_')
+		}
+	}
+	if sb.Len() > 60 {
+		return sb.String()[:60]
+	}
+	return sb.String()
+}
+
+// Main runs a package's tests (call it from TestMain), then destroys the
+// shared disposable node and fails the run if goroutines leaked: warren's
+// own goroutines end with Close, so any left are the tests' or a bug.
+//
+//	func TestMain(m *testing.M) { warrentest.Main(m) }
+func Main(m *testing.M, ignore ...goleak.Option) {
+	code := m.Run()
+	shared.Destroy()
+	if code == 0 {
+		if err := goleak.Find(append(rabbittest.LeakOptions(), ignore...)...); err != nil {
+			fmt.Fprintf(os.Stderr, "warrentest: goroutines leaked: %v\n", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// VerifyNoLeaks fails t if goroutines other than the test framework's are
+// still running: call it after closing what the test opened.
+func VerifyNoLeaks(t testing.TB, ignore ...goleak.Option) {
+	t.Helper()
+	goleak.VerifyNone(t, append(rabbittest.LeakOptions(), ignore...)...)
+}
+
+// Permissions are a user's configure, write and read regular expressions
+// in the test's vhost.
+type Permissions = rabbittest.Permissions
+
+// User adds a broker user with perms in the test's vhost (deleted when the
+// test ends) and returns the URL that logs in as it: for testing what a
+// service does when the broker refuses it (403 ACCESS_REFUSED).
+func (b *Broker) User(name, password string, perms Permissions) string {
+	b.t.Helper()
+	rabbittest.AddUser(b.t, b.nodeName(), name, password, b.Vhost, perms)
+	u := *b.base
+	u.User = url.UserPassword(name, password)
+	u.Path = "/" + b.Vhost
+	u.RawPath = "/" + url.PathEscape(b.Vhost)
+	return u.String()
+}

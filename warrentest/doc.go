@@ -1,0 +1,30 @@
+// Package warrentest gives integration tests of a warren service a real
+// RabbitMQ, never a mock: a vhost per test on a disposable node (or on the
+// broker at WARREN_TEST_URL), helpers that run routers, publishers and
+// subscribers in the test, waits for outcomes with a deadline that say what
+// did happen when they fail, fault injection, and leak checks.
+//
+//	func TestMain(m *testing.M) { warrentest.Main(m) }
+//
+//	func TestOrdersAreShipped(t *testing.T) {
+//		t.Parallel()
+//		b := warrentest.New(t) // a vhost of its own, deleted at the end
+//		rec := warrentest.NewRecorder()
+//		r := b.Router(router.Config{})
+//		if err := r.AddRoute(rec.Route(ordersRoute())); err != nil {
+//			t.Fatal(err)
+//		}
+//		warrentest.Start(t, r)
+//		pub := b.Publisher(warren.PublisherConfig{})
+//		_ = pub.Publish("orders", message.NewMessage("order-1", payload))
+//		rec.WaitConsumed(t, "order-1", 10*time.Second)
+//	}
+//
+// Faults: Proxy puts a fault proxy in the path (Cut, Drop, Restore); a test
+// with a node of its own (New(t, Own())) can also Restart it and Block it
+// with a memory alarm.
+//
+// Unit tests of a route's middleware stack need no broker: see package
+// router/routertest. warren's own suites run on internal/rabbittest, the
+// engine under this package.
+package warrentest
