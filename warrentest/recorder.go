@@ -202,23 +202,23 @@ func (r *Recorder) history(id string) string {
 // WaitConsumed waits until a handler succeeded on the message with UUID id.
 func (r *Recorder) WaitConsumed(t testing.TB, id string, within time.Duration) Event {
 	t.Helper()
-	var last Event
-	r.wait(t, id, "consumed", within, func() bool {
-		var n int
-		n, last = r.count(id, Consumed)
-		return n > 0
-	})
-	return last
+	return r.waitFirst(t, id, Consumed, within)
 }
 
 // WaitDeadLettered waits until the message went to the dead-letter queue or
 // exchange; the event's Err is why.
 func (r *Recorder) WaitDeadLettered(t testing.TB, id string, within time.Duration) Event {
 	t.Helper()
+	return r.waitFirst(t, id, DeadLettered, within)
+}
+
+// waitFirst waits for an event of kind for id and returns the latest.
+func (r *Recorder) waitFirst(t testing.TB, id string, kind EventKind, within time.Duration) Event {
+	t.Helper()
 	var last Event
-	r.wait(t, id, "dead-lettered", within, func() bool {
+	r.wait(t, id, kind.String(), within, func() bool {
 		var n int
-		n, last = r.count(id, DeadLettered)
+		n, last = r.count(id, kind)
 		return n > 0
 	})
 	return last

@@ -204,6 +204,9 @@ func TestDelayedRetryIsSeen(t *testing.T) {
 // TestBrokerAtURL: with WARREN_TEST_URL set, the test's vhost is made on
 // that broker and removed from it when the test ends.
 func TestBrokerAtURL(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the broker; -short runs unit tests only")
+	}
 	t.Setenv(warrentest.URLEnv, "amqp://guest:guest@127.0.0.1:5672/")
 	var vhost string
 	var ctl func(context.Context, ...string) (string, error)
