@@ -4,19 +4,28 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT  ?= 14m
 PKGS          := ./...
 
-.PHONY: test test-short demo bench lint broker soak
+.PHONY: test test-short demo bench lint broker postgres soak
 
 broker:
 	bash scripts/broker.sh
 
+## postgres: make sure PostgreSQL answers (the outbox and inbox tests need it).
+postgres:
+	bash scripts/postgres.sh
+
 ## test: the whole suite against a real RabbitMQ, with the race detector (CI runs this).
-test: broker
+## The outbox and inbox (pg/) are a module of their own, so that the core
+## never builds a database driver; they are tested with the core.
+test: broker postgres
 	$(GO) vet $(PKGS)
+	cd pg && $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	cd pg && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 ## test-short: unit tests only; no broker needed.
 test-short:
 	$(GO) test -short -race -count=1 $(PKGS)
+	cd pg && $(GO) test -short -race -count=1 ./...
 
 ## demo: the quickstart example against the local broker.
 demo: broker
@@ -31,11 +40,13 @@ bench: broker
 	$(GO) test -run '^$$' -bench ReconnectAfterCut -benchtime 1x -count 1 ./conn
 
 ## soak: the long reliability runs.
-soak: broker
+soak: broker postgres
 	WARREN_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./tests/...
+	cd pg && WARREN_SOAK=1 $(GO) test -race -count=1 -timeout 60m ./e2e/...
 
 ## lint: gofmt, go vet, staticcheck (pinned).
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
+	cd pg && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...

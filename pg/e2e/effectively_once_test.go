@@ -1,0 +1,216 @@
+// Package e2e_test runs the outbox and the inbox end to end against a real
+// PostgreSQL and a disposable RabbitMQ node, under faults.
+package e2e_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/pg/inbox"
+	"github.com/warrenmq/warren/pg/internal/pgtest"
+	"github.com/warrenmq/warren/pg/outbox"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
+	"github.com/warrenmq/warren/warrentest"
+)
+
+func TestMain(m *testing.M) { warrentest.Main(m) }
+
+// TestEffectivelyOnceUnderFaults: producers commit orders with their events
+// in one transaction (some roll back on purpose); two relays publish the
+// outbox; a consumer with the inbox applies each event's effect in
+// PostgreSQL. Meanwhile the broker connection is cut every 2 s, the node is
+// restarted once and one relay is killed and started again. At the end the
+// effects are the committed orders exactly: none missing, none twice, none
+// for a rolled-back order.
+func TestEffectivelyOnceUnderFaults(t *testing.T) {
+	producers, perProducer := 4, 500
+	if os.Getenv("WARREN_SOAK") != "" {
+		perProducer = 5000
+	}
+	total := producers * perProducer
+	ctx := context.Background()
+
+	b := warrentest.New(t, warrentest.Own())
+	b.Proxy() // every connection below goes through the fault proxy
+	pool := pgtest.Pool(t, pgtest.Database(t))
+	if _, err := pool.Exec(ctx, `CREATE TABLE orders (id text PRIMARY KEY);
+CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
+		t.Fatal(err)
+	}
+	ob, err := outbox.New(outbox.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ob.Migrate(ctx, outbox.Pgx(pool)); err != nil {
+		t.Fatal(err)
+	}
+	ib, err := inbox.New(inbox.Config{Pool: pool, Consumer: "billing"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ib.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	// The consumer: the inbox innermost, its effect in the inbox's
+	// transaction.
+	r := b.Router(router.Config{})
+	if err := r.AddRoute(router.Route{
+		Name: "billing", Queue: topology.QueueSpec{Name: "orders", Durable: true},
+		MaxInFlight: 8, Prefetch: 64,
+		Retry:      router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 5, InitialInterval: 10 * time.Millisecond}},
+		Middleware: []message.HandlerMiddleware{ib.Middleware},
+		Handler: func(m *message.Message) error {
+			_, err := inbox.Tx(m.Context()).Exec(m.Context(),
+				"INSERT INTO effects (id, n) VALUES ($1, 1) ON CONFLICT (id) DO UPDATE SET n = effects.n + 1", m.UUID)
+			return err
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	warrentest.Start(t, r)
+
+	pub := b.Publisher(warren.PublisherConfig{Mapping: warren.ExistingQueues{}, PublishTimeout: 5 * time.Second})
+	startRelay := func() (stop func()) {
+		relay, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: pub, PollInterval: 200 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); _ = relay.Run(rctx) }()
+		return func() { cancel(); <-done }
+	}
+	stopA := startRelay()
+	stopB := startRelay()
+	defer func() { stopB() }()
+
+	// Producers.
+	var committed, rolledBack atomic.Int64
+	var wg sync.WaitGroup
+	for p := range producers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := range perProducer {
+				id := fmt.Sprintf("order-%d-%05d", p, n)
+				if err := produce(ctx, pool, ob, id, n%10 == 7); err != nil {
+					t.Errorf("producer %d: %v", p, err)
+					return
+				}
+				if n%10 == 7 {
+					rolledBack.Add(1)
+				} else {
+					committed.Add(1)
+				}
+			}
+		}()
+	}
+
+	// Faults: the connection cut every 2 s until the end; the node
+	// restarted and relay A killed and started again as the consumer passes
+	// 40% and 60% of the effects (ib.Processed, so the faults land while
+	// messages flow).
+	faultsDone := make(chan struct{})
+	stopFaults := make(chan struct{})
+	var drops atomic.Int64
+	expected := int64(total - total/10) // every tenth transaction rolls back
+	go func() {
+		defer close(faultsDone)
+		tick := time.NewTicker(2 * time.Second)
+		defer tick.Stop()
+		progress := time.NewTicker(20 * time.Millisecond)
+		defer progress.Stop()
+		restarted, killed := false, false
+		for {
+			select {
+			case <-stopFaults:
+				return
+			case <-tick.C:
+				b.Drop()
+				drops.Add(1)
+			case <-progress.C:
+				done := ib.Processed()
+				if !restarted && done >= expected*4/10 {
+					restarted = true
+					b.Restart()
+					t.Logf("node restarted at %d of %d effects", done, expected)
+				}
+				if !killed && done >= expected*6/10 {
+					killed = true
+					stopA()
+					stopA = startRelay()
+					t.Logf("relay killed and started again at %d of %d effects", done, expected)
+				}
+			}
+		}
+	}()
+	wg.Wait()
+	// Keep the faults coming until everything committed has an effect.
+	deadline := time.Now().Add(5 * time.Minute)
+	for {
+		effects, pending := count(t, pool, "SELECT count(*) FROM effects"), count(t, pool, "SELECT count(*) FROM warren_outbox WHERE published_at IS NULL AND failed_at IS NULL")
+		if int64(effects) == committed.Load() && pending == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 minutes: %d effects of %d committed, %d outbox rows pending", effects, committed.Load(), pending)
+		}
+		time.Sleep(200 * time.Millisecond) // polling the database, with a deadline
+	}
+	close(stopFaults)
+	<-faultsDone
+	stopA()
+
+	orders := count(t, pool, "SELECT count(*) FROM orders")
+	twice := count(t, pool, "SELECT count(*) FROM effects WHERE n <> 1")
+	missing := count(t, pool, "SELECT count(*) FROM orders o LEFT JOIN effects e USING (id) WHERE e.id IS NULL")
+	phantom := count(t, pool, "SELECT count(*) FROM effects e LEFT JOIN orders o USING (id) WHERE o.id IS NULL")
+	setAside := count(t, pool, "SELECT count(*) FROM warren_outbox WHERE failed_at IS NOT NULL")
+	t.Logf("%d transactions committed, %d rolled back; %d connection drops; %d duplicates delivered by the broker absorbed by the inbox",
+		committed.Load(), rolledBack.Load(), drops.Load(), ib.Duplicates())
+	if int64(orders) != committed.Load() || missing != 0 || twice != 0 || phantom != 0 || setAside != 0 {
+		t.Fatalf("orders %d (committed %d): %d effects missing, %d applied more than once, %d for rolled-back orders, %d outbox rows set aside",
+			orders, committed.Load(), missing, twice, phantom, setAside)
+	}
+}
+
+// produce commits an order and its event in one transaction, or rolls both
+// back.
+func produce(ctx context.Context, pool *pgxpool.Pool, ob *outbox.Outbox, id string, rollback bool) error {
+	tx, err := pool.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = tx.Rollback(ctx) }()
+	if _, err := tx.Exec(ctx, "INSERT INTO orders (id) VALUES ($1)", id); err != nil {
+		return err
+	}
+	if err := ob.Write(ctx, outbox.Pgx(tx), "orders", message.NewMessage(id, []byte(`{"order":"`+id+`"}`))); err != nil {
+		return err
+	}
+	if rollback {
+		return tx.Rollback(ctx)
+	}
+	return tx.Commit(ctx)
+}
+
+func count(t *testing.T, pool *pgxpool.Pool, q string) int {
+	t.Helper()
+	var n int
+	if err := pool.QueryRow(context.Background(), q).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
