@@ -30,7 +30,8 @@ func TestMain(m *testing.M) { warrentest.Main(m) }
 // in one transaction (some roll back on purpose); two relays publish the
 // outbox; a consumer with the inbox applies each event's effect in
 // PostgreSQL. Meanwhile the broker connection is cut every 2 s, the node is
-// restarted once and one relay is killed and started again. At the end the
+// restarted once, every database connection of the test's database is
+// terminated once, and one relay is killed and started again. At the end the
 // effects are the committed orders exactly: none missing, none twice, none
 // for a rolled-back order.
 func TestEffectivelyOnceUnderFaults(t *testing.T) {
@@ -132,7 +133,7 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 		defer tick.Stop()
 		progress := time.NewTicker(20 * time.Millisecond)
 		defer progress.Stop()
-		restarted, killed := false, false
+		restarted, killed, terminated := false, false, false
 		for {
 			select {
 			case <-stopFaults:
@@ -146,6 +147,14 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 					restarted = true
 					b.Restart()
 					t.Logf("node restarted at %d of %d effects", done, expected)
+				}
+				if !terminated && done >= expected*5/10 {
+					terminated = true
+					// Every other connection to the test's own database:
+					// relays, listeners, the inbox's transactions in flight.
+					n := count(t, pool, `SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+					t.Logf("%d database connections terminated at %d of %d effects", n, done, expected)
 				}
 				if !killed && done >= expected*6/10 {
 					killed = true

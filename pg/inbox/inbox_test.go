@@ -13,6 +13,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/pg/inbox"
 	"github.com/warrenmq/warren/pg/internal/pgtest"
+	"github.com/warrenmq/warren/warrentest"
 )
 
 func setup(t *testing.T) (*pgxpool.Pool, *inbox.Inbox) {
@@ -138,3 +139,5 @@ func TestCleanupAndBadInput(t *testing.T) {
 		t.Fatalf("empty config: %v", err)
 	}
 }
+
+func TestMain(m *testing.M) { warrentest.Main(m) }
