@@ -34,10 +34,11 @@ demo: broker
 ## bench: side-by-side benchmarks (bench/ is its own module): publish and
 ## consume (Compare), then scale (restore, declaration, subscribers, router
 ## CPU, teardown; each row in a vhost of its own).
-bench: broker
+bench: broker postgres
 	cd bench && $(GO) test -run '^$$' -bench Compare -benchtime 1x -count 1 -timeout 30m .
 	cd bench && $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 -timeout 60m .
 	$(GO) test -run '^$$' -bench ReconnectAfterCut -benchtime 1x -count 1 ./conn
+	cd pg && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./bench
 
 ## soak: the long reliability runs.
 soak: broker postgres

@@ -1,0 +1,222 @@
+// Package bench measures the outbox and the inbox beside their baselines,
+// in the same run (medians of interleaved rounds):
+//
+//	cd pg && go test -run '^$' -bench . -benchtime 1x ./bench
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/pg/inbox"
+	"github.com/warrenmq/warren/pg/internal/pgtest"
+	"github.com/warrenmq/warren/pg/outbox"
+	"github.com/warrenmq/warren/warrentest"
+)
+
+func TestMain(m *testing.M) { warrentest.Main(m) }
+
+const (
+	rounds   = 3
+	messages = 5000
+	batch    = 100
+)
+
+var body = make([]byte, 256)
+
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+func median[T int64 | float64 | time.Duration](xs []T) T {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func printRow(name string, value, base float64, unit string) {
+	if base == 0 {
+		fmt.Printf("%-48s %12.2f %s\n", name, value, unit)
+		return
+	}
+	fmt.Printf("%-48s %12.2f %12.2f %s  x %.2f\n", name, value, base, unit, value/base)
+}
+
+// BenchmarkOutbox prints: the relay's throughput against warren's direct
+// publish of the same messages in the same batches; commit-to-publish
+// latency; the inbox's client CPU per message against the same handler
+// without it.
+func BenchmarkOutbox(b *testing.B) {
+	broker := warrentest.New(b)
+	pool := pgtest.Pool(b, pgtest.Database(b))
+	ctx := context.Background()
+	pub := broker.Publisher(warren.PublisherConfig{Mapping: warren.ExistingQueues{}})
+	sub := broker.Subscriber(warren.SubscriberConfig{})
+	got, err := sub.Subscribe(ctx, "bench") // declares the queue; drains what is published
+	if err != nil {
+		b.Fatal(err)
+	}
+	var arrivedMu sync.Mutex
+	arrived := map[string]time.Time{}
+	var arrivals = make(chan struct{}, messages*2)
+	go func() {
+		for m := range got {
+			arrivedMu.Lock()
+			arrived[m.UUID] = time.Now()
+			arrivedMu.Unlock()
+			m.Ack()
+			arrivals <- struct{}{}
+		}
+	}()
+	awaitArrivals := func(n int) {
+		for range n {
+			<-arrivals
+		}
+	}
+	ob, _ := outbox.New(outbox.Config{})
+	if err := ob.Migrate(ctx, outbox.Pgx(pool)); err != nil {
+		b.Fatal(err)
+	}
+
+	var direct, relayed []float64
+	for r := range rounds {
+		// Direct: Publish in batches, each confirmed.
+		start := time.Now()
+		for i := 0; i < messages; i += batch {
+			msgs := make([]*message.Message, batch)
+			for j := range msgs {
+				msgs[j] = message.NewMessage(fmt.Sprintf("d%d-%d", r, i+j), body)
+			}
+			if err := pub.Publish("bench", msgs...); err != nil {
+				b.Fatal(err)
+			}
+		}
+		direct = append(direct, float64(messages)/time.Since(start).Seconds())
+		awaitArrivals(messages)
+
+		// Relayed: the rows are committed first, then the relay drains them.
+		for i := 0; i < messages; i += batch {
+			tx, _ := pool.Begin(ctx)
+			msgs := make([]*message.Message, batch)
+			for j := range msgs {
+				msgs[j] = message.NewMessage(fmt.Sprintf("o%d-%d", r, i+j), body)
+			}
+			if err := ob.Write(ctx, outbox.Pgx(tx), "bench", msgs...); err != nil {
+				b.Fatal(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				b.Fatal(err)
+			}
+		}
+		relay, _ := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: pub, Batch: batch})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		start = time.Now()
+		go func() { defer close(done); _ = relay.Run(rctx) }()
+		for relay.Stats().Published < messages {
+			time.Sleep(time.Millisecond)
+		}
+		relayed = append(relayed, float64(messages)/time.Since(start).Seconds())
+		cancel()
+		<-done
+		awaitArrivals(messages)
+	}
+	fmt.Printf("%-48s %12s %12s\n", "row", "value", "baseline")
+	printRow("outbox relay msg/s vs direct Publish (batches of 100)", median(relayed), median(direct), "msg/s")
+
+	// Commit-to-publish latency: one message per transaction at about 200/s,
+	// the relay woken by NOTIFY; latency to its arrival at a consumer.
+	relay, _ := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: pub})
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = relay.Run(rctx) }()
+	const latencyN = 500
+	committed := map[string]time.Time{}
+	tick := time.NewTicker(5 * time.Millisecond)
+	for i := range latencyN {
+		<-tick.C
+		id := "lat-" + strconv.Itoa(i)
+		tx, _ := pool.Begin(ctx)
+		if err := ob.Write(ctx, outbox.Pgx(tx), "bench", message.NewMessage(id, body)); err != nil {
+			b.Fatal(err)
+		}
+		if err := tx.Commit(ctx); err != nil {
+			b.Fatal(err)
+		}
+		committed[id] = time.Now()
+	}
+	tick.Stop()
+	awaitArrivals(latencyN)
+	cancel()
+	<-done
+	var lat []time.Duration
+	arrivedMu.Lock()
+	for id, c := range committed {
+		lat = append(lat, arrived[id].Sub(c))
+	}
+	arrivedMu.Unlock()
+	slices.Sort(lat)
+	printRow("commit to consumer latency p50", float64(lat[len(lat)/2].Microseconds())/1000, 0, "ms")
+	printRow("commit to consumer latency p99", float64(lat[len(lat)*99/100].Microseconds())/1000, 0, "ms")
+
+	inboxOverhead(b, pool)
+}
+
+// inboxOverhead: client CPU per message of a handler that writes its effect
+// in a transaction of its own, against the same handler inside the inbox
+// (whose transaction it uses), messages handed straight to the handler.
+func inboxOverhead(b *testing.B, pool *pgxpool.Pool) {
+	ctx := context.Background()
+	if _, err := pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY)"); err != nil {
+		b.Fatal(err)
+	}
+	ib, _ := inbox.New(inbox.Config{Pool: pool, Consumer: "bench"})
+	if err := ib.Migrate(ctx); err != nil {
+		b.Fatal(err)
+	}
+	plain := func(m *message.Message) ([]*message.Message, error) {
+		tx, err := pool.Begin(m.Context())
+		if err != nil {
+			return nil, err
+		}
+		defer func() { _ = tx.Rollback(ctx) }()
+		if _, err := tx.Exec(m.Context(), "INSERT INTO effects (id) VALUES ($1)", m.UUID); err != nil {
+			return nil, err
+		}
+		return nil, tx.Commit(m.Context())
+	}
+	inTx := ib.Middleware(func(m *message.Message) ([]*message.Message, error) {
+		_, err := inbox.Tx(m.Context()).Exec(m.Context(), "INSERT INTO effects (id) VALUES ($1)", m.UUID)
+		return nil, err
+	})
+	const n = 2000
+	var without, with []float64
+	for r := range rounds {
+		for _, v := range []struct {
+			h   message.HandlerFunc
+			out *[]float64
+			tag string
+		}{{plain, &without, "p"}, {inTx, &with, "i"}} {
+			c0 := processCPU()
+			for i := range n {
+				if _, err := v.h(message.NewMessage(fmt.Sprintf("%s%d-%d", v.tag, r, i), nil)); err != nil {
+					b.Fatal(err)
+				}
+			}
+			*v.out = append(*v.out, float64((processCPU()-c0).Microseconds())/n)
+		}
+	}
+	printRow("inbox: client CPU per message vs without", median(with), median(without), "us")
+}
