@@ -4,6 +4,7 @@ package e2e_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren"
@@ -106,7 +108,7 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 			defer wg.Done()
 			for n := range perProducer {
 				id := fmt.Sprintf("order-%d-%05d", p, n)
-				if err := produce(ctx, pool, ob, id, n%10 == 7); err != nil {
+				if err := produceRetrying(ctx, pool, ob, id, n%10 == 7); err != nil {
 					t.Errorf("producer %d: %v", p, err)
 					return
 				}
@@ -193,6 +195,24 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 		t.Fatalf("orders %d (committed %d): %d effects missing, %d applied more than once, %d for rolled-back orders, %d outbox rows set aside",
 			orders, committed.Load(), missing, twice, phantom, setAside)
 	}
+}
+
+// produceRetrying is produce as a service would run it: a transaction that
+// fails (its connection terminated, say) is tried again; one whose commit
+// went through although the reply was lost shows up as the order existing.
+func produceRetrying(ctx context.Context, pool *pgxpool.Pool, ob *outbox.Outbox, id string, rollback bool) error {
+	var err error
+	for attempt := 0; attempt < 20; attempt++ {
+		if err = produce(ctx, pool, ob, id, rollback); err == nil {
+			return nil
+		}
+		var pgErr *pgconn.PgError
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" { // unique_violation: committed before
+			return nil
+		}
+		time.Sleep(time.Duration(attempt+1) * 10 * time.Millisecond) // backoff before the next try
+	}
+	return err
 }
 
 // produce commits an order and its event in one transaction, or rolls both
