@@ -137,3 +137,9 @@ func (e *PoisonError) Error() string {
 }
 
 func (e *PoisonError) Unwrap() []error { return []error{ErrPoison, e.Err} }
+
+// ErrorType is "poison" (ack.ErrorType).
+func (e *PoisonError) ErrorType() string { return "poison" }
+
+// ErrorType is "invalid_topic" (ack.ErrorType).
+func (e *TopicError) ErrorType() string { return "invalid_topic" }

@@ -32,9 +32,35 @@ type Subscription struct {
 	Topology topology.Topology
 }
 
-func queueSpec(name string, transient bool, args topology.QueueArgs) topology.QueueSpec {
-	return topology.QueueSpec{Name: name, Durable: !transient, Args: args}
+func queueSpec(name string, transient bool, args topology.QueueArgs, life Lifetime) topology.QueueSpec {
+	q := topology.QueueSpec{Name: name, Durable: !transient, Args: args}
+	switch life {
+	case UntilUnused:
+		q.AutoDelete = true
+	case ConnectionOnly:
+		q.Exclusive, q.Durable = true, false
+	}
+	return q
 }
+
+// Lifetime is how long a subscription's queue lives on the broker, so that
+// reply-like and per-instance topics leave nothing behind. (A queue that
+// should go after a while unused is QueueArgs.Expires, x-expires.)
+type Lifetime int
+
+const (
+	// Lasting queues stay until deleted. The default.
+	Lasting Lifetime = iota
+	// UntilUnused queues are deleted by the broker when their last
+	// consumer goes (auto-delete): messages published while nobody
+	// consumes are lost with them.
+	UntilUnused
+	// ConnectionOnly queues belong to the subscriber's connection
+	// (exclusive, non-durable) and are deleted when it closes; after a
+	// reconnect the queue is declared again, empty. For replies and
+	// per-instance topics.
+	ConnectionOnly
+)
 
 // QueuePerTopic: one queue per topic, named Prefix+topic, published through
 // the default exchange. Every subscriber of a topic competes for the same
@@ -45,10 +71,12 @@ type QueuePerTopic struct {
 	// Transient makes queues non-durable. Default: durable.
 	Transient bool
 	QueueArgs topology.QueueArgs
+	// Lifetime of the queues. Default: Lasting.
+	Lifetime Lifetime
 }
 
 func (m QueuePerTopic) spec(topic string) topology.QueueSpec {
-	return queueSpec(m.Prefix+topic, m.Transient, m.QueueArgs)
+	return queueSpec(m.Prefix+topic, m.Transient, m.QueueArgs, m.Lifetime)
 }
 
 // Route publishes to the default exchange, declaring the queue first.
@@ -72,6 +100,8 @@ type FanoutPerTopic struct {
 	ConsumerGroup string
 	Transient     bool
 	QueueArgs     topology.QueueArgs
+	// Lifetime of the queues. Default: Lasting.
+	Lifetime Lifetime
 }
 
 func (m FanoutPerTopic) exchange(topic string) topology.ExchangeSpec {
@@ -91,7 +121,7 @@ func (m FanoutPerTopic) Subscription(topic string) (Subscription, error) {
 	if m.ConsumerGroup != "" {
 		name += "." + m.ConsumerGroup
 	}
-	q := queueSpec(name, m.Transient, m.QueueArgs)
+	q := queueSpec(name, m.Transient, m.QueueArgs, m.Lifetime)
 	t := topology.Topology{
 		Exchanges: []topology.ExchangeSpec{x},
 		Queues:    []topology.QueueSpec{q},
@@ -114,6 +144,8 @@ type TopicExchange struct {
 	Patterns  func(topic string) []string
 	Transient bool
 	QueueArgs topology.QueueArgs
+	// Lifetime of the queues. Default: Lasting.
+	Lifetime Lifetime
 }
 
 func (m TopicExchange) exchange() topology.ExchangeSpec {
@@ -137,7 +169,7 @@ func (m TopicExchange) Subscription(topic string) (Subscription, error) {
 	if m.ConsumerGroup != "" {
 		name += "." + m.ConsumerGroup
 	}
-	q := queueSpec(name, m.Transient, m.QueueArgs)
+	q := queueSpec(name, m.Transient, m.QueueArgs, m.Lifetime)
 	patterns := []string{topic}
 	if m.Patterns != nil {
 		patterns = m.Patterns(topic)

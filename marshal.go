@@ -55,6 +55,11 @@ type DefaultMarshaler struct {
 	// Transient publishes with delivery mode 1 the messages whose metadata
 	// has no MetaDeliveryMode. Default: persistent.
 	Transient bool
+	// LegacyUUID also writes the UUID in LegacyUUIDHeader, where
+	// watermill-amqp reads it (it does not read message-id): for services
+	// on either library sharing exchanges during a migration. warren reads
+	// that header whenever message-id is empty, with or without it.
+	LegacyUUID bool
 }
 
 // Marshal implements Marshaler.
@@ -62,6 +67,9 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 	p := amqp.Publishing{MessageId: msg.UUID, Body: msg.Payload, DeliveryMode: amqp.Persistent}
 	if m.Transient {
 		p.DeliveryMode = amqp.Transient
+	}
+	if m.LegacyUUID {
+		p.Headers = amqp.Table{LegacyUUIDHeader: msg.UUID}
 	}
 	// A copy (ack.Copy) keeps its headers' AMQP types: a header whose
 	// metadata is still the string form of its typed value goes out typed.

@@ -230,3 +230,46 @@ func closedError(cause error) error {
 	}
 	return fmt.Errorf("%w: %w", ErrClosed, cause)
 }
+
+// ReplyName is the AMQP name of a reply code ("NOT_FOUND" for 404), or
+// "AMQP_<code>" for a code AMQP 0-9-1 does not name.
+func ReplyName(code int) string {
+	if n, ok := replyNames[code]; ok {
+		return n
+	}
+	return fmt.Sprintf("AMQP_%d", code)
+}
+
+var replyNames = map[int]string{
+	amqp.ContentTooLarge:    "CONTENT_TOO_LARGE",
+	amqp.NoRoute:            "NO_ROUTE",
+	amqp.NoConsumers:        "NO_CONSUMERS",
+	amqp.ConnectionForced:   "CONNECTION_FORCED",
+	amqp.InvalidPath:        "INVALID_PATH",
+	amqp.AccessRefused:      "ACCESS_REFUSED",
+	amqp.NotFound:           "NOT_FOUND",
+	amqp.ResourceLocked:     "RESOURCE_LOCKED",
+	amqp.PreconditionFailed: "PRECONDITION_FAILED",
+	amqp.FrameError:         "FRAME_ERROR",
+	amqp.SyntaxError:        "SYNTAX_ERROR",
+	amqp.CommandInvalid:     "COMMAND_INVALID",
+	amqp.ChannelError:       "CHANNEL_ERROR",
+	amqp.UnexpectedFrame:    "UNEXPECTED_FRAME",
+	amqp.ResourceError:      "RESOURCE_ERROR",
+	amqp.NotAllowed:         "NOT_ALLOWED",
+	amqp.NotImplemented:     "NOT_IMPLEMENTED",
+	amqp.InternalError:      "INTERNAL_ERROR",
+}
+
+// ErrorType names the refusal by its AMQP reply (ack.ErrorType).
+func (e *RefusedError) ErrorType() string { return ReplyName(e.Code) }
+
+// ErrorType is the broker's reply when it sent one, "auth" otherwise
+// (ack.ErrorType).
+func (e *AuthError) ErrorType() string {
+	var ae *amqp.Error
+	if errors.As(e.Err, &ae) && ae.Server {
+		return ReplyName(ae.Code)
+	}
+	return "auth"
+}

@@ -115,3 +115,6 @@ func settleDisposition(msg *message.Message, err error, cfg AckConfig) {
 		ack.Set(msg, cfg.OnError, err)
 	}
 }
+
+// ErrorType is "panic" (ack.ErrorType).
+func (e *PanicError) ErrorType() string { return "panic" }

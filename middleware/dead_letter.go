@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warrenmq/warren/ack"
@@ -162,7 +163,7 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 		}
 		set := dl.Metadata.Set
 		set(HeaderDLError, text)
-		set(HeaderDLErrorType, errorType(err))
+		set(HeaderDLErrorType, ack.ErrorType(err))
 		set(HeaderDLAttempts, strconv.Itoa(attempts))
 		set(HeaderDLFirstFail, first)
 		set(HeaderDLLastFail, now)
@@ -173,6 +174,9 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 		if sc := trace.SpanContextFromContext(msg.Context()); sc.HasTraceID() {
 			set(HeaderDLTraceID, sc.TraceID().String())
 		}
+		// Watermill's poison metadata beside warren's own, so Watermill's
+		// tools (components/requeuer) read a warren dead letter too.
+		setPoisonMetadata(dl, msg, text, info.Queue, c.HandlerName)
 		ev.Topic = c.Topic(msg)
 		if perr := c.Publisher.Publish(ev.Topic, dl); perr != nil {
 			return ack.AsRequeue(fmt.Errorf("middleware: dead-letter publish to %s failed (%w) after: %w", ev.Topic, perr, err))
@@ -189,4 +193,29 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 		c.OnDeadLetter(ev)
 	}
 	return nil
+}
+
+// setPoisonMetadata writes Watermill's poison metadata
+// (message/router/middleware.PoisonQueue's keys) on dl: the reason, the
+// topic the message came from (Watermill's subscribe topic when a
+// Watermill router ran the handler, else the queue: the topic a
+// warren.ExistingQueues publisher sends it back to), the handler and the
+// subscriber.
+func setPoisonMetadata(dl, msg *message.Message, reason, queue, handler string) {
+	ctx := msg.Context()
+	topic := message.SubscribeTopicFromCtx(ctx)
+	if topic == "" {
+		topic = queue
+	}
+	if handler == "" {
+		handler = message.HandlerNameFromCtx(ctx)
+	}
+	subscriber := message.SubscriberNameFromCtx(ctx)
+	if subscriber == "" {
+		subscriber = "warren.Subscriber"
+	}
+	dl.Metadata.Set(wmw.ReasonForPoisonedKey, reason)
+	dl.Metadata.Set(wmw.PoisonedTopicKey, topic)
+	dl.Metadata.Set(wmw.PoisonedHandlerKey, handler)
+	dl.Metadata.Set(wmw.PoisonedSubscriberKey, subscriber)
 }

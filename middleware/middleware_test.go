@@ -261,7 +261,7 @@ func TestDeadLetterPublish(t *testing.T) {
 	}
 	md := got[0].Msg.Metadata
 	want := map[string]string{
-		middleware.HeaderDLError: "a very lon...(truncated)", middleware.HeaderDLErrorType: "*errors.errorString",
+		middleware.HeaderDLError: "a very lon...(truncated)", middleware.HeaderDLErrorType: "_OTHER",
 		middleware.HeaderDLAttempts: "5", middleware.HeaderDLFirstFail: "2026-03-04T00:00:00Z",
 		middleware.HeaderDLLastFail: "2026-03-04T05:06:07Z", middleware.HeaderDLExchange: "shop",
 		middleware.HeaderDLRoutingKey: "order.paid", middleware.HeaderDLQueue: "work", middleware.HeaderDLHandler: "orders-handler",
@@ -338,7 +338,7 @@ func TestTracingConsumerSpans(t *testing.T) {
 			"messaging.system": "rabbitmq", "messaging.operation.name": "process", "messaging.operation.type": "process",
 			"messaging.destination.name": "orders", "messaging.rabbitmq.destination.routing_key": "order.created",
 			"messaging.rabbitmq.message.delivery_tag": "1", "messaging.message.id": "msg-1",
-			"messaging.message.conversation_id": "conv-1", "error.type": "*errors.errorString",
+			"messaging.message.conversation_id": "conv-1", "error.type": "_OTHER",
 		} {
 			if attrs[k] != v {
 				t.Errorf("attribute %s = %q, want %q", k, attrs[k], v)

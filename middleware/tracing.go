@@ -2,7 +2,6 @@ package middleware
 
 import (
 	"context"
-	"fmt"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -94,7 +93,7 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			out, err := h(msg)
 			if err != nil {
 				span.SetStatus(codes.Error, err.Error())
-				span.SetAttributes(attribute.String("error.type", errorType(err)))
+				span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
 			}
 			span.End()
 			if tel.consumed != nil {
@@ -105,30 +104,6 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			return out, err
 		}
 	}, nil
-}
-
-// errorType is error.type: the Go type of the innermost error that has
-// one worth naming.
-func errorType(err error) string {
-	for {
-		next := unwrapOne(err)
-		if next == nil {
-			return fmt.Sprintf("%T", err)
-		}
-		err = next
-	}
-}
-
-func unwrapOne(err error) error {
-	switch u := err.(type) {
-	case interface{ Unwrap() error }:
-		return u.Unwrap()
-	case interface{ Unwrap() []error }:
-		if errs := u.Unwrap(); len(errs) > 0 {
-			return errs[len(errs)-1]
-		}
-	}
-	return nil
 }
 
 // TracingPublisherConfig shapes NewTracingPublisher.
@@ -194,7 +169,7 @@ func (p *tracingPublisher) Publish(topic string, msgs ...*message.Message) error
 	for i, span := range spans {
 		if err != nil {
 			span.SetStatus(codes.Error, err.Error())
-			span.SetAttributes(attribute.String("error.type", errorType(err)))
+			span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
 		}
 		span.End()
 		if tel.sent != nil {

@@ -225,3 +225,9 @@ func replyCode(err error) int {
 	}
 	return 0
 }
+
+// ErrorType names the refusal by its AMQP reply (ack.ErrorType).
+func (e *ChannelError) ErrorType() string { return conn.ReplyName(e.Code) }
+
+// ErrorType is "message_too_large" (ack.ErrorType).
+func (e *MessageTooLargeError) ErrorType() string { return "message_too_large" }

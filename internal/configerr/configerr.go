@@ -62,3 +62,6 @@ func (f *Fields) Join(err error) {
 
 // Err is every problem joined, nil when there is none.
 func (f *Fields) Err() error { return errors.Join(f.errs...) }
+
+// ErrorType is "invalid_config" (ack.ErrorType).
+func (e *Error) ErrorType() string { return "invalid_config" }
