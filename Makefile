@@ -16,13 +16,15 @@ postgres:
 ## test: the whole suite against a real RabbitMQ, with the race detector (CI runs this).
 ## The outbox and inbox (pg/) are a module of their own, so that the core
 ## never builds a database driver; they are tested with the core, and so is
-## the interop with watermill-amqp, which only bench/'s module depends on.
+## the interop with watermill-amqp, which only bench/'s module depends on,
+## and the CQRS example (components/cqrs brings protobuf: its own module).
 test: broker postgres
 	$(GO) vet $(PKGS)
 	cd pg && $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	cd pg && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd bench && $(GO) test -race -count=1 -run 'Test' .
+	cd examples/cqrs && $(GO) test -race -count=1 .
 
 ## test-short: unit tests only; no broker needed.
 test-short:
