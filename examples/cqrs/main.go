@@ -98,8 +98,10 @@ func run(ctx context.Context, c *conn.Conn) error {
 	}
 	commandProcessor, err := cqrs.NewCommandProcessorWithConfig(router, cqrs.CommandProcessorConfig{
 		GenerateSubscribeTopic: func(p cqrs.CommandProcessorGenerateSubscribeTopicParams) (string, error) { return p.CommandName, nil },
-		SubscriberConstructor:  func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) { return newSubscriber(commands) },
-		Marshaler:              marshaler, Logger: logger,
+		SubscriberConstructor: func(cqrs.CommandProcessorSubscriberConstructorParams) (message.Subscriber, error) {
+			return newSubscriber(commands)
+		},
+		Marshaler: marshaler, Logger: logger,
 	})
 	if err != nil {
 		return err
