@@ -56,6 +56,14 @@ type Route struct {
 	// Handler and Produce).
 	Produce      message.HandlerFunc
 	PublishTopic string
+	// Respond answers requests (warren.Requester): the message it returns
+	// goes to the request's reply-to address with the request's
+	// correlation id. An error, once the in-process retries are spent,
+	// becomes an error reply (the requester's *warren.RemoteError) and the
+	// request is acked: the requester is waiting, so there is no delayed
+	// retry and no dead-lettering of a failed request. Set exactly one of
+	// Handler, Produce and Respond.
+	Respond func(*message.Message) (*message.Message, error)
 
 	// Middleware are extra Watermill middleware, innermost (closest to the
 	// handler, inside the timeout).
@@ -136,8 +144,14 @@ func (r *Route) Validate() error {
 	if r.Queue.Name == "" {
 		bad("Queue.Name", "must be set (a route's queue outlives reconnects and restarts)")
 	}
-	if (r.Handler == nil) == (r.Produce == nil) {
-		bad("Handler", "set exactly one of Handler and Produce")
+	set := 0
+	for _, h := range []bool{r.Handler != nil, r.Produce != nil, r.Respond != nil} {
+		if h {
+			set++
+		}
+	}
+	if set != 1 {
+		bad("Handler", "set exactly one of Handler, Produce and Respond")
 	}
 	if r.Produce != nil && r.PublishTopic == "" {
 		bad("PublishTopic", "required with Produce")

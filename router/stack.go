@@ -40,6 +40,7 @@ type StackDeps struct {
 //  7. the route's own Middleware, then its Handler or Produce.
 type Stack struct {
 	route  Route
+	pub    message.Publisher
 	mws    []message.HandlerMiddleware
 	poison func(*warren.PoisonError) error
 }
@@ -51,7 +52,7 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 	if err := route.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stack{route: route}
+	s := &Stack{route: route, pub: deps.Publisher}
 	add := func(mw message.HandlerMiddleware, err error) error {
 		if err != nil {
 			return fmt.Errorf("router: route %q: %w", route.Name, err)
@@ -68,6 +69,11 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 	if err := add(middleware.Ack(middleware.AckConfig{})); err != nil {
 		return nil, err
 	}
+	if route.Respond != nil {
+		// A failed request becomes an error reply where a message would be
+		// dead-lettered; nothing is retried through a delay queue.
+		s.mws = append(s.mws, errorReply(deps.Publisher))
+	}
 	if !route.DeadLetter.Disabled {
 		dlq := route.DeadLetter.Queue
 		dlCfg := middleware.DeadLetterConfig{
@@ -75,8 +81,10 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 			Topic:        func(*message.Message) string { return dlq },
 			OnDeadLetter: route.DeadLetter.OnDeadLetter, Telemetry: deps.Telemetry,
 		}
-		if err := add(middleware.DeadLetter(dlCfg)); err != nil {
-			return nil, err
+		if route.Respond == nil {
+			if err := add(middleware.DeadLetter(dlCfg)); err != nil {
+				return nil, err
+			}
 		}
 		poisonDL, err := middleware.DeadLetterPoison(dlCfg)
 		if err != nil {
@@ -84,7 +92,7 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 		}
 		s.poison = func(pe *warren.PoisonError) error { return poisonDL(pe.Message(), pe) }
 	}
-	if !route.DelayedRetry.Disabled {
+	if !route.DelayedRetry.Disabled && route.Respond == nil {
 		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{
 			Publisher: deps.Publisher, Levels: route.DelayedRetry.Levels, Queue: route.Queue.Name, Telemetry: deps.Telemetry,
 			OnRetry: route.DelayedRetry.OnRetry,
@@ -133,6 +141,15 @@ func (s *Stack) Wrap(h message.HandlerFunc) message.HandlerFunc {
 func (s *Stack) Handler() message.HandlerFunc {
 	if h := s.route.Handler; h != nil {
 		return s.Wrap(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
+	}
+	if h := s.route.Respond; h != nil {
+		return s.Wrap(func(m *message.Message) ([]*message.Message, error) {
+			reply, err := h(m)
+			if err != nil {
+				return nil, err
+			}
+			return nil, sendReply(s.pub, m, reply)
+		})
 	}
 	return s.Wrap(s.route.Produce)
 }

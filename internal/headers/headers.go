@@ -29,3 +29,10 @@ const (
 	MetaTimestamp       = "amqp.timestamp"
 	MetaDeliveryMode    = "amqp.delivery_mode"
 )
+
+// ReplyError and ReplyErrorType mark an error reply: the responder's
+// handler failed (the router writes them, the Requester reads them).
+const (
+	ReplyError     = "warren-reply-error"
+	ReplyErrorType = "warren-reply-error-type"
+)

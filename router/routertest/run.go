@@ -26,8 +26,9 @@ type Result struct {
 	kit.Result
 	// Calls is how often the route's handler ran (in-process attempts).
 	Calls int
-	// Published are the delayed retries and dead letters the stack sent,
-	// each with its topic (the delay or dead-letter queue).
+	// Published are the delayed retries, dead letters and replies the
+	// stack sent, each with its topic (the delay or dead-letter queue, the
+	// reply-to address).
 	Published []kit.Published
 	// Waits are Retry's waits between attempts, recorded instead of slept.
 	Waits []time.Duration
@@ -69,6 +70,9 @@ func Run(route router.Route, msg *message.Message, opts ...Option) (Result, erro
 	}
 	if p := route.Produce; p != nil {
 		route.Produce = func(m *message.Message) ([]*message.Message, error) { calls.Add(1); return p(m) }
+	}
+	if r := route.Respond; r != nil {
+		route.Respond = func(m *message.Message) (*message.Message, error) { calls.Add(1); return r(m) }
 	}
 	sleeper := &kit.Sleeper{}
 	if route.Retry.Sleep == nil {

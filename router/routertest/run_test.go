@@ -112,3 +112,37 @@ func TestInvalidRouteIsTheError(t *testing.T) {
 		t.Fatalf("invalid route: %v", err)
 	}
 }
+
+// TestRespondRoute: a request's reply goes to its reply-to address with its
+// correlation id; a failure, after the in-process retries, is an error
+// reply and the request is acked (no delay queue, no dead letter).
+func TestRespondRoute(t *testing.T) {
+	respond := func(fail bool) router.Route {
+		return router.Route{Name: "rpc", Queue: topology.QueueSpec{Name: "rpc"},
+			Respond: func(m *message.Message) (*message.Message, error) {
+				if fail {
+					return nil, errBroken
+				}
+				return message.NewMessage("r", []byte("pong")), nil
+			}}
+	}
+	request := func() *message.Message {
+		return kit.NewMessage("ping", kit.WithMetadata("amqp.reply_to", "amq.rabbitmq.reply-to.abc"), kit.WithMetadata("amqp.correlation_id", "corr-1"))
+	}
+	res, err := routertest.Run(respond(false), request())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Disposition != ack.Ack || len(res.Published) != 1 || res.Published[0].Topic != "amq.rabbitmq.reply-to.abc" ||
+		res.Published[0].Msg.Metadata.Get("amqp.correlation_id") != "corr-1" || string(res.Published[0].Msg.Payload) != "pong" {
+		t.Fatalf("reply: %+v", res)
+	}
+	res, err = routertest.Run(respond(true), request())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Disposition != ack.Ack || res.Calls != 3 || len(res.Published) != 1 ||
+		res.Published[0].Msg.Metadata.Get("warren-reply-error") != "broken" {
+		t.Fatalf("error reply: disposition %v, %d calls, published %+v", res.Disposition, res.Calls, res.Published)
+	}
+}

@@ -1,0 +1,296 @@
+package warren
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill"
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/headers"
+	"github.com/warrenmq/warren/internal/workgroup"
+)
+
+// DirectReplyTo is RabbitMQ's direct reply-to pseudo-queue: replies go
+// straight to the requesting channel's consumer, with no queue declared and
+// nothing left behind.
+const DirectReplyTo = "amq.rabbitmq.reply-to"
+
+// Headers of an error reply (see Requester and router.Route.Respond).
+const (
+	HeaderReplyError     = headers.ReplyError
+	HeaderReplyErrorType = headers.ReplyErrorType
+)
+
+var (
+	// ErrReplyLost: the connection (or the reply channel) went while the
+	// request waited: its reply can no longer arrive. The request may or
+	// may not have been handled.
+	ErrReplyLost = errors.New("warren: reply lost with the connection")
+	// ErrRemote: the responder's handler failed; *RemoteError says how.
+	ErrRemote = errors.New("warren: the responder failed")
+)
+
+// RemoteError is an error reply: the responder's handler failed with Text,
+// of kind Type (ack.ErrorType). It matches ErrRemote.
+type RemoteError struct {
+	Type, Text string
+}
+
+func (e *RemoteError) Error() string {
+	return fmt.Sprintf("warren: the responder failed (%s): %s", e.Type, e.Text)
+}
+
+// Is matches ErrRemote.
+func (e *RemoteError) Is(target error) bool { return target == ErrRemote }
+
+// RequesterConfig shapes a Requester.
+type RequesterConfig struct {
+	// Mapping routes a request's topic. Default: ExistingQueues (the topic
+	// is the responder's queue).
+	Mapping Mapping
+	// Marshaler of requests and replies. Default: DefaultMarshaler.
+	Marshaler Marshaler
+	// Timeout bounds a request whose ctx has no deadline. Default: 30s.
+	Timeout time.Duration
+	// Logger. Default: the connection's.
+	Logger *slog.Logger
+}
+
+func (c *RequesterConfig) setDefaults() {
+	if c.Mapping == nil {
+		c.Mapping = ExistingQueues{}
+	}
+	if c.Marshaler == nil {
+		c.Marshaler = DefaultMarshaler{}
+	}
+	if c.Timeout == 0 {
+		c.Timeout = 30 * time.Second
+	}
+}
+
+// Validate reports every problem, each naming its field.
+func (c *RequesterConfig) Validate() error {
+	f := configerr.For("warren.RequesterConfig")
+	f.Check(c.Timeout < 0, "Timeout", "must not be negative")
+	return f.Err()
+}
+
+// Requester sends requests and waits for their replies over RabbitMQ's
+// direct reply-to: one channel consumes amq.rabbitmq.reply-to (without
+// acks, as direct reply-to requires; an acking consumer is refused with 406)
+// and publishes the requests, confirmed and mandatory; replies find their
+// request by correlation id. Any number of requests may be in flight. When
+// the channel or the connection goes, every request waiting on it fails at
+// once with ErrReplyLost (its reply could only have come to that channel);
+// the next request opens a new one. Safe for concurrent use.
+type Requester struct {
+	conn *conn.Conn
+	pub  *Publisher // routes topics into the registry; its confirm channels are unused
+	cfg  RequesterConfig
+	log  *slog.Logger
+	wg   workgroup.Group
+
+	mu     sync.Mutex
+	line   *replyLine
+	closed bool
+}
+
+// replyLine is one reply channel and the requests waiting on it.
+type replyLine struct {
+	cc      *conn.ConfirmChannel
+	mu      sync.Mutex
+	pending map[string]chan *amqp.Delivery
+	dead    bool
+}
+
+// NewRequester returns a Requester on c (the connection stays the
+// caller's).
+func NewRequester(c *conn.Conn, cfg RequesterConfig) (*Requester, error) {
+	if c == nil {
+		return nil, &ConfigError{Field: "warren.NewRequester.conn", Reason: "must not be nil"}
+	}
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pub, err := NewPublisher(c, PublisherConfig{Mapping: cfg.Mapping, Marshaler: cfg.Marshaler, Logger: cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = c.Logger()
+	}
+	return &Requester{conn: c, pub: pub, cfg: cfg, log: log}, nil
+}
+
+// Request sends msg to topic and returns the reply: the responder's
+// message, or its failure as a *RemoteError (ErrRemote). A request no queue
+// takes fails with ErrUnroutable; one whose reply cannot arrive any more
+// with ErrReplyLost, at once; ctx (or Timeout) bounds the wait.
+func (r *Requester) Request(ctx context.Context, topic string, msg *message.Message) (*message.Message, error) {
+	if err := checkTopic(topic); err != nil {
+		return nil, err
+	}
+	if msg == nil {
+		return nil, fmt.Errorf("%w: nil request", ErrInvalidMessage)
+	}
+	if _, ok := ctx.Deadline(); !ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
+		defer cancel()
+	}
+	route, err := r.pub.route(ctx, topic)
+	if err != nil {
+		return nil, err
+	}
+	pub, err := r.cfg.Marshaler.Marshal(topic, msg)
+	if err != nil {
+		return nil, fmt.Errorf("warren: marshal request %s: %w", msg.UUID, err)
+	}
+	line, err := r.replyLine(ctx)
+	if err != nil {
+		return nil, err
+	}
+	corr := watermill.NewUUID()
+	pub.CorrelationId, pub.ReplyTo = corr, DirectReplyTo
+	wait := make(chan *amqp.Delivery, 1)
+	if !line.expect(corr, wait) {
+		return nil, ErrReplyLost
+	}
+	defer line.forget(corr)
+	c, err := line.cc.Publish(ctx, route.Exchange, route.RoutingKey, true, pub)
+	if err != nil {
+		return nil, fmt.Errorf("warren: request to %q: %w", topic, err)
+	}
+	select {
+	case <-c.Done():
+	case <-ctx.Done():
+		return nil, fmt.Errorf("warren: request to %q not confirmed: %w", topic, ctx.Err())
+	}
+	switch c.Outcome() {
+	case conn.Acked:
+	case conn.Returned:
+		ret := c.Return()
+		return nil, fmt.Errorf("%w: request to %q: %d %s", ErrUnroutable, topic, ret.ReplyCode, ret.ReplyText)
+	case conn.Nacked:
+		return nil, fmt.Errorf("%w: request to %q", ErrNacked, topic)
+	default:
+		return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+	}
+	select {
+	case d, ok := <-wait:
+		if !ok {
+			return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+		}
+		if text, failed := d.Headers[HeaderReplyError]; failed {
+			return nil, &RemoteError{Type: HeaderString(d.Headers[HeaderReplyErrorType]), Text: HeaderString(text)}
+		}
+		reply, err := r.cfg.Marshaler.Unmarshal(d)
+		if err != nil {
+			return nil, fmt.Errorf("warren: reply to %q: %w", topic, err)
+		}
+		return reply, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
+	}
+}
+
+// replyLine returns the live reply channel, opening one when there is none.
+func (r *Requester) replyLine(ctx context.Context) (*replyLine, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return nil, ErrClosed
+	}
+	if r.line != nil && !r.line.isDead() {
+		return r.line, nil
+	}
+	cc, err := r.conn.NewConfirmChannel(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("warren: open the reply channel: %w", err)
+	}
+	deliveries, err := cc.Channel().Consume(ctx, DirectReplyTo, "", true, true, false, nil)
+	if err != nil {
+		_ = cc.Close()
+		return nil, fmt.Errorf("warren: consume %s: %w", DirectReplyTo, err)
+	}
+	line := &replyLine{cc: cc, pending: map[string]chan *amqp.Delivery{}}
+	r.line = line
+	r.wg.Go("reply reader", func() { line.read(deliveries, r.log) })
+	return line, nil
+}
+
+// read hands each reply to its request; when the channel ends, every
+// request still waiting fails at once.
+func (l *replyLine) read(deliveries <-chan amqp.Delivery, log *slog.Logger) {
+	for d := range deliveries {
+		l.mu.Lock()
+		wait, ok := l.pending[d.CorrelationId]
+		delete(l.pending, d.CorrelationId)
+		l.mu.Unlock()
+		if !ok {
+			log.Debug("warren: reply for no waiting request (it gave up)", "correlation_id", d.CorrelationId)
+			continue
+		}
+		wait <- &d
+	}
+	l.mu.Lock()
+	l.dead = true
+	for corr, wait := range l.pending {
+		close(wait)
+		delete(l.pending, corr)
+	}
+	l.mu.Unlock()
+}
+
+func (l *replyLine) expect(corr string, wait chan *amqp.Delivery) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.dead {
+		return false
+	}
+	l.pending[corr] = wait
+	return true
+}
+
+func (l *replyLine) forget(corr string) {
+	l.mu.Lock()
+	delete(l.pending, corr)
+	l.mu.Unlock()
+}
+
+func (l *replyLine) isDead() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.dead || !l.cc.IsOpen()
+}
+
+// Close fails the requests in flight with ErrReplyLost, closes the reply
+// channel and waits for its reader. The connection stays open.
+func (r *Requester) Close() error {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return nil
+	}
+	r.closed = true
+	line := r.line
+	r.mu.Unlock()
+	r.wg.Close()
+	if line != nil {
+		_ = line.cc.Close()
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := r.wg.Wait(ctx, "warren.Requester")
+	return errors.Join(err, r.pub.Close())
+}
