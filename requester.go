@@ -171,37 +171,44 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	if err != nil {
 		return nil, fmt.Errorf("warren: request to %q: %w", topic, err)
 	}
-	select {
-	case <-c.Done():
-	case <-ctx.Done():
-		return nil, fmt.Errorf("warren: request to %q not confirmed: %w", topic, ctx.Err())
-	}
-	switch c.Outcome() {
-	case conn.Acked:
-	case conn.Returned:
-		ret := c.Return()
-		return nil, fmt.Errorf("%w: request to %q: %d %s", ErrUnroutable, topic, ret.ReplyCode, ret.ReplyText)
-	case conn.Nacked:
-		return nil, fmt.Errorf("%w: request to %q", ErrNacked, topic)
-	default:
-		return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
-	}
-	select {
-	case d, ok := <-wait:
-		if !ok {
-			return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+	// The reply and the confirm race: a reply proves the request arrived,
+	// and a refused request has no reply to wait for.
+	confirmed := c.Done()
+	for {
+		select {
+		case d, ok := <-wait:
+			if !ok {
+				return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+			}
+			return r.reply(topic, d)
+		case <-confirmed:
+			confirmed = nil
+			switch c.Outcome() {
+			case conn.Acked:
+			case conn.Returned:
+				ret := c.Return()
+				return nil, fmt.Errorf("%w: request to %q: %d %s", ErrUnroutable, topic, ret.ReplyCode, ret.ReplyText)
+			case conn.Nacked:
+				return nil, fmt.Errorf("%w: request to %q", ErrNacked, topic)
+			default:
+				return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
 		}
-		if text, failed := d.Headers[HeaderReplyError]; failed {
-			return nil, &RemoteError{Type: HeaderString(d.Headers[HeaderReplyErrorType]), Text: HeaderString(text)}
-		}
-		reply, err := r.cfg.Marshaler.Unmarshal(d)
-		if err != nil {
-			return nil, fmt.Errorf("warren: reply to %q: %w", topic, err)
-		}
-		return reply, nil
-	case <-ctx.Done():
-		return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
 	}
+}
+
+// reply is the requester's answer for a reply delivery.
+func (r *Requester) reply(topic string, d *amqp.Delivery) (*message.Message, error) {
+	if text, failed := d.Headers[HeaderReplyError]; failed {
+		return nil, &RemoteError{Type: HeaderString(d.Headers[HeaderReplyErrorType]), Text: HeaderString(text)}
+	}
+	reply, err := r.cfg.Marshaler.Unmarshal(d)
+	if err != nil {
+		return nil, fmt.Errorf("warren: reply to %q: %w", topic, err)
+	}
+	return reply, nil
 }
 
 // replyLine returns the live reply channel, opening one when there is none.

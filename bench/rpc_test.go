@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
+)
+
+// BenchmarkRequestReply: round trips per second and latency of warren's
+// Requester against a raw amqp091-go direct reply-to loop of the same
+// shape (1 and 16 concurrent requesters), both against the same responder
+// (a warren router route with Respond), interleaved rounds, medians:
+//
+//	go test -run '^$' -bench RequestReply -benchtime 1x
+func BenchmarkRequestReply(b *testing.B) {
+	url, remove := vhost(b)
+	defer remove()
+	const q = "rpc.bench"
+	c := openWarrenAt(b, url)
+	ctx := context.Background()
+	defer c.Close(ctx)
+	r, err := router.New(c, router.Config{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := r.AddRoute(router.Route{
+		Name: "echo", Queue: topology.QueueSpec{Name: q}, MaxInFlight: 16, Prefetch: 64,
+		Tracing: router.TracingSettings{Disabled: true},
+		Respond: func(m *message.Message) (*message.Message, error) {
+			return message.NewMessage(m.UUID, m.Payload), nil
+		},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = r.Run(ctx) }()
+	if err := r.WaitRunning(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer r.Close(ctx)
+
+	rq, err := warren.NewRequester(openWarrenAt(b, url), warren.RequesterConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rq.Close()
+	raw := newRawRequester(b, url)
+	defer raw.close()
+
+	warrenCall := func(i int) error {
+		_, err := rq.Request(ctx, q, message.NewMessage(strconv.Itoa(i), body))
+		return err
+	}
+	rawCall := func(i int) error { return raw.request(q, body) }
+	for _, workers := range []int{1, 16} {
+		n := 1000 * workers / 4
+		if n < 500 {
+			n = 500
+		}
+		var wRate, rRate []float64
+		var wP50, rP50, wP99, rP99 []time.Duration
+		for range scaleRounds {
+			rate, p50, p99 := rpcRound(b, n, workers, rawCall)
+			rRate, rP50, rP99 = append(rRate, rate), append(rP50, p50), append(rP99, p99)
+			rate, p50, p99 = rpcRound(b, n, workers, warrenCall)
+			wRate, wP50, wP99 = append(wRate, rate), append(wP50, p50), append(wP99, p99)
+		}
+		name := fmt.Sprintf("%d requester(s)", workers)
+		medF := func(xs []float64) float64 { s := slices.Clone(xs); slices.Sort(s); return s[len(s)/2] }
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		// Throughput: warren at least 0.8x raw (ratio raw/warren <= 1.25).
+		line("rpc", name+" round trips/s", medF(wRate), medF(rRate), "/s", 0)
+		fmt.Printf("TARGET name=%q value=%.3f bound=0.80 met=%v\n", "rpc "+name+" throughput vs raw", medF(wRate)/medF(rRate), medF(wRate)/medF(rRate) >= 0.8)
+		line("rpc", name+" p50", ms(median(wP50)), ms(median(rP50)), "ms", 1.2)
+		line("rpc", name+" p99", ms(median(wP99)), ms(median(rP99)), "ms", 0)
+	}
+}
+
+// rpcRound runs n calls on workers goroutines and returns calls per second
+// and the p50 and p99 latencies.
+func rpcRound(b *testing.B, n, workers int, call func(i int) error) (float64, time.Duration, time.Duration) {
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	start := time.Now()
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				t0 := time.Now()
+				if err := call(i); err != nil {
+					b.Error(err)
+					return
+				}
+				lat[i] = time.Since(t0)
+			}
+		}()
+	}
+	wg.Wait()
+	rate := float64(n) / time.Since(start).Seconds()
+	slices.Sort(lat)
+	return rate, lat[n/2], lat[n*99/100]
+}
+
+// rawRequester is direct reply-to done by hand with amqp091-go: one
+// channel consumes amq.rabbitmq.reply-to and publishes the requests;
+// replies are matched by correlation id.
+type rawRequester struct {
+	conn    *amqp.Connection
+	ch      *amqp.Channel
+	mu      sync.Mutex
+	seq     int
+	pending map[string]chan struct{}
+}
+
+func newRawRequester(b *testing.B, url string) *rawRequester {
+	c, err := amqp.Dial(url)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch, err := c.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	d, err := ch.Consume("amq.rabbitmq.reply-to", "", true, true, false, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	r := &rawRequester{conn: c, ch: ch, pending: map[string]chan struct{}{}}
+	go func() {
+		for m := range d {
+			r.mu.Lock()
+			w := r.pending[m.CorrelationId]
+			delete(r.pending, m.CorrelationId)
+			r.mu.Unlock()
+			if w != nil {
+				close(w)
+			}
+		}
+	}()
+	return r
+}
+
+func (r *rawRequester) request(q string, body []byte) error {
+	r.mu.Lock()
+	r.seq++
+	corr := strconv.Itoa(r.seq)
+	w := make(chan struct{})
+	r.pending[corr] = w
+	r.mu.Unlock()
+	if err := r.ch.PublishWithContext(context.Background(), "", q, false, false, amqp.Publishing{
+		CorrelationId: corr, ReplyTo: "amq.rabbitmq.reply-to", Body: body,
+	}); err != nil {
+		return err
+	}
+	select {
+	case <-w:
+		return nil
+	case <-time.After(30 * time.Second):
+		return fmt.Errorf("raw request %s: no reply", corr)
+	}
+}
+
+func (r *rawRequester) close() { _ = r.conn.Close() }
