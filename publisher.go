@@ -118,7 +118,15 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		if err != nil {
 			return fmt.Errorf("warren: marshal message %s: %w", m.UUID, err)
 		}
-		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: route.Exchange, RoutingKey: route.RoutingKey, Mandatory: p.cfg.Mandatory, Msg: pub}
+		exchange := route.Exchange
+		if delay, scheduled, err := delayOf(m); err != nil {
+			return err
+		} else if scheduled {
+			if exchange, err = p.schedule(ctx, topic, route, &pub, delay); err != nil {
+				return err
+			}
+		}
+		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: route.RoutingKey, Mandatory: p.cfg.Mandatory, Msg: pub}
 	}
 	var failed map[string]error
 	for i, err := range p.ops.PublishAll(ctx, out) {

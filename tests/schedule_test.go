@@ -1,0 +1,186 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/components/delay"
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/warrentest"
+)
+
+// arrivals records when each message arrived.
+type arrivals struct {
+	vhost string
+	mu    sync.Mutex
+	at map[string]time.Time
+	ch chan string
+}
+
+func collect(vhost string, out <-chan *message.Message) *arrivals {
+	a := &arrivals{vhost: vhost, at: map[string]time.Time{}, ch: make(chan string, 100)}
+	go func() {
+		for m := range out {
+			a.mu.Lock()
+			a.at[m.UUID] = time.Now()
+			a.mu.Unlock()
+			m.Ack()
+			a.ch <- m.UUID
+		}
+	}()
+	return a
+}
+
+// wait waits for n arrivals and returns their times.
+func (a *arrivals) wait(t *testing.T, n int, within time.Duration) map[string]time.Time {
+	t.Helper()
+	deadline := time.After(within)
+	for range n {
+		select {
+		case <-a.ch:
+		case <-deadline:
+			out, _ := rabbittest.Ctl(context.Background(), "", "list_queues", "-p", a.vhost, "name", "messages", "--no-table-headers")
+			t.Fatalf("%d of %d scheduled messages arrived within %v (%v); queues of the vhost:\n%s", len(a.snapshot()), n, within, a.snapshot(), out)
+		}
+	}
+	return a.snapshot()
+}
+
+func (a *arrivals) snapshot() map[string]time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := map[string]time.Time{}
+	for k, v := range a.at {
+		out[k] = v
+	}
+	return out
+}
+
+// nextSecond is a whole second at least d from now: Watermill's delay
+// metadata has second precision.
+func nextSecond(d time.Duration) time.Time { return time.Now().Add(d).Truncate(time.Second).Add(time.Second) }
+
+// TestScheduledDelivery: messages with Watermill's delay metadata, due 1 s
+// to 2 min from now, all published at once, each arrive no earlier than due
+// and at most a second after, to a queue or through an exchange with their
+// routing key, with no plugin.
+func TestScheduledDelivery(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := openConn(t, b.URL)
+	queues := warren.QueuePerTopic{Prefix: b.Prefix}
+	topics := warren.TopicExchange{Exchange: b.Name("sched.x"), Prefix: b.Prefix}
+	b.Name("sched")
+	b.Name("orders.created")
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: queues})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	out, err := sub.Subscribe(ctxT(t, 5*time.Minute), "sched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	xsub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: topics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xsub.Close()
+	xout, err := xsub.Subscribe(ctxT(t, 5*time.Minute), "orders.created")
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, xa := collect(b.Vhost, out), collect(b.Vhost, xout)
+
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: queues})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	xpub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: topics})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer xpub.Close()
+
+	delays := []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 13 * time.Second, 30 * time.Second, 2 * time.Minute}
+	due := map[string]time.Time{}
+	for _, d := range delays {
+		id := "in-" + d.String()
+		due[id] = nextSecond(d)
+		m := message.NewMessage(id, []byte("x"))
+		delay.Message(m, delay.Until(due[id]))
+		if err := pub.Publish("sched", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	xdue := nextSecond(3 * time.Second)
+	xm := message.NewMessage("through-exchange", []byte("x"))
+	delay.Message(xm, delay.Until(xdue))
+	if err := xpub.Publish("orders.created", xm); err != nil {
+		t.Fatal(err)
+	}
+
+	check := func(id string, due, arrived time.Time) {
+		late := arrived.Sub(due)
+		t.Logf("%s: due %s, arrived %+.3fs", id, due.Format("15:04:05"), late.Seconds())
+		// Due no earlier than asked, and at most a second after (with a
+		// little for the consumer's own hop).
+		if late < 0 || late > 1200*time.Millisecond {
+			t.Errorf("%s arrived %v after its due time, want 0 to 1s", id, late)
+		}
+	}
+	xgot := xa.wait(t, 1, 30*time.Second)
+	check("through-exchange", xdue, xgot["through-exchange"])
+	got := a.wait(t, len(delays), 3*time.Minute)
+	for id, d := range due {
+		check(id, d, got[id])
+	}
+}
+
+// TestScheduledSurvivesARestart: scheduled messages wait in quorum queues,
+// so a restart of the broker while they wait loses none, and they still
+// arrive no earlier than due.
+func TestScheduledSurvivesARestart(t *testing.T) {
+	b := warrentest.New(t, warrentest.Own())
+	c := b.Conn(conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second})})
+	queues := warren.QueuePerTopic{}
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: queues})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	due := map[string]time.Time{}
+	for _, d := range []time.Duration{10 * time.Second, 20 * time.Second} {
+		id := fmt.Sprintf("after-%v", d)
+		due[id] = nextSecond(d)
+		m := message.NewMessage(id, []byte("x"))
+		delay.Message(m, delay.Until(due[id]))
+		if err := pub.Publish("sched", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.Restart()
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: queues})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	out, err := sub.Subscribe(ctxT(t, 5*time.Minute), "sched")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := collect(b.Vhost, out).wait(t, len(due), 2*time.Minute)
+	for id, d := range due {
+		if got[id].Before(d) {
+			t.Errorf("%s arrived %v before its due time", id, d.Sub(got[id]))
+		}
+		t.Logf("%s: arrived %+.3fs after due", id, got[id].Sub(d).Seconds())
+	}
+}
