@@ -17,7 +17,7 @@ const (
 	// HeaderRetryRound counts the delayed retries a message went through.
 	HeaderRetryRound = "warren-retry-round"
 	// HeaderOriginalExchange and HeaderOriginalRoutingKey keep where the
-	// message was first published: a message coming back from a delay queue
+	// message was first published: a message coming back from a delay
 	// arrives through the default exchange. ack.Copy writes them.
 	HeaderOriginalExchange   = ack.HeaderOriginalExchange
 	HeaderOriginalRoutingKey = ack.HeaderOriginalRoutingKey
@@ -30,34 +30,37 @@ var ErrRetriesExhausted = errors.New("middleware: delayed retries exhausted")
 // DefaultDelayLevels are DelayedRetry's default levels.
 var DefaultDelayLevels = []time.Duration{time.Second, 10 * time.Second, time.Minute, 10 * time.Minute}
 
-// DelayQueueName is the default name of the delay queue of a level for a
-// work queue: "<queue>.retry.<level>", e.g. "orders.retry.10s".
-func DelayQueueName(workQueue string, level time.Duration) string {
-	return workQueue + ".retry." + level.String()
-}
+// Watermill's delay metadata (components/delay), which DelayedRetry sets
+// on its copy: a delay-aware publisher (warren's, or Watermill's delayed
+// Pub/Subs) delivers the copy when it is due.
+const (
+	metaDelayedUntil = "_watermill_delayed_until"
+	metaDelayedFor   = "_watermill_delayed_for"
+)
 
 // DelayedRetryEvent is passed to DelayedRetryConfig.OnRetry once a message
-// has been republished to a delay queue.
+// has been scheduled to come back.
 type DelayedRetryEvent struct {
 	Msg   *message.Message
 	Err   error
 	Round int
 	Level time.Duration
+	// Queue is the work queue the copy comes back to.
 	Queue string
 }
 
 // DelayedRetryConfig shapes DelayedRetry.
 type DelayedRetryConfig struct {
-	// Publisher republishes to a delay queue, the topic being the delay
-	// queue's name: a warren.Publisher with warren.ExistingQueues mapping
-	// (default exchange, routing key = topic), so each Publish returns once
-	// the broker confirmed. Required.
+	// Publisher schedules the copy back to the work queue, the topic being
+	// the queue's name, with Watermill's delay metadata: a
+	// warren.Publisher with warren.ExistingQueues mapping (default
+	// exchange, routing key = topic) sends it through the broker's delay
+	// levels (topology.Schedule) and returns once the broker confirmed.
+	// Required.
 	Publisher message.Publisher
-	// Levels are the delays, one delay queue each. Default:
-	// DefaultDelayLevels (1s, 10s, 1m, 10m).
+	// Levels are the delays, in whole seconds (warren's delay levels round
+	// up to seconds). Default: DefaultDelayLevels (1s, 10s, 1m, 10m).
 	Levels []time.Duration
-	// DelayQueue names a level's delay queue. Default: DelayQueueName.
-	DelayQueue func(workQueue string, level time.Duration) string
 	// Queue is the work queue for messages without ack.Info (other
 	// Pub/Subs). Default: the queue the message was consumed from.
 	Queue string
@@ -72,9 +75,6 @@ type DelayedRetryConfig struct {
 func (c *DelayedRetryConfig) setDefaults() {
 	if len(c.Levels) == 0 {
 		c.Levels = DefaultDelayLevels
-	}
-	if c.DelayQueue == nil {
-		c.DelayQueue = DelayQueueName
 	}
 	if c.Now == nil {
 		c.Now = time.Now
@@ -91,10 +91,11 @@ func (c *DelayedRetryConfig) Validate() error {
 	return f.Err()
 }
 
-// DelayedRetry republishes a failed message to the delay queue of its next
-// level (each level a queue with a queue-level TTL dead-lettering back to the
-// work queue: per-message TTLs expire only at the head of a queue, PITFALLS
-// 18), with warren's attempt header incremented (RabbitMQ 4.0+ ignores a
+// DelayedRetry schedules a copy of a failed message (ack.Copy) back to its
+// work queue after the delay of its next level, through the same delay
+// infrastructure as any scheduled message (warren's broker delay levels:
+// per-message TTLs expire only at the head of a queue, PITFALLS 18), with
+// warren's attempt header incremented (RabbitMQ 4.0+ ignores a
 // client-set x-death, PITFALLS 16), and returns nil only once the broker
 // confirmed the republish, so the original is acked after its copy is safe.
 // When every level is used, it returns the error wrapped in
@@ -132,15 +133,17 @@ func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
 			if retry.Metadata.Get(HeaderFirstFailure) == "" {
 				retry.Metadata.Set(HeaderFirstFailure, cfg.Now().UTC().Format(time.RFC3339Nano))
 			}
-			delayQueue := cfg.DelayQueue(queue, level)
-			if perr := cfg.Publisher.Publish(delayQueue, retry); perr != nil {
-				return nil, ack.AsRequeue(fmt.Errorf("middleware: republish to %s failed (%w) after: %w", delayQueue, perr, err))
+			now := cfg.Now()
+			retry.Metadata.Set(metaDelayedUntil, now.Add(level).UTC().Format(time.RFC3339Nano))
+			retry.Metadata.Set(metaDelayedFor, level.String())
+			if perr := cfg.Publisher.Publish(queue, retry); perr != nil {
+				return nil, ack.AsRequeue(fmt.Errorf("middleware: schedule the retry to %s in %v failed (%w) after: %w", queue, level, perr, err))
 			}
 			if cfg.Telemetry != nil {
 				cfg.Telemetry.countRetry(msg.Context(), "delayed")
 			}
 			if cfg.OnRetry != nil {
-				cfg.OnRetry(DelayedRetryEvent{Msg: msg, Err: err, Round: round + 1, Level: level, Queue: delayQueue})
+				cfg.OnRetry(DelayedRetryEvent{Msg: msg, Err: err, Round: round + 1, Level: level, Queue: queue})
 			}
 			return nil, nil
 		}

@@ -17,8 +17,9 @@
 //   - [Retry] retries in-process with exponential backoff and jitter, a fresh
 //     context per attempt (Watermill issue 467), bounded well below the
 //     broker's consumer_timeout.
-//   - [DelayedRetry] then republishes the message to a delay queue of the
-//     right level (queue TTL, dead-lettering back to the work queue),
+//   - [DelayedRetry] then schedules a copy back to the work queue after
+//     its level's delay (Watermill's delay metadata: warren's Publisher
+//     routes it through the broker's delay levels, topology.Schedule),
 //     counting attempts in its own header, and acks the original only once
 //     the republish is confirmed.
 //   - [DeadLetter] takes what is left: rejects it to the broker's

@@ -31,11 +31,12 @@ func Example_testKit() {
 	h := func(m *message.Message) ([]*message.Message, error) { return nil, handler(m) }
 
 	r := kit.Run(kit.NewMessage("order"), h, stack...)
-	fmt.Println("failing order:", r.Disposition, "republished to", retries.Published()[0].Topic)
+	scheduled := retries.Published()[0]
+	fmt.Println("failing order:", r.Disposition, "scheduled back to", scheduled.Topic, "in", scheduled.Msg.Metadata.Get("_watermill_delayed_for"))
 
 	r = kit.Run(kit.NewMessage(""), h, stack...)
 	fmt.Println("empty order:", r.Disposition)
 	// Output:
-	// failing order: ack republished to work.retry.1s
+	// failing order: ack scheduled back to work in 1s
 	// empty order: reject
 }

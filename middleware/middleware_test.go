@@ -163,8 +163,9 @@ func TestDelayedRetry(t *testing.T) {
 		t.Fatalf("the original must be acked once the republish is confirmed: %v", r.Err)
 	}
 	got := pub.Published()
-	if len(got) != 1 || got[0].Topic != "work.retry.1s" {
-		t.Fatalf("published %+v", got)
+	if len(got) != 1 || got[0].Topic != "work" || got[0].Msg.Metadata.Get("_watermill_delayed_for") != "1s" ||
+		got[0].Msg.Metadata.Get("_watermill_delayed_until") != "2026-01-02T03:04:06Z" {
+		t.Fatalf("published %+v: want the copy scheduled back to its queue in 1s", got)
 	}
 	m := got[0].Msg
 	want := map[string]string{
@@ -184,10 +185,10 @@ func TestDelayedRetry(t *testing.T) {
 		t.Fatalf("uuid %s events %+v", m.UUID, events)
 	}
 
-	// Coming back from the first delay queue: next level.
+	// Coming back from the first delay: next level.
 	second := kit.NewMessage("x", kit.WithMetadata(middleware.HeaderRetryRound, "1"), kit.WithMetadata(ack.AttemptHeader, "1"))
 	kit.Run(second, fail.Func, mw)
-	if got := pub.Published(); len(got) != 2 || got[1].Topic != "work.retry.10s" || got[1].Msg.Metadata.Get(ack.AttemptHeader) != "2" {
+	if got := pub.Published(); len(got) != 2 || got[1].Topic != "work" || got[1].Msg.Metadata.Get("_watermill_delayed_for") != "10s" || got[1].Msg.Metadata.Get(ack.AttemptHeader) != "2" {
 		t.Fatalf("second round %+v", got[1])
 	}
 	// Every level used: exhausted, for DeadLetter.

@@ -16,7 +16,7 @@ import (
 type RetryAttempt struct {
 	Msg *message.Message
 	// Attempt is the message's attempt that failed (ack.Attempt: counted
-	// across in-process retries, delay queues and redeliveries).
+	// across in-process retries, delayed retries and redeliveries).
 	Attempt int
 	Err     error
 	// Next is the wait before the next attempt; -1 when none follows.

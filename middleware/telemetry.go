@@ -63,7 +63,7 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	}{
 		{&t.sent, "messaging.client.sent.messages", "Messages a producer attempted to send."},
 		{&t.consumed, "messaging.client.consumed.messages", "Messages delivered to the application."},
-		{&t.retries, "warren.retries", "Retries scheduled (in-process or through delay queues)."},
+		{&t.retries, "warren.retries", "Retries scheduled (in-process or delayed)."},
 		{&t.deadLetters, "warren.dead_letters", "Messages dead-lettered."},
 	}
 	for _, c := range counters {

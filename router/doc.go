@@ -5,7 +5,7 @@
 // prefetch and MaxInFlight, its retry, delayed retry, dead-letter and tracing
 // settings, and its handler. [Router.Run] declares every route's topology in
 // the registry (so it is restored after every reconnect, dead-letter and
-// delay queues included), checks that every dead-letter target exists,
+// delay levels included), checks that every dead-letter target exists,
 // creates a warren Subscriber per route and wraps each handler in the
 // standard stack, outermost first:
 //

@@ -13,7 +13,7 @@ type Health struct {
 	Connected bool `json:"connected"`
 	// TopologyRestored is false when an entity failed to restore in the
 	// latest restore run of the connection's registry: it covers every
-	// route, the dead-letter and delay queues, and what the output
+	// route, the dead-letter queue and the delay levels, and what the output
 	// publisher declared.
 	TopologyRestored bool `json:"topology_restored"`
 	// Routes maps each route to whether it is consuming (false while its

@@ -39,7 +39,7 @@ type Route struct {
 
 	// Retry is the in-process retry. Default: middleware.RetryConfig's.
 	Retry RetrySettings
-	// DelayedRetry is the broker-side retry through delay queues.
+	// DelayedRetry is the broker-side retry through the delay levels.
 	DelayedRetry DelayedRetrySettings
 	// DeadLetter is where messages go when retries are exhausted.
 	DeadLetter DeadLetterSettings
@@ -76,12 +76,12 @@ type RetrySettings struct {
 	middleware.RetryConfig
 }
 
-// DelayedRetrySettings shape the delay queues of a route.
+// DelayedRetrySettings shape the delayed retries of a route.
 type DelayedRetrySettings struct {
 	Disabled bool
 	// Levels default to middleware.DefaultDelayLevels.
 	Levels []time.Duration
-	// OnRetry is called after each confirmed republish to a delay queue.
+	// OnRetry is called after each confirmed scheduled copy.
 	OnRetry func(middleware.DelayedRetryEvent)
 }
 
@@ -160,8 +160,8 @@ func (r *Route) Validate() error {
 		bad("Timeout", "must not be negative")
 	}
 	for i, l := range r.DelayedRetry.Levels {
-		if l < time.Millisecond {
-			bad(fmt.Sprintf("DelayedRetry.Levels[%d]", i), "at least 1ms")
+		if l < time.Second || l%time.Second != 0 {
+			bad(fmt.Sprintf("DelayedRetry.Levels[%d]", i), fmt.Sprintf("%v: whole seconds, at least 1s (the delay levels' granularity)", l))
 		}
 	}
 	if r.DeadLetter.Mode != middleware.RejectToDLX && r.DeadLetter.Mode != middleware.PublishToDLQ {
@@ -174,32 +174,22 @@ func (r *Route) Validate() error {
 }
 
 // topology is everything the route needs on the broker: its exchanges,
-// queue, bindings, dead-letter queue and delay queues.
+// queue, bindings, dead-letter queue and the delay levels.
 func (r *Route) topology() topology.Topology {
 	t := topology.Topology{Exchanges: r.Exchanges, Queues: []topology.QueueSpec{r.Queue}, Bindings: r.Bindings}
 	if !r.DeadLetter.Disabled {
 		t.Queues = append(t.Queues, topology.QueueSpec{Name: r.DeadLetter.Queue, Durable: r.Queue.Durable || r.Queue.Args.Type == topology.Quorum})
 	}
-	if !r.DelayedRetry.Disabled {
-		t.Queues = append(t.Queues, DelayQueues(r.Queue.Name, r.DelayedRetry.Levels, r.Queue.Durable)...)
+	if !r.DelayedRetry.Disabled && r.Respond == nil {
+		// Delayed retries come back through the connection's delay levels
+		// (topology.ScheduleTopology), declared with the first one.
+		levels := topology.ScheduleTopology()
+		t.Exchanges = append(t.Exchanges, levels.Exchanges...)
+		t.Queues = append(t.Queues, levels.Queues...)
+		t.Bindings = append(t.Bindings, levels.Bindings...)
+		t.Bindings = append(t.Bindings, scheduleBinding(r.Queue.Name))
 	}
 	return t
-}
-
-// DelayQueues are the delay queues of a work queue: one per level, named by
-// middleware.DelayQueueName, whose queue-level TTL dead-letters messages
-// back to the work queue through the default exchange. Use them with
-// middleware.DelayedRetry on a router of your own.
-func DelayQueues(workQueue string, levels []time.Duration, durable bool) []topology.QueueSpec {
-	out := make([]topology.QueueSpec, 0, len(levels))
-	for _, l := range levels {
-		out = append(out, topology.QueueSpec{
-			Name:    middleware.DelayQueueName(workQueue, l),
-			Durable: durable,
-			Args:    topology.QueueArgs{MessageTTL: l, DeadLetterRoutingKey: workQueue},
-		})
-	}
-	return out
 }
 
 // subscriberConfig is the route's subscriber.
@@ -217,4 +207,10 @@ func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent
 		HandlerTimeout: r.Timeout,
 		Logger:         cfg.Logger,
 	}
+}
+
+// scheduleBinding delivers a work queue's scheduled copies to it.
+func scheduleBinding(queue string) topology.BindSpec {
+	b, _ := topology.ScheduleDestination("", queue)
+	return b
 }

@@ -71,7 +71,7 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 	}
 	if route.Respond != nil {
 		// A failed request becomes an error reply where a message would be
-		// dead-lettered; nothing is retried through a delay queue.
+		// dead-lettered; nothing is retried after a delay.
 		s.mws = append(s.mws, errorReply(deps.Publisher))
 	}
 	if !route.DeadLetter.Disabled {

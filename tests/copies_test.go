@@ -72,7 +72,7 @@ func TestCopiesKeepEveryMessageWhole(t *testing.T) {
 		name string
 		mode middleware.DeadLetterMode
 		// delayed: the copy is the delayed-retry republish, read from the
-		// delay queue (its level an hour, so it stays there).
+		// delay level where it waits (its delay an hour, so it stays there).
 		delayed bool
 		// brokerCopy: the broker made the copy (x-death records it).
 		brokerCopy bool
@@ -104,8 +104,9 @@ func TestCopiesKeepEveryMessageWhole(t *testing.T) {
 			if tc.delayed {
 				level := time.Hour
 				route.DelayedRetry = router.DelayedRetrySettings{Levels: []time.Duration{level}}
-				target = middleware.DelayQueueName(q, level)
-				b.Name(target)
+				// An hour is 2048+1024+512+16 s: the copy first waits in the
+				// delay level of 2^11 s.
+				target = topology.ScheduleQueue(11)
 			}
 			if err := r.AddRoute(route); err != nil {
 				t.Fatal(err)

@@ -31,6 +31,7 @@ func TestExamples(t *testing.T) {
 		"plain-watermill": {"flaky: attempt 2", "flaky: handled on attempt 4; it never spun", "plain Watermill router: 3 messages through warren"},
 		"reconnect":       {"connected -> reconnecting", "reconnecting -> connected", "closing -> closed"},
 		"rpc":             {"tea costs 300", "biscuits costs 800", "remote error (not_sold): we do not sell unicorns", "unroutable after", "done"},
+		"scheduled":       {"stand up          due", "drink water       due", "water the plants  due", "done"},
 		"cluster":         {"connecting -> connecting (attempt 1)", "connected to amqp://127.0.0.1:5672/"},
 	}
 	entries, err := os.ReadDir("../examples")

@@ -128,7 +128,7 @@ func TestRouteFailsThreeTimesThenSucceeds(t *testing.T) {
 	calls := 0
 	if err := r.AddRoute(router.Route{
 		Name: "fails3", Queue: topology.QueueSpec{Name: q, Durable: true},
-		Retry: fastRetry(), DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{200 * time.Millisecond}},
+		Retry: fastRetry(), DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		Handler: func(m *message.Message) error {
 			mu.Lock()
 			defer mu.Unlock()
@@ -176,7 +176,7 @@ func TestRouteAlwaysFailingEndsInDeadLetterQueue(t *testing.T) {
 			r := newRouter(t, b.URL, router.Config{})
 			q := fmt.Sprintf("%sdl%d", b.Prefix, mode)
 			var dead atomic.Int32
-			levels := []time.Duration{200 * time.Millisecond, 400 * time.Millisecond}
+			levels := []time.Duration{time.Second, 2 * time.Second}
 			if err := r.AddRoute(router.Route{
 				Name: "always-fails", Queue: topology.QueueSpec{Name: q, Durable: true},
 				Retry: fastRetry(), DelayedRetry: router.DelayedRetrySettings{Levels: levels},
@@ -189,8 +189,8 @@ func TestRouteAlwaysFailingEndsInDeadLetterQueue(t *testing.T) {
 			start := time.Now()
 			publish(t, r, q, message.NewMessage("doomed", []byte("payload")))
 			waitQueueDepth(t, b.URL, q+".dlq", 1, 20*time.Second)
-			if d := time.Since(start); d < 600*time.Millisecond {
-				t.Fatalf("dead-lettered after %v, before the configured delays (600ms)", d)
+			if d := time.Since(start); d < 3*time.Second {
+				t.Fatalf("dead-lettered after %v, before the configured delays (3s)", d)
 			}
 			d := getOne(t, b.URL, q+".dlq")
 			if d.MessageId != "doomed" || string(d.Body) != "payload" || dead.Load() != 1 {
@@ -300,7 +300,7 @@ func TestTraceContinuesThroughDelayedRetry(t *testing.T) {
 	var calls atomic.Int32
 	if err := r.AddRoute(router.Route{
 		Name: "traced", Queue: topology.QueueSpec{Name: q, Durable: true},
-		Retry: router.RetrySettings{Disabled: true}, DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{200 * time.Millisecond}},
+		Retry: router.RetrySettings{Disabled: true}, DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		Handler: func(*message.Message) error {
 			if calls.Add(1) == 1 {
 				return errors.New("first time fails")

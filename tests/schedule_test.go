@@ -20,8 +20,8 @@ import (
 type arrivals struct {
 	vhost string
 	mu    sync.Mutex
-	at map[string]time.Time
-	ch chan string
+	at    map[string]time.Time
+	ch    chan string
 }
 
 func collect(vhost string, out <-chan *message.Message) *arrivals {
@@ -65,7 +65,9 @@ func (a *arrivals) snapshot() map[string]time.Time {
 
 // nextSecond is a whole second at least d from now: Watermill's delay
 // metadata has second precision.
-func nextSecond(d time.Duration) time.Time { return time.Now().Add(d).Truncate(time.Second).Add(time.Second) }
+func nextSecond(d time.Duration) time.Time {
+	return time.Now().Add(d).Truncate(time.Second).Add(time.Second)
+}
 
 // TestScheduledDelivery: messages with Watermill's delay metadata, due 1 s
 // to 2 min from now, all published at once, each arrive no earlier than due

@@ -39,7 +39,8 @@ var ErrDelayTooLong = errors.New("topology: delay too long for the delay levels"
 
 func scheduleExchange(level int) string { return fmt.Sprintf("warren.delay.%02d", level) }
 
-func scheduleQueue(level int) string { return fmt.Sprintf("warren.delay.%02d.wait", level) }
+// ScheduleQueue is the queue where messages wait at a delay level.
+func ScheduleQueue(level int) string { return fmt.Sprintf("warren.delay.%02d.wait", level) }
 
 func scheduleHeader(level int) string { return fmt.Sprintf("warren-delay-%02d", level) }
 
@@ -53,7 +54,7 @@ func ScheduleTopology() Topology {
 			next = scheduleExchange(k - 1)
 		}
 		t.Exchanges = append(t.Exchanges, ExchangeSpec{Name: scheduleExchange(k), Type: Headers, Durable: true})
-		t.Queues = append(t.Queues, QueueSpec{Name: scheduleQueue(k), Durable: true, Args: QueueArgs{
+		t.Queues = append(t.Queues, QueueSpec{Name: ScheduleQueue(k), Durable: true, Args: QueueArgs{
 			Type:               Quorum,
 			MessageTTL:         time.Duration(1<<k) * time.Second,
 			DeadLetterExchange: next,
@@ -63,7 +64,7 @@ func ScheduleTopology() Topology {
 			Overflow:           RejectPublish,
 		}})
 		t.Bindings = append(t.Bindings,
-			BindSpec{Source: scheduleExchange(k), Destination: scheduleQueue(k), Kind: BindQueue,
+			BindSpec{Source: scheduleExchange(k), Destination: ScheduleQueue(k), Kind: BindQueue,
 				Args: amqp.Table{"x-match": "all", scheduleHeader(k): "1"}},
 			BindSpec{Source: scheduleExchange(k), Destination: next, Kind: BindExchange,
 				Args: amqp.Table{"x-match": "all", scheduleHeader(k): "0"}},

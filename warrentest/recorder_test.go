@@ -38,7 +38,7 @@ func TestWaitThatFailsSaysWhatHappened(t *testing.T) {
 		route := rec.Route(router.Route{Name: "orders", Queue: topology.QueueSpec{Name: "q"}, Handler: func(*message.Message) error { return errors.New("db down") }})
 		h := route.Middleware[len(route.Middleware)-1](func(m *message.Message) ([]*message.Message, error) { return nil, route.Handler(m) })
 		_, _ = h(message.NewMessage("m-1", nil))
-		route.DelayedRetry.OnRetry(middleware.DelayedRetryEvent{Msg: message.NewMessage("m-1", nil), Err: errors.New("db down"), Queue: "q.retry.1s"})
+		route.DelayedRetry.OnRetry(middleware.DelayedRetryEvent{Msg: message.NewMessage("m-1", nil), Err: errors.New("db down"), Queue: "q"})
 
 		ft := &fatalT{TB: t}
 		done := make(chan struct{})
@@ -47,7 +47,7 @@ func TestWaitThatFailsSaysWhatHappened(t *testing.T) {
 			rec.WaitConsumed(ft, "m-1", 10*time.Second)
 		}()
 		<-done
-		for _, want := range []string{`"m-1" was not consumed within 10s`, "attempted attempt 1: db down", "retried to q.retry.1s: db down"} {
+		for _, want := range []string{`"m-1" was not consumed within 10s`, "attempted attempt 1: db down", "retried to q: db down"} {
 			if !strings.Contains(ft.msg, want) {
 				t.Errorf("failure message %q lacks %q", ft.msg, want)
 			}

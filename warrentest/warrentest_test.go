@@ -187,7 +187,7 @@ func TestDelayedRetryIsSeen(t *testing.T) {
 		return nil
 	}
 	route.Retry = router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 1}}
-	route.DelayedRetry = router.DelayedRetrySettings{Levels: []time.Duration{50 * time.Millisecond, 100 * time.Millisecond}}
+	route.DelayedRetry = router.DelayedRetrySettings{Levels: []time.Duration{time.Second, time.Second}}
 	r := b.Router(router.Config{})
 	if err := r.AddRoute(rec.Route(route)); err != nil {
 		t.Fatal(err)

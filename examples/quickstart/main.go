@@ -149,7 +149,7 @@ func service(ctx context.Context) error {
 		Queue:        topology.QueueSpec{Name: q, Durable: true},
 		Marshaler:    jsonOnly{},
 		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 50 * time.Millisecond}},
-		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{500 * time.Millisecond}},
+		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		DeadLetter: router.DeadLetterSettings{Mode: middleware.PublishToDLQ, OnDeadLetter: func(e middleware.DeadLetterEvent) {
 			deadLettered <- fmt.Sprintf("%s (%v)", e.Msg.UUID, e.Err)
 		}},
@@ -163,7 +163,7 @@ func service(ctx context.Context) error {
 				say("handler: order %s fails (attempt %d)", o.ID, ack.Attempt(m))
 				return errors.New("payment service busy")
 			}
-			say("handler: order %s succeeds on call %d (attempt %d: back from the 500ms delay queue)", o.ID, n, ack.Attempt(m))
+			say("handler: order %s succeeds on call %d (attempt %d: back after a 1s delayed retry)", o.ID, n, ack.Attempt(m))
 			done.Add(1)
 			return nil
 		},
@@ -231,7 +231,9 @@ func service(ctx context.Context) error {
 	cleanup, err := conn.New(examples.URL(), conn.Config{})
 	if err == nil && cleanup.Open(ctx) == nil {
 		if ops, err := topology.NewOps(cleanup, topology.OpsConfig{}); err == nil {
-			for _, name := range []string{q, q + ".dlq", middleware.DelayQueueName(q, 500*time.Millisecond)} {
+			// (The delay levels, warren.delay.*, are the vhost's, shared by
+			// every service: they stay.)
+			for _, name := range []string{q, q + ".dlq"} {
 				_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
 			}
 			_ = ops.Close(ctx)

@@ -53,7 +53,7 @@ func main() {
 	err = r.AddRoute(router.Route{
 		Name: "traced", Queue: topology.QueueSpec{Name: q, Durable: true},
 		Retry:        router.RetrySettings{Disabled: true},
-		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{200 * time.Millisecond}},
+		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		Handler: func(m *message.Message) error {
 			if calls.Add(1) == 1 {
 				return errors.New("first attempt fails: goes through the delay queue")
@@ -84,7 +84,7 @@ func main() {
 	}
 	fmt.Printf("# trace %s: send, a failed process, a delayed retry, a successful process (both linked to the send)\n", span.SpanContext().TraceID())
 	ops := r.Ops()
-	for _, name := range []string{q, q + ".dlq", middleware.DelayQueueName(q, 200*time.Millisecond)} {
+	for _, name := range []string{q, q + ".dlq"} {
 		_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
 	}
 	if err := r.Close(ctx); err != nil { // drains: the last span ends before it returns

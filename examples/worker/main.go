@@ -64,9 +64,6 @@ func main() {
 	for _, name := range []string{q + ".dlq", q} {
 		_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
 	}
-	for _, l := range delayLevels {
-		_, _ = ops.DeleteQueue(ctx, middleware.DelayQueueName(q, l), topology.DeleteOptions{})
-	}
 	if err := r.Close(ctx); err != nil {
 		log.Fatal(err)
 	}

@@ -41,7 +41,7 @@ func (j *jobs) done() int {
 }
 
 // delayLevels are the worker's delay-queue retry tiers.
-var delayLevels = []time.Duration{100 * time.Millisecond, 300 * time.Millisecond}
+var delayLevels = []time.Duration{time.Second, 2 * time.Second}
 
 // jobsRoute is the worker's one route: two in-process attempts, then the
 // delay levels, then a copy to the dead-letter queue with diagnostics. The

@@ -3,6 +3,7 @@ package main
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/middleware"
@@ -22,10 +23,11 @@ func TestJobsRouteStack(t *testing.T) {
 		disp      ack.Disposition
 		calls     int
 		published string
+		delay     time.Duration // the retry's delay, when published is the work queue
 	}{
 		{name: "a good job is acked", job: "job-1", disp: ack.Ack, calls: 1},
-		{name: "job 3, first delivery: two attempts, then the 100ms delay queue", job: "job-3", disp: ack.Ack, calls: 2, published: middleware.DelayQueueName(q, delayLevels[0])},
-		{name: "job 3 back from the first delay: the 300ms queue", job: "job-3", round: 1, disp: ack.Ack, calls: 2, published: middleware.DelayQueueName(q, delayLevels[1])},
+		{name: "job 3, first delivery: two attempts, then back to its queue in 1s", job: "job-3", disp: ack.Ack, calls: 2, published: q, delay: delayLevels[0]},
+		{name: "job 3 back from the first delay: again in 2s", job: "job-3", round: 1, disp: ack.Ack, calls: 2, published: q, delay: delayLevels[1]},
 		{name: "job 3 after every delay: a copy to the dead-letter queue", job: "job-3", round: 2, disp: ack.Ack, calls: 2, published: q + ".dlq"},
 	}
 	for _, tc := range tests {
@@ -48,6 +50,11 @@ func TestJobsRouteStack(t *testing.T) {
 			}
 			if len(res.Published) != 1 || res.Published[0].Topic != tc.published {
 				t.Fatalf("published %v, want one copy to %s", res.Published, tc.published)
+			}
+			if tc.delay > 0 {
+				if got := res.Published[0].Msg.Metadata.Get("_watermill_delayed_for"); got != tc.delay.String() {
+					t.Fatalf("retry scheduled in %q, want %v", got, tc.delay)
+				}
 			}
 			if len(res.Waits) != 1 {
 				t.Fatalf("waits %v, want the one between the two in-process attempts (recorded, not slept)", res.Waits)

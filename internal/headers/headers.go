@@ -5,13 +5,21 @@
 // way out.
 package headers
 
+import "strings"
+
 // PublishSeq is the header a confirm channel adds to mandatory messages: a
 // basic.return carries no delivery tag, so this is how a return finds the
 // publish it belongs to (PITFALLS 6).
 const PublishSeq = "warren-publish-seq"
 
+// ScheduleHeaderPrefix starts the headers that route a scheduled message
+// through the delay levels (topology.Schedule).
+const ScheduleHeaderPrefix = "warren-delay-"
+
 // Internal reports whether a header is warren's own plumbing.
-func Internal(name string) bool { return name == PublishSeq }
+func Internal(name string) bool {
+	return name == PublishSeq || strings.HasPrefix(name, ScheduleHeaderPrefix)
+}
 
 // Metadata keys that the marshaler maps to AMQP properties instead of
 // headers, read by the middleware too (tracing reports the correlation id).
