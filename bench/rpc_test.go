@@ -14,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -55,11 +56,22 @@ func BenchmarkRequestReply(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer rq.Close()
+	// The same on a connection that writes each frame itself: no hand-off
+	// to the coalescing flusher, which costs a lone requester latency.
+	rqDirect, err := warren.NewRequester(openWarrenURL(b, url, conn.Config{DirectWrites: true}), warren.RequesterConfig{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer rqDirect.Close()
 	raw := newRawRequester(b, url)
 	defer raw.close()
 
 	warrenCall := func(i int) error {
 		_, err := rq.Request(ctx, q, message.NewMessage(strconv.Itoa(i), body))
+		return err
+	}
+	directCall := func(i int) error {
+		_, err := rqDirect.Request(ctx, q, message.NewMessage(strconv.Itoa(i), body))
 		return err
 	}
 	rawCall := func(i int) error { return raw.request(q, body) }
@@ -68,13 +80,15 @@ func BenchmarkRequestReply(b *testing.B) {
 		if n < 500 {
 			n = 500
 		}
-		var wRate, rRate []float64
-		var wP50, rP50, wP99, rP99 []time.Duration
+		var wRate, rRate, dRate []float64
+		var wP50, rP50, wP99, rP99, dP50 []time.Duration
 		for range scaleRounds {
 			rate, p50, p99 := rpcRound(b, n, workers, rawCall)
 			rRate, rP50, rP99 = append(rRate, rate), append(rP50, p50), append(rP99, p99)
 			rate, p50, p99 = rpcRound(b, n, workers, warrenCall)
 			wRate, wP50, wP99 = append(wRate, rate), append(wP50, p50), append(wP99, p99)
+			rate, p50, _ = rpcRound(b, n, workers, directCall)
+			dRate, dP50 = append(dRate, rate), append(dP50, p50)
 		}
 		name := fmt.Sprintf("%d requester(s)", workers)
 		medF := func(xs []float64) float64 { s := slices.Clone(xs); slices.Sort(s); return s[len(s)/2] }
@@ -84,6 +98,8 @@ func BenchmarkRequestReply(b *testing.B) {
 		fmt.Printf("TARGET name=%q value=%.3f bound=0.80 met=%v\n", "rpc "+name+" throughput vs raw", medF(wRate)/medF(rRate), medF(wRate)/medF(rRate) >= 0.8)
 		line("rpc", name+" p50", ms(median(wP50)), ms(median(rP50)), "ms", 1.2)
 		line("rpc", name+" p99", ms(median(wP99)), ms(median(rP99)), "ms", 0)
+		line("rpc", name+" DirectWrites round trips/s", medF(dRate), medF(rRate), "/s", 0)
+		line("rpc", name+" DirectWrites p50", ms(median(dP50)), ms(median(rP50)), "ms", 0)
 	}
 }
 
