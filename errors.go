@@ -126,7 +126,7 @@ func (e *PoisonError) Message() *message.Message {
 	d := e.Delivery
 	msg, _ := DefaultMarshaler{}.Unmarshal(&d)
 	msg.SetContext(ack.NewContext(context.Background(), ack.Info{
-		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: d.Exchange, RoutingKey: d.RoutingKey,
+		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: deliveredExchange(&d), RoutingKey: d.RoutingKey,
 		Queue: e.Queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers,
 	}))
 	return msg

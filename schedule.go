@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -53,4 +54,19 @@ func (p *Publisher) schedule(ctx context.Context, topic string, route Route, pub
 		return "", fmt.Errorf("%w: topic %q: %w", ErrInvalidMessage, topic, err)
 	}
 	return exchange, nil
+}
+
+// deliveredExchange is the exchange a delivery was published to: for a
+// scheduled message, the destination it was scheduled for (the default
+// exchange for a queue), not the delay levels' deliver exchange that
+// handed it over at its due time.
+func deliveredExchange(d *amqp.Delivery) string {
+	if d.Exchange != topology.ScheduleDeliverExchange {
+		return d.Exchange
+	}
+	to, _ := d.Headers[topology.HeaderScheduleTo].(string)
+	if x, ok := strings.CutPrefix(to, "x:"); ok {
+		return x
+	}
+	return ""
 }

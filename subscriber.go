@@ -487,7 +487,7 @@ func (st *subscription) hasDeadLetter() bool {
 func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 	d := f
 	info := ack.Info{
-		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: d.Exchange, RoutingKey: d.RoutingKey,
+		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: deliveredExchange(&d.Delivery), RoutingKey: d.RoutingKey,
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
 		PreviousAttempts: st.previousAttempts(d),
 	}
