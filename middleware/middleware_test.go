@@ -3,6 +3,7 @@ package middleware_test
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warrenmq/warren/ack"
@@ -385,5 +387,47 @@ func TestFullStack(t *testing.T) {
 	}
 	if tr.Counter(t, "warren.retries") != 3 {
 		t.Fatalf("retries counted %d, want 3 (2 in-process, 1 delayed)", tr.Counter(t, "warren.retries"))
+	}
+}
+
+// TestDurationHistogramsUseTheAdvisedBuckets: the duration histograms
+// record seconds into the buckets the messaging conventions advise (the
+// SDK's defaults are for milliseconds), and the instruments carry the
+// conventions' schema URL.
+func TestDurationHistogramsUseTheAdvisedBuckets(t *testing.T) {
+	tr := kit.NewTracing(t)
+	pub := &kit.Publisher{}
+	tp, _ := middleware.NewTracingPublisher(pub, middleware.TracingPublisherConfig{Telemetry: tr.Telemetry})
+	if err := tp.Publish("work", message.NewMessage("m1", nil)); err != nil {
+		t.Fatal(err)
+	}
+	kit.Run(kit.NewMessage("x"), (&kit.Handler{}).Func, kit.Must(middleware.Tracing(middleware.TracingConfig{Telemetry: tr.Telemetry})))
+	var rm metricdata.ResourceMetrics
+	if err := tr.Reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	seen := map[string]bool{}
+	for _, sm := range rm.ScopeMetrics {
+		if !strings.HasPrefix(sm.Scope.SchemaURL, "https://opentelemetry.io/schemas/") {
+			t.Errorf("scope %s has schema URL %q", sm.Scope.Name, sm.Scope.SchemaURL)
+		}
+		for _, m := range sm.Metrics {
+			h, ok := m.Data.(metricdata.Histogram[float64])
+			if !ok {
+				continue
+			}
+			seen[m.Name] = true
+			if m.Unit != "s" {
+				t.Errorf("%s unit %q, want s", m.Name, m.Unit)
+			}
+			for _, dp := range h.DataPoints {
+				if !slices.Equal(dp.Bounds, middleware.DurationBuckets) {
+					t.Errorf("%s bounds %v, want %v", m.Name, dp.Bounds, middleware.DurationBuckets)
+				}
+			}
+		}
+	}
+	if !seen["messaging.client.operation.duration"] || !seen["messaging.process.duration"] {
+		t.Fatalf("histograms seen: %v", seen)
 	}
 }

@@ -50,7 +50,8 @@ type RetryConfig struct {
 	// Sleep waits between attempts; tests replace it. Default: a timer
 	// that also stops when the message's context ends.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Telemetry counts retries (messaging.client.retries). Optional.
+	// Telemetry counts retries (warren.retries: the conventions name no
+	// retry metric). Optional.
 	Telemetry *Telemetry
 }
 

@@ -9,6 +9,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/propagation"
+	semconv "go.opentelemetry.io/otel/semconv/v1.43.0"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -16,6 +17,13 @@ import (
 
 // instrumentationName identifies warren's tracer and meter.
 const instrumentationName = "github.com/warrenmq/warren/middleware"
+
+// DurationBuckets are the bucket boundaries (seconds) of warren's duration
+// histograms: the ones the messaging semantic conventions advise for
+// messaging.client.operation.duration and messaging.process.duration. The
+// SDK's default boundaries are made for milliseconds and would put nearly
+// every duration in seconds into the first bucket.
+var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1, 2.5, 5, 7.5, 10}
 
 // TelemetryConfig chooses the OpenTelemetry providers. Zero fields use the
 // otel globals.
@@ -54,8 +62,8 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 	if cfg.Propagator == nil {
 		cfg.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
-	m := cfg.MeterProvider.Meter(instrumentationName)
-	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(instrumentationName), propagator: cfg.Propagator}
+	m := cfg.MeterProvider.Meter(instrumentationName, metric.WithSchemaURL(semconv.SchemaURL))
+	t := &Telemetry{tracer: cfg.TracerProvider.Tracer(instrumentationName, trace.WithSchemaURL(semconv.SchemaURL)), propagator: cfg.Propagator}
 	var err error
 	counters := []struct {
 		dst        *metric.Int64Counter
@@ -72,11 +80,11 @@ func NewTelemetry(cfg TelemetryConfig) (*Telemetry, error) {
 		}
 	}
 	if t.opDuration, err = m.Float64Histogram("messaging.client.operation.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of messaging operations (send).")); err != nil {
+		metric.WithDescription("Duration of messaging operations (send)."), metric.WithExplicitBucketBoundaries(DurationBuckets...)); err != nil {
 		return nil, err
 	}
 	if t.processDuration, err = m.Float64Histogram("messaging.process.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of processing a message.")); err != nil {
+		metric.WithDescription("Duration of processing a message."), metric.WithExplicitBucketBoundaries(DurationBuckets...)); err != nil {
 		return nil, err
 	}
 	return t, nil
