@@ -174,23 +174,23 @@ func (r *Route) Validate() error {
 }
 
 // topology is everything the route needs on the broker: its exchanges,
-// queue, bindings, dead-letter queue and the delay levels.
+// queue, bindings, dead-letter queue and the binding that brings its
+// delayed retries back (the delay levels themselves are the router's).
 func (r *Route) topology() topology.Topology {
 	t := topology.Topology{Exchanges: r.Exchanges, Queues: []topology.QueueSpec{r.Queue}, Bindings: r.Bindings}
 	if !r.DeadLetter.Disabled {
 		t.Queues = append(t.Queues, topology.QueueSpec{Name: r.DeadLetter.Queue, Durable: r.Queue.Durable || r.Queue.Args.Type == topology.Quorum})
 	}
-	if !r.DelayedRetry.Disabled && r.Respond == nil {
-		// Delayed retries come back through the connection's delay levels
-		// (topology.ScheduleTopology), declared with the first one.
-		levels := topology.ScheduleTopology()
-		t.Exchanges = append(t.Exchanges, levels.Exchanges...)
-		t.Queues = append(t.Queues, levels.Queues...)
-		t.Bindings = append(t.Bindings, levels.Bindings...)
+	if r.delayed() {
+		// Delayed retries come back through the connection's delay levels,
+		// which the router declares once for all its routes (start).
 		t.Bindings = append(t.Bindings, scheduleBinding(r.Queue.Name))
 	}
 	return t
 }
+
+// delayed reports whether the route's failures are retried after a delay.
+func (r *Route) delayed() bool { return !r.DelayedRetry.Disabled && r.Respond == nil }
 
 // subscriberConfig is the route's subscriber.
 func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent func(string, topology.ConsumerEvent), cfg Config) warren.SubscriberConfig {

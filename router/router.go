@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -267,6 +268,13 @@ func (r *Router) WaitRunning(ctx context.Context) error {
 func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 	if err := r.conn.WaitConnected(ctx); err != nil {
 		return err
+	}
+	// The delay levels serve every route (and the connection): declared
+	// once, before the routes that bind to their deliver exchange.
+	if slices.ContainsFunc(routes, func(rt *activeRoute) bool { return rt.delayed() }) {
+		if err := r.ops.Apply(ctx, topology.ScheduleTopology()); err != nil {
+			return fmt.Errorf("router: declare the delay levels: %w", err)
+		}
 	}
 	for _, rt := range routes {
 		if err := r.ops.Apply(ctx, rt.topology()); err != nil {
