@@ -73,7 +73,9 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 	}
 	// A copy (ack.Copy) keeps its headers' AMQP types: a header whose
 	// metadata is still the string form of its typed value goes out typed.
-	typed := ack.TypedHeaders(msg)
+	// Looked up with the first header, not for every message.
+	var typed map[string]any
+	typedLooked := false
 	for k, v := range msg.Metadata {
 		if headers.Internal(k) {
 			continue
@@ -122,6 +124,9 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 		default:
 			if p.Headers == nil {
 				p.Headers = make(amqp.Table, len(msg.Metadata))
+			}
+			if !typedLooked {
+				typed, typedLooked = ack.TypedHeaders(msg), true
 			}
 			if t, ok := typed[k]; ok && HeaderString(t) == v {
 				p.Headers[k] = t

@@ -11,7 +11,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/components/requeuer"
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/internal/rabbittest"
@@ -91,23 +90,4 @@ func TestRequeuerSendsADeadLetterBack(t *testing.T) {
 		t.Fatal("the requeued message never reached the handler")
 	}
 	waitQueueDepth(t, b.URL, q+".dlq", 0, 10*time.Second)
-}
-
-// getOnePeek reads the head of queue from the outside and puts it back.
-func getOnePeek(t *testing.T, url, queue string) amqp.Delivery {
-	t.Helper()
-	c, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	ch, _ := c.Channel()
-	d, ok, err := ch.Get(queue, false)
-	if err != nil || !ok {
-		t.Fatalf("get from %s: %v %v", queue, ok, err)
-	}
-	if err := d.Nack(false, true); err != nil {
-		t.Fatal(err)
-	}
-	return d
 }

@@ -100,7 +100,13 @@ func waitQueueDepth(t *testing.T, url, queue string, want int, within time.Durat
 	}
 }
 
-func getOne(t *testing.T, url, queue string) amqp.Delivery {
+// getOne takes the head of queue from the outside.
+func getOne(t *testing.T, url, queue string) amqp.Delivery { return getHead(t, url, queue, false) }
+
+// getOnePeek reads the head of queue from the outside and puts it back.
+func getOnePeek(t *testing.T, url, queue string) amqp.Delivery { return getHead(t, url, queue, true) }
+
+func getHead(t *testing.T, url, queue string, putBack bool) amqp.Delivery {
 	t.Helper()
 	c, err := amqp.Dial(url)
 	if err != nil {
@@ -108,9 +114,14 @@ func getOne(t *testing.T, url, queue string) amqp.Delivery {
 	}
 	defer c.Close()
 	ch, _ := c.Channel()
-	d, ok, err := ch.Get(queue, true)
+	d, ok, err := ch.Get(queue, !putBack)
 	if err != nil || !ok {
 		t.Fatalf("get from %s: %v %v", queue, ok, err)
+	}
+	if putBack {
+		if err := d.Nack(false, true); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return d
 }

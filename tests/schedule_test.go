@@ -63,6 +63,27 @@ func (a *arrivals) snapshot() map[string]time.Time {
 	return out
 }
 
+// scheduledPair subscribes to topic through mapping, recording arrivals,
+// and returns a publisher of the same mapping; both end with the test.
+func scheduledPair(t *testing.T, c *conn.Conn, vhost string, mapping warren.Mapping, topic string) (*warren.Publisher, *arrivals) {
+	t.Helper()
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	out, err := sub.Subscribe(ctxT(t, 5*time.Minute), topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: mapping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = pub.Close() })
+	return pub, collect(vhost, out)
+}
+
 // nextSecond is a whole second at least d from now: Watermill's delay
 // metadata has second precision.
 func nextSecond(d time.Duration) time.Time {
@@ -80,36 +101,8 @@ func TestScheduledDelivery(t *testing.T) {
 	topics := warren.TopicExchange{Exchange: b.Name("sched.x"), Prefix: b.Prefix}
 	b.Name("sched")
 	b.Name("orders.created")
-	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: queues})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	out, err := sub.Subscribe(ctxT(t, 5*time.Minute), "sched")
-	if err != nil {
-		t.Fatal(err)
-	}
-	xsub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: topics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xsub.Close()
-	xout, err := xsub.Subscribe(ctxT(t, 5*time.Minute), "orders.created")
-	if err != nil {
-		t.Fatal(err)
-	}
-	a, xa := collect(b.Vhost, out), collect(b.Vhost, xout)
-
-	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: queues})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	xpub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: topics})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer xpub.Close()
+	pub, a := scheduledPair(t, c, b.Vhost, queues, "sched")
+	xpub, xa := scheduledPair(t, c, b.Vhost, topics, "orders.created")
 
 	delays := []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 13 * time.Second, 30 * time.Second, 2 * time.Minute}
 	due := map[string]time.Time{}

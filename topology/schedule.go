@@ -6,6 +6,8 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/internal/headers"
 )
 
 // Scheduled delivery without the delayed-message plugin, on broker queues
@@ -31,7 +33,7 @@ const (
 	ScheduleDeliverExchange = "warren.delay.deliver"
 	// HeaderScheduleTo names a scheduled message's destination ("q:" and a
 	// queue name, or "x:" and an exchange name).
-	HeaderScheduleTo = "warren-delay-to"
+	HeaderScheduleTo = headers.ScheduleHeaderPrefix + "to"
 )
 
 // ErrDelayTooLong: a delay beyond what the levels can hold.
@@ -42,7 +44,7 @@ func scheduleExchange(level int) string { return fmt.Sprintf("warren.delay.%02d"
 // ScheduleQueue is the queue where messages wait at a delay level.
 func ScheduleQueue(level int) string { return fmt.Sprintf("warren.delay.%02d.wait", level) }
 
-func scheduleHeader(level int) string { return fmt.Sprintf("warren-delay-%02d", level) }
+func scheduleHeader(level int) string { return fmt.Sprintf("%s%02d", headers.ScheduleHeaderPrefix, level) }
 
 // ScheduleTopology is the delay levels and the deliver exchange. Declare it
 // once per connection (the registry makes every later declaration free).

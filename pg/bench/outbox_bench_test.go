@@ -125,8 +125,12 @@ func BenchmarkOutbox(b *testing.B) {
 		done := make(chan struct{})
 		start = time.Now()
 		go func() { defer close(done); _ = relay.Run(rctx) }()
+		deadline := time.Now().Add(5 * time.Minute)
 		for relay.Stats().Published < messages {
-			time.Sleep(time.Millisecond)
+			if time.Now().After(deadline) {
+				b.Fatalf("relay published %d of %d in 5 minutes", relay.Stats().Published, messages)
+			}
+			time.Sleep(time.Millisecond) // polling the relay's counter, with a deadline
 		}
 		relayed = append(relayed, float64(messages)/time.Since(start).Seconds())
 		cancel()
