@@ -44,7 +44,9 @@ func scheduleExchange(level int) string { return fmt.Sprintf("warren.delay.%02d"
 // ScheduleQueue is the queue where messages wait at a delay level.
 func ScheduleQueue(level int) string { return fmt.Sprintf("warren.delay.%02d.wait", level) }
 
-func scheduleHeader(level int) string { return fmt.Sprintf("%s%02d", headers.ScheduleHeaderPrefix, level) }
+func scheduleHeader(level int) string {
+	return fmt.Sprintf("%s%02d", headers.ScheduleHeaderPrefix, level)
+}
 
 // ScheduleTopology is the delay levels and the deliver exchange. Declare it
 // once per connection (the registry makes every later declaration free).
