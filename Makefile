@@ -17,7 +17,8 @@ postgres:
 ## The outbox and inbox (pg/) are a module of their own, so that the core
 ## never builds a database driver; they are tested with the core, and so is
 ## the interop with watermill-amqp, which only bench/'s module depends on,
-## and the CQRS example (components/cqrs brings protobuf: its own module).
+## the CQRS example (components/cqrs brings protobuf: its own module), and
+## the observability example (the Prometheus exporter: its own module).
 test: broker postgres
 	$(GO) vet $(PKGS)
 	cd pg && $(GO) vet ./...
@@ -25,6 +26,7 @@ test: broker postgres
 	cd pg && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd bench && $(GO) test -race -count=1 -run 'Test' .
 	cd examples/cqrs && $(GO) test -race -count=1 .
+	cd examples/observability && $(GO) vet . && $(GO) test -race -count=1 .
 
 ## test-short: unit tests only; no broker needed.
 test-short:
@@ -41,6 +43,7 @@ demo: broker
 bench: broker postgres
 	cd bench && $(GO) test -run '^$$' -bench Compare -benchtime 1x -count 1 -timeout 30m .
 	cd bench && $(GO) test -run '^$$' -bench RequestReply -benchtime 1x -count 1 -timeout 30m .
+	cd bench && $(GO) test -run '^$$' -bench Telemetry -benchtime 1x -count 1 -timeout 30m .
 	cd bench && $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 -timeout 60m .
 	$(GO) test -run '^$$' -bench ReconnectAfterCut -benchtime 1x -count 1 ./conn
 	cd pg && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./bench

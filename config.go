@@ -6,6 +6,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -32,6 +33,11 @@ type PublisherConfig struct {
 	// RouteCache is how many topics' routes are kept (least recently used
 	// first out). Default: 1024.
 	RouteCache int
+	// Telemetry traces every publish (send spans whose context the
+	// messages carry in their AMQP headers) and records the send metrics.
+	// Default: the connection's (conn.Config.Telemetry);
+	// telemetry.Disabled() turns it off.
+	Telemetry *telemetry.Telemetry
 	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }
@@ -157,6 +163,12 @@ type SubscriberConfig struct {
 	OnConsumerEvent func(topic string, e topology.ConsumerEvent)
 	// Ops configures the subscriber's topology operations (timeouts).
 	Ops topology.OpsConfig
+	// Telemetry traces every delivery (a process span from hand-out to
+	// settlement, then a settle span), continuing the trace its sender
+	// put in its headers, and records the consume and process metrics,
+	// stale settlements and poison messages. Default: the connection's
+	// (conn.Config.Telemetry); telemetry.Disabled() turns it off.
+	Telemetry *telemetry.Telemetry
 	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }

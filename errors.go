@@ -2,7 +2,6 @@ package warren
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -13,10 +12,14 @@ import (
 	"github.com/warrenmq/warren/topology"
 )
 
+// errDeliveryGone ends the process span of a message whose channel died
+// before it was settled: the broker redelivers it.
+var errDeliveryGone = ack.NamedError("warren: the delivery's channel closed before it was settled", "channel_closed")
+
 // Sentinels, for errors.Is.
 var (
 	// ErrClosed: the Publisher or Subscriber was closed.
-	ErrClosed = errors.New("warren: closed")
+	ErrClosed = ack.NamedError("warren: closed", "closed")
 	// ErrUnroutable: a mandatory message reached no queue (basic.return).
 	// The same error as topology.ErrUnroutable.
 	ErrUnroutable = topology.ErrUnroutable
@@ -43,19 +46,19 @@ var (
 	ErrMessageTooLarge = topology.ErrMessageTooLarge
 	// ErrPublishTimeout: PublishTimeout passed before every message was
 	// confirmed.
-	ErrPublishTimeout = errors.New("warren: publish not confirmed in time")
+	ErrPublishTimeout = ack.NamedError("warren: publish not confirmed in time", "publish_timeout")
 	// ErrPoison: a delivery could not be decoded into a message.
-	ErrPoison = errors.New("warren: poison message")
+	ErrPoison = ack.NamedError("warren: poison message", "poison")
 	// ErrInvalidConfig: a Config is wrong. The same error as every other
 	// package's ErrInvalidConfig.
 	ErrInvalidConfig = configerr.ErrInvalidConfig
 	// ErrInvalidTopic: a topic is empty, or its mapping makes no valid
 	// names of it. Nothing was declared or published.
-	ErrInvalidTopic = errors.New("warren: invalid topic")
+	ErrInvalidTopic = ack.NamedError("warren: invalid topic", "invalid_topic")
 	// ErrInvalidMessage: Publish was given a nil message, or metadata the
 	// marshaler cannot put into AMQP properties (an expiration that is not
 	// milliseconds, say). Nothing of that call was published.
-	ErrInvalidMessage = errors.New("warren: invalid message")
+	ErrInvalidMessage = ack.NamedError("warren: invalid message", "invalid_message")
 )
 
 // ConfigError names a config field that is wrong; it matches

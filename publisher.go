@@ -10,9 +10,11 @@ import (
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/lru"
+	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -64,6 +66,9 @@ func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if log == nil {
 		log = c.Logger()
 	}
+	if cfg.Telemetry == nil {
+		cfg.Telemetry = c.Telemetry()
+	}
 	ops, err := topology.NewOps(c, topology.OpsConfig{ConfirmChannels: cfg.ConfirmChannels, Timeout: cfg.PublishTimeout, Logger: log})
 	if err != nil {
 		return nil, err
@@ -113,6 +118,7 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		return err
 	}
 	out := make([]topology.Outgoing, len(msgs))
+	traced := make([]telemetry.Outgoing, len(msgs))
 	for i, m := range msgs {
 		pub, err := p.cfg.Marshaler.Marshal(topic, m)
 		if err != nil {
@@ -126,8 +132,15 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 				return err
 			}
 		}
+		if pub.Headers == nil {
+			pub.Headers = amqp.Table{}
+		}
+		traced[i] = telemetry.Outgoing{Ctx: m.Context(), MessageID: pub.MessageId, CorrelationID: pub.CorrelationId, Headers: pub.Headers}
 		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: route.RoutingKey, Mandatory: p.cfg.Mandatory, Msg: pub}
 	}
+	// The send spans name the route's destination, also for a scheduled
+	// message (which goes through a delay exchange first).
+	send := p.cfg.Telemetry.StartSend(ctx, p.conn.Peer(), telemetry.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
 	var failed map[string]error
 	for i, err := range p.ops.PublishAll(ctx, out) {
 		if err == nil {
@@ -140,7 +153,9 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 			err = fmt.Errorf("%w: %w", ErrPublishTimeout, err)
 		}
 		failed[msgs[i].UUID] = err
+		send.Fail(i, err)
 	}
+	send.End(nil)
 	if failed != nil {
 		return &PublishError{Topic: topic, Failed: failed}
 	}

@@ -1,6 +1,8 @@
 package warren
 
 import (
+	"github.com/warrenmq/warren/ack"
+
 	"context"
 	"errors"
 	"fmt"
@@ -33,9 +35,9 @@ var (
 	// ErrReplyLost: the connection (or the reply channel) went while the
 	// request waited: its reply can no longer arrive. The request may or
 	// may not have been handled.
-	ErrReplyLost = errors.New("warren: reply lost with the connection")
+	ErrReplyLost = ack.NamedError("warren: reply lost with the connection", "reply_lost")
 	// ErrRemote: the responder's handler failed; *RemoteError says how.
-	ErrRemote = errors.New("warren: the responder failed")
+	ErrRemote = ack.NamedError("warren: the responder failed", "remote")
 )
 
 // RemoteError is an error reply: the responder's handler failed with Text,

@@ -17,6 +17,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/internal/workgroup"
+	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -79,6 +80,9 @@ func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	log := cfg.Logger
 	if log == nil {
 		log = c.Logger()
+	}
+	if cfg.Telemetry == nil {
+		cfg.Telemetry = c.Telemetry()
 	}
 	ops, err := topology.NewOps(c, cfg.Ops)
 	if err != nil {
@@ -200,6 +204,9 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 		stopping:  make(chan struct{}),
 		abandoned: make(chan struct{}),
 	}
+	if spec, ok := s.reg.QueueSpec(sub.Queue); ok {
+		st.temporary = spec.Exclusive || spec.AutoDelete
+	}
 	if h == nil {
 		st.out = make(chan *message.Message)
 	}
@@ -293,6 +300,8 @@ type subscription struct {
 	stopping chan struct{} // closed when stop begins: hand out nothing more
 	stopOnce sync.Once     // Do also makes concurrent stops wait for the first
 	unwatch  func() bool   // stops the wait for Subscribe's ctx
+	// temporary marks an exclusive or auto-delete queue, for telemetry.
+	temporary bool
 }
 
 // stopInBackground ends the subscription when Subscribe's ctx ended or its
@@ -420,7 +429,7 @@ func (st *subscription) handle(_ context.Context, f *topology.Delivery) {
 	select {
 	case st.slots <- struct{}{}:
 	case <-st.stopping:
-		st.settle(f, ack.Requeue)
+		st.settle(f, ack.Requeue, nil)
 		return
 	}
 	st.workers.Add(1)
@@ -460,20 +469,21 @@ func (st *subscription) previousAttempts(d *topology.Delivery) int {
 func (st *subscription) poison(f *topology.Delivery, err error) {
 	d := f
 	st.s.poison.Add(1)
+	st.s.cfg.Telemetry.Poison(st.queue)
 	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Delivery: d.Delivery, Err: err}
 	st.s.log.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
 	if st.s.cfg.OnPoison != nil && st.s.cfg.OnPoison(pe) == nil {
-		st.settle(f, ack.Ack)
+		st.settle(f, ack.Ack, nil)
 		return
 	}
 	// It will never decode: to the dead-letter exchange at once, never back
 	// into the queue in a loop (watermill-amqp issues 65, 184); without a
 	// dead-letter exchange, never dropped either: back at a growing backoff.
 	if st.hasDeadLetter() {
-		st.settle(f, ack.Reject)
+		st.settle(f, ack.Reject, nil)
 		return
 	}
-	st.fail(f, nil, st.previousAttempts(d)+1)
+	st.fail(f, nil, st.previousAttempts(d)+1, nil)
 }
 
 // hasDeadLetter reports whether the queue's registered spec names a
@@ -491,12 +501,16 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
 		PreviousAttempts: st.previousAttempts(d),
 	}
+	traced, proc := st.s.cfg.Telemetry.StartProcess(ack.NewContext(st.base, info), st.s.conn.Peer(), telemetry.Incoming{
+		Destination: telemetry.Destination{Exchange: info.Exchange, RoutingKey: d.RoutingKey, Queue: st.queue, Temporary: st.temporary},
+		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
+	})
 	var ctx context.Context
 	var cancel context.CancelFunc
 	if t := st.s.cfg.HandlerTimeout; t > 0 {
-		ctx, cancel = context.WithTimeout(ack.NewContext(st.base, info), t)
+		ctx, cancel = context.WithTimeout(traced, t)
 	} else {
-		ctx, cancel = context.WithCancel(ack.NewContext(st.base, info))
+		ctx, cancel = context.WithCancel(traced)
 	}
 	defer cancel() // the message's context ends once it is settled
 	st.track(f, cancel)
@@ -508,35 +522,47 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 		select {
 		case st.out <- msg:
 		case <-st.stopping:
-			st.settle(f, ack.Requeue)
+			proc.End(nil)
+			st.settle(f, ack.Requeue, proc)
 			return
 		case <-d.Gone():
-			st.s.staleAcks.Add(1)
+			proc.End(errDeliveryGone)
+			st.stale()
 			return
 		}
 	}
 	select {
 	case <-msg.Acked():
-		disp, _ := ack.Get(msg)
+		disp, why := ack.Get(msg)
 		if disp == ack.Unset {
 			disp = ack.Ack
 		}
-		st.finish(f, msg, disp)
+		if disp == ack.Ack {
+			why = nil
+		}
+		proc.End(why)
+		st.finish(f, msg, disp, proc)
 	case <-msg.Nacked():
-		disp, _ := ack.Get(msg)
+		disp, why := ack.Get(msg)
 		if disp == ack.Unset || disp == ack.Ack {
 			disp = st.s.cfg.NackDisposition
 		}
-		st.finish(f, msg, disp)
+		if why == nil {
+			why = telemetry.ErrNacked
+		}
+		proc.End(why)
+		st.finish(f, msg, disp, proc)
 	case <-d.Gone():
 		// The channel died with the delivery in hand: its tag means
 		// nothing on any other channel, and the broker redelivers it.
-		st.s.staleAcks.Add(1)
+		proc.End(errDeliveryGone)
+		st.stale()
 	case <-st.abandoned:
 		// Shutdown's deadline (the handler was told by its context): give
 		// the message back now; a settlement the handler makes later is
 		// dropped.
-		st.settle(f, ack.Requeue)
+		proc.End(context.Canceled)
+		st.settle(f, ack.Requeue, proc)
 	}
 }
 
@@ -558,24 +584,24 @@ func (st *subscription) run(msg *message.Message) {
 }
 
 // finish settles a message the handler acked or nacked.
-func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp ack.Disposition) {
+func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) {
 	switch disp {
 	case ack.Requeue:
-		st.later(f, ack.Requeue, ack.Attempt(msg))
+		st.later(f, ack.Requeue, ack.Attempt(msg), proc)
 	case ack.RejectRequeue:
-		st.fail(f, msg, ack.Attempt(msg))
+		st.fail(f, msg, ack.Attempt(msg), proc)
 	default:
 		if k := st.attemptKey(f); k != "" {
 			st.s.attempts().Delete(k)
 		}
-		st.settle(f, disp)
+		st.settle(f, disp, proc)
 	}
 }
 
 // fail settles a failed message: to the dead-letter exchange after
 // MaxAttempts when the queue has one, otherwise back into the queue after a
 // backoff, never dropped.
-func (st *subscription) fail(f *topology.Delivery, msg *message.Message, attempts int) {
+func (st *subscription) fail(f *topology.Delivery, msg *message.Message, attempts int, proc *telemetry.Process) {
 	rd := st.s.cfg.Redelivery
 	if attempts >= rd.MaxAttempts {
 		if st.hasDeadLetter() {
@@ -583,19 +609,19 @@ func (st *subscription) fail(f *topology.Delivery, msg *message.Message, attempt
 			if k := st.attemptKey(f); k != "" {
 				st.s.attempts().Delete(k)
 			}
-			st.settle(f, ack.Reject)
+			st.settle(f, ack.Reject, proc)
 			return
 		}
 		st.s.log.Warn("warren: message keeps failing and its queue has no dead-letter exchange; requeued at the capped backoff",
 			"queue", st.queue, "message_id", f.MessageId, "attempts", attempts)
 	}
-	st.later(f, ack.RejectRequeue, attempts)
+	st.later(f, ack.RejectRequeue, attempts, proc)
 }
 
 // later settles disp after the redelivery backoff of attempts, holding the
 // message (and, with MaxInFlight 1, the subscription) meanwhile: a failing
 // message never spins. Stopping cuts the wait short.
-func (st *subscription) later(f *topology.Delivery, disp ack.Disposition, attempts int) {
+func (st *subscription) later(f *topology.Delivery, disp ack.Disposition, attempts int, proc *telemetry.Process) {
 	if k := st.attemptKey(f); k != "" {
 		st.s.attempts().Put(k, attempts)
 	}
@@ -605,18 +631,19 @@ func (st *subscription) later(f *topology.Delivery, disp ack.Disposition, attemp
 	case <-t.C:
 	case <-st.stopping:
 	case <-f.Gone():
-		st.s.staleAcks.Add(1)
+		st.stale()
 		return
 	}
-	st.settle(f, disp)
+	st.settle(f, disp, proc)
 }
 
 // settle acks, nacks or rejects a delivery on the channel it came on, once
 // (topology.Delivery refuses a second settlement: a handler's late Ack
 // after Shutdown requeued its message is dropped), or drops the settlement
 // when that channel is gone (PITFALLS 4).
-func (st *subscription) settle(d *topology.Delivery, disp ack.Disposition) {
+func (st *subscription) settle(d *topology.Delivery, disp ack.Disposition, proc *telemetry.Process) {
 	var err error
+	start := time.Now()
 	switch disp {
 	case ack.Ack:
 		err = d.Ack()
@@ -628,11 +655,34 @@ func (st *subscription) settle(d *topology.Delivery, disp ack.Disposition) {
 		err = d.Reject(true)
 	}
 	switch {
-	case err == nil, errors.Is(err, topology.ErrAlreadySettled):
+	case err == nil:
+		proc.Settle(settleOp(disp), nil, start)
+	case errors.Is(err, topology.ErrAlreadySettled):
 	case !d.Settleable() || errors.Is(err, amqp.ErrClosed):
-		st.s.staleAcks.Add(1)
+		proc.Settle(settleOp(disp), err, start)
+		st.stale()
 	default:
-		st.s.staleAcks.Add(1)
+		proc.Settle(settleOp(disp), err, start)
+		st.stale()
 		st.s.log.Warn("warren: settling a delivery failed", "queue", st.queue, "disposition", disp.String(), "err", err)
 	}
+}
+
+// stale counts a settlement dropped because its channel is gone.
+func (st *subscription) stale() {
+	st.s.staleAcks.Add(1)
+	st.s.cfg.Telemetry.StaleSettlement(st.queue)
+}
+
+// settleOp names disp for telemetry.
+func settleOp(disp ack.Disposition) telemetry.SettleOp {
+	switch disp {
+	case ack.Requeue:
+		return telemetry.NackRequeue
+	case ack.Reject:
+		return telemetry.Reject
+	case ack.RejectRequeue:
+		return telemetry.RejectRequeue
+	}
+	return telemetry.Ack
 }

@@ -80,3 +80,13 @@ var generic = map[string]bool{
 	"*errors.joinError":   true,
 	"*ack.kindError":      true,
 }
+
+// NamedError is a sentinel error whose ErrorType is name: warren's
+// sentinels are made with it, so that error.type says "nacked" or
+// "publish_timeout" rather than "_OTHER".
+func NamedError(text, name string) error { return &namedError{text, name} }
+
+type namedError struct{ text, name string }
+
+func (e *namedError) Error() string     { return e.text }
+func (e *namedError) ErrorType() string { return e.name }

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/warrenmq/warren/telemetry"
+
 	"context"
 	"fmt"
 	"slices"
@@ -32,13 +34,12 @@ func BenchmarkRequestReply(b *testing.B) {
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
-	r, err := router.New(c, router.Config{})
+	r, err := router.New(c, router.Config{Telemetry: telemetry.Disabled()})
 	if err != nil {
 		b.Fatal(err)
 	}
 	if err := r.AddRoute(router.Route{
 		Name: "echo", Queue: topology.QueueSpec{Name: q}, MaxInFlight: 16, Prefetch: 64,
-		Tracing: router.TracingSettings{Disabled: true},
 		Respond: func(m *message.Message) (*message.Message, error) {
 			return message.NewMessage(m.UUID, m.Payload), nil
 		},

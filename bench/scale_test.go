@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"github.com/warrenmq/warren/telemetry"
+
 	"context"
 	"fmt"
 	"os"
@@ -475,10 +477,20 @@ func rawConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
 // routerConsumeCPU consumes n messages with a router route and its default
 // stack (tracing, ack, dead-letter, delayed retry, retry, timeout).
 func routerConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
+	return routerConsumeCPUWith(b, url, q, n, prefetch, nil)
+}
+
+// routerConsumeCPUWith is routerConsumeCPU with the router's telemetry
+// (nil: the default, the otel globals, which record nothing here).
+func routerConsumeCPUWith(b *testing.B, url, q string, n, prefetch int, tel *telemetry.Telemetry) time.Duration {
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
-	r, err := router.New(c, router.Config{})
+	rcfg := router.Config{Telemetry: tel}
+	if os.Getenv("WARREN_EXP_NOTRACE") != "" {
+		rcfg.Telemetry = telemetry.Disabled()
+	}
+	r, err := router.New(c, rcfg)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -489,8 +501,7 @@ func routerConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duratio
 		Queue:       topology.QueueSpec{Name: q, Args: topology.QueueArgs{DeadLetterRoutingKey: q + ".dlq"}},
 		DeadLetter:  router.DeadLetterSettings{Queue: q + ".dlq"},
 		MaxInFlight: 1, Prefetch: prefetch,
-		Tracing: router.TracingSettings{Disabled: os.Getenv("WARREN_EXP_NOTRACE") != ""},
-		Retry:   router.RetrySettings{Disabled: os.Getenv("WARREN_EXP_NORETRY") != ""},
+		Retry: router.RetrySettings{Disabled: os.Getenv("WARREN_EXP_NORETRY") != ""},
 		Handler: func(*message.Message) error {
 			if handled.Add(1) == int64(n) {
 				close(done)

@@ -1,6 +1,8 @@
 package conn
 
 import (
+	"github.com/warrenmq/warren/telemetry"
+
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -64,6 +66,11 @@ type Config struct {
 	Properties amqp.Table
 	// Logger receives the connection's logs. Default: silent.
 	Logger *slog.Logger
+	// Telemetry records the connection's metrics (reconnects, restore
+	// duration, time blocked) and is what publishers, subscribers and
+	// routers on the connection use unless their own config names one.
+	// Default: telemetry.Default(), the otel global providers.
+	Telemetry *telemetry.Telemetry
 }
 
 type endpoint struct {
@@ -106,6 +113,9 @@ func (c *Config) setDefaults(primary *URL) {
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
+	}
+	if c.Telemetry == nil {
+		c.Telemetry = telemetry.Default()
 	}
 }
 

@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/telemetry"
 )
 
 // Conn is one logical AMQP connection. It dials, notices losses, reconnects
@@ -24,15 +27,17 @@ type Conn struct {
 	log  *slog.Logger
 	disp *dispatcher
 
-	mu      sync.Mutex
-	state   State
-	cause   error       // why it closed (terminal states) or why it was lost
-	gen     *generation // current; nil unless Connected
-	ready   chan struct{}
-	started bool
-	nextGen uint64
-	epIndex int
-	refresh []chan error // Refresh callers waiting for the next connection
+	mu       sync.Mutex
+	state    State
+	cause    error       // why it closed (terminal states) or why it was lost
+	gen      *generation // current; nil unless Connected
+	peer     atomic.Pointer[telemetry.Peer]
+	clientID string
+	ready    chan struct{}
+	started  bool
+	nextGen  uint64
+	epIndex  int
+	refresh  []chan error // Refresh callers waiting for the next connection
 
 	chanMu sync.Mutex // serialises (re)opening the cached channel
 	cached *Channel
@@ -123,6 +128,7 @@ func New(url string, cfg Config) (*Conn, error) {
 		closing:   make(chan struct{}),
 		refreshCh: make(chan struct{}, 1),
 		done:      make(chan struct{}),
+		clientID:  newClientID(cfg.ConnectionName),
 	}
 	for _, ep := range eps {
 		if _, ok := c.tls[ep.url]; ok {
@@ -484,7 +490,12 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 		}
 		return nil, &DialError{Endpoint: ep.String(), Attempt: n, Err: err}
 	}
-	if err := c.runHooks(g); err != nil {
+	restoreStart := time.Now()
+	err = c.runHooks(g)
+	if c.hasHooks() {
+		c.cfg.Telemetry.Restored(c.Peer(), time.Since(restoreStart), err)
+	}
+	if err != nil {
 		g.close(c.cfg.CloseTimeout)
 		if errors.Is(err, errClosing) {
 			return nil, err
@@ -505,6 +516,9 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 	c.refresh = nil
 	c.setStateLocked(StateConnected, nil, n)
 	c.mu.Unlock()
+	if phase != StateConnecting {
+		c.cfg.Telemetry.Reconnected(c.Peer())
+	}
 	for _, r := range refreshers {
 		r <- nil
 	}
@@ -560,7 +574,9 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	c.nextGen++
 	id := c.nextGen
 	c.mu.Unlock()
-	g := newGeneration(id, r.conn, c.spawn, c.log)
+	c.setPeer(ep)
+	peer := c.Peer()
+	g := newGeneration(id, r.conn, c.spawn, c.log, func(d time.Duration) { c.cfg.Telemetry.Unblocked(peer, d) })
 	g.endpoint = ep.String()
 	return g, nil
 }

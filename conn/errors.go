@@ -1,6 +1,8 @@
 package conn
 
 import (
+	"github.com/warrenmq/warren/ack"
+
 	"errors"
 	"fmt"
 
@@ -14,20 +16,20 @@ import (
 var (
 	// ErrClosed: the connection was closed (by Close, or because it gave up).
 	// Closed is terminal; Conn.Err returns why it closed.
-	ErrClosed = errors.New("conn: closed")
+	ErrClosed = ack.NamedError("conn: closed", "closed")
 	// ErrNotOpen: the call needs Open first.
-	ErrNotOpen = errors.New("conn: not open")
+	ErrNotOpen = ack.NamedError("conn: not open", "not_open")
 	// ErrBlocked: the broker blocked the connection (memory or disk alarm)
 	// and the caller's context ended before it was unblocked.
-	ErrBlocked = errors.New("conn: blocked by the broker (resource alarm)")
+	ErrBlocked = ack.NamedError("conn: blocked by the broker (resource alarm)", "blocked")
 	// ErrGaveUp: the retry policy ran out of attempts or time.
-	ErrGaveUp = errors.New("conn: gave up connecting")
+	ErrGaveUp = ack.NamedError("conn: gave up connecting", "gave_up")
 	// ErrNotRetryable: the retry policy's filter refused to retry the error
 	// (by default authentication and vhost access failures).
-	ErrNotRetryable = errors.New("conn: error is not retryable")
+	ErrNotRetryable = ack.NamedError("conn: error is not retryable", "not_retryable")
 	// ErrTimeout: an AMQP call did not complete within Config.OperationTimeout;
 	// the connection is treated as broken and replaced.
-	ErrTimeout = errors.New("conn: operation timed out")
+	ErrTimeout = ack.NamedError("conn: operation timed out", "timeout")
 	// ErrInvalidConfig: New was given a bad URL, option or Config. It is
 	// the same error as every other package's ErrInvalidConfig.
 	ErrInvalidConfig = configerr.ErrInvalidConfig
@@ -40,15 +42,15 @@ var (
 	// ErrAccessRefused: 403 ACCESS_REFUSED, the user may not do this (no
 	// configure, write or read permission on the entity, or a publish to an
 	// internal exchange). Not a failed login: see IsAuthError.
-	ErrAccessRefused = errors.New("access refused (403)")
+	ErrAccessRefused = ack.NamedError("access refused (403)", "ACCESS_REFUSED")
 	// ErrNotFound: 404 NOT_FOUND, the entity does not exist.
-	ErrNotFound = errors.New("not found (404)")
+	ErrNotFound = ack.NamedError("not found (404)", "NOT_FOUND")
 	// ErrResourceLocked: 405 RESOURCE_LOCKED, the entity is in exclusive
 	// use by another connection.
-	ErrResourceLocked = errors.New("resource locked (405)")
+	ErrResourceLocked = ack.NamedError("resource locked (405)", "RESOURCE_LOCKED")
 	// ErrPreconditionFailed: 406 PRECONDITION_FAILED, the entity exists
 	// with other properties, or a message broke a broker rule.
-	ErrPreconditionFailed = errors.New("precondition failed (406)")
+	ErrPreconditionFailed = ack.NamedError("precondition failed (406)", "PRECONDITION_FAILED")
 )
 
 // RefusalSentinel is the sentinel of a channel-level reply code

@@ -23,13 +23,16 @@ type generation struct {
 	mu       sync.Mutex
 	lostErr  error
 
-	blocked   bool
-	unblocked chan struct{} // closed when a block ends; replaced on block
+	blocked      bool
+	blockedSince time.Time
+	unblocked    chan struct{} // closed when a block ends; replaced on block
+	onUnblock    func(time.Duration)
 }
 
-func newGeneration(id uint64, ac *amqp.Connection, spawn func(func()) bool, log *slog.Logger) *generation {
+func newGeneration(id uint64, ac *amqp.Connection, spawn func(func()) bool, log *slog.Logger, onUnblock func(time.Duration)) *generation {
 	g := &generation{
 		id:        id,
+		onUnblock: onUnblock,
 		amqp:      ac,
 		log:       log,
 		spawn:     spawn,
@@ -61,7 +64,11 @@ func (g *generation) markLost(err error) {
 	g.lostOnce.Do(func() {
 		g.mu.Lock()
 		g.lostErr = err
+		blocked, since := g.blocked, g.blockedSince
 		g.mu.Unlock()
+		if blocked && g.onUnblock != nil {
+			g.onUnblock(time.Since(since)) // the block ends with the connection
+		}
 		close(g.lost)
 	})
 }
@@ -105,11 +112,15 @@ func (g *generation) setBlocked(active bool, reason string) {
 	}
 	g.blocked = active
 	if active {
+		g.blockedSince = time.Now()
 		g.unblocked = make(chan struct{})
 		g.log.Warn("conn: blocked by the broker", "reason", reason, "generation", g.id)
 	} else {
 		close(g.unblocked)
 		g.log.Info("conn: unblocked", "generation", g.id)
+		if g.onUnblock != nil {
+			g.onUnblock(time.Since(g.blockedSince))
+		}
 	}
 }
 

@@ -53,6 +53,13 @@ func (c *Conn) RemoveRestoreHook(name string) bool {
 	return false
 }
 
+// hasHooks reports whether any restore hook is registered.
+func (c *Conn) hasHooks() bool {
+	c.hooksMu.Lock()
+	defer c.hooksMu.Unlock()
+	return len(c.hooks) > 0
+}
+
 type restoreKey struct{}
 
 type restoreMark struct {

@@ -1,6 +1,9 @@
 package conn_test
 
 import (
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/telemetry/telemetrytest"
+
 	"context"
 	"errors"
 	"testing"
@@ -78,7 +81,8 @@ func TestOperatorClosingConnectionsReconnects(t *testing.T) {
 
 func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
 	n := node.Get(t)
-	c := open(t, n.URL(), conn.Config{Reconnect: fast()})
+	rec := telemetrytest.New(t, telemetry.Config{})
+	c := open(t, n.URL(), conn.Config{Reconnect: fast(), Telemetry: rec.Telemetry})
 	ctx := ctxT(t, 60*time.Second)
 	if err := n.RaiseMemoryAlarm(ctx); err != nil {
 		t.Fatal(err)
@@ -127,5 +131,14 @@ func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
 	}
 	if c.Blocked() {
 		t.Fatal("still blocked after the alarm cleared")
+	}
+	// Both blocks are measured: the one that ended with its connection
+	// (the refresh) and the one the broker lifted; the refresh is a
+	// reconnect.
+	if got := rec.HistogramCount(t, telemetry.MetricBlockedDuration); got != 2 {
+		t.Fatalf("%s recorded %d blocks, want 2", telemetry.MetricBlockedDuration, got)
+	}
+	if got := rec.Counter(t, telemetry.MetricReconnects); got != 1 {
+		t.Fatalf("%s = %d, want 1 (the refresh)", telemetry.MetricReconnects, got)
 	}
 }

@@ -36,7 +36,8 @@ var sharedConns = struct {
 // share a connection when the URL and these Config fields are equal:
 // AlternateURLs, ShuffleHosts, the retry policies' descriptions, TLS (the same
 // pointer), Heartbeat, DialTimeout, DirectWrites, OperationTimeout,
-// ConnectionName and Properties. The Logger of the first handle to open is the one used.
+// ConnectionName and Properties. The Logger and Telemetry of the first handle to open are the
+// ones used.
 func Shared(url string, cfg Config) (*SharedConn, error) {
 	u, err := ParseURL(url)
 	if err != nil {

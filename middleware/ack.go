@@ -1,7 +1,6 @@
 package middleware
 
 import (
-	"errors"
 	"fmt"
 	"runtime/debug"
 
@@ -13,7 +12,7 @@ import (
 
 var (
 	// ErrPanic wraps a panic recovered from a handler.
-	ErrPanic = errors.New("middleware: handler panicked")
+	ErrPanic = ack.NamedError("middleware: handler panicked", "panic")
 	// ErrInvalidConfig: a middleware was built with a config it cannot
 	// work with. The same error as every other package's ErrInvalidConfig;
 	// the *ConfigError names the field.

@@ -11,6 +11,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/telemetry"
 )
 
 // DeadLetterMode is how DeadLetter gets rid of a message.
@@ -52,8 +53,9 @@ type DeadLetterConfig struct {
 	// OnDeadLetter is the terminal hook, called once per dead-lettered
 	// message, on the handler's goroutine.
 	OnDeadLetter func(DeadLetterEvent)
-	// Telemetry counts dead letters. Optional.
-	Telemetry *Telemetry
+	// Telemetry records the failure on the message's process span and
+	// counts dead letters. Default: telemetry.Default().
+	Telemetry *telemetry.Telemetry
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -120,6 +122,9 @@ func DeadLetterPoison(cfg DeadLetterConfig) (func(msg *message.Message, cause er
 }
 
 func (c *DeadLetterConfig) setDefaults() {
+	if c.Telemetry == nil {
+		c.Telemetry = telemetry.Default()
+	}
 	if c.Topic == nil {
 		c.Topic = DefaultDeadLetterTopic
 	}
@@ -182,13 +187,12 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 			return ack.AsRequeue(fmt.Errorf("middleware: dead-letter publish to %s failed (%w) after: %w", ev.Topic, perr, err))
 		}
 	}
-	if c.Telemetry != nil {
-		mode := "reject"
-		if c.Mode == PublishToDLQ {
-			mode = "publish"
-		}
-		c.Telemetry.countDeadLetter(msg.Context(), mode)
+	mode := "reject"
+	if c.Mode == PublishToDLQ {
+		mode = "publish"
 	}
+	telemetry.RecordFailure(msg.Context(), err, attempts)
+	c.Telemetry.DeadLetter(msg.Context(), mode, queueOf(msg))
 	if c.OnDeadLetter != nil {
 		c.OnDeadLetter(ev)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/telemetry"
 )
 
 // Headers of DelayedRetry.
@@ -24,7 +25,9 @@ const (
 )
 
 // ErrRetriesExhausted wraps the last error of a message that went through
-// every delay level.
+// every delay level. It names no error type of its own: the dead letter's
+// warren-dl-error-type and the span's error.type say what failed, the
+// handler's error.
 var ErrRetriesExhausted = errors.New("middleware: delayed retries exhausted")
 
 // DefaultDelayLevels are DelayedRetry's default levels.
@@ -66,13 +69,17 @@ type DelayedRetryConfig struct {
 	Queue string
 	// OnRetry is called after each confirmed republish.
 	OnRetry func(DelayedRetryEvent)
-	// Telemetry counts retries. Optional.
-	Telemetry *Telemetry
+	// Telemetry records the failure on the message's process span and
+	// counts delayed retries. Default: telemetry.Default().
+	Telemetry *telemetry.Telemetry
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
 
 func (c *DelayedRetryConfig) setDefaults() {
+	if c.Telemetry == nil {
+		c.Telemetry = telemetry.Default()
+	}
 	if len(c.Levels) == 0 {
 		c.Levels = DefaultDelayLevels
 	}
@@ -139,9 +146,10 @@ func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
 			if perr := cfg.Publisher.Publish(queue, retry); perr != nil {
 				return nil, ack.AsRequeue(fmt.Errorf("middleware: schedule the retry to %s in %v failed (%w) after: %w", queue, level, perr, err))
 			}
-			if cfg.Telemetry != nil {
-				cfg.Telemetry.countRetry(msg.Context(), "delayed")
-			}
+			// The message failed even though it is acked: its process span
+			// says so.
+			telemetry.RecordFailure(msg.Context(), err, ack.Attempt(msg))
+			cfg.Telemetry.Retry(msg.Context(), "delayed", queue)
 			if cfg.OnRetry != nil {
 				cfg.OnRetry(DelayedRetryEvent{Msg: msg, Err: err, Round: round + 1, Level: level, Queue: queue})
 			}

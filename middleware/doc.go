@@ -28,9 +28,11 @@
 //   - [Ack] turns the final result into an ack.Disposition (success acks;
 //     ack.AsRequeue errors requeue; anything else is rejected with requeue, or
 //     dead-lettered when Permanent) and recovers panics into errors.
-//   - [Tracing] follows the OpenTelemetry messaging conventions and carries
-//     W3C trace context across the broker; [NewTracingPublisher] is its
-//     publishing side.
+//   - [Tracing] gives a process span to a message that has none (one from a
+//     subscriber other than warren's, which traces its own deliveries and
+//     whose publisher traces its sends: package telemetry). Retry,
+//     DelayedRetry and DeadLetter record every failed attempt on the
+//     message's process span, and count retries and dead letters.
 //
 // ack.Permanent errors are never retried; ack.AsRequeue errors are requeued
 // (after the Subscriber's backoff). Every constructor takes a Config, fills

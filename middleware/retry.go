@@ -1,6 +1,10 @@
 package middleware
 
 import (
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
 	"context"
 	"errors"
 	"time"
@@ -10,6 +14,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/telemetry"
 )
 
 // RetryAttempt is passed to RetryConfig.OnAttempt after a failed attempt.
@@ -50,12 +55,17 @@ type RetryConfig struct {
 	// Sleep waits between attempts; tests replace it. Default: a timer
 	// that also stops when the message's context ends.
 	Sleep func(ctx context.Context, d time.Duration) error
-	// Telemetry counts retries (warren.retries: the conventions name no
-	// retry metric). Optional.
-	Telemetry *Telemetry
+	// Telemetry records each failed attempt on the message's process span
+	// (an exception event), traces each retry as a span of its own, and
+	// counts retries (warren.retries: the conventions name no retry
+	// metric). Default: telemetry.Default().
+	Telemetry *telemetry.Telemetry
 }
 
 func (c *RetryConfig) setDefaults() {
+	if c.Telemetry == nil {
+		c.Telemetry = telemetry.Default()
+	}
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 3
 	}
@@ -124,9 +134,24 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 			var b backoff.ExponentialBackOff // set up at the first failure: nothing to pay on success
 			for attempt := 1; ; attempt++ {
 				ctx, cancel := cfg.attemptContext(parent, attempt)
+				var span trace.Span
+				if attempt > 1 {
+					// Each retry is a span of its own under the process
+					// span; the first attempt is the process span itself.
+					ctx, span = cfg.Telemetry.Tracer().Start(ctx, "retry", trace.WithAttributes(attribute.Int("warren.attempt", ack.Attempt(msg))))
+				}
 				msg.SetContext(ctx)
 				out, err := h(msg)
 				cancel()
+				if span != nil {
+					if err != nil {
+						// The exception event is the process span's (one
+						// per failed attempt, recorded once).
+						span.SetStatus(codes.Error, err.Error())
+						span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
+					}
+					span.End()
+				}
 				msg.SetContext(parent) // an inner middleware may have replaced it (Watermill 467)
 				if err == nil {
 					return out, nil
@@ -135,6 +160,7 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 					cfg.notify(msg, err, -1)
 					return nil, err
 				}
+				telemetry.RecordFailure(parent, err, ack.Attempt(msg))
 				if attempt == 1 {
 					b = backoff.ExponentialBackOff{
 						InitialInterval: cfg.InitialInterval, RandomizationFactor: cfg.RandomizationFactor,
@@ -151,9 +177,7 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 				if serr := cfg.Sleep(parent, next); serr != nil {
 					return nil, errors.Join(err, serr)
 				}
-				if cfg.Telemetry != nil {
-					cfg.Telemetry.countRetry(parent, "in-process")
-				}
+				cfg.Telemetry.Retry(parent, "in_process", queueOf(msg))
 				ack.NextAttempt(msg)
 			}
 		}

@@ -43,8 +43,6 @@ type Route struct {
 	DelayedRetry DelayedRetrySettings
 	// DeadLetter is where messages go when retries are exhausted.
 	DeadLetter DeadLetterSettings
-	// Tracing settings.
-	Tracing TracingSettings
 	// Timeout bounds one attempt of the handler. Default: 1 minute; it must
 	// stay well below the broker's consumer_timeout (30 min).
 	Timeout time.Duration
@@ -98,13 +96,6 @@ type DeadLetterSettings struct {
 	Queue string
 	// OnDeadLetter is the terminal hook.
 	OnDeadLetter func(middleware.DeadLetterEvent)
-}
-
-// TracingSettings shape a route's tracing.
-type TracingSettings struct {
-	Disabled bool
-	// AsParent makes the producer's span the parent (default: a link).
-	AsParent bool
 }
 
 func (r *Route) setDefaults() {
@@ -205,6 +196,7 @@ func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent
 		// The route's Timeout bounds the first attempt through the
 		// message's own context (Retry bounds each retry itself).
 		HandlerTimeout: r.Timeout,
+		Telemetry:      cfg.Telemetry,
 		Logger:         cfg.Logger,
 	}
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -30,8 +31,11 @@ type Config struct {
 	// into the connection's registry, so publishing to a route's own queue
 	// uses that route's declaration.
 	Output warren.PublisherConfig
-	// Telemetry for tracing and metrics. Default: the otel globals.
-	Telemetry *middleware.Telemetry
+	// Telemetry traces and measures the routes (their subscribers, the
+	// retries and dead-letters, and every publish). Default: the
+	// connection's (conn.Config.Telemetry); telemetry.Disabled() turns it
+	// off.
+	Telemetry *telemetry.Telemetry
 	// CloseConnection makes Close close the connection last. Default:
 	// false: the connection is the caller's, and Close leaves it open.
 	CloseConnection bool
@@ -54,6 +58,9 @@ type Config struct {
 func (c *Config) setDefaults(cn *conn.Conn) {
 	if c.CloseTimeout == 0 {
 		c.CloseTimeout = 30 * time.Second
+	}
+	if c.Telemetry == nil {
+		c.Telemetry = cn.Telemetry()
 	}
 	if c.Logger == nil {
 		c.Logger = cn.Logger()
@@ -135,29 +142,17 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 		r.hookName = fmt.Sprintf("router:%p", r)
 		r.reg.OnRestore(r.hookName, cfg.OnRestore)
 	}
-	if r.retryPub, err = warren.NewPublisher(c, warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Logger: cfg.Logger}); err != nil {
+	if r.retryPub, err = warren.NewPublisher(c, warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Telemetry: cfg.Telemetry, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	if r.outPub, err = warren.NewPublisher(c, cfg.Output); err != nil {
+	output := cfg.Output
+	if output.Telemetry == nil {
+		output.Telemetry = cfg.Telemetry
+	}
+	if r.outPub, err = warren.NewPublisher(c, output); err != nil {
 		return nil, err
 	}
-	mapping := cfg.Output.Mapping
-	if mapping == nil {
-		mapping = warren.QueuePerTopic{}
-	}
-	r.output, err = middleware.NewTracingPublisher(r.outPub, middleware.TracingPublisherConfig{
-		Telemetry: cfg.Telemetry,
-		Destination: func(topic string) (string, string) {
-			rt, err := mapping.Route(topic)
-			if err != nil {
-				return topic, ""
-			}
-			return rt.Exchange, rt.RoutingKey
-		},
-	})
-	if err != nil {
-		return nil, err
-	}
+	r.output = r.outPub
 	return r, nil
 }
 

@@ -8,6 +8,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/telemetry"
 )
 
 // StackDeps are what a route's stack uses besides the route itself.
@@ -17,9 +18,9 @@ type StackDeps struct {
 	// middlewaretest.Publisher, which records them. Required unless the
 	// route disables both delayed retry and dead-lettering.
 	Publisher message.Publisher
-	// Telemetry of the tracing and counting steps. Default: the otel
-	// global providers.
-	Telemetry *middleware.Telemetry
+	// Telemetry of the tracing and counting steps. Default:
+	// telemetry.Default(), the otel global providers.
+	Telemetry *telemetry.Telemetry
 }
 
 // Stack is the middleware a route runs, built once: the router runs
@@ -27,7 +28,9 @@ type StackDeps struct {
 // routertest), so the test runs what production runs. Outermost first:
 //
 //  1. recover: a panic becomes the message's error;
-//  2. tracing (unless Tracing.Disabled): the process span;
+//  2. tracing: the process span of a message that has none (a warren
+//     Subscriber gives its deliveries theirs; routertest's messages get
+//     one here);
 //  3. ack: errors become dispositions (ack.Permanent rejects, ack.AsRequeue
 //     requeues, others go on to the retries);
 //  4. dead-letter (unless DeadLetter.Disabled): what no retry saves goes to
@@ -61,10 +64,8 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 		return nil
 	}
 	s.mws = append(s.mws, wmw.Recoverer)
-	if !route.Tracing.Disabled {
-		if err := add(middleware.Tracing(middleware.TracingConfig{Telemetry: deps.Telemetry, AsParent: route.Tracing.AsParent})); err != nil {
-			return nil, err
-		}
+	if err := add(middleware.Tracing(middleware.TracingConfig{Telemetry: deps.Telemetry})); err != nil {
+		return nil, err
 	}
 	if err := add(middleware.Ack(middleware.AckConfig{})); err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package tests
 
 import (
+	"github.com/warrenmq/warren/telemetry"
+
 	"context"
 	"errors"
 	"fmt"
@@ -113,9 +115,9 @@ func TestBadInputs(t *testing.T) {
 			return second(middleware.Retry(middleware.RetryConfig{MaxElapsedTime: time.Hour}))
 		}, middleware.ErrInvalidConfig},
 		{"Ack acking failures", func() error { return second(middleware.Ack(middleware.AckConfig{OnError: ack.Ack})) }, middleware.ErrInvalidConfig},
-		{"tracing publisher of nil", func() error {
-			return second(middleware.NewTracingPublisher(nil, middleware.TracingPublisherConfig{}))
-		}, middleware.ErrInvalidConfig},
+		{"telemetry with an unknown process relation", func() error {
+			return second(telemetry.New(telemetry.Config{Process: telemetry.Relation(7)}))
+		}, telemetry.ErrInvalidConfig},
 		{"router negative CloseTimeout", func() error { return second(router.New(unopened(), router.Config{CloseTimeout: -1})) }, router.ErrInvalidConfig},
 		{"router bad output publisher", func() error {
 			return second(router.New(unopened(), router.Config{Output: warren.PublisherConfig{PublishTimeout: -1}}))

@@ -20,7 +20,6 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
-	kit "github.com/warrenmq/warren/middleware/middlewaretest"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -300,65 +299,6 @@ func TestQuorumDeliveryLimitCountsFailures(t *testing.T) {
 	defer mu.Unlock()
 	if fmt.Sprint(attempts) != "[1 2 3]" {
 		t.Fatalf("attempts %v, want [1 2 3]: each failure counted by x-delivery-count until the limit", attempts)
-	}
-}
-
-func TestTraceContinuesThroughDelayedRetry(t *testing.T) {
-	b := rabbittest.Shared(t)
-	tr := kit.NewTracing(t)
-	r := newRouter(t, b.URL, router.Config{Telemetry: tr.Telemetry})
-	q := b.Prefix + "traced"
-	var calls atomic.Int32
-	if err := r.AddRoute(router.Route{
-		Name: "traced", Queue: topology.QueueSpec{Name: q, Durable: true},
-		Retry: router.RetrySettings{Disabled: true}, DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
-		Handler: func(*message.Message) error {
-			if calls.Add(1) == 1 {
-				return errors.New("first time fails")
-			}
-			return nil
-		},
-	}); err != nil {
-		t.Fatal(err)
-	}
-	startRouter(t, r)
-	ctx, root := tr.Provider.Tracer("test").Start(context.Background(), "request")
-	msg := message.NewMessage("traced", nil)
-	msg.SetContext(ctx)
-	publish(t, r, q, msg)
-	root.End()
-	// The second process span ends after the handler returns: wait for it.
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		n := 0
-		for _, s := range tr.Spans() {
-			if s.Name == "process amq.default:"+q+":"+q {
-				n++
-			}
-		}
-		if n >= 2 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	var send, process []string
-	var links []string
-	for _, s := range tr.Spans() {
-		switch s.Name {
-		case "send amq.default:" + q:
-			send = append(send, s.SpanContext.TraceID().String())
-		case "process amq.default:" + q + ":" + q:
-			process = append(process, s.SpanContext.SpanID().String())
-			for _, l := range s.Links {
-				links = append(links, l.SpanContext.TraceID().String())
-			}
-		}
-	}
-	if len(send) < 1 || send[0] != root.SpanContext().TraceID().String() {
-		t.Fatalf("send spans %v not in the request's trace", send)
-	}
-	if len(process) != 2 || len(links) != 2 || links[0] != send[0] || links[1] != send[0] {
-		t.Fatalf("process spans %v link to %v, want both linked to trace %s", process, links, send[0])
 	}
 }
 

@@ -1,7 +1,8 @@
 package topology
 
 import (
-	"errors"
+	"github.com/warrenmq/warren/ack"
+
 	"sync/atomic"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -11,7 +12,7 @@ import (
 
 // ErrAlreadySettled: a delivery was acked, nacked or rejected a second
 // time; nothing was sent.
-var ErrAlreadySettled = errors.New("topology: delivery already settled")
+var ErrAlreadySettled = ack.NamedError("topology: delivery already settled", "already_settled")
 
 // Delivery is one message a Consumer received, with what settling it needs
 // to know about the channel it came on. Ack, Nack and Reject settle it at

@@ -1,6 +1,8 @@
 package topology
 
 import (
+	"github.com/warrenmq/warren/ack"
+
 	"errors"
 	"fmt"
 
@@ -13,17 +15,17 @@ import (
 // Sentinels, for errors.Is.
 var (
 	// ErrInvalidSpec: a spec failed Validate; no network call was made.
-	ErrInvalidSpec = errors.New("topology: invalid spec")
+	ErrInvalidSpec = ack.NamedError("topology: invalid spec", "invalid_spec")
 	// ErrInvalidConfig: OpsConfig is wrong. The same error as every other
 	// package's ErrInvalidConfig.
 	ErrInvalidConfig = configerr.ErrInvalidConfig
 	// ErrReadOnly: Declare or Delete of a read-only entity (the default
 	// exchange, amq.* names, or ReadOnly specs). Nothing reached the broker.
-	ErrReadOnly = errors.New("topology: entity is read-only")
+	ErrReadOnly = ack.NamedError("topology: entity is read-only", "read_only")
 	// ErrConflict: a declaration differs from what the connection's registry
 	// already holds under that name; nothing reached the broker (it would
 	// have refused with 406). *ConflictError names the field.
-	ErrConflict = errors.New("topology: conflicts with the registered declaration")
+	ErrConflict = ack.NamedError("topology: conflicts with the registered declaration", "conflict")
 	// ErrNotFound: the entity does not exist (404 NOT_FOUND). The same
 	// error as conn.ErrNotFound and warren.ErrNotFound.
 	ErrNotFound = conn.ErrNotFound
@@ -42,23 +44,23 @@ var (
 	ErrPreconditionFailed = conn.ErrPreconditionFailed
 	// ErrMessagesAtStake: force would delete a queue that holds messages and
 	// the caller did not accept losing them.
-	ErrMessagesAtStake = errors.New("topology: recreating the queue would lose messages")
+	ErrMessagesAtStake = ack.NamedError("topology: recreating the queue would lose messages", "messages_at_stake")
 	// ErrPluginMissing: a delayed-message exchange was declared on a broker
 	// without the rabbitmq_delayed_message_exchange plugin.
-	ErrPluginMissing = errors.New("topology: broker plugin missing")
+	ErrPluginMissing = ack.NamedError("topology: broker plugin missing", "plugin_missing")
 	// ErrConsumerStopped: the consumer was stopped by its owner (Stop, its
 	// queue deleted through Ops, the Ops closed, the connection closed).
-	ErrConsumerStopped = errors.New("topology: consumer stopped")
+	ErrConsumerStopped = ack.NamedError("topology: consumer stopped", "consumer_stopped")
 	// ErrClosed: the Ops was closed.
-	ErrClosed = errors.New("topology: ops closed")
+	ErrClosed = ack.NamedError("topology: ops closed", "closed")
 	// ErrUnroutable: a mandatory message reached no queue (basic.return).
-	ErrUnroutable = errors.New("topology: message unroutable")
+	ErrUnroutable = ack.NamedError("topology: message unroutable", "unroutable")
 	// ErrNacked: the broker refused a message with basic.nack (a queue's
 	// reject-publish overflow, an internal error).
-	ErrNacked = errors.New("topology: message nacked by the broker")
+	ErrNacked = ack.NamedError("topology: message nacked by the broker", "nacked")
 	// ErrMessageTooLarge: a message is larger than the broker accepts
 	// (max_message_size). *MessageTooLargeError gives both sizes.
-	ErrMessageTooLarge = errors.New("topology: message too large")
+	ErrMessageTooLarge = ack.NamedError("topology: message too large", "message_too_large")
 )
 
 // ConfigError names a Config field that is wrong; it matches

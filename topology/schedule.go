@@ -1,7 +1,8 @@
 package topology
 
 import (
-	"errors"
+	"github.com/warrenmq/warren/ack"
+
 	"fmt"
 	"time"
 
@@ -37,7 +38,7 @@ const (
 )
 
 // ErrDelayTooLong: a delay beyond what the levels can hold.
-var ErrDelayTooLong = errors.New("topology: delay too long for the delay levels")
+var ErrDelayTooLong = ack.NamedError("topology: delay too long for the delay levels", "delay_too_long")
 
 func scheduleExchange(level int) string { return fmt.Sprintf("warren.delay.%02d", level) }
 

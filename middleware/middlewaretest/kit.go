@@ -5,6 +5,9 @@
 package middlewaretest
 
 import (
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/telemetry/telemetrytest"
+
 	"context"
 	"errors"
 	"strconv"
@@ -14,10 +17,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
-	"go.opentelemetry.io/otel/sdk/metric/metricdata"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
@@ -241,54 +240,8 @@ func (s *Sleeper) Waits() []time.Duration {
 	return append([]time.Duration(nil), s.waits...)
 }
 
-// Tracing is telemetry recorded in memory.
-type Tracing struct {
-	Telemetry *middleware.Telemetry
-	Exporter  *tracetest.InMemoryExporter
-	Reader    *sdkmetric.ManualReader
-	Provider  *sdktrace.TracerProvider
-}
+// Tracing is telemetry recorded in memory (package telemetrytest).
+type Tracing = telemetrytest.Recorder
 
 // NewTracing returns telemetry whose spans and metrics stay in memory.
-func NewTracing(t testing.TB) *Tracing {
-	t.Helper()
-	exp := tracetest.NewInMemoryExporter()
-	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
-	reader := sdkmetric.NewManualReader()
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader))
-	tel, err := middleware.NewTelemetry(middleware.TelemetryConfig{TracerProvider: tp, MeterProvider: mp})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = tp.Shutdown(context.Background())
-		_ = mp.Shutdown(context.Background())
-	})
-	return &Tracing{Telemetry: tel, Exporter: exp, Reader: reader, Provider: tp}
-}
-
-// Spans returns the ended spans.
-func (tr *Tracing) Spans() tracetest.SpanStubs { return tr.Exporter.GetSpans() }
-
-// Counter returns the sum of an Int64 counter over all attribute sets.
-func (tr *Tracing) Counter(t testing.TB, name string) int64 {
-	t.Helper()
-	var rm metricdata.ResourceMetrics
-	if err := tr.Reader.Collect(context.Background(), &rm); err != nil {
-		t.Fatal(err)
-	}
-	var total int64
-	for _, sm := range rm.ScopeMetrics {
-		for _, m := range sm.Metrics {
-			if m.Name != name {
-				continue
-			}
-			if sum, ok := m.Data.(metricdata.Sum[int64]); ok {
-				for _, dp := range sum.DataPoints {
-					total += dp.Value
-				}
-			}
-		}
-	}
-	return total
-}
+func NewTracing(t testing.TB) *Tracing { return telemetrytest.New(t, telemetry.Config{}) }

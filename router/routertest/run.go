@@ -8,13 +8,14 @@
 package routertest
 
 import (
+	"github.com/warrenmq/warren/telemetry"
+
 	"context"
 	"sync/atomic"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
-	"github.com/warrenmq/warren/middleware"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
 	"github.com/warrenmq/warren/router"
 )
@@ -38,13 +39,13 @@ type Result struct {
 type Option func(*options)
 
 type options struct {
-	tel *middleware.Telemetry
+	tel *telemetry.Telemetry
 	pub *kit.Publisher
 }
 
 // WithTelemetry gives the stack telemetry (middlewaretest.NewTracing keeps
 // spans and metrics in memory). Default: the otel global providers.
-func WithTelemetry(t *middleware.Telemetry) Option { return func(o *options) { o.tel = t } }
+func WithTelemetry(t *telemetry.Telemetry) Option { return func(o *options) { o.tel = t } }
 
 // WithPublisher records into p: set p.Fail to see what the stack does when
 // the broker refuses a delayed retry or a dead letter.

@@ -1,0 +1,61 @@
+package telemetry
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+
+	"github.com/warrenmq/warren/ack"
+)
+
+// Reconnected counts a connection re-established (after a loss or a
+// refresh) to peer: warren.connection.reconnects.
+func (t *Telemetry) Reconnected(peer Peer) {
+	t.reconnects.Add(context.Background(), 1, metric.WithAttributes(peerAttributes(peer)...))
+}
+
+// Restored records how long the restore hooks (topology, consumers) of a
+// new connection to peer took: warren.connection.restore.duration, with
+// error.type when they failed.
+func (t *Telemetry) Restored(peer Peer, d time.Duration, err error) {
+	attrs := peerAttributes(peer)
+	if err != nil {
+		attrs = append(attrs, attribute.String("error.type", ack.ErrorType(err)))
+	}
+	t.restoreDuration.Record(context.Background(), d.Seconds(), metric.WithAttributes(attrs...))
+}
+
+// Unblocked records how long the broker blocked the connection to peer:
+// warren.connection.blocked.duration.
+func (t *Telemetry) Unblocked(peer Peer, d time.Duration) {
+	t.blockedDuration.Record(context.Background(), d.Seconds(), metric.WithAttributes(peerAttributes(peer)...))
+}
+
+// StaleSettlement counts a settlement of a delivery from queue dropped
+// because its channel was gone: warren.consumer.stale_settlements.
+func (t *Telemetry) StaleSettlement(queue string) {
+	t.staleAcks.Add(context.Background(), 1, metric.WithAttributes(attribute.String("messaging.consumer.group.name", queue)))
+}
+
+// Poison counts a delivery from queue that could not be decoded:
+// warren.consumer.poison.
+func (t *Telemetry) Poison(queue string) {
+	t.poison.Add(context.Background(), 1, metric.WithAttributes(attribute.String("messaging.consumer.group.name", queue)))
+}
+
+// Retry counts a retry of kind ("in_process" or "delayed"):
+// warren.retries. ctx is the message's.
+func (t *Telemetry) Retry(ctx context.Context, kind, queue string) {
+	t.retries.Add(ctx, 1, metric.WithAttributes(attribute.String("warren.retry.kind", kind),
+		attribute.String("messaging.consumer.group.name", queue)))
+}
+
+// DeadLetter counts a message dead-lettered by mode ("reject" to the
+// queue's dead-letter exchange, "publish" to a dead-letter queue):
+// warren.dead_letters. ctx is the message's.
+func (t *Telemetry) DeadLetter(ctx context.Context, mode, queue string) {
+	t.deadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("warren.dead_letter.mode", mode),
+		attribute.String("messaging.consumer.group.name", queue)))
+}

@@ -1,0 +1,285 @@
+package telemetry
+
+import (
+	"strings"
+	"sync"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+)
+
+// Peer is the broker end of a connection and the client's identity, as the
+// connection knows them now (package conn's Conn.Peer).
+type Peer struct {
+	// Address and Port are server.address and server.port: the host as
+	// the URL names it (no reverse lookup) and its port.
+	Address string
+	Port    int
+	// ClientID is messaging.client.id: the connection's name, host, process
+	// and sequence number, unique per connection.
+	ClientID string
+}
+
+// Destination is where a message goes or came from, in RabbitMQ's terms.
+type Destination struct {
+	Exchange   string
+	RoutingKey string
+	// Queue is the queue a message was consumed from; "" for a send.
+	Queue string
+	// Temporary marks a destination that may be gone once its messages are
+	// processed (an exclusive or auto-delete queue, a reply queue).
+	Temporary bool
+}
+
+// Anonymous reports whether name is one the broker generated (amq.gen-*)
+// or a direct reply-to pseudo-queue.
+func Anonymous(name string) bool {
+	return strings.HasPrefix(name, "amq.gen-") || strings.HasPrefix(name, "amq.rabbitmq.reply-to")
+}
+
+func (d Destination) anonymous() bool {
+	return Anonymous(d.Queue) || (d.Exchange == "" && Anonymous(d.RoutingKey))
+}
+
+// Name is messaging.destination.name as the RabbitMQ conventions define it:
+// "{exchange}:{routing key}" for a send, "{exchange}:{routing key}:{queue}"
+// for a consume, empty parts omitted, a routing key equal to the queue
+// given once, and "amq.default" for the default exchange without a key.
+func (d Destination) Name() string {
+	queue := d.Queue
+	if queue == d.RoutingKey {
+		queue = ""
+	}
+	if d.Exchange == "" && d.RoutingKey == "" && queue == "" {
+		return "amq.default"
+	}
+	return join(d.Exchange, d.RoutingKey, queue)
+}
+
+// lowCardinality is the destination without its parts that can be many:
+// a routing key on a named exchange (on a topic or headers exchange it can
+// be per entity), and generated or temporary queue names. "" when nothing
+// low in cardinality is left (a direct reply-to).
+func (d Destination) lowCardinality() string {
+	if d.Exchange == "" && d.RoutingKey == "" && d.Queue == "" {
+		return "amq.default"
+	}
+	queue := d.Queue
+	if Anonymous(queue) || d.Temporary {
+		queue = ""
+	}
+	key := ""
+	if d.Exchange == "" && !Anonymous(d.RoutingKey) && !(d.Temporary && d.RoutingKey == d.Queue) {
+		key = d.RoutingKey // on the default exchange, a queue's name
+	}
+	if key == queue {
+		queue = ""
+	}
+	return join(d.Exchange, key, queue)
+}
+
+// Template is messaging.destination.template: the low-cardinality form of
+// the name when the name is not low in cardinality itself, else "".
+func (d Destination) Template() string {
+	if lc := d.lowCardinality(); lc != d.Name() {
+		return lc
+	}
+	return ""
+}
+
+func join(parts ...string) string {
+	var b strings.Builder
+	for _, p := range parts {
+		if p == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte(':')
+		}
+		b.WriteString(p)
+	}
+	return b.String()
+}
+
+// op is one operation as the conventions name it.
+type op struct {
+	name, typ string
+}
+
+var (
+	opSend    = op{"send", "send"}
+	opCreate  = op{"create", "create"}
+	opProcess = op{"process", "process"}
+	opAck     = op{"ack", "settle"}
+	opNack    = op{"nack", "settle"}
+	opReject  = op{"reject", "settle"}
+)
+
+// described is an operation on a destination through a peer: its span name,
+// span attributes and metric attribute sets, built once and reused, so a
+// message that succeeds allocates nothing for them.
+type described struct {
+	spanName  string
+	spanAttrs []attribute.KeyValue
+	// count is the attribute set of the message counters, duration that of
+	// the duration histograms; withError adds error.type to either.
+	count, duration attribute.Set
+	countOpt        metric.MeasurementOption
+	durationOpt     metric.MeasurementOption
+	errMu           sync.Mutex
+	errSets         map[errKey]metric.MeasurementOption
+}
+
+type errKey struct {
+	duration bool
+	errType  string
+}
+
+// withError is the measurement option of set plus error.type, cached: the
+// error types are few (see ErrorType).
+func (d *described) withError(duration bool, errType string) metric.MeasurementOption {
+	if errType == "" {
+		if duration {
+			return d.durationOpt
+		}
+		return d.countOpt
+	}
+	d.errMu.Lock()
+	defer d.errMu.Unlock()
+	k := errKey{duration, errType}
+	if o, ok := d.errSets[k]; ok {
+		return o
+	}
+	base := d.count
+	if duration {
+		base = d.duration
+	}
+	attrs := append(base.ToSlice(), attribute.String("error.type", errType))
+	o := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	if d.errSets == nil {
+		d.errSets = map[errKey]metric.MeasurementOption{}
+	}
+	if len(d.errSets) < maxErrorTypes {
+		d.errSets[k] = o
+	}
+	return o
+}
+
+const maxErrorTypes = 64
+
+type destKey struct {
+	op   op
+	dest Destination
+	peer Peer
+}
+
+// destinations caches described operations, bounded: routing keys can be
+// many.
+type destinations struct {
+	mu sync.RWMutex
+	m  map[destKey]*described
+}
+
+const maxDestinations = 4096
+
+func (c *destinations) get(o op, d Destination, p Peer) *described {
+	k := destKey{o, d, p}
+	c.mu.RLock()
+	x, ok := c.m[k]
+	c.mu.RUnlock()
+	if ok {
+		return x
+	}
+	x = describe(o, d, p)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[destKey]*described{}
+	}
+	if len(c.m) >= maxDestinations {
+		clear(c.m)
+	}
+	if cur, ok := c.m[k]; ok {
+		return cur
+	}
+	c.m[k] = x
+	return x
+}
+
+// describe builds the attributes of o on d, per the RabbitMQ messaging
+// conventions (see the package documentation's table).
+func describe(o op, d Destination, p Peer) *described {
+	name, template := d.Name(), d.Template()
+	lowCard := d.lowCardinality()
+	spanName := o.name
+	if lowCard != "" {
+		spanName += " " + lowCard
+	}
+	common := []attribute.KeyValue{
+		attribute.String("messaging.system", "rabbitmq"),
+		attribute.String("messaging.operation.name", o.name),
+	}
+	spanAttrs := append(common[:len(common):len(common)],
+		attribute.String("messaging.operation.type", o.typ),
+		attribute.String("messaging.destination.name", name))
+	if template != "" {
+		spanAttrs = append(spanAttrs, attribute.String("messaging.destination.template", template))
+	}
+	if d.RoutingKey != "" && o != opAck && o != opNack && o != opReject {
+		spanAttrs = append(spanAttrs, attribute.String("messaging.rabbitmq.destination.routing_key", d.RoutingKey))
+	}
+	if o == opSend || o == opCreate || o == opProcess {
+		if d.anonymous() {
+			spanAttrs = append(spanAttrs, attribute.Bool("messaging.destination.anonymous", true))
+		}
+		if d.Temporary || d.anonymous() {
+			spanAttrs = append(spanAttrs, attribute.Bool("messaging.destination.temporary", true))
+		}
+	}
+	consuming := d.Queue != ""
+	if consuming && !Anonymous(d.Queue) {
+		spanAttrs = append(spanAttrs, attribute.String("messaging.consumer.group.name", d.Queue))
+	}
+	peerAttrs := peerAttributes(p)
+	spanAttrs = append(spanAttrs, peerAttrs...)
+	if p.ClientID != "" {
+		spanAttrs = append(spanAttrs, attribute.String("messaging.client.id", p.ClientID))
+	}
+
+	// Metrics carry the destination name only when it is low in
+	// cardinality, otherwise its template; a destination with nothing low
+	// in cardinality (a direct reply-to) carries neither.
+	count := append([]attribute.KeyValue(nil), common...)
+	switch {
+	case lowCard == "":
+	case template != "":
+		count = append(count, attribute.String("messaging.destination.template", template))
+	default:
+		count = append(count, attribute.String("messaging.destination.name", name))
+	}
+	if consuming && !Anonymous(d.Queue) && !d.Temporary {
+		count = append(count, attribute.String("messaging.consumer.group.name", d.Queue))
+	}
+	count = append(count, peerAttrs...)
+	duration := append(count[:len(count):len(count)], attribute.String("messaging.operation.type", o.typ))
+	x := &described{
+		spanName:  spanName,
+		spanAttrs: spanAttrs,
+		count:     attribute.NewSet(count...),
+		duration:  attribute.NewSet(duration...),
+	}
+	x.countOpt = metric.WithAttributeSet(x.count)
+	x.durationOpt = metric.WithAttributeSet(x.duration)
+	return x
+}
+
+func peerAttributes(p Peer) []attribute.KeyValue {
+	if p.Address == "" {
+		return nil
+	}
+	attrs := []attribute.KeyValue{attribute.String("server.address", p.Address)}
+	if p.Port != 0 {
+		attrs = append(attrs, attribute.Int("server.port", p.Port))
+	}
+	return attrs
+}

@@ -1,0 +1,223 @@
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/warrenmq/warren/ack"
+)
+
+// Incoming is one delivered message.
+type Incoming struct {
+	Destination   Destination
+	MessageID     string
+	CorrelationID string
+	// DeliveryTag is messaging.rabbitmq.message.delivery_tag; 0 when the
+	// message did not come from a delivery.
+	DeliveryTag uint64
+	// Headers carry the sender's trace context: AMQP headers, or a
+	// MetadataCarrier's map converted.
+	Headers map[string]any
+	// Metadata is read instead of Headers when Headers is nil (a message
+	// that did not come from a warren Subscriber).
+	Metadata map[string]string
+}
+
+// Process is the processing of one message: its process span, then its
+// settle span. Safe for concurrent use: a middleware may record a failure
+// while the subscriber settles.
+type Process struct {
+	t     *Telemetry
+	ctx   context.Context
+	span  trace.Span
+	dest  Destination
+	peer  Peer
+	dst   *described
+	tag   uint64
+	start time.Time
+
+	mu     sync.Mutex
+	failed error
+	ended  bool
+}
+
+type processKey struct{}
+
+// FromContext is the Process of the message whose context ctx is, nil when
+// there is none.
+func FromContext(ctx context.Context) *Process {
+	p, _ := ctx.Value(processKey{}).(*Process)
+	return p
+}
+
+// StartProcess starts the process span of in (CONSUMER, "process
+// {destination}") as a child or a link of the sender's span, as the
+// Telemetry's Relation says, and records messaging.client.consumed.messages.
+// The returned context carries the span, the sender's baggage and the
+// Process (FromContext): the message's handler runs with it.
+func (t *Telemetry) StartProcess(ctx context.Context, peer Peer, in Incoming) (context.Context, *Process) {
+	if t.off {
+		return ctx, nil // every method of a nil *Process does nothing
+	}
+	p := &Process{t: t, dest: in.Destination, peer: peer, tag: in.DeliveryTag, start: time.Now()}
+	p.dst = t.dests.get(opProcess, in.Destination, peer)
+	var carrier propagation.TextMapCarrier
+	switch {
+	case in.Headers != nil:
+		carrier = headerCarrier(in.Headers)
+	case in.Metadata != nil:
+		carrier = MetadataCarrier(in.Metadata)
+	}
+	attrs := messageAttributes(p.dst.spanAttrs, in.MessageID, in.CorrelationID)
+	if in.DeliveryTag != 0 {
+		attrs = append(attrs, attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(in.DeliveryTag)))
+	}
+	opts := []trace.SpanStartOption{consumerKind, trace.WithAttributes(attrs...)}
+	parent := ctx
+	if carrier != nil {
+		sent := t.propagator.Extract(context.Background(), carrier)
+		if b := baggage.FromContext(sent); b.Len() > 0 {
+			parent = baggage.ContextWithBaggage(parent, b)
+		}
+		if sc := trace.SpanContextFromContext(sent); sc.IsValid() {
+			if t.relation == Parent {
+				parent = trace.ContextWithRemoteSpanContext(parent, sc)
+			} else {
+				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+			}
+		}
+	}
+	ctx, p.span = t.tracer.Start(parent, p.dst.spanName, opts...)
+	p.ctx = context.WithValue(ctx, processKey{}, p)
+	t.consumed.Add(p.ctx, 1, p.dst.countOpt)
+	return p.ctx, p
+}
+
+// Fail records a failed attempt on the process span (an exception event
+// with warren.attempt, the Error status and error.type), even when the
+// message then goes on to a retry and is acked: a message sent to a delay
+// queue or the dead-letter queue failed its processing. The process span's
+// end and messaging.process.duration carry the last failure recorded.
+func (p *Process) Fail(err error, attempt int) {
+	if p == nil || err == nil {
+		return
+	}
+	p.mu.Lock()
+	p.failed = err
+	p.mu.Unlock()
+	attrs := []attribute.KeyValue{attribute.String("error.type", ack.ErrorType(err))}
+	if attempt > 0 {
+		attrs = append(attrs, attribute.Int("warren.attempt", attempt))
+	}
+	p.span.RecordError(err, trace.WithAttributes(attrs...))
+	p.span.SetStatus(codes.Error, err.Error())
+	p.span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
+}
+
+// RecordFailure records err on the Process of ctx, or, for a message that
+// has none, on ctx's span; attempt (0 when unknown) goes on the exception
+// event.
+func RecordFailure(ctx context.Context, err error, attempt int) {
+	if err == nil {
+		return
+	}
+	if p := FromContext(ctx); p != nil {
+		p.Fail(err, attempt)
+		return
+	}
+	span := trace.SpanFromContext(ctx)
+	if !span.IsRecording() {
+		return
+	}
+	span.RecordError(err, trace.WithAttributes(attribute.String("error.type", ack.ErrorType(err))))
+	span.SetStatus(codes.Error, err.Error())
+	span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
+}
+
+// ErrNacked is the failure recorded for a message its handler nacked
+// without saying why (a Watermill handler's error reaches the subscriber
+// only as a nack).
+var ErrNacked = errors.New("warren: the handler nacked the message")
+
+// End ends the process span once the handler is done with the message
+// (acked or nacked it), and records messaging.process.duration. err is the
+// outcome: nil for a message acked, the handler's error for one nacked;
+// a failure recorded with Fail stands when err is nil. Once only.
+func (p *Process) End(err error) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	if p.ended {
+		p.mu.Unlock()
+		return
+	}
+	p.ended = true
+	failed := p.failed
+	p.mu.Unlock()
+	if err != nil && failed == nil {
+		p.span.RecordError(err, trace.WithAttributes(attribute.String("error.type", ack.ErrorType(err))))
+		p.span.SetStatus(codes.Error, err.Error())
+		p.span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
+		failed = err
+	}
+	p.span.End()
+	p.t.processDuration.Record(p.ctx, time.Since(p.start).Seconds(), p.dst.withError(true, ack.ErrorType(failed)))
+}
+
+// SettleOp is how a message is settled.
+type SettleOp int
+
+// The settlements, named as the conventions' messaging.operation.name.
+const (
+	Ack           SettleOp = iota // basic.ack
+	NackRequeue                   // basic.nack with requeue
+	Reject                        // basic.reject without requeue: dead-lettered by the broker
+	RejectRequeue                 // basic.reject with requeue
+)
+
+func (o SettleOp) op() op {
+	switch o {
+	case NackRequeue:
+		return opNack
+	case Reject, RejectRequeue:
+		return opReject
+	}
+	return opAck
+}
+
+// Settle records the settlement of the message: a settle span (CLIENT,
+// "ack {destination}") under the process span, and
+// messaging.client.operation.duration. err is the settlement's own error.
+// The process span is ended first if it is not yet.
+func (p *Process) Settle(o SettleOp, err error, start time.Time) {
+	if p == nil {
+		return
+	}
+	p.End(nil)
+	dst := p.t.dests.get(o.op(), p.dest, p.peer)
+	attrs := dst.spanAttrs
+	if p.tag != 0 {
+		attrs = append(attrs[:len(attrs):len(attrs)], attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(p.tag)))
+	}
+	if o == NackRequeue || o == RejectRequeue {
+		attrs = append(attrs[:len(attrs):len(attrs)], attribute.Bool("warren.requeue", true))
+	}
+	ctx, span := p.t.tracer.Start(p.ctx, dst.spanName, clientKind, trace.WithTimestamp(start), trace.WithAttributes(attrs...))
+	errType := ack.ErrorType(err)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, err.Error())
+		span.SetAttributes(attribute.String("error.type", errType))
+	}
+	span.End()
+	p.t.opDuration.Record(ctx, time.Since(start).Seconds(), dst.withError(true, errType))
+}

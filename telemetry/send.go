@@ -1,0 +1,140 @@
+package telemetry
+
+import (
+	"context"
+	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/warrenmq/warren/ack"
+)
+
+var (
+	producerKind = trace.WithSpanKind(trace.SpanKindProducer)
+	clientKind   = trace.WithSpanKind(trace.SpanKindClient)
+	consumerKind = trace.WithSpanKind(trace.SpanKindConsumer)
+)
+
+// Outgoing is one message of a send.
+type Outgoing struct {
+	// Ctx is the message's own context: its span is the parent of the
+	// message's send (or create) span.
+	Ctx           context.Context
+	MessageID     string
+	CorrelationID string
+	// Headers are the AMQP headers the message goes out with: the span's
+	// trace context is written into them (replacing any the message
+	// carried, so that a republished copy continues from its republish).
+	// Must not be nil.
+	Headers map[string]any
+}
+
+// Send is a send operation in flight: the spans and the start time of one
+// Publish call.
+type Send struct {
+	t     *Telemetry
+	ctx   context.Context
+	dst   *described
+	span  trace.Span
+	n     int
+	start time.Time
+	errs  map[int]error
+}
+
+// StartSend starts the spans of sending msgs to dest through peer, by the
+// conventions' shapes: one message is one "send" span (PRODUCER), whose
+// context the message carries; a batch is one "create" span (PRODUCER) per
+// message, carried by it, and one "send" span (CLIENT) with
+// messaging.batch.message_count, linked to every create span. ctx is the
+// Publish call's context: a batch's send span is its child when it has a
+// span, else a child of the first message's.
+func (t *Telemetry) StartSend(ctx context.Context, peer Peer, dest Destination, msgs []Outgoing) *Send {
+	if t.off || len(msgs) == 0 {
+		return &Send{}
+	}
+	s := &Send{t: t, n: len(msgs), start: time.Now()}
+	if len(msgs) == 1 {
+		s.dst = t.dests.get(opSend, dest, peer)
+		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, producerKind,
+			trace.WithAttributes(messageAttributes(s.dst.spanAttrs, msgs[0].MessageID, msgs[0].CorrelationID)...))
+		t.propagator.Inject(s.ctx, headerCarrier(msgs[0].Headers))
+		return s
+	}
+	create := t.dests.get(opCreate, dest, peer)
+	s.dst = t.dests.get(opSend, dest, peer)
+	links := make([]trace.Link, 0, len(msgs))
+	for _, m := range msgs {
+		mctx, span := t.tracer.Start(m.Ctx, create.spanName, producerKind,
+			trace.WithAttributes(messageAttributes(create.spanAttrs, m.MessageID, m.CorrelationID)...))
+		t.propagator.Inject(mctx, headerCarrier(m.Headers))
+		span.End()
+		if sc := span.SpanContext(); sc.IsValid() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	parent := ctx
+	if !trace.SpanContextFromContext(ctx).IsValid() {
+		parent = msgs[0].Ctx
+	}
+	attrs := append(s.dst.spanAttrs[:len(s.dst.spanAttrs):len(s.dst.spanAttrs)],
+		attribute.Int("messaging.batch.message_count", len(msgs)))
+	s.ctx, s.span = t.tracer.Start(parent, s.dst.spanName, clientKind, trace.WithAttributes(attrs...), trace.WithLinks(links...))
+	return s
+}
+
+// messageAttributes are attrs plus the per-message ones.
+func messageAttributes(attrs []attribute.KeyValue, id, correlationID string) []attribute.KeyValue {
+	out := make([]attribute.KeyValue, len(attrs), len(attrs)+2)
+	copy(out, attrs)
+	if id != "" {
+		out = append(out, attribute.String("messaging.message.id", id))
+	}
+	if correlationID != "" {
+		out = append(out, attribute.String("messaging.message.conversation_id", correlationID))
+	}
+	return out
+}
+
+// Fail records that message i of the send failed with err.
+func (s *Send) Fail(i int, err error) {
+	if err == nil || s.n == 0 {
+		return
+	}
+	if s.errs == nil {
+		s.errs = map[int]error{}
+	}
+	s.errs[i] = err
+}
+
+// End ends the send: every message not failed with Fail succeeded, unless
+// err (a failure of the whole call) is set. It records
+// messaging.client.sent.messages per message and
+// messaging.client.operation.duration once, in the send span's context
+// (exemplars point at it).
+func (s *Send) End(err error) {
+	if s.n == 0 {
+		return
+	}
+	elapsed := time.Since(s.start).Seconds()
+	first := err
+	for i := 0; i < s.n; i++ {
+		e := err
+		if e == nil {
+			e = s.errs[i]
+		}
+		if first == nil {
+			first = e
+		}
+		s.t.sent.Add(s.ctx, 1, s.dst.withError(false, ack.ErrorType(e)))
+	}
+	errType := ack.ErrorType(first)
+	if first != nil {
+		s.span.RecordError(first)
+		s.span.SetStatus(codes.Error, first.Error())
+		s.span.SetAttributes(attribute.String("error.type", errType))
+	}
+	s.span.End()
+	s.t.opDuration.Record(s.ctx, elapsed, s.dst.withError(true, errType))
+}
