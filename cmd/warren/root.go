@@ -1,0 +1,179 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/topology"
+)
+
+// globals are the flags every command takes.
+type globals struct {
+	url     string
+	output  string
+	timeout time.Duration
+	stdin   io.Reader
+	stdout  io.Writer
+	stderr  io.Writer
+	// terminal: stdout is a terminal (progress bars, prompts).
+	terminal bool
+}
+
+// usageError is wrong usage (exit code 2).
+type usageError struct{ err error }
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+func isUsage(err error) bool {
+	var u *usageError
+	if errors.As(err, &u) {
+		return true
+	}
+	msg := err.Error()
+	return strings.HasPrefix(msg, "unknown command") || strings.HasPrefix(msg, "unknown flag") ||
+		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "arg(s)") || strings.HasPrefix(msg, "required flag")
+}
+
+func newRoot(stdin *os.File, stdout, stderr *os.File) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr, terminal: isTerminal(stdout)}
+	root := &cobra.Command{
+		Use:   "warren",
+		Short: "Topology as code, dead-letter triage and replay, and debugging for RabbitMQ services built with warren",
+		Long: `warren is the operators' command of the warren library.
+
+The broker is --url, or WARREN_URL, or amqp://guest:guest@127.0.0.1:5672/.
+The URL takes the library's options (heartbeat, connection_timeout, cacertfile,
+certfile, keyfile, several hosts separated by commas). Passwords are never
+printed.
+
+Exit codes: 0 done (nothing differs), 1 failed, 2 wrong usage, 3 invalid
+topology file, 4 diff found differences, 5 refused (apply would destroy
+messages, purge not confirmed).`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		Example: `  warren topology diff services/orders/topology.yaml
+  warren dlq ls orders.dlq billing.dlq
+  warren dlq replay orders.dlq --reason _OTHER --rate 50
+  warren tail shop 'order.#'`,
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
+	defaultURL := os.Getenv("WARREN_URL")
+	if defaultURL == "" {
+		defaultURL = "amqp://guest:guest@127.0.0.1:5672/"
+	}
+	root.PersistentFlags().StringVar(&g.url, "url", defaultURL, "broker URL (default: $WARREN_URL)")
+	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
+	root.PersistentFlags().DurationVar(&g.timeout, "timeout", time.Minute, "give up on a lost broker after this long")
+	root.PersistentPreRunE = func(*cobra.Command, []string) error {
+		if g.output != "table" && g.output != "json" {
+			return &usageError{fmt.Errorf("--output %q: want table or json", g.output)}
+		}
+		return nil
+	}
+	root.AddCommand(topologyCommand(g), dlqCommand(g), publishCommand(g), tailCommand(g))
+	return root
+}
+
+// args wraps a cobra argument check so that its error is a usage error.
+func args(check cobra.PositionalArgs) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, a []string) error {
+		if err := check(cmd, a); err != nil {
+			return &usageError{err}
+		}
+		return nil
+	}
+}
+
+// connect opens the connection: one attempt at first (a wrong URL fails at
+// once), then reconnecting for --timeout after a loss.
+func (g *globals) connect(ctx context.Context) (*conn.Conn, *topology.Ops, error) {
+	c, err := conn.New(g.url, conn.Config{
+		ConnectionName: "warren-cli",
+		Telemetry:      telemetry.Disabled(),
+		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second,
+			MaxElapsedTime: g.timeout}),
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := c.Open(ctx); err != nil {
+		_ = c.Close(context.Background())
+		return nil, nil, fmt.Errorf("connect to %s: %w", redact(g.url), err)
+	}
+	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	if err != nil {
+		_ = c.Close(context.Background())
+		return nil, nil, err
+	}
+	return c, ops, nil
+}
+
+// userinfo finds the password of a URL.
+var userinfo = regexp.MustCompile(`(amqps?://[^:/@\s]*:)[^@\s]*@`)
+
+// redact hides passwords in s.
+func redact(s string) string { return userinfo.ReplaceAllString(s, "${1}***@") }
+
+// printJSON writes v as indented JSON.
+func (g *globals) printJSON(v any) error {
+	enc := json.NewEncoder(g.stdout)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func (g *globals) json() bool { return g.output == "json" }
+
+// table is a tabwriter for aligned columns whose lines carry no trailing
+// blanks (an empty last column would leave them).
+type table struct {
+	buf bytes.Buffer
+	tw  *tabwriter.Writer
+	out io.Writer
+}
+
+func newTable(out io.Writer) *table {
+	t := &table{out: out}
+	t.tw = tabwriter.NewWriter(&t.buf, 0, 4, 2, ' ', 0)
+	return t
+}
+
+func (t *table) Write(p []byte) (int, error) { return t.tw.Write(p) }
+
+// Flush writes the aligned lines.
+func (t *table) Flush() error {
+	if err := t.tw.Flush(); err != nil {
+		return err
+	}
+	for _, line := range strings.SplitAfter(t.buf.String(), "\n") {
+		if line == "" {
+			continue
+		}
+		nl := strings.HasSuffix(line, "\n")
+		line = strings.TrimRight(line, " \n")
+		if nl {
+			line += "\n"
+		}
+		if _, err := io.WriteString(t.out, line); err != nil {
+			return err
+		}
+	}
+	t.buf.Reset()
+	return nil
+}

@@ -1,0 +1,387 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"reflect"
+	"sort"
+	"strings"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/warrenmq/warren/topology"
+)
+
+// topologyFile is the YAML form of a topology.Topology: the same specs, in
+// the words of the broker's own definitions (snake_case), typed arguments
+// by name and anything else under arguments.
+type topologyFile struct {
+	Exchanges []exchangeEntry `yaml:"exchanges,omitempty"`
+	Queues    []queueEntry    `yaml:"queues,omitempty"`
+	Bindings  []bindingEntry  `yaml:"bindings,omitempty"`
+}
+
+type exchangeEntry struct {
+	Name              string         `yaml:"name"`
+	Type              string         `yaml:"type"`
+	Durable           bool           `yaml:"durable,omitempty"`
+	AutoDelete        bool           `yaml:"auto_delete,omitempty"`
+	Internal          bool           `yaml:"internal,omitempty"`
+	AlternateExchange string         `yaml:"alternate_exchange,omitempty"`
+	Arguments         map[string]any `yaml:"arguments,omitempty"`
+}
+
+type queueEntry struct {
+	Name                 string         `yaml:"name"`
+	Durable              bool           `yaml:"durable,omitempty"`
+	Exclusive            bool           `yaml:"exclusive,omitempty"`
+	AutoDelete           bool           `yaml:"auto_delete,omitempty"`
+	Type                 string         `yaml:"type,omitempty"`
+	MessageTTL           string         `yaml:"message_ttl,omitempty"`
+	Expires              string         `yaml:"expires,omitempty"`
+	MaxLength            int64          `yaml:"max_length,omitempty"`
+	MaxLengthBytes       int64          `yaml:"max_length_bytes,omitempty"`
+	Overflow             string         `yaml:"overflow,omitempty"`
+	DeadLetterExchange   string         `yaml:"dead_letter_exchange,omitempty"`
+	DeadLetterRoutingKey string         `yaml:"dead_letter_routing_key,omitempty"`
+	DeadLetterStrategy   string         `yaml:"dead_letter_strategy,omitempty"`
+	MaxPriority          int            `yaml:"max_priority,omitempty"`
+	SingleActiveConsumer bool           `yaml:"single_active_consumer,omitempty"`
+	DeliveryLimit        int            `yaml:"delivery_limit,omitempty"`
+	Arguments            map[string]any `yaml:"arguments,omitempty"`
+}
+
+type bindingEntry struct {
+	Source          string         `yaml:"source"`
+	Destination     string         `yaml:"destination"`
+	DestinationType string         `yaml:"destination_type,omitempty"`
+	RoutingKey      string         `yaml:"routing_key,omitempty"`
+	Arguments       map[string]any `yaml:"arguments,omitempty"`
+}
+
+// fieldKeys maps a spec field, as topology's errors name it, to its key in
+// the file.
+var fieldKeys = map[string]string{
+	"Name": "name", "Type": "type", "Durable": "durable", "AutoDelete": "auto_delete", "Exclusive": "exclusive",
+	"Internal": "internal", "Source": "source", "Destination": "destination", "RoutingKey": "routing_key",
+	"Args.AlternateExchange": "alternate_exchange", "Args.Type": "type", "Args.MessageTTL": "message_ttl",
+	"Args.Expires": "expires", "Args.MaxLength": "max_length", "Args.MaxLengthBytes": "max_length_bytes",
+	"Args.Overflow": "overflow", "Args.DeadLetterExchange": "dead_letter_exchange",
+	"Args.DeadLetterRoutingKey": "dead_letter_routing_key", "Args.DeadLetterStrategy": "dead_letter_strategy",
+	"Args.MaxPriority": "max_priority", "Args.SingleActiveConsumer": "single_active_consumer",
+	"Args.DeliveryLimit": "delivery_limit", "Args.Extra": "arguments", "Args": "arguments", "Kind": "destination_type",
+}
+
+// Problem is one thing wrong with a topology file, where it is.
+type Problem struct {
+	File   string `json:"file"`
+	Line   int    `json:"line"`
+	Field  string `json:"field,omitempty"`
+	Entity string `json:"entity,omitempty"`
+	Reason string `json:"reason"`
+}
+
+func (p Problem) String() string {
+	where := fmt.Sprintf("%s:%d", p.File, p.Line)
+	if p.Field != "" {
+		where += ": " + p.Field
+	}
+	if p.Entity != "" {
+		return fmt.Sprintf("%s: %s: %s", where, p.Entity, p.Reason)
+	}
+	return where + ": " + p.Reason
+}
+
+// ErrInvalidFile is a topology file with problems (exit code 3).
+var ErrInvalidFile = errors.New("invalid topology file")
+
+// loadTopology reads and validates path: the topology, or every problem
+// found (ErrInvalidFile).
+func loadTopology(path string) (topology.Topology, []Problem, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return topology.Topology{}, nil, err
+	}
+	return parseTopology(path, raw)
+}
+
+func parseTopology(path string, raw []byte) (topology.Topology, []Problem, error) {
+	var root yaml.Node
+	if err := yaml.Unmarshal(raw, &root); err != nil {
+		return topology.Topology{}, []Problem{yamlProblem(path, err)}, ErrInvalidFile
+	}
+	var f topologyFile
+	if err := yaml.NewDecoder(bytes.NewReader(raw)).Decode(&f); err != nil && !errors.Is(err, io.EOF) {
+		return topology.Topology{}, yamlProblems(path, err), ErrInvalidFile
+	}
+	doc := &root
+	if doc.Kind == yaml.DocumentNode && len(doc.Content) > 0 {
+		doc = doc.Content[0]
+	}
+	problems := unknownKeys(path, doc)
+	var t topology.Topology
+	entries := func(section string) []*yaml.Node {
+		if n := mapValue(doc, section); n != nil && n.Kind == yaml.SequenceNode {
+			return n.Content
+		}
+		return nil
+	}
+	report := func(node *yaml.Node, entity string, err error) {
+		if err == nil {
+			return
+		}
+		for _, e := range flatten(err) {
+			p := Problem{File: path, Line: node.Line, Entity: entity, Reason: e.Error()}
+			var se *topology.SpecError
+			if errors.As(e, &se) {
+				p.Reason = se.Reason
+				if key, ok := fieldKeys[se.Field]; ok {
+					p.Field = key
+					if k := mapKey(node, key); k != nil {
+						p.Line = k.Line
+					}
+				} else {
+					p.Field = se.Field
+				}
+			}
+			problems = append(problems, p)
+		}
+	}
+	xNodes := entries("exchanges")
+	for i, e := range f.Exchanges {
+		spec := topology.ExchangeSpec{Name: e.Name, Type: topology.ExchangeType(e.Type), Durable: e.Durable, AutoDelete: e.AutoDelete,
+			Internal: e.Internal, Args: topology.ExchangeArgs{AlternateExchange: e.AlternateExchange, Extra: argTable(e.Arguments)}}
+		report(xNodes[i], fmt.Sprintf("exchange %q", e.Name), spec.Validate())
+		t.Exchanges = append(t.Exchanges, spec)
+	}
+	qNodes := entries("queues")
+	for i, q := range f.Queues {
+		spec := topology.QueueSpec{Name: q.Name, Durable: q.Durable, Exclusive: q.Exclusive, AutoDelete: q.AutoDelete,
+			Args: topology.QueueArgs{Type: topology.QueueType(q.Type), MaxLength: q.MaxLength, MaxLengthBytes: q.MaxLengthBytes,
+				Overflow: topology.Overflow(q.Overflow), DeadLetterExchange: q.DeadLetterExchange, DeadLetterRoutingKey: q.DeadLetterRoutingKey,
+				DeadLetterStrategy: topology.DeadLetterStrategy(q.DeadLetterStrategy), MaxPriority: q.MaxPriority,
+				SingleActiveConsumer: q.SingleActiveConsumer, DeliveryLimit: q.DeliveryLimit, Extra: argTable(q.Arguments)}}
+		entity := fmt.Sprintf("queue %q", q.Name)
+		for key, dst := range map[string]*time.Duration{"message_ttl": &spec.Args.MessageTTL, "expires": &spec.Args.Expires} {
+			v := map[string]string{"message_ttl": q.MessageTTL, "expires": q.Expires}[key]
+			if v == "" {
+				continue
+			}
+			d, err := time.ParseDuration(v)
+			if err != nil {
+				line := qNodes[i].Line
+				if k := mapKey(qNodes[i], key); k != nil {
+					line = k.Line
+				}
+				problems = append(problems, Problem{File: path, Line: line, Field: key, Entity: entity, Reason: fmt.Sprintf("%q is not a duration (want 30s, 5m, 24h)", v)})
+				continue
+			}
+			*dst = d
+		}
+		report(qNodes[i], entity, spec.Validate())
+		t.Queues = append(t.Queues, spec)
+	}
+	bNodes := entries("bindings")
+	for i, b := range f.Bindings {
+		spec := topology.BindSpec{Source: b.Source, Destination: b.Destination, RoutingKey: b.RoutingKey, Args: argTable(b.Arguments)}
+		entity := fmt.Sprintf("binding %s -> %s", b.Source, b.Destination)
+		switch b.DestinationType {
+		case "", "queue":
+		case "exchange":
+			spec.Kind = topology.BindExchange
+		default:
+			line := bNodes[i].Line
+			if k := mapKey(bNodes[i], "destination_type"); k != nil {
+				line = k.Line
+			}
+			problems = append(problems, Problem{File: path, Line: line, Field: "destination_type", Entity: entity, Reason: fmt.Sprintf("%q: want queue or exchange", b.DestinationType)})
+		}
+		report(bNodes[i], entity, spec.Validate())
+		t.Bindings = append(t.Bindings, spec)
+	}
+	problems = append(problems, crossCheck(path, t, qNodes, bNodes)...)
+	sort.SliceStable(problems, func(i, j int) bool { return problems[i].Line < problems[j].Line })
+	if len(problems) > 0 {
+		return t, problems, ErrInvalidFile
+	}
+	return t, nil, nil
+}
+
+// crossCheck finds what no single spec shows: a binding to a queue or from
+// an exchange the file does not declare is fine (it may exist already),
+// but two declarations of one name are not.
+func crossCheck(path string, t topology.Topology, qNodes, bNodes []*yaml.Node) []Problem {
+	var problems []Problem
+	seen := map[string]int{}
+	for i, q := range t.Queues {
+		if prev, dup := seen[q.Name]; dup {
+			problems = append(problems, Problem{File: path, Line: qNodes[i].Line, Field: "name", Entity: fmt.Sprintf("queue %q", q.Name),
+				Reason: fmt.Sprintf("declared twice (first at line %d)", qNodes[prev].Line)})
+			continue
+		}
+		seen[q.Name] = i
+	}
+	return problems
+}
+
+// yamlProblem turns a YAML syntax error into a Problem ("yaml: line 3: ...").
+func yamlProblem(path string, err error) Problem {
+	msg := err.Error()
+	line := 0
+	if _, scanErr := fmt.Sscanf(msg, "yaml: line %d:", &line); scanErr == nil {
+		msg = strings.TrimSpace(msg[strings.Index(msg[len("yaml: line "):], ":")+len("yaml: line ")+1:])
+	}
+	return Problem{File: path, Line: line, Reason: msg}
+}
+
+// yamlProblems splits a decoding error (unknown fields, wrong types) into
+// one Problem per line it names.
+func yamlProblems(path string, err error) []Problem {
+	var te *yaml.TypeError
+	if !errors.As(err, &te) {
+		return []Problem{yamlProblem(path, err)}
+	}
+	var out []Problem
+	for _, e := range te.Errors {
+		line := 0
+		rest := e
+		if _, scanErr := fmt.Sscanf(e, "line %d:", &line); scanErr == nil {
+			rest = strings.TrimSpace(e[strings.Index(e, ":")+1:])
+		}
+		out = append(out, Problem{File: path, Line: line, Reason: rest})
+	}
+	return out
+}
+
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+func mapValue(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i+1]
+		}
+	}
+	return nil
+}
+
+func mapKey(n *yaml.Node, key string) *yaml.Node {
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if n.Content[i].Value == key {
+			return n.Content[i]
+		}
+	}
+	return nil
+}
+
+// argTable converts YAML arguments to an AMQP table: YAML integers are int,
+// which AMQP encodes as a signed 64-bit value, as the broker expects of
+// x-arguments.
+func argTable(m map[string]any) amqp.Table {
+	if len(m) == 0 {
+		return nil
+	}
+	t := amqp.Table{}
+	for k, v := range m {
+		switch x := v.(type) {
+		case int:
+			t[k] = int64(x)
+		default:
+			t[k] = x
+		}
+	}
+	return t
+}
+
+// fileOf is the YAML form of t.
+func fileOf(t topology.Topology) topologyFile {
+	var f topologyFile
+	for _, x := range t.Exchanges {
+		f.Exchanges = append(f.Exchanges, exchangeEntry{Name: x.Name, Type: string(x.Type), Durable: x.Durable, AutoDelete: x.AutoDelete,
+			Internal: x.Internal, AlternateExchange: x.Args.AlternateExchange, Arguments: plain(x.Args.Extra)})
+	}
+	for _, q := range t.Queues {
+		e := queueEntry{Name: q.Name, Durable: q.Durable, Exclusive: q.Exclusive, AutoDelete: q.AutoDelete, Type: string(q.Args.Type),
+			MaxLength: q.Args.MaxLength, MaxLengthBytes: q.Args.MaxLengthBytes, Overflow: string(q.Args.Overflow),
+			DeadLetterExchange: q.Args.DeadLetterExchange, DeadLetterRoutingKey: q.Args.DeadLetterRoutingKey,
+			DeadLetterStrategy: string(q.Args.DeadLetterStrategy), MaxPriority: q.Args.MaxPriority,
+			SingleActiveConsumer: q.Args.SingleActiveConsumer, DeliveryLimit: q.Args.DeliveryLimit, Arguments: plain(q.Args.Extra)}
+		if q.Args.MessageTTL > 0 {
+			e.MessageTTL = q.Args.MessageTTL.String()
+		}
+		if q.Args.Expires > 0 {
+			e.Expires = q.Args.Expires.String()
+		}
+		f.Queues = append(f.Queues, e)
+	}
+	for _, b := range t.Bindings {
+		e := bindingEntry{Source: b.Source, Destination: b.Destination, RoutingKey: b.RoutingKey, Arguments: plain(b.Args)}
+		if b.Kind == topology.BindExchange {
+			e.DestinationType = "exchange"
+		}
+		f.Bindings = append(f.Bindings, e)
+	}
+	return f
+}
+
+func plain(t amqp.Table) map[string]any {
+	if len(t) == 0 {
+		return nil
+	}
+	return map[string]any(t)
+}
+
+// unknownKeys reports every key the file format does not have, with its
+// line: a misspelt field would otherwise be dropped without a word.
+func unknownKeys(path string, doc *yaml.Node) []Problem {
+	var out []Problem
+	check := func(n *yaml.Node, allowed map[string]bool, where string) {
+		if n == nil || n.Kind != yaml.MappingNode {
+			return
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			if k := n.Content[i]; !allowed[k.Value] {
+				out = append(out, Problem{File: path, Line: k.Line, Field: k.Value, Reason: "unknown field in " + where})
+			}
+		}
+	}
+	check(doc, keysOf(topologyFile{}), "the file (want exchanges, queues, bindings)")
+	for section, entry := range map[string]any{"exchanges": exchangeEntry{}, "queues": queueEntry{}, "bindings": bindingEntry{}} {
+		if seq := mapValue(doc, section); seq != nil && seq.Kind == yaml.SequenceNode {
+			for _, n := range seq.Content {
+				check(n, keysOf(entry), "an entry of "+section)
+			}
+		}
+	}
+	return out
+}
+
+// keysOf is the YAML keys of a struct's fields.
+func keysOf(v any) map[string]bool {
+	t := reflect.TypeOf(v)
+	keys := map[string]bool{}
+	for i := 0; i < t.NumField(); i++ {
+		name, _, _ := strings.Cut(t.Field(i).Tag.Get("yaml"), ",")
+		keys[name] = true
+	}
+	return keys
+}
