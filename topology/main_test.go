@@ -50,19 +50,7 @@ func setup(t *testing.T, url string, cfg topology.OpsConfig) (*conn.Conn, *topol
 }
 
 // rawChannel is a plain amqp091 channel for checking from the outside.
-func rawChannel(t *testing.T, url string) *amqp.Channel {
-	t.Helper()
-	c, err := amqp.Dial(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	ch, err := c.Channel()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return ch
-}
+func rawChannel(t *testing.T, url string) *amqp.Channel { return rabbittest.RawChannel(t, url) }
 
 // receiver is a consumer handler that forwards bodies.
 func receiver(out chan<- string) topology.Handler {

@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/warrenmq/warren/conn"
 )
 
@@ -27,4 +29,20 @@ func OpenConn(t testing.TB, url string, cfg conn.Config) *conn.Conn {
 		_ = c.Close(ctx)
 	})
 	return c
+}
+
+// RawChannel is a plain amqp091 channel on url, for looking at the broker
+// from outside warren; its connection closes when t ends.
+func RawChannel(t testing.TB, url string) *amqp.Channel {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
 }
