@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-
 	"context"
 	"fmt"
 	"slices"
@@ -18,6 +16,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
 )
 

@@ -1,8 +1,6 @@
 package bench
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-
 	"context"
 	"fmt"
 	"os"
@@ -22,6 +20,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
 )
 

@@ -1,8 +1,6 @@
 package conn
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
@@ -14,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/telemetry"
 )
 
 // Config shapes a Conn. The zero value is usable: every field documents its
@@ -66,6 +65,17 @@ type Config struct {
 	Properties amqp.Table
 	// Logger receives the connection's logs. Default: silent.
 	Logger *slog.Logger
+	// Credentials, when set, gives the login of every dial (the first, each
+	// reconnect, each refresh) in place of the URL's user and password:
+	// rotated passwords, tokens. A secret that expires is renewed on the
+	// live connection (connection.update-secret) CredentialsRefreshBefore
+	// its expiry. With a provider, a refused login is retried by the retry
+	// policy (the provider may have the rotated secret by the next
+	// attempt) instead of ending the connection.
+	Credentials CredentialsProvider
+	// CredentialsRefreshBefore is how long before a secret's expiry it is
+	// renewed (at most half its remaining life). Default: 1 minute.
+	CredentialsRefreshBefore time.Duration
 	// Telemetry records the connection's metrics (reconnects, restore
 	// duration, time blocked) and is what publishers, subscribers and
 	// routers on the connection use unless their own config names one.
@@ -117,6 +127,9 @@ func (c *Config) setDefaults(primary *URL) {
 	if c.Telemetry == nil {
 		c.Telemetry = telemetry.Default()
 	}
+	if c.CredentialsRefreshBefore == 0 {
+		c.CredentialsRefreshBefore = time.Minute
+	}
 }
 
 // Validate reports every problem of c, each naming its field.
@@ -126,6 +139,7 @@ func (c *Config) Validate() error {
 	f.Check(c.DialTimeout < 0, "DialTimeout", "must not be negative")
 	f.Check(c.OperationTimeout < 0, "OperationTimeout", "must not be negative")
 	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
+	f.Check(c.CredentialsRefreshBefore < 0, "CredentialsRefreshBefore", "must not be negative")
 	for i, u := range c.AlternateURLs {
 		if _, err := ParseURL(u); err != nil {
 			f.Join(fmt.Errorf("conn: Config.AlternateURLs[%d]: %w", i, err))

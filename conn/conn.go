@@ -33,11 +33,13 @@ type Conn struct {
 	gen      *generation // current; nil unless Connected
 	peer     atomic.Pointer[telemetry.Peer]
 	clientID string
-	ready    chan struct{}
-	started  bool
-	nextGen  uint64
-	epIndex  int
-	refresh  []chan error // Refresh callers waiting for the next connection
+	// secretUpdates counts update-secret calls (Config.Credentials).
+	secretUpdates atomic.Uint64
+	ready         chan struct{}
+	started       bool
+	nextGen       uint64
+	epIndex       int
+	refresh       []chan error // Refresh callers waiting for the next connection
 
 	chanMu sync.Mutex // serialises (re)opening the cached channel
 	cached *Channel
@@ -447,7 +449,10 @@ func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
 		} else {
 			ambiguous = 0
 		}
-		if !policy.isRetryable(err) || ambiguous >= ambiguousAuthLimit {
+		// With a credentials provider a refused login is worth another
+		// attempt: by then the provider may have the rotated secret.
+		providedLogin := c.cfg.Credentials != nil && (IsAuthError(err) || ambiguousAuth(err))
+		if !providedLogin && (!policy.isRetryable(err) || ambiguous >= ambiguousAuthLimit) {
 			return nil, &GiveUpError{Attempts: attempt, Retryable: false, Err: err}
 		}
 		wait := b.NextBackOff()
@@ -549,9 +554,17 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 		conn *amqp.Connection
 		err  error
 	}
+	cr, provided, err := c.credentials()
+	if err != nil {
+		return nil, err
+	}
+	dialURL := ep.url.dialURL(ep.host)
+	if provided {
+		dialURL = ep.url.dialURLWith(ep.host, cr)
+	}
 	res := make(chan result, 1)
 	if !c.spawn(func() {
-		ac, err := amqp.DialConfig(ep.url.dialURL(ep.host), cfg)
+		ac, err := amqp.DialConfig(dialURL, cfg)
 		res <- result{ac, err}
 	}) {
 		return nil, errClosing
@@ -578,5 +591,8 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	peer := c.Peer()
 	g := newGeneration(id, r.conn, c.spawn, c.log, func(d time.Duration) { c.cfg.Telemetry.Unblocked(peer, d) })
 	g.endpoint = ep.String()
+	if provided {
+		c.keepSecretFresh(g, cr)
+	}
 	return g, nil
 }

@@ -1,13 +1,12 @@
 package conn
 
 import (
-	"github.com/warrenmq/warren/ack"
-
 	"errors"
 	"fmt"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
 )
 

@@ -1,17 +1,18 @@
 package conn_test
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/telemetry/telemetrytest"
-
 	"context"
 	"errors"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/telemetry/telemetrytest"
 )
 
 func TestBrokerKilledMidOperationAndRestarted(t *testing.T) {
@@ -140,5 +141,93 @@ func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
 	}
 	if got := rec.Counter(t, telemetry.MetricReconnects); got != 1 {
 		t.Fatalf("%s = %d, want 1 (the refresh)", telemetry.MetricReconnects, got)
+	}
+}
+
+// TestCredentialsProviderFollowsPasswordRotation: the password of a
+// service's user is changed on the broker while the service runs; the
+// provider gives the new one, the next reconnect logs in with it, and
+// nothing published before or after is lost.
+func TestCredentialsProviderFollowsPasswordRotation(t *testing.T) {
+	n := node.Get(t)
+	ctx := ctxT(t, 60*time.Second)
+	rabbittest.AddUser(t, n.Name, "rotating", "first-secret", "/", rabbittest.Permissions{Configure: ".*", Write: ".*", Read: ".*"})
+	var secret atomic.Value
+	secret.Store("first-secret")
+	var calls atomic.Int32
+	c := open(t, "amqp://"+n.Addr()+"/", conn.Config{Reconnect: fast(), Credentials: func(context.Context) (conn.Credentials, error) {
+		calls.Add(1)
+		return conn.Credentials{Username: "rotating", Password: secret.Load().(string)}, nil
+	}})
+	ch, err := c.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(ctx, "rotation", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if ch, err := c.NewChannel(context.Background()); err == nil {
+			_, _ = ch.QueueDelete(context.Background(), "rotation", false, false, false)
+		}
+	}()
+	if err := ch.Publish(ctx, "", "rotation", amqp.Publishing{Body: []byte("before")}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rabbittest.Ctl(ctx, n.Name, "change_password", "rotating", "second-secret"); err != nil {
+		t.Fatal(err)
+	}
+	secret.Store("second-secret")
+	if err := c.Refresh(ctx); err != nil {
+		t.Fatalf("reconnect after the rotation: %v", err)
+	}
+	if calls.Load() < 2 {
+		t.Fatalf("the provider was asked %d times, want once per dial", calls.Load())
+	}
+	ch, err = c.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Publish(ctx, "", "rotation", amqp.Publishing{Body: []byte("after")}); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"before", "after"} {
+		var d amqp.Delivery
+		var ok bool
+		deadline := time.Now().Add(10 * time.Second)
+		for !ok && time.Now().Before(deadline) {
+			if d, ok, err = ch.Get(ctx, "rotation", true); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if !ok || string(d.Body) != want {
+			t.Fatalf("got %q (%v), want %q: a message was lost over the rotation", d.Body, ok, want)
+		}
+	}
+}
+
+// TestExpiringSecretIsRenewedOnTheLiveConnection: a secret that expires
+// is renewed with connection.update-secret before it does, on the same
+// connection (no reconnect).
+func TestExpiringSecretIsRenewedOnTheLiveConnection(t *testing.T) {
+	n := node.Get(t)
+	ctx := ctxT(t, 60*time.Second)
+	c := open(t, "amqp://"+n.Addr()+"/", conn.Config{Reconnect: fast(), CredentialsRefreshBefore: 500 * time.Millisecond,
+		Credentials: func(context.Context) (conn.Credentials, error) {
+			return conn.Credentials{Username: "guest", Password: "guest", Expires: time.Now().Add(time.Second)}, nil
+		}})
+	gen := c.Generation()
+	deadline := time.Now().Add(20 * time.Second)
+	for c.SecretUpdates() < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d secret updates after 20s, want 2 (one per second)", c.SecretUpdates())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if c.Generation() != gen {
+		t.Fatal("the renewal reconnected instead of updating the live connection")
+	}
+	if _, err := c.NewChannel(ctx); err != nil {
+		t.Fatalf("the connection after two renewals: %v", err)
 	}
 }

@@ -1,9 +1,6 @@
 package middleware_test
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/telemetry/telemetrytest"
-
 	"context"
 	"errors"
 	"strings"
@@ -18,6 +15,8 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/middleware"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/telemetry/telemetrytest"
 )
 
 func TestAckDispositions(t *testing.T) {

@@ -1,8 +1,6 @@
 package tests
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-
 	"context"
 	"errors"
 	"fmt"
@@ -17,6 +15,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
 )
 

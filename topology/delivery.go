@@ -1,12 +1,11 @@
 package topology
 
 import (
-	"github.com/warrenmq/warren/ack"
-
 	"sync/atomic"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
 )
 

@@ -1,13 +1,12 @@
 package topology
 
 import (
-	"github.com/warrenmq/warren/ack"
-
 	"fmt"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
 )
 

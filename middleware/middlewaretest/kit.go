@@ -5,9 +5,6 @@
 package middlewaretest
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/telemetry/telemetrytest"
-
 	"context"
 	"errors"
 	"strconv"
@@ -21,6 +18,8 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/telemetry/telemetrytest"
 )
 
 // MessageOption shapes NewMessage.

@@ -8,8 +8,6 @@
 package routertest
 
 import (
-	"github.com/warrenmq/warren/telemetry"
-
 	"context"
 	"sync/atomic"
 	"time"
@@ -18,6 +16,7 @@ import (
 
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
 	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/telemetry"
 )
 
 // Result is what one message came to in a route's stack.
