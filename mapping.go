@@ -1,6 +1,8 @@
 package warren
 
 import (
+	"time"
+
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -33,15 +35,27 @@ type Subscription struct {
 }
 
 func queueSpec(name string, transient bool, args topology.QueueArgs, life Lifetime) topology.QueueSpec {
-	q := topology.QueueSpec{Name: name, Durable: !transient, Args: args}
+	q := topology.QueueSpec{Name: name, Durable: true, Args: args}
 	switch life {
 	case UntilUnused:
 		q.AutoDelete = true
 	case ConnectionOnly:
 		q.Exclusive, q.Durable = true, false
+		return q
+	}
+	if transient && q.Args.Expires == 0 {
+		// Not a non-durable queue: RabbitMQ 4.3 refuses non-durable
+		// non-exclusive queues by default (release notes 4.3.0,
+		// transient_nonexcl_queues); what it advises instead is a durable
+		// queue that expires.
+		q.Args.Expires = TransientQueueExpiry
 	}
 	return q
 }
+
+// TransientQueueExpiry is how long a Transient mapping's queue lives
+// unused (x-expires) unless its QueueArgs say otherwise.
+const TransientQueueExpiry = time.Hour
 
 // Lifetime is how long a subscription's queue lives on the broker, so that
 // reply-like and per-instance topics leave nothing behind. (A queue that
@@ -68,7 +82,10 @@ const (
 // to exactly one queue); use FanoutPerTopic or TopicExchange for them.
 type QueuePerTopic struct {
 	Prefix string
-	// Transient makes queues non-durable. Default: durable.
+	// Transient makes the exchanges non-durable and the queues go once
+	// unused for TransientQueueExpiry (QueueArgs.Expires, x-expires): the
+	// queues are durable, because RabbitMQ 4.3 refuses non-durable
+	// non-exclusive queues (release notes 4.3.0). Default: lasting.
 	Transient bool
 	QueueArgs topology.QueueArgs
 	// Lifetime of the queues. Default: Lasting.
@@ -98,8 +115,12 @@ func (m QueuePerTopic) Subscription(topic string) (Subscription, error) {
 type FanoutPerTopic struct {
 	Prefix        string
 	ConsumerGroup string
-	Transient     bool
-	QueueArgs     topology.QueueArgs
+	// Transient makes the exchanges non-durable and the queues go once
+	// unused for TransientQueueExpiry (QueueArgs.Expires, x-expires): the
+	// queues are durable, because RabbitMQ 4.3 refuses non-durable
+	// non-exclusive queues (release notes 4.3.0). Default: lasting.
+	Transient bool
+	QueueArgs topology.QueueArgs
 	// Lifetime of the queues. Default: Lasting.
 	Lifetime Lifetime
 }
@@ -141,7 +162,11 @@ type TopicExchange struct {
 	ConsumerGroup string
 	// Patterns returns the binding keys of a subscription to topic.
 	// Default: []string{topic}.
-	Patterns  func(topic string) []string
+	Patterns func(topic string) []string
+	// Transient makes the exchanges non-durable and the queues go once
+	// unused for TransientQueueExpiry (QueueArgs.Expires, x-expires): the
+	// queues are durable, because RabbitMQ 4.3 refuses non-durable
+	// non-exclusive queues (release notes 4.3.0). Default: lasting.
 	Transient bool
 	QueueArgs topology.QueueArgs
 	// Lifetime of the queues. Default: Lasting.

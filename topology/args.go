@@ -50,16 +50,53 @@ type QueueArgs struct {
 	DeadLetterStrategy   DeadLetterStrategy
 	MaxPriority          int    // x-max-priority, 1-255 (classic queues)
 	SingleActiveConsumer bool   // x-single-active-consumer
-	QueueMode            string // x-queue-mode: "default" or "lazy" (classic queues)
-	DeliveryLimit        int    // x-delivery-limit (quorum queues)
+	QueueMode            string // x-queue-mode: "default" or "lazy" (classic queues; refused by RabbitMQ 4.3)
+	// DeliveryLimit is x-delivery-limit (quorum queues): a message
+	// delivered this many times is dead-lettered, or dropped when the
+	// queue has no dead-letter target. 0 leaves the broker's default
+	// (none on 3.x; 20 from RabbitMQ 4.0); -1 disables the limit (4.0 and
+	// later).
+	DeliveryLimit int
+	// LeaderLocator is x-queue-leader-locator (quorum queues and streams):
+	// where a new queue's leader goes. It replaces x-queue-master-locator,
+	// refused by default from RabbitMQ 4.3.
+	LeaderLocator LeaderLocator
+	// ConsumerTimeout is x-consumer-timeout: how long a delivery may stay
+	// unacknowledged before the broker closes its channel, for this
+	// queue's consumers (RabbitMQ 3.12 and later; from 4.3, quorum queues
+	// only evaluate it).
+	ConsumerTimeout time.Duration
+	// QuorumInitialGroupSize is x-quorum-initial-group-size: how many
+	// replicas a new quorum queue starts with.
+	QuorumInitialGroupSize int
+	// MaxAge is x-max-age (streams): segments older than this are
+	// discarded. Whole seconds.
+	MaxAge time.Duration
+	// StreamMaxSegmentSizeBytes is x-stream-max-segment-size-bytes
+	// (streams).
+	StreamMaxSegmentSizeBytes int64
+	// StreamFilterSizeBytes is x-stream-filter-size-bytes (streams,
+	// RabbitMQ 3.13 and later): the size of the Bloom filter of each chunk,
+	// 16-255.
+	StreamFilterSizeBytes int
 	// Extra holds any other argument. It must not repeat a typed field.
 	Extra amqp.Table
 }
 
+// LeaderLocator is where a replicated queue's leader is placed.
+type LeaderLocator string
+
+// The leader locators.
+const (
+	ClientLocal LeaderLocator = "client-local"
+	Balanced    LeaderLocator = "balanced"
+)
+
 var typedQueueArgs = []string{
 	"x-queue-type", "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
 	"x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy", "x-max-priority",
-	"x-single-active-consumer", "x-queue-mode", "x-delivery-limit",
+	"x-single-active-consumer", "x-queue-mode", "x-delivery-limit", "x-queue-leader-locator", "x-consumer-timeout",
+	"x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes", "x-stream-filter-size-bytes",
 }
 
 // Table is the arguments as sent to the broker.
@@ -102,8 +139,26 @@ func (a QueueArgs) Table() amqp.Table {
 	if a.QueueMode != "" {
 		t["x-queue-mode"] = a.QueueMode
 	}
-	if a.DeliveryLimit > 0 {
+	if a.DeliveryLimit != 0 {
 		t["x-delivery-limit"] = int64(a.DeliveryLimit)
+	}
+	if a.LeaderLocator != "" {
+		t["x-queue-leader-locator"] = string(a.LeaderLocator)
+	}
+	if a.ConsumerTimeout > 0 {
+		t["x-consumer-timeout"] = a.ConsumerTimeout.Milliseconds()
+	}
+	if a.QuorumInitialGroupSize > 0 {
+		t["x-quorum-initial-group-size"] = int64(a.QuorumInitialGroupSize)
+	}
+	if a.MaxAge > 0 {
+		t["x-max-age"] = fmt.Sprintf("%ds", int64(a.MaxAge/time.Second))
+	}
+	if a.StreamMaxSegmentSizeBytes > 0 {
+		t["x-stream-max-segment-size-bytes"] = a.StreamMaxSegmentSizeBytes
+	}
+	if a.StreamFilterSizeBytes > 0 {
+		t["x-stream-filter-size-bytes"] = int64(a.StreamFilterSizeBytes)
 	}
 	if len(t) == 0 {
 		return nil
@@ -153,7 +208,7 @@ func (a QueueArgs) validate(spec string, q QueueSpec) []error {
 	switch a.DeadLetterStrategy {
 	case "":
 	case AtMostOnce, AtLeastOnce:
-		if a.Type != Quorum {
+		if !may(a.Type, Quorum) {
 			bad("DeadLetterStrategy", "only quorum queues have a dead-letter strategy")
 		}
 		if a.DeadLetterStrategy == AtLeastOnce && a.Overflow != RejectPublish {
@@ -175,10 +230,39 @@ func (a QueueArgs) validate(spec string, q QueueSpec) []error {
 	default:
 		bad("QueueMode", fmt.Sprintf("unknown %q (want default or lazy)", a.QueueMode))
 	}
-	if a.DeliveryLimit < 0 {
-		bad("DeliveryLimit", "must not be negative")
-	} else if a.DeliveryLimit > 0 && a.Type != Quorum {
+	if a.DeliveryLimit < -1 {
+		bad("DeliveryLimit", "must be -1 (no limit), 0 (the broker's default) or positive")
+	} else if a.DeliveryLimit != 0 && !may(a.Type, Quorum) {
 		bad("DeliveryLimit", "only quorum queues have a delivery limit")
+	}
+	switch a.LeaderLocator {
+	case "":
+	case ClientLocal, Balanced:
+		if !may(a.Type, Quorum) && !may(a.Type, Stream) {
+			bad("LeaderLocator", "only quorum queues and streams have a leader")
+		}
+	default:
+		bad("LeaderLocator", fmt.Sprintf("unknown %q (want client-local or balanced)", a.LeaderLocator))
+	}
+	if a.ConsumerTimeout < 0 || (a.ConsumerTimeout > 0 && a.ConsumerTimeout < time.Millisecond) {
+		bad("ConsumerTimeout", "must be at least 1ms, or 0 for the broker's default")
+	}
+	if a.QuorumInitialGroupSize < 0 {
+		bad("QuorumInitialGroupSize", "must not be negative")
+	} else if a.QuorumInitialGroupSize > 0 && !may(a.Type, Quorum) {
+		bad("QuorumInitialGroupSize", "only quorum queues have an initial group size")
+	}
+	if a.MaxAge < 0 || (a.MaxAge > 0 && a.MaxAge%time.Second != 0) {
+		bad("MaxAge", "must be whole seconds")
+	}
+	if a.StreamMaxSegmentSizeBytes < 0 {
+		bad("StreamMaxSegmentSizeBytes", "must not be negative")
+	}
+	if a.StreamFilterSizeBytes != 0 && (a.StreamFilterSizeBytes < 16 || a.StreamFilterSizeBytes > 255) {
+		bad("StreamFilterSizeBytes", fmt.Sprintf("%d outside 16-255", a.StreamFilterSizeBytes))
+	}
+	if (a.MaxAge > 0 || a.StreamMaxSegmentSizeBytes > 0 || a.StreamFilterSizeBytes > 0) && !may(a.Type, Stream) {
+		bad("Type", "x-max-age and the x-stream-* arguments are for streams (Type stream)")
 	}
 	if len(a.DeadLetterExchange) > maxNameLen {
 		bad("DeadLetterExchange", "longer than 255 bytes")
@@ -186,6 +270,11 @@ func (a QueueArgs) validate(spec string, q QueueSpec) []error {
 	errs = append(errs, validateExtra(spec, "Args.Extra", a.Extra, typedQueueArgs)...)
 	return errs
 }
+
+// may reports whether a queue of type typ can be of type want: an empty
+// type is the vhost's default queue type (default_queue_type, RabbitMQ
+// 3.11 and later; quorum on many 4.x deployments), not necessarily classic.
+func may(typ, want QueueType) bool { return typ == "" || typ == want }
 
 // ExchangeArgs are an exchange's arguments, typed.
 type ExchangeArgs struct {

@@ -20,6 +20,11 @@ type OpsConfig struct {
 	// ConfirmChannels is how many confirm-mode channels this Ops publishes
 	// on (opened on first use, shared by concurrent publishes). Default: 1.
 	ConfirmChannels int
+	// Target is the RabbitMQ version the specs are checked against
+	// (QueueSpec.ValidateFor) before they are declared, and whose warnings
+	// are logged (a quorum queue without a dead-letter target). Default:
+	// none (Validate's rules alone).
+	Target Target
 	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }
@@ -60,6 +65,8 @@ type Ops struct {
 	confirmsPool *confirmPool // made by the first publish
 
 	group workgroup.Group // consumers' loops
+
+	warned sync.Map // the warnings logged already (warn)
 
 	mu        sync.Mutex
 	closed    bool
@@ -252,9 +259,10 @@ func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (Qu
 	if s.ReadOnly {
 		return QueueInfo{}, readOnlyError("declare", s.label(), "use QueueExists")
 	}
-	if err := s.Validate(); err != nil {
+	if err := s.ValidateFor(o.cfg.Target); err != nil {
 		return QueueInfo{}, err
 	}
+	o.warn(s)
 	if s.Name == "" {
 		s.Name = GeneratedQueueName()
 	}
@@ -470,8 +478,11 @@ func (o *Ops) Inspect(ctx context.Context, name string) (QueueInfo, error) {
 // that kind sent alongside it may have been declared, and are recorded;
 // later kinds are not declared).
 func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
-	if err := t.Validate(); err != nil {
+	if err := t.ValidateFor(o.cfg.Target); err != nil {
 		return err
+	}
+	for _, q := range t.Queues {
+		o.warn(q)
 	}
 	op := collect(opts)
 	if op.force {
@@ -632,4 +643,14 @@ func (o *Ops) applyOneByOne(ctx context.Context, t Topology, opts []Option) erro
 		}
 	}
 	return nil
+}
+
+// warn logs what is valid about s but likely not meant (QueueSpec.Warnings),
+// once per queue name and Ops: a restore does not repeat it.
+func (o *Ops) warn(s QueueSpec) {
+	for _, w := range s.Warnings(o.cfg.Target) {
+		if _, seen := o.warned.LoadOrStore(s.Name+"\x00"+w, true); !seen {
+			o.cfg.Logger.Warn("topology: " + w)
+		}
+	}
 }

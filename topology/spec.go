@@ -281,8 +281,10 @@ func (s ConsumerSpec) Validate() error {
 	if s.PrefetchCount < 0 || s.PrefetchCount > 65535 {
 		errs = append(errs, &SpecError{spec, "PrefetchCount", fmt.Sprintf("%d outside 0-65535", s.PrefetchCount)})
 	}
-	if s.PrefetchSize < 0 {
-		errs = append(errs, &SpecError{spec, "PrefetchSize", "must not be negative"})
+	if s.PrefetchSize != 0 {
+		// RabbitMQ has never implemented basic.qos prefetch-size: it
+		// refuses it (540 NOT_IMPLEMENTED), on every version.
+		errs = append(errs, &SpecError{spec, "PrefetchSize", "RabbitMQ does not implement prefetch-size: leave it 0 and bound by PrefetchCount"})
 	}
 	if err := checkName(spec, "Tag", s.Tag, true); err != nil {
 		errs = append(errs, err)

@@ -55,6 +55,18 @@ func queueArgs(raw map[string]any) topology.QueueArgs {
 			a.SingleActiveConsumer, _ = v.(bool)
 		case k == "x-delivery-limit" && isNum:
 			a.DeliveryLimit = int(n)
+		case k == "x-queue-mode" && isString:
+			a.QueueMode = s
+		case k == "x-queue-leader-locator" && isString:
+			a.LeaderLocator = topology.LeaderLocator(s)
+		case k == "x-consumer-timeout" && isNum:
+			a.ConsumerTimeout = time.Duration(n) * time.Millisecond
+		case k == "x-quorum-initial-group-size" && isNum:
+			a.QuorumInitialGroupSize = int(n)
+		case k == "x-stream-max-segment-size-bytes" && isNum:
+			a.StreamMaxSegmentSizeBytes = n
+		case k == "x-stream-filter-size-bytes" && isNum:
+			a.StreamFilterSizeBytes = int(n)
 		default:
 			if isNum {
 				v = n
@@ -168,8 +180,23 @@ func goQueueArgs(a topology.QueueArgs) string {
 	if a.SingleActiveConsumer {
 		parts = append(parts, "SingleActiveConsumer: true")
 	}
-	if a.DeliveryLimit > 0 {
+	if a.DeliveryLimit != 0 {
 		add("DeliveryLimit: %d", a.DeliveryLimit)
+	}
+	if a.LeaderLocator != "" {
+		add("LeaderLocator: %q", a.LeaderLocator)
+	}
+	if a.ConsumerTimeout > 0 {
+		add("ConsumerTimeout: %d * time.Millisecond", a.ConsumerTimeout.Milliseconds())
+	}
+	if a.QuorumInitialGroupSize > 0 {
+		add("QuorumInitialGroupSize: %d", a.QuorumInitialGroupSize)
+	}
+	if a.StreamMaxSegmentSizeBytes > 0 {
+		add("StreamMaxSegmentSizeBytes: %d", a.StreamMaxSegmentSizeBytes)
+	}
+	if a.StreamFilterSizeBytes > 0 {
+		add("StreamFilterSizeBytes: %d", a.StreamFilterSizeBytes)
 	}
 	if len(a.Extra) > 0 {
 		parts = append(parts, "Extra: "+goTable(a.Extra))

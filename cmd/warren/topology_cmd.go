@@ -25,14 +25,23 @@ func topologyCommand(g *globals) *cobra.Command {
 }
 
 func validateCommand(g *globals) *cobra.Command {
-	return &cobra.Command{
+	var version string
+	cmd := &cobra.Command{
 		Use:   "validate FILE",
 		Short: "Check a topology file by the library's rules: every problem, with its line and field",
+		Long: `validate checks every spec of the file by the library's rules, and, with
+--rabbitmq, by what that version of RabbitMQ refuses: 4.3 refuses non-durable
+non-exclusive queues, x-queue-mode and x-queue-master-locator; -1 as a
+delivery limit is 4.0's; x-consumer-timeout needs 3.12, stream filters 3.13.`,
 		Example: `  warren topology validate topology.yaml
-  warren topology validate topology.yaml -o json`,
+  warren topology validate topology.yaml --rabbitmq 4.3 -o json`,
 		Args: args(cobra.ExactArgs(1)),
 		RunE: func(cmd *cobra.Command, a []string) error {
-			t, problems, err := loadTopology(a[0])
+			target, err := parseTarget(version)
+			if err != nil {
+				return err
+			}
+			t, problems, err := loadTopologyFor(a[0], target)
 			if err != nil && !errors.Is(err, ErrInvalidFile) {
 				return err
 			}
@@ -54,6 +63,20 @@ func validateCommand(g *globals) *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&version, "rabbitmq", "", "also check by the rules of this RabbitMQ version (3.10, 3.12, 3.13, 4.0, 4.3)")
+	return cmd
+}
+
+// parseTarget reads a --rabbitmq version ("" is none).
+func parseTarget(v string) (topology.Target, error) {
+	if v == "" {
+		return topology.Target{}, nil
+	}
+	var t topology.Target
+	if _, err := fmt.Sscanf(v, "%d.%d", &t.Major, &t.Minor); err != nil || t.Major < 3 {
+		return t, &usageError{fmt.Errorf("--rabbitmq %q: want a version such as 3.13 or 4.3", v)}
+	}
+	return t, nil
 }
 
 // difference is one way the broker differs from a file.

@@ -53,6 +53,13 @@ type queueEntry struct {
 	MaxPriority          int            `yaml:"max_priority,omitempty"`
 	SingleActiveConsumer bool           `yaml:"single_active_consumer,omitempty"`
 	DeliveryLimit        int            `yaml:"delivery_limit,omitempty"`
+	QueueMode            string         `yaml:"queue_mode,omitempty"`
+	LeaderLocator        string         `yaml:"leader_locator,omitempty"`
+	ConsumerTimeout      string         `yaml:"consumer_timeout,omitempty"`
+	InitialGroupSize     int            `yaml:"quorum_initial_group_size,omitempty"`
+	MaxAge               string         `yaml:"max_age,omitempty"`
+	MaxSegmentSizeBytes  int64          `yaml:"stream_max_segment_size_bytes,omitempty"`
+	FilterSizeBytes      int            `yaml:"stream_filter_size_bytes,omitempty"`
 	Arguments            map[string]any `yaml:"arguments,omitempty"`
 }
 
@@ -75,6 +82,9 @@ var fieldKeys = map[string]string{
 	"Args.DeadLetterRoutingKey": "dead_letter_routing_key", "Args.DeadLetterStrategy": "dead_letter_strategy",
 	"Args.MaxPriority": "max_priority", "Args.SingleActiveConsumer": "single_active_consumer",
 	"Args.DeliveryLimit": "delivery_limit", "Args.Extra": "arguments", "Args": "arguments", "Kind": "destination_type",
+	"Args.LeaderLocator": "leader_locator", "Args.QueueMode": "queue_mode", "Args.ConsumerTimeout": "consumer_timeout",
+	"Args.QuorumInitialGroupSize": "quorum_initial_group_size", "Args.MaxAge": "max_age",
+	"Args.StreamMaxSegmentSizeBytes": "stream_max_segment_size_bytes", "Args.StreamFilterSizeBytes": "stream_filter_size_bytes",
 }
 
 // Problem is one thing wrong with a topology file, where it is.
@@ -103,14 +113,19 @@ var ErrInvalidFile = errors.New("invalid topology file")
 // loadTopology reads and validates path: the topology, or every problem
 // found (ErrInvalidFile).
 func loadTopology(path string) (topology.Topology, []Problem, error) {
+	return loadTopologyFor(path, topology.Target{})
+}
+
+// loadTopologyFor is loadTopology with the rules of a RabbitMQ version.
+func loadTopologyFor(path string, target topology.Target) (topology.Topology, []Problem, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return topology.Topology{}, nil, err
 	}
-	return parseTopology(path, raw)
+	return parseTopology(path, raw, target)
 }
 
-func parseTopology(path string, raw []byte) (topology.Topology, []Problem, error) {
+func parseTopology(path string, raw []byte, target topology.Target) (topology.Topology, []Problem, error) {
 	var root yaml.Node
 	if err := yaml.Unmarshal(raw, &root); err != nil {
 		return topology.Topology{}, []Problem{yamlProblem(path, err)}, ErrInvalidFile
@@ -165,10 +180,13 @@ func parseTopology(path string, raw []byte) (topology.Topology, []Problem, error
 			Args: topology.QueueArgs{Type: topology.QueueType(q.Type), MaxLength: q.MaxLength, MaxLengthBytes: q.MaxLengthBytes,
 				Overflow: topology.Overflow(q.Overflow), DeadLetterExchange: q.DeadLetterExchange, DeadLetterRoutingKey: q.DeadLetterRoutingKey,
 				DeadLetterStrategy: topology.DeadLetterStrategy(q.DeadLetterStrategy), MaxPriority: q.MaxPriority,
-				SingleActiveConsumer: q.SingleActiveConsumer, DeliveryLimit: q.DeliveryLimit, Extra: argTable(q.Arguments)}}
+				SingleActiveConsumer: q.SingleActiveConsumer, DeliveryLimit: q.DeliveryLimit, LeaderLocator: topology.LeaderLocator(q.LeaderLocator), QueueMode: q.QueueMode,
+				QuorumInitialGroupSize: q.InitialGroupSize, StreamMaxSegmentSizeBytes: q.MaxSegmentSizeBytes, StreamFilterSizeBytes: q.FilterSizeBytes,
+				Extra: argTable(q.Arguments)}}
 		entity := fmt.Sprintf("queue %q", q.Name)
-		for key, dst := range map[string]*time.Duration{"message_ttl": &spec.Args.MessageTTL, "expires": &spec.Args.Expires} {
-			v := map[string]string{"message_ttl": q.MessageTTL, "expires": q.Expires}[key]
+		for key, dst := range map[string]*time.Duration{"message_ttl": &spec.Args.MessageTTL, "expires": &spec.Args.Expires,
+			"consumer_timeout": &spec.Args.ConsumerTimeout, "max_age": &spec.Args.MaxAge} {
+			v := map[string]string{"message_ttl": q.MessageTTL, "expires": q.Expires, "consumer_timeout": q.ConsumerTimeout, "max_age": q.MaxAge}[key]
 			if v == "" {
 				continue
 			}
@@ -183,7 +201,7 @@ func parseTopology(path string, raw []byte) (topology.Topology, []Problem, error
 			}
 			*dst = d
 		}
-		report(qNodes[i], entity, spec.Validate())
+		report(qNodes[i], entity, spec.ValidateFor(target))
 		t.Queues = append(t.Queues, spec)
 	}
 	bNodes := entries("bindings")
@@ -324,7 +342,15 @@ func fileOf(t topology.Topology) topologyFile {
 			MaxLength: q.Args.MaxLength, MaxLengthBytes: q.Args.MaxLengthBytes, Overflow: string(q.Args.Overflow),
 			DeadLetterExchange: q.Args.DeadLetterExchange, DeadLetterRoutingKey: q.Args.DeadLetterRoutingKey,
 			DeadLetterStrategy: string(q.Args.DeadLetterStrategy), MaxPriority: q.Args.MaxPriority,
-			SingleActiveConsumer: q.Args.SingleActiveConsumer, DeliveryLimit: q.Args.DeliveryLimit, Arguments: plain(q.Args.Extra)}
+			SingleActiveConsumer: q.Args.SingleActiveConsumer, DeliveryLimit: q.Args.DeliveryLimit, LeaderLocator: string(q.Args.LeaderLocator), QueueMode: q.Args.QueueMode,
+			InitialGroupSize: q.Args.QuorumInitialGroupSize, MaxSegmentSizeBytes: q.Args.StreamMaxSegmentSizeBytes,
+			FilterSizeBytes: q.Args.StreamFilterSizeBytes, Arguments: plain(q.Args.Extra)}
+		if q.Args.ConsumerTimeout > 0 {
+			e.ConsumerTimeout = q.Args.ConsumerTimeout.String()
+		}
+		if q.Args.MaxAge > 0 {
+			e.MaxAge = q.Args.MaxAge.String()
+		}
 		if q.Args.MessageTTL > 0 {
 			e.MessageTTL = q.Args.MessageTTL.String()
 		}

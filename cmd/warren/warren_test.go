@@ -144,6 +144,24 @@ func TestValidateReportsEveryProblemAtItsLine(t *testing.T) {
 	}
 }
 
+// TestValidateForARabbitMQVersion: a file valid for the library is checked
+// by what RabbitMQ 4.3 refuses, and by what 3.10 lacks.
+func TestValidateForARabbitMQVersion(t *testing.T) {
+	if r := cli(t, "", "", "topology", "validate", "testdata/rabbitmq43.yaml"); r.code != 0 {
+		t.Fatalf("without --rabbitmq: exit %d: %s", r.code, r.stdout)
+	}
+	r := cli(t, "", "", "topology", "validate", "testdata/rabbitmq43.yaml", "--rabbitmq", "4.3")
+	if r.code != exitInvalidFile {
+		t.Fatalf("--rabbitmq 4.3: exit %d", r.code)
+	}
+	golden(t, "validate-rabbitmq43", r.stdout)
+	r = cli(t, "", "", "topology", "validate", "testdata/rabbitmq43.yaml", "--rabbitmq", "3.10")
+	if r.code != exitInvalidFile {
+		t.Fatalf("--rabbitmq 3.10: exit %d", r.code)
+	}
+	golden(t, "validate-rabbitmq310", r.stdout)
+}
+
 // TestDiffThenApply: a broker that differs from the file in three ways
 // (an exchange missing, a queue missing, a queue with another TTL); diff
 // names each and changes nothing; apply refuses the changed queue unless
