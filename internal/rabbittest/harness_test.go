@@ -33,6 +33,9 @@ func dialNode(t *testing.T, url string) *amqp.Connection {
 }
 
 func TestNodeLifecycle(t *testing.T) {
+	if isShort() {
+		t.Skip("needs the broker; -short runs unit tests only")
+	}
 	var port, pid int
 	t.Run("node", func(t *testing.T) {
 		n := StartNode(t, NodeOptions{})
@@ -159,6 +162,9 @@ func TestProxyStallIsNoticedByHeartbeat(t *testing.T) {
 }
 
 func TestSharedCleansUp(t *testing.T) {
+	if isShort() {
+		t.Skip("needs the broker; -short runs unit tests only")
+	}
 	var url, name string
 	t.Run("declare", func(t *testing.T) {
 		b := Shared(t)
