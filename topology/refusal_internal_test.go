@@ -46,3 +46,25 @@ func TestRefusalAttribution(t *testing.T) {
 		})
 	}
 }
+
+// TestRestoreRetriesMetadataStoreTimeouts: what RabbitMQ 4.x answers when
+// its metadata store (Khepri) times out (541 INTERNAL_ERROR on a declare, a
+// delete or a binding; 404 on a queue operation) is retried in restore like
+// the races of a reconnect (404, 405); a refusal that no retry fixes is not.
+func TestRestoreRetriesMetadataStoreTimeouts(t *testing.T) {
+	for _, c := range []struct {
+		err   error
+		retry bool
+	}{
+		{&amqp.Error{Code: amqp.InternalError, Reason: "INTERNAL_ERROR - failed to declare exchange 'x' in vhost '/' because the operation timed out"}, true},
+		{&amqp.Error{Code: amqp.InternalError, Reason: "INTERNAL_ERROR - Could not add binding due to timeout"}, true},
+		{&amqp.Error{Code: amqp.NotFound, Reason: "NOT_FOUND - failed to perform operation on queue 'q' in vhost '/' due to timeout"}, true},
+		{&amqp.Error{Code: amqp.ResourceLocked, Reason: "RESOURCE_LOCKED - cannot obtain exclusive access to locked queue 'q'"}, true},
+		{&amqp.Error{Code: amqp.PreconditionFailed, Reason: "PRECONDITION_FAILED - inequivalent arg 'x-message-ttl'"}, false},
+		{&amqp.Error{Code: amqp.AccessRefused, Reason: "ACCESS_REFUSED - access to queue 'q' refused"}, false},
+	} {
+		if got := retriedInRestore(c.err); got != c.retry {
+			t.Errorf("%v: retried %v, want %v", c.err, got, c.retry)
+		}
+	}
+}

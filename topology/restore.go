@@ -187,8 +187,7 @@ func (r *Registry) restoreBatch(ctx context.Context, items []restoreItem, rep *R
 				continue
 			}
 			retry = append(retry, i)
-			code := replyCode(errs[j])
-			if !errors.Is(errs[j], errNotPipelined) && code != amqp.ResourceLocked && code != amqp.NotFound && !connectionLevel(errs[j]) {
+			if !errors.Is(errs[j], errNotPipelined) && !retriedInRestore(errs[j]) {
 				transient = false
 			}
 		}
@@ -351,8 +350,7 @@ func (r *Registry) restoreEntity(ctx context.Context, kind EntityKind, entity st
 		if ctx.Err() != nil {
 			return nil, errors.Join(ctx.Err(), err)
 		}
-		code := replyCode(err)
-		if code == amqp.ResourceLocked || code == amqp.NotFound || connectionLevel(err) {
+		if retriedInRestore(err) {
 			if wait := b.NextBackOff(); wait != backoff.Stop {
 				t := time.NewTimer(wait)
 				select {
@@ -364,6 +362,7 @@ func (r *Registry) restoreEntity(ctx context.Context, kind EntityKind, entity st
 				}
 			}
 		}
+		code := replyCode(err)
 		re := &RestoreError{Kind: kind, Entity: entity, Code: code, Err: err}
 		r.log.Error("topology: could not restore", "kind", string(kind), "entity", entity, "code", code, "err", err)
 		return re, nil
@@ -372,6 +371,19 @@ func (r *Registry) restoreEntity(ctx context.Context, kind EntityKind, entity st
 
 // connectionLevel reports errors that mean the connection (not one entity)
 // failed, or a channel under one call died of it.
+// retriedInRestore reports whether a failure during restore is one of the
+// races of a fresh reconnect, worth another try: 405 RESOURCE_LOCKED (an
+// exclusive queue the broker still holds for the dead connection), 404
+// NOT_FOUND (an auto-delete entity that vanished in between; also what
+// RabbitMQ 4.x answers when its metadata store times out on a queue: "failed
+// to perform operation on queue ... due to timeout"), and a connection-level
+// error, which includes 541 INTERNAL_ERROR, RabbitMQ 4.x's answer when its
+// metadata store (Khepri) times out on a declare, delete or binding.
+func retriedInRestore(err error) bool {
+	code := replyCode(err)
+	return code == amqp.ResourceLocked || code == amqp.NotFound || connectionLevel(err)
+}
+
 func connectionLevel(err error) bool {
 	if errors.Is(err, amqp.ErrClosed) || errors.Is(err, conn.ErrTimeout) {
 		return true
