@@ -32,6 +32,8 @@ type Subscription struct {
 	// Topology is declared (and restored) by SubscribeInitialize and
 	// Subscribe: the queue, its exchange and bindings.
 	Topology topology.Topology
+	// Stream, when set, reads Queue as a stream (StreamPerTopic).
+	Stream *StreamSubscription
 }
 
 func queueSpec(name string, transient bool, args topology.QueueArgs, life Lifetime) topology.QueueSpec {

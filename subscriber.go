@@ -213,13 +213,27 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 	if s.cfg.MaxInFlight > 1 {
 		st.slots = make(chan struct{}, s.cfg.MaxInFlight)
 	}
-	st.consumer, err = s.ops.Consume(ctx, topology.ConsumerSpec{
+	spec := topology.ConsumerSpec{
 		Queue:         sub.Queue,
 		PrefetchCount: s.cfg.Prefetch,
 		Handler:       st.handle,
 		OnEvent:       st.onEvent,
-	})
+	}
+	if sub.Stream != nil {
+		if s.cfg.MaxInFlight > 1 {
+			return nil, &ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
+				Reason: "a stream subscription hands out one message at a time (its position is the last message acked); want 1"}
+		}
+		if st.stream, err = newStreamPosition(ctx, s, sub.Queue, *sub.Stream); err != nil {
+			return nil, err
+		}
+		spec.StreamOffset = st.stream.next
+	}
+	st.consumer, err = s.ops.Consume(ctx, spec)
 	if err != nil {
+		if st.stream != nil {
+			st.stream.close()
+		}
 		return nil, err
 	}
 	s.mu.Lock()
@@ -302,6 +316,9 @@ type subscription struct {
 	unwatch  func() bool   // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
+	// stream is the place of a stream subscription (StreamPerTopic); nil
+	// for a queue.
+	stream *streamPosition
 }
 
 // stopInBackground ends the subscription when Subscribe's ctx ended or its
@@ -345,6 +362,9 @@ func (st *subscription) stop(ctx context.Context) {
 		})
 		if st.out != nil {
 			close(st.out)
+		}
+		if st.stream != nil {
+			st.stream.close() // the last position written
 		}
 		st.s.mu.Lock()
 		if i := slices.Index(st.s.subs, st); i >= 0 {
@@ -417,6 +437,22 @@ func (st *subscription) onEvent(e topology.ConsumerEvent) {
 // handle runs on the consumer's goroutine for each delivery.
 func (st *subscription) handle(_ context.Context, f *topology.Delivery) {
 	d := f
+	if st.stream != nil {
+		// A consume that resumes at an offset starts at the chunk that
+		// holds it: what was acked before comes again, and is passed over.
+		if off, ok := streamOffsetOf(d.Headers); ok && st.stream.skip(off) {
+			st.settle(f, ack.Ack, nil)
+			return
+		}
+		// A delivery of a channel that is gone is not handed out: the
+		// consume on the next channel starts after the last message acked
+		// and brings it again, in order.
+		select {
+		case <-d.Gone():
+			return
+		default:
+		}
+	}
 	msg, err := st.s.cfg.Marshaler.Unmarshal(&d.Delivery)
 	if err != nil {
 		st.poison(f, err)
@@ -476,6 +512,15 @@ func (st *subscription) poison(f *topology.Delivery, err error) {
 		st.settle(f, ack.Ack, nil)
 		return
 	}
+	if st.stream != nil {
+		// A stream neither requeues nor dead-letters: the poison message
+		// is passed over (it stays in the stream, and is logged above).
+		st.settle(f, ack.Ack, nil)
+		if off, ok := streamOffsetOf(f.Headers); ok {
+			st.stream.ackedAt(off)
+		}
+		return
+	}
 	// It will never decode: to the dead-letter exchange at once, never back
 	// into the queue in a loop (watermill-amqp issues 65, 184); without a
 	// dead-letter exchange, never dropped either: back at a growing backoff.
@@ -495,11 +540,21 @@ func (st *subscription) hasDeadLetter() bool {
 }
 
 func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
+	previous := st.previousAttempts(f)
+	for msg != nil {
+		msg, previous = st.processOnce(f, msg, previous)
+	}
+}
+
+// processOnce hands msg out and settles it; it returns the message to hand
+// out again (a stream's nacked message: a stream does not redeliver), with
+// its attempts so far, or nil.
+func (st *subscription) processOnce(f *topology.Delivery, msg *message.Message, previous int) (*message.Message, int) {
 	d := f
 	info := ack.Info{
 		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: deliveredExchange(&d.Delivery), RoutingKey: d.RoutingKey,
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
-		PreviousAttempts: st.previousAttempts(d),
+		PreviousAttempts: previous,
 	}
 	traced, proc := st.s.cfg.Telemetry.StartProcess(ack.NewContext(st.base, info), st.s.conn.Peer(), telemetry.Incoming{
 		Destination: telemetry.Destination{Exchange: info.Exchange, RoutingKey: d.RoutingKey, Queue: st.queue, Temporary: st.temporary},
@@ -524,11 +579,11 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 		case <-st.stopping:
 			proc.End(nil)
 			st.settle(f, ack.Requeue, proc)
-			return
+			return nil, 0
 		case <-d.Gone():
 			proc.End(errDeliveryGone)
 			st.stale()
-			return
+			return nil, 0
 		}
 	}
 	select {
@@ -541,7 +596,7 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 			why = nil
 		}
 		proc.End(why)
-		st.finish(f, msg, disp, proc)
+		return st.finish(f, msg, disp, proc)
 	case <-msg.Nacked():
 		disp, why := ack.Get(msg)
 		if disp == ack.Unset || disp == ack.Ack {
@@ -551,7 +606,7 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 			why = telemetry.ErrNacked
 		}
 		proc.End(why)
-		st.finish(f, msg, disp, proc)
+		return st.finish(f, msg, disp, proc)
 	case <-d.Gone():
 		// The channel died with the delivery in hand: its tag means
 		// nothing on any other channel, and the broker redelivers it.
@@ -564,6 +619,7 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 		proc.End(context.Canceled)
 		st.settle(f, ack.Requeue, proc)
 	}
+	return nil, 0
 }
 
 // run runs the SubscribeFunc handler on msg and settles it by the result,
@@ -584,7 +640,10 @@ func (st *subscription) run(msg *message.Message) {
 }
 
 // finish settles a message the handler acked or nacked.
-func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) {
+func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
+	if st.stream != nil {
+		return st.finishStream(f, msg, disp, proc)
+	}
 	switch disp {
 	case ack.Requeue:
 		st.later(f, ack.Requeue, ack.Attempt(msg), proc)
@@ -596,6 +655,42 @@ func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp 
 		}
 		st.settle(f, disp, proc)
 	}
+	return nil, 0
+}
+
+// finishStream settles a message of a stream. A stream neither requeues nor
+// dead-letters: a nacked message is handed out again here, after the
+// redelivery backoff, never lost and never spinning; a rejected one is
+// passed over (logged), since nothing would ever take it.
+func (st *subscription) finishStream(f *topology.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
+	switch disp {
+	case ack.Requeue, ack.RejectRequeue:
+		attempts := ack.Attempt(msg)
+		t := time.NewTimer(st.s.cfg.Redelivery.delay(attempts))
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-st.stopping:
+			// Not acked: the next reader starts at it.
+			return nil, 0
+		case <-f.Gone():
+			st.stale()
+			return nil, 0
+		}
+		again, err := st.s.cfg.Marshaler.Unmarshal(&f.Delivery)
+		if err != nil {
+			st.poison(f, err)
+			return nil, 0
+		}
+		return again, attempts
+	case ack.Reject:
+		st.s.log.Error("warren: a stream cannot dead-letter; the rejected message is passed over", "stream", st.queue, "message_id", f.MessageId)
+	}
+	st.settle(f, ack.Ack, proc)
+	if off, ok := streamOffsetOf(f.Headers); ok {
+		st.stream.ackedAt(off)
+	}
+	return nil, 0
 }
 
 // fail settles a failed message: to the dead-letter exchange after

@@ -258,6 +258,11 @@ type ConsumerSpec struct {
 	// Priority is x-priority (consumer priority); 0 is not sent.
 	Priority int
 	Args     amqp.Table
+	// StreamOffset, for a consumer of a stream, gives x-stream-offset at
+	// each consume: the first, and every one after a reconnect or a
+	// cancel, so that the consumer resumes after what it settled instead
+	// of where it first started.
+	StreamOffset func() any
 	// OnEvent is told when the consumer is interrupted (the broker
 	// cancelled it, its channel or connection closed), while it waits for
 	// its queue, and when it consumes again. It runs on the consumer's
@@ -305,6 +310,9 @@ func (s ConsumerSpec) args() amqp.Table {
 	}
 	if s.Priority != 0 {
 		t["x-priority"] = int64(s.Priority)
+	}
+	if s.StreamOffset != nil {
+		t["x-stream-offset"] = s.StreamOffset()
 	}
 	if len(t) == 0 {
 		return nil
