@@ -3,6 +3,8 @@ package warren
 import (
 	"time"
 
+	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -22,6 +24,9 @@ type Mapping interface {
 type Route struct {
 	Exchange   string
 	RoutingKey string
+	// KeyOf, when set, gives each message its own routing key (a
+	// partition's, PartitionedTopic) in place of RoutingKey.
+	KeyOf func(*message.Message) string
 	// Topology is declared (and restored) before the first publish.
 	Topology topology.Topology
 }
@@ -34,6 +39,12 @@ type Subscription struct {
 	Topology topology.Topology
 	// Stream, when set, reads Queue as a stream (StreamPerTopic).
 	Stream *StreamSubscription
+	// Partitions, for a partitioned topic (PartitionedTopic), are its
+	// partition queues: the subscriber owns a fair share of them, one
+	// consumer each, and Queue is not used. Members is the queue every
+	// subscriber of the topic consumes, to count them.
+	Partitions []string
+	Members    string
 }
 
 func queueSpec(name string, transient bool, args topology.QueueArgs, life Lifetime) topology.QueueSpec {

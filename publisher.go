@@ -136,7 +136,11 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 			pub.Headers = amqp.Table{}
 		}
 		traced[i] = telemetry.Outgoing{Ctx: m.Context(), MessageID: pub.MessageId, CorrelationID: pub.CorrelationId, Headers: pub.Headers}
-		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: route.RoutingKey, Mandatory: p.cfg.Mandatory, Msg: pub}
+		key := route.RoutingKey
+		if route.KeyOf != nil {
+			key = route.KeyOf(m)
+		}
+		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: key, Mandatory: p.cfg.Mandatory, Msg: pub}
 	}
 	// The send spans name the route's destination, also for a scheduled
 	// message (which goes through a delay exchange first).

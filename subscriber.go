@@ -44,6 +44,7 @@ type Subscriber struct {
 	mu     sync.Mutex
 	closed bool
 	subs   []*subscription // a few per Subscriber, usually one: a slice, not a map
+	groups []*partitionGroup
 
 	// attempts remembers, per queue and message id, how many attempts a
 	// requeued message had: a classic queue's redelivery says only
@@ -142,7 +143,7 @@ func (s *Subscriber) initialize(ctx context.Context, topic string) (Subscription
 	if err != nil {
 		return Subscription{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid subscription of it", Err: err}
 	}
-	if sub.Queue == "" {
+	if sub.Queue == "" && len(sub.Partitions) == 0 {
 		return Subscription{}, &TopicError{Topic: topic, Reason: "the mapping names no queue"}
 	}
 	if err := s.ops.Apply(ctx, sub.Topology); err != nil {
@@ -161,11 +162,11 @@ func (s *Subscriber) initialize(ctx context.Context, topic string) (Subscription
 // ErrClosed after Close; ErrInvalidTopic; declare errors from package
 // topology.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
-	st, err := s.subscribe(ctx, topic, nil)
+	out, err := s.subscribe(ctx, topic, nil)
 	if err != nil {
 		return nil, err
 	}
-	return st.out, nil
+	return out, nil
 }
 
 // SubscribeFunc consumes topic like Subscribe, but runs h on each message
@@ -184,7 +185,10 @@ func (s *Subscriber) SubscribeFunc(ctx context.Context, topic string, h func(*me
 	return err
 }
 
-func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*message.Message) error) (*subscription, error) {
+// subscribe starts a subscription of topic: one queue's, or, for a
+// partitioned topic, a share of its partitions (partitionGroup). It returns
+// the output channel (nil with a handler).
+func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*message.Message) error) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	closed := s.closed
 	s.mu.Unlock()
@@ -195,6 +199,20 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 	if err != nil {
 		return nil, err
 	}
+	if len(sub.Partitions) > 0 {
+		return s.subscribePartitions(ctx, topic, sub, h)
+	}
+	st, err := s.consumeQueue(ctx, topic, sub, h, false)
+	if err != nil {
+		return nil, err
+	}
+	return st.out, nil
+}
+
+// consumeQueue subscribes to sub.Queue; exclusive asks to be its only
+// consumer (a partition's owner).
+func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscription, h func(*message.Message) error, exclusive bool) (*subscription, error) {
+	var err error
 	st := &subscription{
 		s:         s,
 		topic:     topic,
@@ -218,6 +236,7 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 		PrefetchCount: s.cfg.Prefetch,
 		Handler:       st.handle,
 		OnEvent:       st.onEvent,
+		Exclusive:     exclusive,
 	}
 	if sub.Stream != nil {
 		if s.cfg.MaxInFlight > 1 {
@@ -268,6 +287,12 @@ func (s *Subscriber) Close() error {
 func (s *Subscriber) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closed = true
+	groups := slices.Clone(s.groups)
+	s.mu.Unlock()
+	for _, g := range groups {
+		g.stopClaiming() // no partition claimed while the others stop
+	}
+	s.mu.Lock()
 	subs := slices.Clone(s.subs)
 	s.mu.Unlock()
 	var wg sync.WaitGroup

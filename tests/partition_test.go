@@ -1,0 +1,137 @@
+package tests
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+)
+
+// TestPartitionedTopicSharesAndKeepsKeyOrder: three service instances
+// (subscribers on connections of their own) share a topic's 12 partitions;
+// 3,000 messages over 300 keys are processed in order per key; when one
+// instance's connection is cut, its partitions move to the other two and
+// every message is still processed.
+func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
+	b := rabbittest.Shared(t)
+	mapping := warren.PartitionedTopic{Prefix: b.Prefix, Partitions: 12, RebalanceInterval: 200 * time.Millisecond}
+	topic := "orders"
+	for i := 0; i < 12; i++ {
+		b.Name(fmt.Sprintf("orders.p%d", i))
+	}
+	b.Name("orders")
+	b.Name("orders.members")
+
+	type seen struct {
+		mu       sync.Mutex
+		last     map[string]int // per key, the last sequence number processed
+		done     map[string]bool
+		reorders int
+		by       map[int]int // messages per instance
+	}
+	got := &seen{last: map[string]int{}, done: map[string]bool{}, by: map[int]int{}}
+	handler := func(instance int) func(*message.Message) error {
+		return func(m *message.Message) error {
+			key := m.Metadata.Get(warren.PartitionKeyMetadata)
+			seq, _ := strconv.Atoi(m.Metadata.Get("seq"))
+			got.mu.Lock()
+			defer got.mu.Unlock()
+			if prev, ok := got.last[key]; ok && seq < prev && !got.done[m.UUID] {
+				got.reorders++
+			}
+			got.last[key] = max(got.last[key], seq)
+			got.done[m.UUID] = true
+			got.by[instance]++
+			return nil
+		}
+	}
+	proxy := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	var subs []*warren.Subscriber
+	for i := 0; i < 3; i++ {
+		url := b.URL
+		if i == 0 {
+			url = proxy.URL(b.Vhost) // the instance that will be cut
+		}
+		c := rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: 200 * time.Millisecond})})
+		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping, CloseTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		if err := sub.SubscribeFunc(context.Background(), topic, handler(i)); err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	share := func() []int {
+		var n []int
+		for _, s := range subs {
+			n = append(n, len(s.PartitionsOf(topic)))
+		}
+		return n
+	}
+	waitUntil(t, "the 12 partitions shared 4 each", func() bool { s := share(); return s[0] == 4 && s[1] == 4 && s[2] == 4 })
+
+	pubConn := openConn(t, b.URL)
+	pub, err := warren.NewPublisher(pubConn, warren.PublisherConfig{Mapping: mapping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	publish := func(from, to int) {
+		for seq := from; seq < to; seq++ {
+			var batch []*message.Message
+			for k := 0; k < 300; k++ {
+				m := message.NewMessage(fmt.Sprintf("k%d-s%d", k, seq), nil)
+				m.Metadata.Set(warren.PartitionKeyMetadata, fmt.Sprintf("customer-%d", k))
+				m.Metadata.Set("seq", strconv.Itoa(seq))
+				batch = append(batch, m)
+			}
+			if err := pub.Publish(topic, batch...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	defer func() {
+		if t.Failed() {
+			for i := 0; i < 12; i++ {
+				ready, unacked, _ := b.Messages(b.Prefix + fmt.Sprintf("orders.p%d", i))
+				t.Logf("p%d: %d ready, %d unacked", i, ready, unacked)
+			}
+			t.Logf("processed %d, shares %v", len(got.done), share())
+			for i, s := range subs {
+				t.Logf("instance %d owns %v", i, s.PartitionsOf(topic))
+			}
+			out, _ := rabbittest.Ctl(context.Background(), "", "list_consumers", "-p", b.Vhost, "queue_name", "consumer_tag", "active", "channel_pid")
+			t.Logf("consumers:\n%s", out)
+		}
+	}()
+	processed := func() int {
+		got.mu.Lock()
+		defer got.mu.Unlock()
+		return len(got.done)
+	}
+	publish(0, 5)
+	waitUntil(t, "the first 1,500 processed", func() bool { return processed() == 1500 })
+	proxy.Cut() // instance 0 dies with its connection; its partitions move
+	waitUntil(t, "the partitions moved to the two left", func() bool { s := share(); return s[1]+s[2] == 12 })
+	publish(5, 10)
+	waitUntil(t, "all 3,000 processed", func() bool { return processed() == 3000 })
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	t.Logf("per-key order violations: %d; messages per instance: %v; shares after the cut: %v", got.reorders, got.by, []int{share()[1], share()[2]})
+	if got.reorders != 0 {
+		t.Fatalf("%d messages processed before an earlier one of their key", got.reorders)
+	}
+	if got.by[0] == 0 || got.by[1] == 0 || got.by[2] == 0 {
+		t.Fatalf("an instance processed nothing: %v", got.by)
+	}
+}
