@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"math"
+	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -32,7 +33,8 @@ const PartitionKeyMetadata = "partition_key"
 // it consumes partitions that have no consumer. The partitions are quorum
 // queues with single active consumer, so even when two subscribers claim
 // one at once the broker delivers to one of them at a time and per-key
-// order holds; the one that ranks it lower lets go at its next look. Which partitions a subscriber prefers is
+// order holds; each then lets go with probability one half per look, until
+// one keeps it. Which partitions a subscriber prefers is
 // a rendezvous hash of its id and the partition: shares barely move when
 // one comes or goes. Every RebalanceInterval a subscriber claims what is
 // unowned up to its share and releases, after its messages in flight are
@@ -260,14 +262,15 @@ func (g *partitionGroup) rebalance(ctx context.Context) {
 		owned++
 	}
 	// A partition claimed by two members at once (both saw it free): the
-	// broker keeps one active, and the one that ranks it in the lower half
-	// of its preferences lets go.
-	for i := len(ranked) - 1; i >= len(ranked)/2; i-- {
+	// broker keeps one active, and each claimant lets go with probability
+	// one half per look, so that one soon keeps it and the other's share
+	// goes to a partition nobody reads.
+	for _, q := range ranked {
 		g.mu.Lock()
-		st, mine := g.owned[ranked[i]]
+		st, mine := g.owned[q]
 		g.mu.Unlock()
-		if mine && g.consumers(ctx, ranked[i]) > 1 {
-			g.release(ctx, ranked[i], st)
+		if mine && g.consumers(ctx, q) > 1 && rand.IntN(2) == 0 {
+			g.release(ctx, q, st)
 			owned--
 		}
 	}
