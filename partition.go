@@ -37,9 +37,10 @@ const PartitionKeyMetadata = "partition_key"
 // one keeps it. Which partitions a subscriber prefers is
 // a rendezvous hash of its id and the partition: shares barely move when
 // one comes or goes. Every RebalanceInterval a subscriber claims what is
-// unowned up to its share and releases, after its messages in flight are
-// settled, what is beyond it: when one dies, its exclusive consumers go
-// with its connection and the others take its partitions over.
+// unowned up to its share and releases what is beyond it (its handler's
+// message in flight finishes first; a partition is read with a prefetch of
+// 1): when one dies, its consumers go with its connection and the others
+// take its partitions over.
 type PartitionedTopic struct {
 	Prefix string
 	// Partitions per topic. Default: 16.
@@ -77,7 +78,10 @@ func (m PartitionedTopic) topology(topic string) (topology.Topology, []string, s
 		t.Bindings = append(t.Bindings, topology.BindSpec{Source: x.Name, Destination: q.Name, RoutingKey: strconv.Itoa(i)})
 		queues = append(queues, q.Name)
 	}
-	members := topology.QueueSpec{Name: m.Prefix + topic + ".members", Durable: true, Args: topology.QueueArgs{Expires: time.Hour}}
+	// The members queue is replicated like the partitions: the count of
+	// members must survive the loss of a node.
+	members := topology.QueueSpec{Name: m.Prefix + topic + ".members", Durable: true,
+		Args: topology.QueueArgs{Type: topology.Quorum, Expires: time.Hour}}
 	t.Queues = append(t.Queues, members)
 	return t, queues, members.Name
 }
@@ -125,6 +129,8 @@ type partitionGroup struct {
 	every   time.Duration
 	out     chan *message.Message // nil with a handler
 	members *topology.Consumer
+
+	lastCount int // members counted at the last look
 
 	mu       sync.Mutex
 	owned    map[string]*subscription
@@ -225,13 +231,17 @@ func (g *partitionGroup) rebalance(ctx context.Context) {
 		}
 	}
 	g.mu.Unlock()
-	count := 1
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
 	info, err := g.s.ops.Inspect(ictx, g.sub.Members)
 	cancel()
-	if err == nil && info.Consumers > 0 {
-		count = info.Consumers
+	if err != nil || info.Consumers == 0 {
+		// Not known now (a connection or a node lost): keep the last
+		// count rather than take every partition.
+		g.s.log.Debug("warren: counting the members of a partitioned topic failed", "topic", g.topic, "err", err)
+		info.Consumers = g.lastCount
 	}
+	count := max(info.Consumers, 1)
+	g.lastCount = count
 	share := int(math.Ceil(float64(len(g.sub.Partitions)) / float64(count)))
 	ranked := g.rank()
 	g.mu.Lock()
@@ -248,7 +258,7 @@ func (g *partitionGroup) rebalance(ctx context.Context) {
 		if mine || stopped || g.consumers(ctx, q) != 0 {
 			continue // ours, or another member's
 		}
-		st, err := g.s.consumeQueue(ctx, g.topic, Subscription{Queue: q}, g.h, false)
+		st, err := g.s.consumeQueue(ctx, g.topic, Subscription{Queue: q}, g.h, true)
 		if err != nil {
 			g.s.log.Warn("warren: claiming a partition failed", "topic", g.topic, "partition", q, "err", err)
 			continue

@@ -209,9 +209,10 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 	return st.out, nil
 }
 
-// consumeQueue subscribes to sub.Queue; exclusive asks to be its only
-// consumer (a partition's owner).
-func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscription, h func(*message.Message) error, exclusive bool) (*subscription, error) {
+// consumeQueue subscribes to sub.Queue; partition marks a partition of a
+// PartitionedTopic, read with a prefetch of 1 so that a hand-over to
+// another member leaves as few messages as possible in flight.
+func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscription, h func(*message.Message) error, partition bool) (*subscription, error) {
 	var err error
 	st := &subscription{
 		s:         s,
@@ -236,7 +237,9 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscri
 		PrefetchCount: s.cfg.Prefetch,
 		Handler:       st.handle,
 		OnEvent:       st.onEvent,
-		Exclusive:     exclusive,
+	}
+	if partition {
+		spec.PrefetchCount = 1
 	}
 	if sub.Stream != nil {
 		if s.cfg.MaxInFlight > 1 {

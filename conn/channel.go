@@ -3,6 +3,7 @@ package conn
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -241,9 +242,16 @@ func (ch *Channel) QueueUnbind(ctx context.Context, name, key, exchange string, 
 	return ch.call(ctx, func(c *amqp.Channel) error { return c.QueueUnbind(name, key, exchange, args) })
 }
 
-// Qos is basic.qos, bounded. With global false it applies to consumers
-// started on the channel afterwards, each on its own.
+// Qos is basic.qos, bounded. It applies to consumers started on the
+// channel afterwards, each on its own. A prefetch size and a global limit
+// are refused (ErrQosUnsupported) before anything is sent: RabbitMQ never
+// implemented prefetch-size, and 4.3 refuses global QoS by default
+// (release notes 4.3.0: deprecated feature global_qos denied by default);
+// either would close the channel.
 func (ch *Channel) Qos(ctx context.Context, prefetchCount, prefetchSize int, global bool) error {
+	if prefetchSize != 0 || global {
+		return fmt.Errorf("%w: prefetch size %d, global %v", ErrQosUnsupported, prefetchSize, global)
+	}
 	return ch.call(ctx, func(c *amqp.Channel) error { return c.Qos(prefetchCount, prefetchSize, global) })
 }
 

@@ -44,3 +44,25 @@ func TestRefusedLoginIsRetriedWithAProvider(t *testing.T) {
 		t.Fatalf("Open with a failing provider: %v, want it to wrap the provider's error", err)
 	}
 }
+
+// TestQosRefusesWhatRabbitMQRefuses: a prefetch size (never implemented)
+// and global QoS (refused by RabbitMQ 4.3) fail before they are sent, and
+// the channel stays usable.
+func TestQosRefusesWhatRabbitMQRefuses(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := open(t, b.URL, conn.Config{})
+	ctx := ctxT(t, 10*time.Second)
+	ch, err := c.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Qos(ctx, 10, 4096, false); !errors.Is(err, conn.ErrQosUnsupported) {
+		t.Fatalf("prefetch size: %v", err)
+	}
+	if err := ch.Qos(ctx, 10, 0, true); !errors.Is(err, conn.ErrQosUnsupported) {
+		t.Fatalf("global: %v", err)
+	}
+	if err := ch.Qos(ctx, 10, 0, false); err != nil {
+		t.Fatalf("a plain prefetch count after the refusals: %v", err)
+	}
+}

@@ -26,6 +26,9 @@ var (
 	// ErrNotRetryable: the retry policy's filter refused to retry the error
 	// (by default authentication and vhost access failures).
 	ErrNotRetryable = ack.NamedError("conn: error is not retryable", "not_retryable")
+	// ErrQosUnsupported: Channel.Qos with a prefetch size or global,
+	// which RabbitMQ refuses.
+	ErrQosUnsupported = ack.NamedError("conn: basic.qos prefetch-size and global are not supported by RabbitMQ", "qos_unsupported")
 	// ErrTimeout: an AMQP call did not complete within Config.OperationTimeout;
 	// the connection is treated as broken and replaced.
 	ErrTimeout = ack.NamedError("conn: operation timed out", "timeout")
