@@ -32,9 +32,13 @@ const PartitionKeyMetadata = "partition_key"
 // count the broker reports) and owns a fair share, ceil(Partitions/count):
 // it consumes partitions that have no consumer. The partitions are quorum
 // queues with single active consumer, so even when two subscribers claim
-// one at once the broker delivers to one of them at a time and per-key
-// order holds; each then lets go with probability one half per look, until
-// one keeps it. Which partitions a subscriber prefers is
+// one at once the broker delivers to one of them at a time; each then lets
+// go with probability one half per look, until one keeps it. Per-key order
+// holds while a partition stays with one member; at a hand-over (a release,
+// a member's or a node's death) the broker activates the next consumer at
+// basic.cancel, while the last member's message in flight may still be
+// handled: a message can then pass an earlier one of its key. Making the
+// hand-over exact is open work. Which partitions a subscriber prefers is
 // a rendezvous hash of its id and the partition: shares barely move when
 // one comes or goes. Every RebalanceInterval a subscriber claims what is
 // unowned up to its share and releases what is beyond it (its handler's
