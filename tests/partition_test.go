@@ -3,12 +3,8 @@ package tests
 import (
 	"context"
 	"fmt"
-	"strconv"
-	"sync"
 	"testing"
 	"time"
-
-	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
@@ -30,29 +26,7 @@ func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 	b.Name("orders")
 	b.Name("orders.members")
 
-	type seen struct {
-		mu       sync.Mutex
-		last     map[string]int // per key, the last sequence number processed
-		done     map[string]bool
-		reorders int
-		by       map[int]int // messages per instance
-	}
-	got := &seen{last: map[string]int{}, done: map[string]bool{}, by: map[int]int{}}
-	handler := func(instance int) func(*message.Message) error {
-		return func(m *message.Message) error {
-			key := m.Metadata.Get(warren.PartitionKeyMetadata)
-			seq, _ := strconv.Atoi(m.Metadata.Get("seq"))
-			got.mu.Lock()
-			defer got.mu.Unlock()
-			if prev, ok := got.last[key]; ok && seq < prev && !got.done[m.UUID] {
-				got.reorders++
-			}
-			got.last[key] = max(got.last[key], seq)
-			got.done[m.UUID] = true
-			got.by[instance]++
-			return nil
-		}
-	}
+	got := newPartitionRun()
 	proxy := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	var subs []*warren.Subscriber
 	for i := 0; i < 3; i++ {
@@ -66,7 +40,7 @@ func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer sub.Close()
-		if err := sub.SubscribeFunc(context.Background(), topic, handler(i)); err != nil {
+		if err := sub.SubscribeFunc(context.Background(), topic, got.handler(i, 0)); err != nil {
 			t.Fatal(err)
 		}
 		subs = append(subs, sub)
@@ -86,27 +60,13 @@ func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	publish := func(from, to int) {
-		for seq := from; seq < to; seq++ {
-			var batch []*message.Message
-			for k := 0; k < 300; k++ {
-				m := message.NewMessage(fmt.Sprintf("k%d-s%d", k, seq), nil)
-				m.Metadata.Set(warren.PartitionKeyMetadata, fmt.Sprintf("customer-%d", k))
-				m.Metadata.Set("seq", strconv.Itoa(seq))
-				batch = append(batch, m)
-			}
-			if err := pub.Publish(topic, batch...); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
 	defer func() {
 		if t.Failed() {
 			for i := 0; i < 12; i++ {
 				ready, unacked, _ := b.Messages(b.Prefix + fmt.Sprintf("orders.p%d", i))
 				t.Logf("p%d: %d ready, %d unacked", i, ready, unacked)
 			}
-			t.Logf("processed %d, shares %v", len(got.done), share())
+			t.Logf("processed %d, shares %v", got.processed(), share())
 			for i, s := range subs {
 				t.Logf("instance %d owns %v", i, s.PartitionsOf(topic))
 			}
@@ -114,16 +74,12 @@ func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 			t.Logf("consumers:\n%s", out)
 		}
 	}()
-	processed := func() int {
-		got.mu.Lock()
-		defer got.mu.Unlock()
-		return len(got.done)
-	}
-	publish(0, 5)
+	processed := got.processed
+	publishKeyed(t, pub, topic, 300, 0, 5)
 	waitUntil(t, "the first 1,500 processed", func() bool { return processed() == 1500 })
 	proxy.Cut() // instance 0 dies with its connection; its partitions move
 	waitUntil(t, "the partitions moved to the two left", func() bool { s := share(); return s[1]+s[2] == 12 })
-	publish(5, 10)
+	publishKeyed(t, pub, topic, 300, 5, 10)
 	waitUntil(t, "all 3,000 processed", func() bool { return processed() == 3000 })
 	got.mu.Lock()
 	defer got.mu.Unlock()
