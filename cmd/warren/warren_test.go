@@ -192,6 +192,12 @@ func TestDiffThenApply(t *testing.T) {
 	if err := ch.PublishWithContext(context.Background(), "", "orders", false, false, amqp.Publishing{Body: []byte("keep me")}); err != nil {
 		t.Fatal(err)
 	}
+	for deadline := time.Now().Add(10 * time.Second); depth(t, ch, "orders") != 1; {
+		if time.Now().After(deadline) {
+			t.Fatal("the message never reached the queue")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	r = cli(t, url, "", "topology", "apply", "testdata/shop.yaml", "--force")
 	if r.code != exitRefused || depth(t, ch, "orders") != 1 {
 		t.Fatalf("apply --force over a queue with a message: exit %d (want %d), %d left: %s", r.code, exitRefused, depth(t, ch, "orders"), r.stderr)
@@ -327,8 +333,12 @@ func warrenDeadLetters(t *testing.T, ch *amqp.Channel, reasons ...string) {
 			t.Fatal(err)
 		}
 	}
+	// Confirmed, so that the command sees every one of them.
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
 	for i, reason := range reasons {
-		err := ch.PublishWithContext(context.Background(), "", "orders.dlq", false, false, amqp.Publishing{
+		confirm, err := ch.PublishWithDeferredConfirmWithContext(context.Background(), "", "orders.dlq", false, false, amqp.Publishing{
 			MessageId: fmt.Sprintf("dl-%d", i), ContentType: "application/json", DeliveryMode: amqp.Persistent,
 			Body: []byte(fmt.Sprintf(`{"order":%d,"lines":[{"sku":"tea","qty":2}]}`, i)),
 			Headers: amqp.Table{"warren-dl-error": "payment declined: " + reason, "warren-dl-error-type": reason,
@@ -338,6 +348,9 @@ func warrenDeadLetters(t *testing.T, ch *amqp.Channel, reasons ...string) {
 		})
 		if err != nil {
 			t.Fatal(err)
+		}
+		if ok, err := confirm.WaitContext(context.Background()); err != nil || !ok {
+			t.Fatalf("dead letter %d not confirmed: %v", i, err)
 		}
 	}
 }
