@@ -45,6 +45,9 @@ type Subscription struct {
 	// subscriber of the topic consumes, to count them.
 	Partitions []string
 	Members    string
+	// Rebalance is how often the subscriber looks at its share of the
+	// partitions.
+	Rebalance time.Duration
 }
 
 func queueSpec(name string, transient bool, args topology.QueueArgs, life Lifetime) topology.QueueSpec {

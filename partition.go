@@ -117,7 +117,7 @@ func (m PartitionedTopic) Route(topic string) (Route, error) {
 // Subscription owns a share of the topic's partitions.
 func (m PartitionedTopic) Subscription(topic string) (Subscription, error) {
 	t, queues, members := m.topology(topic)
-	return Subscription{Topology: t, Partitions: queues, Members: members}, t.Validate()
+	return Subscription{Topology: t, Partitions: queues, Members: members, Rebalance: m.rebalanceInterval()}, t.Validate()
 }
 
 // partitionGroup is one subscriber's share of a partitioned topic.
@@ -155,9 +155,9 @@ func (s *Subscriber) subscribePartitions(ctx context.Context, topic string, sub 
 		return nil, &ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
 			Reason: "a partitioned topic keeps each key in order: one message at a time per partition; want 1"}
 	}
-	every := 2 * time.Second
-	if pm, ok := s.cfg.Mapping.(PartitionedTopic); ok {
-		every = pm.rebalanceInterval()
+	every := sub.Rebalance
+	if every <= 0 {
+		every = 2 * time.Second
 	}
 	memberSeq.Lock()
 	memberSeq.n++

@@ -10,7 +10,6 @@ import (
 	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/lru"
@@ -132,15 +131,13 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 				return err
 			}
 		}
-		if pub.Headers == nil {
-			pub.Headers = amqp.Table{}
-		}
-		traced[i] = telemetry.Outgoing{Ctx: m.Context(), MessageID: pub.MessageId, CorrelationID: pub.CorrelationId, Headers: pub.Headers}
 		key := route.RoutingKey
 		if route.KeyOf != nil {
 			key = route.KeyOf(m)
 		}
 		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: key, Mandatory: p.cfg.Mandatory, Msg: pub}
+		traced[i] = telemetry.Outgoing{Ctx: m.Context(), MessageID: pub.MessageId, CorrelationID: pub.CorrelationId,
+			Headers: (*map[string]any)(&out[i].Msg.Headers)}
 	}
 	// The send spans name the route's destination, also for a scheduled
 	// message (which goes through a delay exchange first).

@@ -217,13 +217,7 @@ func TestExpiringSecretIsRenewedOnTheLiveConnection(t *testing.T) {
 			return conn.Credentials{Username: "guest", Password: "guest", Expires: time.Now().Add(time.Second)}, nil
 		}})
 	gen := c.Generation()
-	deadline := time.Now().Add(20 * time.Second)
-	for c.SecretUpdates() < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d secret updates after 20s, want 2 (one per second)", c.SecretUpdates())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 20*time.Second, "two secret updates (one per second)", func() bool { return c.SecretUpdates() >= 2 })
 	if c.Generation() != gen {
 		t.Fatal("the renewal reconnected instead of updating the live connection")
 	}

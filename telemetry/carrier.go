@@ -24,6 +24,20 @@ func (c headerCarrier) Keys() []string {
 	return keys
 }
 
+// lazyHeaderCarrier writes AMQP headers through a pointer, making the
+// table on the first write: a message without headers gets none unless
+// there is trace context to carry.
+type lazyHeaderCarrier struct{ h *map[string]any }
+
+func (c lazyHeaderCarrier) Get(key string) string { return headerCarrier(*c.h).Get(key) }
+func (c lazyHeaderCarrier) Set(key, value string) {
+	if *c.h == nil {
+		*c.h = map[string]any{}
+	}
+	(*c.h)[key] = value
+}
+func (c lazyHeaderCarrier) Keys() []string { return headerCarrier(*c.h).Keys() }
+
 // MetadataCarrier lets a propagator read and write Watermill metadata (for
 // messages that did not come from a warren Subscriber).
 type MetadataCarrier map[string]string

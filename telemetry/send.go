@@ -24,11 +24,11 @@ type Outgoing struct {
 	Ctx           context.Context
 	MessageID     string
 	CorrelationID string
-	// Headers are the AMQP headers the message goes out with: the span's
-	// trace context is written into them (replacing any the message
-	// carried, so that a republished copy continues from its republish).
-	// Must not be nil.
-	Headers map[string]any
+	// Headers points at the AMQP headers the message goes out with: the
+	// span's trace context is written into them (replacing any the message
+	// carried, so that a republished copy continues from its republish),
+	// the table made only when there is something to write.
+	Headers *map[string]any
 }
 
 // Send is a send operation in flight: the spans and the start time of one
@@ -59,7 +59,7 @@ func (t *Telemetry) StartSend(ctx context.Context, peer Peer, dest Destination, 
 		s.dst = t.dests.get(opSend, dest, peer)
 		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, producerKind,
 			trace.WithAttributes(messageAttributes(s.dst.spanAttrs, msgs[0].MessageID, msgs[0].CorrelationID)...))
-		t.propagator.Inject(s.ctx, headerCarrier(msgs[0].Headers))
+		t.propagator.Inject(s.ctx, lazyHeaderCarrier{msgs[0].Headers})
 		return s
 	}
 	create := t.dests.get(opCreate, dest, peer)
@@ -68,7 +68,7 @@ func (t *Telemetry) StartSend(ctx context.Context, peer Peer, dest Destination, 
 	for _, m := range msgs {
 		mctx, span := t.tracer.Start(m.Ctx, create.spanName, producerKind,
 			trace.WithAttributes(messageAttributes(create.spanAttrs, m.MessageID, m.CorrelationID)...))
-		t.propagator.Inject(mctx, headerCarrier(m.Headers))
+		t.propagator.Inject(mctx, lazyHeaderCarrier{m.Headers})
 		span.End()
 		if sc := span.SpanContext(); sc.IsValid() {
 			links = append(links, trace.Link{SpanContext: sc})

@@ -149,13 +149,7 @@ func TestPartitionedTopicOnACluster(t *testing.T) {
 		})
 		start := time.Now()
 		publishKeyed(t, pub, topic, 300, 1, 21)
-		deadline := time.Now().Add(3 * time.Minute)
-		for run.processed() < 6300 && time.Now().Before(deadline) {
-			time.Sleep(10 * time.Millisecond)
-		}
-		if run.processed() < 6300 {
-			t.Fatalf("%d instances processed %d of 6,300", n, run.processed())
-		}
+		rabbittest.Eventually(t, 3*time.Minute, fmt.Sprintf("%d instances to process 6,300", n), func() bool { return run.processed() >= 6300 })
 		rates[n] = 6000 / time.Since(start).Seconds()
 		for _, s := range subs {
 			_ = s.Close()
@@ -184,19 +178,14 @@ func TestPartitionedTopicOnACluster(t *testing.T) {
 		defer close(published)
 		publishKeyed(t, pub, topic, 300, 1, 100)
 	}()
-	waitFor := func(what string, n int) {
-		deadline := time.Now().Add(3 * time.Minute)
-		for run.processed() < n {
-			if time.Now().After(deadline) {
-				out, _ := nodes[0].Ctl(context.Background(), "list_queues", "name", "type", "messages_ready", "messages_unacknowledged", "consumers", "leader")
-				t.Logf("queues:\n%s\nshares %v", out, share())
-				for i, s := range subs {
-					t.Logf("instance %d owns %v", i, s.PartitionsOf(topic))
-				}
-				t.Fatalf("timed out waiting for %s: %d processed", what, run.processed())
-			}
-			time.Sleep(5 * time.Millisecond)
+	t.Cleanup(func() {
+		if t.Failed() {
+			out, _ := nodes[0].Ctl(context.Background(), "list_queues", "name", "type", "messages_ready", "messages_unacknowledged", "consumers", "leader")
+			t.Logf("queues:\n%s\nshares %v, %d processed", out, share(), run.processed())
 		}
+	})
+	waitFor := func(what string, n int) {
+		rabbittest.Eventually(t, 3*time.Minute, what, func() bool { return run.processed() >= n })
 	}
 	waitFor("10,000 processed", 10000)
 	proxy.Cut() // instance 0 dies

@@ -496,13 +496,7 @@ func waitSpans(t *testing.T, rec *telemetrytest.Recorder, done func(tracetest.Sp
 // waitUntil polls cond until it holds, failing after 20s.
 func waitUntil(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 20*time.Second, what, cond)
 }
 
 func count(spans tracetest.SpanStubs, name string) int {

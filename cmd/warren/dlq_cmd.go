@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -176,12 +178,7 @@ func deadLetterQueues(t topology.Topology) []string {
 			set[b.Destination] = true
 		}
 	}
-	var out []string
-	for q := range set {
-		out = append(out, q)
-	}
-	sort.Strings(out)
-	return out
+	return slices.Sorted(maps.Keys(set))
 }
 
 func dlqShowCommand(g *globals) *cobra.Command {

@@ -192,12 +192,7 @@ func TestDiffThenApply(t *testing.T) {
 	if err := ch.PublishWithContext(context.Background(), "", "orders", false, false, amqp.Publishing{Body: []byte("keep me")}); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(10 * time.Second); depth(t, ch, "orders") != 1; {
-		if time.Now().After(deadline) {
-			t.Fatal("the message never reached the queue")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 10*time.Second, "the message in its queue", func() bool { return depth(t, ch, "orders") == 1 })
 	r = cli(t, url, "", "topology", "apply", "testdata/shop.yaml", "--force")
 	if r.code != exitRefused || depth(t, ch, "orders") != 1 {
 		t.Fatalf("apply --force over a queue with a message: exit %d (want %d), %d left: %s", r.code, exitRefused, depth(t, ch, "orders"), r.stderr)
@@ -249,13 +244,7 @@ func deadLetter(t *testing.T, url string, n int) *amqp.Channel {
 	if err := ch.Cancel("rejecter", false); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for depth(t, ch, "orders.dlq") != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("orders.dlq has %d of %d", depth(t, ch, "orders.dlq"), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 20*time.Second, "every message in orders.dlq", func() bool { return depth(t, ch, "orders.dlq") == n })
 	return ch
 }
 

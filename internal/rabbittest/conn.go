@@ -46,3 +46,17 @@ func RawChannel(t testing.TB, url string) *amqp.Channel {
 	}
 	return ch
 }
+
+// Eventually polls cond until it holds, failing t with what after within:
+// the tests' one way to wait for the broker or a client to get somewhere,
+// never a sleep that hopes it did.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
