@@ -33,18 +33,24 @@ const PartitionKeyMetadata = "partition_key"
 // it consumes partitions that have no consumer. The partitions are quorum
 // queues with single active consumer, so even when two subscribers claim
 // one at once the broker delivers to one of them at a time; each then lets
-// go with probability one half per look, until one keeps it. Per-key order
-// holds while a partition stays with one member; at a hand-over (a release,
-// a member's or a node's death) the broker activates the next consumer at
-// basic.cancel, while the last member's message in flight may still be
-// handled: a message can then pass an earlier one of its key. Making the
-// hand-over exact is open work. Which partitions a subscriber prefers is
-// a rendezvous hash of its id and the partition: shares barely move when
-// one comes or goes. Every RebalanceInterval a subscriber claims what is
-// unowned up to its share and releases what is beyond it (its handler's
-// message in flight finishes first; a partition is read with a prefetch of
-// 1): when one dies, its consumers go with its connection and the others
-// take its partitions over.
+// go with probability one half per look, until one keeps it.
+//
+// Per-key order holds across hand-overs too. A member lets a partition go
+// without basic.cancel, at which the broker would activate the next
+// consumer while this one's message is still in hand and its prefetched
+// ones still checked out to it (PITFALLS 33): it finishes the message in
+// hand, hands out nothing more and closes the partition's channel (each
+// partition has its own), so the broker returns what it held to the head
+// of the queue before it activates the next member. A member that dies
+// loses its channels the same way. What is left is at-least-once: a message
+// whose handler ran but whose ack was lost with a connection is given again
+// to the next member, ahead of the ones after it.
+//
+// Which partitions a subscriber prefers is a rendezvous hash of its id and
+// the partition: shares barely move when one comes or goes. Every
+// RebalanceInterval a subscriber claims what is unowned up to its share and
+// releases what is beyond it: when one dies, its consumers go with its
+// connection and the others take its partitions over.
 type PartitionedTopic struct {
 	Prefix string
 	// Partitions per topic. Default: 16.

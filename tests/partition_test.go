@@ -13,9 +13,10 @@ import (
 
 // TestPartitionedTopicSharesAndKeepsKeyOrder: three service instances
 // (subscribers on connections of their own) share a topic's 12 partitions;
-// 3,000 messages over 300 keys are processed in order per key; when one
+// 6,000 messages over 300 keys are processed in order per key; when one
 // instance's connection is cut, its partitions move to the other two and
-// every message is still processed.
+// every message is still processed; when a fourth joins with messages
+// waiting, the others hand partitions over to it, still in order.
 func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 	b := rabbittest.Shared(t)
 	mapping := warren.PartitionedTopic{Prefix: b.Prefix, Partitions: 12, RebalanceInterval: 200 * time.Millisecond}
@@ -29,22 +30,23 @@ func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 	got := newPartitionRun()
 	proxy := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	var subs []*warren.Subscriber
-	for i := 0; i < 3; i++ {
-		url := b.URL
-		if i == 0 {
-			url = proxy.URL(b.Vhost) // the instance that will be cut
-		}
+	start := func(url string) {
 		c := rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: 200 * time.Millisecond})})
 		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping, CloseTimeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer sub.Close()
-		if err := sub.SubscribeFunc(context.Background(), topic, got.handler(i, 0)); err != nil {
+		t.Cleanup(func() { _ = sub.Close() })
+		// 2ms of work a message: the hand-overs below happen while
+		// partitions still hold messages.
+		if err := sub.SubscribeFunc(context.Background(), topic, got.handler(len(subs), 2*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
 		subs = append(subs, sub)
 	}
+	start(proxy.URL(b.Vhost)) // the instance that will be cut
+	start(b.URL)
+	start(b.URL)
 	share := func() []int {
 		var n []int
 		for _, s := range subs {
@@ -80,14 +82,25 @@ func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 	proxy.Cut() // instance 0 dies with its connection; its partitions move
 	waitUntil(t, "the partitions moved to the two left", func() bool { s := share(); return s[1]+s[2] == 12 })
 	publishKeyed(t, pub, topic, 300, 5, 10)
-	waitUntil(t, "all 3,000 processed", func() bool { return processed() == 3000 })
+	waitUntil(t, "3,000 processed", func() bool { return processed() == 3000 })
+	afterCut := []int{share()[1], share()[2]}
+
+	// A fourth instance joins with 3,000 messages waiting: the two left
+	// each hand two partitions over to it, with messages in flight
+	// (ordered hand-overs: PITFALLS 33).
+	publishKeyed(t, pub, topic, 300, 10, 20)
+	start(b.URL)
+	waitUntil(t, "all 6,000 processed", func() bool { return processed() == 6000 })
+	waitUntil(t, "the partitions shared 4 each by the three left", func() bool { s := share(); return s[1] == 4 && s[2] == 4 && s[3] == 4 })
 	got.mu.Lock()
 	defer got.mu.Unlock()
-	t.Logf("per-key order violations: %d; messages per instance: %v; shares after the cut: %v", got.reorders, got.by, []int{share()[1], share()[2]})
+	t.Logf("per-key order violations: %d; messages per instance: %v; shares after the cut: %v, after the join: %v", got.reorders, got.by, afterCut, share()[1:])
 	if got.reorders != 0 {
 		t.Fatalf("%d messages processed before an earlier one of their key", got.reorders)
 	}
-	if got.by[0] == 0 || got.by[1] == 0 || got.by[2] == 0 {
-		t.Fatalf("an instance processed nothing: %v", got.by)
+	for i := range subs {
+		if got.by[i] == 0 {
+			t.Fatalf("instance %d processed nothing: %v", i, got.by)
+		}
 	}
 }

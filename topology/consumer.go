@@ -334,12 +334,30 @@ func (c *Consumer) queueTrusted(ctx context.Context) bool {
 func (c *Consumer) handOff(sub *subscription) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
+	c.give(sub)
+}
+
+// give puts sub in the handoff slot (under subMu), replacing an unclaimed
+// older one, or releases it when the consumer has stopped or ended: a
+// restore run that raced Stop must not leave a live basic.consume nobody
+// reads (on a single-active-consumer queue it would hold the queue for
+// good). Stop and end mark the consumer under mu and drain the slot last,
+// so a subscription given before that is drained and one given after is
+// released here.
+func (c *Consumer) give(sub *subscription) {
 	select {
 	case old := <-c.handoff:
 		c.reg.hosts.release(old.host, old.tag)
 	default:
 	}
+	c.mu.Lock()
+	if c.stopped || c.err != nil {
+		c.mu.Unlock()
+		c.reg.hosts.release(sub.host, sub.tag)
+		return
+	}
 	c.handoff <- sub
+	c.mu.Unlock()
 }
 
 // ensureQueue makes sure the queue is there before a basic.consume on a
@@ -396,12 +414,7 @@ func (c *Consumer) resubscribe(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	select {
-	case old := <-c.handoff: // an unclaimed older one: replace it
-		c.reg.hosts.release(old.host, old.tag)
-	default:
-	}
-	c.handoff <- sub
+	c.give(sub)
 	return nil
 }
 
@@ -472,8 +485,13 @@ func (c *Consumer) dispatch(sub *subscription) {
 			}
 			select {
 			case <-c.stopCh:
-				// Stopping: never hand out more; Stop requeues it.
-				c.requeue(sub, d)
+				// Stopping: never hand out more. Stop requeues it, or, for
+				// an ordered hand-over, the closing of the channel returns
+				// it (a requeue now would come back to this consumer,
+				// still the active one).
+				if !c.spec.OrderedHandOver {
+					c.requeue(sub, d)
+				}
 				return
 			default:
 			}
@@ -691,9 +709,10 @@ func (c *Consumer) stop(ctx context.Context) error {
 	c.mu.Unlock()
 	// Hand out nothing more, and ask the broker to send nothing more; the
 	// delivery in hand is finished and settled on its channel before the
-	// channel is released.
+	// channel is released. An ordered hand-over sends no basic.cancel: the
+	// closing of its channel, below, ends the consumer.
 	close(c.stopCh)
-	if sub != nil && sub.host.ch.IsOpen() {
+	if sub != nil && sub.host.ch.IsOpen() && !c.spec.OrderedHandOver {
 		if err := sub.host.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
 			c.log.Debug("topology: basic.cancel failed", "consumer", c.spec.Tag, "err", err)
 		}
@@ -718,7 +737,13 @@ func (c *Consumer) stop(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	if sub != nil {
-		c.requeueRest(ctx, sub)
+		if !c.spec.OrderedHandOver {
+			c.requeueRest(ctx, sub)
+		}
+		// An ordered hand-over's channel is its own: releasing it closes
+		// it, after the settlement of the delivery in hand, and the broker
+		// returns what the consumer still held before it activates the
+		// next consumer (PITFALLS 33).
 		c.reg.hosts.release(sub.host, sub.tag)
 	}
 	c.reg.forgetConsumer(c)

@@ -2,6 +2,7 @@ package topology_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -193,4 +194,89 @@ func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
 		t.Fatal(err)
 	}
 	expect(t, other, "other")
+}
+
+// TestOrderedHandOverKeepsTheQueueOrder: two consumers of a single-active-
+// consumer quorum queue; the active one is stopped with a message in its
+// handler and 20 prefetched. With OrderedHandOver the next consumer starts
+// exactly after the last message the first one handled, and the queue is
+// handled in order from end to end. (With a basic.cancel the broker would
+// activate the second at once, while the first still held its messages:
+// PITFALLS 33, shown by TestPitfallSingleActiveConsumerSwitchesAtCancel.)
+func TestOrderedHandOverKeepsTheQueueOrder(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	ctx := ctxT(t, 60*time.Second)
+	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("ordered"), Durable: true,
+		Args: topology.QueueArgs{Type: topology.Quorum, SingleActiveConsumer: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 100
+	for i := 1; i <= total; i++ {
+		if err := ops.Publish(ctx, "", q.Name, msg(strconv.Itoa(i)), topology.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var handled []int
+	bFirst := 0
+	bGot := make(chan struct{})
+	record := func(d *topology.Delivery) int {
+		n, _ := strconv.Atoi(string(d.Body))
+		mu.Lock()
+		defer mu.Unlock()
+		handled = append(handled, n)
+		return n
+	}
+	inHand := make(chan struct{})
+	a, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, PrefetchCount: 20, OrderedHandOver: true,
+		Handler: func(hctx context.Context, d *topology.Delivery) {
+			if record(d) == 10 {
+				close(inHand)
+				// Held until the second consumer gets a message (the
+				// broker switched while this one was busy) or Stop's
+				// deadline cancels the handler's context.
+				select {
+				case <-bGot:
+				case <-hctx.Done():
+				}
+			}
+			_ = d.Ack()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-inHand
+	var once sync.Once
+	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, PrefetchCount: 20, OrderedHandOver: true,
+		Handler: func(_ context.Context, d *topology.Delivery) {
+			n := record(d)
+			once.Do(func() {
+				bFirst = n
+				close(bGot)
+			})
+			_ = d.Ack()
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	// Consume returned at consume-ok: the second consumer waits its turn.
+	stopCtx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	_ = a.Stop(stopCtx) // its deadline ends the handler's wait
+	rabbittest.Eventually(t, 20*time.Second, "every message handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) >= total
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range handled {
+		if n != i+1 {
+			t.Fatalf("handled out of order at %d: %v", i, handled)
+		}
+	}
+	if bFirst != 11 {
+		t.Fatalf("the second consumer started at %d, want 11", bFirst)
+	}
 }

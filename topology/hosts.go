@@ -104,7 +104,7 @@ func (hs *hostSet) release(h *host, tag string) {
 // subscribe starts a consumer on a host: basic.qos (when its prefetch
 // differs from the host's last) and basic.consume.
 func (hs *hostSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription, error) {
-	h, err := hs.place(ctx, s.Tag, s.Exclusive)
+	h, err := hs.place(ctx, s.Tag, s.ownChannel())
 	if err != nil {
 		return nil, err
 	}
@@ -128,7 +128,7 @@ func (hs *hostSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription
 }
 
 // subscribeMany starts consumers together (a restore run, Apply): they
-// are dealt onto new hosts, perChannel to a channel (exclusive ones alone),
+// are dealt onto new hosts, perChannel to a channel (those with a channel of their own alone),
 // and each host opens its channel, sets qos, sends every basic.consume
 // without waiting for its reply and waits once, the hosts side by side
 // (hostsAtOnce at a time), so that N consumers cost a few round trips, not
@@ -140,7 +140,7 @@ func (hs *hostSet) subscribeMany(ctx context.Context, specs []ConsumerSpec) []*s
 	var groups [][]int
 	var shared []int
 	for i, s := range specs {
-		if s.Exclusive {
+		if s.ownChannel() {
 			groups = append(groups, []int{i})
 			continue
 		}
@@ -176,7 +176,7 @@ func (hs *hostSet) subscribeGroup(ctx context.Context, specs []ConsumerSpec, idx
 	if err != nil {
 		return
 	}
-	h := &host{ch: ch, dedicated: len(idx) == 1 && specs[idx[0]].Exclusive, tags: make(map[string]struct{}, len(idx))}
+	h := &host{ch: ch, dedicated: len(idx) == 1 && specs[idx[0]].ownChannel(), tags: make(map[string]struct{}, len(idx))}
 	for _, i := range idx {
 		h.tags[specs[i].Tag] = struct{}{}
 	}

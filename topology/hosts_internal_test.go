@@ -100,3 +100,39 @@ func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
 	}
 	t.Logf("a channel error interrupted %d of %d consumers; all consume again", hit, n)
 }
+
+// A restore run that subscribed a consumer while it was being stopped
+// hands its subscription over after Stop: the subscription is released,
+// never left consuming with nobody reading (on a single-active-consumer
+// queue it would hold the queue for good).
+func TestHandOffAfterStopReleasesTheSubscription(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+	ops, err := NewOps(c, OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ops.Close(context.Background()) })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q := b.Name("late-handoff")
+	if _, err := ops.DeclareQueue(ctx, QueueSpec{Name: q, Durable: true, Args: QueueArgs{Type: Quorum, SingleActiveConsumer: true}}); err != nil {
+		t.Fatal(err)
+	}
+	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, OrderedHandOver: true, Handler: func(context.Context, *Delivery) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := consumer.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	late, err := ops.reg.hosts.subscribe(ctx, consumer.spec) // what the racing restore run made
+	if err != nil {
+		t.Fatal(err)
+	}
+	consumer.handOff(late)
+	rabbittest.Eventually(t, 10*time.Second, "the late subscription released", func() bool {
+		info, err := ops.Inspect(ctx, q)
+		return err == nil && info.Consumers == 0
+	})
+}

@@ -253,6 +253,16 @@ type ConsumerSpec struct {
 	// Exclusive asks to be the queue's only consumer; such a consumer gets
 	// a channel of its own.
 	Exclusive bool
+	// OrderedHandOver is for a single-active-consumer queue whose order
+	// must hold from one consumer to the next (PITFALLS 33). The broker
+	// activates the next consumer at basic.cancel, while this one's
+	// message is still in hand and what it prefetched is still checked out
+	// to it: the next one would pass those by. So such a consumer gets a
+	// channel of its own and Stop sends no basic.cancel: it finishes the
+	// delivery in hand, hands out nothing more, and closes the channel,
+	// which returns every message it held to the head of the queue before
+	// the broker activates the next consumer.
+	OrderedHandOver bool
 	// Tag is the consumer tag. Empty generates one, kept across reconnects.
 	Tag string
 	// Priority is x-priority (consumer priority); 0 is not sent.
@@ -270,6 +280,9 @@ type ConsumerSpec struct {
 	// (resumptions at Info).
 	OnEvent func(ConsumerEvent)
 }
+
+// ownChannel reports a consumer that gets a channel of its own.
+func (s ConsumerSpec) ownChannel() bool { return s.Exclusive || s.OrderedHandOver }
 
 func (s ConsumerSpec) label() string { return fmt.Sprintf("consumer %q on queue %q", s.Tag, s.Queue) }
 

@@ -1,0 +1,189 @@
+package tests
+
+import (
+	"errors"
+	"strconv"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/internal/rabbittest"
+)
+
+// The broker behaviours behind PITFALLS 32 and 33, shown on raw amqp091
+// channels: warren's partitioned topics are built on them, and these tests
+// say so the day a RabbitMQ release changes them.
+
+// sacQueue declares a single-active-consumer quorum queue holding 1..n.
+func sacQueue(t *testing.T, b *rabbittest.Broker, base string, n int) string {
+	t.Helper()
+	ch := rabbittest.RawChannel(t, b.URL)
+	q := b.Name(base)
+	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "quorum", "x-single-active-consumer": true}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= n; i++ {
+		c, err := ch.PublishWithDeferredConfirm("", q, false, false, amqp.Publishing{Body: []byte(strconv.Itoa(i))})
+		if err != nil || !c.Wait() {
+			t.Fatalf("publish %d: %v", i, err)
+		}
+	}
+	return q
+}
+
+// consumeRaw starts a consumer with prefetch 1 on its own connection.
+func consumeRaw(t *testing.T, b *rabbittest.Broker, q, tag string) (*amqp.Channel, <-chan amqp.Delivery) {
+	t.Helper()
+	ch := rabbittest.RawChannel(t, b.URL)
+	if err := ch.Qos(1, 0, false); err != nil {
+		t.Fatal(err)
+	}
+	d, err := ch.Consume(q, tag, false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch, d
+}
+
+func next(t *testing.T, d <-chan amqp.Delivery, who string) int {
+	t.Helper()
+	select {
+	case m := <-d:
+		n, _ := strconv.Atoi(string(m.Body))
+		_ = m.Ack(false)
+		return n
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s got nothing", who)
+		return 0
+	}
+}
+
+// PITFALLS 33: a single-active-consumer queue activates the next consumer
+// at basic.cancel, while the cancelled one still holds a message: the next
+// consumer gets message 2 with message 1 unsettled. Closing the channel
+// instead returns what it held first: the next consumer starts at 1.
+func TestPitfallSingleActiveConsumerSwitchesAtCancel(t *testing.T) {
+	b := rabbittest.Shared(t)
+
+	q := sacQueue(t, b, "sac-cancel", 3)
+	chA, dA := consumeRaw(t, b, q, "A")
+	_, dB := consumeRaw(t, b, q, "B")
+	held := <-dA // 1, in the first consumer's hand
+	if err := chA.Cancel("A", false); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, dB, "the next consumer"); n != 2 {
+		t.Fatalf("after the cancel the next consumer got %d first, want 2 (the broker no longer switches at basic.cancel?)", n)
+	}
+	_ = held.Nack(false, true) // 1 comes back now, behind 2 (and maybe 3)
+	if n, m := next(t, dB, "the next consumer"), next(t, dB, "the next consumer"); n != 1 && m != 1 {
+		t.Fatalf("then %d and %d, want the requeued 1 among them", n, m)
+	}
+
+	q = sacQueue(t, b, "sac-close", 3)
+	chA, dA = consumeRaw(t, b, q, "A")
+	_, dB = consumeRaw(t, b, q, "B")
+	<-dA // 1, held
+	if err := chA.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := next(t, dB, "the next consumer"); n != 1 {
+		t.Fatalf("after the channel closed the next consumer got %d first, want the returned 1", n)
+	}
+}
+
+// PITFALLS 32: a quorum queue takes a second "exclusive" consumer where a
+// classic queue refuses it (403 ACCESS_REFUSED): exclusive consume cannot
+// keep one reader per partition; single active consumer does.
+func TestPitfallQuorumQueuesIgnoreExclusiveConsume(t *testing.T) {
+	b := rabbittest.Shared(t)
+	for _, tc := range []struct {
+		kind    string
+		refused bool
+	}{{"classic", true}, {"quorum", false}} {
+		ch := rabbittest.RawChannel(t, b.URL)
+		q := b.Name("exclusive-" + tc.kind)
+		if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": tc.kind}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ch.Consume(q, "first", false, true, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		second := rabbittest.RawChannel(t, b.URL)
+		_, err := second.Consume(q, "second", false, true, false, false, nil)
+		var amqpErr *amqp.Error
+		refused := errors.As(err, &amqpErr) && amqpErr.Code == amqp.AccessRefused
+		if refused != tc.refused {
+			t.Fatalf("%s queue: a second exclusive consume gave %v; want refused %v", tc.kind, err, tc.refused)
+		}
+	}
+}
+
+// PITFALLS 35 and 36: on a stream a settlement only gives credit (a nack
+// with requeue brings nothing back); a consume at offset N begins at N
+// for an AMQP 0-9-1 consumer on RabbitMQ 3.10, though the stream protocol
+// begins at N's chunk.
+func TestPitfallStreamSettlementsAndChunks(t *testing.T) {
+	b := rabbittest.Shared(t)
+	ch := rabbittest.RawChannel(t, b.URL)
+	q := b.Name("stream-pitfall")
+	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "stream"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ch.Confirm(false); err != nil {
+		t.Fatal(err)
+	}
+	// Confirmed before anyone reads.
+	var confirms []*amqp.DeferredConfirmation
+	for i := 0; i < 10; i++ {
+		c, err := ch.PublishWithDeferredConfirm("", q, false, false, amqp.Publishing{Body: []byte(strconv.Itoa(i))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		confirms = append(confirms, c)
+	}
+	for _, c := range confirms {
+		if !c.Wait() {
+			t.Fatal("a publish was nacked")
+		}
+	}
+	read := func(offset any) (<-chan amqp.Delivery, *amqp.Channel) {
+		c := rabbittest.RawChannel(t, b.URL)
+		if err := c.Qos(10, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		d, err := c.Consume(q, "", false, false, false, false, amqp.Table{"x-stream-offset": offset})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d, c
+	}
+	offsetOf := func(m amqp.Delivery) int64 {
+		off, _ := m.Headers["x-stream-offset"].(int64)
+		return off
+	}
+
+	// 35: the nacked first message does not come back; the next is 1.
+	d, _ := read("first")
+	first := <-d
+	if err := first.Nack(false, true); err != nil {
+		t.Fatal(err)
+	}
+	if m := <-d; string(m.Body) != "1" {
+		t.Fatalf("after a nack with requeue the stream gave %q, want %q: a stream does not requeue", m.Body, "1")
+	}
+
+	// 36: a consume at offset 5 starts at 5's chunk, here the first.
+	// 36: the stream protocol starts a consume at offset 5 at 5's chunk;
+	// RabbitMQ 3.10 passes over what comes before 5 for an AMQP 0-9-1
+	// consumer. warren does not count on it (it passes over what it
+	// acked), and this says when a broker stops doing it.
+	d, _ = read(int64(5))
+	if m := <-d; offsetOf(m) != 5 {
+		t.Fatalf("a consume at offset 5 began at offset %d", offsetOf(m))
+	}
+}
