@@ -27,12 +27,14 @@ type Conn struct {
 	log  *slog.Logger
 	disp *dispatcher
 
-	mu       sync.Mutex
-	state    State
-	cause    error       // why it closed (terminal states) or why it was lost
-	gen      *generation // current; nil unless Connected
-	peer     atomic.Pointer[telemetry.Peer]
-	clientID string
+	mu    sync.Mutex
+	state State
+	cause error       // why it closed (terminal states) or why it was lost
+	gen   *generation // current; nil unless Connected
+	peer  atomic.Pointer[telemetry.Peer]
+	// serverVersion is what the broker reported (ServerVersion).
+	serverVersion atomic.Pointer[string]
+	clientID      string
 	// secretUpdates counts update-secret calls (Config.Credentials).
 	secretUpdates atomic.Uint64
 	ready         chan struct{}
@@ -588,6 +590,7 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	id := c.nextGen
 	c.mu.Unlock()
 	c.setPeer(ep)
+	c.setServerVersion(r.conn)
 	peer := c.Peer()
 	g := newGeneration(id, r.conn, c.spawn, c.log, func(d time.Duration) { c.cfg.Telemetry.Unblocked(peer, d) })
 	g.endpoint = ep.String()

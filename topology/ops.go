@@ -23,7 +23,11 @@ type OpsConfig struct {
 	// Target is the RabbitMQ version the specs are checked against
 	// (QueueSpec.ValidateFor) before they are declared, and whose warnings
 	// are logged (a quorum queue without a dead-letter target). Default:
-	// none (Validate's rules alone).
+	// the version the connection's broker reports (conn.Conn.
+	// ServerVersion), so that a spec the broker would refuse or treat
+	// otherwise fails here with the reason; Validate's rules alone before
+	// the first connection. Set it to the oldest version a service must
+	// run on, to check for all of them.
 	Target Target
 	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
@@ -259,7 +263,7 @@ func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (Qu
 	if s.ReadOnly {
 		return QueueInfo{}, readOnlyError("declare", s.label(), "use QueueExists")
 	}
-	if err := s.ValidateFor(o.cfg.Target); err != nil {
+	if err := s.ValidateFor(o.target()); err != nil {
 		return QueueInfo{}, err
 	}
 	o.warn(s)
@@ -478,7 +482,7 @@ func (o *Ops) Inspect(ctx context.Context, name string) (QueueInfo, error) {
 // that kind sent alongside it may have been declared, and are recorded;
 // later kinds are not declared).
 func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
-	if err := t.ValidateFor(o.cfg.Target); err != nil {
+	if err := t.ValidateFor(o.target()); err != nil {
 		return err
 	}
 	for _, q := range t.Queues {
@@ -648,7 +652,7 @@ func (o *Ops) applyOneByOne(ctx context.Context, t Topology, opts []Option) erro
 // warn logs what is valid about s but likely not meant (QueueSpec.Warnings),
 // once per queue name and Ops: a restore does not repeat it.
 func (o *Ops) warn(s QueueSpec) {
-	for _, w := range s.Warnings(o.cfg.Target) {
+	for _, w := range s.Warnings(o.target()) {
 		if _, seen := o.warned.LoadOrStore(s.Name+"\x00"+w, true); !seen {
 			o.cfg.Logger.Warn("topology: " + w)
 		}

@@ -3,6 +3,8 @@ package topology
 import (
 	"errors"
 	"fmt"
+	"strconv"
+	"strings"
 )
 
 // Target is a RabbitMQ version that specs are checked against
@@ -22,6 +24,27 @@ var (
 )
 
 func (t Target) String() string { return fmt.Sprintf("RabbitMQ %d.%d", t.Major, t.Minor) }
+
+// ParseTarget reads a version as "4.3" or as a broker reports it
+// ("3.10.7", "4.1.0-rc.1", "3.13.7+1.g5bc9ea8"): its major and minor.
+// ok is false for anything else (an empty string, a version before 3).
+func ParseTarget(version string) (t Target, ok bool) {
+	major, rest, found := strings.Cut(version, ".")
+	if !found {
+		return Target{}, false
+	}
+	minor := rest
+	if i := strings.IndexFunc(rest, func(r rune) bool { return r < '0' || r > '9' }); i >= 0 {
+		minor = rest[:i]
+	}
+	var err1, err2 error
+	t.Major, err1 = strconv.Atoi(major)
+	t.Minor, err2 = strconv.Atoi(minor)
+	if err1 != nil || err2 != nil || t.Major < 3 {
+		return Target{}, false
+	}
+	return t, true
+}
 
 // atLeast reports whether t is v or later.
 func (t Target) atLeast(v Target) bool {
@@ -105,4 +128,14 @@ func (s QueueSpec) Warnings(target Target) []string {
 		}
 	}
 	return out
+}
+
+// target is the version o checks specs against: OpsConfig.Target, else the
+// connected broker's.
+func (o *Ops) target() Target {
+	if o.cfg.Target.known() {
+		return o.cfg.Target
+	}
+	t, _ := ParseTarget(o.conn.ServerVersion())
+	return t
 }

@@ -147,3 +147,54 @@ func TestNewArgumentsOnThisBroker(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// TestParseTarget reads versions as users write them and as brokers report
+// them.
+func TestParseTarget(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want topology.Target
+		ok   bool
+	}{
+		{"4.3", topology.RabbitMQ43, true},
+		{"3.10.8", topology.RabbitMQ310, true},
+		{"4.1.0-rc.1", topology.Target{Major: 4, Minor: 1}, true},
+		{"3.13.7+1.g5bc9ea8", topology.RabbitMQ313, true},
+		{"", topology.Target{}, false},
+		{"4", topology.Target{}, false},
+		{"2.8.1", topology.Target{}, false},
+		{"four.three", topology.Target{}, false},
+		{"4.x", topology.Target{}, false},
+	} {
+		got, ok := topology.ParseTarget(c.in)
+		if got != c.want || ok != c.ok {
+			t.Errorf("ParseTarget(%q) = %v, %v; want %v, %v", c.in, got, ok, c.want, c.ok)
+		}
+	}
+}
+
+// TestTargetIsTheConnectedBroker: with no Target set, specs are checked by
+// the rules of the version the broker reports (3.10 here): x-consumer-timeout,
+// a 3.12 argument this broker would ignore, is refused before it is sent;
+// an explicit Target overrides.
+func TestTargetIsTheConnectedBroker(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c, ops := setup(t, b.URL, topology.OpsConfig{})
+	if got, ok := topology.ParseTarget(c.ServerVersion()); !ok || got != topology.RabbitMQ310 {
+		t.Fatalf("the broker reported %q; this machine runs 3.10", c.ServerVersion())
+	}
+	ctx := ctxT(t, 30*time.Second)
+	spec := topology.QueueSpec{Name: b.Name("consumer-timeout"), Durable: true, Args: topology.QueueArgs{ConsumerTimeout: time.Minute}}
+	_, err := ops.DeclareQueue(ctx, spec)
+	var se *topology.SpecError
+	if !errors.As(err, &se) || se.Field != "Args.ConsumerTimeout" {
+		t.Fatalf("declare with x-consumer-timeout on 3.10: %v, want a SpecError on Args.ConsumerTimeout", err)
+	}
+	if _, err := ops.Inspect(ctx, spec.Name); !errors.Is(err, topology.ErrNotFound) {
+		t.Fatalf("the refused queue: %v, want it never declared (ErrNotFound)", err)
+	}
+	_, ops312 := setup(t, b.URL, topology.OpsConfig{Target: topology.RabbitMQ312})
+	if _, err := ops312.DeclareQueue(ctx, spec); err != nil {
+		t.Fatalf("with Target 3.12 set: %v", err)
+	}
+}

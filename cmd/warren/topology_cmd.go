@@ -72,8 +72,8 @@ func parseTarget(v string) (topology.Target, error) {
 	if v == "" {
 		return topology.Target{}, nil
 	}
-	var t topology.Target
-	if _, err := fmt.Sscanf(v, "%d.%d", &t.Major, &t.Minor); err != nil || t.Major < 3 {
+	t, ok := topology.ParseTarget(v)
+	if !ok {
 		return t, &usageError{fmt.Errorf("--rabbitmq %q: want a version such as 3.13 or 4.3", v)}
 	}
 	return t, nil
