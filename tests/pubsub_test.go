@@ -60,7 +60,8 @@ func features(p preset, ordered bool) tests.Features {
 
 // TestPubSub runs Watermill's universal Pub/Sub suite against the shared
 // broker for every mapping preset. Its TestReconnect needs a broker restart
-// and runs in TestReconnect below, on a disposable node.
+// and runs in TestReconnect (reconnect_test.go), on a disposable node, for a
+// queue mapping and for streams.
 func TestPubSub(t *testing.T) {
 	for _, p := range presets {
 		t.Run(p.name, func(t *testing.T) {

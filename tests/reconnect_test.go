@@ -18,18 +18,27 @@ import (
 // published messages while its publishers still append to it (a data race
 // that -race reports, and that makes it miss the last message); this one
 // has the same shape, synchronised, and checks that every confirmed message
-// arrives.
+// arrives. It runs for a queue per consumer group and for a stream (whose
+// reader resumes after the last offset it acked).
 func TestReconnect(t *testing.T) {
+	t.Run("FanoutPerTopic", func(t *testing.T) {
+		testReconnect(t, warren.FanoutPerTopic{ConsumerGroup: "reconnect"}, 8)
+	})
+	t.Run("StreamPerTopic", func(t *testing.T) {
+		testReconnect(t, warren.StreamPerTopic{}, 1)
+	})
+}
+
+func testReconnect(t *testing.T, m warren.Mapping, inFlight int) {
 	const messages, publishers = 10000, 100
 	n := node.Get(t)
 	c := openConn(t, n.URL())
-	m := warren.FanoutPerTopic{ConsumerGroup: "reconnect"}
 	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: m, PublishTimeout: 60 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pub.Close()
-	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: m, MaxInFlight: 8})
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: m, MaxInFlight: inFlight})
 	if err != nil {
 		t.Fatal(err)
 	}
