@@ -13,16 +13,22 @@ import (
 	"github.com/warrenmq/warren/internal/rabbittest"
 )
 
-// A channel error on a shared consumer channel costs only the consumers on
-// that channel, and they come back by themselves.
-func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
-	b := rabbittest.Shared(t)
-	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
-	ops, err := NewOps(c, OpsConfig{})
+// internalOps is an Ops on its own connection to url, closed when t ends.
+func internalOps(t *testing.T, url string) *Ops {
+	t.Helper()
+	ops, err := NewOps(rabbittest.OpenConn(t, url, conn.Config{}), OpsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ops.Close(context.Background()) })
+	return ops
+}
+
+// A channel error on a shared consumer channel costs only the consumers on
+// that channel, and they come back by themselves.
+func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
+	b := rabbittest.Shared(t)
+	ops := internalOps(t, b.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	const n = consumersPerChannel + 8 // two channels
@@ -107,12 +113,7 @@ func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
 // queue it would hold the queue for good).
 func TestHandOffAfterStopReleasesTheSubscription(t *testing.T) {
 	b := rabbittest.Shared(t)
-	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
-	ops, err := NewOps(c, OpsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ops.Close(context.Background()) })
+	ops := internalOps(t, b.URL)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	q := b.Name("late-handoff")
