@@ -2,10 +2,11 @@ package warren
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"math"
-	"math/rand/v2"
 	"slices"
 	"strconv"
 	"sync"
@@ -29,11 +30,18 @@ const PartitionKeyMetadata = "partition_key"
 //
 // The subscribers of a topic share its partitions: each counts the
 // subscribers (they all consume the topic's members queue, whose consumer
-// count the broker reports) and owns a fair share, ceil(Partitions/count):
-// it consumes partitions that have no consumer. The partitions are quorum
-// queues with single active consumer, so even when two subscribers claim
-// one at once the broker delivers to one of them at a time; each then lets
-// go with probability one half per look, until one keeps it.
+// count the broker reports) and owns a fair share, ceil(Partitions/count).
+// A subscriber reads a partition only while it holds the partition's lock,
+// an exclusive queue "<partition>.owner": the broker lets one connection
+// hold it, cluster-wide, and deletes it with that connection, so a dead
+// member's partitions are free as soon as the broker sees it gone. (The
+// passive declare's consumer count cannot serve: on a single-active-
+// consumer queue it counts only the active consumer, so two claimants look
+// like one, and one of them would hold a share it never reads.) After a
+// reconnect a member takes its locks again, and lets go of a partition
+// whose lock another member took meanwhile. The partitions are quorum
+// queues with single active consumer besides, so the broker delivers to
+// one consumer at a time whatever the locks say during a hand-over.
 //
 // Per-key order holds across hand-overs too. A member lets a partition go
 // without basic.cancel, at which the broker would activate the next
@@ -142,8 +150,11 @@ type partitionGroup struct {
 
 	lastCount int // members counted at the last look
 
-	mu       sync.Mutex
-	owned    map[string]*subscription
+	mu    sync.Mutex
+	owned map[string]*subscription
+	// lockGen is the connection generation each owned partition's lock was
+	// taken on: a lock dies with its connection.
+	lockGen  map[string]uint64
 	stopped  bool
 	forwards sync.WaitGroup
 	stop     chan struct{}
@@ -170,7 +181,7 @@ func (s *Subscriber) subscribePartitions(ctx context.Context, topic string, sub 
 	id := fmt.Sprintf("%s/%d", s.conn.Peer().ClientID, memberSeq.n)
 	memberSeq.Unlock()
 	g := &partitionGroup{s: s, ctx: ctx, topic: topic, sub: sub, h: h, id: id, every: every, owned: map[string]*subscription{},
-		stop: make(chan struct{}), done: make(chan struct{})}
+		lockGen: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}
 	if h == nil {
 		g.out = make(chan *message.Message)
 	}
@@ -225,22 +236,29 @@ func (g *partitionGroup) rank() []string {
 	return ranked
 }
 
-// rebalance owns the fair share: it claims unowned partitions in order of
-// preference up to it, and releases the least preferred beyond it.
+// rebalance owns the fair share: it takes its locks again after a
+// reconnect (letting go of what another member took meanwhile), claims
+// free partitions in order of preference up to its share, and releases the
+// least preferred beyond it.
 func (g *partitionGroup) rebalance(ctx context.Context) {
 	g.mu.Lock()
 	if g.stopped {
 		g.mu.Unlock()
 		return
 	}
+	var ended []string
 	for q, st := range g.owned {
 		select {
-		case <-st.stopping: // ended with its consumer (a reconnect, a cancel)
+		case <-st.stopping: // ended with its consumer (a cancel, a close)
 			delete(g.owned, q)
+			ended = append(ended, q)
 		default:
 		}
 	}
 	g.mu.Unlock()
+	for _, q := range ended {
+		g.unlock(ctx, q)
+	}
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
 	info, err := g.s.ops.Inspect(ictx, g.sub.Members)
 	cancel()
@@ -254,9 +272,7 @@ func (g *partitionGroup) rebalance(ctx context.Context) {
 	g.lastCount = count
 	share := int(math.Ceil(float64(len(g.sub.Partitions)) / float64(count)))
 	ranked := g.rank()
-	g.mu.Lock()
-	owned := len(g.owned)
-	g.mu.Unlock()
+	owned := g.relock(ctx)
 	for _, q := range ranked {
 		if owned >= share {
 			break
@@ -265,12 +281,18 @@ func (g *partitionGroup) rebalance(ctx context.Context) {
 		_, mine := g.owned[q]
 		stopped := g.stopped
 		g.mu.Unlock()
+		// A partition with a consumer is another member's (or being
+		// handed over): not worth asking for its lock.
 		if mine || stopped || g.consumers(ctx, q) != 0 {
-			continue // ours, or another member's
+			continue
+		}
+		if err := g.lock(ctx, q); err != nil {
+			continue // another member's
 		}
 		st, err := g.s.consumeQueue(ctx, g.topic, Subscription{Queue: q}, g.h, true)
 		if err != nil {
 			g.s.log.Warn("warren: claiming a partition failed", "topic", g.topic, "partition", q, "err", err)
+			g.unlock(ctx, q)
 			continue
 		}
 		g.mu.Lock()
@@ -281,19 +303,6 @@ func (g *partitionGroup) rebalance(ctx context.Context) {
 		}
 		owned++
 	}
-	// A partition claimed by two members at once (both saw it free): the
-	// broker keeps one active, and each claimant lets go with probability
-	// one half per look, so that one soon keeps it and the other's share
-	// goes to a partition nobody reads.
-	for _, q := range ranked {
-		g.mu.Lock()
-		st, mine := g.owned[q]
-		g.mu.Unlock()
-		if mine && g.consumers(ctx, q) > 1 && rand.IntN(2) == 0 {
-			g.release(ctx, q, st)
-			owned--
-		}
-	}
 	if owned > share {
 		// Release the least preferred: they go once their messages in
 		// flight are settled, and another member claims them.
@@ -302,14 +311,74 @@ func (g *partitionGroup) rebalance(ctx context.Context) {
 			st, mine := g.owned[ranked[i]]
 			g.mu.Unlock()
 			if mine {
-				g.release(ctx, ranked[i], st)
+				g.release(ctx, ranked[i], st, true)
 				owned--
 			}
 		}
 	}
 }
 
-// consumers is how many consumers partition q has, -1 when unknown.
+// relock takes again, on the current connection, the locks of the
+// partitions owned since an earlier one, and lets go of each partition
+// whose lock another member holds now (its consumer, restored with the
+// connection, waits behind that member's or is handed over to it in
+// order). It returns how many partitions it owns.
+func (g *partitionGroup) relock(ctx context.Context) int {
+	gen := g.s.conn.Generation()
+	g.mu.Lock()
+	owned := maps.Clone(g.owned)
+	g.mu.Unlock()
+	n := len(owned)
+	for q, st := range owned {
+		g.mu.Lock()
+		current := g.lockGen[q] == gen
+		g.mu.Unlock()
+		if current || gen == 0 {
+			continue
+		}
+		err := g.lock(ctx, q)
+		if errors.Is(err, topology.ErrResourceLocked) {
+			g.s.log.Info("warren: another member took a partition while the connection was lost; letting it go", "topic", g.topic, "partition", q)
+			g.release(ctx, q, st, false)
+			n--
+		}
+	}
+	return n
+}
+
+// lockOf names partition q's lock.
+func lockOf(q string) string { return q + ".owner" }
+
+// lock takes partition q's lock (nil), or finds another member holding it
+// (topology.ErrResourceLocked), or cannot tell (another error).
+func (g *partitionGroup) lock(ctx context.Context, q string) error {
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
+	defer cancel()
+	gen := g.s.conn.Generation()
+	if _, err := g.s.ops.DeclareQueue(ictx, topology.QueueSpec{Name: lockOf(q), Exclusive: true}, topology.NoRestore()); err != nil {
+		return err
+	}
+	g.mu.Lock()
+	g.lockGen[q] = gen
+	g.mu.Unlock()
+	return nil
+}
+
+// unlock frees partition q's lock for the other members.
+func (g *partitionGroup) unlock(ctx context.Context, q string) {
+	g.mu.Lock()
+	delete(g.lockGen, q)
+	g.mu.Unlock()
+	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
+	defer cancel()
+	if _, err := g.s.ops.DeleteQueue(ictx, lockOf(q), topology.DeleteOptions{}); err != nil {
+		// Gone with its connection, or the connection is down: either
+		// way it is freed when the connection goes.
+		g.s.log.Debug("warren: freeing a partition lock failed", "topic", g.topic, "partition", q, "err", err)
+	}
+}
+
+// consumers is how many active consumers partition q has, -1 when unknown.
 func (g *partitionGroup) consumers(ctx context.Context, q string) int {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
 	defer cancel()
@@ -320,14 +389,22 @@ func (g *partitionGroup) consumers(ctx context.Context, q string) int {
 	return info.Consumers
 }
 
-// release lets partition q go, once its messages in flight are settled.
-func (g *partitionGroup) release(ctx context.Context, q string, st *subscription) {
+// release lets partition q go, once its messages in flight are settled
+// (an ordered hand-over), then frees its lock when it is this member's.
+func (g *partitionGroup) release(ctx context.Context, q string, st *subscription, locked bool) {
 	g.mu.Lock()
 	delete(g.owned, q)
 	g.mu.Unlock()
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.s.cfg.CloseTimeout)
 	defer cancel()
 	st.stop(sctx)
+	if locked {
+		g.unlock(ctx, q)
+	} else {
+		g.mu.Lock()
+		delete(g.lockGen, q)
+		g.mu.Unlock()
+	}
 }
 
 // forward passes a partition's messages on to the group's channel.
@@ -386,15 +463,32 @@ func (g *partitionGroup) stopClaiming() {
 }
 
 // close ends the group when Subscribe's ctx ends: no more claims, and its
-// partitions released.
+// partitions released (each handed over, then its lock freed).
 func (g *partitionGroup) close() {
 	g.stopClaiming()
 	g.mu.Lock()
 	owned := g.owned
 	g.owned = map[string]*subscription{}
 	g.mu.Unlock()
-	for _, st := range owned {
-		st.stopInBackground()
+	for q, st := range owned {
+		g.s.group.Go("release partition "+q, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), g.s.cfg.CloseTimeout)
+			defer cancel()
+			st.stop(ctx)
+			g.unlock(ctx, q)
+		})
+	}
+}
+
+// unlockAll frees the locks still held once the partitions' subscriptions
+// have stopped (Shutdown): on a connection that others go on using, they
+// would keep the partitions from the other members.
+func (g *partitionGroup) unlockAll(ctx context.Context) {
+	g.mu.Lock()
+	locked := slices.Collect(maps.Keys(g.lockGen))
+	g.mu.Unlock()
+	for _, q := range locked {
+		g.unlock(ctx, q)
 	}
 }
 

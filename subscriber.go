@@ -305,6 +305,9 @@ func (s *Subscriber) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	for _, g := range groups {
+		g.unlockAll(ctx)
+	}
 	s.group.Close()
 	// Every subscription has stopped, so its watcher is returning: give the
 	// watchers a moment past ctx rather than report them as left running.

@@ -168,16 +168,25 @@ func TestPitfallStreamSettlementsAndChunks(t *testing.T) {
 	}
 
 	// 35: the nacked first message does not come back; the next is 1.
-	d, _ := read("first")
+	d, rc := read("first")
+	closed := rc.NotifyClose(make(chan *amqp.Error, 1))
 	first := <-d
 	if err := first.Nack(false, true); err != nil {
 		t.Fatal(err)
 	}
-	if m := <-d; string(m.Body) != "1" {
+	m, ok := <-d
+	if !ok {
+		select {
+		case err := <-closed:
+			t.Fatalf("the channel closed after a nack: %v", err)
+		case <-time.After(5 * time.Second):
+			t.Fatal("the broker cancelled the consumer after a nack")
+		}
+	}
+	if string(m.Body) != "1" {
 		t.Fatalf("after a nack with requeue the stream gave %q, want %q: a stream does not requeue", m.Body, "1")
 	}
 
-	// 36: a consume at offset 5 starts at 5's chunk, here the first.
 	// 36: the stream protocol starts a consume at offset 5 at 5's chunk;
 	// RabbitMQ 3.10 passes over what comes before 5 for an AMQP 0-9-1
 	// consumer. warren does not count on it (it passes over what it
@@ -185,5 +194,24 @@ func TestPitfallStreamSettlementsAndChunks(t *testing.T) {
 	d, _ = read(int64(5))
 	if m := <-d; offsetOf(m) != 5 {
 		t.Fatalf("a consume at offset 5 began at offset %d", offsetOf(m))
+	}
+}
+
+// PITFALLS 38: on a single-active-consumer quorum queue the consumer count
+// of queue.declare-ok counts the active consumer only: a second consumer,
+// waiting, is invisible to it (rabbitmqctl list_consumers shows both). A
+// claim that checks "no consumer" cannot see two claimants.
+func TestPitfallSingleActiveConsumerCountsOne(t *testing.T) {
+	b := rabbittest.Shared(t)
+	q := sacQueue(t, b, "sac-count", 0)
+	consumeRaw(t, b, q, "A")
+	consumeRaw(t, b, q, "B") // consume-ok: registered, waiting
+	ch := rabbittest.RawChannel(t, b.URL)
+	info, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Consumers != 1 {
+		t.Fatalf("declare-ok counts %d consumers, want 1 (the active one) of the 2", info.Consumers)
 	}
 }
