@@ -2,6 +2,7 @@ package warren_test
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -42,4 +43,34 @@ func ExampleDefaultMarshaler_Marshal() {
 	p, _ := warren.DefaultMarshaler{}.Marshal("orders", msg)
 	fmt.Println(p.MessageId, p.ContentType, p.CorrelationId, p.Headers["tenant"], p.DeliveryMode == amqp.Persistent)
 	// Output: id-2 application/json req-42 acme true
+}
+
+// A partitioned topic: each partition key goes to one of N quorum queues,
+// which the topic's subscribers share (each reads its partitions one
+// message at a time, so a key's messages are handled in order, across
+// instances and hand-overs).
+func ExamplePartitionedTopic() {
+	m := warren.PartitionedTopic{Partitions: 4}
+	route, _ := m.Route("orders")
+	sub, _ := m.Subscription("orders")
+	msg := message.NewMessage("id-3", nil)
+	msg.Metadata.Set(warren.PartitionKeyMetadata, "customer-42")
+	fmt.Println("publish to exchange", route.Exchange, "with routing key", route.KeyOf(msg))
+	fmt.Println("partitions", sub.Partitions, "members counted on", sub.Members)
+	// Output:
+	// publish to exchange orders with routing key 2
+	// partitions [orders.p0 orders.p1 orders.p2 orders.p3] members counted on orders.members
+}
+
+// A stream per topic: every subscriber reads the whole stream from its
+// start offset; a named reader resumes where it stopped.
+func ExampleStreamPerTopic() {
+	m := warren.StreamPerTopic{Consumer: "audit", Start: warren.StreamFirst(), MaxAge: 7 * 24 * time.Hour}
+	route, _ := m.Route("orders")
+	sub, _ := m.Subscription("orders")
+	fmt.Println("publish to", route.RoutingKey, "through the default exchange")
+	fmt.Println("read", sub.Queue, sub.Topology.Queues[0].Args.Type)
+	// Output:
+	// publish to orders through the default exchange
+	// read orders stream
 }
