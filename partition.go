@@ -364,11 +364,16 @@ func (g *partitionGroup) lock(ctx context.Context, q string) error {
 	return nil
 }
 
-// unlock frees partition q's lock for the other members.
-func (g *partitionGroup) unlock(ctx context.Context, q string) {
+// forgetLock drops what this member knows of partition q's lock.
+func (g *partitionGroup) forgetLock(q string) {
 	g.mu.Lock()
 	delete(g.lockGen, q)
 	g.mu.Unlock()
+}
+
+// unlock frees partition q's lock for the other members.
+func (g *partitionGroup) unlock(ctx context.Context, q string) {
+	g.forgetLock(q)
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
 	defer cancel()
 	if _, err := g.s.ops.DeleteQueue(ictx, lockOf(q), topology.DeleteOptions{}); err != nil {
@@ -401,9 +406,7 @@ func (g *partitionGroup) release(ctx context.Context, q string, st *subscription
 	if locked {
 		g.unlock(ctx, q)
 	} else {
-		g.mu.Lock()
-		delete(g.lockGen, q)
-		g.mu.Unlock()
+		g.forgetLock(q)
 	}
 }
 

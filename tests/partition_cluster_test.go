@@ -54,11 +54,10 @@ func (r *partitionRun) handler(instance int, work time.Duration) func(*message.M
 // its throughput grows with the instances.
 func (r *partitionRun) serial(instance int, work time.Duration) func(*message.Message) error {
 	var worker sync.Mutex
-	h := r.handler(instance, 0)
+	h := r.handler(instance, work)
 	return func(m *message.Message) error {
 		worker.Lock()
-		time.Sleep(work) // the instance's one worker busy, not a fault
-		worker.Unlock()
+		defer worker.Unlock()
 		return h(m)
 	}
 }
