@@ -252,6 +252,44 @@ func TestReconnectRestoresBeforeReleasingWaiters(t *testing.T) {
 	}
 }
 
+// A connection lost while a restore hook runs is one more failed attempt,
+// never the end: the loss cancels the hook's ctx, and the hook's
+// context.Canceled must not read as a reason to give up. (A drop during
+// the restore after a broker restart closed the connection for good, and
+// its consumers with it: found by the end-to-end test in CI.)
+func TestConnectionLostDuringRestoreHookIsRetried(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c := open(t, p.URL(b.Vhost), conn.Config{Reconnect: fast()})
+	rec := record(c)
+	var runs atomic.Int32
+	entered := make(chan struct{})
+	c.AddRestoreHook("interrupted", func(ctx context.Context) error {
+		if runs.Add(1) == 1 {
+			close(entered)
+			<-ctx.Done() // until the connection is lost under the hook
+			return ctx.Err()
+		}
+		return nil
+	})
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	<-entered
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	rec.waitFor(t, 20*time.Second, "connected after the interrupted restore", func(ch conn.StateChange) bool {
+		return (ch.To == conn.StateConnected && ch.From == conn.StateReconnecting) || ch.To.Terminal()
+	})
+	if st := c.State(); st != conn.StateConnected {
+		t.Fatalf("state %v after a drop during a restore hook, want connected; changes: %v", st, rec.all())
+	}
+	if n := runs.Load(); n != 2 {
+		t.Fatalf("the restore hook ran %d times, want 2 (interrupted, then again on the next connection)", n)
+	}
+}
+
 func TestServerChannelErrorReplacesChannelWithoutReconnect(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := open(t, b.URL, conn.Config{})

@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -116,10 +117,10 @@ func (c *Conn) runHooks(g *generation) error {
 		default:
 		}
 		if g.isLost() {
-			if err == nil {
-				err = g.err()
-			}
-			return fmt.Errorf("conn: connection lost during restore hook %q: %w", h.name, err)
+			// The loss is the cause, whatever the hook returned: its ctx was
+			// cancelled by the loss, and a context.Canceled in the chain
+			// would read as a reason to give up reconnecting for good.
+			return &restoreLostError{hook: h.name, cause: g.err(), hookErr: err}
 		}
 		if err != nil {
 			c.log.Error("conn: restore hook failed", "hook", h.name, "err", err)
@@ -136,3 +137,23 @@ func (c *Conn) callHook(ctx context.Context, h namedHook) (err error) {
 	}()
 	return h.fn(ctx)
 }
+
+// restoreLostError is an attempt whose connection was lost while a restore
+// hook ran. It unwraps to the loss only (an *amqp091.Error, a network error),
+// never to the hook's own error, which is most often the context.Canceled of
+// the loss itself: the attempt is retried like any lost connection.
+type restoreLostError struct {
+	hook    string
+	cause   error
+	hookErr error
+}
+
+func (e *restoreLostError) Error() string {
+	msg := fmt.Sprintf("conn: connection lost during restore hook %q: %v", e.hook, e.cause)
+	if e.hookErr != nil && !errors.Is(e.hookErr, context.Canceled) {
+		msg += fmt.Sprintf(" (the hook returned: %v)", e.hookErr)
+	}
+	return msg
+}
+
+func (e *restoreLostError) Unwrap() error { return e.cause }

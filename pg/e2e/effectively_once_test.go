@@ -3,10 +3,13 @@
 package e2e_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"os"
+	"runtime/pprof"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/pg/inbox"
 	"github.com/warrenmq/warren/pg/internal/pgtest"
@@ -68,7 +72,12 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 
 	// The consumer: the inbox innermost, its effect in the inbox's
 	// transaction.
-	r := b.Router(router.Config{})
+	journal := &journal{start: time.Now()}
+	r := b.Router(router.Config{
+		OnConsumerEvent: func(route string, e topology.ConsumerEvent) { journal.add("%s: %v %v", route, e.Kind, e.Err) },
+		OnRestore:       func(rep topology.RestoreReport) { journal.add("restore run %d (connection %d): %d restored, failed %v, err %v", rep.Run, rep.Generation, len(rep.Restored), rep.Failed, rep.Err) },
+	})
+	r.Ops().Conn().OnStateChange("journal", func(sc conn.StateChange) { journal.add("consumer's connection: %v", sc) })
 	if err := r.AddRoute(router.Route{
 		Name: "billing", Queue: topology.QueueSpec{Name: "orders", Durable: true},
 		MaxInFlight: 8, Prefetch: 64,
@@ -143,11 +152,14 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 			case <-tick.C:
 				b.Drop()
 				drops.Add(1)
+				journal.add("connections dropped at %d effects", ib.Processed())
 			case <-progress.C:
 				done := ib.Processed()
 				if !restarted && done >= expected*4/10 {
 					restarted = true
+					journal.add("restarting the node at %d effects", done)
 					b.Restart()
+					journal.add("node restarted at %d effects", ib.Processed())
 					t.Logf("node restarted at %d of %d effects", done, expected)
 				}
 				if !terminated && done >= expected*5/10 {
@@ -168,6 +180,7 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 		}
 	}()
 	wg.Wait()
+	journal.add("producers done at %d effects", ib.Processed())
 	// Keep the faults coming until everything committed has an effect.
 	deadline := time.Now().Add(5 * time.Minute)
 	for {
@@ -176,6 +189,7 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 			break
 		}
 		if time.Now().After(deadline) {
+			stalled(t, b, journal)
 			t.Fatalf("after 5 minutes: %d effects of %d committed, %d outbox rows pending", effects, committed.Load(), pending)
 		}
 		time.Sleep(200 * time.Millisecond) // polling the database, with a deadline
@@ -248,4 +262,42 @@ func count(t *testing.T, pool *pgxpool.Pool, q string) int {
 	}
 	t.Fatal(err)
 	return 0
+}
+
+// journal keeps what happened to the consumer, with times, for a run that
+// stalls.
+type journal struct {
+	start time.Time
+	mu    sync.Mutex
+	lines []string
+}
+
+func (j *journal) add(format string, args ...any) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.lines = append(j.lines, fmt.Sprintf("%8.3fs ", time.Since(j.start).Seconds())+fmt.Sprintf(format, args...))
+}
+
+// stalled logs what a stalled run needs explained: the consumer's events,
+// the broker's view of the queue, its consumers and channels, and the
+// test process's goroutines.
+func stalled(t *testing.T, b *warrentest.Broker, j *journal) {
+	t.Helper()
+	j.mu.Lock()
+	t.Logf("consumer events:\n%s", strings.Join(j.lines, "\n"))
+	j.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, args := range [][]string{
+		{"list_queues", "-p", b.Vhost, "name", "type", "messages_ready", "messages_unacknowledged", "consumers"},
+		{"list_consumers", "-p", b.Vhost},
+		{"list_channels", "name", "consumer_count", "messages_unacknowledged", "prefetch_count"},
+		{"list_connections", "name", "state", "channels"},
+	} {
+		out, err := b.Ctl(ctx, args...)
+		t.Logf("rabbitmqctl %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	var dump bytes.Buffer
+	_ = pprof.Lookup("goroutine").WriteTo(&dump, 1)
+	t.Logf("goroutines:\n%s", dump.String())
 }
