@@ -75,7 +75,9 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 	journal := &journal{start: time.Now()}
 	r := b.Router(router.Config{
 		OnConsumerEvent: func(route string, e topology.ConsumerEvent) { journal.add("%s: %v %v", route, e.Kind, e.Err) },
-		OnRestore:       func(rep topology.RestoreReport) { journal.add("restore run %d (connection %d): %d restored, failed %v, err %v", rep.Run, rep.Generation, len(rep.Restored), rep.Failed, rep.Err) },
+		OnRestore: func(rep topology.RestoreReport) {
+			journal.add("restore run %d (connection %d): %d restored, failed %v, err %v", rep.Run, rep.Generation, len(rep.Restored), rep.Failed, rep.Err)
+		},
 	})
 	r.Ops().Conn().OnStateChange("journal", func(sc conn.StateChange) { journal.add("consumer's connection: %v", sc) })
 	if err := r.AddRoute(router.Route{
