@@ -73,8 +73,14 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 	// The consumer: the inbox innermost, its effect in the inbox's
 	// transaction.
 	journal := &journal{start: time.Now()}
+	var consumerEnded atomic.Bool
 	r := b.Router(router.Config{
-		OnConsumerEvent: func(route string, e topology.ConsumerEvent) { journal.add("%s: %v %v", route, e.Kind, e.Err) },
+		OnConsumerEvent: func(route string, e topology.ConsumerEvent) {
+			journal.add("%s: %v %v", route, e.Kind, e.Err)
+			if e.Kind == topology.ConsumerEnded {
+				consumerEnded.Store(true) // it never comes back: no use waiting for it
+			}
+		},
 		OnRestore: func(rep topology.RestoreReport) {
 			journal.add("restore run %d (connection %d): %d restored, failed %v, err %v", rep.Run, rep.Generation, len(rep.Restored), rep.Failed, rep.Err)
 		},
@@ -190,9 +196,9 @@ WHERE datname = current_database() AND pid <> pg_backend_pid()`)
 		if int64(effects) == committed.Load() && pending == 0 {
 			break
 		}
-		if time.Now().After(deadline) {
+		if time.Now().After(deadline) || consumerEnded.Load() {
 			stalled(t, b, journal)
-			t.Fatalf("after 5 minutes: %d effects of %d committed, %d outbox rows pending", effects, committed.Load(), pending)
+			t.Fatalf("consumer ended: %v; %d effects of %d committed, %d outbox rows pending", consumerEnded.Load(), effects, committed.Load(), pending)
 		}
 		time.Sleep(200 * time.Millisecond) // polling the database, with a deadline
 	}
