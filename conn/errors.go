@@ -3,6 +3,7 @@ package conn
 import (
 	"errors"
 	"fmt"
+	"strings"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -26,6 +27,11 @@ var (
 	// ErrNotRetryable: the retry policy's filter refused to retry the error
 	// (by default authentication and vhost access failures).
 	ErrNotRetryable = ack.NamedError("conn: error is not retryable", "not_retryable")
+	// ErrConnectionLimit: the broker refused a connection because a vhost's
+	// or a user's connection limit is reached (530 NOT_ALLOWED). Unlike a
+	// refused login it is retried: a connection closing elsewhere frees a
+	// place.
+	ErrConnectionLimit = ack.NamedError("conn: the broker's connection limit is reached", "connection_limit")
 	// ErrQosUnsupported: Channel.Qos with a prefetch size or global,
 	// which RabbitMQ refuses.
 	ErrQosUnsupported = ack.NamedError("conn: basic.qos prefetch-size and global are not supported by RabbitMQ", "qos_unsupported")
@@ -195,11 +201,25 @@ func IsAuthError(err error) bool {
 // is a login refusal, err otherwise.
 func loginRefusal(err error) error {
 	var ae *amqp.Error
+	if connectionLimited(err) {
+		return fmt.Errorf("%w: %w", ErrConnectionLimit, refusal(err))
+	}
 	if errors.Is(err, amqp.ErrCredentials) || errors.Is(err, amqp.ErrVhost) ||
 		(errors.As(err, &ae) && ae.Server && (ae.Code == amqp.AccessRefused || ae.Code == amqp.NotAllowed)) {
 		return &AuthError{Err: err}
 	}
 	return err
+}
+
+// connectionLimited reports RabbitMQ refusing connection.open because a
+// vhost's or a user's connection limit is reached. It sends 530 NOT_ALLOWED,
+// the code of a refused vhost, and only its text tells the two apart
+// ("access to vhost 'v' refused for user 'u': connection limit (1) is
+// reached", "connection refused for user 'u': user connection limit (1) is
+// reached"; rabbit_reader, 3.x and 4.x).
+func connectionLimited(err error) bool {
+	var ae *amqp.Error
+	return errors.As(err, &ae) && ae.Server && ae.Code == amqp.NotAllowed && strings.Contains(ae.Reason, "connection limit")
 }
 
 // refusedByBroker: a login refusal the broker sent (403 or 530). Retrying
