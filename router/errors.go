@@ -19,4 +19,8 @@ var (
 	ErrInvalidConfig = configerr.ErrInvalidConfig
 	// ErrClosed: the router was closed.
 	ErrClosed = errors.New("router: closed")
+	// ErrConnectionClosed: Run ended because the router's connection closed
+	// for good (it gave up reconnecting, or was closed under the router);
+	// the connection's reason (conn.Conn.Err) is in the chain.
+	ErrConnectionClosed = errors.New("router: the connection closed for good")
 )

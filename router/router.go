@@ -195,7 +195,10 @@ func (r *Router) AddRoute(rt Route) error {
 // middleware stack, and runs the Watermill router. It returns the error
 // that stopped it from starting (also given to WaitRunning), or nil once
 // the router stopped: by Close, or because ctx ended, after which Run
-// drains like Close (bounded by CloseTimeout) before it returns.
+// drains like Close (bounded by CloseTimeout) before it returns. When the
+// connection closes for good under it (it gave up reconnecting), Run drains
+// the same way and returns ErrConnectionClosed with the connection's reason:
+// a router never runs on doing nothing.
 func (r *Router) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
@@ -236,6 +239,27 @@ func (r *Router) Run(ctx context.Context) error {
 		return err
 	case err := <-wmErr:
 		return err
+	case <-r.conn.Done():
+		// The connection closed for good under the router (it gave up
+		// reconnecting: a refused login, the retry policy's limit; or it
+		// was closed): nothing consumes again. Run drains like Close and
+		// says why, so that a supervisor can restart the service instead
+		// of a process that runs and does nothing.
+		r.mu.Lock()
+		closing := r.closed // Close of the router, closing its own connection
+		r.mu.Unlock()
+		closeCtx, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
+		defer cancel()
+		cerr := r.Close(closeCtx)
+		werr := <-wmErr
+		if closing {
+			return werr
+		}
+		cause := r.conn.Err()
+		if cause == nil {
+			cause = conn.ErrClosed
+		}
+		return errors.Join(fmt.Errorf("%w: %w", ErrConnectionClosed, cause), cerr)
 	}
 }
 

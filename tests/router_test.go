@@ -354,6 +354,46 @@ func TestRouteValidation(t *testing.T) {
 	}
 }
 
+// A connection that gives up reconnecting ends Run with ErrConnectionClosed
+// and the connection's reason: a router must not run on consuming nothing
+// (its process would look alive to a supervisor).
+func TestRunEndsWhenTheConnectionGivesUp(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c, err := conn.New(p.URL(b.Vhost), conn.Config{Reconnect: conn.Delays(10 * time.Millisecond)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	r, err := router.New(c, router.Config{CloseConnection: true, Output: warren.PublisherConfig{Mapping: warren.ExistingQueues{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.AddRoute(router.Route{Name: "gives-up", Queue: topology.QueueSpec{Name: b.Prefix + "gives-up"}, Handler: func(*message.Message) error { return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	ran := make(chan error, 1)
+	go func() { ran <- r.Run(context.Background()) }()
+	if err := r.WaitRunning(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	p.Cut() // the one retry the policy allows fails too
+	select {
+	case err := <-ran:
+		if !errors.Is(err, router.ErrConnectionClosed) || !errors.Is(err, conn.ErrGaveUp) {
+			t.Fatalf("Run returned %v, want ErrConnectionClosed with the connection's ErrGaveUp", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("Run still running 30s after its connection gave up (state %v)", c.State())
+	}
+	// Close after that is a no-op that reports nothing new.
+	if err := r.Close(ctxT(t, 10*time.Second)); err != nil && !errors.Is(err, conn.ErrClosed) {
+		t.Fatalf("Close after the connection gave up: %v", err)
+	}
+}
+
 func TestHealth(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
