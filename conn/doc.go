@@ -29,7 +29,8 @@
 // ACCESS_REFUSED or 530 NOT_ALLOWED, but retries a reached connection limit,
 // [ErrConnectionLimit], and a connection lost during a restore hook). Several
 // hosts (amqp://u:p@h1,h2,h3/vhost, or [Config.AlternateURLs]) are tried in
-// turn, each failed attempt moving to the next. Heartbeats (default 10s) notice half-open TCP connections.
+// turn, each failed attempt moving to the next. Heartbeats (default 10s)
+// notice half-open TCP connections.
 //
 // # Channels and generations
 //

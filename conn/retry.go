@@ -115,9 +115,10 @@ func RetryAll(error) bool { return true }
 // DefaultRetryable is the default filter: everything but authentication and
 // vhost refusals the broker sent (which no retry can fix) and a cancelled
 // context. A vhost's or user's connection limit (ErrConnectionLimit) is not
-// a refused login: it is retried. A handshake that the broker drops at the authentication step
-// (what RabbitMQ does with a wrong password, and what a network blip looks
-// like) is retried, but three in a row end the retries as a refusal.
+// a refused login: it is retried. A handshake that the broker drops at the
+// authentication step (what RabbitMQ does with a wrong password, and what a
+// network blip looks like) is retried, but three in a row end the retries as
+// a refusal.
 func DefaultRetryable(err error) bool {
 	return !refusedByBroker(err) && !errors.Is(err, context.Canceled)
 }

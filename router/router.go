@@ -228,30 +228,30 @@ func (r *Router) Run(ctx context.Context) error {
 		r.finishStart(err)
 		return err
 	}
-	select {
-	case <-ctx.Done():
-		// Drain like Close: the caller's ctx is over, the drain has its own
-		// budget.
+	// drain closes the router like Close, with a budget of its own (the
+	// caller's ctx may be over), and waits for the Watermill router.
+	drain := func() (closeErr, wmRunErr error) {
 		closeCtx, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
 		defer cancel()
-		err := r.Close(closeCtx)
-		<-wmErr
+		closeErr = r.Close(closeCtx)
+		return closeErr, <-wmErr
+	}
+	select {
+	case <-ctx.Done():
+		err, _ := drain()
 		return err
 	case err := <-wmErr:
 		return err
 	case <-r.conn.Done():
 		// The connection closed for good under the router (it gave up
 		// reconnecting: a refused login, the retry policy's limit; or it
-		// was closed): nothing consumes again. Run drains like Close and
-		// says why, so that a supervisor can restart the service instead
-		// of a process that runs and does nothing.
+		// was closed): nothing consumes again. Run drains and says why, so
+		// that a supervisor can restart the service instead of a process
+		// that runs and does nothing.
 		r.mu.Lock()
 		closing := r.closed // Close of the router, closing its own connection
 		r.mu.Unlock()
-		closeCtx, cancel := context.WithTimeout(context.Background(), r.cfg.CloseTimeout)
-		defer cancel()
-		cerr := r.Close(closeCtx)
-		werr := <-wmErr
+		cerr, werr := drain()
 		if closing {
 			return werr
 		}
