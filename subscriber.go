@@ -222,6 +222,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscri
 		handler:   h,
 		stopping:  make(chan struct{}),
 		abandoned: make(chan struct{}),
+		consumed:  make(chan struct{}),
 	}
 	if spec, ok := s.reg.QueueSpec(sub.Queue); ok {
 		st.temporary = spec.Exclusive || spec.AutoDelete
@@ -250,6 +251,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscri
 		spec.StreamOffset = st.stream.next
 	}
 	st.consumer, err = s.ops.Consume(ctx, spec)
+	close(st.consumed)
 	if err != nil {
 		if st.stream != nil {
 			st.stream.close()
@@ -325,6 +327,10 @@ type subscription struct {
 	topic    string
 	queue    string
 	consumer *topology.Consumer
+	// consumed is closed once consumer is set: the consumer's events (its
+	// end, when the connection closes for good) may come before Consume
+	// returns, and a stop they start reads consumer.
+	consumed chan struct{}
 	// base is Subscribe's ctx without its cancellation: every message's
 	// context derives from it. It cannot be cancelled, so a message's
 	// context costs no registration with it; at stop's deadline abandon
@@ -355,6 +361,7 @@ type subscription struct {
 // for the handlers in flight, on a goroutine Close waits for.
 func (st *subscription) stopInBackground() {
 	st.s.group.Go("stop subscription "+st.topic, func() {
+		<-st.consumed
 		ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout)
 		defer cancel()
 		st.stop(ctx)
