@@ -172,3 +172,58 @@ func TestStreamReaderResumes(t *testing.T) {
 	}
 	_ = sub.Close()
 }
+
+// A stream subscription that stops with messages in hand (one the handler
+// holds unsettled, others waiting to be handed out) gives them up without a
+// nack: RabbitMQ 3.10 answers a nack of a stream delivery with 540, which
+// closes the whole connection and cuts every publisher and subscriber on
+// it (PITFALLS 35; Watermill's TestSubscribeCtx hit it now and then in CI).
+func TestStreamStopNeverClosesTheConnection(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := openConn(t, b.URL)
+	topic := b.Name("stop")
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: warren.StreamPerTopic{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for i := 0; i < 5; i++ {
+		if err := pub.Publish(topic, message.NewMessage(fmt.Sprintf("m-%d", i), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.StreamPerTopic{Start: warren.StreamFirst()}, CloseTimeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	gen := c.Generation()
+	ctx, cancel := context.WithCancel(context.Background())
+	msgs, err := sub.Subscribe(ctx, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-msgs // held, never settled: given up when CloseTimeout passes
+	cancel()
+	for range msgs { // the stop closes the channel; what is waiting is given up
+	}
+	// The same connection reads the stream again, from the first message.
+	ctx2, cancel2 := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel2()
+	again, err := sub.Subscribe(ctx2, topic)
+	if err != nil {
+		t.Fatalf("subscribing again on the same connection: %v", err)
+	}
+	select {
+	case m := <-again:
+		if m.UUID != "m-0" {
+			t.Fatalf("read again from the first message, got %q", m.UUID)
+		}
+		m.Ack()
+	case <-ctx2.Done():
+		t.Fatal("no message on subscribing again")
+	}
+	if g := c.Generation(); g != gen {
+		t.Fatalf("the connection was lost while the stream subscription stopped (generation %d, then %d): a stream delivery was nacked", gen, g)
+	}
+}

@@ -82,6 +82,9 @@ type Consumer struct {
 	spec    ConsumerSpec
 	restore bool
 	log     *slog.Logger
+	// stream: the queue is a stream, whose deliveries are never nacked or
+	// rejected (see Delivery).
+	stream bool
 
 	handlerCtx context.Context
 	cancel     context.CancelFunc
@@ -246,8 +249,10 @@ func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 		return nil, tagConflict(s)
 	}
 	hctx, cancel := context.WithCancel(context.Background())
+	q, _ := o.reg.queueSpec(s.Queue)
 	return &Consumer{
 		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
+		stream:     s.StreamOffset != nil || q.Args.Type == Stream,
 		handlerCtx: hctx, cancel: cancel,
 		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
 	}, nil
@@ -495,7 +500,7 @@ func (c *Consumer) dispatch(sub *subscription) {
 				return
 			default:
 			}
-			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.host.ch})
+			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.host.ch, stream: c.stream})
 		case <-c.stopCh:
 			return
 		}
@@ -653,7 +658,13 @@ func (c *Consumer) requeue(sub *subscription, d amqp.Delivery) {
 	if c.spec.AutoAck || !sub.host.ch.IsOpen() {
 		return
 	}
-	if err := d.Nack(false, true); err != nil {
+	var err error
+	if c.stream {
+		err = d.Ack(false) // credit only; a stream never requeues (see Delivery)
+	} else {
+		err = d.Nack(false, true)
+	}
+	if err != nil {
 		c.log.Debug("topology: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", d.DeliveryTag, "err", err)
 	}
 }

@@ -18,9 +18,17 @@ var ErrAlreadySettled = ack.NamedError("topology: delivery already settled", "al
 // most once: consumers share channels, and a second settlement of a tag
 // would close the channel of every consumer on it (406 unknown delivery
 // tag), so a second call returns ErrAlreadySettled and sends nothing.
+//
+// A delivery of a stream is settled with basic.ack whatever the call:
+// RabbitMQ 3.10 answers a nack or a reject of a stream delivery, with or
+// without requeue, with 540 NOT_IMPLEMENTED, which closes the whole
+// connection (PITFALLS 35). On a stream a settlement only gives the consumer
+// credit: the message stays in the stream, and where a reader resumes is
+// its own record (warren's stream position), not the settlement.
 type Delivery struct {
 	amqp.Delivery
 	ch      *conn.Channel
+	stream  bool
 	settled atomic.Bool
 }
 
@@ -37,6 +45,9 @@ func (d *Delivery) Nack(requeue bool) error {
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrAlreadySettled
 	}
+	if d.stream {
+		return d.Delivery.Ack(false)
+	}
 	return d.Delivery.Nack(false, requeue)
 }
 
@@ -46,6 +57,9 @@ func (d *Delivery) Nack(requeue bool) error {
 func (d *Delivery) Reject(requeue bool) error {
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrAlreadySettled
+	}
+	if d.stream {
+		return d.Delivery.Ack(false)
 	}
 	return d.Delivery.Reject(requeue)
 }
