@@ -18,8 +18,20 @@ type PublisherConfig struct {
 	// Marshaler encodes messages. Default: DefaultMarshaler{} (persistent).
 	Marshaler Marshaler
 	// Mandatory makes the broker return messages that reach no queue:
-	// Publish then fails with ErrUnroutable naming them. Default: false.
+	// Publish then fails with ErrUnroutable naming them. A scheduled
+	// message (MetaDelayedUntil) is checked when it is due instead, with or
+	// without Mandatory, and kept where an operator sees it when no queue
+	// takes it then (see MetaDelayedUntil). Default: false.
 	Mandatory bool
+	// ForwardScheduled makes every scheduled message reach its destination
+	// through the hand-over of due messages (a warren process of the vhost
+	// publishes it when it is due) instead of the broker's dead-lettering,
+	// so that it arrives as it was published, without the broker's x-death
+	// record of the delay hops: for consumers that cannot read array
+	// headers (watermill-amqp). DefaultMarshaler.WatermillAMQP sets it.
+	// Default: false (messages to a queue need no process when they are
+	// due).
+	ForwardScheduled bool
 	// ConfirmChannels is how many confirm-mode channels concurrent Publish
 	// calls share (never a channel per call). Default: 4.
 	ConfirmChannels int
@@ -48,6 +60,9 @@ func (c *PublisherConfig) setDefaults() {
 	}
 	if c.Marshaler == nil {
 		c.Marshaler = DefaultMarshaler{}
+	}
+	if m, ok := c.Marshaler.(DefaultMarshaler); ok && m.WatermillAMQP {
+		c.ForwardScheduled = true
 	}
 	if c.ConfirmChannels == 0 {
 		c.ConfirmChannels = 4

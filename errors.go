@@ -85,11 +85,16 @@ func (e *TopicError) Unwrap() []error {
 	return []error{ErrInvalidTopic, e.Err}
 }
 
-// PublishError is the failure of some messages of one Publish call.
+// PublishError is the failure of some messages of one Publish call; the
+// others were published and confirmed.
 type PublishError struct {
 	Topic string
-	// Failed maps message UUIDs to why each failed.
+	// Failed maps the UUIDs of the messages that failed to why each failed.
 	Failed map[string]error
+	// Errs has an entry per message of the call, in order: nil for one the
+	// broker confirmed, its error otherwise (it tells apart two messages of
+	// one UUID, which share their Failed entry).
+	Errs []error
 }
 
 func (e *PublishError) Error() string {
@@ -128,8 +133,9 @@ type PoisonError struct {
 func (e *PoisonError) Message() *message.Message {
 	d := e.Delivery
 	msg, _ := DefaultMarshaler{}.Unmarshal(&d)
+	exchange, key := deliveredVia(&d)
 	msg.SetContext(ack.NewContext(context.Background(), ack.Info{
-		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: deliveredExchange(&d), RoutingKey: d.RoutingKey,
+		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: exchange, RoutingKey: key,
 		Queue: e.Queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers,
 	}))
 	return msg

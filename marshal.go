@@ -55,20 +55,32 @@ type DefaultMarshaler struct {
 	// Transient publishes with delivery mode 1 the messages whose metadata
 	// has no MetaDeliveryMode. Default: persistent.
 	Transient bool
-	// LegacyUUID also writes the UUID in LegacyUUIDHeader, where
-	// watermill-amqp reads it (it does not read message-id): for services
-	// on either library sharing exchanges during a migration. warren reads
-	// that header whenever message-id is empty, with or without it.
-	LegacyUUID bool
+	// WatermillAMQP makes every message readable by a watermill-amqp
+	// consumer, for services on either library sharing queues during a
+	// migration (docs/MIGRATING.md): the UUID also goes in LegacyUUIDHeader,
+	// where watermill-amqp reads it (it does not read message-id), and
+	// every header goes out as a string, copies' included (watermill-amqp's
+	// marshaler refuses any other type and requeues the message at once,
+	// forever): a typed header goes out as its string form (HeaderString),
+	// so a dead letter's warren-original-x-death is JSON text. A Publisher
+	// with this marshaler hands scheduled messages over by republishing them
+	// (PublisherConfig.ForwardScheduled), so that they arrive without the
+	// broker's x-death array; a router route with it does the same with its
+	// delayed retries. warren reads LegacyUUIDHeader whenever message-id is
+	// empty, with or without this.
+	WatermillAMQP bool
 }
 
 // Marshal implements Marshaler.
 func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishing, error) {
+	if msg == nil {
+		return amqp.Publishing{}, fmt.Errorf("%w: nil message", ErrInvalidMessage)
+	}
 	p := amqp.Publishing{MessageId: msg.UUID, Body: msg.Payload, DeliveryMode: amqp.Persistent}
 	if m.Transient {
 		p.DeliveryMode = amqp.Transient
 	}
-	if m.LegacyUUID {
+	if m.WatermillAMQP {
 		p.Headers = amqp.Table{LegacyUUIDHeader: msg.UUID}
 	}
 	// A copy (ack.Copy) keeps its headers' AMQP types: a header whose
@@ -125,7 +137,7 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 			if p.Headers == nil {
 				p.Headers = make(amqp.Table, len(msg.Metadata))
 			}
-			if !typedLooked {
+			if !typedLooked && !m.WatermillAMQP {
 				typed, typedLooked = ack.TypedHeaders(msg), true
 			}
 			if t, ok := typed[k]; ok && HeaderString(t) == v {
@@ -138,8 +150,12 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 	return p, nil
 }
 
-// Unmarshal implements Marshaler; it does not fail.
+// Unmarshal implements Marshaler; it fails only for a nil delivery
+// (ErrPoison), never for a header's type.
 func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) {
+	if d == nil {
+		return nil, fmt.Errorf("%w: nil delivery", ErrPoison)
+	}
 	id := d.MessageId
 	if id == "" {
 		if s, ok := d.Headers[LegacyUUIDHeader].(string); ok {

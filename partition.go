@@ -104,8 +104,12 @@ func (m PartitionedTopic) topology(topic string) (topology.Topology, []string, s
 	return t, queues, members.Name
 }
 
-// Partition is the partition of key among n.
+// Partition is the partition of key among n (0 to n-1); with n below 1
+// there are no partitions and it is -1.
 func Partition(key string, n int) int {
+	if n < 1 {
+		return -1
+	}
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(key))
 	return int(h.Sum32() % uint32(n))

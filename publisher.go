@@ -12,6 +12,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
@@ -42,6 +43,11 @@ type Publisher struct {
 
 	closeOnce sync.Once
 	closeErr  error
+
+	// handOver is the connection's hand-over of due messages, which the
+	// Publisher takes part in from its first scheduled message until Close.
+	handOverMu sync.Mutex
+	handOver   *delay.HandOver
 }
 
 // cachedRoute is a declared route, valid while the registry's epoch says
@@ -80,15 +86,19 @@ func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 }
 
 // Publish publishes msgs to topic and returns once every one is confirmed by
-// the broker, or with a *PublishError naming those that were not: nacked
-// (ErrNacked); unroutable with Mandatory (ErrUnroutable); refused by the
-// broker (*topology.ChannelError: topology.ErrNotFound for a missing
-// exchange, topology.ErrAccessRefused, *topology.MessageTooLargeError);
-// cancelled by their own Context() (its error); not confirmed within
-// PublishTimeout (ErrPublishTimeout). A blocked connection makes Publish
-// wait, bounded the same way (conn.ErrBlocked). A nil message
-// (ErrInvalidMessage) or an invalid topic (ErrInvalidTopic) fails the call
-// before anything is declared or sent. After Close: ErrClosed.
+// the broker, or with a *PublishError naming those that were not, each with
+// its own reason, the others published and confirmed: metadata the
+// marshaler cannot put into AMQP (ErrInvalidMessage: an expiration that is
+// not milliseconds, a delay that is not RFC 3339, a delay beyond the delay
+// levels); nacked (ErrNacked); unroutable with Mandatory (ErrUnroutable);
+// refused by the broker (*topology.ChannelError: topology.ErrNotFound for a
+// missing exchange, topology.ErrAccessRefused,
+// *topology.MessageTooLargeError); cancelled by their own Context() (its
+// error); not confirmed within PublishTimeout (ErrPublishTimeout). A
+// blocked connection makes Publish wait, bounded the same way
+// (conn.ErrBlocked). A nil message (ErrInvalidMessage) or an invalid topic
+// (ErrInvalidTopic) fails the whole call before anything is declared or
+// sent. After Close: ErrClosed.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	return p.PublishContext(context.Background(), topic, msgs...)
 }
@@ -99,6 +109,9 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		return ErrClosed
 	}
 	defer p.leave()
+	if ctx == nil {
+		return fmt.Errorf("%w: nil context", ErrInvalidMessage)
+	}
 	if err := checkTopic(topic); err != nil {
 		return err
 	}
@@ -116,49 +129,65 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 	if err != nil {
 		return err
 	}
-	out := make([]topology.Outgoing, len(msgs))
-	traced := make([]telemetry.Outgoing, len(msgs))
+	var perr *PublishError
+	fail := func(i int, err error) {
+		if perr == nil {
+			perr = &PublishError{Topic: topic, Failed: map[string]error{}, Errs: make([]error, len(msgs))}
+		}
+		perr.Failed[msgs[i].UUID] = err
+		perr.Errs[i] = err
+	}
+	out := make([]topology.Outgoing, 0, len(msgs))
+	traced := make([]telemetry.Outgoing, 0, len(msgs))
+	sent := make([]int, 0, len(msgs)) // out[j] is msgs[sent[j]]
 	for i, m := range msgs {
 		pub, err := p.cfg.Marshaler.Marshal(topic, m)
 		if err != nil {
-			return fmt.Errorf("warren: marshal message %s: %w", m.UUID, err)
-		}
-		exchange := route.Exchange
-		if delay, scheduled, err := delayOf(m); err != nil {
-			return err
-		} else if scheduled {
-			if exchange, err = p.schedule(ctx, topic, route, &pub, delay); err != nil {
-				return err
+			if !errors.Is(err, ErrInvalidMessage) {
+				err = fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 			}
+			fail(i, fmt.Errorf("warren: marshal message %s: %w", m.UUID, err))
+			continue
 		}
-		key := route.RoutingKey
+		exchange, key := route.Exchange, route.RoutingKey
 		if route.KeyOf != nil {
 			key = route.KeyOf(m)
 		}
-		out[i] = topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: key, Mandatory: p.cfg.Mandatory, Msg: pub}
-		traced[i] = telemetry.Outgoing{Ctx: m.Context(), MessageID: pub.MessageId, CorrelationID: pub.CorrelationId,
-			Headers: (*map[string]any)(&out[i].Msg.Headers)}
-	}
-	// The send spans name the route's destination, also for a scheduled
-	// message (which goes through a delay exchange first).
-	send := p.cfg.Telemetry.StartSend(ctx, p.conn.Peer(), telemetry.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
-	var failed map[string]error
-	for i, err := range p.ops.PublishAll(ctx, out) {
-		if err == nil {
+		if delay, scheduled, err := delayOf(m); err != nil {
+			fail(i, err)
 			continue
+		} else if scheduled {
+			if exchange, key, err = p.schedule(ctx, exchange, key, &pub, delay); err != nil {
+				fail(i, err)
+				continue
+			}
 		}
-		if failed == nil {
-			failed = map[string]error{}
-		}
-		if ctx.Err() != nil && msgs[i].Context().Err() == nil && errors.Is(err, ctx.Err()) {
-			err = fmt.Errorf("%w: %w", ErrPublishTimeout, err)
-		}
-		failed[msgs[i].UUID] = err
-		send.Fail(i, err)
+		out = append(out, topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: key, Mandatory: p.cfg.Mandatory, Msg: pub})
+		sent = append(sent, i)
 	}
-	send.End(nil)
-	if failed != nil {
-		return &PublishError{Topic: topic, Failed: failed}
+	for j := range out {
+		traced = append(traced, telemetry.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
+			Headers: (*map[string]any)(&out[j].Msg.Headers)})
+	}
+	if len(out) > 0 {
+		// The send spans name the route's destination, also for a scheduled
+		// message (which goes through a delay exchange first).
+		send := p.cfg.Telemetry.StartSend(ctx, p.conn.Peer(), telemetry.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
+		for j, err := range p.ops.PublishAll(ctx, out) {
+			if err == nil {
+				continue
+			}
+			i := sent[j]
+			if ctx.Err() != nil && msgs[i].Context().Err() == nil && errors.Is(err, ctx.Err()) {
+				err = fmt.Errorf("%w: %w", ErrPublishTimeout, err)
+			}
+			fail(i, err)
+			send.Fail(j, err)
+		}
+		send.End(nil)
+	}
+	if perr != nil {
+		return perr
 	}
 	return nil
 }
@@ -194,10 +223,13 @@ func (p *Publisher) leave() {
 	}
 }
 
-// route declares a topic's route topology (into the connection's registry,
-// restored after every reconnect) and caches it. A name the registry already
-// holds keeps its registered spec: publishing to a router route's queue
-// uses that route's arguments (topology.KeepRegistered).
+// route declares what is missing of a topic's route topology (into the
+// connection's registry, restored after every reconnect) and caches it. The
+// consumer side owns a queue's arguments: a queue (or an exchange) that
+// exists is used as it is, whoever declared it and with whatever arguments
+// (a router's route, another service), and only one that is missing is
+// declared, from the mapping, so that nothing published before the first
+// subscriber is lost (topology.IfMissing).
 func (p *Publisher) route(ctx context.Context, topic string) (Route, error) {
 	epoch := p.ops.Registry().Epoch()
 	if c, ok := p.routes.Get(topic); ok && c.epoch == epoch {
@@ -207,7 +239,7 @@ func (p *Publisher) route(ctx context.Context, topic string) (Route, error) {
 	if err != nil {
 		return Route{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid route of it", Err: err}
 	}
-	if err := p.ops.Apply(ctx, r.Topology, topology.KeepRegistered()); err != nil {
+	if err := p.ops.Apply(ctx, r.Topology, topology.IfMissing()); err != nil {
 		return Route{}, fmt.Errorf("warren: declare route of topic %q: %w", topic, err)
 	}
 	p.routes.Put(topic, cachedRoute{r, epoch})
@@ -237,6 +269,13 @@ func (p *Publisher) Close() error {
 		}
 		closeCtx, cancelClose := context.WithTimeout(context.Background(), time.Second+p.cfg.CloseTimeout/10)
 		defer cancelClose()
+		p.handOverMu.Lock()
+		if p.handOver != nil {
+			if err := p.handOver.Release(closeCtx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		p.handOverMu.Unlock()
 		if err := p.ops.Close(closeCtx); err != nil {
 			errs = append(errs, err)
 		}

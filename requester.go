@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -61,6 +62,12 @@ type RequesterConfig struct {
 	Marshaler Marshaler
 	// Timeout bounds a request whose ctx has no deadline. Default: 30s.
 	Timeout time.Duration
+	// KeepUnanswered sends requests without an expiration. By default a
+	// request expires (its AMQP expiration) when its ctx's deadline (or
+	// Timeout) passes, unless it sets MetaExpiration itself: a request
+	// nobody waits for any more is never handled, say by a responder that
+	// comes back after the requester gave up. Default: false.
+	KeepUnanswered bool
 	// Logger. Default: the connection's.
 	Logger *slog.Logger
 }
@@ -138,6 +145,9 @@ func NewRequester(c *conn.Conn, cfg RequesterConfig) (*Requester, error) {
 // takes fails with ErrUnroutable; one whose reply cannot arrive any more
 // with ErrReplyLost, at once; ctx (or Timeout) bounds the wait.
 func (r *Requester) Request(ctx context.Context, topic string, msg *message.Message) (*message.Message, error) {
+	if ctx == nil {
+		return nil, fmt.Errorf("%w: nil context", ErrInvalidMessage)
+	}
 	if err := checkTopic(topic); err != nil {
 		return nil, err
 	}
@@ -156,6 +166,10 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	pub, err := r.cfg.Marshaler.Marshal(topic, msg)
 	if err != nil {
 		return nil, fmt.Errorf("warren: marshal request %s: %w", msg.UUID, err)
+	}
+	if !r.cfg.KeepUnanswered && pub.Expiration == "" {
+		dl, _ := ctx.Deadline() // always set: Timeout above
+		pub.Expiration = strconv.FormatInt(max(time.Until(dl).Milliseconds(), 1), 10)
 	}
 	line, err := r.replyLine(ctx)
 	if err != nil {

@@ -3,21 +3,39 @@ package warren
 import (
 	"context"
 	"fmt"
-	"strings"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/internal/delay"
+	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/topology"
 )
 
 // MetaDelayedUntil is Watermill's delay metadata (components/delay:
 // delay.Message(msg, delay.For(d)) or delay.Until(t), RFC 3339): a message
 // that carries a time in the future is delivered then, not before, and at
-// most a second later, through broker queues alone (topology.Schedule):
-// no plugin, and nothing in any process has to stay up for it.
+// most a second later, through broker queues (topology.Schedule): no plugin.
+//
+// Publish returns once the broker holds the message in the delay levels:
+// whether its destination takes it is known only when it is due, so
+// PublisherConfig.Mandatory cannot fail a scheduled message's Publish.
+// Instead every due message is published as if mandatory: to a queue, by
+// the broker itself; to an exchange (or a queue that is gone by then), by a
+// warren process of the vhost (the hand-over: every Publisher that
+// scheduled and every router with delayed retries takes part), mandatory and
+// confirmed. A due message no queue takes is kept in
+// topology.ScheduleUnroutableQueue with the reason and its destination's
+// exchange and routing key, counted (warren.scheduled.unroutable) and
+// logged at Warn; `warren dlq replay warren.delay.unroutable` sends it on
+// once a queue is bound. Nothing scheduled is lost, and nothing is retried
+// forever unseen.
 const MetaDelayedUntil = "_watermill_delayed_until"
+
+// metaDelayedFor is the delay Watermill's components/delay writes beside
+// MetaDelayedUntil.
+const metaDelayedFor = "_watermill_delayed_for"
 
 // delayOf is how long msg asks to wait; scheduled is false when it asks
 // for nothing or for a time already past.
@@ -34,39 +52,82 @@ func delayOf(msg *message.Message) (time.Duration, bool, error) {
 	return d, d > 0, nil
 }
 
-// schedule sends pub to route's destination through the delay levels,
+// schedule sends pub to exchange and key through the delay levels,
 // declaring them (once per connection) and the destination's binding, and
-// returns the exchange to publish to.
-func (p *Publisher) schedule(ctx context.Context, topic string, route Route, pub *amqp.Publishing, delay time.Duration) (string, error) {
-	bind, to := topology.ScheduleDestination(route.Exchange, route.RoutingKey)
-	key := "\x00schedule\x00" + to
-	epoch := p.ops.Registry().Epoch()
-	if c, ok := p.routes.Get(key); !ok || c.epoch != epoch {
-		t := topology.ScheduleTopology()
-		t.Bindings = append(t.Bindings, bind)
-		if err := p.ops.Apply(ctx, t, topology.KeepRegistered()); err != nil {
-			return "", fmt.Errorf("warren: declare the delay levels for topic %q: %w", topic, err)
+// returns the exchange and routing key to publish to. It takes part in the
+// hand-over of due messages from then until Close.
+func (p *Publisher) schedule(ctx context.Context, exchange, key string, pub *amqp.Publishing, delay time.Duration) (string, string, error) {
+	// A per-message TTL would expire the message out of a delay level
+	// early: it travels in a header, and the hand-over restores it.
+	forward := p.cfg.ForwardScheduled || pub.Expiration != ""
+	if pub.Expiration != "" {
+		h := make(amqp.Table, len(pub.Headers)+1)
+		for k, v := range pub.Headers {
+			h[k] = v
 		}
-		p.routes.Put(key, cachedRoute{route, epoch})
+		h[headers.ScheduledExpiration] = pub.Expiration
+		pub.Headers, pub.Expiration = h, ""
 	}
-	exchange, err := topology.Schedule(pub, delay, to)
+	// Watermill's delay metadata asked for this; delivered, it would only
+	// confuse (a consumer that republishes the message, say).
+	delete(pub.Headers, MetaDelayedUntil)
+	delete(pub.Headers, metaDelayedFor)
+	route := topology.ScheduleDestination(exchange, key, forward)
+	cacheKey := "\x00schedule\x00" + exchange + "\x00" + key
+	if route.Forwarded() {
+		cacheKey = "\x00schedule\x00"
+	}
+	epoch := p.ops.Registry().Epoch()
+	if c, ok := p.routes.Get(cacheKey); !ok || c.epoch != epoch {
+		t := topology.ScheduleTopology()
+		if route.Binding != nil {
+			t.Bindings = append(t.Bindings, *route.Binding)
+		}
+		if err := p.ops.Apply(ctx, t, topology.IfMissing()); err != nil {
+			return "", "", fmt.Errorf("warren: declare the delay levels for %s key %q: %w", displayExchange(exchange), key, err)
+		}
+		p.routes.Put(cacheKey, cachedRoute{Route{}, epoch})
+	}
+	if err := p.joinHandOver(ctx); err != nil {
+		return "", "", err
+	}
+	x, k, err := topology.Schedule(pub, delay, route)
 	if err != nil {
-		return "", fmt.Errorf("%w: topic %q: %w", ErrInvalidMessage, topic, err)
+		return "", "", fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
-	return exchange, nil
+	return x, k, nil
 }
 
-// deliveredExchange is the exchange a delivery was published to: for a
-// scheduled message, the destination it was scheduled for (the default
-// exchange for a queue), not the delay levels' deliver exchange that
-// handed it over at its due time.
-func deliveredExchange(d *amqp.Delivery) string {
-	if d.Exchange != topology.ScheduleDeliverExchange {
-		return d.Exchange
+// joinHandOver makes the Publisher take part in the hand-over of due
+// messages (once; Close leaves it).
+func (p *Publisher) joinHandOver(ctx context.Context) error {
+	p.handOverMu.Lock()
+	defer p.handOverMu.Unlock()
+	if p.handOver != nil {
+		return nil
 	}
-	to, _ := d.Headers[topology.HeaderScheduleTo].(string)
-	if x, ok := strings.CutPrefix(to, "x:"); ok {
-		return x
+	h := delay.Of(p.conn)
+	if err := h.Acquire(ctx, p.log, p.cfg.Telemetry); err != nil {
+		return err
 	}
-	return ""
+	p.handOver = h
+	return nil
+}
+
+func displayExchange(x string) string {
+	if x == "" {
+		return "the default exchange"
+	}
+	return fmt.Sprintf("exchange %q", x)
+}
+
+// deliveredVia is where a delivery was published to: for a message the
+// delay levels delivered, the destination it was scheduled for (the default
+// exchange and its queue), not the deliver exchange and the levels' routing
+// key.
+func deliveredVia(d *amqp.Delivery) (exchange, key string) {
+	if x, k, ok := topology.ScheduledFrom(d.Exchange, d.RoutingKey, nil); ok {
+		return x, k
+	}
+	return d.Exchange, d.RoutingKey
 }

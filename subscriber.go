@@ -576,6 +576,14 @@ func (st *subscription) hasDeadLetter() bool {
 	return ok && spec.HasDeadLetter()
 }
 
+// deadLetterKnownMissing reports a queue whose registered spec names no
+// dead-letter target: rejecting into it drops the message (a queue the
+// registry does not hold may have one, set by its declarer or a policy).
+func (st *subscription) deadLetterKnownMissing() bool {
+	spec, ok := st.s.reg.QueueSpec(st.queue)
+	return ok && !spec.HasDeadLetter() && !spec.ReadOnly
+}
+
 func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 	previous := st.previousAttempts(f)
 	for msg != nil {
@@ -588,13 +596,14 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 // its attempts so far, or nil.
 func (st *subscription) processOnce(f *topology.Delivery, msg *message.Message, previous int) (*message.Message, int) {
 	d := f
+	exchange, key := deliveredVia(&d.Delivery)
 	info := ack.Info{
-		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: deliveredExchange(&d.Delivery), RoutingKey: d.RoutingKey,
+		DeliveryTag: d.DeliveryTag, Redelivered: d.Redelivered, Exchange: exchange, RoutingKey: key,
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
 		PreviousAttempts: previous,
 	}
 	traced, proc := st.s.cfg.Telemetry.StartProcess(ack.NewContext(st.base, info), st.s.conn.Peer(), telemetry.Incoming{
-		Destination: telemetry.Destination{Exchange: info.Exchange, RoutingKey: d.RoutingKey, Queue: st.queue, Temporary: st.temporary},
+		Destination: telemetry.Destination{Exchange: info.Exchange, RoutingKey: key, Queue: st.queue, Temporary: st.temporary},
 		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
 	})
 	var ctx context.Context
@@ -686,6 +695,16 @@ func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp 
 		st.later(f, ack.Requeue, ack.Attempt(msg), proc)
 	case ack.RejectRequeue:
 		st.fail(f, msg, ack.Attempt(msg), proc)
+	case ack.Reject:
+		if st.deadLetterKnownMissing() {
+			// The broker would drop it: a queue warren declared without a
+			// dead-letter target has nowhere to put a rejected message.
+			st.s.log.Warn("warren: a message was rejected, but its queue has no dead-letter exchange; kept and redelivered at the backoff instead of dropped",
+				"queue", st.queue, "message_id", f.MessageId)
+			st.fail(f, msg, ack.Attempt(msg), proc)
+			return nil, 0
+		}
+		fallthrough
 	default:
 		if k := st.attemptKey(f); k != "" {
 			st.s.attempts().Delete(k)

@@ -63,7 +63,12 @@ var brokerOwned = map[string]bool{
 //
 // The copy's context is msg's, so its publish is bounded by the handler's
 // context and its trace continues the handler's.
+//
+// A nil message has no copy: nil.
 func Copy(msg *message.Message) *message.Message {
+	if msg == nil {
+		return nil
+	}
 	out := message.NewMessage(msg.UUID, msg.Payload)
 	info, fromDelivery := InfoOf(msg)
 	var typed map[string]any

@@ -86,9 +86,9 @@ func InfoOf(msg *message.Message) (Info, bool) {
 // Track gives msg a disposition slot and an attempt counter when it has
 // none (messages of other Pub/Subs, or built in tests), so that Set, Get
 // and NextAttempt work on it; its previous attempts come from AttemptHeader
-// in its metadata. It returns msg.
+// in its metadata. It returns msg (nil stays nil).
 func Track(msg *message.Message) *message.Message {
-	if stateOf(msg) == nil {
+	if msg != nil && stateOf(msg) == nil {
 		msg.SetContext(context.WithValue(msg.Context(), stateKey{}, &state{previous: metadataAttempts(msg)}))
 	}
 	return msg

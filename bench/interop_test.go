@@ -54,7 +54,7 @@ func TestInteropWithWatermillAMQP(t *testing.T) {
 	// The durable-queue preset of both libraries: a durable queue named by
 	// the topic, published to through the default exchange.
 	mapping := warren.QueuePerTopic{}
-	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: mapping, Marshaler: warren.DefaultMarshaler{LegacyUUID: true}})
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: mapping, Marshaler: warren.DefaultMarshaler{WatermillAMQP: true}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,8 @@ package conn
 import (
 	"context"
 	"errors"
+	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
@@ -61,6 +63,11 @@ type ConfirmChannel struct {
 	stopped bool          // watchReturns takes no more: the channel is gone
 	kick    chan struct{} // a non-empty queue, for watchReturns
 	ended   chan struct{}
+	// unsettled counts the mandatory publishes not yet settled, by
+	// returnKey: a publish whose key no other unsettled publish has goes
+	// out without any header of warren's, and its return is found by its
+	// key alone (see Publish).
+	unsettled map[string]int
 }
 
 // Confirmation is the future of one confirmed publish.
@@ -69,6 +76,11 @@ type Confirmation struct {
 	dc   *amqp.DeferredConfirmation
 	seq  uint64
 	size int
+	// key is the mandatory publish's returnKey; tagged marks one that
+	// carries headers.PublishSeq because another unsettled publish had
+	// the same key when it was written.
+	key    string
+	tagged bool
 
 	// With mandatory, watchReturns settles it (done, outcome, ret).
 	done    chan struct{}
@@ -126,9 +138,10 @@ func (c *Conn) NewConfirmChannel(ctx context.Context) (*ConfirmChannel, error) {
 				ch: ch,
 				// Buffered generously and drained by a goroutine that never
 				// blocks on us, so amqp091's reader never waits (PITFALLS 1).
-				returns: ch.ch.NotifyReturn(make(chan amqp.Return, 256)),
-				kick:    make(chan struct{}, 1),
-				ended:   make(chan struct{}),
+				returns:   ch.ch.NotifyReturn(make(chan amqp.Return, 256)),
+				kick:      make(chan struct{}, 1),
+				ended:     make(chan struct{}),
+				unsettled: map[string]int{},
 			}
 			if !c.spawn(cc.watchReturns) {
 				_ = ch.Close()
@@ -169,6 +182,14 @@ var errNotConfirming = errors.New("conn: channel gave no confirmation")
 // returns the error (the message was not sent, or not whole; a socket error
 // marks the connection lost). With mandatory, a message that reaches no
 // queue is Returned.
+//
+// A basic.return carries no delivery tag, only the message as it was
+// published (PITFALLS 6). Returns come in the order of the publishes, each
+// before its message's ack, so a return is the publish's whose exchange,
+// routing key and message id it repeats, as long as no other unsettled
+// publish has the same three. Only when one has does the message carry
+// headers.PublishSeq (a string, readable by any consumer) to tell them apart:
+// a message is never sent with a header of warren's it does not need.
 func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, mandatory bool, msg amqp.Publishing) (*Confirmation, error) {
 	if err := cc.ch.WaitUnblocked(ctx); err != nil {
 		return nil, err
@@ -176,25 +197,36 @@ func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, man
 	cc.pubMu.Lock()
 	defer cc.pubMu.Unlock()
 	var seq uint64
+	var rk string
+	tagged := false
 	if mandatory {
-		// headers.PublishSeq correlates a basic.return with this publish.
 		seq = cc.ch.ch.GetNextPublishSeqNo()
-		h := make(amqp.Table, len(msg.Headers)+1)
-		for k, v := range msg.Headers {
-			h[k] = v
+		rk = returnKey(exchange, key, msg.MessageId)
+		cc.mu.Lock()
+		tagged = cc.unsettled[rk] > 0
+		cc.unsettled[rk]++
+		cc.mu.Unlock()
+		if tagged {
+			h := make(amqp.Table, len(msg.Headers)+1)
+			for k, v := range msg.Headers {
+				h[k] = v
+			}
+			h[headers.PublishSeq] = strconv.FormatUint(seq, 10)
+			msg.Headers = h
 		}
-		h[headers.PublishSeq] = int64(seq)
-		msg.Headers = h
 	}
 	dc, err := cc.ch.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
 	if err == nil && dc == nil {
 		err = errNotConfirming
 	}
 	if err != nil {
+		if mandatory {
+			cc.release(rk)
+		}
 		cc.ch.LostWith(err)
 		return nil, err
 	}
-	c := &Confirmation{ch: cc, dc: dc, seq: seq, size: len(msg.Body)}
+	c := &Confirmation{ch: cc, dc: dc, seq: seq, size: len(msg.Body), key: rk, tagged: tagged}
 	if !mandatory {
 		return c, nil
 	}
@@ -205,6 +237,7 @@ func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, man
 		// The channel died under us: the message may or may not have
 		// arrived.
 		c.outcome = Lost
+		cc.releaseLocked(rk)
 		close(c.done)
 		return c, nil
 	}
@@ -214,6 +247,26 @@ func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, man
 	default:
 	}
 	return c, nil
+}
+
+// returnKey is what a basic.return repeats of its publish.
+func returnKey(exchange, key, messageID string) string {
+	return exchange + "\x00" + key + "\x00" + messageID
+}
+
+// release forgets one unsettled mandatory publish of key rk.
+func (cc *ConfirmChannel) release(rk string) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.releaseLocked(rk)
+}
+
+func (cc *ConfirmChannel) releaseLocked(rk string) {
+	if n := cc.unsettled[rk]; n > 1 {
+		cc.unsettled[rk] = n - 1
+	} else {
+		delete(cc.unsettled, rk)
+	}
 }
 
 // result is a settled non-mandatory message's outcome.
@@ -247,13 +300,24 @@ func (cc *ConfirmChannel) take(stop bool) []*Confirmation {
 // in the channel, and this goroutine, the only one reading it, takes them
 // all before it decides. Returns are read at all times, so amqp091's reader
 // never waits on them.
+//
+// A tagged return (headers.PublishSeq) finds its publish by sequence
+// number; an untagged one by its returnKey, which no other unsettled
+// untagged publish shares (Publish tags every later one while one is
+// unsettled), so the oldest untagged return of a key is that publish's.
 func (cc *ConfirmChannel) watchReturns() {
 	defer close(cc.ended)
-	returned := map[uint64]amqp.Return{}
+	bySeq := map[uint64]amqp.Return{}
+	byKey := map[string][]amqp.Return{}
 	record := func(r amqp.Return) {
-		if seq, ok := r.Headers[headers.PublishSeq].(int64); ok {
-			returned[uint64(seq)] = r
+		if v, ok := r.Headers[headers.PublishSeq]; ok {
+			if seq, err := strconv.ParseUint(fmt.Sprint(v), 10, 64); err == nil {
+				bySeq[seq] = r
+				return
+			}
 		}
+		k := returnKey(r.Exchange, r.RoutingKey, r.MessageId)
+		byKey[k] = append(byKey[k], r)
 	}
 	takeReturns := func() {
 		for {
@@ -270,12 +334,23 @@ func (cc *ConfirmChannel) watchReturns() {
 	}
 	settle := func(c *Confirmation) {
 		c.outcome = cc.result(c.dc)
-		if r, ok := returned[c.seq]; ok {
-			delete(returned, c.seq)
-			if c.outcome == Acked {
-				c.outcome, c.ret = Returned, &r
+		var r amqp.Return
+		found := false
+		if c.tagged {
+			r, found = bySeq[c.seq]
+			delete(bySeq, c.seq)
+		} else if rs := byKey[c.key]; len(rs) > 0 {
+			r, found = rs[0], true
+			if len(rs) == 1 {
+				delete(byKey, c.key)
+			} else {
+				byKey[c.key] = rs[1:]
 			}
 		}
+		if found && c.outcome == Acked {
+			c.outcome, c.ret = Returned, &r
+		}
+		cc.release(c.key)
 		close(c.done)
 	}
 	var fifo []*Confirmation

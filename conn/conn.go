@@ -67,11 +67,11 @@ type Conn struct {
 // lock: it must not call Attachment). It is how the layers above conn keep
 // exactly one object per connection: package topology keeps the
 // connection's one registry, restore run and channel pool here. Use an
-// unexported key type, as with context values.
+// unexported key type, as with context values. A nil make only looks.
 func (c *Conn) Attachment(key any, make func() any) any {
 	c.attachMu.Lock()
 	defer c.attachMu.Unlock()
-	if v, ok := c.attachments[key]; ok {
+	if v, ok := c.attachments[key]; ok || make == nil {
 		return v
 	}
 	if c.attachments == nil {
@@ -88,8 +88,14 @@ func (c *Conn) Logger() *slog.Logger { return c.log }
 
 // Go runs fn on a goroutine that Close waits for, for the layers above conn
 // whose goroutines live as long as the connection (restore work, per
-// connection watchers). After Close it refuses (false) and fn does not run.
-func (c *Conn) Go(fn func()) bool { return c.spawn(fn) }
+// connection watchers). After Close it refuses (false) and fn does not run;
+// so does a nil fn.
+func (c *Conn) Go(fn func()) bool {
+	if fn == nil {
+		return false
+	}
+	return c.spawn(fn)
+}
 
 // spawn runs fn on a goroutine that Close waits for; after the connection
 // finished it refuses (false) and fn does not run.

@@ -1,7 +1,9 @@
 package middleware
 
 import (
+	"errors"
 	"fmt"
+	"runtime/debug"
 	"strconv"
 	"time"
 
@@ -18,13 +20,31 @@ import (
 type DeadLetterMode int
 
 const (
+	// PublishToDLQ publishes a copy with diagnostic headers (the error, its
+	// type, the attempts, the handler, the original exchange, routing key
+	// and queue, a panic's stack) to a dead-letter queue, confirmed before
+	// the original is acked. It needs nothing of the consumed queue's
+	// arguments, so it works on any queue, whoever declared it. The
+	// default.
+	PublishToDLQ DeadLetterMode = iota
 	// RejectToDLX rejects the delivery without requeue: the broker moves it
-	// to the queue's dead-letter exchange (which must exist: PITFALLS 15).
-	RejectToDLX DeadLetterMode = iota
-	// PublishToDLQ publishes a copy with diagnostic headers to a
-	// dead-letter queue, confirmed before the original is acked.
-	PublishToDLQ
+	// to the queue's dead-letter exchange, which the queue's arguments (or
+	// a policy) must name and which must exist (PITFALLS 15). The broker's
+	// x-death says only the reason ("rejected") and where it died: no
+	// error, no handler.
+	RejectToDLX
 )
+
+// String names the mode.
+func (m DeadLetterMode) String() string {
+	switch m {
+	case PublishToDLQ:
+		return "PublishToDLQ"
+	case RejectToDLX:
+		return "RejectToDLX"
+	}
+	return fmt.Sprintf("DeadLetterMode(%d)", int(m))
+}
 
 // DeadLetterEvent is passed to the terminal hook, once per dead-lettered
 // message.
@@ -39,9 +59,11 @@ type DeadLetterEvent struct {
 
 // DeadLetterConfig shapes DeadLetter.
 type DeadLetterConfig struct {
+	// Mode is how dead letters leave. Default: PublishToDLQ.
 	Mode DeadLetterMode
 	// Publisher publishes dead letters (PublishToDLQ): a warren.Publisher
 	// with warren.ExistingQueues mapping, so Publish returns once confirmed.
+	// Required with PublishToDLQ.
 	Publisher message.Publisher
 	// Topic is where a message goes (PublishToDLQ). Default: the consumed
 	// queue's name + ".dlq".
@@ -60,8 +82,13 @@ type DeadLetterConfig struct {
 	Now func() time.Time
 }
 
-// DefaultDeadLetterTopic is the dead-letter queue of a work queue.
+// DefaultDeadLetterTopic is the dead-letter queue of a work queue: the
+// consumed queue's name (or Watermill's subscribe topic) + ".dlq"; "" for a
+// nil message.
 func DefaultDeadLetterTopic(msg *message.Message) string {
+	if msg == nil {
+		return ""
+	}
 	q := queueOf(msg)
 	if q == "" {
 		q = message.SubscribeTopicFromCtx(msg.Context())
@@ -71,12 +98,15 @@ func DefaultDeadLetterTopic(msg *message.Message) string {
 
 // DeadLetter dead-letters every message whose handler failed (except
 // ack.AsRequeue errors, which pass through to be requeued): with
-// RejectToDLX it sets the ack.Reject disposition and returns the error; with
 // PublishToDLQ it publishes a copy with diagnostic headers (error text
 // truncated, error type, attempts, first and last failure time, original
-// exchange, routing key and queue, handler name, trace id) and returns nil
-// once that is confirmed. A failed publish returns an ack.AsRequeue error,
-// so the message is requeued, not lost.
+// exchange, routing key and queue, handler name, trace id, a panic's stack)
+// and returns nil once that is confirmed; with RejectToDLX it sets the
+// ack.Reject disposition and returns the error. A failed publish returns an
+// ack.AsRequeue error, so the message is requeued, not lost. A panic of the
+// handler (or of any middleware inside this one) is recovered here into a
+// permanent *PanicError, so that it reaches the dead-letter queue like any
+// other permanent failure, wherever DeadLetter sits in a stack.
 func DeadLetter(cfg DeadLetterConfig) (message.HandlerMiddleware, error) {
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -84,7 +114,7 @@ func DeadLetter(cfg DeadLetterConfig) (message.HandlerMiddleware, error) {
 	}
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			out, err := h(msg)
+			out, err := recovered(h, msg)
 			if err == nil || ack.KindOf(err) == ack.RequeueKind {
 				return out, err
 			}
@@ -121,6 +151,20 @@ func DeadLetterPoison(cfg DeadLetterConfig) (func(msg *message.Message, cause er
 	}, nil
 }
 
+// recovered runs h, turning a panic into a permanent *PanicError with its
+// stack.
+func recovered(h message.HandlerFunc, msg *message.Message) (out []*message.Message, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, ack.Permanent(&PanicError{Value: r, Stack: string(debug.Stack())})
+		}
+	}()
+	return h(msg)
+}
+
+// maxStackHeader bounds the stack a dead letter carries.
+const maxStackHeader = 8192
+
 func (c *DeadLetterConfig) setDefaults() {
 	if c.Telemetry == nil {
 		c.Telemetry = telemetry.Default()
@@ -140,7 +184,7 @@ func (c *DeadLetterConfig) setDefaults() {
 func (c *DeadLetterConfig) Validate() error {
 	f := configerr.For("middleware.DeadLetterConfig")
 	f.Check(c.Mode != RejectToDLX && c.Mode != PublishToDLQ, "Mode", fmt.Sprintf("%d unknown", c.Mode))
-	f.Check(c.Mode == PublishToDLQ && c.Publisher == nil, "Publisher", "required with PublishToDLQ")
+	f.Check(c.Mode == PublishToDLQ && c.Publisher == nil, "Publisher", "required with PublishToDLQ (the default Mode); or set Mode to RejectToDLX")
 	f.Check(c.MaxErrorLength < 0, "MaxErrorLength", "must not be negative")
 	return f.Err()
 }
@@ -178,6 +222,14 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 		set(HeaderDLHandler, c.HandlerName)
 		if sc := trace.SpanContextFromContext(msg.Context()); sc.HasTraceID() {
 			set(HeaderDLTraceID, sc.TraceID().String())
+		}
+		var pe *PanicError
+		if errors.As(err, &pe) {
+			stack := pe.Stack
+			if len(stack) > maxStackHeader {
+				stack = stack[:maxStackHeader] + "...(truncated)"
+			}
+			set(HeaderDLStack, stack)
 		}
 		// Watermill's poison metadata beside warren's own, so Watermill's
 		// tools (components/requeuer) read a warren dead letter too.

@@ -17,9 +17,9 @@ import (
 func Example_testKit() {
 	retries := &kit.Publisher{}
 	delayed, _ := middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: retries, Levels: []time.Duration{time.Second}})
-	dead, _ := middleware.DeadLetter(middleware.DeadLetterConfig{})
+	deadLetter, _ := middleware.DeadLetter(middleware.DeadLetterConfig{Publisher: retries})
 	stack := []message.HandlerMiddleware{
-		kit.Must(middleware.Ack(middleware.AckConfig{})), dead, delayed,
+		kit.Must(middleware.Ack(middleware.AckConfig{})), deadLetter, delayed,
 		kit.Must(middleware.Retry(middleware.RetryConfig{MaxAttempts: 2, Sleep: (&kit.Sleeper{}).Sleep})),
 	}
 	handler := func(m *message.Message) error {
@@ -35,8 +35,9 @@ func Example_testKit() {
 	fmt.Println("failing order:", r.Disposition, "scheduled back to", scheduled.Topic, "in", scheduled.Msg.Metadata.Get("_watermill_delayed_for"))
 
 	r = kit.Run(kit.NewMessage(""), h, stack...)
-	fmt.Println("empty order:", r.Disposition)
+	dead := retries.Published()[1]
+	fmt.Println("empty order:", r.Disposition, "dead-lettered to", dead.Topic, "because", dead.Msg.Metadata.Get(middleware.HeaderDLError))
 	// Output:
 	// failing order: ack scheduled back to work in 1s
-	// empty order: reject
+	// empty order: ack dead-lettered to work.dlq because empty
 }

@@ -4,6 +4,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/headers"
 )
 
 // Headers warren writes on republished and dead-lettered messages.
@@ -14,17 +15,18 @@ const (
 	// HeaderRetryLevel is the delay of the level a message was sent to.
 	HeaderRetryLevel = "warren-retry-level"
 
-	HeaderDLError       = "warren-dl-error"
-	HeaderDLErrorType   = "warren-dl-error-type"
-	HeaderDLAttempts    = "warren-dl-attempts"
-	HeaderDLFirstFail   = "warren-dl-first-failure"
-	HeaderDLLastFail    = "warren-dl-last-failure"
-	HeaderDLExchange    = "warren-dl-exchange"
-	HeaderDLRoutingKey  = "warren-dl-routing-key"
-	HeaderDLQueue       = "warren-dl-queue"
-	HeaderDLHandler     = "warren-dl-handler"
-	HeaderDLTraceID     = "warren-dl-trace-id"
-	HeaderDLDisposition = "warren-dl-reason"
+	HeaderDLError      = headers.DLError
+	HeaderDLErrorType  = headers.DLErrorType
+	HeaderDLAttempts   = headers.DLAttempts
+	HeaderDLFirstFail  = headers.DLFirstFail
+	HeaderDLLastFail   = headers.DLLastFail
+	HeaderDLExchange   = headers.DLExchange
+	HeaderDLRoutingKey = headers.DLRoutingKey
+	HeaderDLQueue      = headers.DLQueue
+	HeaderDLHandler    = headers.DLHandler
+	HeaderDLTraceID    = headers.DLTraceID
+	// HeaderDLStack is the stack of a handler that panicked (truncated).
+	HeaderDLStack = headers.DLStack
 )
 
 // queueOf is the queue msg was consumed from, "" for other Pub/Subs.

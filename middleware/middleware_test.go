@@ -219,7 +219,7 @@ func TestDelayedRetry(t *testing.T) {
 
 func TestDeadLetterReject(t *testing.T) {
 	var events []middleware.DeadLetterEvent
-	mw, err := middleware.DeadLetter(middleware.DeadLetterConfig{OnDeadLetter: func(e middleware.DeadLetterEvent) { events = append(events, e) }})
+	mw, err := middleware.DeadLetter(middleware.DeadLetterConfig{Mode: middleware.RejectToDLX, OnDeadLetter: func(e middleware.DeadLetterEvent) { events = append(events, e) }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package router
 
 import (
 	"errors"
+	"fmt"
 
 	"github.com/warrenmq/warren/internal/configerr"
 )
@@ -24,3 +25,22 @@ var (
 	// the connection's reason (conn.Conn.Err) is in the chain.
 	ErrConnectionClosed = errors.New("router: the connection closed for good")
 )
+
+// QueueConflictError: a route's queue exists on the broker with other
+// properties or arguments than the route declares, and the broker refused
+// the declaration (406 PRECONDITION_FAILED, topology.ErrPreconditionFailed,
+// in the chain with the broker's text, which names the argument). Nothing
+// else of the route was declared. Route.Queue.ReadOnly adopts the queue as
+// it is.
+type QueueConflictError struct {
+	Route, Queue string
+	Err          error
+}
+
+func (e *QueueConflictError) Error() string {
+	return fmt.Sprintf("router: route %q: queue %q exists with other properties than the route declares: %v; "+
+		"to consume it as it is, set Route.Queue.ReadOnly (the queue is only checked, and dead letters are published); "+
+		"`warren topology diff` lists every difference", e.Route, e.Queue, e.Err)
+}
+
+func (e *QueueConflictError) Unwrap() error { return e.Err }

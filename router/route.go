@@ -21,9 +21,16 @@ type Route struct {
 	// Name identifies the route (handler name in Watermill, dead-letter
 	// headers, health). Required, unique.
 	Name string
-	// Queue is consumed. Its dead-letter arguments are set by the router
-	// unless DeadLetter.Disabled (a dead-letter exchange that does not exist
-	// loses messages silently: PITFALLS 15).
+	// Queue is consumed, declared as it is given: the router adds no
+	// argument of its own, except the dead-letter ones with
+	// DeadLetter.Mode RejectToDLX (x-dead-letter-routing-key to the
+	// dead-letter queue, unless the spec names a dead-letter target). So a
+	// queue that a publisher in another service (or watermill-amqp) declared
+	// first with the same spec is the route's queue as it is. A queue that
+	// exists with other arguments fails Run with a *QueueConflictError
+	// (the broker's 406); set ReadOnly to adopt it as it is: it is then only
+	// checked to exist, never declared, and dead-lettering publishes (a
+	// ReadOnly queue's arguments are not the router's to set).
 	Queue topology.QueueSpec
 	// Exchanges the bindings need, declared first.
 	Exchanges []topology.ExchangeSpec
@@ -88,9 +95,11 @@ type DeadLetterSettings struct {
 	// Disabled drops dead-lettering: exhausted messages are rejected with
 	// requeue (counting toward a quorum queue's delivery limit).
 	Disabled bool
-	// Mode: middleware.RejectToDLX (default: the broker moves the message
-	// through the queue's dead-letter arguments) or middleware.PublishToDLQ
-	// (a copy with diagnostic headers).
+	// Mode: middleware.PublishToDLQ (the default: a copy with diagnostic
+	// headers, confirmed before the original is acked; nothing of the
+	// queue's arguments) or middleware.RejectToDLX (the broker moves the
+	// message through dead-letter arguments the router adds to the queue;
+	// its x-death says only "rejected").
 	Mode middleware.DeadLetterMode
 	// Queue is the dead-letter queue. Default: "<queue>.dlq".
 	Queue string
@@ -158,6 +167,9 @@ func (r *Route) Validate() error {
 	if r.DeadLetter.Mode != middleware.RejectToDLX && r.DeadLetter.Mode != middleware.PublishToDLQ {
 		bad("DeadLetter.Mode", "unknown")
 	}
+	if r.Queue.ReadOnly && !r.DeadLetter.Disabled && r.DeadLetter.Mode == middleware.RejectToDLX {
+		bad("DeadLetter.Mode", "RejectToDLX needs dead-letter arguments on the queue, and a ReadOnly queue's arguments are not the router's to set: use PublishToDLQ (the default)")
+	}
 	if err := r.topology().Validate(); err != nil {
 		errs = append(errs, err)
 	}
@@ -170,14 +182,27 @@ func (r *Route) Validate() error {
 func (r *Route) topology() topology.Topology {
 	t := topology.Topology{Exchanges: r.Exchanges, Queues: []topology.QueueSpec{r.Queue}, Bindings: r.Bindings}
 	if !r.DeadLetter.Disabled {
-		t.Queues = append(t.Queues, topology.QueueSpec{Name: r.DeadLetter.Queue, Durable: r.Queue.Durable || r.Queue.Args.Type == topology.Quorum})
+		// Durable whatever the work queue is: dead letters wait for an
+		// operator, across broker restarts (and an adopted ReadOnly queue
+		// says nothing of its durability).
+		t.Queues = append(t.Queues, topology.QueueSpec{Name: r.DeadLetter.Queue, Durable: true})
 	}
 	if r.delayed() {
 		// Delayed retries come back through the connection's delay levels,
 		// which the router declares once for all its routes (start).
-		t.Bindings = append(t.Bindings, scheduleBinding(r.Queue.Name))
+		if b := topology.ScheduleDestination("", r.Queue.Name, r.forwardScheduled()).Binding; b != nil {
+			t.Bindings = append(t.Bindings, *b)
+		}
 	}
 	return t
+}
+
+// forwardScheduled reports whether the route's delayed retries come back
+// through the hand-over of due messages (a republish without the broker's
+// x-death), for consumers that cannot read array headers.
+func (r *Route) forwardScheduled() bool {
+	m, ok := r.Marshaler.(warren.DefaultMarshaler)
+	return ok && m.WatermillAMQP
 }
 
 // delayed reports whether the route's failures are retried after a delay.
@@ -199,10 +224,4 @@ func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent
 		Telemetry:      cfg.Telemetry,
 		Logger:         cfg.Logger,
 	}
-}
-
-// scheduleBinding delivers a work queue's scheduled copies to it.
-func scheduleBinding(queue string) topology.BindSpec {
-	b, _ := topology.ScheduleDestination("", queue)
-	return b
 }

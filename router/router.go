@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
@@ -91,7 +93,14 @@ type Router struct {
 	reg  *topology.Registry
 
 	retryPub *warren.Publisher
+	// copyPubs publish the copies (delayed retries, dead letters) of the
+	// routes whose marshaler is not the default one, with that marshaler:
+	// a copy is encoded like the messages of its route.
+	copyPubs []*warren.Publisher
 	outPub   *warren.Publisher
+	// handOver is the hand-over of due messages this router takes part in
+	// while its routes retry after a delay.
+	handOver *delay.HandOver
 	output   message.Publisher
 	hookName string
 
@@ -288,11 +297,27 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 	if err := r.conn.WaitConnected(ctx); err != nil {
 		return err
 	}
+	// Each route's own queue first: nothing of a route's infrastructure
+	// (the delay levels, its exchanges, bindings and dead-letter queue) is
+	// declared before every queue is known to be the route's.
+	for _, rt := range routes {
+		if err := r.ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{rt.Queue}}); err != nil {
+			if errors.Is(err, topology.ErrPreconditionFailed) {
+				return &QueueConflictError{Route: rt.Name, Queue: rt.Queue.Name, Err: err}
+			}
+			return fmt.Errorf("router: route %q: %w", rt.Name, err)
+		}
+	}
 	// The delay levels serve every route (and the connection): declared
 	// once, before the routes that bind to their deliver exchange.
 	if slices.ContainsFunc(routes, func(rt *activeRoute) bool { return rt.delayed() }) {
 		if err := r.ops.Apply(ctx, topology.ScheduleTopology()); err != nil {
 			return fmt.Errorf("router: declare the delay levels: %w", err)
+		}
+		// Due messages that need a hand (forwarded retries, a queue gone
+		// when a retry is due) are handed over while the router runs.
+		if err := r.joinHandOver(ctx); err != nil {
+			return err
 		}
 	}
 	for _, rt := range routes {
@@ -305,8 +330,16 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 			return err
 		}
 	}
+	direct := !r.cfg.WatermillHandlers
+	if direct && watermillHasMiddleware(r.wm) {
+		// Middleware added to Watermill() applies to Watermill's handlers
+		// only: the routes run as such handlers, so that it applies to them
+		// too, never skipped.
+		r.cfg.Logger.Info("router: middleware was added to Watermill(); the routes run as Watermill handlers so that it applies to them")
+		direct = false
+	}
 	for _, rt := range routes {
-		if err := r.wire(ctx, rt); err != nil {
+		if err := r.wire(ctx, rt, direct); err != nil {
 			return err
 		}
 	}
@@ -314,13 +347,12 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 }
 
 // checkDeadLetter makes sure messages a route dead-letters have somewhere to
-// go: the broker drops them silently otherwise.
+// go: the broker drops them silently otherwise (PITFALLS 15). A dead-letter
+// exchange the queue's arguments name must exist whatever the mode (the
+// broker uses it for expired and overflowing messages too).
 func (r *Router) checkDeadLetter(ctx context.Context, rt *activeRoute) error {
-	if rt.DeadLetter.Disabled {
-		return nil
-	}
 	args := rt.Queue.Args
-	if rt.DeadLetter.Mode == middleware.RejectToDLX && args.DeadLetterExchange != "" {
+	if args.DeadLetterExchange != "" {
 		ok, err := r.ops.ExchangeExists(ctx, args.DeadLetterExchange)
 		if err != nil {
 			return err
@@ -328,10 +360,15 @@ func (r *Router) checkDeadLetter(ctx context.Context, rt *activeRoute) error {
 		if !ok {
 			return fmt.Errorf("%w: route %q: dead-letter exchange %q", ErrDeadLetterMissing, rt.Name, args.DeadLetterExchange)
 		}
+	}
+	if rt.DeadLetter.Disabled {
 		return nil
 	}
 	target := rt.DeadLetter.Queue
 	if rt.DeadLetter.Mode == middleware.RejectToDLX {
+		if args.DeadLetterExchange != "" {
+			return nil // checked above
+		}
 		target = args.DeadLetterRoutingKey
 	}
 	ok, err := r.ops.QueueExists(ctx, target)
@@ -344,8 +381,12 @@ func (r *Router) checkDeadLetter(ctx context.Context, rt *activeRoute) error {
 	return nil
 }
 
-func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
-	stack, err := NewStack(rt.Route, StackDeps{Publisher: r.retryPub, Telemetry: r.cfg.Telemetry})
+func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
+	pub, err := r.copyPublisher(rt)
+	if err != nil {
+		return err
+	}
+	stack, err := NewStack(rt.Route, StackDeps{Publisher: pub, Telemetry: r.cfg.Telemetry})
 	if err != nil {
 		return err
 	}
@@ -361,7 +402,7 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
 	}
 	rt.sub = sub
 	handle := stack.Handler()
-	if r.cfg.WatermillHandlers {
+	if !direct {
 		if rt.Handler != nil {
 			r.wm.AddConsumerHandler(rt.Name, rt.Queue.Name, sub, func(m *message.Message) error {
 				_, err := handle(m)
@@ -386,6 +427,54 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute) error {
 		}
 		return r.output.Publish(topic, out...)
 	})
+}
+
+// copyPublisher is the publisher of rt's copies: the router's own, or, for
+// a route with a marshaler of its own, one with that marshaler (a copy in
+// watermill-amqp's dialect for a route in it, DefaultMarshaler.
+// WatermillAMQP).
+func (r *Router) copyPublisher(rt *activeRoute) (*warren.Publisher, error) {
+	if rt.Marshaler == nil {
+		return r.retryPub, nil
+	}
+	if m, ok := rt.Marshaler.(warren.DefaultMarshaler); ok && m == (warren.DefaultMarshaler{}) {
+		return r.retryPub, nil
+	}
+	p, err := warren.NewPublisher(r.conn, warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Marshaler: rt.Marshaler,
+		Telemetry: r.cfg.Telemetry, Logger: r.cfg.Logger})
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	r.copyPubs = append(r.copyPubs, p)
+	r.mu.Unlock()
+	return p, nil
+}
+
+// joinHandOver makes the router take part in the hand-over of due messages
+// until Close.
+func (r *Router) joinHandOver(ctx context.Context) error {
+	h := delay.Of(r.conn)
+	if err := h.Acquire(ctx, r.cfg.Logger, r.cfg.Telemetry); err != nil {
+		return fmt.Errorf("router: %w", err)
+	}
+	r.handOver = h
+	return nil
+}
+
+// watermillHasMiddleware reports whether middleware or decorators were added
+// to the Watermill router: Watermill keeps them in unexported fields and
+// offers no way to read them, so reflection counts them (the version is
+// pinned in go.mod, and TestWatermillMiddlewareAppliesToRoutes fails if
+// Watermill renames them).
+func watermillHasMiddleware(wm *message.Router) bool {
+	v := reflect.ValueOf(wm).Elem()
+	for _, name := range []string{"middlewares", "subscriberDecorators", "publisherDecorators"} {
+		if f := v.FieldByName(name); f.IsValid() && f.Kind() == reflect.Slice && f.Len() > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // keepOpen hands Watermill a publisher whose Close does nothing.
@@ -443,7 +532,12 @@ func (r *Router) Close(ctx context.Context) error {
 			case <-ctx.Done():
 			}
 		}
-		for _, p := range []*warren.Publisher{r.retryPub, r.outPub} {
+		if r.handOver != nil {
+			if err := r.handOver.Release(ctx); err != nil {
+				errs = append(errs, err)
+			}
+		}
+		for _, p := range append([]*warren.Publisher{r.retryPub, r.outPub}, r.copyPubs...) {
 			if err := p.Close(); err != nil {
 				errs = append(errs, err)
 			}

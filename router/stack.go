@@ -2,11 +2,13 @@ package router
 
 import (
 	"fmt"
+	"runtime/debug"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/telemetry"
 )
@@ -27,20 +29,25 @@ type StackDeps struct {
 // exactly this value, and a unit test runs it without a broker (package
 // routertest), so the test runs what production runs. Outermost first:
 //
-//  1. recover: a panic becomes the message's error;
+//  1. recover: a panic of a step outside the dead-letter step becomes the
+//     message's error;
 //  2. tracing: the process span of a message that has none (a warren
 //     Subscriber gives its deliveries theirs; routertest's messages get
 //     one here);
-//  3. ack: errors become dispositions (ack.Permanent rejects, ack.AsRequeue
-//     requeues, others go on to the retries);
+//  3. ack: errors become dispositions (ack.AsRequeue requeues; what the
+//     dead-letter step leaves is kept: rejected to the dead-letter
+//     exchange only with DeadLetter.Mode RejectToDLX, otherwise redelivered,
+//     never dropped by a queue without a dead-letter exchange);
 //  4. dead-letter (unless DeadLetter.Disabled): what no retry saves goes to
-//     the dead-letter queue (DeadLetter.Mode);
+//     the dead-letter queue (DeadLetter.Mode), a panic with its stack;
 //  5. delayed retry (unless DelayedRetry.Disabled): a copy goes to the delay
 //     queue of the next level and the original is acked;
 //  6. retry (unless Retry.Disabled): in-process attempts with backoff, each
 //     bounded by the route's Timeout (the first by the message's own
 //     context, which the subscriber gives that deadline);
-//  7. the route's own Middleware, then its Handler or Produce.
+//  7. the route's own Middleware, then its Handler or Produce, inside a
+//     recover: a panic is a permanent failure (*middleware.PanicError, with
+//     its stack), never retried, dead-lettered like any other.
 type Stack struct {
 	route  Route
 	pub    message.Publisher
@@ -67,7 +74,15 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 	if err := add(middleware.Tracing(middleware.TracingConfig{Telemetry: deps.Telemetry})); err != nil {
 		return nil, err
 	}
-	if err := add(middleware.Ack(middleware.AckConfig{})); err != nil {
+	// A permanent failure the dead-letter step did not take (dead-lettering
+	// disabled) must not be rejected into a queue without a dead-letter
+	// exchange, where the broker drops it: only RejectToDLX gives the
+	// route's queue one.
+	onPermanent := ack.RejectRequeue
+	if !route.DeadLetter.Disabled && route.DeadLetter.Mode == middleware.RejectToDLX {
+		onPermanent = ack.Reject
+	}
+	if err := add(middleware.Ack(middleware.AckConfig{OnPermanent: onPermanent})); err != nil {
 		return nil, err
 	}
 	if route.Respond != nil {
@@ -118,7 +133,22 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 	// Without Retry the route's Timeout is the subscription's
 	// HandlerTimeout alone: the message's context carries the deadline.
 	s.mws = append(s.mws, route.Middleware...)
+	s.mws = append(s.mws, recoverPanic)
 	return s, nil
+}
+
+// recoverPanic turns a panic of the handler into a permanent
+// *middleware.PanicError with its stack: never retried, and dead-lettered
+// (or, for Respond, answered) like any permanent failure.
+func recoverPanic(h message.HandlerFunc) message.HandlerFunc {
+	return func(msg *message.Message) (out []*message.Message, err error) {
+		defer func() {
+			if r := recover(); r != nil {
+				out, err = nil, ack.Permanent(&middleware.PanicError{Value: r, Stack: string(debug.Stack())})
+			}
+		}()
+		return h(msg)
+	}
 }
 
 // Route is the route the stack was built for, its defaults applied.

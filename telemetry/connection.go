@@ -59,3 +59,12 @@ func (t *Telemetry) DeadLetter(ctx context.Context, mode, queue string) {
 	t.deadLetters.Add(ctx, 1, metric.WithAttributes(attribute.String("warren.dead_letter.mode", mode),
 		attribute.String("messaging.consumer.group.name", queue)))
 }
+
+// ScheduledUnroutable counts a scheduled message that no queue took when it
+// was due (it is kept in the unroutable queue): warren.scheduled.unroutable,
+// with the destination exchange ("" for the default exchange) and the
+// error.type of the refusal.
+func (t *Telemetry) ScheduledUnroutable(exchange string, err error) {
+	t.scheduledUnroutable.Add(context.Background(), 1, metric.WithAttributes(
+		attribute.String("messaging.destination.name", exchange), attribute.String("error.type", ack.ErrorType(err))))
+}

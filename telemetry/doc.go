@@ -67,6 +67,7 @@
 //	warren.connection.blocked.duration   histogram s  each block by a resource alarm
 //	warren.consumer.stale_settlements    counter      acks dropped with their channel
 //	warren.consumer.poison               counter      undecodable deliveries
+//	warren.scheduled.unroutable          counter      scheduled messages no queue took when due (messaging.destination.name: the exchange)
 //
 // The duration histograms use the bucket boundaries the conventions advise
 // (DurationBuckets); restore and blocked time use RestoreBuckets. Metric

@@ -86,6 +86,7 @@ type Telemetry struct {
 	opDuration, processDuration      metric.Float64Histogram
 	retries, deadLetters             metric.Int64Counter
 	reconnects, staleAcks, poison    metric.Int64Counter
+	scheduledUnroutable              metric.Int64Counter
 	restoreDuration, blockedDuration metric.Float64Histogram
 
 	dests destinations
@@ -123,6 +124,7 @@ func New(cfg Config) (*Telemetry, error) {
 		{&t.reconnects, MetricReconnects, "{reconnect}", "Connections re-established after a loss or refresh."},
 		{&t.staleAcks, MetricStaleAcks, "{settlement}", "Settlements dropped because the channel their delivery came on was gone."},
 		{&t.poison, MetricPoison, "{message}", "Deliveries that could not be decoded."},
+		{&t.scheduledUnroutable, MetricScheduledUnroutable, "{message}", "Scheduled messages no queue took when they were due (kept in warren.delay.unroutable)."},
 	}
 	for _, c := range counters {
 		var err error
@@ -165,6 +167,9 @@ const (
 	MetricBlockedDuration   = "warren.connection.blocked.duration"
 	MetricStaleAcks         = "warren.consumer.stale_settlements"
 	MetricPoison            = "warren.consumer.poison"
+	// MetricScheduledUnroutable counts scheduled messages that no queue
+	// took when they were due: kept in the delay levels' unroutable queue.
+	MetricScheduledUnroutable = "warren.scheduled.unroutable"
 )
 
 var (

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/rabbittest"
@@ -32,7 +33,7 @@ func TestQueueDeletedUnderARunningRouter(t *testing.T) {
 	q := b.Prefix + "deleted"
 	got := make(chan string, 10)
 	if err := r.AddRoute(router.Route{
-		Name: "deleted", Queue: topology.QueueSpec{Name: q, Durable: true},
+		Name: "deleted", Queue: topology.QueueSpec{Name: q, Durable: true, Args: topology.QueueArgs{MaxLength: 100000}},
 		Handler: func(m *message.Message) error { got <- m.UUID; return nil },
 	}); err != nil {
 		t.Fatal(err)
@@ -88,8 +89,8 @@ func TestQueueDeletedUnderARunningRouter(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("message published after the deletion not handled")
 	}
-	// Its dead-letter arguments came back with it: the broker refuses a
-	// plain declaration of the same name.
+	// Its arguments came back with it: the broker refuses a plain
+	// declaration of the same name.
 	ch2, _ := raw.Channel()
 	if _, err := ch2.QueueDeclare(q, true, false, false, false, nil); err == nil {
 		t.Fatal("queue declared again without its route's arguments")
@@ -168,7 +169,7 @@ func TestStartFailureReachesTheWaiter(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil { // no dead-letter arguments
+	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-max-length": int32(5)}); err != nil { // other arguments
 		t.Fatal(err)
 	}
 	r := newRouter(t, b.URL, router.Config{})

@@ -29,7 +29,7 @@ func TestExamples(t *testing.T) {
 		"worker":     {"job-3 fails (attempt 6)", "dead-lettered job-3 after 6 attempts", "finished 4 jobs"},
 		"tracing": {"spans, 1 trace(s)", "  send example.tracing [producer]", "    process example.tracing [consumer] ERROR: payment service unavailable",
 			"      ! exception (attempt 1)", "      retry [internal] ERROR", "        process example.tracing [consumer] ERROR: middleware: delayed retries exhausted",
-			"      ! exception (attempt 2)", "          ! exception (attempt 4)", "          reject example.tracing [client]", "      ack example.tracing [client]"},
+			"      ! exception (attempt 2)", "          ! exception (attempt 4)", "          send example.tracing.dlq [producer]", "          ack example.tracing [client]", "      ack example.tracing [client]"},
 		"plain-watermill": {"flaky: attempt 2", "flaky: handled on attempt 4; it never spun", "plain Watermill router: 3 messages through warren"},
 		"reconnect":       {"connected -> reconnecting", "reconnecting -> connected", "closing -> closed"},
 		"rpc":             {"tea costs 300", "biscuits costs 800", "remote error (not_sold): we do not sell unicorns", "unroutable after", "done"},

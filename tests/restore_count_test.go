@@ -84,11 +84,12 @@ func TestOneRestorePerReconnect(t *testing.T) {
 		// 2 exchanges (events, the output's) + the delay levels' 28 and
 		// their deliver exchange; 20 queues + 20 dead-letter queues + 28
 		// delay-level queues; 20 bindings + the levels' 56 + 20 that
-		// deliver each route's delayed retries; 20 consumers. The levels
-		// are the connection's, declared once for every route.
+		// deliver each route's delayed retries; 20 consumers and the
+		// hand-over of due messages. The levels are the connection's,
+		// declared once for every route.
 		levels := topology.ScheduleTopology()
 		if count[topology.KindExchange] != 2+len(levels.Exchanges) || count[topology.KindQueue] != 40+len(levels.Queues) ||
-			count[topology.KindBinding] != 40+len(levels.Bindings) || count[topology.KindConsumer] != 20 {
+			count[topology.KindBinding] != 40+len(levels.Bindings) || count[topology.KindConsumer] != 21 {
 			t.Fatalf("restored %v", count)
 		}
 		t.Logf("reconnect %d: one restore run, %d entities in %v", round, len(rep.Restored), rep.Duration)

@@ -350,8 +350,8 @@ func TestTelemetryErrorTypes(t *testing.T) {
 // TestTelemetryOneTraceThroughRetriesAndDeadLetter: with telemetry.Parent
 // (the default) a message's whole life is one trace: its send, each process
 // span (every failed attempt an exception event), the in-process retry, the
-// delayed retry's send through the delay queue, and the dead-letter's
-// reject. With telemetry.Link each process span starts a trace of its own,
+// delayed retry's send through the delay queue, and the dead letter's send
+// to the dead-letter queue. With telemetry.Link each process span starts a trace of its own,
 // linked to the send span that carried its message.
 func TestTelemetryOneTraceThroughRetriesAndDeadLetter(t *testing.T) {
 	for _, rel := range []telemetry.Relation{telemetry.Parent, telemetry.Link} {
@@ -375,8 +375,8 @@ func TestTelemetryOneTraceThroughRetriesAndDeadLetter(t *testing.T) {
 			msg.SetContext(ctx)
 			publish(t, r, q, msg)
 			root.End()
-			spans := waitSpans(t, rec, func(s tracetest.SpanStubs) bool { return count(s, "reject "+q) == 1 && count(s, "ack "+q) == 1 })
-			want := map[string]int{"request": 1, "send " + q: 2, "process " + q: 2, "retry": 2, "ack " + q: 1, "reject " + q: 1}
+			spans := waitSpans(t, rec, func(s tracetest.SpanStubs) bool { return count(s, "send "+q+".dlq") == 1 && count(s, "ack "+q) == 2 })
+			want := map[string]int{"request": 1, "send " + q: 2, "send " + q + ".dlq": 1, "process " + q: 2, "retry": 2, "ack " + q: 2, "reject " + q: 0}
 			for name, n := range want {
 				if count(spans, name) != n {
 					t.Errorf("%d %q spans, want %d: %v", count(spans, name), name, n, names(spans))

@@ -64,12 +64,27 @@ func (d *Delivery) Reject(requeue bool) error {
 	return d.Delivery.Reject(requeue)
 }
 
-// Generation is the connection generation the delivery came on.
-func (d *Delivery) Generation() uint64 { return d.ch.Generation() }
+// Generation is the connection generation the delivery came on (0 for a
+// Delivery no consumer made).
+func (d *Delivery) Generation() uint64 {
+	if d.ch == nil {
+		return 0
+	}
+	return d.ch.Generation()
+}
 
 // Gone is closed when the channel the delivery came on is gone: its tag can
 // no longer be settled, and the broker redelivers the message (PITFALLS 4).
-func (d *Delivery) Gone() <-chan struct{} { return d.ch.Done() }
+// A Delivery no consumer made has no channel: it is gone.
+func (d *Delivery) Gone() <-chan struct{} {
+	if d.ch == nil {
+		return closedChan
+	}
+	return d.ch.Done()
+}
+
+// closedChan is the Gone of a Delivery without a channel.
+var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // Settleable reports whether the delivery's channel is still open.
-func (d *Delivery) Settleable() bool { return d.ch.IsOpen() }
+func (d *Delivery) Settleable() bool { return d.ch != nil && d.ch.IsOpen() }

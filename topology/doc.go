@@ -18,8 +18,10 @@
 // and queues by name, bindings by their tuple, consumers by tag): declaring
 // what is recorded and declared on the current connection again costs no
 // network call; declaring a name with other properties fails before the
-// network with a [*ConflictError] naming the field ([KeepRegistered] uses the
-// recorded spec instead, [WithForce] replaces it). [Registry.OnRestore] and
+// network with a [*ConflictError] naming the field ([WithForce] replaces
+// it). [IfMissing] is for those who need an entity without owning it (a
+// publisher): it declares only what does not exist, uses what exists as it
+// is, and its weak record gives way to the owner's declaration. [Registry.OnRestore] and
 // [Registry.LastRestore] report every restore run.
 //
 // # Operations

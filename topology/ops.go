@@ -136,11 +136,11 @@ func (o *Ops) Close(ctx context.Context) error {
 type Option func(*options)
 
 type options struct {
-	noRestore      bool
-	force          bool
-	acceptLoss     bool
-	consume        bool
-	keepRegistered bool
+	noRestore  bool
+	force      bool
+	acceptLoss bool
+	consume    bool
+	ifMissing  bool
 }
 
 // NoRestore declares without recording: the entity is not restored after a
@@ -160,12 +160,18 @@ func AcceptMessageLoss() Option { return func(o *options) { o.acceptLoss = true 
 // WithConsume makes Apply start the topology's consumers.
 func WithConsume() Option { return func(o *options) { o.consume = true } }
 
-// KeepRegistered makes a declaration of a name that is already registered
-// with other properties use the registered spec instead of failing with
-// ErrConflict: for callers that only need the entity to exist (a
-// Publisher's mapping publishing to a queue a router route declared with
-// dead-letter arguments).
-func KeepRegistered() Option { return func(o *options) { o.keepRegistered = true } }
+// IfMissing declares an exchange or a queue only when it does not exist:
+// one that exists is used as it is, whatever its properties and arguments,
+// and one registered on this connection is used as registered. For callers
+// that need an entity to exist but do not own it: a Publisher publishing
+// to a queue whose consumer owns its arguments (a router's route declared
+// with other arguments, on this connection or in another service), and
+// still declaring it when the publisher comes first, so that nothing it
+// publishes is lost. Such a declaration is recorded weakly: restored by a
+// check, declared only when missing, and replaced by any later declaration
+// of the name (the consumer's arrives, the broker judges it). Bindings are
+// declared as usual.
+func IfMissing() Option { return func(o *options) { o.ifMissing = true } }
 
 func collect(opts []Option) options {
 	var o options
@@ -189,7 +195,7 @@ func (o *Ops) bounded(ctx context.Context) (context.Context, context.CancelFunc)
 // refused with an *OperationError (ErrReadOnly) without touching the broker.
 // Declaring a registered exchange again costs no network call; one
 // registered with other properties is refused before the network
-// (*ConflictError, ErrConflict) unless KeepRegistered or WithForce. 406 with
+// (*ConflictError, ErrConflict) unless IfMissing or WithForce. 406 with
 // WithForce deletes and recreates it, re-applying its recorded bindings. A
 // delayed exchange on a broker without the plugin returns ErrPluginMissing.
 func (o *Ops) DeclareExchange(ctx context.Context, s ExchangeSpec, opts ...Option) error {
@@ -200,6 +206,9 @@ func (o *Ops) DeclareExchange(ctx context.Context, s ExchangeSpec, opts ...Optio
 		return err
 	}
 	op := collect(opts)
+	if op.ifMissing {
+		return o.ensureExchange(ctx, s, op)
+	}
 	s, skip, err := o.reg.decideExchange(s, op)
 	if err != nil || skip {
 		return err
@@ -256,7 +265,7 @@ type QueueInfo struct {
 // keeps across reconnects. Read-only queues and amq.* names are refused
 // (ErrReadOnly). Declaring a registered queue again costs no network call;
 // one registered with other properties is refused before the network
-// (ErrConflict) unless KeepRegistered or WithForce. 406 with WithForce
+// (ErrConflict) unless IfMissing or WithForce. 406 with WithForce
 // deletes and recreates the queue, unless it holds messages and
 // AcceptMessageLoss is not given (*ForceRefusedError, with the count).
 func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (QueueInfo, error) {
@@ -271,6 +280,9 @@ func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (Qu
 		s.Name = GeneratedQueueName()
 	}
 	op := collect(opts)
+	if op.ifMissing {
+		return o.ensureQueue(ctx, s, op)
+	}
 	s, skip, err := o.reg.decideQueue(s, op)
 	if err != nil {
 		return QueueInfo{}, err
@@ -316,6 +328,70 @@ func (o *Ops) recreateQueue(ctx context.Context, s QueueSpec, acceptLoss bool, c
 		}
 	}
 	return info, nil
+}
+
+// ensureExchange is DeclareExchange with IfMissing: a registered exchange is
+// declared as registered (a strong record, by its owner) or checked (a weak
+// one); an unregistered one is checked, declared when missing, and recorded
+// weakly.
+func (o *Ops) ensureExchange(ctx context.Context, s ExchangeSpec, op options) error {
+	if reg, weak, current, ok := o.reg.exchangeRecord(s.Name); ok {
+		if current {
+			return nil
+		}
+		if !weak {
+			op.ifMissing = false
+			return o.DeclareExchange(ctx, reg, optionsOf(op)...)
+		}
+		s = reg
+	}
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	gen := o.conn.GenerationFor(ctx)
+	err := o.reg.checkExchange(ctx, s.Name)
+	if errors.Is(err, ErrNotFound) {
+		err = o.reg.declareExchange(ctx, s)
+	}
+	if err != nil {
+		return err
+	}
+	if !op.noRestore {
+		o.reg.putWeakExchange(s, gen)
+	}
+	return nil
+}
+
+// ensureQueue is ensureExchange for a queue.
+func (o *Ops) ensureQueue(ctx context.Context, s QueueSpec, op options) (QueueInfo, error) {
+	if reg, weak, current, ok := o.reg.queueRecord(s.Name); ok {
+		if current {
+			return QueueInfo{Name: s.Name}, nil
+		}
+		if !weak {
+			op.ifMissing = false
+			return o.DeclareQueue(ctx, reg, optionsOf(op)...)
+		}
+		s = reg
+	}
+	ctx, cancel := o.bounded(ctx)
+	defer cancel()
+	gen := o.conn.GenerationFor(ctx)
+	info, err := o.reg.inspect(ctx, s.Name)
+	if errors.Is(err, ErrNotFound) {
+		info, err = o.reg.declareQueue(ctx, s)
+	}
+	if err != nil {
+		return QueueInfo{}, err
+	}
+	if !op.noRestore {
+		o.reg.putWeakQueue(s, gen)
+	}
+	return info, nil
+}
+
+// optionsOf turns collected options back into Options.
+func optionsOf(op options) []Option {
+	return []Option{func(o *options) { *o = op }}
 }
 
 // Bind binds a queue or an exchange (s.Kind) to an exchange and records the
@@ -489,7 +565,9 @@ func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 		o.warn(q)
 	}
 	op := collect(opts)
-	if op.force {
+	if op.force || op.ifMissing {
+		// Each entity alone: a 406 leads to a recreate, a 404 to a
+		// declaration.
 		return o.applyOneByOne(ctx, t, opts)
 	}
 	// Decide everything first: a conflict fails before the network.

@@ -15,7 +15,12 @@ type registryKey struct{}
 // shares it, its one restore run (in the order exchanges, queues, queue
 // bindings, exchange bindings, consumers, across all of them), its channel
 // pool and its consumer channels.
+//
+// A nil connection has none: nil.
 func RegistryOf(c *conn.Conn) *Registry {
+	if c == nil {
+		return nil
+	}
 	return c.Attachment(registryKey{}, func() any { return newRegistry(c) }).(*Registry)
 }
 
@@ -55,9 +60,14 @@ type Registry struct {
 
 // record is a spec and the connection generation it was last declared (or
 // restored) on; 0 when it must be declared again before it can be trusted.
+// A weak record was made with IfMissing: whoever declared it needs the
+// entity to exist, not to own its properties. It is restored by a check,
+// declared only when missing, and a declaration of the name with other
+// properties replaces it instead of conflicting with it.
 type record[T any] struct {
 	spec T
 	gen  uint64
+	weak bool
 }
 
 // setGen is called under the registry's lock.
@@ -168,19 +178,24 @@ func (r *Registry) Restores() uint64 {
 }
 
 // decide compares a declaration with the record of its name. It returns the
-// spec to declare (the registered one with keepRegistered), whether the
-// network call can be skipped, or a *ConflictError.
+// spec to declare (the registered one with ifMissing), whether the network
+// call can be skipped, or a *ConflictError.
 func decide[T any](rec *record[T], ok bool, s T, label string, op options, gen uint64) (T, bool, error) {
 	if !ok {
 		return s, false, nil
 	}
+	current := gen != 0 && rec.gen == gen
+	if op.ifMissing {
+		// It exists (or will, by whoever registered it): as it is.
+		return rec.spec, current, nil
+	}
 	field, registered, requested := firstDifference(rec.spec, s)
 	switch {
 	case field == "":
-		return s, gen != 0 && rec.gen == gen, nil
-	case op.keepRegistered:
-		return rec.spec, gen != 0 && rec.gen == gen, nil
-	case op.force:
+		return s, current && !rec.weak, nil
+	case rec.weak, op.force:
+		// A weak record holds no claim on the properties: the broker says
+		// whether the entity that exists is this one.
 		return s, false, nil
 	}
 	return s, false, &ConflictError{Entity: label, Field: field, Registered: registered, Requested: requested}
@@ -202,6 +217,31 @@ func (r *Registry) decideQueue(s QueueSpec, op options) (QueueSpec, bool, error)
 	return decide(rec, ok, s, s.label(), op, gen)
 }
 
+// exchangeRecord is the record of an exchange: its spec, whether it is
+// weak (IfMissing), and whether it was declared on the current connection.
+func (r *Registry) exchangeRecord(name string) (spec ExchangeSpec, weak, current, ok bool) {
+	gen := r.conn.Generation()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.exchanges.get(name)
+	if !ok {
+		return ExchangeSpec{}, false, false, false
+	}
+	return rec.spec, rec.weak, gen != 0 && rec.gen == gen, true
+}
+
+// queueRecord is exchangeRecord for a queue.
+func (r *Registry) queueRecord(name string) (spec QueueSpec, weak, current, ok bool) {
+	gen := r.conn.Generation()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.queues.get(name)
+	if !ok {
+		return QueueSpec{}, false, false, false
+	}
+	return rec.spec, rec.weak, gen != 0 && rec.gen == gen, true
+}
+
 func (r *Registry) decideBinding(s BindSpec) bool {
 	gen := r.conn.Generation()
 	r.mu.Lock()
@@ -213,19 +253,46 @@ func (r *Registry) decideBinding(s BindSpec) bool {
 func (r *Registry) putExchange(s ExchangeSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.exchanges.set(s.Name, &record[ExchangeSpec]{s, gen})
+	r.exchanges.set(s.Name, &record[ExchangeSpec]{spec: s, gen: gen})
 }
 
 func (r *Registry) putQueue(s QueueSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queues.set(s.Name, &record[QueueSpec]{s, gen})
+	r.queues.set(s.Name, &record[QueueSpec]{spec: s, gen: gen})
+}
+
+// putWeakExchange records s as needed to exist (IfMissing), unless the name
+// is registered already: a record of any kind says more.
+func (r *Registry) putWeakExchange(s ExchangeSpec, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.exchanges.get(s.Name); ok {
+		if rec.gen != gen && rec.weak {
+			rec.gen = gen
+		}
+		return
+	}
+	r.exchanges.set(s.Name, &record[ExchangeSpec]{spec: s, gen: gen, weak: true})
+}
+
+// putWeakQueue is putWeakExchange for a queue.
+func (r *Registry) putWeakQueue(s QueueSpec, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if rec, ok := r.queues.get(s.Name); ok {
+		if rec.gen != gen && rec.weak {
+			rec.gen = gen
+		}
+		return
+	}
+	r.queues.set(s.Name, &record[QueueSpec]{spec: s, gen: gen, weak: true})
 }
 
 func (r *Registry) putBinding(s BindSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.bindings.set(s.key(), &record[BindSpec]{s, gen})
+	r.bindings.set(s.key(), &record[BindSpec]{spec: s, gen: gen})
 }
 
 // putConsumer records c, unless its tag is taken by another consumer.
@@ -258,8 +325,17 @@ func (r *Registry) consumersOf(queue string) []*Consumer {
 }
 
 // QueueSpec is the registered spec of a queue, false when the registry holds
-// none (a queue warren did not declare on this connection).
-func (r *Registry) QueueSpec(name string) (QueueSpec, bool) { return r.queueSpec(name) }
+// none (a queue warren did not declare on this connection), or only a weak
+// one (IfMissing: the queue that exists may have other arguments).
+func (r *Registry) QueueSpec(name string) (QueueSpec, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	rec, ok := r.queues.get(name)
+	if !ok || rec.weak {
+		return QueueSpec{}, false
+	}
+	return rec.spec, true
+}
 
 // queueSpec is the registered spec of a queue.
 func (r *Registry) queueSpec(name string) (QueueSpec, bool) {

@@ -116,14 +116,14 @@ func TestDeclarationsAreKeyed(t *testing.T) {
 	if ok, _ := ops.QueueExists(ctx, q); ok {
 		t.Fatal("a conflicting declaration reached the broker")
 	}
-	// KeepRegistered declares the registered spec instead (once the
-	// registry knows it is missing).
-	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q, Durable: true}, topology.KeepRegistered()); err != nil {
-		t.Fatalf("KeepRegistered: %v", err)
+	// IfMissing uses the registered spec instead: up to date, it costs no
+	// network call.
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q, Durable: true}, topology.IfMissing()); err != nil {
+		t.Fatalf("IfMissing: %v", err)
 	}
 	raw = rawChannel(t, b.URL)
 	if _, err := raw.QueueDeclarePassive(q, true, false, false, false, nil); !isCode(err, amqp.NotFound) {
-		t.Fatalf("KeepRegistered on an up-to-date record reached the broker: %v", err)
+		t.Fatalf("IfMissing on an up-to-date record reached the broker: %v", err)
 	}
 }
 
@@ -174,3 +174,57 @@ func TestReadOnlyByEveryPath(t *testing.T) {
 }
 
 func second[T any](_ T, err error) error { return err }
+
+// IfMissing needs an entity without owning it: a queue that exists with
+// other arguments (its owner declared it elsewhere) is used as it is; a
+// missing one is declared; both are restored by a check, never by a
+// declaration that would conflict; and the owner's declaration on the same
+// connection replaces the weak record instead of conflicting with it.
+func TestIfMissingUsesWhatExistsAndGivesWayToTheOwner(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	owned, missing := b.Name("owned"), b.Name("missing")
+	raw := rawChannel(t, b.URL)
+	if _, err := raw.QueueDeclare(owned, true, false, false, false, amqp.Table{"x-max-length": int32(7)}); err != nil {
+		t.Fatal(err)
+	}
+	plain := func(name string) topology.QueueSpec { return topology.QueueSpec{Name: name, Durable: true} }
+	if _, err := ops.DeclareQueue(ctx, plain(owned), topology.IfMissing()); err != nil {
+		t.Fatalf("IfMissing on a queue declared with other arguments: %v", err)
+	}
+	if err := ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{plain(missing)}}, topology.IfMissing()); err != nil {
+		t.Fatalf("IfMissing on a missing queue: %v", err)
+	}
+	if ok, err := ops.QueueExists(ctx, missing); !ok || err != nil {
+		t.Fatalf("the missing queue was not declared (%v, %v)", ok, err)
+	}
+	// A restore checks, and declares only what is gone.
+	if _, err := raw.QueueDelete(missing, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	runs := ops.Registry().Restores()
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	rabbittest.Eventually(t, 20*time.Second, "a restore run", func() bool { return ops.Registry().Restores() > runs })
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rep, _ := ops.Registry().LastRestore()
+	if !rep.OK() {
+		t.Fatalf("restore of weak records failed: %+v", rep.Failed)
+	}
+	if ok, err := ops.QueueExists(ctx, missing); !ok || err != nil {
+		t.Fatalf("a weak record's missing queue was not declared again (%v, %v)", ok, err)
+	}
+	// The owner declares with its arguments: no ConflictError, the broker
+	// judges (the same arguments: fine; other ones: its 406).
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: owned, Durable: true, Args: topology.QueueArgs{MaxLength: 7}}); err != nil {
+		t.Fatalf("the owner's declaration after a weak record: %v", err)
+	}
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: missing, Durable: true, Args: topology.QueueArgs{MaxLength: 3}}); !errors.Is(err, topology.ErrPreconditionFailed) {
+		t.Fatalf("a declaration that differs from the queue that exists: %v, want the broker's 406", err)
+	}
+}

@@ -104,9 +104,19 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 	for _, rec := range exchanges {
 		s := rec.spec
 		it := restoreItem{kind: KindExchange, name: s.Name, ok: declared(rec)}
-		if s.IsReadOnly() {
+		switch {
+		case s.IsReadOnly():
 			it.one = func() error { return r.checkExchange(ctx, s.Name) }
-		} else {
+		case rec.weak:
+			// Needed, not owned (IfMissing): declared only when missing.
+			it.one = func() error {
+				err := r.checkExchange(ctx, s.Name)
+				if errors.Is(err, ErrNotFound) {
+					err = r.declareExchange(ctx, s)
+				}
+				return err
+			}
+		default:
 			st := exchangeStep(s)
 			it.step, it.one = &st, func() error { return r.declareExchange(ctx, s) }
 		}
@@ -119,9 +129,18 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 	for _, rec := range queues {
 		s := rec.spec
 		it := restoreItem{kind: KindQueue, name: s.Name, ok: declared(rec)}
-		if s.ReadOnly {
+		switch {
+		case s.ReadOnly:
 			it.one = func() error { _, err := r.inspect(ctx, s.Name); return err }
-		} else {
+		case rec.weak:
+			it.one = func() error {
+				_, err := r.inspect(ctx, s.Name)
+				if errors.Is(err, ErrNotFound) {
+					_, err = r.declareQueue(ctx, s)
+				}
+				return err
+			}
+		default:
 			st := queueStep(s)
 			it.step, it.one = &st, func() error { _, err := r.declareQueue(ctx, s); return err }
 		}

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -12,28 +13,56 @@ import (
 
 // Scheduled delivery without the delayed-message plugin, on broker queues
 // alone: binary delay levels, as NServiceBus's delay infrastructure. Level k
-// is a headers exchange and a quorum queue whose TTL is 2^k seconds. A
-// message carries one header per level saying whether it waits there: the
-// exchange of level k sends it to its queue (header "1") or straight on to
-// level k-1 (header "0"); the queue dead-letters it after its TTL to level
+// is a topic exchange and a quorum queue whose TTL is 2^k seconds. A
+// scheduled message's routing key starts with its delay in seconds as 28
+// binary digits, one word each, most significant first: the exchange of
+// level k sends it to its queue when its digit k is 1, straight on to level
+// k-1 when it is 0, and the queue dead-letters it after its TTL to level
 // k-1, at least once. After level 0 the deliver exchange hands it to its
-// destination, a queue or an exchange, by a header naming it; the routing
-// key is the original one all the way. A delay of d seconds waits exactly
-// d seconds in queues, so a message is due no earlier than asked and at
-// most a second later (delays round up to whole seconds).
+// destination. A delay of d seconds waits exactly d seconds in queues, so a
+// message is due no earlier than asked and at most a second later (delays
+// round up to whole seconds).
 //
 // Each level's queue holds messages of one TTL, so none waits behind a
 // longer one (per-message TTLs expire only at a queue's head, PITFALLS 18),
 // and quorum queues keep waiting messages across a broker restart.
+//
+// The routing key carries the routing, never a header: a message scheduled
+// to a queue reaches it with the headers it was published with (and the
+// broker's x-death of its hops), nothing of warren's. Its key ends in "q."
+// and the queue's name, and the deliver exchange binds each destination
+// queue by that key (ScheduleDestination). A message the deliver exchange
+// cannot route to a queue that way is handed over by a warren process: a
+// destination exchange (whose routing warren cannot know: a topic exchange
+// that routes the key nowhere when the message is due would leave it
+// unroutable, and the broker's at-least-once dead-lettering would retry it
+// forever, unseen), a queue whose name cannot be a key, a message whose
+// consumers cannot read the broker's x-death (Forward), and a queue that is
+// gone when the message is due (the deliver exchange's alternate exchange
+// takes it). Those wait in ScheduleDueQueue until a process publishes them
+// to their destination, mandatory and confirmed, without the plumbing; what
+// no queue takes then goes to ScheduleUnroutableQueue with the reason and
+// its destination, where an operator sees it and replays it.
 const (
 	// ScheduleLevels is how many levels there are: delays up to
 	// 2^ScheduleLevels-1 seconds (8.5 years).
 	ScheduleLevels = 28
 	// ScheduleDeliverExchange hands due messages to their destinations.
 	ScheduleDeliverExchange = "warren.delay.deliver"
-	// HeaderScheduleTo names a scheduled message's destination ("q:" and a
-	// queue name, or "x:" and an exchange name).
-	HeaderScheduleTo = headers.ScheduleHeaderPrefix + "to"
+	// ScheduleDueQueue holds due messages a process hands over (see
+	// above).
+	ScheduleDueQueue = "warren.delay.due"
+	// ScheduleUnroutableQueue holds due messages no queue took, each with
+	// warren's dead-letter headers: the reason (error type "unroutable",
+	// or the broker's refusal), the destination's exchange and routing key.
+	ScheduleUnroutableQueue = "warren.delay.unroutable"
+	// scheduleUnroutedExchange is the deliver exchange's alternate
+	// exchange: what it cannot route goes to ScheduleDueQueue.
+	scheduleUnroutedExchange = "warren.delay.unrouted"
+	// HeaderScheduleExchange and HeaderScheduleRoutingKey name the
+	// destination of a message a process hands over.
+	HeaderScheduleExchange   = headers.ScheduleHeaderPrefix + "exchange"
+	HeaderScheduleRoutingKey = headers.ScheduleHeaderPrefix + "routing-key"
 )
 
 // ErrDelayTooLong: a delay beyond what the levels can hold.
@@ -44,20 +73,34 @@ func scheduleExchange(level int) string { return fmt.Sprintf("warren.delay.%02d"
 // ScheduleQueue is the queue where messages wait at a delay level.
 func ScheduleQueue(level int) string { return fmt.Sprintf("warren.delay.%02d.wait", level) }
 
-func scheduleHeader(level int) string {
-	return fmt.Sprintf("%s%02d", headers.ScheduleHeaderPrefix, level)
-}
+// anyDigits matches the digits of levels above k (level k's own is next).
+func anyDigits(n int) string { return strings.Repeat("*.", n) }
 
-// ScheduleTopology is the delay levels and the deliver exchange. Declare it
-// once per connection (the registry makes every later declaration free).
+// ScheduleTopology is the delay levels, the deliver exchange and the queues
+// of the messages a process hands over. Declare it once per connection (the
+// registry makes every later declaration free).
 func ScheduleTopology() Topology {
-	t := Topology{Exchanges: []ExchangeSpec{{Name: ScheduleDeliverExchange, Type: Headers, Durable: true}}}
+	t := Topology{
+		Exchanges: []ExchangeSpec{
+			{Name: scheduleUnroutedExchange, Type: Fanout, Durable: true},
+			{Name: ScheduleDeliverExchange, Type: Topic, Durable: true, Args: ExchangeArgs{AlternateExchange: scheduleUnroutedExchange}},
+		},
+		Queues: []QueueSpec{
+			{Name: ScheduleDueQueue, Durable: true, Args: QueueArgs{Type: Quorum}},
+			{Name: ScheduleUnroutableQueue, Durable: true, Args: QueueArgs{Type: Quorum}},
+		},
+		Bindings: []BindSpec{
+			{Source: scheduleUnroutedExchange, Destination: ScheduleDueQueue, Kind: BindQueue},
+			{Source: ScheduleDeliverExchange, Destination: ScheduleDueQueue, Kind: BindQueue, RoutingKey: anyDigits(ScheduleLevels) + "f"},
+		},
+	}
 	for k := 0; k < ScheduleLevels; k++ {
 		next := ScheduleDeliverExchange
 		if k > 0 {
 			next = scheduleExchange(k - 1)
 		}
-		t.Exchanges = append(t.Exchanges, ExchangeSpec{Name: scheduleExchange(k), Type: Headers, Durable: true})
+		above := anyDigits(ScheduleLevels - 1 - k)
+		t.Exchanges = append(t.Exchanges, ExchangeSpec{Name: scheduleExchange(k), Type: Topic, Durable: true})
 		t.Queues = append(t.Queues, QueueSpec{Name: ScheduleQueue(k), Durable: true, Args: QueueArgs{
 			Type:               Quorum,
 			MessageTTL:         time.Duration(1<<k) * time.Second,
@@ -68,50 +111,116 @@ func ScheduleTopology() Topology {
 			Overflow:           RejectPublish,
 		}})
 		t.Bindings = append(t.Bindings,
-			BindSpec{Source: scheduleExchange(k), Destination: ScheduleQueue(k), Kind: BindQueue,
-				Args: amqp.Table{"x-match": "all", scheduleHeader(k): "1"}},
-			BindSpec{Source: scheduleExchange(k), Destination: next, Kind: BindExchange,
-				Args: amqp.Table{"x-match": "all", scheduleHeader(k): "0"}},
+			BindSpec{Source: scheduleExchange(k), Destination: ScheduleQueue(k), Kind: BindQueue, RoutingKey: above + "1.#"},
+			BindSpec{Source: scheduleExchange(k), Destination: next, Kind: BindExchange, RoutingKey: above + "0.#"},
 		)
 	}
 	return t
 }
 
-// ScheduleDestination is the binding that hands due messages to a queue
-// (exchange "") or to an exchange, and the header value that names it.
-func ScheduleDestination(exchange, routingKey string) (BindSpec, string) {
-	if exchange == "" {
-		to := "q:" + routingKey
-		return BindSpec{Source: ScheduleDeliverExchange, Destination: routingKey, Kind: BindQueue,
-			Args: amqp.Table{"x-match": "all", HeaderScheduleTo: to}}, to
+// maxScheduleKey is the longest routing key AMQP carries.
+const maxScheduleKey = 255
+
+// ScheduleRoute is how a scheduled message gets to its destination: its
+// routing key's tail, the headers that name its destination when a process
+// hands it over, and the binding the deliver exchange needs (nil then).
+type ScheduleRoute struct {
+	tail    string
+	headers amqp.Table
+	// Binding hands due messages to their queue; nil when a process hands
+	// them over.
+	Binding *BindSpec
+}
+
+// Forwarded reports whether a process hands the messages over.
+func (r ScheduleRoute) Forwarded() bool { return r.Binding == nil }
+
+// ScheduleDestination is the route of messages scheduled to an exchange and
+// routing key: through the deliver exchange straight to the queue when the
+// destination is a queue (exchange "") whose name can be a routing key's
+// tail (no word "*" or "#", short enough), otherwise (an exchange, or with
+// forward) by a process that publishes them when they are due, without any
+// header of warren's or of the broker's hops.
+func ScheduleDestination(exchange, routingKey string, forward bool) ScheduleRoute {
+	if exchange == "" && !forward && keyable(routingKey) {
+		b := BindSpec{Source: ScheduleDeliverExchange, Destination: routingKey, Kind: BindQueue,
+			RoutingKey: anyDigits(ScheduleLevels) + "q." + routingKey}
+		return ScheduleRoute{tail: "q." + routingKey, Binding: &b}
 	}
-	to := "x:" + exchange
-	return BindSpec{Source: ScheduleDeliverExchange, Destination: exchange, Kind: BindExchange,
-		Args: amqp.Table{"x-match": "all", HeaderScheduleTo: to}}, to
+	return ScheduleRoute{tail: "f", headers: amqp.Table{HeaderScheduleExchange: exchange, HeaderScheduleRoutingKey: routingKey}}
+}
+
+// keyable reports whether a queue name can end a routing key and a binding
+// key that matches it alone.
+func keyable(queue string) bool {
+	if queue == "" || 2*ScheduleLevels+len("q.")+len(queue) > maxScheduleKey {
+		return false
+	}
+	for w := range strings.SplitSeq(queue, ".") {
+		if w == "*" || w == "#" {
+			return false
+		}
+	}
+	return true
 }
 
 // Schedule routes msg through the delay levels for delay (rounded up to
-// whole seconds; at least one) to the destination named to
-// (ScheduleDestination): it sets msg's headers and returns the exchange to
-// publish it to, with its original routing key.
-func Schedule(msg *amqp.Publishing, delay time.Duration, to string) (string, error) {
+// whole seconds; at least one) on route: it sets the headers a forwarded
+// message needs and returns the exchange and routing key to publish it to.
+func Schedule(msg *amqp.Publishing, delay time.Duration, route ScheduleRoute) (exchange, key string, err error) {
 	secs := int64((delay + time.Second - 1) / time.Second)
 	if secs < 1 {
 		secs = 1
 	}
 	if secs >= 1<<ScheduleLevels {
-		return "", fmt.Errorf("%w: %v (at most %v)", ErrDelayTooLong, delay, time.Duration(1<<ScheduleLevels-1)*time.Second)
+		return "", "", fmt.Errorf("%w: %v (at most %v)", ErrDelayTooLong, delay, time.Duration(1<<ScheduleLevels-1)*time.Second)
 	}
-	if msg.Headers == nil {
-		msg.Headers = amqp.Table{}
-	}
-	for k := 0; k < ScheduleLevels; k++ {
-		bit := "0"
+	var b strings.Builder
+	b.Grow(2*ScheduleLevels + len(route.tail))
+	for k := ScheduleLevels - 1; k >= 0; k-- {
 		if secs&(1<<k) != 0 {
-			bit = "1"
+			b.WriteString("1.")
+		} else {
+			b.WriteString("0.")
 		}
-		msg.Headers[scheduleHeader(k)] = bit
 	}
-	msg.Headers[HeaderScheduleTo] = to
-	return scheduleExchange(ScheduleLevels - 1), nil
+	b.WriteString(route.tail)
+	if len(route.headers) > 0 {
+		h := make(amqp.Table, len(msg.Headers)+len(route.headers))
+		for k, v := range msg.Headers {
+			h[k] = v
+		}
+		for k, v := range route.headers {
+			h[k] = v
+		}
+		msg.Headers = h
+	}
+	return scheduleExchange(ScheduleLevels - 1), b.String(), nil
+}
+
+// ScheduledFrom is where a message delivered by the delay levels was
+// scheduled to: for a delivery through the deliver exchange, the default
+// exchange and the queue its routing key names; for a forwarded one (a
+// delivery of ScheduleDueQueue), the exchange and routing key its headers
+// name. ok is false for any other delivery.
+func ScheduledFrom(exchange, key string, h amqp.Table) (origExchange, origKey string, ok bool) {
+	if x, isString := h[HeaderScheduleExchange].(string); isString {
+		k, _ := h[HeaderScheduleRoutingKey].(string)
+		return x, k, true
+	}
+	if exchange != ScheduleDeliverExchange && exchange != scheduleExchange(ScheduleLevels-1) {
+		return "", "", false
+	}
+	rest := key
+	for range ScheduleLevels {
+		var word string
+		word, rest, _ = strings.Cut(rest, ".")
+		if word != "0" && word != "1" {
+			return "", "", false
+		}
+	}
+	if q, isQueue := strings.CutPrefix(rest, "q."); isQueue {
+		return "", q, true
+	}
+	return "", "", false
 }

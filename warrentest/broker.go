@@ -66,7 +66,9 @@ func New(t testing.TB, opts ...Option) *Broker {
 	}
 	var o options
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
 	}
 	b := &Broker{t: t, own: o.own}
 	raw := os.Getenv(URLEnv)

@@ -15,10 +15,16 @@
 //			t.Fatal(err)
 //		}
 //		warrentest.Start(t, r)
+//		// Another connection, the default mapping: the route's queue as it is.
 //		pub := b.Publisher(warren.PublisherConfig{})
-//		_ = pub.Publish("orders", message.NewMessage("order-1", payload))
+//		if err := pub.Publish("orders", message.NewMessage("order-1", payload)); err != nil {
+//			t.Fatal(err)
+//		}
 //		rec.WaitConsumed(t, "order-1", 10*time.Second)
 //	}
+//
+// That is TestOrdersAreShipped of this package's example_test.go, which runs
+// with the package's tests (and a test checks the two stay the same).
 //
 // Faults: Proxy puts a fault proxy in the path (Cut, Drop, Restore); a test
 // with a node of its own (New(t, Own())) can also Restart it and Block it

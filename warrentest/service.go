@@ -57,6 +57,10 @@ func (b *Broker) Subscriber(cfg warren.SubscriberConfig) *warren.Subscriber {
 // with an error, fails the test).
 func Start(t testing.TB, r *router.Router) {
 	t.Helper()
+	if r == nil {
+		t.Fatal("warrentest: Start: nil router")
+		return
+	}
 	runErr := make(chan error, 1)
 	go func() { runErr <- r.Run(context.Background()) }()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)

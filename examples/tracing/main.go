@@ -1,6 +1,6 @@
 // Tracing: one trace from an HTTP-like request through a publish, a failed
 // attempt, an in-process retry, a delayed retry through a delay queue, and
-// a dead-letter (a reject to the queue's dead-letter exchange), printed as
+// a dead letter (a copy published to the dead-letter queue), printed as
 // the tree a trace viewer shows. Every failed attempt is an exception event
 // on its process span, every retry a span, every failure status Error.
 //
@@ -80,9 +80,9 @@ func main() {
 		log.Fatal(err)
 	}
 	request.End()
-	// The dead-letter (a reject to the queue's dead-letter exchange) is
-	// the last step.
-	if err := waitFor(ctx, func() bool { return hasSpan(spans.GetSpans(), "reject "+q) }); err != nil {
+	// The dead letter (a copy published to the dead-letter queue, with the
+	// error in its headers) is the last step.
+	if err := waitFor(ctx, func() bool { return hasSpan(spans.GetSpans(), "send "+q+".dlq") }); err != nil {
 		printTree(spans.GetSpans())
 		log.Fatal("never dead-lettered: ", err)
 	}

@@ -7,6 +7,7 @@ package middlewaretest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -32,7 +33,9 @@ func NewMessage(payload string, opts ...MessageOption) *message.Message {
 	msg := message.NewMessage("msg-1", []byte(payload))
 	info := ack.Info{DeliveryTag: 1, Exchange: "orders", RoutingKey: "order.created", Queue: "work", ConsumerTag: "ctag", Headers: map[string]any{}, Generation: 1}
 	for _, o := range opts {
-		o(&info, msg)
+		if o != nil {
+			o(&info, msg)
+		}
 	}
 	info.PreviousAttempts = ack.PreviousAttempts(info.Headers, info.Queue, info.Redelivered)
 	msg.SetContext(ack.NewContext(context.Background(), info))
@@ -107,6 +110,10 @@ func WithRedelivered() MessageOption {
 	return func(i *ack.Info, _ *message.Message) { i.Redelivered = true }
 }
 
+// ErrNilArgument: Run was given a nil message, handler or middleware (a
+// constructor's error ignored, say).
+var ErrNilArgument = errors.New("middlewaretest: nil argument")
+
 // Result is what running a message through a stack came to.
 type Result struct {
 	Produced []*message.Message
@@ -117,8 +124,18 @@ type Result struct {
 	Reason      error
 }
 
-// Run passes msg through mws (the first is the outermost) to h.
+// Run passes msg through mws (the first is the outermost) to h. A nil
+// message, handler or middleware is the Result's Err (ErrNilArgument), and
+// nothing runs.
 func Run(msg *message.Message, h message.HandlerFunc, mws ...message.HandlerMiddleware) Result {
+	if msg == nil || h == nil {
+		return Result{Err: fmt.Errorf("%w: message or handler", ErrNilArgument)}
+	}
+	for i, mw := range mws {
+		if mw == nil {
+			return Result{Err: fmt.Errorf("%w: middleware %d of %d", ErrNilArgument, i, len(mws))}
+		}
+	}
 	ack.Track(msg)
 	for i := len(mws) - 1; i >= 0; i-- {
 		h = mws[i](h)
@@ -148,6 +165,9 @@ type Handler struct {
 
 // Func is the handler function.
 func (h *Handler) Func(msg *message.Message) ([]*message.Message, error) {
+	if msg == nil {
+		return nil, fmt.Errorf("%w: message", ErrNilArgument)
+	}
 	n := int(h.calls.Add(1))
 	h.mu.Lock()
 	h.contexts = append(h.contexts, msg.Context())

@@ -204,8 +204,12 @@ func (ib *Inbox) Cleanup(ctx context.Context) (int64, error) {
 }
 
 // RunCleanup calls Cleanup every interval until ctx ends (then it returns
-// nil); a failed cleanup is tried again at the next interval.
+// nil); a failed cleanup is tried again at the next interval. An interval
+// that is not positive is ErrInvalidConfig.
 func (ib *Inbox) RunCleanup(ctx context.Context, every time.Duration) error {
+	if every <= 0 {
+		return fmt.Errorf("%w: RunCleanup interval %v: must be positive", ErrInvalidConfig, every)
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {

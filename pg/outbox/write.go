@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,6 +20,24 @@ var ErrInvalidMessage = errors.New("outbox: invalid message")
 // ErrInvalidConfig: a Config or RelayConfig is wrong.
 var ErrInvalidConfig = errors.New("outbox: invalid config")
 
+// ErrNilExecutor: Write, WriteKeyed or Migrate was given no transaction (a
+// nil Executor, a nil *sql.Tx, Pgx(nil)); nothing was written.
+var ErrNilExecutor = errors.New("outbox: nil transaction or executor")
+
+// isNil reports a nil interface or an interface holding a nil pointer (a
+// nil *sql.Tx, say), which would panic when called.
+func isNil(v any) bool {
+	if v == nil {
+		return true
+	}
+	rv := reflect.ValueOf(v)
+	switch rv.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Slice, reflect.Func, reflect.Chan:
+		return rv.IsNil()
+	}
+	return false
+}
+
 // Executor runs a statement: *sql.Tx, *sql.DB and *sql.Conn are ones;
 // Pgx adapts a pgx.Tx (or *pgx.Conn, *pgxpool.Pool).
 type Executor interface {
@@ -30,12 +49,16 @@ type PgxExecutor interface {
 	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
 }
 
-// Pgx adapts a pgx transaction (or connection, or pool) to Executor.
+// Pgx adapts a pgx transaction (or connection, or pool) to Executor. Given
+// nil, every statement fails with ErrNilExecutor.
 func Pgx(e PgxExecutor) Executor { return pgxExecutor{e} }
 
 type pgxExecutor struct{ e PgxExecutor }
 
 func (p pgxExecutor) ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error) {
+	if isNil(p.e) {
+		return nil, ErrNilExecutor
+	}
 	tag, err := p.e.Exec(ctx, query, args...)
 	if err != nil {
 		return nil, err
@@ -76,6 +99,9 @@ func New(cfg Config) (*Outbox, error) {
 
 // Migrate creates the outbox table and its indexes if they do not exist.
 func (o *Outbox) Migrate(ctx context.Context, db Executor) error {
+	if isNil(db) {
+		return ErrNilExecutor
+	}
 	if _, err := db.ExecContext(ctx, schemaSQL(o.table)); err != nil {
 		return fmt.Errorf("outbox: migrate %s: %w", o.table, err)
 	}
@@ -93,6 +119,15 @@ func (o *Outbox) Write(ctx context.Context, tx Executor, topic string, msgs ...*
 // say): messages of one key are published in order; messages of different
 // keys may be published side by side by several relays.
 func (o *Outbox) WriteKeyed(ctx context.Context, tx Executor, topic, key string, msgs ...*message.Message) error {
+	if isNil(tx) {
+		return ErrNilExecutor
+	}
+	if pe, ok := tx.(pgxExecutor); ok && isNil(pe.e) {
+		return ErrNilExecutor
+	}
+	if ctx == nil {
+		return fmt.Errorf("%w: nil context", ErrInvalidMessage)
+	}
 	if topic == "" {
 		return fmt.Errorf("%w: empty topic", ErrInvalidMessage)
 	}

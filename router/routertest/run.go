@@ -9,6 +9,7 @@ package routertest
 
 import (
 	"context"
+	"fmt"
 	"sync/atomic"
 	"time"
 
@@ -57,9 +58,14 @@ func WithPublisher(p *kit.Publisher) Option { return func(o *options) { o.pub = 
 // invalid route is the error, as AddRoute would return it. A route's
 // Retry.Sleep, when set, is kept; otherwise waits are recorded.
 func Run(route router.Route, msg *message.Message, opts ...Option) (Result, error) {
+	if msg == nil {
+		return Result{}, fmt.Errorf("%w: nil message", kit.ErrNilArgument)
+	}
 	o := options{}
 	for _, opt := range opts {
-		opt(&o)
+		if opt != nil {
+			opt(&o)
+		}
 	}
 	if o.pub == nil {
 		o.pub = &kit.Publisher{}

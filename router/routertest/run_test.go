@@ -2,6 +2,7 @@ package routertest_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,20 +41,30 @@ func TestRouteStackBrokerFree(t *testing.T) {
 		{name: "success", route: route(func(*message.Message) error { return nil }), disp: ack.Ack, calls: 1},
 		{name: "failing: 3 attempts, then the first delay level", route: route(fails), disp: ack.Ack, calls: 3, waits: 2, published: "work"},
 		{name: "back from delay round 1: the next level", route: route(fails), msg: kit.NewMessage("x", kit.WithRetryRound(1), kit.WithAttempt(4)), disp: ack.Ack, calls: 3, waits: 2, published: "work"},
-		{name: "every level used: rejected to the dead-letter exchange", route: route(fails), msg: kit.NewMessage("x", kit.WithRetryRound(len(middleware.DefaultDelayLevels))), disp: ack.Reject, calls: 3, waits: 2},
-		{name: "every level used, PublishToDLQ: a copy to the DLQ", route: func() router.Route {
+		{name: "every level used: a copy to the DLQ", route: route(fails), msg: kit.NewMessage("x", kit.WithRetryRound(len(middleware.DefaultDelayLevels))), disp: ack.Ack, calls: 3, waits: 2, published: "work.dlq"},
+		{name: "every level used, RejectToDLX: rejected to the dead-letter exchange", route: func() router.Route {
 			r := route(fails)
-			r.DeadLetter.Mode = middleware.PublishToDLQ
+			r.DeadLetter.Mode = middleware.RejectToDLX
 			return r
-		}(), msg: kit.NewMessage("x", kit.WithRetryRound(len(middleware.DefaultDelayLevels))), disp: ack.Ack, calls: 3, waits: 2, published: "work.dlq"},
-		{name: "permanent error: no retry, dead-lettered", route: route(func(*message.Message) error { return ack.Permanent(errBroken) }), disp: ack.Reject, calls: 1},
-		{name: "a panic is a bug: permanent, dead-lettered", route: route(func(*message.Message) error { panic("bug") }), disp: ack.Reject, calls: 1},
+		}(), msg: kit.NewMessage("x", kit.WithRetryRound(len(middleware.DefaultDelayLevels))), disp: ack.Reject, calls: 3, waits: 2},
+		{name: "permanent error: no retry, dead-lettered", route: route(func(*message.Message) error { return ack.Permanent(errBroken) }), disp: ack.Ack, calls: 1, published: "work.dlq"},
+		{name: "a panic is a bug: permanent, dead-lettered", route: route(func(*message.Message) error { panic("bug") }), disp: ack.Ack, calls: 1, published: "work.dlq"},
+		{name: "a panic, RejectToDLX: rejected to the dead-letter exchange", route: func() router.Route {
+			r := route(func(*message.Message) error { panic("bug") })
+			r.DeadLetter.Mode = middleware.RejectToDLX
+			return r
+		}(), disp: ack.Reject, calls: 1},
+		{name: "a panic, dead-lettering disabled: kept, never rejected into a queue without a dead-letter exchange", route: func() router.Route {
+			r := route(func(*message.Message) error { panic("bug") })
+			r.DeadLetter.Disabled = true
+			return r
+		}(), disp: ack.RejectRequeue, calls: 1},
 		{name: "delay queue refuses the copy: requeued, not lost", route: route(fails), pub: &kit.Publisher{Fail: errors.New("broker said no")}, disp: ack.Requeue, calls: 3, waits: 2},
 		{name: "retries disabled", route: func() router.Route {
 			r := route(fails)
 			r.Retry.Disabled, r.DelayedRetry.Disabled = true, true
 			return r
-		}(), disp: ack.Reject, calls: 1},
+		}(), disp: ack.Ack, calls: 1, published: "work.dlq"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -144,5 +155,24 @@ func TestRespondRoute(t *testing.T) {
 	if res.Disposition != ack.Ack || res.Calls != 3 || len(res.Published) != 1 ||
 		res.Published[0].Msg.Metadata.Get("warren-reply-error") != "broken" {
 		t.Fatalf("error reply: disposition %v, %d calls, published %+v", res.Disposition, res.Calls, res.Published)
+	}
+}
+
+// A panicking handler's dead letter says what panicked and where: the
+// error, the error type "panic" and the stack.
+func TestPanicDeadLetterCarriesTheStack(t *testing.T) {
+	res, err := routertest.Run(route(func(*message.Message) error { panic("nil order") }), kit.NewMessage("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Published) != 1 {
+		t.Fatalf("published %v, want the dead letter", res.Published)
+	}
+	md := res.Published[0].Msg.Metadata
+	if md.Get(middleware.HeaderDLErrorType) != "panic" || !strings.Contains(md.Get(middleware.HeaderDLError), "nil order") {
+		t.Fatalf("dead letter says %q (%q), want the panic", md.Get(middleware.HeaderDLError), md.Get(middleware.HeaderDLErrorType))
+	}
+	if stack := md.Get(middleware.HeaderDLStack); !strings.Contains(stack, "goroutine") || !strings.Contains(stack, "run_test.go") {
+		t.Fatalf("dead letter's stack %q, want the handler's", stack)
 	}
 }

@@ -1,0 +1,310 @@
+package tests
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/internal/sweep"
+	"github.com/warrenmq/warren/middleware"
+	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/router/routertest"
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/telemetry/telemetrytest"
+	"github.com/warrenmq/warren/topology"
+)
+
+// TestEveryExportedCallTakesNilAndZeroArguments calls every exported
+// function and method of the core module with nil and zero arguments (a ctx
+// with a short deadline where one is taken): each returns an error or does
+// what its doc says, and none panics or blocks. Methods are called on values
+// made as a user makes them (constructors, literals); a function or method
+// exported later and not swept here fails the test.
+func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
+	b := rabbittest.Shared(t)
+	url, remove, err := rabbittest.NewVhost("warren-sweep-" + b.Prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	s := sweep.New(t)
+	open := func() *conn.Conn {
+		c, err := conn.New(url, conn.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	closeConn := func(c *conn.Conn) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		_ = c.Close(ctx)
+	}
+	c := open()
+	defer closeConn(c)
+	ctx := func() context.Context {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		t.Cleanup(cancel)
+		return ctx
+	}
+	closer := func(v any) {
+		switch x := v.(type) {
+		case interface{ Close() error }:
+			_ = x.Close()
+		case interface{ Close(context.Context) error }:
+			_ = x.Close(ctx())
+		case interface{ Shutdown(context.Context) error }:
+			_ = x.Shutdown(ctx())
+		}
+	}
+
+	// warren
+	s.Func("warren.NewPublisher", warren.NewPublisher)
+	s.Func("warren.NewSubscriber", warren.NewSubscriber)
+	s.Func("warren.NewRequester", warren.NewRequester)
+	s.Func("warren.HeaderString", warren.HeaderString)
+	s.Func("warren.Partition", warren.Partition)
+	s.Func("warren.StreamAt", warren.StreamAt)
+	s.Func("warren.StreamFirst", warren.StreamFirst)
+	s.Func("warren.StreamLast", warren.StreamLast)
+	s.Func("warren.StreamNext", warren.StreamNext)
+	s.Func("warren.StreamSince", warren.StreamSince)
+	s.Func("warren.WatermillLogger", warren.WatermillLogger)
+	pub := func(cfg warren.PublisherConfig) func() any {
+		return func() any {
+			p, err := warren.NewPublisher(c, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return p
+		}
+	}
+	s.Methods("warren.Publisher", pub(warren.PublisherConfig{}), closer)
+	s.Methods("warren.Subscriber", func() any {
+		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sub
+	}, closer)
+	s.Methods("warren.Requester", func() any {
+		r, err := warren.NewRequester(c, warren.RequesterConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}, closer)
+	for name, v := range map[string]any{
+		"PublisherConfig": &warren.PublisherConfig{}, "SubscriberConfig": &warren.SubscriberConfig{}, "RequesterConfig": &warren.RequesterConfig{},
+		"QueuePerTopic": warren.QueuePerTopic{}, "FanoutPerTopic": warren.FanoutPerTopic{}, "TopicExchange": warren.TopicExchange{},
+		"ExistingQueues": warren.ExistingQueues{}, "PartitionedTopic": warren.PartitionedTopic{}, "StreamPerTopic": warren.StreamPerTopic{},
+		"DefaultMarshaler": warren.DefaultMarshaler{}, "PoisonError": &warren.PoisonError{}, "PublishError": &warren.PublishError{},
+		"RemoteError": &warren.RemoteError{}, "TopicError": &warren.TopicError{}, "StreamOffset": warren.StreamOffset{},
+	} {
+		s.Methods("warren."+name, func() any { return v }, nil)
+	}
+
+	// conn
+	for name, fn := range map[string]any{
+		"New": conn.New, "Shared": conn.Shared, "ParseURL": conn.ParseURL, "RefusalSentinel": conn.RefusalSentinel,
+		"IsAuthError": conn.IsAuthError, "ReplyName": conn.ReplyName, "Restoring": conn.Restoring, "Once": conn.Once,
+		"Delays": conn.Delays, "Repeat": conn.Repeat, "Exponential": conn.Exponential, "RetryAll": conn.RetryAll,
+		"DefaultRetryable": conn.DefaultRetryable,
+	} {
+		s.Func("conn."+name, fn)
+	}
+	s.Methods("conn.Conn", func() any { return open() }, func(v any) { closeConn(v.(*conn.Conn)) })
+	s.Methods("conn.Channel", func() any {
+		ch, err := c.NewChannel(ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ch
+	}, closer)
+	s.Methods("conn.ConfirmChannel", func() any {
+		cc, err := c.NewConfirmChannel(ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cc
+	}, closer)
+	s.Methods("conn.Confirmation", func() any {
+		cc, err := c.NewConfirmChannel(ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer cc.Close()
+		conf, err := cc.Publish(ctx(), "", "nowhere", true, amqp.Publishing{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		<-conf.Done()
+		return conf
+	}, nil)
+	s.Methods("conn.SharedConn", func() any {
+		sc, err := conn.Shared(url, conn.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return sc
+	}, closer)
+	for name, v := range map[string]any{
+		"Config": &conn.Config{}, "URL": &conn.URL{}, "URLError": &conn.URLError{}, "DialError": &conn.DialError{},
+		"GiveUpError": &conn.GiveUpError{}, "AuthError": &conn.AuthError{}, "RefusedError": &conn.RefusedError{},
+		"RetryPolicy": conn.RetryPolicy{}, "State": conn.State(0), "StateChange": conn.StateChange{}, "Outcome": conn.Outcome(0),
+	} {
+		s.Methods("conn."+name, func() any { return v }, nil)
+	}
+
+	// topology
+	for name, fn := range map[string]any{
+		"NewOps": topology.NewOps, "RegistryOf": topology.RegistryOf, "NoRestore": topology.NoRestore, "WithForce": topology.WithForce,
+		"AcceptMessageLoss": topology.AcceptMessageLoss, "WithConsume": topology.WithConsume, "IfMissing": topology.IfMissing,
+		"GeneratedQueueName": topology.GeneratedQueueName, "ScheduleQueue": topology.ScheduleQueue, "ScheduleTopology": topology.ScheduleTopology,
+		"ScheduleDestination": topology.ScheduleDestination, "Schedule": topology.Schedule, "ScheduledFrom": topology.ScheduledFrom,
+		"DefaultExchange": topology.DefaultExchange, "ParseTarget": topology.ParseTarget,
+	} {
+		s.Func("topology."+name, fn)
+	}
+	newOps := func() *topology.Ops {
+		ops, err := topology.NewOps(c, topology.OpsConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ops
+	}
+	s.Methods("topology.Ops", func() any { return newOps() }, closer)
+	s.Methods("topology.Registry", func() any { return topology.RegistryOf(c) }, nil)
+	s.Methods("topology.Exchange", func() any { return newOps().Exchange(topology.ExchangeSpec{}) }, nil)
+	s.Methods("topology.Queue", func() any { return newOps().Queue(topology.QueueSpec{}) }, nil)
+	consumerQueue := b.Name("sweep-consumer")
+	if _, err := newOps().DeclareQueue(ctx(), topology.QueueSpec{Name: consumerQueue, Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	s.Methods("topology.Consumer", func() any {
+		cons, err := newOps().Consume(ctx(), topology.ConsumerSpec{Queue: consumerQueue, Handler: func(context.Context, *topology.Delivery) {}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cons
+	}, func(v any) { _ = v.(*topology.Consumer).Stop(ctx()) })
+	for name, v := range map[string]any{
+		"Delivery": &topology.Delivery{}, "ExchangeSpec": topology.ExchangeSpec{}, "QueueSpec": topology.QueueSpec{}, "BindSpec": topology.BindSpec{},
+		"ConsumerSpec": topology.ConsumerSpec{}, "DelayedExchangeSpec": topology.DelayedExchangeSpec{}, "Topology": topology.Topology{},
+		"QueueArgs": topology.QueueArgs{}, "ExchangeArgs": topology.ExchangeArgs{}, "Target": topology.Target{}, "BindKind": topology.BindKind(0),
+		"ConsumerEventKind": topology.ConsumerEventKind(0), "RestoreReport": topology.RestoreReport{}, "ScheduleRoute": topology.ScheduleRoute{},
+		"OpsConfig": &topology.OpsConfig{}, "SpecError": &topology.SpecError{}, "ConflictError": &topology.ConflictError{},
+		"OperationError": &topology.OperationError{}, "ChannelError": &topology.ChannelError{}, "MessageTooLargeError": &topology.MessageTooLargeError{},
+		"ForceRefusedError": &topology.ForceRefusedError{}, "RestoreError": &topology.RestoreError{},
+	} {
+		s.Methods("topology."+name, func() any { return v }, nil)
+	}
+
+	// ack
+	for name, fn := range map[string]any{
+		"Attempt": ack.Attempt, "NextAttempt": ack.NextAttempt, "AttemptOf": ack.AttemptOf, "PreviousAttempts": ack.PreviousAttempts,
+		"DeathCount": ack.DeathCount, "Copy": ack.Copy, "TypedHeaders": ack.TypedHeaders, "Set": ack.Set, "Get": ack.Get,
+		"Permanent": ack.Permanent, "AsRequeue": ack.AsRequeue, "KindOf": ack.KindOf, "IsPermanent": ack.IsPermanent,
+		"ErrorType": ack.ErrorType, "NamedError": ack.NamedError, "NewContext": ack.NewContext, "InfoOf": ack.InfoOf, "Track": ack.Track,
+	} {
+		s.Func("ack."+name, fn)
+	}
+	s.Methods("ack.Disposition", func() any { return ack.Disposition(0) }, nil)
+
+	// telemetry
+	for name, fn := range map[string]any{
+		"Anonymous": telemetry.Anonymous, "FromContext": telemetry.FromContext, "RecordFailure": telemetry.RecordFailure,
+		"New": telemetry.New, "Default": telemetry.Default, "Disabled": telemetry.Disabled,
+	} {
+		s.Func("telemetry."+name, fn)
+	}
+	s.Methods("telemetry.Telemetry", func() any { return telemetry.Default() }, nil)
+	s.Methods("telemetry.Process", func() any {
+		_, p := telemetry.Default().StartProcess(context.Background(), telemetry.Peer{}, telemetry.Incoming{})
+		return p
+	}, nil)
+	s.Methods("telemetry.Send", func() any {
+		return telemetry.Default().StartSend(context.Background(), telemetry.Peer{}, telemetry.Destination{}, nil)
+	}, nil)
+	for name, v := range map[string]any{
+		"MetadataCarrier": telemetry.MetadataCarrier{}, "Destination": telemetry.Destination{}, "Relation": telemetry.Relation(0),
+		"Config": &telemetry.Config{}, "SettleOp": telemetry.SettleOp(0),
+	} {
+		s.Methods("telemetry."+name, func() any { return v }, nil)
+	}
+	rec := telemetrytest.New(t, telemetry.Config{})
+	s.Func("telemetrytest.New", telemetrytest.New)
+	s.Methods("telemetrytest.Recorder", func() any { return rec }, nil)
+
+	// middleware
+	for name, fn := range map[string]any{
+		"Ack": middleware.Ack, "DeadLetter": middleware.DeadLetter, "DeadLetterPoison": middleware.DeadLetterPoison,
+		"DefaultDeadLetterTopic": middleware.DefaultDeadLetterTopic, "DelayedRetry": middleware.DelayedRetry,
+		"Retry": middleware.Retry, "Tracing": middleware.Tracing,
+	} {
+		s.Func("middleware."+name, fn)
+	}
+	for name, v := range map[string]any{
+		"AckConfig": &middleware.AckConfig{}, "DeadLetterConfig": &middleware.DeadLetterConfig{}, "DelayedRetryConfig": &middleware.DelayedRetryConfig{},
+		"RetryConfig": &middleware.RetryConfig{}, "TracingConfig": &middleware.TracingConfig{}, "DeadLetterMode": middleware.DeadLetterMode(0),
+		"PanicError": &middleware.PanicError{},
+	} {
+		s.Methods("middleware."+name, func() any { return v }, nil)
+	}
+	for name, fn := range map[string]any{
+		"NewMessage": kit.NewMessage, "Must": kit.Must, "WithUUID": kit.WithUUID, "WithInfo": kit.WithInfo, "WithQueue": kit.WithQueue,
+		"WithMetadata": kit.WithMetadata, "WithAttempt": kit.WithAttempt, "WithHeader": kit.WithHeader, "WithRetryRound": kit.WithRetryRound,
+		"ConsumeOnly": kit.ConsumeOnly, "WithRedelivered": kit.WithRedelivered, "Run": kit.Run, "NewTracing": kit.NewTracing,
+	} {
+		s.Func("middlewaretest."+name, fn)
+	}
+	for name, v := range map[string]any{"Handler": &kit.Handler{}, "Publisher": &kit.Publisher{}, "Sleeper": &kit.Sleeper{}} {
+		s.Methods("middlewaretest."+name, func() any { return v }, nil)
+	}
+
+	// router
+	s.Func("router.New", router.New)
+	s.Func("router.NewStack", router.NewStack)
+	s.Func("routertest.Run", routertest.Run)
+	s.Func("routertest.WithTelemetry", routertest.WithTelemetry)
+	s.Func("routertest.WithPublisher", routertest.WithPublisher)
+	s.Methods("router.Router", func() any {
+		r, err := router.New(c, router.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}, closer)
+	route := router.Route{Name: "sweep", Queue: topology.QueueSpec{Name: "sweep"}, Handler: func(*message.Message) error { return nil }}
+	s.Methods("router.Stack", func() any {
+		st, err := router.NewStack(route, router.StackDeps{Publisher: &kit.Publisher{}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}, nil)
+	for name, v := range map[string]any{
+		"Config": &router.Config{}, "Route": &router.Route{}, "Health": router.Health{}, "QueueConflictError": &router.QueueConflictError{},
+	} {
+		s.Methods("router."+name, func() any { return v }, nil)
+	}
+
+	s.Complete(map[string]string{
+		"warren": "..", "conn": "../conn", "topology": "../topology", "ack": "../ack", "telemetry": "../telemetry",
+		"telemetrytest": "../telemetry/telemetrytest", "middleware": "../middleware", "middlewaretest": "../middleware/middlewaretest",
+		"router": "../router", "routertest": "../router/routertest",
+	}, map[string]string{})
+}
