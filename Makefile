@@ -16,7 +16,8 @@ postgres:
 ## test: the whole suite against a real RabbitMQ, with the race detector (CI runs this).
 ## The outbox and inbox (pg/) are a module of their own, so that the core
 ## never builds a database driver; they are tested with the core, and so is
-## the interop with watermill-amqp, which only bench/'s module depends on,
+## the interop with watermill-amqp (interop/, a module of its own too), the
+## benchmarks' own checks (bench/),
 ## the CQRS example (components/cqrs brings protobuf: its own module), and
 ## the observability example (the Prometheus exporter: its own module).
 test: broker postgres
@@ -25,6 +26,7 @@ test: broker postgres
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	cd pg && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd bench && $(GO) test -race -count=1 -run 'Test' .
+	cd interop && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd examples/cqrs && $(GO) test -race -count=1 .
 	cd examples/observability && $(GO) vet . && $(GO) test -race -count=1 .
 
@@ -59,3 +61,4 @@ lint:
 	$(GO) vet $(PKGS)
 	$(GO) run $(STATICCHECK) $(PKGS)
 	cd pg && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
+	cd interop && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...

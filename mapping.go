@@ -127,7 +127,9 @@ func (m QueuePerTopic) Subscription(topic string) (Subscription, error) {
 // FanoutPerTopic: one fanout exchange per topic (Prefix+topic), one queue
 // per consumer group bound to it (Prefix+topic+"."+ConsumerGroup, or
 // Prefix+topic without a group). Each group gets every message; subscribers
-// of one group compete.
+// of one group compete. watermill-amqp's pub/sub presets name the queue
+// topic+"_"+suffix instead: migrating from them, use
+// WatermillAMQPDurablePubSub, or a second queue appears beside the first.
 type FanoutPerTopic struct {
 	Prefix        string
 	ConsumerGroup string

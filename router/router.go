@@ -45,10 +45,12 @@ type Config struct {
 	// (what was restored, what failed). It must not block.
 	OnRestore func(topology.RestoreReport)
 	// WatermillHandlers runs the routes as handlers of the Watermill router
-	// (Watermill()), so that middleware, decorators and plugins added to it
-	// apply to them. It costs a channel hop and a goroutine per message.
+	// (Watermill()), which costs a channel hop and a goroutine per message.
 	// Default: false: each route's subscription runs the route's stack
-	// itself; Watermill() still runs any handler added to it directly.
+	// itself, unless middleware or decorators were added to Watermill()
+	// before Run: then the routes run as Watermill handlers anyway, so that
+	// what was added applies to them (never skipped), and Run logs it at
+	// Info. Watermill() runs any handler added to it directly either way.
 	WatermillHandlers bool
 	// OnConsumerEvent is told whenever a route's consumer is interrupted,
 	// waits for its queue, or consumes again. It must not block.
@@ -166,7 +168,8 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 }
 
 // Watermill is the underlying Watermill router: add any Watermill
-// middleware, plugin or decorator to it before Run.
+// middleware, plugin or decorator to it before Run. Middleware and
+// decorators added to it apply to the routes too (Config.WatermillHandlers).
 func (r *Router) Watermill() *message.Router { return r.wm }
 
 // Ops is the router's topology operations on the connection's registry.
