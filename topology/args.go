@@ -92,11 +92,18 @@ const (
 	Balanced    LeaderLocator = "balanced"
 )
 
-var typedQueueArgs = []string{
-	"x-queue-type", "x-message-ttl", "x-expires", "x-max-length", "x-max-length-bytes", "x-overflow",
-	"x-dead-letter-exchange", "x-dead-letter-routing-key", "x-dead-letter-strategy", "x-max-priority",
-	"x-single-active-consumer", "x-queue-mode", "x-delivery-limit", "x-queue-leader-locator", "x-consumer-timeout",
-	"x-quorum-initial-group-size", "x-max-age", "x-stream-max-segment-size-bytes", "x-stream-filter-size-bytes",
+// typedQueueArgs are the queue arguments QueueArgs has a field for, by the
+// field that sets each.
+var typedQueueArgs = map[string]string{
+	"x-queue-type": "Args.Type", "x-message-ttl": "Args.MessageTTL", "x-expires": "Args.Expires",
+	"x-max-length": "Args.MaxLength", "x-max-length-bytes": "Args.MaxLengthBytes", "x-overflow": "Args.Overflow",
+	"x-dead-letter-exchange": "Args.DeadLetterExchange", "x-dead-letter-routing-key": "Args.DeadLetterRoutingKey",
+	"x-dead-letter-strategy": "Args.DeadLetterStrategy", "x-max-priority": "Args.MaxPriority",
+	"x-single-active-consumer": "Args.SingleActiveConsumer", "x-queue-mode": "Args.QueueMode",
+	"x-delivery-limit": "Args.DeliveryLimit", "x-queue-leader-locator": "Args.LeaderLocator",
+	"x-consumer-timeout": "Args.ConsumerTimeout", "x-quorum-initial-group-size": "Args.QuorumInitialGroupSize",
+	"x-max-age": "Args.MaxAge", "x-stream-max-segment-size-bytes": "Args.StreamMaxSegmentSizeBytes",
+	"x-stream-filter-size-bytes": "Args.StreamFilterSizeBytes",
 }
 
 // Table is the arguments as sent to the broker.
@@ -298,12 +305,12 @@ func (a ExchangeArgs) Table() amqp.Table {
 }
 
 // validateExtra checks that an argument table can be encoded and does not
-// repeat a typed field.
-func validateExtra(spec, field string, t amqp.Table, typed []string) []error {
+// repeat a typed field (typed: argument name to the field that sets it).
+func validateExtra(spec, field string, t amqp.Table, typed map[string]string) []error {
 	var errs []error
 	for _, k := range slices.Sorted(maps.Keys(t)) {
-		if slices.Contains(typed, k) {
-			errs = append(errs, &SpecError{Spec: spec, Field: field, Reason: fmt.Sprintf("%q has a typed field; set that instead", k)})
+		if typedField, ok := typed[k]; ok {
+			errs = append(errs, &SpecError{Spec: spec, Field: field, Reason: fmt.Sprintf("%q has a typed field, %s; set that instead", k, typedField)})
 		}
 	}
 	if err := t.Validate(); err != nil {

@@ -171,7 +171,7 @@ type ForceRefusedError struct {
 }
 
 func (e *ForceRefusedError) Error() string {
-	return fmt.Sprintf("topology: force-recreating queue %q would lose %d message(s); pass AcceptMessageLoss to allow it (cause: %v)", e.Queue, e.Messages, e.Cause)
+	return fmt.Sprintf("topology: force-recreating queue %q would lose %d message(s); pass the AcceptMessageLoss option to allow it (cause: %v)", e.Queue, e.Messages, e.Cause)
 }
 
 func (e *ForceRefusedError) Unwrap() []error { return []error{ErrMessagesAtStake, e.Cause} }

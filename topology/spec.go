@@ -68,7 +68,7 @@ func (s ExchangeSpec) Validate() error {
 	if err := checkName(spec, "Args.AlternateExchange", s.Args.AlternateExchange, true); err != nil {
 		errs = append(errs, err)
 	}
-	typed := []string{"alternate-exchange"}
+	typed := map[string]string{"alternate-exchange": "Args.AlternateExchange"}
 	errs = append(errs, validateExtra(spec, "Args.Extra", s.Args.Extra, typed)...)
 	return errors.Join(errs...)
 }

@@ -5,8 +5,10 @@
 //	go install github.com/warrenmq/warren/cmd/warren@latest
 //
 // The broker is --url or WARREN_URL (the library's URL options apply:
-// heartbeat, connection_timeout, TLS files, several hosts). Passwords are
-// never printed.
+// heartbeat, connection_timeout, TLS files, several hosts). The commands
+// that change a broker refuse to run without one; the others read the local
+// broker then. Every output names the host and vhost; passwords are never
+// printed (not in help, errors, tables or JSON).
 //
 // Exit codes:
 //
@@ -56,7 +58,11 @@ func main() {
 
 // run is the command with its streams, for tests.
 func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr *os.File) int {
-	root := newRoot(stdin, stdout, stderr)
+	secrets := &scrubber{}
+	secrets.add(os.Getenv("WARREN_URL"))
+	secrets.add(urlFlag(args))
+	root := newRoot(stdin, stdout, stderr, secrets)
+	errOut := secrets.wrap(stderr)
 	root.SetArgs(args)
 	err := root.ExecuteContext(ctx)
 	if err == nil {
@@ -65,11 +71,11 @@ func run(ctx context.Context, args []string, stdin *os.File, stdout, stderr *os.
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.err != nil && ee.code != exitDiffers {
-			fmt.Fprintln(stderr, "warren:", redact(ee.err.Error()))
+			fmt.Fprintln(errOut, "warren:", redact(ee.err.Error()))
 		}
 		return ee.code
 	}
-	fmt.Fprintln(stderr, "warren:", redact(err.Error()))
+	fmt.Fprintln(errOut, "warren:", redact(err.Error()))
 	if isUsage(err) {
 		return exitUsage
 	}

@@ -26,7 +26,8 @@ func publishCommand(g *globals) *cobra.Command {
 		Long: `publish sends one message to --exchange (default: the default exchange, where
 the routing key is a queue's name) and waits for the broker's confirm. The
 message is mandatory: when no queue gets it, publish fails. The body is the
-second argument, or --file (- for stdin), or stdin when neither is given.`,
+second argument, or --file (- for stdin), or stdin when neither is given.
+It needs --url or WARREN_URL.`,
 		Example: `  warren publish orders '{"id":1}'
   warren publish order.paid --exchange shop --file order.json -H tenant=acme --content-type application/json
   echo hello | warren publish orders`,
@@ -65,7 +66,7 @@ second argument, or --file (- for stdin), or stdin when neither is given.`,
 					msg.Headers[k] = v
 				}
 			}
-			c, ops, err := g.connect(cmd.Context())
+			c, ops, err := g.connectToChange(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -76,7 +77,7 @@ second argument, or --file (- for stdin), or stdin when neither is given.`,
 			if g.json() {
 				return g.printJSON(map[string]any{"exchange": exchange, "routing_key": a[0], "bytes": len(body), "confirmed": true})
 			}
-			fmt.Fprintf(g.stdout, "published %d bytes to exchange %q with routing key %q (confirmed)\n", len(body), exchange, a[0])
+			fmt.Fprintf(g.stdout, "published %d bytes to exchange %q with routing key %q on %s (confirmed)\n", len(body), exchange, a[0], g.broker)
 			return nil
 		},
 	}

@@ -22,7 +22,7 @@ import (
 
 // globals are the flags every command takes.
 type globals struct {
-	url     string
+	url     string // --url
 	output  string
 	timeout time.Duration
 	stdin   io.Reader
@@ -30,7 +30,16 @@ type globals struct {
 	stderr  io.Writer
 	// terminal: stdout is a terminal (progress bars, prompts).
 	terminal bool
+	// secrets hides the passwords of --url and WARREN_URL in every output.
+	secrets *scrubber
+	// broker is where the command connected, for the human-readable
+	// outputs: "127.0.0.1:5672, vhost "/"".
+	broker string
 }
+
+// localURL is the broker of a command that only reads, when neither --url
+// nor WARREN_URL names one.
+const localURL = "amqp://guest:guest@127.0.0.1:5672/"
 
 // usageError is wrong usage (exit code 2).
 type usageError struct{ err error }
@@ -48,17 +57,19 @@ func isUsage(err error) bool {
 		strings.HasPrefix(msg, "unknown shorthand flag") || strings.Contains(msg, "arg(s)") || strings.HasPrefix(msg, "required flag")
 }
 
-func newRoot(stdin *os.File, stdout, stderr *os.File) *cobra.Command {
-	g := &globals{stdin: stdin, stdout: stdout, stderr: stderr, terminal: isTerminal(stdout)}
+func newRoot(stdin *os.File, stdout, stderr *os.File, secrets *scrubber) *cobra.Command {
+	g := &globals{stdin: stdin, stdout: secrets.wrap(stdout), stderr: secrets.wrap(stderr), terminal: isTerminal(stdout), secrets: secrets}
 	root := &cobra.Command{
 		Use:   "warren",
 		Short: "Topology as code, dead-letter triage and replay, and debugging for RabbitMQ services built with warren",
 		Long: `warren is the operators' command of the warren library.
 
-The broker is --url, or WARREN_URL, or amqp://guest:guest@127.0.0.1:5672/.
-The URL takes the library's options (heartbeat, connection_timeout, cacertfile,
-certfile, keyfile, several hosts separated by commas). Passwords are never
-printed.
+The broker is --url, or WARREN_URL. Commands that change the broker (topology
+apply, dlq replay, dlq move, dlq purge, publish) refuse to run without one;
+commands that only read fall back to amqp://guest:guest@127.0.0.1:5672/. Every
+output names the host and vhost the command acted on. The URL takes the
+library's options (heartbeat, connection_timeout, cacertfile, certfile,
+keyfile, several hosts separated by commas). Passwords are never printed.
 
 Exit codes: 0 done (nothing differs), 1 failed, 2 wrong usage, 3 invalid
 topology file, 4 diff found differences, 5 refused (apply would destroy
@@ -71,14 +82,10 @@ messages, purge not confirmed).`,
   warren tail shop 'order.#'`,
 	}
 	root.SetIn(stdin)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &usageError{err} })
-	defaultURL := os.Getenv("WARREN_URL")
-	if defaultURL == "" {
-		defaultURL = "amqp://guest:guest@127.0.0.1:5672/"
-	}
-	root.PersistentFlags().StringVar(&g.url, "url", defaultURL, "broker URL (default: $WARREN_URL)")
+	root.PersistentFlags().StringVar(&g.url, "url", "", "broker URL (default: $WARREN_URL; commands that only read: "+localURL+")")
 	root.PersistentFlags().StringVarP(&g.output, "output", "o", "table", "output format: table or json")
 	root.PersistentFlags().DurationVar(&g.timeout, "timeout", time.Minute, "give up on a lost broker after this long")
 	root.PersistentPreRunE = func(*cobra.Command, []string) error {
@@ -101,10 +108,36 @@ func args(check cobra.PositionalArgs) cobra.PositionalArgs {
 	}
 }
 
+// target is the broker URL: --url, else WARREN_URL; explicit is false when
+// neither names one (the local broker, for commands that only read).
+func (g *globals) target() (url string, explicit bool) {
+	if g.url != "" {
+		return g.url, true
+	}
+	if env := os.Getenv("WARREN_URL"); env != "" {
+		return env, true
+	}
+	return localURL, false
+}
+
+// errNoTarget: a command that changes the broker was given none.
+var errNoTarget = errors.New("this command changes the broker: name it with --url or WARREN_URL (it would otherwise act on " + localURL + ")")
+
+// connectToChange is connect for the commands that change the broker: they
+// never guess which one.
+func (g *globals) connectToChange(ctx context.Context) (*conn.Conn, *topology.Ops, error) {
+	if _, explicit := g.target(); !explicit {
+		return nil, nil, &usageError{errNoTarget}
+	}
+	return g.connect(ctx)
+}
+
 // connect opens the connection: one attempt at first (a wrong URL fails at
 // once), then reconnecting for --timeout after a loss.
 func (g *globals) connect(ctx context.Context) (*conn.Conn, *topology.Ops, error) {
-	c, err := conn.New(g.url, conn.Config{
+	url, _ := g.target()
+	g.secrets.add(url)
+	c, err := conn.New(url, conn.Config{
 		ConnectionName: "warren-cli",
 		Telemetry:      telemetry.Disabled(),
 		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second,
@@ -115,7 +148,12 @@ func (g *globals) connect(ctx context.Context) (*conn.Conn, *topology.Ops, error
 	}
 	if err := c.Open(ctx); err != nil {
 		_ = c.Close(context.Background())
-		return nil, nil, fmt.Errorf("connect to %s: %w", redact(g.url), err)
+		return nil, nil, fmt.Errorf("connect to %s: %w", redact(url), err)
+	}
+	if u, err := conn.ParseURL(url); err == nil {
+		host := strings.TrimPrefix(strings.TrimPrefix(c.Endpoint(), "amqp://"), "amqps://")
+		host, _, _ = strings.Cut(host, "/")
+		g.broker = fmt.Sprintf("%s, vhost %q", host, u.Vhost)
 	}
 	ops, err := topology.NewOps(c, topology.OpsConfig{})
 	if err != nil {

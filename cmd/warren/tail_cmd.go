@@ -53,7 +53,7 @@ until --count messages were printed.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(g.stderr, "tailing exchange %q with %q (Ctrl-C to stop)\n", a[0], pattern)
+			fmt.Fprintf(g.stderr, "tailing exchange %q with %q on %s (Ctrl-C to stop)\n", a[0], pattern, g.broker)
 			var m warren.DefaultMarshaler
 			for n := 0; count == 0 || n < count; n++ {
 				var d amqp.Delivery

@@ -20,7 +20,7 @@ import (
 
 func topologyCommand(g *globals) *cobra.Command {
 	cmd := &cobra.Command{Use: "topology", Short: "Validate, compare, apply and export topology files"}
-	cmd.AddCommand(validateCommand(g), diffCommand(g), applyCommand(g), exportCommand(g))
+	cmd.AddCommand(validateCommand(g), diffCommand(g), applyCommand(g), exportCommand(g), schemaCommand(g))
 	return cmd
 }
 
@@ -121,6 +121,7 @@ their number is reported as not checked. Exit code 4 when something differs.`,
 					return err
 				}
 			} else {
+				fmt.Fprintf(g.stdout, "%s against %s\n", a[0], g.broker)
 				printDiff(g, diffs, len(t.Bindings))
 			}
 			if len(diffs) > 0 {
@@ -247,7 +248,8 @@ func applyCommand(g *globals) *cobra.Command {
 exists with the same arguments changes nothing). An entity that exists with
 other arguments is an error, unless --force: then it is deleted and declared
 again, with its bindings; a queue that holds messages is still refused
-(exit code 5) unless --accept-message-loss is given too.`,
+(exit code 5) unless --accept-message-loss is given too. It needs --url or
+WARREN_URL: it never guesses which broker to change.`,
 		Example: `  warren topology apply topology.yaml
   warren topology apply topology.yaml --force`,
 		Args: args(cobra.ExactArgs(1)),
@@ -259,7 +261,7 @@ again, with its bindings; a queue that holds messages is still refused
 			if acceptLoss && !force {
 				return &usageError{errors.New("--accept-message-loss needs --force")}
 			}
-			c, ops, err := g.connect(cmd.Context())
+			c, ops, err := g.connectToChange(cmd.Context())
 			if err != nil {
 				return err
 			}
@@ -272,15 +274,21 @@ again, with its bindings; a queue that holds messages is still refused
 				opts = append(opts, topology.AcceptMessageLoss())
 			}
 			if err := ops.Apply(cmd.Context(), t, opts...); err != nil {
-				if errors.Is(err, topology.ErrMessagesAtStake) {
-					return &exitError{exitRefused, err}
+				var fr *topology.ForceRefusedError
+				switch {
+				case errors.As(err, &fr):
+					return &exitError{exitRefused, fmt.Errorf("queue %q exists with other arguments and holds %d message(s): --force would delete them; "+
+						"add --accept-message-loss to accept that (%s)", fr.Queue, fr.Messages, preconditionDetail(fr.Cause.Error()))}
+				case errors.Is(err, topology.ErrPreconditionFailed):
+					return fmt.Errorf("%s on %s: %s; `warren topology diff %s` lists every difference, and --force recreates what differs "+
+						"(a queue that holds messages also needs --accept-message-loss)", a[0], g.broker, preconditionDetail(err.Error()), a[0])
 				}
 				return err
 			}
 			if g.json() {
 				return g.printJSON(map[string]any{"file": a[0], "exchanges": len(t.Exchanges), "queues": len(t.Queues), "bindings": len(t.Bindings)})
 			}
-			fmt.Fprintf(g.stdout, "applied %s: %d exchanges, %d queues, %d bindings\n", a[0], len(t.Exchanges), len(t.Queues), len(t.Bindings))
+			fmt.Fprintf(g.stdout, "applied %s on %s: %d exchanges, %d queues, %d bindings\n", a[0], g.broker, len(t.Exchanges), len(t.Queues), len(t.Bindings))
 			return nil
 		},
 	}

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -26,49 +27,54 @@ type topologyFile struct {
 	Bindings  []bindingEntry  `yaml:"bindings,omitempty"`
 }
 
+// The entries' tags are the file format's reference: yaml is the key; doc
+// says what it is; arg is the RabbitMQ argument or property it sets; enum
+// lists the values; format says how a string is read; def is the default.
+// `warren topology schema` and docs/TOPOLOGY.md are made from them (a test
+// fails when the document drifts).
 type exchangeEntry struct {
-	Name              string         `yaml:"name"`
-	Type              string         `yaml:"type"`
-	Durable           bool           `yaml:"durable,omitempty"`
-	AutoDelete        bool           `yaml:"auto_delete,omitempty"`
-	Internal          bool           `yaml:"internal,omitempty"`
-	AlternateExchange string         `yaml:"alternate_exchange,omitempty"`
-	Arguments         map[string]any `yaml:"arguments,omitempty"`
+	Name              string         `yaml:"name" doc:"The exchange's name. Required; amq.* names are the broker's." arg:"exchange"`
+	Type              string         `yaml:"type" doc:"How it routes." arg:"type" enum:"direct,fanout,topic,headers,x-delayed-message"`
+	Durable           bool           `yaml:"durable,omitempty" doc:"Survives a broker restart." arg:"durable" def:"false"`
+	AutoDelete        bool           `yaml:"auto_delete,omitempty" doc:"Deleted by the broker when its last binding goes." arg:"auto-delete" def:"false"`
+	Internal          bool           `yaml:"internal,omitempty" doc:"Takes messages only from other exchanges, never from a publisher." arg:"internal" def:"false"`
+	AlternateExchange string         `yaml:"alternate_exchange,omitempty" doc:"Receives what this exchange cannot route." arg:"alternate-exchange"`
+	Arguments         map[string]any `yaml:"arguments,omitempty" doc:"Any other argument, sent as it is (an argument with a key above is refused: set the key)." arg:"arguments"`
 }
 
 type queueEntry struct {
-	Name                 string         `yaml:"name"`
-	Durable              bool           `yaml:"durable,omitempty"`
-	Exclusive            bool           `yaml:"exclusive,omitempty"`
-	AutoDelete           bool           `yaml:"auto_delete,omitempty"`
-	Type                 string         `yaml:"type,omitempty"`
-	MessageTTL           string         `yaml:"message_ttl,omitempty"`
-	Expires              string         `yaml:"expires,omitempty"`
-	MaxLength            int64          `yaml:"max_length,omitempty"`
-	MaxLengthBytes       int64          `yaml:"max_length_bytes,omitempty"`
-	Overflow             string         `yaml:"overflow,omitempty"`
-	DeadLetterExchange   string         `yaml:"dead_letter_exchange,omitempty"`
-	DeadLetterRoutingKey string         `yaml:"dead_letter_routing_key,omitempty"`
-	DeadLetterStrategy   string         `yaml:"dead_letter_strategy,omitempty"`
-	MaxPriority          int            `yaml:"max_priority,omitempty"`
-	SingleActiveConsumer bool           `yaml:"single_active_consumer,omitempty"`
-	DeliveryLimit        int            `yaml:"delivery_limit,omitempty"`
-	QueueMode            string         `yaml:"queue_mode,omitempty"`
-	LeaderLocator        string         `yaml:"leader_locator,omitempty"`
-	ConsumerTimeout      string         `yaml:"consumer_timeout,omitempty"`
-	InitialGroupSize     int            `yaml:"quorum_initial_group_size,omitempty"`
-	MaxAge               string         `yaml:"max_age,omitempty"`
-	MaxSegmentSizeBytes  int64          `yaml:"stream_max_segment_size_bytes,omitempty"`
-	FilterSizeBytes      int            `yaml:"stream_filter_size_bytes,omitempty"`
-	Arguments            map[string]any `yaml:"arguments,omitempty"`
+	Name                 string         `yaml:"name" doc:"The queue's name. Required; amq.* names are the broker's." arg:"queue"`
+	Durable              bool           `yaml:"durable,omitempty" doc:"Survives a broker restart (quorum queues and streams must be; RabbitMQ 4.3 refuses non-durable non-exclusive queues)." arg:"durable" def:"false"`
+	Exclusive            bool           `yaml:"exclusive,omitempty" doc:"Belongs to the declaring connection, deleted with it." arg:"exclusive" def:"false"`
+	AutoDelete           bool           `yaml:"auto_delete,omitempty" doc:"Deleted by the broker when its last consumer goes." arg:"auto-delete" def:"false"`
+	Type                 string         `yaml:"type,omitempty" doc:"The queue type; empty is the vhost's default type." arg:"x-queue-type" enum:"classic,quorum,stream"`
+	MessageTTL           string         `yaml:"message_ttl,omitempty" doc:"How long a message may wait in the queue." arg:"x-message-ttl" format:"duration"`
+	Expires              string         `yaml:"expires,omitempty" doc:"How long the queue may stay unused before the broker deletes it." arg:"x-expires" format:"duration"`
+	MaxLength            int64          `yaml:"max_length,omitempty" doc:"The most messages it holds (see overflow)." arg:"x-max-length"`
+	MaxLengthBytes       int64          `yaml:"max_length_bytes,omitempty" doc:"The most body bytes it holds (see overflow)." arg:"x-max-length-bytes"`
+	Overflow             string         `yaml:"overflow,omitempty" doc:"What a full queue does." arg:"x-overflow" enum:"drop-head,reject-publish,reject-publish-dlx" def:"drop-head"`
+	DeadLetterExchange   string         `yaml:"dead_letter_exchange,omitempty" doc:"Where rejected, expired and dropped messages go (\"\" is the default exchange, with dead_letter_routing_key)." arg:"x-dead-letter-exchange"`
+	DeadLetterRoutingKey string         `yaml:"dead_letter_routing_key,omitempty" doc:"The routing key of dead letters (default: their own)." arg:"x-dead-letter-routing-key"`
+	DeadLetterStrategy   string         `yaml:"dead_letter_strategy,omitempty" doc:"Quorum queues: at-least-once dead-lettering needs overflow reject-publish." arg:"x-dead-letter-strategy" enum:"at-most-once,at-least-once" def:"at-most-once"`
+	MaxPriority          int            `yaml:"max_priority,omitempty" doc:"Classic queues: the highest message priority honoured (1-255)." arg:"x-max-priority"`
+	SingleActiveConsumer bool           `yaml:"single_active_consumer,omitempty" doc:"One consumer at a time gets messages; the others wait." arg:"x-single-active-consumer" def:"false"`
+	DeliveryLimit        int            `yaml:"delivery_limit,omitempty" doc:"Quorum queues: deliveries before a message is dead-lettered or dropped; -1 is none (RabbitMQ 4.0+, whose default is 20)." arg:"x-delivery-limit"`
+	QueueMode            string         `yaml:"queue_mode,omitempty" doc:"Classic queues v1: lazy. Ignored by 3.12+, refused by 4.3." arg:"x-queue-mode" enum:"default,lazy"`
+	LeaderLocator        string         `yaml:"leader_locator,omitempty" doc:"Quorum queues and streams: where the leader is placed." arg:"x-queue-leader-locator" enum:"client-local,balanced"`
+	ConsumerTimeout      string         `yaml:"consumer_timeout,omitempty" doc:"How long a delivery may stay unacknowledged before the broker closes its channel (RabbitMQ 3.12+)." arg:"x-consumer-timeout" format:"duration"`
+	InitialGroupSize     int            `yaml:"quorum_initial_group_size,omitempty" doc:"Quorum queues: the number of replicas at declaration." arg:"x-quorum-initial-group-size"`
+	MaxAge               string         `yaml:"max_age,omitempty" doc:"Streams: how long segments are kept." arg:"x-max-age" format:"duration"`
+	MaxSegmentSizeBytes  int64          `yaml:"stream_max_segment_size_bytes,omitempty" doc:"Streams: the size of a segment file." arg:"x-stream-max-segment-size-bytes"`
+	FilterSizeBytes      int            `yaml:"stream_filter_size_bytes,omitempty" doc:"Streams: the size of a chunk's filter (RabbitMQ 3.13+, 16-255)." arg:"x-stream-filter-size-bytes"`
+	Arguments            map[string]any `yaml:"arguments,omitempty" doc:"Any other argument, sent as it is (an argument with a key above is refused: set the key)." arg:"arguments"`
 }
 
 type bindingEntry struct {
-	Source          string         `yaml:"source"`
-	Destination     string         `yaml:"destination"`
-	DestinationType string         `yaml:"destination_type,omitempty"`
-	RoutingKey      string         `yaml:"routing_key,omitempty"`
-	Arguments       map[string]any `yaml:"arguments,omitempty"`
+	Source          string         `yaml:"source" doc:"The exchange messages come from. Required." arg:"source"`
+	Destination     string         `yaml:"destination" doc:"The queue (or exchange) they go to. Required." arg:"destination"`
+	DestinationType string         `yaml:"destination_type,omitempty" doc:"What destination names." arg:"destination type" enum:"queue,exchange" def:"queue"`
+	RoutingKey      string         `yaml:"routing_key,omitempty" doc:"The binding key (a pattern for a topic exchange)." arg:"routing key"`
+	Arguments       map[string]any `yaml:"arguments,omitempty" doc:"Binding arguments (x-match and the headers of a headers exchange)." arg:"arguments"`
 }
 
 // fieldKeys maps a spec field, as topology's errors name it, to its key in
@@ -85,6 +91,20 @@ var fieldKeys = map[string]string{
 	"Args.LeaderLocator": "leader_locator", "Args.QueueMode": "queue_mode", "Args.ConsumerTimeout": "consumer_timeout",
 	"Args.QuorumInitialGroupSize": "quorum_initial_group_size", "Args.MaxAge": "max_age",
 	"Args.StreamMaxSegmentSizeBytes": "stream_max_segment_size_bytes", "Args.StreamFilterSizeBytes": "stream_filter_size_bytes",
+}
+
+// typedFieldName finds the spec field a reason names ("Args.MessageTTL").
+var typedFieldName = regexp.MustCompile(`\bArgs\.[A-Za-z]+\b`)
+
+// inFileWords says a library reason in the file's words: a spec field it
+// names is the file's key (message_ttl, not Args.MessageTTL).
+func inFileWords(reason string) string {
+	return typedFieldName.ReplaceAllStringFunc(reason, func(field string) string {
+		if key, ok := fieldKeys[field]; ok {
+			return key
+		}
+		return field
+	})
 }
 
 // Problem is one thing wrong with a topology file, where it is.
@@ -154,7 +174,7 @@ func parseTopology(path string, raw []byte, target topology.Target) (topology.To
 			p := Problem{File: path, Line: node.Line, Entity: entity, Reason: e.Error()}
 			var se *topology.SpecError
 			if errors.As(e, &se) {
-				p.Reason = se.Reason
+				p.Reason = inFileWords(se.Reason)
 				if key, ok := fieldKeys[se.Field]; ok {
 					p.Field = key
 					if k := mapKey(node, key); k != nil {

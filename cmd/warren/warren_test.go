@@ -19,6 +19,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files")
@@ -102,9 +103,15 @@ func cli(t *testing.T, url, stdin string, args ...string) result {
 	return result{out.String(), errOut.String(), code}
 }
 
-// golden compares got with testdata/name.golden (-update rewrites it).
+// testVhost matches the vhosts the tests make (newVhost): golden files say
+// VHOST instead.
+var testVhost = regexp.MustCompile(`warren-cli-[0-9]+-[0-9]+`)
+
+// golden compares got with testdata/name.golden (-update rewrites it); the
+// test's vhost reads VHOST.
 func golden(t *testing.T, name, got string) {
 	t.Helper()
+	got = testVhost.ReplaceAllString(got, "VHOST")
 	path := filepath.Join("testdata", name+".golden")
 	if *update {
 		if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
@@ -202,7 +209,7 @@ func TestDiffThenApply(t *testing.T) {
 		t.Fatalf("apply --force --accept-message-loss: exit %d: %s", r.code, r.stderr)
 	}
 	r = cli(t, url, "", "topology", "diff", "testdata/shop.yaml")
-	if r.code != 0 || !strings.HasPrefix(r.stdout, "no differences") {
+	if r.code != 0 || !strings.Contains(r.stdout, "\nno differences") {
 		t.Fatalf("diff after apply: exit %d: %s", r.code, r.stdout)
 	}
 }
@@ -402,7 +409,7 @@ func TestPurgeAsksFirst(t *testing.T) {
 		t.Fatalf("purge answered no: exit %d, %d left", r.code, depth(t, ch, "orders.dlq"))
 	}
 	r = cli(t, url, "y\n", "dlq", "purge", "orders.dlq")
-	if r.code != 0 || depth(t, ch, "orders.dlq") != 0 || r.stdout != "purged 2 message(s) from orders.dlq\n" {
+	if r.code != 0 || depth(t, ch, "orders.dlq") != 0 || testVhost.ReplaceAllString(r.stdout, "VHOST") != "purged 2 message(s) from orders.dlq on 127.0.0.1:5672, vhost \"VHOST\"\n" {
 		t.Fatalf("purge answered yes: exit %d, %q", r.code, r.stdout)
 	}
 }
@@ -488,7 +495,7 @@ func TestExportFromDefinitions(t *testing.T) {
 	if err := os.WriteFile(exported, []byte(r.stdout), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if r := cli(t, url, "", "topology", "diff", exported); r.code != 0 || !strings.HasPrefix(r.stdout, "no differences") {
+	if r := cli(t, url, "", "topology", "diff", exported); r.code != 0 || !strings.Contains(r.stdout, "\nno differences") {
 		t.Fatalf("diff of the export: exit %d: %s%s", r.code, r.stdout, r.stderr)
 	}
 	r = cli(t, url, "", "topology", "export", defsPath, "--vhost", vhost, "--format", "go")
@@ -496,4 +503,60 @@ func TestExportFromDefinitions(t *testing.T) {
 		t.Fatalf("export --format go: exit %d: %s", r.code, r.stderr)
 	}
 	golden(t, "export-go", r.stdout)
+}
+
+// TestTopologyReferenceMatchesTheLoader: docs/TOPOLOGY.md's table of keys
+// is made from the definitions the loader reads (-update rewrites it), and
+// each of its examples is a valid file: the reference cannot drift from
+// the format.
+func TestTopologyReferenceMatchesTheLoader(t *testing.T) {
+	const path = "../../docs/TOPOLOGY.md"
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc := string(raw)
+	const startMark, endMark = "<!-- keys:", "<!-- end of keys -->"
+	start, end := strings.Index(doc, startMark), strings.Index(doc, endMark)
+	if start < 0 || end < start {
+		t.Fatalf("%s has no generated keys section", path)
+	}
+	start += strings.Index(doc[start:], "\n") + 1
+	want := "\n" + formatReference()
+	if *update {
+		if err := os.WriteFile(path, []byte(doc[:start]+want+doc[end:]), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	if doc[start:end] != want {
+		t.Errorf("%s's keys differ from the loader's definitions; go test ./cmd/warren -run TestTopologyReference -update", path)
+	}
+	examples := regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(doc, -1)
+	checked := 0
+	for i, m := range examples {
+		if !strings.Contains(m[1], "name:") && !strings.Contains(m[1], "source:") {
+			continue // the schema comment
+		}
+		if _, problems, err := parseTopology(fmt.Sprintf("example %d", i), []byte(m[1]), topology.Target{}); err != nil {
+			t.Errorf("%s: example %d is not a valid file: %v %v", path, i, err, problems)
+		}
+		checked++
+	}
+	if checked < 3 {
+		t.Fatalf("%d examples checked, want one per entity at least", checked)
+	}
+	// The schema has exactly the keys the loader accepts.
+	schema := topologySchema()
+	for _, s := range formatSections {
+		props := schema["properties"].(map[string]any)[s.key].(map[string]any)["items"].(map[string]any)["properties"].(map[string]any)
+		for key := range keysOf(s.entry) {
+			if _, ok := props[key]; !ok {
+				t.Errorf("the schema lacks %s.%s", s.key, key)
+			}
+		}
+		if len(props) != len(keysOf(s.entry)) {
+			t.Errorf("the schema's %s has %d keys, the loader %d", s.key, len(props), len(keysOf(s.entry)))
+		}
+	}
 }
