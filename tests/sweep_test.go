@@ -83,6 +83,14 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	s.Func("warren.StreamNext", warren.StreamNext)
 	s.Func("warren.StreamSince", warren.StreamSince)
 	s.Func("warren.WatermillLogger", warren.WatermillLogger)
+	for name, fn := range map[string]any{
+		"WatermillAMQPDurablePubSub": warren.WatermillAMQPDurablePubSub, "WatermillAMQPNonDurablePubSub": warren.WatermillAMQPNonDurablePubSub,
+		"WatermillAMQPDurableQueue": warren.WatermillAMQPDurableQueue, "WatermillAMQPNonDurableQueue": warren.WatermillAMQPNonDurableQueue,
+		"WatermillAMQPDurableTopic": warren.WatermillAMQPDurableTopic, "WatermillAMQPNonDurableTopic": warren.WatermillAMQPNonDurableTopic,
+		"WatermillAMQPQueueSuffix": warren.WatermillAMQPQueueSuffix,
+	} {
+		s.Func("warren."+name, fn)
+	}
 	pub := func(cfg warren.PublisherConfig) func() any {
 		return func() any {
 			p, err := warren.NewPublisher(c, cfg)
@@ -111,6 +119,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		"PublisherConfig": &warren.PublisherConfig{}, "SubscriberConfig": &warren.SubscriberConfig{}, "RequesterConfig": &warren.RequesterConfig{},
 		"QueuePerTopic": warren.QueuePerTopic{}, "FanoutPerTopic": warren.FanoutPerTopic{}, "TopicExchange": warren.TopicExchange{},
 		"ExistingQueues": warren.ExistingQueues{}, "PartitionedTopic": warren.PartitionedTopic{}, "StreamPerTopic": warren.StreamPerTopic{},
+		"WatermillAMQP": warren.WatermillAMQP{},
 		"DefaultMarshaler": warren.DefaultMarshaler{}, "PoisonError": &warren.PoisonError{}, "PublishError": &warren.PublishError{},
 		"RemoteError": &warren.RemoteError{}, "TopicError": &warren.TopicError{}, "StreamOffset": warren.StreamOffset{},
 	} {
