@@ -5,9 +5,9 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/topology"
 )
 
 // PublisherConfig shapes a Publisher. The zero value is usable.
@@ -18,7 +18,7 @@ type PublisherConfig struct {
 	// Marshaler encodes messages. Default: DefaultMarshaler{} (persistent).
 	Marshaler Marshaler
 	// Mandatory makes the broker return messages that reach no queue:
-	// Publish then fails with ErrUnroutable naming them. A scheduled
+	// Publish then fails with broker.ErrUnroutable naming them. A scheduled
 	// message (MetaDelayedUntil) is checked when it is due instead, with or
 	// without Mandatory, and kept where an operator sees it when no queue
 	// takes it then (see MetaDelayedUntil). Default: false.
@@ -175,9 +175,9 @@ type SubscriberConfig struct {
 	// interrupted (its queue deleted, its channel or connection closed),
 	// waits for its queue, or consumes again. It runs on the consumer's
 	// goroutine: it must not block. Every event is also logged.
-	OnConsumerEvent func(topic string, e topology.ConsumerEvent)
+	OnConsumerEvent func(topic string, e broker.ConsumerEvent)
 	// Ops configures the subscriber's topology operations (timeouts).
-	Ops topology.OpsConfig
+	Ops broker.OpsConfig
 	// Telemetry traces every delivery (a process span from hand-out to
 	// settlement, then a settle span), continuing the trace its sender
 	// put in its headers, and records the consume and process metrics,

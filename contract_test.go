@@ -9,6 +9,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -115,7 +116,7 @@ func TestPublishRefusesBadArgumentsBeforeTheBroker(t *testing.T) {
 	if _, err := sub.Subscribe(ctxT(t, 5*time.Second), ""); !errors.Is(err, warren.ErrInvalidTopic) {
 		t.Fatalf("subscribe to an empty topic: %v", err)
 	}
-	if n := len(topology.RegistryOf(c).Snapshot().Queues); n != 0 {
+	if n := len(broker.RegistryOf(c).Snapshot().Queues); n != 0 {
 		t.Fatalf("%d queue(s) declared for bad input", n)
 	}
 }
@@ -126,7 +127,7 @@ func TestPublishRefusesBadArgumentsBeforeTheBroker(t *testing.T) {
 func TestPublisherUsesTheRegisteredSpec(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
-	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -56,5 +56,5 @@
 // and returns once every goroutine has ended, or with an error naming what is
 // still running; neither closes the connection, which belongs to the caller.
 // Their topology goes into the connection's one registry (see
-// topology.RegistryOf).
+// broker.RegistryOf).
 package warren

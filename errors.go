@@ -8,8 +8,6 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
-	"github.com/warrenmq/warren/internal/configerr"
-	"github.com/warrenmq/warren/topology"
 )
 
 // errDeliveryGone ends the process span of a message whose channel died
@@ -18,40 +16,11 @@ var errDeliveryGone = ack.NamedError("warren: the delivery's channel closed befo
 
 // Sentinels, for errors.Is.
 var (
-	// ErrClosed: the Publisher or Subscriber was closed.
-	ErrClosed = ack.NamedError("warren: closed", "closed")
-	// ErrUnroutable: a mandatory message reached no queue (basic.return).
-	// The same error as topology.ErrUnroutable.
-	ErrUnroutable = topology.ErrUnroutable
-	// ErrNacked: the broker refused a message (basic.nack). The same error
-	// as topology.ErrNacked.
-	ErrNacked = topology.ErrNacked
-	// ErrAccessRefused: the broker refused an operation (403
-	// ACCESS_REFUSED: no permission to declare, publish to or consume
-	// from the entity). The same error as topology.ErrAccessRefused and
-	// conn.ErrAccessRefused; a failed login is conn.IsAuthError instead.
-	ErrAccessRefused = topology.ErrAccessRefused
-	// ErrNotFound: the entity does not exist (404 NOT_FOUND). The same
-	// error as topology.ErrNotFound and conn.ErrNotFound.
-	ErrNotFound = topology.ErrNotFound
-	// ErrResourceLocked: the queue is exclusive to another connection (405
-	// RESOURCE_LOCKED). The same error as topology.ErrResourceLocked.
-	ErrResourceLocked = topology.ErrResourceLocked
-	// ErrPreconditionFailed: the entity exists with other properties, or a
-	// message broke a broker rule (406 PRECONDITION_FAILED). The same error
-	// as topology.ErrPreconditionFailed.
-	ErrPreconditionFailed = topology.ErrPreconditionFailed
-	// ErrMessageTooLarge: a message is larger than the broker accepts. The
-	// same error as topology.ErrMessageTooLarge.
-	ErrMessageTooLarge = topology.ErrMessageTooLarge
 	// ErrPublishTimeout: PublishTimeout passed before every message was
 	// confirmed.
 	ErrPublishTimeout = ack.NamedError("warren: publish not confirmed in time", "publish_timeout")
 	// ErrPoison: a delivery could not be decoded into a message.
 	ErrPoison = ack.NamedError("warren: poison message", "poison")
-	// ErrInvalidConfig: a Config is wrong. The same error as every other
-	// package's ErrInvalidConfig.
-	ErrInvalidConfig = configerr.ErrInvalidConfig
 	// ErrInvalidTopic: a topic is empty, or its mapping makes no valid
 	// names of it. Nothing was declared or published.
 	ErrInvalidTopic = ack.NamedError("warren: invalid topic", "invalid_topic")
@@ -60,10 +29,6 @@ var (
 	// milliseconds, say). Nothing of that call was published.
 	ErrInvalidMessage = ack.NamedError("warren: invalid message", "invalid_message")
 )
-
-// ConfigError names a config field that is wrong; it matches
-// ErrInvalidConfig.
-type ConfigError = configerr.Error
 
 // TopicError is a topic that cannot be published or subscribed to; it
 // matches ErrInvalidTopic and keeps the mapping's reason in the chain.
@@ -108,7 +73,7 @@ func (e *PublishError) Error() string {
 }
 
 // Unwrap lets errors.Is and errors.As find each message's error
-// (ErrUnroutable, topology.ErrNotFound, *topology.ChannelError, ...).
+// (broker.ErrUnroutable, conn.ErrNotFound, *conn.RefusedError, ...).
 func (e *PublishError) Unwrap() []error {
 	out := make([]error, 0, len(e.Failed))
 	for _, err := range e.Failed {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/conn"
 )
 
 func TestMarshalRoundTrip(t *testing.T) {
@@ -127,19 +128,19 @@ func FuzzUnmarshalHeaders(f *testing.F) {
 
 func TestConfigValidation(t *testing.T) {
 	_, err := warren.NewPublisher(nil, warren.PublisherConfig{})
-	var ce *warren.ConfigError
+	var ce *conn.ConfigError
 	if !errors.As(err, &ce) {
 		t.Fatalf("nil conn: %v", err)
 	}
 	for _, cfg := range []warren.SubscriberConfig{{MaxInFlight: -1}, {MaxInFlight: 10, Prefetch: 5}, {NackDisposition: 99}, {CloseTimeout: -1}} {
 		c := cfg
-		if err := validateSub(&c); !errors.Is(err, warren.ErrInvalidConfig) {
+		if err := validateSub(&c); !errors.Is(err, conn.ErrInvalidConfig) {
 			t.Errorf("%+v accepted: %v", cfg, err)
 		}
 	}
 	for _, cfg := range []warren.PublisherConfig{{ConfirmChannels: -1}, {PublishTimeout: -1}, {ConfirmChannels: 1000}} {
 		c := cfg
-		if err := validatePub(&c); !errors.Is(err, warren.ErrInvalidConfig) {
+		if err := validatePub(&c); !errors.Is(err, conn.ErrInvalidConfig) {
 			t.Errorf("%+v accepted: %v", cfg, err)
 		}
 	}

@@ -14,6 +14,8 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -150,7 +152,7 @@ type partitionGroup struct {
 	id      string
 	every   time.Duration
 	out     chan *message.Message // nil with a handler
-	members *topology.Consumer
+	members *broker.Consumer
 
 	lastCount int // members counted at the last look
 
@@ -173,7 +175,7 @@ var memberSeq struct {
 
 func (s *Subscriber) subscribePartitions(ctx context.Context, topic string, sub Subscription, h func(*message.Message) error) (<-chan *message.Message, error) {
 	if s.cfg.MaxInFlight > 1 {
-		return nil, &ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
+		return nil, &conn.ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
 			Reason: "a partitioned topic keeps each key in order: one message at a time per partition; want 1"}
 	}
 	every := sub.Rebalance
@@ -190,7 +192,7 @@ func (s *Subscriber) subscribePartitions(ctx context.Context, topic string, sub 
 		g.out = make(chan *message.Message)
 	}
 	var err error
-	g.members, err = s.ops.Consume(ctx, topology.ConsumerSpec{Queue: sub.Members, Handler: func(context.Context, *topology.Delivery) {}})
+	g.members, err = s.ops.Consume(ctx, broker.ConsumerSpec{Queue: sub.Members, Handler: func(context.Context, *broker.Delivery) {}})
 	if err != nil {
 		return nil, fmt.Errorf("warren: join the members of topic %q: %w", topic, err)
 	}
@@ -341,7 +343,7 @@ func (g *partitionGroup) relock(ctx context.Context) int {
 			continue
 		}
 		err := g.lock(ctx, q)
-		if errors.Is(err, topology.ErrResourceLocked) {
+		if errors.Is(err, conn.ErrResourceLocked) {
 			g.s.log.Info("warren: another member took a partition while the connection was lost; letting it go", "topic", g.topic, "partition", q)
 			g.release(ctx, q, st, false)
 			n--
@@ -354,12 +356,12 @@ func (g *partitionGroup) relock(ctx context.Context) int {
 func lockOf(q string) string { return q + ".owner" }
 
 // lock takes partition q's lock (nil), or finds another member holding it
-// (topology.ErrResourceLocked), or cannot tell (another error).
+// (conn.ErrResourceLocked), or cannot tell (another error).
 func (g *partitionGroup) lock(ctx context.Context, q string) error {
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
 	defer cancel()
 	gen := g.s.conn.Generation()
-	if _, err := g.s.ops.DeclareQueue(ictx, topology.QueueSpec{Name: lockOf(q), Exclusive: true}, topology.NoRestore()); err != nil {
+	if _, err := g.s.ops.DeclareQueue(ictx, topology.QueueSpec{Name: lockOf(q), Exclusive: true}, broker.NoRestore()); err != nil {
 		return err
 	}
 	g.mu.Lock()
@@ -380,7 +382,7 @@ func (g *partitionGroup) unlock(ctx context.Context, q string) {
 	g.forgetLock(q)
 	ictx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.every*4)
 	defer cancel()
-	if _, err := g.s.ops.DeleteQueue(ictx, lockOf(q), topology.DeleteOptions{}); err != nil {
+	if _, err := g.s.ops.DeleteQueue(ictx, lockOf(q), broker.DeleteOptions{}); err != nil {
 		// Gone with its connection, or the connection is down: either
 		// way it is freed when the connection goes.
 		g.s.log.Debug("warren: freeing a partition lock failed", "topic", g.topic, "partition", q, "err", err)
@@ -459,7 +461,7 @@ func (g *partitionGroup) stopClaiming() {
 	g.mu.Unlock()
 	<-g.done
 	if g.members != nil {
-		_ = g.s.ops.StopConsume(context.Background(), g.members)
+		_ = g.members.Stop(context.Background())
 	}
 	if g.out != nil {
 		go func() {

@@ -11,11 +11,11 @@ import (
 
 	"github.com/ThreeDotsLabs/watermill/message"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/topology"
 )
 
 var _ message.Publisher = (*Publisher)(nil)
@@ -23,7 +23,7 @@ var _ message.Publisher = (*Publisher)(nil)
 // Publisher is a Watermill message.Publisher with publisher confirms,
 // pipelined: Publish writes every message, then waits for all confirms at
 // once, and concurrent Publish calls share a small pool of confirm channels.
-// It publishes through topology.Ops.PublishAll, warren's one confirm path:
+// It publishes through broker.Ops.PublishAll, warren's one confirm path:
 // broker refusals fail the refused message at once, and only messages
 // whose confirm a connection drop made unknown are republished
 // (at-least-once), bounded by PublishTimeout and each message's Context().
@@ -31,7 +31,7 @@ var _ message.Publisher = (*Publisher)(nil)
 // concurrent use.
 type Publisher struct {
 	conn   *conn.Conn
-	ops    *topology.Ops
+	ops    *broker.Ops
 	cfg    PublisherConfig
 	log    *slog.Logger
 	routes *lru.Cache[string, cachedRoute]
@@ -61,7 +61,7 @@ type cachedRoute struct {
 // Close does not close it.
 func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if c == nil {
-		return nil, &ConfigError{Field: "warren.NewPublisher.conn", Reason: "must not be nil"}
+		return nil, &conn.ConfigError{Field: "warren.NewPublisher.conn", Reason: "must not be nil"}
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -74,7 +74,7 @@ func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 	if cfg.Telemetry == nil {
 		cfg.Telemetry = c.Telemetry()
 	}
-	ops, err := topology.NewOps(c, topology.OpsConfig{ConfirmChannels: cfg.ConfirmChannels, Timeout: cfg.PublishTimeout, Logger: log})
+	ops, err := broker.NewOps(c, broker.OpsConfig{ConfirmChannels: cfg.ConfirmChannels, Timeout: cfg.PublishTimeout, Logger: log})
 	if err != nil {
 		return nil, err
 	}
@@ -90,15 +90,15 @@ func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 // its own reason, the others published and confirmed: metadata the
 // marshaler cannot put into AMQP (ErrInvalidMessage: an expiration that is
 // not milliseconds, a delay that is not RFC 3339, a delay beyond the delay
-// levels); nacked (ErrNacked); unroutable with Mandatory (ErrUnroutable);
-// refused by the broker (*topology.ChannelError: topology.ErrNotFound for a
-// missing exchange, topology.ErrAccessRefused,
-// *topology.MessageTooLargeError); cancelled by their own Context() (its
+// levels); nacked (broker.ErrNacked); unroutable with Mandatory (broker.ErrUnroutable);
+// refused by the broker (*conn.RefusedError: conn.ErrNotFound for a
+// missing exchange, conn.ErrAccessRefused,
+// *broker.MessageTooLargeError); cancelled by their own Context() (its
 // error); not confirmed within PublishTimeout (ErrPublishTimeout). A
 // blocked connection makes Publish wait, bounded the same way
 // (conn.ErrBlocked). A nil message (ErrInvalidMessage) or an invalid topic
 // (ErrInvalidTopic) fails the whole call before anything is declared or
-// sent. After Close: ErrClosed.
+// sent. After Close: conn.ErrClosed.
 func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 	return p.PublishContext(context.Background(), topic, msgs...)
 }
@@ -106,7 +106,7 @@ func (p *Publisher) Publish(topic string, msgs ...*message.Message) error {
 // PublishContext is Publish bounded by ctx as well.
 func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*message.Message) error {
 	if !p.enter() {
-		return ErrClosed
+		return conn.ErrClosed
 	}
 	defer p.leave()
 	if ctx == nil {
@@ -137,7 +137,7 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		perr.Failed[msgs[i].UUID] = err
 		perr.Errs[i] = err
 	}
-	out := make([]topology.Outgoing, 0, len(msgs))
+	out := make([]broker.Outgoing, 0, len(msgs))
 	traced := make([]telemetry.Outgoing, 0, len(msgs))
 	sent := make([]int, 0, len(msgs)) // out[j] is msgs[sent[j]]
 	for i, m := range msgs {
@@ -162,7 +162,7 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 				continue
 			}
 		}
-		out = append(out, topology.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: key, Mandatory: p.cfg.Mandatory, Msg: pub})
+		out = append(out, broker.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: key, Mandatory: p.cfg.Mandatory, Msg: pub})
 		sent = append(sent, i)
 	}
 	for j := range out {
@@ -229,7 +229,7 @@ func (p *Publisher) leave() {
 // exists is used as it is, whoever declared it and with whatever arguments
 // (a router's route, another service), and only one that is missing is
 // declared, from the mapping, so that nothing published before the first
-// subscriber is lost (topology.IfMissing).
+// subscriber is lost (broker.IfMissing).
 func (p *Publisher) route(ctx context.Context, topic string) (Route, error) {
 	epoch := p.ops.Registry().Epoch()
 	if c, ok := p.routes.Get(topic); ok && c.epoch == epoch {
@@ -239,7 +239,7 @@ func (p *Publisher) route(ctx context.Context, topic string) (Route, error) {
 	if err != nil {
 		return Route{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid route of it", Err: err}
 	}
-	if err := p.ops.Apply(ctx, r.Topology, topology.IfMissing()); err != nil {
+	if err := p.ops.Apply(ctx, r.Topology, broker.IfMissing()); err != nil {
 		return Route{}, fmt.Errorf("warren: declare route of topic %q: %w", topic, err)
 	}
 	p.routes.Put(topic, cachedRoute{r, epoch})

@@ -15,6 +15,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
@@ -99,7 +100,7 @@ func TestMandatoryUnroutableIsAnError(t *testing.T) {
 	msgs := []*message.Message{message.NewMessage("m1", nil), message.NewMessage("m2", nil)}
 	err = pub.Publish("nobody-listens", msgs...)
 	var pe *warren.PublishError
-	if !errors.As(err, &pe) || !errors.Is(err, warren.ErrUnroutable) || len(pe.Failed) != 2 || pe.Failed["m1"] == nil {
+	if !errors.As(err, &pe) || !errors.Is(err, broker.ErrUnroutable) || len(pe.Failed) != 2 || pe.Failed["m1"] == nil {
 		t.Fatalf("unroutable publish: %v", err)
 	}
 	// Bound: the same publisher now delivers.
@@ -155,8 +156,8 @@ func TestMandatoryReturnsReachTheirOwnMessages(t *testing.T) {
 					return
 				}
 				for id, e := range pe.Failed {
-					if !errors.Is(e, warren.ErrUnroutable) {
-						t.Errorf("message %s: %v, want ErrUnroutable", id, e)
+					if !errors.Is(e, broker.ErrUnroutable) {
+						t.Errorf("message %s: %v, want broker.ErrUnroutable", id, e)
 					}
 				}
 			}
@@ -251,7 +252,7 @@ func testConfirmsLostInADrop(t *testing.T, mandatory bool) {
 func TestPoisonMessageIsDeadLetteredOnce(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
-	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -311,7 +312,7 @@ func (p pickyMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) {
 func TestNackDispositionFromAck(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
-	ops, _ := topology.NewOps(c, topology.OpsConfig{})
+	ops, _ := broker.NewOps(c, broker.OpsConfig{})
 	defer ops.Close(context.Background())
 	ctx := ctxT(t, 30*time.Second)
 	dlq := b.Name("dlq")
@@ -483,10 +484,10 @@ func TestCloseIsIdempotentAndFinal(t *testing.T) {
 	if _, ok := <-out; ok {
 		t.Fatal("output channel open after Close")
 	}
-	if err := pub.Publish("closing", message.NewMessage("x", nil)); !errors.Is(err, warren.ErrClosed) {
+	if err := pub.Publish("closing", message.NewMessage("x", nil)); !errors.Is(err, conn.ErrClosed) {
 		t.Fatalf("Publish after Close: %v", err)
 	}
-	if _, err := sub.Subscribe(context.Background(), "closing"); !errors.Is(err, warren.ErrClosed) {
+	if _, err := sub.Subscribe(context.Background(), "closing"); !errors.Is(err, conn.ErrClosed) {
 		t.Fatalf("Subscribe after Close: %v", err)
 	}
 }

@@ -14,6 +14,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/headers"
@@ -123,7 +124,7 @@ type replyLine struct {
 // caller's).
 func NewRequester(c *conn.Conn, cfg RequesterConfig) (*Requester, error) {
 	if c == nil {
-		return nil, &ConfigError{Field: "warren.NewRequester.conn", Reason: "must not be nil"}
+		return nil, &conn.ConfigError{Field: "warren.NewRequester.conn", Reason: "must not be nil"}
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -142,7 +143,7 @@ func NewRequester(c *conn.Conn, cfg RequesterConfig) (*Requester, error) {
 
 // Request sends msg to topic and returns the reply: the responder's
 // message, or its failure as a *RemoteError (ErrRemote). A request no queue
-// takes fails with ErrUnroutable; one whose reply cannot arrive any more
+// takes fails with broker.ErrUnroutable; one whose reply cannot arrive any more
 // with ErrReplyLost, at once; ctx (or Timeout) bounds the wait.
 func (r *Requester) Request(ctx context.Context, topic string, msg *message.Message) (*message.Message, error) {
 	if ctx == nil {
@@ -202,9 +203,9 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 			case conn.Acked:
 			case conn.Returned:
 				ret := c.Return()
-				return nil, fmt.Errorf("%w: request to %q: %d %s", ErrUnroutable, topic, ret.ReplyCode, ret.ReplyText)
+				return nil, fmt.Errorf("%w: request to %q: %d %s", broker.ErrUnroutable, topic, ret.ReplyCode, ret.ReplyText)
 			case conn.Nacked:
-				return nil, fmt.Errorf("%w: request to %q", ErrNacked, topic)
+				return nil, fmt.Errorf("%w: request to %q", broker.ErrNacked, topic)
 			default:
 				return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
 			}
@@ -231,7 +232,7 @@ func (r *Requester) replyLine(ctx context.Context) (*replyLine, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return nil, ErrClosed
+		return nil, conn.ErrClosed
 	}
 	if r.line != nil && !r.line.isDead() {
 		return r.line, nil

@@ -8,15 +8,15 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/headers"
-	"github.com/warrenmq/warren/topology"
 )
 
 // MetaDelayedUntil is Watermill's delay metadata (components/delay:
 // delay.Message(msg, delay.For(d)) or delay.Until(t), RFC 3339): a message
 // that carries a time in the future is delivered then, not before, and at
-// most a second later, through broker queues (topology.Schedule): no plugin.
+// most a second later, through broker queues (delay.Schedule): no plugin.
 //
 // Publish returns once the broker holds the message in the delay levels:
 // whether its destination takes it is known only when it is due, so
@@ -26,7 +26,7 @@ import (
 // warren process of the vhost (the hand-over: every Publisher that
 // scheduled and every router with delayed retries takes part), mandatory and
 // confirmed. A due message no queue takes is kept in
-// topology.ScheduleUnroutableQueue with the reason and its destination's
+// delay.ScheduleUnroutableQueue with the reason and its destination's
 // exchange and routing key, counted (warren.scheduled.unroutable) and
 // logged at Warn; `warren dlq replay warren.delay.unroutable` sends it on
 // once a queue is bound. Nothing scheduled is lost, and nothing is retried
@@ -56,7 +56,7 @@ func delayOf(msg *message.Message) (time.Duration, bool, error) {
 // declaring them (once per connection) and the destination's binding, and
 // returns the exchange and routing key to publish to. It takes part in the
 // hand-over of due messages from then until Close.
-func (p *Publisher) schedule(ctx context.Context, exchange, key string, pub *amqp.Publishing, delay time.Duration) (string, string, error) {
+func (p *Publisher) schedule(ctx context.Context, exchange, key string, pub *amqp.Publishing, wait time.Duration) (string, string, error) {
 	// A per-message TTL would expire the message out of a delay level
 	// early: it travels in a header, and the hand-over restores it.
 	forward := p.cfg.ForwardScheduled || pub.Expiration != ""
@@ -72,18 +72,18 @@ func (p *Publisher) schedule(ctx context.Context, exchange, key string, pub *amq
 	// confuse (a consumer that republishes the message, say).
 	delete(pub.Headers, MetaDelayedUntil)
 	delete(pub.Headers, metaDelayedFor)
-	route := topology.ScheduleDestination(exchange, key, forward)
+	route := delay.ScheduleDestination(exchange, key, forward)
 	cacheKey := "\x00schedule\x00" + exchange + "\x00" + key
 	if route.Forwarded() {
 		cacheKey = "\x00schedule\x00"
 	}
 	epoch := p.ops.Registry().Epoch()
 	if c, ok := p.routes.Get(cacheKey); !ok || c.epoch != epoch {
-		t := topology.ScheduleTopology()
+		t := delay.ScheduleTopology()
 		if route.Binding != nil {
 			t.Bindings = append(t.Bindings, *route.Binding)
 		}
-		if err := p.ops.Apply(ctx, t, topology.IfMissing()); err != nil {
+		if err := p.ops.Apply(ctx, t, broker.IfMissing()); err != nil {
 			return "", "", fmt.Errorf("warren: declare the delay levels for %s key %q: %w", displayExchange(exchange), key, err)
 		}
 		p.routes.Put(cacheKey, cachedRoute{Route{}, epoch})
@@ -91,7 +91,7 @@ func (p *Publisher) schedule(ctx context.Context, exchange, key string, pub *amq
 	if err := p.joinHandOver(ctx); err != nil {
 		return "", "", err
 	}
-	x, k, err := topology.Schedule(pub, delay, route)
+	x, k, err := delay.Schedule(pub, wait, route)
 	if err != nil {
 		return "", "", fmt.Errorf("%w: %w", ErrInvalidMessage, err)
 	}
@@ -126,7 +126,7 @@ func displayExchange(x string) string {
 // exchange and its queue), not the deliver exchange and the levels' routing
 // key.
 func deliveredVia(d *amqp.Delivery) (exchange, key string) {
-	if x, k, ok := topology.ScheduledFrom(d.Exchange, d.RoutingKey, nil); ok {
+	if x, k, ok := delay.ScheduledFrom(d.Exchange, d.RoutingKey, nil); ok {
 		return x, k
 	}
 	return d.Exchange, d.RoutingKey

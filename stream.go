@@ -10,6 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -220,7 +221,7 @@ func (p *streamPosition) save(ctx context.Context) {
 	}
 	ctx, cancel := context.WithTimeout(ctx, p.s.cfg.CloseTimeout)
 	defer cancel()
-	errs := p.s.ops.PublishAll(ctx, []topology.Outgoing{{RoutingKey: p.keep.Name,
+	errs := p.s.ops.PublishAll(ctx, []broker.Outgoing{{RoutingKey: p.keep.Name,
 		Msg: amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(strconv.FormatInt(acked, 10))}}})
 	if err := errors.Join(errs...); err != nil {
 		p.s.log.Warn("warren: keeping the stream position failed; it is written again with the next ack", "stream", p.stream, "err", err)

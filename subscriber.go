@@ -14,11 +14,12 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/errkind"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/internal/workgroup"
 	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/topology"
 )
 
 var (
@@ -34,8 +35,8 @@ var (
 // called. Safe for concurrent use.
 type Subscriber struct {
 	conn *conn.Conn
-	ops  *topology.Ops
-	reg  *topology.Registry
+	ops  *broker.Ops
+	reg  *broker.Registry
 	cfg  SubscriberConfig
 	log  *slog.Logger
 
@@ -72,7 +73,7 @@ const attemptMemory = 10000
 // Close does not close it.
 func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	if c == nil {
-		return nil, &ConfigError{Field: "warren.NewSubscriber.conn", Reason: "must not be nil"}
+		return nil, &conn.ConfigError{Field: "warren.NewSubscriber.conn", Reason: "must not be nil"}
 	}
 	cfg.setDefaults()
 	if err := cfg.Validate(); err != nil {
@@ -85,7 +86,7 @@ func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	if cfg.Telemetry == nil {
 		cfg.Telemetry = c.Telemetry()
 	}
-	ops, err := topology.NewOps(c, cfg.Ops)
+	ops, err := broker.NewOps(c, cfg.Ops)
 	if err != nil {
 		return nil, err
 	}
@@ -159,7 +160,7 @@ func (s *Subscriber) initialize(ctx context.Context, topic string) (Subscription
 // handler did not settle it in time (see SubscriberConfig.CloseTimeout).
 // When ctx ends the subscription ends like Close: no new messages, the
 // handlers in flight finish, then the output channel closes. Errors:
-// ErrClosed after Close; ErrInvalidTopic; declare errors from package
+// conn.ErrClosed after Close; ErrInvalidTopic; declare errors from package
 // topology.
 func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *message.Message, error) {
 	out, err := s.subscribe(ctx, topic, nil)
@@ -179,7 +180,7 @@ func (s *Subscriber) Subscribe(ctx context.Context, topic string) (<-chan *messa
 // Shutdown), letting a running h finish.
 func (s *Subscriber) SubscribeFunc(ctx context.Context, topic string, h func(*message.Message) error) error {
 	if h == nil {
-		return &ConfigError{Field: "warren.Subscriber.SubscribeFunc.h", Reason: "must not be nil"}
+		return &conn.ConfigError{Field: "warren.Subscriber.SubscribeFunc.h", Reason: "must not be nil"}
 	}
 	_, err := s.subscribe(ctx, topic, h)
 	return err
@@ -193,7 +194,7 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 	closed := s.closed
 	s.mu.Unlock()
 	if closed {
-		return nil, ErrClosed
+		return nil, conn.ErrClosed
 	}
 	sub, err := s.initialize(ctx, topic)
 	if err != nil {
@@ -211,7 +212,7 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 
 // consumeQueue subscribes to sub.Queue; partition marks a partition of a
 // PartitionedTopic, whose consumer hands the partition over in order when
-// it stops (topology.ConsumerSpec.OrderedHandOver).
+// it stops (broker.ConsumerSpec.OrderedHandOver).
 func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscription, h func(*message.Message) error, partition bool) (*subscription, error) {
 	var err error
 	st := &subscription{
@@ -233,16 +234,17 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscri
 	if s.cfg.MaxInFlight > 1 {
 		st.slots = make(chan struct{}, s.cfg.MaxInFlight)
 	}
-	spec := topology.ConsumerSpec{
+	spec := broker.ConsumerSpec{
 		Queue:         sub.Queue,
 		PrefetchCount: s.cfg.Prefetch,
 		Handler:       st.handle,
 		OnEvent:       st.onEvent,
+		Drain:         st.drain,
 	}
 	spec.OrderedHandOver = partition
 	if sub.Stream != nil {
 		if s.cfg.MaxInFlight > 1 {
-			return nil, &ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
+			return nil, &conn.ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
 				Reason: "a stream subscription hands out one message at a time (its position is the last message acked); want 1"}
 		}
 		if st.stream, err = newStreamPosition(ctx, s, sub.Queue, *sub.Stream); err != nil {
@@ -262,7 +264,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscri
 	if s.closed { // Close ran meanwhile
 		s.mu.Unlock()
 		st.stop(context.Background())
-		return nil, ErrClosed
+		return nil, conn.ErrClosed
 	}
 	s.subs = append(s.subs, st)
 	s.mu.Unlock()
@@ -326,7 +328,7 @@ type subscription struct {
 	s        *Subscriber
 	topic    string
 	queue    string
-	consumer *topology.Consumer
+	consumer *broker.Consumer
 	// consumed is closed once consumer is set: the consumer's events (its
 	// end, when the connection closes for good) may come before Consume
 	// returns, and a stop they start reads consumer.
@@ -338,8 +340,8 @@ type subscription struct {
 	base      context.Context
 	abandoned chan struct{} // closed by abandon
 	abandonMu sync.Mutex
-	flight    map[*topology.Delivery]context.CancelFunc // MaxInFlight > 1
-	single    context.CancelFunc                        // MaxInFlight 1
+	flight    map[*broker.Delivery]context.CancelFunc // MaxInFlight > 1
+	single    context.CancelFunc                      // MaxInFlight 1
 	// handler runs each message (SubscribeFunc); nil hands messages out on
 	// out (Subscribe).
 	handler  func(*message.Message) error
@@ -383,19 +385,7 @@ func (st *subscription) stop(ctx context.Context) {
 			release()
 			st.abandon()
 		}()
-		abandoned := st.abandoned
-		_ = st.consumer.StopWith(ctx, func(ctx context.Context) {
-			done := make(chan struct{})
-			go func() {
-				st.workers.Wait()
-				close(done)
-			}()
-			select {
-			case <-done:
-			case <-abandoned:
-				<-done // workers return at once once abandoned
-			}
-		})
+		_ = st.consumer.Stop(ctx) // drains the workers (st.drain)
 		if st.out != nil {
 			close(st.out)
 		}
@@ -408,6 +398,21 @@ func (st *subscription) stop(ctx context.Context) {
 		}
 		st.s.mu.Unlock()
 	})
+}
+
+// drain waits for the handlers in flight to settle (the consumer's Drain,
+// before its channel goes): at once once abandoned.
+func (st *subscription) drain(context.Context) {
+	done := make(chan struct{})
+	go func() {
+		st.workers.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-st.abandoned:
+		<-done // workers return at once once abandoned
+	}
 }
 
 // abandon is stop's deadline: it tells every handler still running (their
@@ -431,7 +436,7 @@ func (st *subscription) abandon() {
 
 // track keeps a message's cancel for abandon until untrack; a message that
 // arrives after abandon is cancelled at once.
-func (st *subscription) track(d *topology.Delivery, cancel context.CancelFunc) {
+func (st *subscription) track(d *broker.Delivery, cancel context.CancelFunc) {
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
 	select {
@@ -445,12 +450,12 @@ func (st *subscription) track(d *topology.Delivery, cancel context.CancelFunc) {
 		return
 	}
 	if st.flight == nil {
-		st.flight = map[*topology.Delivery]context.CancelFunc{}
+		st.flight = map[*broker.Delivery]context.CancelFunc{}
 	}
 	st.flight[d] = cancel
 }
 
-func (st *subscription) untrack(d *topology.Delivery) {
+func (st *subscription) untrack(d *broker.Delivery) {
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
 	if st.slots == nil {
@@ -460,8 +465,8 @@ func (st *subscription) untrack(d *topology.Delivery) {
 	delete(st.flight, d)
 }
 
-func (st *subscription) onEvent(e topology.ConsumerEvent) {
-	if e.Kind == topology.ConsumerEnded {
+func (st *subscription) onEvent(e broker.ConsumerEvent) {
+	if e.Kind == broker.ConsumerEnded {
 		st.s.log.Warn("warren: subscription ends with its consumer", "topic", st.topic, "queue", st.queue, "err", e.Err)
 		st.stopInBackground()
 	}
@@ -471,7 +476,7 @@ func (st *subscription) onEvent(e topology.ConsumerEvent) {
 }
 
 // handle runs on the consumer's goroutine for each delivery.
-func (st *subscription) handle(_ context.Context, f *topology.Delivery) {
+func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 	d := f
 	// A consume that resumes at an offset may start at the chunk that
 	// holds it (the stream protocol does; RabbitMQ 3.10 filters for AMQP
@@ -515,7 +520,7 @@ func (st *subscription) handle(_ context.Context, f *topology.Delivery) {
 	}()
 }
 
-func (st *subscription) attemptKey(d *topology.Delivery) string {
+func (st *subscription) attemptKey(d *broker.Delivery) string {
 	if d.MessageId == "" {
 		return ""
 	}
@@ -524,7 +529,7 @@ func (st *subscription) attemptKey(d *topology.Delivery) string {
 
 // previousAttempts is what the broker's headers say, or what this
 // subscriber remembers of the message, whichever is more.
-func (st *subscription) previousAttempts(d *topology.Delivery) int {
+func (st *subscription) previousAttempts(d *broker.Delivery) int {
 	prev := ack.PreviousAttempts(d.Headers, st.queue, d.Redelivered)
 	// A message this subscriber requeued comes back redelivered: only then
 	// is there anything to remember.
@@ -539,7 +544,7 @@ func (st *subscription) previousAttempts(d *topology.Delivery) int {
 	return prev
 }
 
-func (st *subscription) poison(f *topology.Delivery, err error) {
+func (st *subscription) poison(f *broker.Delivery, err error) {
 	d := f
 	st.s.poison.Add(1)
 	st.s.cfg.Telemetry.Poison(st.queue)
@@ -584,7 +589,7 @@ func (st *subscription) deadLetterKnownMissing() bool {
 	return ok && !spec.HasDeadLetter() && !spec.ReadOnly
 }
 
-func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
+func (st *subscription) process(f *broker.Delivery, msg *message.Message) {
 	previous := st.previousAttempts(f)
 	for msg != nil {
 		msg, previous = st.processOnce(f, msg, previous)
@@ -594,7 +599,7 @@ func (st *subscription) process(f *topology.Delivery, msg *message.Message) {
 // processOnce hands msg out and settles it; it returns the message to hand
 // out again (a stream's nacked message: a stream does not redeliver), with
 // its attempts so far, or nil.
-func (st *subscription) processOnce(f *topology.Delivery, msg *message.Message, previous int) (*message.Message, int) {
+func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, previous int) (*message.Message, int) {
 	d := f
 	exchange, key := deliveredVia(&d.Delivery)
 	info := ack.Info{
@@ -649,7 +654,7 @@ func (st *subscription) processOnce(f *topology.Delivery, msg *message.Message, 
 			disp = st.s.cfg.NackDisposition
 		}
 		if why == nil {
-			why = telemetry.ErrNacked
+			why = errkind.HandlerNacked
 		}
 		proc.End(why)
 		return st.finish(f, msg, disp, proc)
@@ -686,7 +691,7 @@ func (st *subscription) run(msg *message.Message) {
 }
 
 // finish settles a message the handler acked or nacked.
-func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
+func (st *subscription) finish(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
 	if st.stream != nil {
 		return st.finishStream(f, msg, disp, proc)
 	}
@@ -718,7 +723,7 @@ func (st *subscription) finish(f *topology.Delivery, msg *message.Message, disp 
 // dead-letters: a nacked message is handed out again here, after the
 // redelivery backoff, never lost and never spinning; a rejected one is
 // passed over (logged), since nothing would ever take it.
-func (st *subscription) finishStream(f *topology.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
+func (st *subscription) finishStream(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
 	switch disp {
 	case ack.Requeue, ack.RejectRequeue:
 		attempts := ack.Attempt(msg)
@@ -752,7 +757,7 @@ func (st *subscription) finishStream(f *topology.Delivery, msg *message.Message,
 // fail settles a failed message: to the dead-letter exchange after
 // MaxAttempts when the queue has one, otherwise back into the queue after a
 // backoff, never dropped.
-func (st *subscription) fail(f *topology.Delivery, msg *message.Message, attempts int, proc *telemetry.Process) {
+func (st *subscription) fail(f *broker.Delivery, msg *message.Message, attempts int, proc *telemetry.Process) {
 	rd := st.s.cfg.Redelivery
 	if attempts >= rd.MaxAttempts {
 		if st.hasDeadLetter() {
@@ -772,7 +777,7 @@ func (st *subscription) fail(f *topology.Delivery, msg *message.Message, attempt
 // later settles disp after the redelivery backoff of attempts, holding the
 // message (and, with MaxInFlight 1, the subscription) meanwhile: a failing
 // message never spins. Stopping cuts the wait short.
-func (st *subscription) later(f *topology.Delivery, disp ack.Disposition, attempts int, proc *telemetry.Process) {
+func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts int, proc *telemetry.Process) {
 	if k := st.attemptKey(f); k != "" {
 		st.s.attempts().Put(k, attempts)
 	}
@@ -789,10 +794,10 @@ func (st *subscription) later(f *topology.Delivery, disp ack.Disposition, attemp
 }
 
 // settle acks, nacks or rejects a delivery on the channel it came on, once
-// (topology.Delivery refuses a second settlement: a handler's late Ack
+// (broker.Delivery refuses a second settlement: a handler's late Ack
 // after Shutdown requeued its message is dropped), or drops the settlement
 // when that channel is gone (PITFALLS 4).
-func (st *subscription) settle(d *topology.Delivery, disp ack.Disposition, proc *telemetry.Process) {
+func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *telemetry.Process) {
 	var err error
 	start := time.Now()
 	switch disp {
@@ -808,7 +813,7 @@ func (st *subscription) settle(d *topology.Delivery, disp ack.Disposition, proc 
 	switch {
 	case err == nil:
 		proc.Settle(settleOp(disp), nil, start)
-	case errors.Is(err, topology.ErrAlreadySettled):
+	case errors.Is(err, broker.ErrAlreadySettled):
 	case !d.Settleable() || errors.Is(err, amqp.ErrClosed):
 		proc.Settle(settleOp(disp), err, start)
 		st.stale()

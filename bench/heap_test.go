@@ -9,7 +9,7 @@ import (
 	"testing"
 
 	"github.com/warrenmq/warren"
-	"github.com/warrenmq/warren/topology"
+	"github.com/warrenmq/warren/broker"
 )
 
 // BenchmarkSubscriberHeap writes a heap profile of 1,000 idle
@@ -24,7 +24,7 @@ func BenchmarkSubscriberHeap(b *testing.B) {
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
-	topology.RegistryOf(c)
+	broker.RegistryOf(c)
 	runtime.MemProfileRate = 1
 	subs := make([]*warren.Subscriber, n)
 	for i := range subs {

@@ -18,6 +18,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/telemetry"
@@ -97,18 +98,19 @@ func vhost(b *testing.B) (string, func()) {
 
 // scaleTopology is N durable classic queues, each bound to one topic
 // exchange and consumed with prefetch 32.
-func scaleTopology(n int, handler topology.Handler) topology.Topology {
+func scaleTopology(n int, handler broker.Handler) (topology.Topology, []broker.ConsumerSpec) {
 	t := topology.Topology{Exchanges: []topology.ExchangeSpec{{Name: "scale.x", Type: topology.Topic, Durable: true}}}
+	var consumers []broker.ConsumerSpec
 	for i := 0; i < n; i++ {
 		q := "scale.q." + strconv.Itoa(i)
 		t.Queues = append(t.Queues, topology.QueueSpec{Name: q, Durable: true})
 		t.Bindings = append(t.Bindings, topology.BindSpec{Source: "scale.x", Destination: q, RoutingKey: "k." + strconv.Itoa(i)})
-		t.Consumers = append(t.Consumers, topology.ConsumerSpec{Queue: q, PrefetchCount: 32, Handler: handler})
+		consumers = append(consumers, broker.ConsumerSpec{Queue: q, PrefetchCount: 32, Handler: handler})
 	}
-	return t
+	return t, consumers
 }
 
-func ignore(context.Context, *topology.Delivery) {}
+func ignore(context.Context, *broker.Delivery) {}
 
 // rawPipelined declares the scale topology with raw amqp091-go: NoWait on
 // 4 channels, one wait per channel and kind; consumers on the same 4
@@ -205,19 +207,22 @@ func warrenDeclareAndRestore(b *testing.B, url string, n int) (declare, restore 
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
-	ops, err := topology.NewOps(c, topology.OpsConfig{Timeout: time.Minute})
+	ops, err := broker.NewOps(c, broker.OpsConfig{Timeout: time.Minute})
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer ops.Close(ctx)
-	t := scaleTopology(n, ignore)
+	t, consumers := scaleTopology(n, ignore)
 	start := time.Now()
-	if err := ops.Apply(ctx, t, topology.WithConsume()); err != nil {
+	if err := ops.Apply(ctx, t); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := ops.ConsumeAll(ctx, consumers); err != nil {
 		b.Fatal(err)
 	}
 	declare = time.Since(start)
-	reports := make(chan topology.RestoreReport, 1)
-	ops.Registry().OnRestore("bench", func(r topology.RestoreReport) { reports <- r })
+	reports := make(chan broker.RestoreReport, 1)
+	ops.Registry().OnRestore("bench", func(r broker.RestoreReport) { reports <- r })
 	if err := c.Refresh(ctx); err != nil {
 		b.Fatal(err)
 	}
@@ -356,7 +361,7 @@ func warrenSubscribers(b *testing.B, url string, n int) footprint {
 	declareQueues(b, url, n)
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
-	topology.RegistryOf(c) // made before the measurement: once per connection
+	broker.RegistryOf(c) // made before the measurement: once per connection
 	heap0, g0 := settle()
 	rss0 := rssKiB()
 	start := time.Now()
@@ -383,7 +388,7 @@ func warrenSubscribers(b *testing.B, url string, n int) footprint {
 	fp := footprint{subscribe: time.Since(start)}
 	heap1, g1 := settle()
 	fp.rssKiB, fp.heapKiB = (rssKiB()-rss0)/float64(n), (heap1-heap0)/float64(n)
-	fp.channels = topology.RegistryOf(c).ConsumerChannels()
+	fp.channels = broker.RegistryOf(c).ConsumerChannels()
 	// Each shared consumer channel has one watcher goroutine (conn's, as
 	// any channel); it is counted per channel, not per subscriber.
 	fp.goroutines = float64(g1-g0-fp.channels)/float64(n) - 1

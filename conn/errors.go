@@ -7,8 +7,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/errkind"
+	"github.com/warrenmq/warren/internal/workgroup"
 )
 
 // Sentinels, for errors.Is. Errors returned by this package wrap one of them
@@ -16,78 +17,71 @@ import (
 var (
 	// ErrClosed: the connection was closed (by Close, or because it gave up).
 	// Closed is terminal; Conn.Err returns why it closed.
-	ErrClosed = ack.NamedError("conn: closed", "closed")
+	ErrClosed = errkind.Named("conn: closed", "closed")
 	// ErrNotOpen: the call needs Open first.
-	ErrNotOpen = ack.NamedError("conn: not open", "not_open")
+	ErrNotOpen = errkind.Named("conn: not open", "not_open")
 	// ErrBlocked: the broker blocked the connection (memory or disk alarm)
 	// and the caller's context ended before it was unblocked.
-	ErrBlocked = ack.NamedError("conn: blocked by the broker (resource alarm)", "blocked")
+	ErrBlocked = errkind.Named("conn: blocked by the broker (resource alarm)", "blocked")
 	// ErrGaveUp: the retry policy ran out of attempts or time.
-	ErrGaveUp = ack.NamedError("conn: gave up connecting", "gave_up")
+	ErrGaveUp = errkind.Named("conn: gave up connecting", "gave_up")
 	// ErrNotRetryable: the retry policy's filter refused to retry the error
 	// (by default authentication and vhost access failures).
-	ErrNotRetryable = ack.NamedError("conn: error is not retryable", "not_retryable")
+	ErrNotRetryable = errkind.Named("conn: error is not retryable", "not_retryable")
 	// ErrConnectionLimit: the broker refused a connection because a vhost's
 	// or a user's connection limit is reached (530 NOT_ALLOWED). Unlike a
 	// refused login it is retried: a connection closing elsewhere frees a
 	// place.
-	ErrConnectionLimit = ack.NamedError("conn: the broker's connection limit is reached", "connection_limit")
+	ErrConnectionLimit = errkind.Named("conn: the broker's connection limit is reached", "connection_limit")
 	// ErrQosUnsupported: Channel.Qos with a prefetch size or global,
 	// which RabbitMQ refuses.
-	ErrQosUnsupported = ack.NamedError("conn: basic.qos prefetch-size and global are not supported by RabbitMQ", "qos_unsupported")
+	ErrQosUnsupported = errkind.Named("conn: basic.qos prefetch-size and global are not supported by RabbitMQ", "qos_unsupported")
 	// ErrTimeout: an AMQP call did not complete within Config.OperationTimeout;
 	// the connection is treated as broken and replaced.
-	ErrTimeout = ack.NamedError("conn: operation timed out", "timeout")
+	ErrTimeout = errkind.Named("conn: operation timed out", "timeout")
 	// ErrInvalidConfig: New was given a bad URL, option or Config. It is
 	// the same error as every other package's ErrInvalidConfig.
 	ErrInvalidConfig = configerr.ErrInvalidConfig
 
 	// The broker refusing one operation on a channel (and closing that
-	// channel, not the connection). The topology and root packages export
-	// the same values: one errors.Is target per refusal, wherever it
-	// surfaces. *RefusedError carries the code and the broker's text.
+	// channel, not the connection): one errors.Is target per refusal,
+	// wherever it surfaces (a conn.Channel call, a declaration through
+	// broker.Ops, a Publish). *RefusedError carries the code and the
+	// broker's text.
 
 	// ErrAccessRefused: 403 ACCESS_REFUSED, the user may not do this (no
 	// configure, write or read permission on the entity, or a publish to an
 	// internal exchange). Not a failed login: see IsAuthError.
-	ErrAccessRefused = ack.NamedError("access refused (403)", "ACCESS_REFUSED")
+	ErrAccessRefused = errkind.AccessRefused
 	// ErrNotFound: 404 NOT_FOUND, the entity does not exist.
-	ErrNotFound = ack.NamedError("not found (404)", "NOT_FOUND")
+	ErrNotFound = errkind.NotFound
 	// ErrResourceLocked: 405 RESOURCE_LOCKED, the entity is in exclusive
 	// use by another connection.
-	ErrResourceLocked = ack.NamedError("resource locked (405)", "RESOURCE_LOCKED")
+	ErrResourceLocked = errkind.ResourceLocked
 	// ErrPreconditionFailed: 406 PRECONDITION_FAILED, the entity exists
 	// with other properties, or a message broke a broker rule.
-	ErrPreconditionFailed = ack.NamedError("precondition failed (406)", "PRECONDITION_FAILED")
+	ErrPreconditionFailed = errkind.PreconditionFailed
 )
 
-// RefusalSentinel is the sentinel of a channel-level reply code
-// (ErrAccessRefused for 403, ErrNotFound for 404, ErrResourceLocked for
-// 405, ErrPreconditionFailed for 406), nil for any other code.
-func RefusalSentinel(code int) error {
-	switch code {
-	case amqp.AccessRefused:
-		return ErrAccessRefused
-	case amqp.NotFound:
-		return ErrNotFound
-	case amqp.ResourceLocked:
-		return ErrResourceLocked
-	case amqp.PreconditionFailed:
-		return ErrPreconditionFailed
-	}
-	return nil
-}
-
-// RefusedError is the broker closing a channel or the connection with a
-// reply code: returned by Channel's calls and Err. It matches the sentinel
-// of its code (RefusalSentinel) and keeps the *amqp091.Error in the chain.
+// RefusedError is the broker refusing an operation with a reply code: a
+// channel call (or the connection) closed by the broker, and every refusal
+// the layers above meet (a declaration, a consume, a publish), which name
+// the operation and the entity. It matches the sentinel of its code (403
+// ErrAccessRefused, 404 ErrNotFound, 405 ErrResourceLocked, 406
+// ErrPreconditionFailed) and keeps the *amqp091.Error in the chain.
 type RefusedError struct {
-	Code int
-	Text string
-	Err  *amqp.Error
+	// Op and Entity say what was refused ("declare", `queue "orders"`);
+	// empty for a bare channel call.
+	Op, Entity string
+	Code       int
+	Text       string
+	Err        error
 }
 
 func (e *RefusedError) Error() string {
+	if e.Op != "" {
+		return fmt.Sprintf("%s %s: %d %s", e.Op, e.Entity, e.Code, e.Text)
+	}
 	return fmt.Sprintf("conn: broker refused: %d %s", e.Code, e.Text)
 }
 
@@ -95,7 +89,7 @@ func (e *RefusedError) Unwrap() error { return e.Err }
 
 // Is matches the sentinel of the reply code.
 func (e *RefusedError) Is(target error) bool {
-	s := RefusalSentinel(e.Code)
+	s := errkind.Refusal(e.Code)
 	return s != nil && s == target
 }
 
@@ -130,6 +124,11 @@ func (e *URLError) Error() string {
 
 // Is makes every URLError match ErrInvalidConfig.
 func (e *URLError) Is(target error) bool { return target == ErrInvalidConfig }
+
+// StillRunningError is a Close (of a connection, Publisher, Subscriber,
+// Requester, Router, broker.Ops) whose deadline passed with goroutines of
+// its owner still running: it names them, and matches the context's error.
+type StillRunningError = workgroup.StillRunningError
 
 // ConfigError names a Config field that is wrong ("conn.Config.Heartbeat");
 // it matches ErrInvalidConfig. Every package of warren reports bad
@@ -255,45 +254,15 @@ func closedError(cause error) error {
 	return fmt.Errorf("%w: %w", ErrClosed, cause)
 }
 
-// ReplyName is the AMQP name of a reply code ("NOT_FOUND" for 404), or
-// "AMQP_<code>" for a code AMQP 0-9-1 does not name.
-func ReplyName(code int) string {
-	if n, ok := replyNames[code]; ok {
-		return n
-	}
-	return fmt.Sprintf("AMQP_%d", code)
-}
-
-var replyNames = map[int]string{
-	amqp.ContentTooLarge:    "CONTENT_TOO_LARGE",
-	amqp.NoRoute:            "NO_ROUTE",
-	amqp.NoConsumers:        "NO_CONSUMERS",
-	amqp.ConnectionForced:   "CONNECTION_FORCED",
-	amqp.InvalidPath:        "INVALID_PATH",
-	amqp.AccessRefused:      "ACCESS_REFUSED",
-	amqp.NotFound:           "NOT_FOUND",
-	amqp.ResourceLocked:     "RESOURCE_LOCKED",
-	amqp.PreconditionFailed: "PRECONDITION_FAILED",
-	amqp.FrameError:         "FRAME_ERROR",
-	amqp.SyntaxError:        "SYNTAX_ERROR",
-	amqp.CommandInvalid:     "COMMAND_INVALID",
-	amqp.ChannelError:       "CHANNEL_ERROR",
-	amqp.UnexpectedFrame:    "UNEXPECTED_FRAME",
-	amqp.ResourceError:      "RESOURCE_ERROR",
-	amqp.NotAllowed:         "NOT_ALLOWED",
-	amqp.NotImplemented:     "NOT_IMPLEMENTED",
-	amqp.InternalError:      "INTERNAL_ERROR",
-}
-
 // ErrorType names the refusal by its AMQP reply (ack.ErrorType).
-func (e *RefusedError) ErrorType() string { return ReplyName(e.Code) }
+func (e *RefusedError) ErrorType() string { return errkind.ReplyName(e.Code) }
 
 // ErrorType is the broker's reply when it sent one, "auth" otherwise
 // (ack.ErrorType).
 func (e *AuthError) ErrorType() string {
 	var ae *amqp.Error
 	if errors.As(e.Err, &ae) && ae.Server {
-		return ReplyName(ae.Code)
+		return errkind.ReplyName(ae.Code)
 	}
 	return "auth"
 }

@@ -15,6 +15,7 @@ import (
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
@@ -184,12 +185,12 @@ func TestMigrationFromWatermillAMQP(t *testing.T) {
 		t.Fatal(err)
 	}
 	if err := r.AddRoute(router.Route{
-		Name:      "billing",
-		Queue:     topology.QueueSpec{Name: queue, Durable: true},
-		Exchanges: []topology.ExchangeSpec{{Name: topic, Type: topology.Fanout, Durable: true}},
-		Bindings:  []topology.BindSpec{{Source: topic}},
-		Marshaler: compat,
-		Retry:     router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 5 * time.Millisecond}},
+		Name:         "billing",
+		Queue:        topology.QueueSpec{Name: queue, Durable: true},
+		Exchanges:    []topology.ExchangeSpec{{Name: topic, Type: topology.Fanout, Durable: true}},
+		Bindings:     []topology.BindSpec{{Source: topic}},
+		Marshaler:    compat,
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 5 * time.Millisecond}},
 		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		Handler:      l.handler("warren"),
 	}); err != nil {
@@ -232,7 +233,7 @@ func TestMigrationFromWatermillAMQP(t *testing.T) {
 	// its delayed retries all due and handed over).
 	stopOld = startOld()
 	defer stopOld()
-	waitEmpty(t, ctx, url, topology.ScheduleDueQueue, topology.ScheduleQueue(0))
+	waitEmpty(t, ctx, url, delay.ScheduleDueQueue, delay.ScheduleQueue(0))
 	if err := r.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +265,7 @@ func TestMigrationFromWatermillAMQP(t *testing.T) {
 			t.Errorf("the old consumer could not decode a message: %s", e)
 		}
 	}
-	waitEmpty(t, ctx, url, queue, topology.ScheduleDueQueue, topology.ScheduleUnroutableQueue)
+	waitEmpty(t, ctx, url, queue, delay.ScheduleDueQueue, delay.ScheduleUnroutableQueue)
 	t.Logf("%d messages accounted for; %d dead letters", len(l.published), len(dead))
 }
 

@@ -13,15 +13,7 @@ import (
 var (
 	// ErrPanic wraps a panic recovered from a handler.
 	ErrPanic = ack.NamedError("middleware: handler panicked", "panic")
-	// ErrInvalidConfig: a middleware was built with a config it cannot
-	// work with. The same error as every other package's ErrInvalidConfig;
-	// the *ConfigError names the field.
-	ErrInvalidConfig = configerr.ErrInvalidConfig
 )
-
-// ConfigError names a config field that is wrong; it matches
-// ErrInvalidConfig.
-type ConfigError = configerr.Error
 
 // PanicError is a recovered panic with its stack.
 type PanicError struct {

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
 )
@@ -51,7 +52,7 @@ func TestAttemptsAcrossRetryAndDelayedRetry(t *testing.T) {
 }
 
 // Every middleware config is checked the same way: each bad field is
-// named, every error is ErrInvalidConfig.
+// named, every error is configerr.ErrInvalidConfig.
 func TestMiddlewareConfigsValidate(t *testing.T) {
 	second := func(_ any, err error) error { return err }
 	for name, tc := range map[string]struct {
@@ -64,8 +65,8 @@ func TestMiddlewareConfigsValidate(t *testing.T) {
 		"delayed":          {second(middleware.DelayedRetry(middleware.DelayedRetryConfig{Levels: []time.Duration{-1}})), "middleware.DelayedRetryConfig.Levels[0]"},
 		"dead letter":      {second(middleware.DeadLetter(middleware.DeadLetterConfig{Mode: 7})), "middleware.DeadLetterConfig.Mode"},
 	} {
-		var ce *middleware.ConfigError
-		if !errors.Is(tc.err, middleware.ErrInvalidConfig) || !errors.As(tc.err, &ce) {
+		var ce *conn.ConfigError
+		if !errors.Is(tc.err, conn.ErrInvalidConfig) || !errors.As(tc.err, &ce) {
 			t.Errorf("%s: %v", name, tc.err)
 			continue
 		}

@@ -58,7 +58,7 @@ type DelayedRetryConfig struct {
 	// the queue's name, with Watermill's delay metadata: a
 	// warren.Publisher with warren.ExistingQueues mapping (default
 	// exchange, routing key = topic) sends it through the broker's delay
-	// levels (topology.Schedule) and returns once the broker confirmed.
+	// levels (delay.Schedule) and returns once the broker confirmed.
 	// Required.
 	Publisher message.Publisher
 	// Levels are the delays, in whole seconds (warren's delay levels round

@@ -19,7 +19,7 @@
 //     broker's consumer_timeout.
 //   - [DelayedRetry] then schedules a copy back to the work queue after
 //     its level's delay (Watermill's delay metadata: warren's Publisher
-//     routes it through the broker's delay levels, topology.Schedule),
+//     routes it through the broker's delay levels, delay.Schedule),
 //     counting attempts in its own header, and acks the original only once
 //     the republish is confirmed.
 //   - [DeadLetter] takes what is left: rejects it to the broker's
@@ -37,7 +37,7 @@
 // ack.Permanent errors are never retried; ack.AsRequeue errors are requeued
 // (after the Subscriber's backoff). Every constructor takes a Config, fills
 // its defaults, validates it and returns (message.HandlerMiddleware, error):
-// a bad field is a *ConfigError matching ErrInvalidConfig. Package
+// a bad field is a *ConfigError matching configerr.ErrInvalidConfig. Package
 // middlewaretest runs handlers through any of these without a broker;
 // package router/routertest runs a whole route's stack.
 package middleware

@@ -3,8 +3,6 @@ package router
 import (
 	"errors"
 	"fmt"
-
-	"github.com/warrenmq/warren/internal/configerr"
 )
 
 var (
@@ -15,11 +13,6 @@ var (
 	ErrDeadLetterMissing = errors.New("router: dead-letter target missing")
 	// ErrRunning: routes are added before Run.
 	ErrRunning = errors.New("router: already running")
-	// ErrInvalidConfig: New was given a nil connection or a bad Config. The
-	// same error as every other package's ErrInvalidConfig.
-	ErrInvalidConfig = configerr.ErrInvalidConfig
-	// ErrClosed: the router was closed.
-	ErrClosed = errors.New("router: closed")
 	// ErrConnectionClosed: Run ended because the router's connection closed
 	// for good (it gave up reconnecting, or was closed under the router);
 	// the connection's reason (conn.Conn.Err) is in the chain.
@@ -28,7 +21,7 @@ var (
 
 // QueueConflictError: a route's queue exists on the broker with other
 // properties or arguments than the route declares, and the broker refused
-// the declaration (406 PRECONDITION_FAILED, topology.ErrPreconditionFailed,
+// the declaration (406 PRECONDITION_FAILED, conn.ErrPreconditionFailed,
 // in the chain with the broker's text, which names the argument). Nothing
 // else of the route was declared. Route.Queue.ReadOnly adopts the queue as
 // it is.

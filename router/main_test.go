@@ -21,7 +21,7 @@ func TestConfigIsValidatedField(t *testing.T) {
 	}
 	_, err = router.New(c, router.Config{CloseTimeout: -1})
 	var ce *conn.ConfigError
-	if !errors.Is(err, router.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != "router.Config.CloseTimeout" {
+	if !errors.Is(err, conn.ErrInvalidConfig) || !errors.As(err, &ce) || ce.Field != "router.Config.CloseTimeout" {
 		t.Fatalf("negative CloseTimeout: %v", err)
 	}
 	r, err := router.New(c, router.Config{})
@@ -32,7 +32,7 @@ func TestConfigIsValidatedField(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Closed before it ran: a waiter is told at once, never left hanging.
-	if err := r.WaitRunning(context.Background()); !errors.Is(err, router.ErrClosed) {
+	if err := r.WaitRunning(context.Background()); !errors.Is(err, conn.ErrClosed) {
 		t.Fatalf("WaitRunning on a router closed before Run: %v", err)
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/topology"
 )
@@ -190,7 +192,7 @@ func (r *Route) topology() topology.Topology {
 	if r.delayed() {
 		// Delayed retries come back through the connection's delay levels,
 		// which the router declares once for all its routes (start).
-		if b := topology.ScheduleDestination("", r.Queue.Name, r.forwardScheduled()).Binding; b != nil {
+		if b := delay.ScheduleDestination("", r.Queue.Name, r.forwardScheduled()).Binding; b != nil {
 			t.Bindings = append(t.Bindings, *b)
 		}
 	}
@@ -209,7 +211,7 @@ func (r *Route) forwardScheduled() bool {
 func (r *Route) delayed() bool { return !r.DelayedRetry.Disabled && r.Respond == nil }
 
 // subscriberConfig is the route's subscriber.
-func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent func(string, topology.ConsumerEvent), cfg Config) warren.SubscriberConfig {
+func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent func(string, broker.ConsumerEvent), cfg Config) warren.SubscriberConfig {
 	return warren.SubscriberConfig{
 		Mapping:         warren.ExistingQueues{},
 		Marshaler:       r.Marshaler,

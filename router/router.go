@@ -14,6 +14,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/delay"
@@ -43,7 +44,7 @@ type Config struct {
 	CloseConnection bool
 	// OnRestore is told of every restore run of the connection's registry
 	// (what was restored, what failed). It must not block.
-	OnRestore func(topology.RestoreReport)
+	OnRestore func(broker.RestoreReport)
 	// WatermillHandlers runs the routes as handlers of the Watermill router
 	// (Watermill()), which costs a channel hop and a goroutine per message.
 	// Default: false: each route's subscription runs the route's stack
@@ -54,7 +55,7 @@ type Config struct {
 	WatermillHandlers bool
 	// OnConsumerEvent is told whenever a route's consumer is interrupted,
 	// waits for its queue, or consumes again. It must not block.
-	OnConsumerEvent func(route string, e topology.ConsumerEvent)
+	OnConsumerEvent func(route string, e broker.ConsumerEvent)
 	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }
@@ -91,8 +92,8 @@ type Router struct {
 	conn *conn.Conn
 	cfg  Config
 	wm   *message.Router
-	ops  *topology.Ops
-	reg  *topology.Registry
+	ops  *broker.Ops
+	reg  *broker.Registry
 
 	retryPub *warren.Publisher
 	// copyPubs publish the copies (delayed retries, dead letters) of the
@@ -145,7 +146,7 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 		return nil, err
 	}
 	r := &Router{conn: c, cfg: cfg, wm: wm, started: make(chan struct{}), runDone: make(chan struct{})}
-	if r.ops, err = topology.NewOps(c, topology.OpsConfig{Logger: cfg.Logger}); err != nil {
+	if r.ops, err = broker.NewOps(c, broker.OpsConfig{Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
 	r.reg = r.ops.Registry()
@@ -173,7 +174,7 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 func (r *Router) Watermill() *message.Router { return r.wm }
 
 // Ops is the router's topology operations on the connection's registry.
-func (r *Router) Ops() *topology.Ops { return r.ops }
+func (r *Router) Ops() *broker.Ops { return r.ops }
 
 // Publisher is the router's output publisher (traced), for publishing
 // from outside a handler.
@@ -188,7 +189,7 @@ func (r *Router) AddRoute(rt Route) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.closed {
-		return ErrClosed
+		return conn.ErrClosed
 	}
 	if r.running {
 		return ErrRunning
@@ -215,7 +216,7 @@ func (r *Router) Run(ctx context.Context) error {
 	r.mu.Lock()
 	if r.closed {
 		r.mu.Unlock()
-		return ErrClosed
+		return conn.ErrClosed
 	}
 	if r.running {
 		r.mu.Unlock()
@@ -284,7 +285,7 @@ func (r *Router) finishStart(err error) {
 }
 
 // WaitRunning blocks until Run has started every route (nil), Run failed
-// to start (its error), the router was closed before it ran (ErrClosed), or
+// to start (its error), the router was closed before it ran (conn.ErrClosed), or
 // ctx ends (ctx.Err()): a start-up that fails never leaves a waiter
 // hanging.
 func (r *Router) WaitRunning(ctx context.Context) error {
@@ -305,7 +306,7 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 	// declared before every queue is known to be the route's.
 	for _, rt := range routes {
 		if err := r.ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{rt.Queue}}); err != nil {
-			if errors.Is(err, topology.ErrPreconditionFailed) {
+			if errors.Is(err, conn.ErrPreconditionFailed) {
 				return &QueueConflictError{Route: rt.Name, Queue: rt.Queue.Name, Err: err}
 			}
 			return fmt.Errorf("router: route %q: %w", rt.Name, err)
@@ -314,7 +315,7 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 	// The delay levels serve every route (and the connection): declared
 	// once, before the routes that bind to their deliver exchange.
 	if slices.ContainsFunc(routes, func(rt *activeRoute) bool { return rt.delayed() }) {
-		if err := r.ops.Apply(ctx, topology.ScheduleTopology()); err != nil {
+		if err := r.ops.Apply(ctx, delay.ScheduleTopology()); err != nil {
 			return fmt.Errorf("router: declare the delay levels: %w", err)
 		}
 		// Due messages that need a hand (forwarded retries, a queue gone
@@ -394,10 +395,10 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 		return err
 	}
 	poison := stack.Poison()
-	var onEvent func(string, topology.ConsumerEvent)
+	var onEvent func(string, broker.ConsumerEvent)
 	if h := r.cfg.OnConsumerEvent; h != nil {
 		name := rt.Name
-		onEvent = func(_ string, e topology.ConsumerEvent) { h(name, e) }
+		onEvent = func(_ string, e broker.ConsumerEvent) { h(name, e) }
 	}
 	sub, err := warren.NewSubscriber(r.conn, rt.subscriberConfig(poison, onEvent, r.cfg))
 	if err != nil {
@@ -504,7 +505,7 @@ func (r *Router) Close(ctx context.Context) error {
 		running := r.running
 		r.mu.Unlock()
 		if !running {
-			r.finishStart(ErrClosed)
+			r.finishStart(conn.ErrClosed)
 		}
 		var errs []error
 		var wg sync.WaitGroup

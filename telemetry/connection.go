@@ -7,7 +7,7 @@ import (
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 
-	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/errkind"
 )
 
 // Reconnected counts a connection re-established (after a loss or a
@@ -22,7 +22,7 @@ func (t *Telemetry) Reconnected(peer Peer) {
 func (t *Telemetry) Restored(peer Peer, d time.Duration, err error) {
 	attrs := peerAttributes(peer)
 	if err != nil {
-		attrs = append(attrs, attribute.String("error.type", ack.ErrorType(err)))
+		attrs = append(attrs, attribute.String("error.type", errkind.Type(err)))
 	}
 	t.restoreDuration.Record(context.Background(), d.Seconds(), metric.WithAttributes(attrs...))
 }
@@ -66,5 +66,5 @@ func (t *Telemetry) DeadLetter(ctx context.Context, mode, queue string) {
 // error.type of the refusal.
 func (t *Telemetry) ScheduledUnroutable(exchange string, err error) {
 	t.scheduledUnroutable.Add(context.Background(), 1, metric.WithAttributes(
-		attribute.String("messaging.destination.name", exchange), attribute.String("error.type", ack.ErrorType(err))))
+		attribute.String("messaging.destination.name", exchange), attribute.String("error.type", errkind.Type(err))))
 }

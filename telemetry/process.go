@@ -2,7 +2,6 @@ package telemetry
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -12,7 +11,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/errkind"
 )
 
 // Incoming is one delivered message.
@@ -113,13 +112,13 @@ func (p *Process) Fail(err error, attempt int) {
 	p.mu.Lock()
 	p.failed = err
 	p.mu.Unlock()
-	attrs := []attribute.KeyValue{attribute.String("error.type", ack.ErrorType(err))}
+	attrs := []attribute.KeyValue{attribute.String("error.type", errkind.Type(err))}
 	if attempt > 0 {
 		attrs = append(attrs, attribute.Int("warren.attempt", attempt))
 	}
 	p.span.RecordError(err, trace.WithAttributes(attrs...))
 	p.span.SetStatus(codes.Error, err.Error())
-	p.span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
+	p.span.SetAttributes(attribute.String("error.type", errkind.Type(err)))
 }
 
 // RecordFailure records err on the Process of ctx, or, for a message that
@@ -137,15 +136,10 @@ func RecordFailure(ctx context.Context, err error, attempt int) {
 	if !span.IsRecording() {
 		return
 	}
-	span.RecordError(err, trace.WithAttributes(attribute.String("error.type", ack.ErrorType(err))))
+	span.RecordError(err, trace.WithAttributes(attribute.String("error.type", errkind.Type(err))))
 	span.SetStatus(codes.Error, err.Error())
-	span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
+	span.SetAttributes(attribute.String("error.type", errkind.Type(err)))
 }
-
-// ErrNacked is the failure recorded for a message its handler nacked
-// without saying why (a Watermill handler's error reaches the subscriber
-// only as a nack).
-var ErrNacked = errors.New("warren: the handler nacked the message")
 
 // End ends the process span once the handler is done with the message
 // (acked or nacked it), and records messaging.process.duration. err is the
@@ -164,13 +158,13 @@ func (p *Process) End(err error) {
 	failed := p.failed
 	p.mu.Unlock()
 	if err != nil && failed == nil {
-		p.span.RecordError(err, trace.WithAttributes(attribute.String("error.type", ack.ErrorType(err))))
+		p.span.RecordError(err, trace.WithAttributes(attribute.String("error.type", errkind.Type(err))))
 		p.span.SetStatus(codes.Error, err.Error())
-		p.span.SetAttributes(attribute.String("error.type", ack.ErrorType(err)))
+		p.span.SetAttributes(attribute.String("error.type", errkind.Type(err)))
 		failed = err
 	}
 	p.span.End()
-	p.t.processDuration.Record(p.ctx, time.Since(p.start).Seconds(), p.dst.withError(true, ack.ErrorType(failed)))
+	p.t.processDuration.Record(p.ctx, time.Since(p.start).Seconds(), p.dst.withError(true, errkind.Type(failed)))
 }
 
 // SettleOp is how a message is settled.
@@ -212,7 +206,7 @@ func (p *Process) Settle(o SettleOp, err error, start time.Time) {
 		attrs = append(attrs[:len(attrs):len(attrs)], attribute.Bool("warren.requeue", true))
 	}
 	ctx, span := p.t.tracer.Start(p.ctx, dst.spanName, clientKind, trace.WithTimestamp(start), trace.WithAttributes(attrs...))
-	errType := ack.ErrorType(err)
+	errType := errkind.Type(err)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())

@@ -8,7 +8,7 @@ import (
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
 
-	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/errkind"
 )
 
 var (
@@ -127,9 +127,9 @@ func (s *Send) End(err error) {
 		if first == nil {
 			first = e
 		}
-		s.t.sent.Add(s.ctx, 1, s.dst.withError(false, ack.ErrorType(e)))
+		s.t.sent.Add(s.ctx, 1, s.dst.withError(false, errkind.Type(e)))
 	}
-	errType := ack.ErrorType(first)
+	errType := errkind.Type(first)
 	if first != nil {
 		s.span.RecordError(first)
 		s.span.SetStatus(codes.Error, first.Error())

@@ -3,6 +3,8 @@ package telemetry
 import (
 	"sync"
 
+	"github.com/warrenmq/warren/internal/configerr"
+
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -105,7 +107,7 @@ func New(cfg Config) (*Telemetry, error) {
 		cfg.Propagator = propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
 	}
 	if cfg.Process != Parent && cfg.Process != Link {
-		return nil, &ConfigError{Field: "telemetry.Config.Process", Reason: "must be Parent or Link"}
+		return nil, &configerr.Error{Field: "telemetry.Config.Process", Reason: "must be Parent or Link"}
 	}
 	t := &Telemetry{
 		tracer:     cfg.TracerProvider.Tracer(ScopeName, trace.WithSchemaURL(SchemaURL)),

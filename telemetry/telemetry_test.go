@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"testing"
+
+	"github.com/warrenmq/warren/internal/configerr"
 )
 
 // TestDisabledRecordsNothing: Disabled writes no trace context into
@@ -31,7 +33,7 @@ func TestDisabledRecordsNothing(t *testing.T) {
 
 // TestNewRefusesAnUnknownRelation: a bad Config is a typed error.
 func TestNewRefusesAnUnknownRelation(t *testing.T) {
-	if _, err := New(Config{Process: Relation(9)}); !errors.Is(err, ErrInvalidConfig) {
+	if _, err := New(Config{Process: Relation(9)}); !errors.Is(err, configerr.ErrInvalidConfig) {
 		t.Fatalf("New with Relation(9): %v", err)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/topology"
 	"github.com/warrenmq/warren/warrentest"
@@ -27,7 +28,7 @@ func TestAccessRefusedHasItsOwnName(t *testing.T) {
 	adminURL := b.URL
 
 	admin := openConn(t, adminURL)
-	adminOps, err := topology.NewOps(admin, topology.OpsConfig{})
+	adminOps, err := broker.NewOps(admin, broker.OpsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -41,7 +42,7 @@ func TestAccessRefusedHasItsOwnName(t *testing.T) {
 		if err == nil {
 			t.Fatalf("%s: no error, want access refused", op)
 		}
-		for _, target := range []error{warren.ErrAccessRefused, topology.ErrAccessRefused, conn.ErrAccessRefused} {
+		for _, target := range []error{conn.ErrAccessRefused, conn.ErrAccessRefused, conn.ErrAccessRefused} {
 			if !errors.Is(err, target) {
 				t.Errorf("%s: %v does not match %v", op, err, target)
 			}
@@ -49,13 +50,13 @@ func TestAccessRefusedHasItsOwnName(t *testing.T) {
 		if conn.IsAuthError(err) {
 			t.Errorf("%s: %v is IsAuthError, but the login succeeded", op, err)
 		}
-		if errors.Is(err, warren.ErrNotFound) || errors.Is(err, warren.ErrPreconditionFailed) {
+		if errors.Is(err, conn.ErrNotFound) || errors.Is(err, conn.ErrPreconditionFailed) {
 			t.Errorf("%s: %v matches another refusal's sentinel", op, err)
 		}
 	}
 
 	t.Run("declare", func(t *testing.T) {
-		ops, err := topology.NewOps(c, topology.OpsConfig{})
+		ops, err := broker.NewOps(c, broker.OpsConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -99,7 +100,7 @@ func TestAccessRefusedHasItsOwnName(t *testing.T) {
 		if !conn.IsAuthError(err) {
 			t.Fatalf("wrong password: %v is not IsAuthError", err)
 		}
-		if errors.Is(err, warren.ErrAccessRefused) {
+		if errors.Is(err, conn.ErrAccessRefused) {
 			t.Fatalf("wrong password: %v matches ErrAccessRefused, an operation's refusal", err)
 		}
 	})

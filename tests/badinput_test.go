@@ -12,6 +12,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
@@ -33,7 +34,7 @@ func TestBadInputs(t *testing.T) {
 	}
 	closed := unopened()
 	_ = closed.Close(ctx)
-	ops, _ := topology.NewOps(unopened(), topology.OpsConfig{})
+	ops, _ := broker.NewOps(unopened(), broker.OpsConfig{})
 	closedPub, _ := warren.NewPublisher(unopened(), warren.PublisherConfig{})
 	_ = closedPub.Close()
 	closedSub, _ := warren.NewSubscriber(unopened(), warren.SubscriberConfig{})
@@ -68,11 +69,11 @@ func TestBadInputs(t *testing.T) {
 		{"Refresh before Open", func() error { return unopened().Refresh(ctx) }, conn.ErrNotOpen},
 		{"Open after Close", func() error { return closed.Open(ctx) }, conn.ErrClosed},
 		{"NewChannel after Close", func() error { return second(closed.NewChannel(ctx)) }, conn.ErrClosed},
-		{"topology.NewOps nil conn", func() error { return second(topology.NewOps(nil, topology.OpsConfig{})) }, topology.ErrInvalidConfig},
-		{"topology.NewOps negative timeout", func() error { return second(topology.NewOps(unopened(), topology.OpsConfig{Timeout: -1})) }, topology.ErrInvalidConfig},
+		{"broker.NewOps nil conn", func() error { return second(broker.NewOps(nil, broker.OpsConfig{})) }, conn.ErrInvalidConfig},
+		{"broker.NewOps negative timeout", func() error { return second(broker.NewOps(unopened(), broker.OpsConfig{Timeout: -1})) }, conn.ErrInvalidConfig},
 		{"declare exchange of unknown type", func() error { return ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: "x", Type: "fancy"}) }, topology.ErrInvalidSpec},
-		{"declare the default exchange", func() error { return ops.DeclareExchange(ctx, topology.DefaultExchange()) }, topology.ErrReadOnly},
-		{"delete amq.direct", func() error { return ops.DeleteExchange(ctx, "amq.direct", topology.DeleteOptions{}) }, topology.ErrReadOnly},
+		{"declare the default exchange", func() error { return ops.DeclareExchange(ctx, topology.DefaultExchange()) }, broker.ErrReadOnly},
+		{"delete amq.direct", func() error { return ops.DeleteExchange(ctx, "amq.direct", broker.DeleteOptions{}) }, broker.ErrReadOnly},
 		{"declare non-durable quorum queue", func() error {
 			return second(ops.DeclareQueue(ctx, topology.QueueSpec{Name: "q", Args: topology.QueueArgs{Type: topology.Quorum}}))
 		}, topology.ErrInvalidSpec},
@@ -81,21 +82,21 @@ func TestBadInputs(t *testing.T) {
 			return second(ops.DeclareQueue(ctx, topology.QueueSpec{Name: "q", Args: topology.QueueArgs{MaxPriority: 300}}))
 		}, topology.ErrInvalidSpec},
 		{"bind the default exchange", func() error { return ops.Bind(ctx, topology.BindSpec{Destination: "q"}) }, topology.ErrInvalidSpec},
-		{"consume with a nil handler", func() error { return second(ops.Consume(ctx, topology.ConsumerSpec{Queue: "q"})) }, topology.ErrInvalidSpec},
-		{"stop a nil consumer", func() error { return ops.StopConsume(ctx, nil) }, topology.ErrInvalidSpec},
+		{"consume with a nil handler", func() error { return second(ops.Consume(ctx, broker.ConsumerSpec{Queue: "q"})) }, topology.ErrInvalidSpec},
+		{"stop a nil consumer", func() error { var none *broker.Consumer; return none.Stop(ctx) }, topology.ErrInvalidSpec},
 		{"inspect an empty name", func() error { return second(ops.Inspect(ctx, "")) }, topology.ErrInvalidSpec},
 		{"delayed exchange of headers type", func() error {
 			return topology.DelayedExchangeSpec{Name: "d", DelayedType: topology.Headers}.Validate()
 		}, topology.ErrInvalidSpec},
-		{"NewPublisher nil conn", func() error { return second(warren.NewPublisher(nil, warren.PublisherConfig{})) }, warren.ErrInvalidConfig},
+		{"NewPublisher nil conn", func() error { return second(warren.NewPublisher(nil, warren.PublisherConfig{})) }, conn.ErrInvalidConfig},
 		{"NewPublisher 0 < confirm channels", func() error {
 			return second(warren.NewPublisher(unopened(), warren.PublisherConfig{ConfirmChannels: -2}))
-		}, warren.ErrInvalidConfig},
+		}, conn.ErrInvalidConfig},
 		{"NewSubscriber negative MaxInFlight", func() error {
 			return second(warren.NewSubscriber(unopened(), warren.SubscriberConfig{MaxInFlight: -1}))
-		}, warren.ErrInvalidConfig},
-		{"Publish after Close", func() error { return closedPub.Publish("t", message.NewMessage("1", nil)) }, warren.ErrClosed},
-		{"Subscribe after Close", func() error { return second(closedSub.Subscribe(ctx, "t")) }, warren.ErrClosed},
+		}, conn.ErrInvalidConfig},
+		{"Publish after Close", func() error { return closedPub.Publish("t", message.NewMessage("1", nil)) }, conn.ErrClosed},
+		{"Subscribe after Close", func() error { return second(closedSub.Subscribe(ctx, "t")) }, conn.ErrClosed},
 		{"priority metadata not a number", func() error {
 			m := message.NewMessage("1", nil)
 			m.Metadata.Set(warren.MetaPriority, "urgent")
@@ -108,35 +109,35 @@ func TestBadInputs(t *testing.T) {
 		{"SubscribeInitialize an empty topic", func() error { return openSub.SubscribeInitialize("") }, warren.ErrInvalidTopic},
 		{"Subscriber redelivery cap over 10m", func() error {
 			return second(warren.NewSubscriber(unopened(), warren.SubscriberConfig{Redelivery: warren.RedeliveryConfig{MaxInterval: time.Hour}}))
-		}, warren.ErrInvalidConfig},
-		{"Retry with negative MaxAttempts", func() error { return second(middleware.Retry(middleware.RetryConfig{MaxAttempts: -1})) }, middleware.ErrInvalidConfig},
+		}, conn.ErrInvalidConfig},
+		{"Retry with negative MaxAttempts", func() error { return second(middleware.Retry(middleware.RetryConfig{MaxAttempts: -1})) }, conn.ErrInvalidConfig},
 		{"Retry past consumer_timeout", func() error {
 			return second(middleware.Retry(middleware.RetryConfig{MaxElapsedTime: time.Hour}))
-		}, middleware.ErrInvalidConfig},
-		{"Ack acking failures", func() error { return second(middleware.Ack(middleware.AckConfig{OnError: ack.Ack})) }, middleware.ErrInvalidConfig},
+		}, conn.ErrInvalidConfig},
+		{"Ack acking failures", func() error { return second(middleware.Ack(middleware.AckConfig{OnError: ack.Ack})) }, conn.ErrInvalidConfig},
 		{"telemetry with an unknown process relation", func() error {
 			return second(telemetry.New(telemetry.Config{Process: telemetry.Relation(7)}))
-		}, telemetry.ErrInvalidConfig},
-		{"router negative CloseTimeout", func() error { return second(router.New(unopened(), router.Config{CloseTimeout: -1})) }, router.ErrInvalidConfig},
+		}, conn.ErrInvalidConfig},
+		{"router negative CloseTimeout", func() error { return second(router.New(unopened(), router.Config{CloseTimeout: -1})) }, conn.ErrInvalidConfig},
 		{"router bad output publisher", func() error {
 			return second(router.New(unopened(), router.Config{Output: warren.PublisherConfig{PublishTimeout: -1}}))
 		}, conn.ErrInvalidConfig},
-		{"DelayedRetry without publisher", func() error { return second(middleware.DelayedRetry(middleware.DelayedRetryConfig{})) }, middleware.ErrInvalidConfig},
+		{"DelayedRetry without publisher", func() error { return second(middleware.DelayedRetry(middleware.DelayedRetryConfig{})) }, conn.ErrInvalidConfig},
 		{"DelayedRetry with a zero level", func() error {
 			return second(middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: closedPub, Levels: []time.Duration{0}}))
-		}, middleware.ErrInvalidConfig},
+		}, conn.ErrInvalidConfig},
 		{"DeadLetter publish mode without publisher", func() error {
 			return second(middleware.DeadLetter(middleware.DeadLetterConfig{Mode: middleware.PublishToDLQ}))
-		}, middleware.ErrInvalidConfig},
-		{"router.New nil conn", func() error { return second(router.New(nil, router.Config{})) }, router.ErrInvalidConfig},
+		}, conn.ErrInvalidConfig},
+		{"router.New nil conn", func() error { return second(router.New(nil, router.Config{})) }, conn.ErrInvalidConfig},
 		{"route without a name", func() error {
 			r, _ := router.New(unopened(), router.Config{})
 			return r.AddRoute(router.Route{Queue: topology.QueueSpec{Name: "q"}, Handler: h})
 		}, router.ErrInvalidRoute},
 		{"AddRoute after Close", func() error {
 			return closedRouter.AddRoute(router.Route{Name: "n", Queue: topology.QueueSpec{Name: "q"}, Handler: h})
-		}, router.ErrClosed},
-		{"Run after Close", func() error { return closedRouter.Run(ctx) }, router.ErrClosed},
+		}, conn.ErrClosed},
+		{"Run after Close", func() error { return closedRouter.Run(ctx) }, conn.ErrClosed},
 	}
 	if len(tests) < 30 {
 		t.Fatalf("only %d bad inputs", len(tests))

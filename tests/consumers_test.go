@@ -12,6 +12,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
@@ -24,8 +26,8 @@ import (
 func TestQueueDeletedUnderARunningRouter(t *testing.T) {
 	b := rabbittest.Shared(t)
 	var mu sync.Mutex
-	var events []topology.ConsumerEvent
-	r := newRouter(t, b.URL, router.Config{OnConsumerEvent: func(route string, e topology.ConsumerEvent) {
+	var events []broker.ConsumerEvent
+	r := newRouter(t, b.URL, router.Config{OnConsumerEvent: func(route string, e broker.ConsumerEvent) {
 		mu.Lock()
 		events = append(events, e)
 		mu.Unlock()
@@ -52,14 +54,14 @@ func TestQueueDeletedUnderARunningRouter(t *testing.T) {
 	var back time.Duration
 	for {
 		mu.Lock()
-		var kinds []topology.ConsumerEventKind
+		var kinds []broker.ConsumerEventKind
 		for _, e := range events {
 			kinds = append(kinds, e.Kind)
 		}
 		mu.Unlock()
-		if len(kinds) > 0 && kinds[len(kinds)-1] == topology.ConsumerResumed {
+		if len(kinds) > 0 && kinds[len(kinds)-1] == broker.ConsumerResumed {
 			back = time.Since(start)
-			if kinds[0] != topology.ConsumerInterrupted {
+			if kinds[0] != broker.ConsumerInterrupted {
 				t.Fatalf("events %v", kinds)
 			}
 			break
@@ -183,7 +185,7 @@ func TestStartFailureReachesTheWaiter(t *testing.T) {
 	}()
 	err = r.WaitRunning(ctxT(t, 30*time.Second))
 	woke := time.Now()
-	if !errors.Is(err, topology.ErrPreconditionFailed) {
+	if !errors.Is(err, conn.ErrPreconditionFailed) {
 		t.Fatalf("WaitRunning: %v, want the 406", err)
 	}
 	select {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
@@ -106,7 +107,7 @@ func TestCopiesKeepEveryMessageWhole(t *testing.T) {
 				route.DelayedRetry = router.DelayedRetrySettings{Levels: []time.Duration{level}}
 				// An hour is 2048+1024+512+16 s: the copy first waits in the
 				// delay level of 2^11 s.
-				target = topology.ScheduleQueue(11)
+				target = delay.ScheduleQueue(11)
 			}
 			if err := r.AddRoute(route); err != nil {
 				t.Fatal(err)

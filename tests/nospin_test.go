@@ -11,6 +11,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -36,7 +37,7 @@ func TestFailingMessageNeverSpins(t *testing.T) {
 			dlq := b.Prefix + "spin.dlq"
 			if tc.deadLetter {
 				mapping.QueueArgs = topology.QueueArgs{DeadLetterRoutingKey: dlq}
-				ops, err := topology.NewOps(c, topology.OpsConfig{})
+				ops, err := broker.NewOps(c, broker.OpsConfig{})
 				if err != nil {
 					t.Fatal(err)
 				}

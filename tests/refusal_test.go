@@ -12,6 +12,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -42,7 +44,7 @@ func TestRefusalsCostOtherPublishersNothing(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
 	q := b.Name("good")
-	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -52,8 +54,8 @@ func TestRefusalsCostOtherPublishersNothing(t *testing.T) {
 	}
 	var mu sync.Mutex
 	seen := map[string]int{}
-	if _, err := ops.Consume(ctxT(t, 10*time.Second), topology.ConsumerSpec{Queue: q, AutoAck: true, PrefetchCount: 500,
-		Handler: func(_ context.Context, d *topology.Delivery) {
+	if _, err := ops.Consume(ctxT(t, 10*time.Second), broker.ConsumerSpec{Queue: q, AutoAck: true, PrefetchCount: 500,
+		Handler: func(_ context.Context, d *broker.Delivery) {
 			mu.Lock()
 			seen[d.MessageId]++
 			mu.Unlock()
@@ -87,7 +89,7 @@ func TestRefusalsCostOtherPublishersNothing(t *testing.T) {
 			if time.Since(start) > time.Second {
 				badSlow.Add(1)
 			}
-			if !errors.Is(err, topology.ErrNotFound) {
+			if !errors.Is(err, conn.ErrNotFound) {
 				badErr.Store(fmt.Sprintf("bad publish %d: %v, want the 404", i, err))
 			}
 			bad.Add(1)

@@ -12,6 +12,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
@@ -95,7 +96,7 @@ func TestRequestReply(t *testing.T) {
 	waitQueueDepth(t, b.URL, q, 0, 5*time.Second) // the failed request was acked
 
 	start := time.Now()
-	if _, err := rq.Request(ctxT(t, 30*time.Second), b.Name("nobody-listens"), message.NewMessage("n", []byte("x"))); !errors.Is(err, warren.ErrUnroutable) {
+	if _, err := rq.Request(ctxT(t, 30*time.Second), b.Name("nobody-listens"), message.NewMessage("n", []byte("x"))); !errors.Is(err, broker.ErrUnroutable) {
 		t.Fatalf("request to no queue: %v", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {

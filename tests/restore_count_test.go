@@ -11,6 +11,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
@@ -22,10 +24,10 @@ import (
 func TestOneRestorePerReconnect(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	reports := make(chan topology.RestoreReport, 10)
+	reports := make(chan broker.RestoreReport, 10)
 	r := newRouter(t, p.URL(b.Vhost), router.Config{
 		Output:    warren.PublisherConfig{Mapping: warren.TopicExchange{Exchange: b.Prefix + "out", Prefix: b.Prefix}},
-		OnRestore: func(rep topology.RestoreReport) { reports <- rep },
+		OnRestore: func(rep broker.RestoreReport) { reports <- rep },
 	})
 	var handled atomic.Int32
 	for i := 0; i < 20; i++ {
@@ -51,7 +53,7 @@ func TestOneRestorePerReconnect(t *testing.T) {
 		if err := p.Drop(); err != nil {
 			t.Fatal(err)
 		}
-		var rep topology.RestoreReport
+		var rep broker.RestoreReport
 		select {
 		case rep = <-reports:
 		case <-time.After(30 * time.Second):
@@ -71,8 +73,8 @@ func TestOneRestorePerReconnect(t *testing.T) {
 		if !rep.OK() {
 			t.Fatalf("restore: %+v", rep)
 		}
-		order := map[topology.EntityKind]int{topology.KindExchange: 0, topology.KindQueue: 1, topology.KindBinding: 2, topology.KindConsumer: 3}
-		count := map[topology.EntityKind]int{}
+		order := map[broker.EntityKind]int{broker.KindExchange: 0, broker.KindQueue: 1, broker.KindBinding: 2, broker.KindConsumer: 3}
+		count := map[broker.EntityKind]int{}
 		last := 0
 		for _, e := range rep.Restored {
 			if order[e.Kind] < last {
@@ -87,9 +89,9 @@ func TestOneRestorePerReconnect(t *testing.T) {
 		// deliver each route's delayed retries; 20 consumers and the
 		// hand-over of due messages. The levels are the connection's,
 		// declared once for every route.
-		levels := topology.ScheduleTopology()
-		if count[topology.KindExchange] != 2+len(levels.Exchanges) || count[topology.KindQueue] != 40+len(levels.Queues) ||
-			count[topology.KindBinding] != 40+len(levels.Bindings) || count[topology.KindConsumer] != 21 {
+		levels := delay.ScheduleTopology()
+		if count[broker.KindExchange] != 2+len(levels.Exchanges) || count[broker.KindQueue] != 40+len(levels.Queues) ||
+			count[broker.KindBinding] != 40+len(levels.Bindings) || count[broker.KindConsumer] != 21 {
 			t.Fatalf("restored %v", count)
 		}
 		t.Logf("reconnect %d: one restore run, %d entities in %v", round, len(rep.Restored), rep.Duration)
@@ -108,7 +110,7 @@ func TestOneRestorePerReconnect(t *testing.T) {
 
 func pubToRoute(t *testing.T, r *router.Router, exchange, key string) {
 	t.Helper()
-	if err := r.Ops().Publish(context.Background(), exchange, key, amqpBody("x"), topology.PublishOptions{Mandatory: true}); err != nil {
+	if err := r.Ops().Publish(context.Background(), exchange, key, amqpBody("x"), broker.PublishOptions{Mandatory: true}); err != nil {
 		t.Fatal(err)
 	}
 }

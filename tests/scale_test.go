@@ -9,6 +9,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -22,21 +23,25 @@ func TestConsumersBeyondChannelMax(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c := openConn(t, p.URL(b.Vhost))
-	ops, err := topology.NewOps(c, topology.OpsConfig{Timeout: time.Minute})
+	ops, err := broker.NewOps(c, broker.OpsConfig{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ops.Close(context.Background()) })
 	var got atomic.Int32
 	top := topology.Topology{}
+	var consumers []broker.ConsumerSpec
 	for i := 0; i < n; i++ {
 		q := b.Prefix + "many." + strconv.Itoa(i)
 		top.Queues = append(top.Queues, topology.QueueSpec{Name: q, Exclusive: true})
-		top.Consumers = append(top.Consumers, topology.ConsumerSpec{Queue: q, AutoAck: true, Handler: func(context.Context, *topology.Delivery) { got.Add(1) }})
+		consumers = append(consumers, broker.ConsumerSpec{Queue: q, AutoAck: true, Handler: func(context.Context, *broker.Delivery) { got.Add(1) }})
 	}
 	ctx := ctxT(t, 3*time.Minute)
 	start := time.Now()
-	if err := ops.Apply(ctx, top, topology.WithConsume()); err != nil {
+	if err := ops.Apply(ctx, top); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.ConsumeAll(ctx, consumers); err != nil {
 		t.Fatal(err)
 	}
 	declared := time.Since(start)
@@ -47,9 +52,9 @@ func TestConsumersBeyondChannelMax(t *testing.T) {
 	publishAll := func(round string) {
 		t.Helper()
 		got.Store(0)
-		msgs := make([]topology.Outgoing, n)
+		msgs := make([]broker.Outgoing, n)
 		for i := range msgs {
-			msgs[i] = topology.Outgoing{RoutingKey: top.Queues[i].Name, Mandatory: true, Msg: amqp.Publishing{Body: []byte(round)}}
+			msgs[i] = broker.Outgoing{RoutingKey: top.Queues[i].Name, Mandatory: true, Msg: amqp.Publishing{Body: []byte(round)}}
 		}
 		for i, err := range ops.PublishAll(ctx, msgs) {
 			if err != nil {
@@ -65,8 +70,8 @@ func TestConsumersBeyondChannelMax(t *testing.T) {
 		}
 	}
 	publishAll("first")
-	reports := make(chan topology.RestoreReport, 1)
-	ops.Registry().OnRestore("test", func(r topology.RestoreReport) { reports <- r })
+	reports := make(chan broker.RestoreReport, 1)
+	ops.Registry().OnRestore("test", func(r broker.RestoreReport) { reports <- r })
 	if err := p.Drop(); err != nil {
 		t.Fatal(err)
 	}

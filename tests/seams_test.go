@@ -15,6 +15,9 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
@@ -102,17 +105,17 @@ func TestProducerBeforeTheRouterOnAnotherConnection(t *testing.T) {
 		}
 		err := r.Run(ctxT(t, 30*time.Second))
 		var qc *router.QueueConflictError
-		if !errors.As(err, &qc) || !errors.Is(err, topology.ErrPreconditionFailed) || !strings.Contains(err.Error(), "Route.Queue.ReadOnly") ||
+		if !errors.As(err, &qc) || !errors.Is(err, conn.ErrPreconditionFailed) || !strings.Contains(err.Error(), "Route.Queue.ReadOnly") ||
 			!strings.Contains(err.Error(), "x-dead-letter") {
 			t.Fatalf("Run: %v, want a *QueueConflictError naming the argument and Route.Queue.ReadOnly", err)
 		}
 		ops := opsOn(t, b.URL)
-		for _, name := range []string{q + ".dlq", topology.ScheduleDueQueue} {
+		for _, name := range []string{q + ".dlq", delay.ScheduleDueQueue} {
 			if ok, err := ops.QueueExists(ctxT(t, 5*time.Second), name); ok || err != nil {
 				t.Fatalf("the failed start declared %s (%v): nothing of a route is declared before its queue works", name, err)
 			}
 		}
-		if ok, _ := ops.ExchangeExists(ctxT(t, 5*time.Second), topology.ScheduleDeliverExchange); ok {
+		if ok, _ := ops.ExchangeExists(ctxT(t, 5*time.Second), delay.ScheduleDeliverExchange); ok {
 			t.Fatal("the failed start declared the delay levels")
 		}
 	})
@@ -145,9 +148,9 @@ func TestProducerBeforeTheRouterOnAnotherConnection(t *testing.T) {
 	})
 }
 
-func opsOn(t *testing.T, url string) *topology.Ops {
+func opsOn(t *testing.T, url string) *broker.Ops {
 	t.Helper()
-	ops, err := topology.NewOps(openConn(t, url), topology.OpsConfig{})
+	ops, err := broker.NewOps(openConn(t, url), broker.OpsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}

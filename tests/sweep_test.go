@@ -10,6 +10,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/internal/sweep"
@@ -119,7 +120,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		"PublisherConfig": &warren.PublisherConfig{}, "SubscriberConfig": &warren.SubscriberConfig{}, "RequesterConfig": &warren.RequesterConfig{},
 		"QueuePerTopic": warren.QueuePerTopic{}, "FanoutPerTopic": warren.FanoutPerTopic{}, "TopicExchange": warren.TopicExchange{},
 		"ExistingQueues": warren.ExistingQueues{}, "PartitionedTopic": warren.PartitionedTopic{}, "StreamPerTopic": warren.StreamPerTopic{},
-		"WatermillAMQP": warren.WatermillAMQP{},
+		"WatermillAMQP":    warren.WatermillAMQP{},
 		"DefaultMarshaler": warren.DefaultMarshaler{}, "PoisonError": &warren.PoisonError{}, "PublishError": &warren.PublishError{},
 		"RemoteError": &warren.RemoteError{}, "TopicError": &warren.TopicError{}, "StreamOffset": warren.StreamOffset{},
 	} {
@@ -128,8 +129,8 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 
 	// conn
 	for name, fn := range map[string]any{
-		"New": conn.New, "Shared": conn.Shared, "ParseURL": conn.ParseURL, "RefusalSentinel": conn.RefusalSentinel,
-		"IsAuthError": conn.IsAuthError, "ReplyName": conn.ReplyName, "Restoring": conn.Restoring, "Once": conn.Once,
+		"New": conn.New, "Shared": conn.Shared, "ParseURL": conn.ParseURL,
+		"IsAuthError": conn.IsAuthError, "Restoring": conn.Restoring, "Once": conn.Once,
 		"Delays": conn.Delays, "Repeat": conn.Repeat, "Exponential": conn.Exponential, "RetryAll": conn.RetryAll,
 		"DefaultRetryable": conn.DefaultRetryable,
 	} {
@@ -178,48 +179,54 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		s.Methods("conn."+name, func() any { return v }, nil)
 	}
 
-	// topology
+	// topology (data) and broker (the engine)
 	for name, fn := range map[string]any{
-		"NewOps": topology.NewOps, "RegistryOf": topology.RegistryOf, "NoRestore": topology.NoRestore, "WithForce": topology.WithForce,
-		"AcceptMessageLoss": topology.AcceptMessageLoss, "WithConsume": topology.WithConsume, "IfMissing": topology.IfMissing,
-		"GeneratedQueueName": topology.GeneratedQueueName, "ScheduleQueue": topology.ScheduleQueue, "ScheduleTopology": topology.ScheduleTopology,
-		"ScheduleDestination": topology.ScheduleDestination, "Schedule": topology.Schedule, "ScheduledFrom": topology.ScheduledFrom,
-		"DefaultExchange": topology.DefaultExchange, "ParseTarget": topology.ParseTarget,
+		"GeneratedQueueName": topology.GeneratedQueueName, "DefaultExchange": topology.DefaultExchange, "ParseTarget": topology.ParseTarget,
+		"CheckName": topology.CheckName,
 	} {
 		s.Func("topology."+name, fn)
 	}
-	newOps := func() *topology.Ops {
-		ops, err := topology.NewOps(c, topology.OpsConfig{})
+	s.Func("topology.FirstDifference", topology.FirstDifference[topology.QueueSpec])
+	for name, v := range map[string]any{
+		"ExchangeSpec": topology.ExchangeSpec{}, "QueueSpec": topology.QueueSpec{}, "BindSpec": topology.BindSpec{},
+		"DelayedExchangeSpec": topology.DelayedExchangeSpec{}, "Topology": topology.Topology{}, "QueueArgs": topology.QueueArgs{},
+		"ExchangeArgs": topology.ExchangeArgs{}, "Target": topology.Target{}, "BindKind": topology.BindKind(0), "SpecError": &topology.SpecError{},
+	} {
+		s.Methods("topology."+name, func() any { return v }, nil)
+	}
+	for name, fn := range map[string]any{
+		"NewOps": broker.NewOps, "RegistryOf": broker.RegistryOf, "NoRestore": broker.NoRestore, "WithForce": broker.WithForce,
+		"AcceptMessageLoss": broker.AcceptMessageLoss, "IfMissing": broker.IfMissing,
+	} {
+		s.Func("broker."+name, fn)
+	}
+	newOps := func() *broker.Ops {
+		ops, err := broker.NewOps(c, broker.OpsConfig{})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return ops
 	}
-	s.Methods("topology.Ops", func() any { return newOps() }, closer)
-	s.Methods("topology.Registry", func() any { return topology.RegistryOf(c) }, nil)
-	s.Methods("topology.Exchange", func() any { return newOps().Exchange(topology.ExchangeSpec{}) }, nil)
-	s.Methods("topology.Queue", func() any { return newOps().Queue(topology.QueueSpec{}) }, nil)
+	s.Methods("broker.Ops", func() any { return newOps() }, closer)
+	s.Methods("broker.Registry", func() any { return broker.RegistryOf(c) }, nil)
 	consumerQueue := b.Name("sweep-consumer")
 	if _, err := newOps().DeclareQueue(ctx(), topology.QueueSpec{Name: consumerQueue, Durable: true}); err != nil {
 		t.Fatal(err)
 	}
-	s.Methods("topology.Consumer", func() any {
-		cons, err := newOps().Consume(ctx(), topology.ConsumerSpec{Queue: consumerQueue, Handler: func(context.Context, *topology.Delivery) {}})
+	s.Methods("broker.Consumer", func() any {
+		cons, err := newOps().Consume(ctx(), broker.ConsumerSpec{Queue: consumerQueue, Handler: func(context.Context, *broker.Delivery) {}})
 		if err != nil {
 			t.Fatal(err)
 		}
 		return cons
-	}, func(v any) { _ = v.(*topology.Consumer).Stop(ctx()) })
+	}, func(v any) { _ = v.(*broker.Consumer).Stop(ctx()) })
 	for name, v := range map[string]any{
-		"Delivery": &topology.Delivery{}, "ExchangeSpec": topology.ExchangeSpec{}, "QueueSpec": topology.QueueSpec{}, "BindSpec": topology.BindSpec{},
-		"ConsumerSpec": topology.ConsumerSpec{}, "DelayedExchangeSpec": topology.DelayedExchangeSpec{}, "Topology": topology.Topology{},
-		"QueueArgs": topology.QueueArgs{}, "ExchangeArgs": topology.ExchangeArgs{}, "Target": topology.Target{}, "BindKind": topology.BindKind(0),
-		"ConsumerEventKind": topology.ConsumerEventKind(0), "RestoreReport": topology.RestoreReport{}, "ScheduleRoute": topology.ScheduleRoute{},
-		"OpsConfig": &topology.OpsConfig{}, "SpecError": &topology.SpecError{}, "ConflictError": &topology.ConflictError{},
-		"OperationError": &topology.OperationError{}, "ChannelError": &topology.ChannelError{}, "MessageTooLargeError": &topology.MessageTooLargeError{},
-		"ForceRefusedError": &topology.ForceRefusedError{}, "RestoreError": &topology.RestoreError{},
+		"Delivery": &broker.Delivery{}, "ConsumerSpec": broker.ConsumerSpec{}, "ConsumerEventKind": broker.ConsumerEventKind(0),
+		"RestoreReport": broker.RestoreReport{}, "OpsConfig": &broker.OpsConfig{}, "ConflictError": &broker.ConflictError{},
+		"OperationError": &broker.OperationError{}, "MessageTooLargeError": &broker.MessageTooLargeError{},
+		"ForceRefusedError": &broker.ForceRefusedError{}, "RestoreError": &broker.RestoreError{},
 	} {
-		s.Methods("topology."+name, func() any { return v }, nil)
+		s.Methods("broker."+name, func() any { return v }, nil)
 	}
 
 	// ack
@@ -312,7 +319,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	}
 
 	s.Complete(map[string]string{
-		"warren": "..", "conn": "../conn", "topology": "../topology", "ack": "../ack", "telemetry": "../telemetry",
+		"warren": "..", "conn": "../conn", "topology": "../topology", "broker": "../broker", "ack": "../ack", "telemetry": "../telemetry",
 		"telemetrytest": "../telemetry/telemetrytest", "middleware": "../middleware", "middlewaretest": "../middleware/middlewaretest",
 		"router": "../router", "routertest": "../router/routertest",
 	}, map[string]string{})

@@ -19,6 +19,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
@@ -288,7 +289,7 @@ func TestTelemetryErrorTypes(t *testing.T) {
 	}
 	defer pub.Close()
 	missing := b.Name("nobody-home")
-	if err := pub.Publish(missing, message.NewMessage("lost", nil)); !errors.Is(err, warren.ErrUnroutable) {
+	if err := pub.Publish(missing, message.NewMessage("lost", nil)); !errors.Is(err, broker.ErrUnroutable) {
 		t.Fatalf("publish to a missing queue: %v", err)
 	}
 	spans := rec.Spans()

@@ -5,11 +5,12 @@ import (
 	"reflect"
 )
 
-// firstDifference names the first field in which a and b (values of the
-// same spec type) differ, with both values, or "" when they are equal. It
-// walks nested structs, so the name is a path such as
-// "Args.DeadLetterRoutingKey".
-func firstDifference(a, b any) (field, va, vb string) {
+// FirstDifference names the first field in which a and b (two specs of the
+// same type, or two Topologies) differ, with both values shown, or "" when
+// they declare the same thing. It walks nested structs, so the name is a
+// path such as "Args.DeadLetterRoutingKey"; a nil and an empty argument
+// table are the same.
+func FirstDifference[T ExchangeSpec | QueueSpec | BindSpec | Topology](a, b T) (field, va, vb string) {
 	return diffValue(reflect.ValueOf(a), reflect.ValueOf(b), "")
 }
 

@@ -15,7 +15,10 @@ const DefaultExchangeName = "amq.default"
 // maxNameLen is AMQP's shortstr limit for entity names.
 const maxNameLen = 255
 
-func checkName(spec, field, name string, allowEmpty bool) error {
+// CheckName checks an AMQP name (of an exchange, a queue, a consumer tag)
+// as every spec's Validate does: not empty unless allowEmpty, at most 255
+// bytes, valid UTF-8. The error is a *SpecError of spec's field.
+func CheckName(spec, field, name string, allowEmpty bool) error {
 	switch {
 	case name == "" && !allowEmpty:
 		return &SpecError{Spec: spec, Field: field, Reason: "must not be empty"}

@@ -1,7 +1,6 @@
 package topology
 
 import (
-	"context"
 	"errors"
 	"fmt"
 
@@ -37,16 +36,17 @@ type ExchangeSpec struct {
 	Args     ExchangeArgs
 }
 
-func (s ExchangeSpec) label() string { return fmt.Sprintf("exchange %q", display(s.Name)) }
+// String names the exchange as errors and logs do: `exchange "shop"`.
+func (s ExchangeSpec) String() string { return fmt.Sprintf("exchange %q", display(s.Name)) }
 
 // IsReadOnly reports whether s is only checked, never declared or deleted.
 func (s ExchangeSpec) IsReadOnly() bool { return s.ReadOnly || builtIn(s.Name) }
 
 // Validate checks s without any network call; errors are *SpecError.
 func (s ExchangeSpec) Validate() error {
-	spec := s.label()
+	spec := s.String()
 	var errs []error
-	if err := checkName(spec, "Name", s.Name, true); err != nil {
+	if err := CheckName(spec, "Name", s.Name, true); err != nil {
 		errs = append(errs, err)
 	}
 	switch s.Type {
@@ -65,7 +65,7 @@ func (s ExchangeSpec) Validate() error {
 	default:
 		errs = append(errs, &SpecError{spec, "Type", fmt.Sprintf("unknown exchange type %q", s.Type)})
 	}
-	if err := checkName(spec, "Args.AlternateExchange", s.Args.AlternateExchange, true); err != nil {
+	if err := CheckName(spec, "Args.AlternateExchange", s.Args.AlternateExchange, true); err != nil {
 		errs = append(errs, err)
 	}
 	typed := map[string]string{"alternate-exchange": "Args.AlternateExchange"}
@@ -141,7 +141,8 @@ func (s QueueSpec) HasDeadLetter() bool {
 	return s.Args.DeadLetterExchange != "" || s.Args.DeadLetterRoutingKey != "" || extra
 }
 
-func (s QueueSpec) label() string {
+// String names the queue as errors and logs do: `queue "orders"`.
+func (s QueueSpec) String() string {
 	if s.Name == "" {
 		return "queue (generated name)"
 	}
@@ -150,9 +151,9 @@ func (s QueueSpec) label() string {
 
 // Validate checks s without any network call; errors are *SpecError.
 func (s QueueSpec) Validate() error {
-	spec := s.label()
+	spec := s.String()
 	var errs []error
-	if err := checkName(spec, "Name", s.Name, true); err != nil {
+	if err := CheckName(spec, "Name", s.Name, true); err != nil {
 		errs = append(errs, err)
 	}
 	if !s.ReadOnly && len(s.Name) >= 4 && s.Name[:4] == "amq." {
@@ -192,32 +193,33 @@ type BindSpec struct {
 	Args amqp.Table
 }
 
-func (s BindSpec) label() string {
+// String names the binding as errors and logs do.
+func (s BindSpec) String() string {
 	return fmt.Sprintf("binding %s -> %s %q (key %q)", display(s.Source), s.Kind, s.Destination, s.RoutingKey)
 }
 
-// key identifies a binding: the broker treats two bindings with the same
-// source, destination, key and arguments as one.
-func (s BindSpec) key() string {
+// Key identifies a binding: the broker treats two bindings with the same
+// source, destination, routing key and arguments as one.
+func (s BindSpec) Key() string {
 	return fmt.Sprintf("%d\x00%s\x00%s\x00%s\x00%s", s.Kind, s.Source, s.Destination, s.RoutingKey, tableKey(s.Args))
 }
 
 // Validate checks s without any network call; errors are *SpecError.
 func (s BindSpec) Validate() error {
-	spec := s.label()
+	spec := s.String()
 	var errs []error
 	if s.Source == "" {
 		errs = append(errs, &SpecError{spec, "Source", "the default exchange cannot be bound"})
-	} else if err := checkName(spec, "Source", s.Source, false); err != nil {
+	} else if err := CheckName(spec, "Source", s.Source, false); err != nil {
 		errs = append(errs, err)
 	}
-	if err := checkName(spec, "Destination", s.Destination, false); err != nil {
+	if err := CheckName(spec, "Destination", s.Destination, false); err != nil {
 		errs = append(errs, err)
 	}
 	if s.Kind != BindQueue && s.Kind != BindExchange {
 		errs = append(errs, &SpecError{spec, "Kind", fmt.Sprintf("unknown kind %d", s.Kind)})
 	}
-	if err := checkName(spec, "RoutingKey", s.RoutingKey, true); err != nil {
+	if err := CheckName(spec, "RoutingKey", s.RoutingKey, true); err != nil {
 		errs = append(errs, err)
 	}
 	if m, ok := s.Args["x-match"]; ok {
@@ -233,113 +235,14 @@ func (s BindSpec) Validate() error {
 	return errors.Join(errs...)
 }
 
-// Handler receives a consumer's deliveries, one at a time, on the consumer's
-// goroutine. ctx ends when the consumer is stopped. Unless the consumer is
-// AutoAck, the handler settles each delivery (d.Ack, d.Nack, d.Reject; a
-// second settlement is refused): the acknowledger is the channel the
-// delivery came on, so a delivery of a channel that has since died can
-// never be settled on another one (it fails, and the broker redelivers it).
-type Handler func(ctx context.Context, d *Delivery)
-
-// ConsumerSpec consumes a queue.
-type ConsumerSpec struct {
-	Queue   string
-	Handler Handler
-	// PrefetchCount is basic.qos prefetch-count for this consumer.
-	// Default: 0 (no limit).
-	PrefetchCount int
-	PrefetchSize  int
-	AutoAck       bool
-	// Exclusive asks to be the queue's only consumer; such a consumer gets
-	// a channel of its own.
-	Exclusive bool
-	// OrderedHandOver is for a single-active-consumer queue whose order
-	// must hold from one consumer to the next (PITFALLS 33). The broker
-	// activates the next consumer at basic.cancel, while this one's
-	// message is still in hand and what it prefetched is still checked out
-	// to it: the next one would pass those by. So such a consumer gets a
-	// channel of its own and Stop sends no basic.cancel: it finishes the
-	// delivery in hand, hands out nothing more, and closes the channel,
-	// which returns every message it held to the head of the queue before
-	// the broker activates the next consumer.
-	OrderedHandOver bool
-	// Tag is the consumer tag. Empty generates one, kept across reconnects.
-	Tag string
-	// Priority is x-priority (consumer priority); 0 is not sent.
-	Priority int
-	Args     amqp.Table
-	// StreamOffset, for a consumer of a stream, gives x-stream-offset at
-	// each consume: the first, and every one after a reconnect or a
-	// cancel, so that the consumer resumes after what it settled instead
-	// of where it first started.
-	StreamOffset func() any
-	// OnEvent is told when the consumer is interrupted (the broker
-	// cancelled it, its channel or connection closed), while it waits for
-	// its queue, and when it consumes again. It runs on the consumer's
-	// goroutine: it must not block. Every event is also logged at Warn
-	// (resumptions at Info).
-	OnEvent func(ConsumerEvent)
-}
-
-// ownChannel reports a consumer that gets a channel of its own.
-func (s ConsumerSpec) ownChannel() bool { return s.Exclusive || s.OrderedHandOver }
-
-func (s ConsumerSpec) label() string { return fmt.Sprintf("consumer %q on queue %q", s.Tag, s.Queue) }
-
-// Validate checks s without any network call; errors are *SpecError.
-func (s ConsumerSpec) Validate() error {
-	spec := s.label()
-	var errs []error
-	if err := checkName(spec, "Queue", s.Queue, false); err != nil {
-		errs = append(errs, err)
-	}
-	if s.Handler == nil {
-		errs = append(errs, &SpecError{spec, "Handler", "must not be nil"})
-	}
-	if s.PrefetchCount < 0 || s.PrefetchCount > 65535 {
-		errs = append(errs, &SpecError{spec, "PrefetchCount", fmt.Sprintf("%d outside 0-65535", s.PrefetchCount)})
-	}
-	if s.PrefetchSize != 0 {
-		// RabbitMQ has never implemented basic.qos prefetch-size: it
-		// refuses it (540 NOT_IMPLEMENTED), on every version.
-		errs = append(errs, &SpecError{spec, "PrefetchSize", "RabbitMQ does not implement prefetch-size: leave it 0 and bound by PrefetchCount"})
-	}
-	if err := checkName(spec, "Tag", s.Tag, true); err != nil {
-		errs = append(errs, err)
-	}
-	if _, ok := s.Args["x-priority"]; ok {
-		errs = append(errs, &SpecError{spec, "Args", `"x-priority" has a typed field (Priority)`})
-	}
-	if err := s.Args.Validate(); err != nil {
-		errs = append(errs, &SpecError{spec, "Args", "value of a type AMQP cannot carry: " + err.Error()})
-	}
-	return errors.Join(errs...)
-}
-
-func (s ConsumerSpec) args() amqp.Table {
-	t := amqp.Table{}
-	for k, v := range s.Args {
-		t[k] = v
-	}
-	if s.Priority != 0 {
-		t["x-priority"] = int64(s.Priority)
-	}
-	if s.StreamOffset != nil {
-		t["x-stream-offset"] = s.StreamOffset()
-	}
-	if len(t) == 0 {
-		return nil
-	}
-	return t
-}
-
-// Topology is a set of specs applied together (Ops.Apply) in the order
-// exchanges, queues, queue bindings, exchange bindings, consumers.
+// Topology is a set of specs declared together (broker.Ops.Apply) in the
+// order exchanges, queues, queue bindings, exchange bindings. It is plain
+// data: it can be printed, compared (FirstDifference, reflect.DeepEqual),
+// loaded and validated without a connection.
 type Topology struct {
 	Exchanges []ExchangeSpec
 	Queues    []QueueSpec
 	Bindings  []BindSpec
-	Consumers []ConsumerSpec
 }
 
 // Validate checks every spec and joins every problem.
@@ -352,9 +255,6 @@ func (t Topology) Validate() error {
 		errs = append(errs, s.Validate())
 	}
 	for _, s := range t.Bindings {
-		errs = append(errs, s.Validate())
-	}
-	for _, s := range t.Consumers {
 		errs = append(errs, s.Validate())
 	}
 	return errors.Join(errs...)

@@ -1,7 +1,6 @@
 package topology
 
 import (
-	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -58,11 +57,6 @@ func TestSpecValidation(t *testing.T) {
 		{"bind bad kind", BindSpec{Source: "e", Destination: "q", Kind: 7}, "Kind"},
 		{"bind bad x-match", BindSpec{Source: "e", Destination: "q", Args: amqp.Table{"x-match": "some"}}, "Args"},
 		{"bind long key", BindSpec{Source: "e", Destination: "q", RoutingKey: long}, "RoutingKey"},
-		{"consumer ok", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}}, ""},
-		{"consumer nil handler", ConsumerSpec{Queue: "q"}, "Handler"},
-		{"consumer no queue", ConsumerSpec{Handler: func(_ context.Context, _ *Delivery) {}}, "Queue"},
-		{"consumer prefetch", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}, PrefetchCount: 70000}, "PrefetchCount"},
-		{"consumer x-priority in args", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}, Args: amqp.Table{"x-priority": 1}}, "Args"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -97,35 +91,6 @@ func TestQueueArgsTableInMilliseconds(t *testing.T) {
 	}
 }
 
-func TestRegistryForgetsAndReplaces(t *testing.T) {
-	r := &Registry{}
-	r.putExchange(ExchangeSpec{Name: "x", Type: Direct, AutoDelete: true}, 1)
-	r.putExchange(ExchangeSpec{Name: "y", Type: Fanout}, 1)
-	r.putQueue(QueueSpec{Name: "q"}, 1)
-	r.putQueue(QueueSpec{Name: "q", Durable: true}, 1) // replaces
-	r.putBinding(BindSpec{Source: "x", Destination: "q", RoutingKey: "a"}, 1)
-	r.putBinding(BindSpec{Source: "y", Destination: "x", Kind: BindExchange}, 1)
-	r.putBinding(BindSpec{Source: "y", Destination: "q", RoutingKey: "b"}, 1)
-	s := r.Snapshot()
-	if len(s.Queues) != 1 || !s.Queues[0].Durable {
-		t.Fatalf("redeclare did not replace: %+v", s.Queues)
-	}
-	if len(s.Bindings) != 3 || s.Bindings[2].Kind != BindExchange {
-		t.Fatalf("queue bindings must come before exchange bindings: %+v", s.Bindings)
-	}
-	// Removing the last binding of an auto-delete exchange forgets it (the
-	// broker deletes it) and its remaining bindings.
-	r.forgetBinding(BindSpec{Source: "x", Destination: "q", RoutingKey: "a"})
-	s = r.Snapshot()
-	if len(s.Exchanges) != 1 || s.Exchanges[0].Name != "y" || len(s.Bindings) != 1 {
-		t.Fatalf("auto-delete exchange not forgotten: %+v", s)
-	}
-	r.forgetQueue("q")
-	if s = r.Snapshot(); len(s.Queues) != 0 || len(s.Bindings) != 0 {
-		t.Fatalf("queue or its bindings not forgotten: %+v", s)
-	}
-}
-
 // FuzzSpecValidation: validation never panics and only ever returns
 // *SpecError values.
 func FuzzSpecValidation(f *testing.F) {
@@ -140,7 +105,6 @@ func FuzzSpecValidation(f *testing.F) {
 				Overflow: Overflow(typ), QueueMode: qtype, DeliveryLimit: prio, Extra: amqp.Table{name: ttlMs},
 			}},
 			BindSpec{Source: name, Destination: typ, RoutingKey: qtype, Args: amqp.Table{"x-match": xmatch}},
-			ConsumerSpec{Queue: name, Tag: typ, PrefetchCount: prio, Handler: func(context.Context, *Delivery) {}},
 		}
 		for _, s := range specs {
 			err := s.Validate()

@@ -51,15 +51,16 @@ func (t Target) atLeast(v Target) bool {
 	return t.Major > v.Major || (t.Major == v.Major && t.Minor >= v.Minor)
 }
 
-func (t Target) known() bool { return t.Major > 0 }
+// Known reports a Target set to a version (the zero Target is none).
+func (t Target) Known() bool { return t.Major > 0 }
 
 // ValidateFor is Validate, then the rules of target.
 func (s QueueSpec) ValidateFor(target Target) error {
 	errs := []error{s.Validate()}
-	if !target.known() {
+	if !target.Known() {
 		return errors.Join(errs...)
 	}
-	spec := s.label()
+	spec := s.String()
 	bad := func(field, reason string) { errs = append(errs, &SpecError{Spec: spec, Field: field, Reason: reason}) }
 	a := s.Args
 	if target.atLeast(RabbitMQ43) {
@@ -109,9 +110,6 @@ func (t Topology) ValidateFor(target Target) error {
 	for _, s := range t.Bindings {
 		errs = append(errs, s.Validate())
 	}
-	for _, s := range t.Consumers {
-		errs = append(errs, s.Validate())
-	}
 	return errors.Join(errs...)
 }
 
@@ -128,14 +126,4 @@ func (s QueueSpec) Warnings(target Target) []string {
 		}
 	}
 	return out
-}
-
-// target is the version o checks specs against: OpsConfig.Target, else the
-// connected broker's.
-func (o *Ops) target() Target {
-	if o.cfg.Target.known() {
-		return o.cfg.Target
-	}
-	t, _ := ParseTarget(o.conn.ServerVersion())
-	return t
 }

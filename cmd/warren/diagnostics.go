@@ -10,8 +10,8 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/middleware"
-	"github.com/warrenmq/warren/topology"
 )
 
 // The dialects a dead letter can be written in: how it says what happened
@@ -100,7 +100,7 @@ func diagnose(d amqp.Delivery) diagnosis {
 		if deathDiagnosis(d, &g) {
 			break
 		}
-		if x, key, ok := topology.ScheduledFrom(d.Exchange, d.RoutingKey, h); ok {
+		if x, key, ok := delay.ScheduledFrom(d.Exchange, d.RoutingKey, h); ok {
 			g.Dialect, g.ErrorType = dialectDue, "due"
 			g.Error = "a scheduled message due and waiting for warren's hand-over"
 			g.Exchange, g.RoutingKey, g.origin = x, key, true
@@ -175,7 +175,7 @@ func deathDiagnosis(d amqp.Delivery, g *diagnosis) bool {
 	if keys, ok := first["routing-keys"].([]any); ok && len(keys) > 0 {
 		g.RoutingKey, _ = keys[0].(string)
 	}
-	if x, key, ok := topology.ScheduledFrom(g.Exchange, g.RoutingKey, nil); ok || delayEntity(g.Exchange) {
+	if x, key, ok := delay.ScheduledFrom(g.Exchange, g.RoutingKey, nil); ok || delayEntity(g.Exchange) {
 		g.Exchange, g.RoutingKey = x, key
 		if !ok {
 			g.Exchange, g.RoutingKey = "", g.Queue

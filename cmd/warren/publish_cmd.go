@@ -10,8 +10,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/spf13/cobra"
-
-	"github.com/warrenmq/warren/topology"
+	"github.com/warrenmq/warren/broker"
 )
 
 func publishCommand(g *globals) *cobra.Command {
@@ -71,7 +70,7 @@ It needs --url or WARREN_URL.`,
 				return err
 			}
 			defer c.Close(context.Background())
-			if err := first(ops.PublishAll(cmd.Context(), []topology.Outgoing{{Exchange: exchange, RoutingKey: a[0], Mandatory: true, Msg: msg}})); err != nil {
+			if err := first(ops.PublishAll(cmd.Context(), []broker.Outgoing{{Exchange: exchange, RoutingKey: a[0], Mandatory: true, Msg: msg}})); err != nil {
 				return err
 			}
 			if g.json() {

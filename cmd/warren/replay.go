@@ -17,10 +17,10 @@ import (
 	"golang.org/x/time/rate"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/middleware"
-	"github.com/warrenmq/warren/topology"
 )
 
 // Headers a replay writes on what it sends back, so that an operator (and
@@ -260,7 +260,7 @@ func printReplay(g *globals, s replaySummary) {
 type replayer struct {
 	g       *globals
 	c       *conn.Conn
-	ops     *topology.Ops
+	ops     *broker.Ops
 	queue   string
 	filter  replayFilter
 	to      string
@@ -450,7 +450,7 @@ func (r *replayer) pass(ctx context.Context, bar **progressbar.ProgressBar) (don
 			msg = keptWhole(d)
 		}
 		gen := r.c.Generation()
-		perr := first(r.ops.PublishAll(ctx, []topology.Outgoing{{Ctx: ctx, Exchange: exchange, RoutingKey: key, Mandatory: true, Msg: msg}}))
+		perr := first(r.ops.PublishAll(ctx, []broker.Outgoing{{Ctx: ctx, Exchange: exchange, RoutingKey: key, Mandatory: true, Msg: msg}}))
 		if perr != nil {
 			if lost(r.c, perr) {
 				r.uncertain[id] = true // it may have reached the broker

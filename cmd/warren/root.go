@@ -15,9 +15,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/topology"
 )
 
 // globals are the flags every command takes.
@@ -125,7 +125,7 @@ var errNoTarget = errors.New("this command changes the broker: name it with --ur
 
 // connectToChange is connect for the commands that change the broker: they
 // never guess which one.
-func (g *globals) connectToChange(ctx context.Context) (*conn.Conn, *topology.Ops, error) {
+func (g *globals) connectToChange(ctx context.Context) (*conn.Conn, *broker.Ops, error) {
 	if _, explicit := g.target(); !explicit {
 		return nil, nil, &usageError{errNoTarget}
 	}
@@ -134,7 +134,7 @@ func (g *globals) connectToChange(ctx context.Context) (*conn.Conn, *topology.Op
 
 // connect opens the connection: one attempt at first (a wrong URL fails at
 // once), then reconnecting for --timeout after a loss.
-func (g *globals) connect(ctx context.Context) (*conn.Conn, *topology.Ops, error) {
+func (g *globals) connect(ctx context.Context) (*conn.Conn, *broker.Ops, error) {
 	url, _ := g.target()
 	g.secrets.add(url)
 	c, err := conn.New(url, conn.Config{
@@ -155,7 +155,7 @@ func (g *globals) connect(ctx context.Context) (*conn.Conn, *topology.Ops, error
 		host, _, _ = strings.Cut(host, "/")
 		g.broker = fmt.Sprintf("%s, vhost %q", host, u.Vhost)
 	}
-	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		_ = c.Close(context.Background())
 		return nil, nil, err

@@ -13,11 +13,11 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
+	levels "github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/telemetry/telemetrytest"
-	"github.com/warrenmq/warren/topology"
 )
 
 // logBuffer is a logger's output, safe to read while it writes.
@@ -60,10 +60,10 @@ func TestScheduledToAnUnboundKeyIsKeptThenReplayed(t *testing.T) {
 		t.Fatalf("Publish of a scheduled message: %v (its routing is checked when it is due)", err)
 	}
 	ch := dial(t, url)
-	rabbittest.Eventually(t, 30*time.Second, "the due message kept in "+topology.ScheduleUnroutableQueue, func() bool {
-		return depth(t, ch, topology.ScheduleUnroutableQueue) == 1
+	rabbittest.Eventually(t, 30*time.Second, "the due message kept in "+levels.ScheduleUnroutableQueue, func() bool {
+		return depth(t, ch, levels.ScheduleUnroutableQueue) == 1
 	})
-	kept, ok, err := ch.Get(topology.ScheduleUnroutableQueue, false)
+	kept, ok, err := ch.Get(levels.ScheduleUnroutableQueue, false)
 	if err != nil || !ok {
 		t.Fatal(ok, err)
 	}
@@ -94,7 +94,7 @@ func TestScheduledToAnUnboundKeyIsKeptThenReplayed(t *testing.T) {
 	if err := ch.QueueBind("created", "order.created", "shop", false, nil); err != nil {
 		t.Fatal(err)
 	}
-	r := cli(t, url, "", "dlq", "replay", topology.ScheduleUnroutableQueue)
+	r := cli(t, url, "", "dlq", "replay", levels.ScheduleUnroutableQueue)
 	if r.code != 0 || !strings.Contains(r.stdout, `exchange "shop", routing key "order.created"`) {
 		t.Fatalf("replay: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
@@ -103,8 +103,8 @@ func TestScheduledToAnUnboundKeyIsKeptThenReplayed(t *testing.T) {
 	if err != nil || !ok || got.MessageId != "sched-1" || got.Headers["tenant"] != "acme" {
 		t.Fatalf("replayed message: %q %v %v %v", got.MessageId, got.Headers, ok, err)
 	}
-	if n := depth(t, ch, topology.ScheduleUnroutableQueue); n != 0 {
-		t.Fatalf("%d left in %s", n, topology.ScheduleUnroutableQueue)
+	if n := depth(t, ch, levels.ScheduleUnroutableQueue); n != 0 {
+		t.Fatalf("%d left in %s", n, levels.ScheduleUnroutableQueue)
 	}
 	if n := depth(t, ch, "created"); n != 0 {
 		t.Fatalf("%d more in the queue: the message arrived more than once", n)

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"go.yaml.in/yaml/v3"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/topology"
 )
@@ -266,20 +267,20 @@ WARREN_URL: it never guesses which broker to change.`,
 				return err
 			}
 			defer c.Close(context.Background())
-			opts := []topology.Option{topology.NoRestore()}
+			opts := []broker.Option{broker.NoRestore()}
 			if force {
-				opts = append(opts, topology.WithForce())
+				opts = append(opts, broker.WithForce())
 			}
 			if acceptLoss {
-				opts = append(opts, topology.AcceptMessageLoss())
+				opts = append(opts, broker.AcceptMessageLoss())
 			}
 			if err := ops.Apply(cmd.Context(), t, opts...); err != nil {
-				var fr *topology.ForceRefusedError
+				var fr *broker.ForceRefusedError
 				switch {
 				case errors.As(err, &fr):
 					return &exitError{exitRefused, fmt.Errorf("queue %q exists with other arguments and holds %d message(s): --force would delete them; "+
 						"add --accept-message-loss to accept that (%s)", fr.Queue, fr.Messages, preconditionDetail(fr.Cause.Error()))}
-				case errors.Is(err, topology.ErrPreconditionFailed):
+				case errors.Is(err, conn.ErrPreconditionFailed):
 					return fmt.Errorf("%s on %s: %s; `warren topology diff %s` lists every difference, and --force recreates what differs "+
 						"(a queue that holds messages also needs --accept-message-loss)", a[0], g.broker, preconditionDetail(err.Error()), a[0])
 				}

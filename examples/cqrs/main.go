@@ -18,9 +18,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
-	"github.com/warrenmq/warren/topology"
 )
 
 // PlaceOrder is a command.
@@ -181,14 +181,14 @@ func run(ctx context.Context, c *conn.Conn) error {
 	}
 	<-runErr
 	// Leave nothing behind.
-	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		return err
 	}
 	for _, q := range []string{prefix + "PlaceOrder", prefix + "events.billing", prefix + "events.shipping"} {
-		_, _ = ops.DeleteQueue(ctx, q, topology.DeleteOptions{})
+		_, _ = ops.DeleteQueue(ctx, q, broker.DeleteOptions{})
 	}
-	_ = ops.DeleteExchange(ctx, prefix+"events", topology.DeleteOptions{})
+	_ = ops.DeleteExchange(ctx, prefix+"events", broker.DeleteOptions{})
 	fmt.Println("every group saw every event once")
 	return nil
 }

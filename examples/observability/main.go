@@ -31,6 +31,7 @@ import (
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/middleware"
@@ -111,8 +112,8 @@ func run(ctx context.Context, url string, ln net.Listener, serve bool) error {
 		return err
 	}
 	defer func() {
-		_, _ = r.Ops().DeleteQueue(context.Background(), orders, topology.DeleteOptions{})
-		_, _ = r.Ops().DeleteQueue(context.Background(), dlq, topology.DeleteOptions{})
+		_, _ = r.Ops().DeleteQueue(context.Background(), orders, broker.DeleteOptions{})
+		_, _ = r.Ops().DeleteQueue(context.Background(), dlq, broker.DeleteOptions{})
 	}()
 	ids := []string{"order-1", "order-2", "flaky-3", "broken-4", "order-5"}
 	for _, id := range ids {

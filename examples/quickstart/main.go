@@ -19,6 +19,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/internal/rabbittest"
@@ -53,42 +54,41 @@ func specs(ctx context.Context) error {
 		return fmt.Errorf("is RabbitMQ running? (make broker): %w", err)
 	}
 	defer c.Close(ctx)
-	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		return err
 	}
 	defer ops.Close(ctx)
 
-	exchange := ops.Exchange(topology.ExchangeSpec{Name: "quickstart.x", Type: topology.Direct, AutoDelete: true})
-	queue := ops.Queue(topology.QueueSpec{Exclusive: true}) // a generated name, stable across reconnects
-	if err := exchange.Declare(ctx); err != nil {           // recorded: restored after every reconnect
-		return err
+	// Declared with restore (the default): put back after every reconnect.
+	t := topology.Topology{
+		Exchanges: []topology.ExchangeSpec{{Name: "quickstart.x", Type: topology.Direct, AutoDelete: true}},
+		Queues:    []topology.QueueSpec{{Name: "quickstart.greetings", Exclusive: true}},
+		Bindings:  []topology.BindSpec{{Source: "quickstart.x", Destination: "quickstart.greetings", RoutingKey: "greeting"}},
 	}
-	if _, err := queue.Declare(ctx); err != nil {
-		return err
-	}
-	if err := queue.Bind(ctx, exchange.Spec.Name, "greeting", nil); err != nil {
+	if err := ops.Apply(ctx, t); err != nil {
 		return err
 	}
 	got := make(chan string, 1)
-	if _, err := queue.Consume(ctx, topology.ConsumerSpec{Handler: func(_ context.Context, d *topology.Delivery) {
+	consumer, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: "quickstart.greetings", Handler: func(_ context.Context, d *broker.Delivery) {
 		got <- string(d.Body)
 		_ = d.Ack() // manual ack
-	}}); err != nil {
+	}})
+	if err != nil {
 		return err
 	}
-	if err := exchange.Publish(ctx, "greeting", amqp.Publishing{Body: []byte("hello, warren")}, topology.PublishOptions{Mandatory: true}); err != nil {
+	if err := ops.Publish(ctx, "quickstart.x", "greeting", amqp.Publishing{Body: []byte("hello, warren")}, broker.PublishOptions{Mandatory: true}); err != nil {
 		return err
 	}
 	select {
 	case body := <-got:
-		say("consumed %q from %s; the registry would restore %d exchange(s), %d queue(s), %d binding(s), %d consumer(s)",
-			body, queue.Name(), len(ops.Registry().Snapshot().Exchanges), len(ops.Registry().Snapshot().Queues),
-			len(ops.Registry().Snapshot().Bindings), len(ops.Registry().Snapshot().Consumers))
+		snap := ops.Registry().Snapshot()
+		say("consumed %q; the registry would restore %d exchange(s), %d queue(s), %d binding(s) and the consumer",
+			body, len(snap.Exchanges), len(snap.Queues), len(snap.Bindings))
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	return queue.StopConsume(ctx)
+	return consumer.Stop(ctx)
 }
 
 type order struct {
@@ -230,11 +230,11 @@ func service(ctx context.Context) error {
 	// Leave the broker as we found it.
 	cleanup, err := conn.New(examples.URL(), conn.Config{})
 	if err == nil && cleanup.Open(ctx) == nil {
-		if ops, err := topology.NewOps(cleanup, topology.OpsConfig{}); err == nil {
+		if ops, err := broker.NewOps(cleanup, broker.OpsConfig{}); err == nil {
 			// (The delay levels, warren.delay.*, are the vhost's, shared by
 			// every service: they stay.)
 			for _, name := range []string{q, q + ".dlq"} {
-				_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
+				_, _ = ops.DeleteQueue(ctx, name, broker.DeleteOptions{})
 			}
 			_ = ops.Close(ctx)
 		}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/router"
@@ -78,8 +79,8 @@ func run(ctx context.Context) error {
 	}
 	defer func() {
 		ops := r.Ops()
-		_, _ = ops.DeleteQueue(context.WithoutCancel(ctx), queue, topology.DeleteOptions{})
-		_, _ = ops.DeleteQueue(context.WithoutCancel(ctx), queue+".dlq", topology.DeleteOptions{})
+		_, _ = ops.DeleteQueue(context.WithoutCancel(ctx), queue, broker.DeleteOptions{})
+		_, _ = ops.DeleteQueue(context.WithoutCancel(ctx), queue+".dlq", broker.DeleteOptions{})
 		_ = r.Close(context.WithoutCancel(ctx))
 		<-runErr
 	}()
@@ -129,7 +130,7 @@ func run(ctx context.Context) error {
 	say("a request nobody serves fails at once")
 	start := time.Now()
 	_, err = rq.Request(ctx, "example.rpc.nobody", message.NewMessage("q-x", []byte("x")))
-	if !errors.Is(err, warren.ErrUnroutable) {
+	if !errors.Is(err, broker.ErrUnroutable) {
 		return fmt.Errorf("want ErrUnroutable, got %v", err)
 	}
 	fmt.Printf("   unroutable after %s\n", time.Since(start).Round(10*time.Microsecond))

@@ -15,9 +15,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
-	"github.com/warrenmq/warren/topology"
 )
 
 func say(format string, args ...any) { fmt.Printf("==> "+format+"\n", args...) }
@@ -89,11 +89,11 @@ func run(ctx context.Context) error {
 		}
 	}
 	stop()
-	ops, err := topology.NewOps(c, topology.OpsConfig{})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		return err
 	}
-	_, _ = ops.DeleteQueue(ctx, topic, topology.DeleteOptions{})
+	_, _ = ops.DeleteQueue(ctx, topic, broker.DeleteOptions{})
 	say("the delay levels (warren.delay.*) stay in the vhost, shared by every service")
 	return nil
 }

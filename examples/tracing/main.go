@@ -26,6 +26,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/middleware"
@@ -97,7 +98,7 @@ func main() {
 	printTree(got)
 	ops := r.Ops()
 	for _, name := range []string{q, q + ".dlq"} {
-		_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
+		_, _ = ops.DeleteQueue(ctx, name, broker.DeleteOptions{})
 	}
 }
 

@@ -13,11 +13,11 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
-	"github.com/warrenmq/warren/topology"
 )
 
 func main() {
@@ -62,7 +62,7 @@ func main() {
 	info, _ := ops.Inspect(ctx, q+".dlq")
 	fmt.Printf("dead-letter queue %s.dlq holds %d message(s)\n", q, info.Messages)
 	for _, name := range []string{q + ".dlq", q} {
-		_, _ = ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
+		_, _ = ops.DeleteQueue(ctx, name, broker.DeleteOptions{})
 	}
 	if err := r.Close(ctx); err != nil {
 		log.Fatal(err)

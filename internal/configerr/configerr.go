@@ -1,7 +1,7 @@
 // Package configerr is the one meaning of "invalid configuration" across
 // warren: every package re-exports ErrInvalidConfig and Error from here, so
 // errors.Is(err, conn.ErrInvalidConfig) and errors.Is(err,
-// router.ErrInvalidConfig) are the same question, whichever constructor
+// conn.ErrInvalidConfig) are the same question, whichever constructor
 // refused its Config.
 package configerr
 

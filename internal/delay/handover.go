@@ -1,5 +1,5 @@
 // Package delay hands over the due messages of the delay levels that the
-// broker cannot deliver by itself (see topology.Schedule): the engine that
+// broker cannot deliver by itself (see Schedule): the engine that
 // every warren Publisher that schedules and every router that retries
 // after a delay take part in.
 package delay
@@ -15,14 +15,14 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/topology"
 )
 
 // HandOver hands over the due messages that the delay levels' deliver
-// exchange cannot route by itself (topology.ScheduleDueQueue: messages
+// exchange cannot route by itself (ScheduleDueQueue: messages
 // scheduled to an exchange, forwarded ones, and those whose queue is gone
 // when they are due): it publishes each to its destination, mandatory and
 // confirmed, without the routing headers and the broker's record of the
@@ -43,12 +43,12 @@ type HandOver struct {
 
 	mu    sync.Mutex
 	users int
-	ops   *topology.Ops // the running consumer's, nil while none runs
+	ops   *broker.Ops // the running consumer's, nil while none runs
 }
 
 // worker is one run of the hand-over's consumer: what its handler uses.
 type worker struct {
-	ops *topology.Ops
+	ops *broker.Ops
 	log *slog.Logger
 	tel *telemetry.Telemetry
 }
@@ -77,16 +77,16 @@ func (h *HandOver) Acquire(ctx context.Context, log *slog.Logger, tel *telemetry
 		h.users++
 		return nil
 	}
-	ops, err := topology.NewOps(h.conn, topology.OpsConfig{Logger: log})
+	ops, err := broker.NewOps(h.conn, broker.OpsConfig{Logger: log})
 	if err != nil {
 		return err
 	}
-	if err := ops.Apply(ctx, topology.ScheduleTopology(), topology.IfMissing()); err != nil {
+	if err := ops.Apply(ctx, ScheduleTopology(), broker.IfMissing()); err != nil {
 		_ = ops.Close(ctx)
 		return fmt.Errorf("warren: declare the delay levels: %w", err)
 	}
 	w := &worker{ops: ops, log: log, tel: tel}
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: topology.ScheduleDueQueue, PrefetchCount: handOverPrefetch, Handler: w.handle}); err != nil {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: ScheduleDueQueue, PrefetchCount: handOverPrefetch, Handler: w.handle}); err != nil {
 		_ = ops.Close(ctx)
 		return fmt.Errorf("warren: hand over due messages: %w", err)
 	}
@@ -112,14 +112,14 @@ func (h *HandOver) Release(ctx context.Context) error {
 }
 
 // handle hands one due message over, on the consumer's goroutine.
-func (h *worker) handle(ctx context.Context, d *topology.Delivery) {
-	exchange, key, ok := topology.ScheduledFrom(d.Exchange, d.RoutingKey, d.Headers)
+func (h *worker) handle(ctx context.Context, d *broker.Delivery) {
+	exchange, key, ok := ScheduledFrom(d.Exchange, d.RoutingKey, d.Headers)
 	msg := forwardedPublishing(&d.Delivery)
 	var err error
 	if !ok {
-		err = fmt.Errorf("%w: not a scheduled message (routing key %q)", topology.ErrUnroutable, d.RoutingKey)
+		err = fmt.Errorf("%w: not a scheduled message (routing key %q)", broker.ErrUnroutable, d.RoutingKey)
 	} else {
-		err = first(h.ops.PublishAll(ctx, []topology.Outgoing{{Exchange: exchange, RoutingKey: key, Mandatory: true, Msg: msg}}))
+		err = first(h.ops.PublishAll(ctx, []broker.Outgoing{{Exchange: exchange, RoutingKey: key, Mandatory: true, Msg: msg}}))
 	}
 	switch {
 	case err == nil:
@@ -140,14 +140,14 @@ func (h *worker) handle(ctx context.Context, d *topology.Delivery) {
 		return
 	}
 	kept := unroutableCopy(msg, exchange, key, err, time.Now())
-	if kerr := first(h.ops.PublishAll(ctx, []topology.Outgoing{{RoutingKey: topology.ScheduleUnroutableQueue, Mandatory: true, Msg: kept}})); kerr != nil {
+	if kerr := first(h.ops.PublishAll(ctx, []broker.Outgoing{{RoutingKey: ScheduleUnroutableQueue, Mandatory: true, Msg: kept}})); kerr != nil {
 		h.log.Warn("warren: a due message no queue took could not be kept; it goes back to the due queue", "message_id", d.MessageId, "err", kerr)
 		_ = d.Nack(true)
 		return
 	}
 	_ = d.Ack()
 	h.tel.ScheduledUnroutable(exchange, err)
-	h.log.Warn("warren: a scheduled message was due but no queue took it; kept in "+topology.ScheduleUnroutableQueue+
+	h.log.Warn("warren: a scheduled message was due but no queue took it; kept in "+ScheduleUnroutableQueue+
 		" (warren dlq replay sends it on once a queue is bound)",
 		"message_id", d.MessageId, "exchange", exchange, "routing_key", key, "err", err, "error.type", ack.ErrorType(err))
 }
@@ -156,7 +156,7 @@ func (h *worker) handle(ctx context.Context, d *topology.Delivery) {
 // (no queue takes it, its exchange is gone, it may not go there, it is too
 // large): sending it again would meet the same answer.
 func refusedForGood(err error) bool {
-	for _, target := range []error{topology.ErrUnroutable, topology.ErrNotFound, topology.ErrAccessRefused, topology.ErrMessageTooLarge, topology.ErrPreconditionFailed, topology.ErrNacked} {
+	for _, target := range []error{broker.ErrUnroutable, conn.ErrNotFound, conn.ErrAccessRefused, broker.ErrMessageTooLarge, conn.ErrPreconditionFailed, broker.ErrNacked} {
 		if errors.Is(err, target) {
 			return true
 		}
@@ -189,7 +189,7 @@ func forwardedPublishing(d *amqp.Delivery) amqp.Publishing {
 	}
 }
 
-// unroutableCopy is msg as topology.ScheduleUnroutableQueue keeps it: with
+// unroutableCopy is msg as ScheduleUnroutableQueue keeps it: with
 // warren's dead-letter headers saying why and where it was going, and its
 // TTL in a header (a kept message must not expire; a replay restores it).
 func unroutableCopy(msg amqp.Publishing, exchange, key string, why error, now time.Time) amqp.Publishing {

@@ -15,7 +15,7 @@ import "strings"
 const PublishSeq = "warren-publish-seq"
 
 // ScheduleHeaderPrefix starts the headers that route a scheduled message
-// through the delay levels (topology.Schedule).
+// through the delay levels (delay.Schedule).
 const ScheduleHeaderPrefix = "warren-delay-"
 
 // ScheduledExpiration keeps the per-message TTL of a scheduled message

@@ -20,6 +20,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/pg/inbox"
@@ -78,13 +79,13 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 	journal := &journal{start: time.Now()}
 	var consumerEnded atomic.Bool
 	r := b.Router(router.Config{
-		OnConsumerEvent: func(route string, e topology.ConsumerEvent) {
+		OnConsumerEvent: func(route string, e broker.ConsumerEvent) {
 			journal.add("%s: %v %v", route, e.Kind, e.Err)
-			if e.Kind == topology.ConsumerEnded {
+			if e.Kind == broker.ConsumerEnded {
 				consumerEnded.Store(true) // it never comes back: no use waiting for it
 			}
 		},
-		OnRestore: func(rep topology.RestoreReport) {
+		OnRestore: func(rep broker.RestoreReport) {
 			journal.add("restore run %d (connection %d): %d restored, failed %v, err %v", rep.Run, rep.Generation, len(rep.Restored), rep.Failed, rep.Err)
 		},
 	})

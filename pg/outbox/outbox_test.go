@@ -14,6 +14,7 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx", for the database/sql path
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/pg/internal/pgtest"
 	"github.com/warrenmq/warren/pg/outbox"
 )
@@ -239,7 +240,7 @@ func TestPoisonRowSetAsideTransientRetried(t *testing.T) {
 		failed := map[string]error{}
 		for _, m := range msgs {
 			if m.UUID == "refused" {
-				failed[m.UUID] = fmt.Errorf("no exchange: %w", warren.ErrNotFound)
+				failed[m.UUID] = fmt.Errorf("no exchange: %w", conn.ErrNotFound)
 			}
 			if m.UUID == "b" && timeouts > 0 {
 				timeouts--

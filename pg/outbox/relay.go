@@ -15,6 +15,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 )
 
 // RelayConfig shapes a Relay.
@@ -313,8 +315,8 @@ func (r *Relay) publish(ctx context.Context, rows []row) (done []int64, failed m
 // sending it again would be refused again.
 func permanent(err error) bool {
 	for _, target := range []error{
-		warren.ErrInvalidMessage, warren.ErrInvalidTopic, warren.ErrNotFound, warren.ErrAccessRefused,
-		warren.ErrMessageTooLarge, warren.ErrPreconditionFailed, warren.ErrUnroutable,
+		warren.ErrInvalidMessage, warren.ErrInvalidTopic, conn.ErrNotFound, conn.ErrAccessRefused,
+		broker.ErrMessageTooLarge, conn.ErrPreconditionFailed, broker.ErrUnroutable,
 	} {
 		if errors.Is(err, target) {
 			return true

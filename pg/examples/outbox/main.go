@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/pg/inbox"
 	"github.com/warrenmq/warren/pg/outbox"
@@ -115,7 +116,7 @@ CREATE TABLE IF NOT EXISTS example_invoices (order_id text PRIMARY KEY, times in
 	defer func() {
 		ops := r.Ops()
 		for _, q := range []string{queue, queue + ".dlq"} {
-			_, _ = ops.DeleteQueue(context.WithoutCancel(ctx), q, topology.DeleteOptions{})
+			_, _ = ops.DeleteQueue(context.WithoutCancel(ctx), q, broker.DeleteOptions{})
 		}
 		_ = r.Close(context.WithoutCancel(ctx))
 		<-runErr

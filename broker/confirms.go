@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"context"
@@ -38,7 +38,7 @@ func (p *confirmPool) get(ctx context.Context) (*conn.ConfirmChannel, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if p.closed.Load() {
-		return nil, ErrClosed
+		return nil, conn.ErrClosed
 	}
 	if s.cc != nil && s.cc.IsOpen() {
 		return s.cc, nil

@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/topology"
 )
 
 // EntityKind names a kind of entity in restore reports and errors.
@@ -111,7 +112,7 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 			// Needed, not owned (IfMissing): declared only when missing.
 			it.one = func() error {
 				err := r.checkExchange(ctx, s.Name)
-				if errors.Is(err, ErrNotFound) {
+				if errors.Is(err, conn.ErrNotFound) {
 					err = r.declareExchange(ctx, s)
 				}
 				return err
@@ -135,7 +136,7 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 		case rec.weak:
 			it.one = func() error {
 				_, err := r.inspect(ctx, s.Name)
-				if errors.Is(err, ErrNotFound) {
+				if errors.Is(err, conn.ErrNotFound) {
 					_, err = r.declareQueue(ctx, s)
 				}
 				return err
@@ -149,7 +150,7 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 	if err := r.restoreBatch(ctx, batch, rep); err != nil {
 		return err
 	}
-	for _, kind := range []BindKind{BindQueue, BindExchange} {
+	for _, kind := range []topology.BindKind{topology.BindQueue, topology.BindExchange} {
 		batch = batch[:0]
 		for _, rec := range bindings {
 			s := rec.spec
@@ -157,9 +158,9 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 				continue
 			}
 			st := bindStep(s)
-			batch = append(batch, restoreItem{kind: KindBinding, name: s.label(), step: &st, ok: declared(rec), one: func() error {
+			batch = append(batch, restoreItem{kind: KindBinding, name: s.String(), step: &st, ok: declared(rec), one: func() error {
 				err := r.bind(ctx, s)
-				if errors.Is(err, ErrNotFound) {
+				if errors.Is(err, conn.ErrNotFound) {
 					// An auto-delete end restored a moment ago vanished (the
 					// broker cleaned up after the dead connection late):
 					// put it back, so that the retry finds it (PITFALLS 10).
@@ -308,11 +309,11 @@ func (r *Registry) restoreConsumers(ctx context.Context, rep *RestoreReport) err
 
 // reviveEnds declares a binding's registered source and destination again.
 // Failures are left to the binding's own retry to report.
-func (r *Registry) reviveEnds(ctx context.Context, b BindSpec) {
+func (r *Registry) reviveEnds(ctx context.Context, b topology.BindSpec) {
 	if x, ok := r.exchangeSpec(b.Source); ok && !x.IsReadOnly() {
 		_ = r.declareExchange(ctx, x)
 	}
-	if b.Kind == BindExchange {
+	if b.Kind == topology.BindExchange {
 		if x, ok := r.exchangeSpec(b.Destination); ok && !x.IsReadOnly() {
 			_ = r.declareExchange(ctx, x)
 		}

@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
 )
 
 // internalOps is an Ops on its own connection to url, closed when t ends.
@@ -36,7 +37,7 @@ func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
 	var consumers []*Consumer
 	for i := 0; i < n; i++ {
 		q := b.Name("host." + strconv.Itoa(i))
-		if _, err := ops.DeclareQueue(ctx, QueueSpec{Name: q, AutoDelete: true}); err != nil {
+		if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q, AutoDelete: true}); err != nil {
 			t.Fatal(err)
 		}
 		c, err := ops.Consume(ctx, ConsumerSpec{Queue: q, AutoAck: true, Handler: func(context.Context, *Delivery) { got.Add(1) }})
@@ -117,7 +118,7 @@ func TestHandOffAfterStopReleasesTheSubscription(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	q := b.Name("late-handoff")
-	if _, err := ops.DeclareQueue(ctx, QueueSpec{Name: q, Durable: true, Args: QueueArgs{Type: Quorum, SingleActiveConsumer: true}}); err != nil {
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q, Durable: true, Args: topology.QueueArgs{Type: topology.Quorum, SingleActiveConsumer: true}}); err != nil {
 		t.Fatal(err)
 	}
 	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, OrderedHandOver: true, Handler: func(context.Context, *Delivery) {}})

@@ -1,4 +1,4 @@
-package topology_test
+package broker_test
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
@@ -16,7 +17,7 @@ import (
 
 func TestDeclareExistsDeleteExchanges(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	for _, typ := range []topology.ExchangeType{topology.Direct, topology.Fanout, topology.Topic, topology.Headers} {
 		name := b.Name("x-" + string(typ))
@@ -26,7 +27,7 @@ func TestDeclareExistsDeleteExchanges(t *testing.T) {
 		if ok, err := ops.ExchangeExists(ctx, name); err != nil || !ok {
 			t.Fatalf("exists %s: %v %v", typ, ok, err)
 		}
-		if err := ops.DeleteExchange(ctx, name, topology.DeleteOptions{}); err != nil {
+		if err := ops.DeleteExchange(ctx, name, broker.DeleteOptions{}); err != nil {
 			t.Fatal(err)
 		}
 		if ok, err := ops.ExchangeExists(ctx, name); err != nil || ok {
@@ -40,7 +41,7 @@ func TestDeclareExistsDeleteExchanges(t *testing.T) {
 
 func TestInternalFlagIsSent(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	name := b.Name("internal")
 	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: name, Type: topology.Fanout, Internal: true}); err != nil {
@@ -63,20 +64,20 @@ func TestInternalFlagIsSent(t *testing.T) {
 	}
 	// warren knows it is internal and refuses before writing, so no shared
 	// confirm channel is closed by it.
-	err := ops.Publish(ctx, name, "", msg("x"), topology.PublishOptions{})
-	var oe *topology.OperationError
-	if !errors.As(err, &oe) || !errors.Is(err, topology.ErrAccessRefused) {
+	err := ops.Publish(ctx, name, "", msg("x"), broker.PublishOptions{})
+	var oe *broker.OperationError
+	if !errors.As(err, &oe) || !errors.Is(err, conn.ErrAccessRefused) {
 		t.Fatalf("publish to internal exchange: %v, want ErrAccessRefused", err)
 	}
 }
 
 func TestDelayedExchangeWithoutPluginSaysSo(t *testing.T) {
 	b := rabbittest.Shared(t)
-	c, ops := setup(t, b.URL, topology.OpsConfig{})
+	c, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	spec := topology.DelayedExchangeSpec{Name: b.Name("delayed"), DelayedType: topology.Direct}
 	err := ops.DeclareExchange(ctx, spec.Exchange())
-	if !errors.Is(err, topology.ErrPluginMissing) || !strings.Contains(err.Error(), "rabbitmq_delayed_message_exchange") {
+	if !errors.Is(err, broker.ErrPluginMissing) || !strings.Contains(err.Error(), "rabbitmq_delayed_message_exchange") {
 		t.Fatalf("delayed exchange without the plugin: %v", err)
 	}
 	if len(ops.Registry().Snapshot().Exchanges) != 0 {
@@ -94,21 +95,21 @@ func TestDelayedExchangeWithoutPluginSaysSo(t *testing.T) {
 
 func TestReadOnlyEntities(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	for _, s := range []topology.ExchangeSpec{topology.DefaultExchange(), {Name: "amq.topic", Type: topology.Topic}, {Name: b.Name("ro"), Type: topology.Direct, ReadOnly: true}} {
 		err := ops.DeclareExchange(ctx, s)
-		var oe *topology.OperationError
-		if !errors.As(err, &oe) || !errors.Is(err, topology.ErrReadOnly) {
+		var oe *broker.OperationError
+		if !errors.As(err, &oe) || !errors.Is(err, broker.ErrReadOnly) {
 			t.Fatalf("declare read-only %q: %v", s.Name, err)
 		}
 	}
 	for _, name := range []string{"amq.direct", "amq.fanout"} {
-		if err := ops.DeleteExchange(ctx, name, topology.DeleteOptions{}); !errors.Is(err, topology.ErrReadOnly) {
+		if err := ops.DeleteExchange(ctx, name, broker.DeleteOptions{}); !errors.Is(err, broker.ErrReadOnly) {
 			t.Fatalf("delete %s: %v", name, err)
 		}
 	}
-	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("roq"), ReadOnly: true}); !errors.Is(err, topology.ErrReadOnly) {
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("roq"), ReadOnly: true}); !errors.Is(err, broker.ErrReadOnly) {
 		t.Fatalf("declare read-only queue: %v", err)
 	}
 	// Apply checks read-only entities instead of failing.
@@ -122,14 +123,14 @@ func TestReadOnlyEntities(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := topology.Topology{Exchanges: []topology.ExchangeSpec{{Name: b.Name("absent"), Type: topology.Direct, ReadOnly: true}}}
-	if err := ops.Apply(ctx, missing); !errors.Is(err, topology.ErrNotFound) {
+	if err := ops.Apply(ctx, missing); !errors.Is(err, conn.ErrNotFound) {
 		t.Fatalf("Apply with a missing read-only exchange: %v, want ErrNotFound", err)
 	}
 }
 
 func TestQueueArgumentsReachTheBroker(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	raw := rawChannel(t, b.URL)
 	tests := []struct {
@@ -159,7 +160,7 @@ func TestQueueArgumentsReachTheBroker(t *testing.T) {
 	// And they act: max length 5 with reject-publish keeps 5.
 	name := b.Name("argsa")
 	for i := 0; i < 7; i++ {
-		_ = ops.Publish(ctx, "", name, msg("m"), topology.PublishOptions{})
+		_ = ops.Publish(ctx, "", name, msg("m"), broker.PublishOptions{})
 	}
 	info, err := ops.Inspect(ctx, name)
 	if err != nil || info.Messages != 5 {
@@ -169,7 +170,7 @@ func TestQueueArgumentsReachTheBroker(t *testing.T) {
 
 func TestGeneratedQueueNames(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	info, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
 	if err != nil {
@@ -185,80 +186,80 @@ func TestGeneratedQueueNames(t *testing.T) {
 
 func TestBindUnbindQueuesExchangesHeaders(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
-	src := ops.Exchange(topology.ExchangeSpec{Name: b.Name("src"), Type: topology.Topic, AutoDelete: true})
-	mid := ops.Exchange(topology.ExchangeSpec{Name: b.Name("mid"), Type: topology.Headers, AutoDelete: true})
-	q := ops.Queue(topology.QueueSpec{Exclusive: true})
-	if err := src.Declare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if err := mid.Declare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := q.Declare(ctx); err != nil {
-		t.Fatal(err)
-	}
-	// src --(orders.*)--> mid --(headers kind=a)--> q
-	if err := mid.BindTo(ctx, src.Spec.Name, "orders.*", nil); err != nil {
-		t.Fatal(err)
-	}
-	hdr := amqp.Table{"x-match": "all", "kind": "a"}
-	if err := q.Bind(ctx, mid.Spec.Name, "", hdr); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 10)
-	if _, err := q.Consume(ctx, topology.ConsumerSpec{Handler: receiver(got)}); err != nil {
-		t.Fatal(err)
-	}
-	pub := func(key, kind, body string) {
-		t.Helper()
-		if err := src.Publish(ctx, key, amqp.Publishing{Headers: amqp.Table{"kind": kind}, Body: []byte(body)}, topology.PublishOptions{}); err != nil {
+	src := topology.ExchangeSpec{Name: b.Name("src"), Type: topology.Topic, AutoDelete: true}
+	mid := topology.ExchangeSpec{Name: b.Name("mid"), Type: topology.Headers, AutoDelete: true}
+	for _, x := range []topology.ExchangeSpec{src, mid} {
+		if err := ops.DeclareExchange(ctx, x); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pub("orders.new", "a", "1")
+	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// src --(orders.*)--> mid --(headers kind=a)--> q
+	toMid := topology.BindSpec{Source: src.Name, Destination: mid.Name, Kind: topology.BindExchange, RoutingKey: "orders.*"}
+	if err := ops.Bind(ctx, toMid); err != nil {
+		t.Fatal(err)
+	}
+	hdr := amqp.Table{"x-match": "all", "kind": "a"}
+	if err := ops.Bind(ctx, topology.BindSpec{Source: mid.Name, Destination: q.Name, Args: hdr}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q.Name, Handler: receiver(got)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := func(key, kind, body string, mandatory bool) error {
+		return ops.PublishAll(ctx, []broker.Outgoing{{Exchange: src.Name, RoutingKey: key, Mandatory: mandatory,
+			Msg: amqp.Publishing{Headers: amqp.Table{"kind": kind}, Body: []byte(body)}}})[0]
+	}
+	if err := pub("orders.new", "a", "1", false); err != nil {
+		t.Fatal(err)
+	}
 	expect(t, got, "1")
 	// Filtered: the broker routes them nowhere, so mandatory publishes come
 	// back unroutable.
 	for _, m := range []struct{ key, kind string }{{"orders.new", "b"}, {"users.new", "a"}} {
-		err := src.Publish(ctx, m.key, amqp.Publishing{Headers: amqp.Table{"kind": m.kind}}, topology.PublishOptions{Mandatory: true})
-		if !errors.Is(err, topology.ErrUnroutable) {
+		if err := pub(m.key, m.kind, "", true); !errors.Is(err, broker.ErrUnroutable) {
 			t.Fatalf("%s/%s: %v, want filtered out (unroutable)", m.key, m.kind, err)
 		}
 	}
-	if err := mid.UnbindFrom(ctx, src.Spec.Name, "orders.*", nil); err != nil {
+	if err := ops.Unbind(ctx, toMid); err != nil {
 		t.Fatal(err)
 	}
 	snap := ops.Registry().Snapshot()
-	if len(snap.Bindings) != 1 || snap.Bindings[0].Source != mid.Spec.Name {
+	if len(snap.Bindings) != 1 || snap.Bindings[0].Source != mid.Name {
 		t.Fatalf("registry bindings after unbind: %+v", snap.Bindings)
 	}
 	// src was auto-delete and lost its last binding: the broker deleted it
 	// and the registry forgot it.
-	if ok, _ := src.Exists(ctx); ok {
+	if ok, _ := ops.ExchangeExists(ctx, src.Name); ok {
 		t.Fatal("auto-delete exchange still exists")
 	}
 	for _, x := range snap.Exchanges {
-		if x.Name == src.Spec.Name {
+		if x.Name == src.Name {
 			t.Fatal("registry still restores an exchange the broker auto-deleted")
 		}
 	}
-	if err := q.StopConsume(ctx); err != nil {
+	if err := c.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestDeleteConditionsAndCounts(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	name := b.Name("del")
 	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: name}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 3; i++ {
-		if err := ops.Publish(ctx, "", name, msg("m"), topology.PublishOptions{}); err != nil {
+		if err := ops.Publish(ctx, "", name, msg("m"), broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -266,13 +267,13 @@ func TestDeleteConditionsAndCounts(t *testing.T) {
 	if err != nil || info.Messages != 3 || info.Consumers != 0 {
 		t.Fatalf("inspect: %+v %v", info, err)
 	}
-	_, err = ops.DeleteQueue(ctx, name, topology.DeleteOptions{IfEmpty: true})
-	var ce *topology.ChannelError
-	if !errors.As(err, &ce) || ce.Code != amqp.PreconditionFailed || !errors.Is(err, topology.ErrPreconditionFailed) {
+	_, err = ops.DeleteQueue(ctx, name, broker.DeleteOptions{IfEmpty: true})
+	var ce *conn.RefusedError
+	if !errors.As(err, &ce) || ce.Code != amqp.PreconditionFailed || !errors.Is(err, conn.ErrPreconditionFailed) {
 		t.Fatalf("if-empty delete of a full queue: %v", err)
 	}
 	// The failed delete cost nobody their channel: the next call works.
-	n, err := ops.DeleteQueue(ctx, name, topology.DeleteOptions{})
+	n, err := ops.DeleteQueue(ctx, name, broker.DeleteOptions{})
 	if err != nil || n != 3 {
 		t.Fatalf("delete: %d %v, want 3 purged", n, err)
 	}
@@ -287,10 +288,10 @@ func TestDeleteConditionsAndCounts(t *testing.T) {
 	if err := ops.Bind(ctx, topology.BindSpec{Source: x, Destination: qi.Name}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ops.DeleteExchange(ctx, x, topology.DeleteOptions{IfUnused: true}); !errors.Is(err, topology.ErrPreconditionFailed) {
+	if err := ops.DeleteExchange(ctx, x, broker.DeleteOptions{IfUnused: true}); !errors.Is(err, conn.ErrPreconditionFailed) {
 		t.Fatalf("if-unused delete of a bound exchange: %v", err)
 	}
-	if err := ops.DeleteExchange(ctx, x, topology.DeleteOptions{}); err != nil {
+	if err := ops.DeleteExchange(ctx, x, broker.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if len(ops.Registry().Snapshot().Bindings) != 0 {
@@ -300,7 +301,7 @@ func TestDeleteConditionsAndCounts(t *testing.T) {
 
 func TestExistsNotFoundKeepsNextCallWorking(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	for i := 0; i < 5; i++ {
 		if ok, err := ops.QueueExists(ctx, b.Name("nope")); ok || err != nil {
@@ -313,50 +314,50 @@ func TestExistsNotFoundKeepsNextCallWorking(t *testing.T) {
 			t.Fatalf("amq.direct: %v %v", ok, err)
 		}
 	}
-	if _, err := ops.Inspect(ctx, b.Name("nope")); !errors.Is(err, topology.ErrNotFound) {
+	if _, err := ops.Inspect(ctx, b.Name("nope")); !errors.Is(err, conn.ErrNotFound) {
 		t.Fatalf("inspect missing: %v", err)
 	}
 }
 
 func TestPublishMandatoryUnroutable(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
-	err := ops.Publish(ctx, "", b.Name("no-such-queue"), msg("lost?"), topology.PublishOptions{Mandatory: true})
-	if !errors.Is(err, topology.ErrUnroutable) {
+	err := ops.Publish(ctx, "", b.Name("no-such-queue"), msg("lost?"), broker.PublishOptions{Mandatory: true})
+	if !errors.Is(err, broker.ErrUnroutable) {
 		t.Fatalf("mandatory publish to nowhere: %v, want ErrUnroutable", err)
 	}
 	// Without mandatory the broker drops it and confirms.
-	if err := ops.Publish(ctx, "", b.Name("no-such-queue"), msg("x"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", b.Name("no-such-queue"), msg("x"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	q, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
-	if err := ops.Publish(ctx, "", q.Name, msg("x"), topology.PublishOptions{Mandatory: true}); err != nil {
+	if err := ops.Publish(ctx, "", q.Name, msg("x"), broker.PublishOptions{Mandatory: true}); err != nil {
 		t.Fatalf("routable mandatory publish: %v", err)
 	}
 }
 
 func TestConsumeAndStopConsume(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	q, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("c")})
 	got := make(chan string, 10)
-	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, Handler: receiver(got), PrefetchCount: 5, Priority: 3})
+	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q.Name, Handler: receiver(got), PrefetchCount: 5, Priority: 3})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ops.Publish(ctx, "", q.Name, msg("hello"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", q.Name, msg("hello"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, got, "hello")
 	if info, _ := ops.Inspect(ctx, q.Name); info.Consumers != 1 {
 		t.Fatalf("consumers %d", info.Consumers)
 	}
-	if err := ops.StopConsume(ctx, c); err != nil {
+	if err := c.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if !errors.Is(c.Err(), topology.ErrConsumerStopped) {
+	if !errors.Is(c.Err(), broker.ErrConsumerStopped) {
 		t.Fatalf("Err after stop: %v", c.Err())
 	}
 	if err := c.Stop(ctx); err != nil {
@@ -365,10 +366,10 @@ func TestConsumeAndStopConsume(t *testing.T) {
 	if info, _ := ops.Inspect(ctx, q.Name); info.Consumers != 0 {
 		t.Fatalf("consumer still there after StopConsume: %d", info.Consumers)
 	}
-	if len(ops.Registry().Snapshot().Consumers) != 0 {
+	if broker.ConsumerCount(ops.Registry()) != 0 {
 		t.Fatal("stopped consumer still recorded")
 	}
-	if err := ops.Publish(ctx, "", q.Name, msg("after"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", q.Name, msg("after"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	// Confirmed, and still in the queue: nobody consumes it.
@@ -379,7 +380,7 @@ func TestConsumeAndStopConsume(t *testing.T) {
 
 func TestForce(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	// Exchange: recreated with another type, its recorded bindings re-applied.
 	x := b.Name("fx")
@@ -393,14 +394,14 @@ func TestForce(t *testing.T) {
 	// The registry knows x as direct: refused before the network, naming
 	// the field; the broker would have said 406.
 	err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout})
-	var ce *topology.ConflictError
-	if !errors.As(err, &ce) || ce.Field != "Type" || !errors.Is(err, topology.ErrConflict) || !errors.Is(err, topology.ErrPreconditionFailed) {
+	var ce *broker.ConflictError
+	if !errors.As(err, &ce) || ce.Field != "Type" || !errors.Is(err, broker.ErrConflict) || !errors.Is(err, conn.ErrPreconditionFailed) {
 		t.Fatalf("redeclare with another type without force: %v", err)
 	}
-	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout}, topology.WithForce()); err != nil {
+	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout}, broker.WithForce()); err != nil {
 		t.Fatal(err)
 	}
-	if err := ops.Publish(ctx, x, "any", msg("routed"), topology.PublishOptions{Mandatory: true}); err != nil {
+	if err := ops.Publish(ctx, x, "any", msg("routed"), broker.PublishOptions{Mandatory: true}); err != nil {
 		t.Fatalf("binding not re-applied after force: %v", err)
 	}
 	// Queue: a non-empty queue is never deleted without consent.
@@ -409,18 +410,18 @@ func TestForce(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 2; i++ {
-		_ = ops.Publish(ctx, "", name, msg("precious"), topology.PublishOptions{})
+		_ = ops.Publish(ctx, "", name, msg("precious"), broker.PublishOptions{})
 	}
 	changed := topology.QueueSpec{Name: name, Args: topology.QueueArgs{MaxLength: 100}}
-	_, err = ops.DeclareQueue(ctx, changed, topology.WithForce())
-	var fe *topology.ForceRefusedError
-	if !errors.As(err, &fe) || fe.Messages != 2 || !errors.Is(err, topology.ErrMessagesAtStake) || !strings.Contains(err.Error(), "2 message") {
+	_, err = ops.DeclareQueue(ctx, changed, broker.WithForce())
+	var fe *broker.ForceRefusedError
+	if !errors.As(err, &fe) || fe.Messages != 2 || !errors.Is(err, broker.ErrMessagesAtStake) || !strings.Contains(err.Error(), "2 message") {
 		t.Fatalf("force on a non-empty queue: %v", err)
 	}
 	if info, _ := ops.Inspect(ctx, name); info.Messages != 2 {
 		t.Fatal("refused force still lost messages")
 	}
-	info, err := ops.DeclareQueue(ctx, changed, topology.WithForce(), topology.AcceptMessageLoss())
+	info, err := ops.DeclareQueue(ctx, changed, broker.WithForce(), broker.AcceptMessageLoss())
 	if err != nil || info.Messages != 0 {
 		t.Fatalf("force with AcceptMessageLoss: %+v %v", info, err)
 	}
@@ -431,7 +432,7 @@ func TestInvalidSpecsFailBeforeTheNetwork(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ops, err := topology.NewOps(c, topology.OpsConfig{}) // never opened
+	ops, err := broker.NewOps(c, broker.OpsConfig{}) // never opened
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -443,17 +444,17 @@ func TestInvalidSpecsFailBeforeTheNetwork(t *testing.T) {
 			return e
 		}(),
 		ops.Bind(ctx, topology.BindSpec{Source: "", Destination: "q"}),
-		func() error { _, e := ops.Consume(ctx, topology.ConsumerSpec{Queue: "q"}); return e }(),
+		func() error { _, e := ops.Consume(ctx, broker.ConsumerSpec{Queue: "q"}); return e }(),
 		ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{{Name: "amq.x"}}}),
 	} {
 		if !errors.Is(err, topology.ErrInvalidSpec) {
 			t.Fatalf("got %v, want ErrInvalidSpec before any network call", err)
 		}
 	}
-	if _, err := topology.NewOps(nil, topology.OpsConfig{}); err == nil {
+	if _, err := broker.NewOps(nil, broker.OpsConfig{}); err == nil {
 		t.Fatal("NewOps(nil) accepted")
 	}
-	if _, err := topology.NewOps(c, topology.OpsConfig{Timeout: -1}); !errors.Is(err, topology.ErrInvalidConfig) || !errors.Is(err, conn.ErrInvalidConfig) {
+	if _, err := broker.NewOps(c, broker.OpsConfig{Timeout: -1}); !errors.Is(err, conn.ErrInvalidConfig) || !errors.Is(err, conn.ErrInvalidConfig) {
 		t.Fatalf("negative timeout: %v", err)
 	}
 }
@@ -461,7 +462,7 @@ func TestInvalidSpecsFailBeforeTheNetwork(t *testing.T) {
 func TestOpsTimeoutAppliesWithoutDeadline(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	_, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{Timeout: 300 * time.Millisecond})
+	_, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{Timeout: 300 * time.Millisecond})
 	if err := p.Stall(); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package topology_test
+package broker_test
 
 import (
 	"context"
@@ -11,13 +11,15 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
 
 // countingQueue declares an exclusive queue and counts the bodies that
 // arrive in it.
-func countingQueue(t *testing.T, ops *topology.Ops) (string, func() map[string]int) {
+func countingQueue(t *testing.T, ops *broker.Ops) (string, func() map[string]int) {
 	t.Helper()
 	ctx := ctxT(t, 30*time.Second)
 	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
@@ -26,7 +28,7 @@ func countingQueue(t *testing.T, ops *topology.Ops) (string, func() map[string]i
 	}
 	var mu sync.Mutex
 	seen := map[string]int{}
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, AutoAck: true, Handler: func(_ context.Context, d *topology.Delivery) {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q.Name, AutoAck: true, Handler: func(_ context.Context, d *broker.Delivery) {
 		mu.Lock()
 		seen[string(d.Body)]++
 		mu.Unlock()
@@ -60,14 +62,14 @@ func waitCount(t *testing.T, seen func() map[string]int, want int) map[string]in
 // and costs no other message its confirm.
 func TestPublishToAMissingExchangeFailsAlone(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{ConfirmChannels: 1})
+	_, ops := setup(t, b.URL, broker.OpsConfig{ConfirmChannels: 1})
 	ctx := ctxT(t, 30*time.Second)
 	q, seen := countingQueue(t, ops)
-	var msgs []topology.Outgoing
+	var msgs []broker.Outgoing
 	for i := 0; i < 50; i++ {
-		msgs = append(msgs, topology.Outgoing{RoutingKey: q, Msg: msg(fmt.Sprint("good-", i))})
+		msgs = append(msgs, broker.Outgoing{RoutingKey: q, Msg: msg(fmt.Sprint("good-", i))})
 		if i%10 == 5 {
-			msgs = append(msgs, topology.Outgoing{Exchange: b.Name("missing"), Msg: msg(fmt.Sprint("bad-", i))})
+			msgs = append(msgs, broker.Outgoing{Exchange: b.Name("missing"), Msg: msg(fmt.Sprint("bad-", i))})
 		}
 	}
 	start := time.Now()
@@ -77,9 +79,9 @@ func TestPublishToAMissingExchangeFailsAlone(t *testing.T) {
 	}
 	for i, err := range errs {
 		bad := msgs[i].Exchange != ""
-		var ce *topology.ChannelError
+		var ce *conn.RefusedError
 		switch {
-		case bad && (!errors.As(err, &ce) || ce.Code != amqp.NotFound || !errors.Is(err, topology.ErrNotFound)):
+		case bad && (!errors.As(err, &ce) || ce.Code != amqp.NotFound || !errors.Is(err, conn.ErrNotFound)):
 			t.Fatalf("bad message %d: %v, want the 404", i, err)
 		case !bad && err != nil:
 			t.Fatalf("good message %d: %v", i, err)
@@ -101,7 +103,7 @@ func TestPublishToAMissingExchangeFailsAlone(t *testing.T) {
 // 404 within a second, the others are sent again and arrive.
 func TestRefusalOnASharedChannelIsAttributed(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{ConfirmChannels: 1})
+	_, ops := setup(t, b.URL, broker.OpsConfig{ConfirmChannels: 1})
 	ctx := ctxT(t, 30*time.Second)
 	q, seen := countingQueue(t, ops)
 	x := b.Name("gone")
@@ -112,7 +114,7 @@ func TestRefusalOnASharedChannelIsAttributed(t *testing.T) {
 		t.Fatal(err)
 	}
 	epoch := ops.Registry().Epoch()
-	msgs := []topology.Outgoing{
+	msgs := []broker.Outgoing{
 		{RoutingKey: q, Msg: msg("before")},
 		{Exchange: x, Msg: msg("refused")},
 		{RoutingKey: q, Msg: msg("after-1")},
@@ -123,7 +125,7 @@ func TestRefusalOnASharedChannelIsAttributed(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("refused publish took %v", d)
 	}
-	if !errors.Is(errs[1], topology.ErrNotFound) {
+	if !errors.Is(errs[1], conn.ErrNotFound) {
 		t.Fatalf("refused message: %v", errs[1])
 	}
 	for _, i := range []int{0, 2, 3} {
@@ -142,7 +144,7 @@ func TestRefusalOnASharedChannelIsAttributed(t *testing.T) {
 	if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Fanout}); err != nil {
 		t.Fatal(err)
 	}
-	if err := ops.Publish(ctx, x, "", msg("x"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, x, "", msg("x"), broker.PublishOptions{}); err != nil {
 		t.Fatalf("publish after redeclaring: %v", err)
 	}
 }
@@ -151,18 +153,18 @@ func TestRefusalOnASharedChannelIsAttributed(t *testing.T) {
 // expiration) is found by sending the rest one at a time.
 func TestUnattributedRefusalIsFoundAlone(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{ConfirmChannels: 1})
+	_, ops := setup(t, b.URL, broker.OpsConfig{ConfirmChannels: 1})
 	ctx := ctxT(t, 30*time.Second)
 	q, seen := countingQueue(t, ops)
-	msgs := []topology.Outgoing{
+	msgs := []broker.Outgoing{
 		{RoutingKey: q, Msg: msg("one")},
 		{RoutingKey: q, Msg: amqp.Publishing{Body: []byte("bad"), Expiration: "soon"}},
 		{RoutingKey: q, Msg: msg("two")},
 		{RoutingKey: q, Msg: msg("three")},
 	}
 	errs := ops.PublishAll(ctx, msgs)
-	var ce *topology.ChannelError
-	if !errors.As(errs[1], &ce) || !errors.Is(errs[1], topology.ErrPreconditionFailed) {
+	var ce *conn.RefusedError
+	if !errors.As(errs[1], &ce) || !errors.Is(errs[1], conn.ErrPreconditionFailed) {
 		t.Fatalf("invalid expiration: %v, want the broker's 406", errs[1])
 	}
 	for _, i := range []int{0, 2, 3} {
@@ -178,12 +180,12 @@ func TestUnattributedRefusalIsFoundAlone(t *testing.T) {
 // A message's own context bounds it alone.
 func TestCancelledMessageFailsAlone(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	q, _ := countingQueue(t, ops)
 	cancelled, cancel := context.WithCancel(context.Background())
 	cancel()
-	errs := ops.PublishAll(ctx, []topology.Outgoing{
+	errs := ops.PublishAll(ctx, []broker.Outgoing{
 		{RoutingKey: q, Msg: msg("a")},
 		{Ctx: cancelled, RoutingKey: q, Msg: msg("b")},
 		{RoutingKey: q, Msg: msg("c")},
@@ -205,10 +207,10 @@ func TestMessageOverTheMaximumSize(t *testing.T) {
 	t.Cleanup(func() {
 		_, _ = n.Ctl(context.Background(), "eval", "application:set_env(rabbit, max_message_size, 134217728).")
 	})
-	_, ops := setup(t, n.URL(), topology.OpsConfig{ConfirmChannels: 1})
+	_, ops := setup(t, n.URL(), broker.OpsConfig{ConfirmChannels: 1})
 	q, seen := countingQueue(t, ops)
 	big := make([]byte, 70000)
-	msgs := []topology.Outgoing{
+	msgs := []broker.Outgoing{
 		{RoutingKey: q, Msg: msg("small-1")},
 		{RoutingKey: q, Msg: amqp.Publishing{Body: big}},
 		{RoutingKey: q, Msg: msg("small-2")},
@@ -218,8 +220,8 @@ func TestMessageOverTheMaximumSize(t *testing.T) {
 	if d := time.Since(start); d > time.Second {
 		t.Fatalf("took %v", d)
 	}
-	var tl *topology.MessageTooLargeError
-	if !errors.As(errs[1], &tl) || tl.Size != 70000 || tl.Limit != 65536 || !errors.Is(errs[1], topology.ErrPreconditionFailed) {
+	var tl *broker.MessageTooLargeError
+	if !errors.As(errs[1], &tl) || tl.Size != 70000 || tl.Limit != 65536 || !errors.Is(errs[1], conn.ErrPreconditionFailed) {
 		t.Fatalf("oversize message: %v", errs[1])
 	}
 	if !strings.Contains(errs[1].Error(), "70000") || !strings.Contains(errs[1].Error(), "65536") {
@@ -232,7 +234,7 @@ func TestMessageOverTheMaximumSize(t *testing.T) {
 		t.Fatalf("arrived %v", got)
 	}
 	// Known now: refused before sending.
-	err := ops.Publish(ctx, "", q, amqp.Publishing{Body: big}, topology.PublishOptions{})
+	err := ops.Publish(ctx, "", q, amqp.Publishing{Body: big}, broker.PublishOptions{})
 	if !errors.As(err, &tl) || tl.Err != nil {
 		t.Fatalf("second oversize message: %v, want refused before sending", err)
 	}

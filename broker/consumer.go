@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"context"
@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/topology"
 )
 
 // ConsumerEventKind says what happened to a consumer.
@@ -107,7 +108,6 @@ type Consumer struct {
 	live      bool
 	stopped   bool
 	deleting  bool
-	drain     func(context.Context)
 	err       error
 }
 
@@ -134,7 +134,7 @@ func (c *Consumer) Consuming() bool {
 }
 
 // Consume starts a consumer (validated first). Its Tag stays the same across
-// reconnects and interruptions. The queue must exist (ErrNotFound
+// reconnects and interruptions. The queue must exist (conn.ErrNotFound
 // otherwise); a queue warren declared is declared again when it went
 // missing. With restore (the default) the consumer is recorded and
 // resubscribed after every reconnect; with NoRestore it ends when the
@@ -165,10 +165,13 @@ func (o *Ops) Consume(ctx context.Context, s ConsumerSpec, opts ...Option) (*Con
 	return c, nil
 }
 
-// consumeMany starts consumers together (Apply with WithConsume): the
-// basic.consume calls go out pipelined per consumer channel. It stops at the
-// first error, leaving the consumers started before it running.
-func (o *Ops) consumeMany(ctx context.Context, specs []ConsumerSpec, op options) ([]*Consumer, error) {
+// ConsumeAll starts consumers together: the basic.consume calls go out
+// pipelined per consumer channel, which starts thousands of consumers in
+// the time of a few round trips. It returns them in the order of specs, or
+// the first error (every spec is validated first; the consumers started
+// before an error are stopped).
+func (o *Ops) ConsumeAll(ctx context.Context, specs []ConsumerSpec, opts ...Option) ([]*Consumer, error) {
+	op := collect(opts)
 	cs := make([]*Consumer, 0, len(specs))
 	fail := func(err error) ([]*Consumer, error) {
 		for _, c := range cs {
@@ -243,7 +246,7 @@ func (o *Ops) consumeMany(ctx context.Context, specs []ConsumerSpec, op options)
 // tag another consumer of the connection uses is refused.
 func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 	if s.Tag == "" {
-		s.Tag = "warren-" + GeneratedQueueName()[len("warren.gen-"):]
+		s.Tag = "warren-" + topology.GeneratedQueueName()[len("warren.gen-"):]
 	}
 	if cur, ok := o.reg.consumerWithTag(s.Tag); ok && cur != nil {
 		return nil, tagConflict(s)
@@ -252,14 +255,14 @@ func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 	q, _ := o.reg.queueSpec(s.Queue)
 	return &Consumer{
 		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
-		stream:     s.StreamOffset != nil || q.Args.Type == Stream,
+		stream:     s.StreamOffset != nil || q.Args.Type == topology.Stream,
 		handlerCtx: hctx, cancel: cancel,
 		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
 	}, nil
 }
 
 func tagConflict(s ConsumerSpec) error {
-	return &ConflictError{Entity: s.label(), Field: "Tag", Registered: fmt.Sprintf("%q (another consumer)", s.Tag), Requested: fmt.Sprintf("%q", s.Tag)}
+	return &ConflictError{Entity: s.String(), Field: "Tag", Registered: fmt.Sprintf("%q (another consumer)", s.Tag), Requested: fmt.Sprintf("%q", s.Tag)}
 }
 
 // discard drops a consumer that never started.
@@ -282,14 +285,14 @@ func (c *Consumer) start(sub *subscription) error {
 	if o.closed {
 		o.mu.Unlock()
 		o.reg.forgetConsumer(c)
-		return fail(&OperationError{Op: "consume", Entity: c.spec.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
+		return fail(&OperationError{Op: "consume", Entity: c.spec.String(), Reason: "Ops closed", Err: ErrConsumerStopped})
 	}
 	o.consumers.push(c)
 	o.mu.Unlock()
 	if !o.group.Go("consumer "+c.spec.Tag, func() { c.run(sub) }) {
 		o.forget(c)
 		o.reg.forgetConsumer(c)
-		return fail(&OperationError{Op: "consume", Entity: c.spec.label(), Reason: "Ops closed", Err: ErrConsumerStopped})
+		return fail(&OperationError{Op: "consume", Entity: c.spec.String(), Reason: "Ops closed", Err: ErrConsumerStopped})
 	}
 	return nil
 }
@@ -300,29 +303,18 @@ func (r *Registry) consumerWithTag(tag string) (*Consumer, bool) {
 	return r.consumers.get(tag)
 }
 
-// StopConsume stops c (see Consumer.Stop).
-func (o *Ops) StopConsume(ctx context.Context, c *Consumer) error {
-	if c == nil {
-		return &OperationError{Op: "stop", Entity: "consumer", Reason: "nil consumer", Err: ErrInvalidSpec}
-	}
-	return c.stop(ctx)
-}
-
 // Stop cancels the subscription (no new deliveries), lets the handler
 // finish the delivery in hand (until ctx ends; then its ctx is cancelled),
-// requeues what the broker had already sent but the handler never got,
-// releases the consumer's channel (rmqaio's stop_consume leaked it) and
-// forgets the consumer. Idempotent.
-func (c *Consumer) Stop(ctx context.Context) error { return c.stop(ctx) }
-
-// StopWith is Stop with drain called after the consumer stopped taking
-// deliveries and before its channel is released: a caller that hands
-// deliveries to workers waits for them there, so their settlements still
-// reach the channel the deliveries came on.
-func (c *Consumer) StopWith(ctx context.Context, drain func(context.Context)) error {
-	c.mu.Lock()
-	c.drain = drain
-	c.mu.Unlock()
+// runs the spec's Drain, requeues what the broker had already sent but the
+// handler never got, releases the consumer's channel (rmqaio's stop_consume
+// leaked it) and forgets the consumer. It is the one way a consumer's owner
+// stops it (deleting its queue through Ops and closing the Ops stop it
+// too). Idempotent. A nil Consumer (a Consume that failed) has nothing to
+// stop: an *OperationError.
+func (c *Consumer) Stop(ctx context.Context) error {
+	if c == nil {
+		return &OperationError{Op: "stop", Entity: "consumer", Reason: "nil consumer", Err: topology.ErrInvalidSpec}
+	}
 	return c.stop(ctx)
 }
 
@@ -377,7 +369,7 @@ func (c *Consumer) ensureQueue(ctx context.Context, check bool) (redeclared bool
 		return false, nil
 	}
 	_, err = c.reg.inspect(ctx, q)
-	if err == nil || !errors.Is(err, ErrNotFound) {
+	if err == nil || !errors.Is(err, conn.ErrNotFound) {
 		return false, err
 	}
 	c.reg.queueMissing(q)
@@ -399,7 +391,7 @@ func (r *Registry) queueDeclaredNow(ctx context.Context, name string) bool {
 func (c *Consumer) subscribe(ctx context.Context) (*subscription, error) {
 	sub, err := c.reg.hosts.subscribe(ctx, c.spec)
 	if err != nil {
-		return nil, channelError("consume", c.spec.label(), err)
+		return nil, channelError("consume", c.spec.String(), err)
 	}
 	return sub, nil
 }
@@ -713,7 +705,7 @@ func (c *Consumer) stop(ctx context.Context) error {
 	}
 	c.stopped = true
 	sub := c.cur
-	drain := c.drain
+	drain := c.spec.Drain
 	if c.subCancel != nil {
 		c.subCancel()
 	}

@@ -1,4 +1,4 @@
-package topology_test
+package broker_test
 
 import (
 	"context"
@@ -7,9 +7,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
-	"github.com/warrenmq/warren/topology"
 )
 
 var node = &rabbittest.LazyNode{}
@@ -23,7 +23,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 }
 
 // setup opens a connection to url and Ops on it, both closed with the test.
-func setup(t *testing.T, url string, cfg topology.OpsConfig) (*conn.Conn, *topology.Ops) {
+func setup(t *testing.T, url string, cfg broker.OpsConfig) (*conn.Conn, *broker.Ops) {
 	t.Helper()
 	c, err := conn.New(url, conn.Config{Reconnect: conn.Repeat(20 * time.Millisecond)})
 	if err != nil {
@@ -32,7 +32,7 @@ func setup(t *testing.T, url string, cfg topology.OpsConfig) (*conn.Conn, *topol
 	if err := c.Open(ctxT(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
 	}
-	ops, err := topology.NewOps(c, cfg)
+	ops, err := broker.NewOps(c, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,8 +53,8 @@ func setup(t *testing.T, url string, cfg topology.OpsConfig) (*conn.Conn, *topol
 func rawChannel(t *testing.T, url string) *amqp.Channel { return rabbittest.RawChannel(t, url) }
 
 // receiver is a consumer handler that forwards bodies.
-func receiver(out chan<- string) topology.Handler {
-	return func(ctx context.Context, d *topology.Delivery) {
+func receiver(out chan<- string) broker.Handler {
+	return func(ctx context.Context, d *broker.Delivery) {
 		out <- string(d.Body)
 		_ = d.Ack()
 	}
@@ -76,10 +76,10 @@ func msg(body string) amqp.Publishing { return amqp.Publishing{Body: []byte(body
 
 // restoreFailures collects the failures of every restore run of ops'
 // connection.
-func restoreFailures(t *testing.T, ops *topology.Ops) <-chan *topology.RestoreError {
+func restoreFailures(t *testing.T, ops *broker.Ops) <-chan *broker.RestoreError {
 	t.Helper()
-	out := make(chan *topology.RestoreError, 100)
-	ops.Registry().OnRestore(t.Name(), func(r topology.RestoreReport) {
+	out := make(chan *broker.RestoreError, 100)
+	ops.Registry().OnRestore(t.Name(), func(r broker.RestoreReport) {
 		for _, f := range r.Failed {
 			out <- f
 		}

@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"context"
@@ -56,8 +56,8 @@ func (o *Ops) Publish(ctx context.Context, exchange, routingKey string, msg amqp
 //     written where it could cost other messages their confirms: exchanges
 //     the registry did not declare on this connection are checked once
 //     (passively) and a missing one fails its messages with the 404
-//     (*ChannelError, ErrNotFound); internal exchanges fail with
-//     ErrAccessRefused; once the broker's maximum message size is known,
+//     (*conn.RefusedError, conn.ErrNotFound); internal exchanges fail with
+//     conn.ErrAccessRefused; once the broker's maximum message size is known,
 //     larger messages fail with *MessageTooLargeError.
 //   - When the broker refuses a message anyway (the channel closed with 403,
 //     404, 405 or 406), the refused messages fail at once with that error.
@@ -137,14 +137,14 @@ func (o *Ops) verifyDestinations(ctx context.Context, msgs []Outgoing, todo []in
 		known, internal := o.reg.exchangeKnown(x, gen)
 		switch {
 		case internal:
-			verdict[x] = &OperationError{Op: "publish", Entity: msgs[i].destination(), Reason: "internal exchanges take no publishes", Err: ErrAccessRefused}
+			verdict[x] = &OperationError{Op: "publish", Entity: msgs[i].destination(), Reason: "internal exchanges take no publishes", Err: conn.ErrAccessRefused}
 		case known && gen != 0:
 			verdict[x] = nil
 		default:
 			err := o.reg.checkExchange(ctx, x)
 			if err == nil {
 				o.reg.markVerified(x, o.conn.Generation())
-			} else if errors.Is(err, ErrNotFound) {
+			} else if errors.Is(err, conn.ErrNotFound) {
 				o.reg.exchangeMissing(x)
 			}
 			verdict[x] = err
@@ -153,9 +153,9 @@ func (o *Ops) verifyDestinations(ctx context.Context, msgs []Outgoing, todo []in
 	kept := todo[:0]
 	for _, i := range todo {
 		if err := verdict[msgs[i].Exchange]; err != nil {
-			var ce *ChannelError
+			var ce *conn.RefusedError
 			if errors.As(err, &ce) {
-				err = &ChannelError{Op: "publish", Entity: msgs[i].destination(), Code: ce.Code, Text: ce.Text, Err: ce.Err}
+				err = &conn.RefusedError{Op: "publish", Entity: msgs[i].destination(), Code: ce.Code, Text: ce.Text, Err: ce.Err}
 			}
 			errs[i] = err
 			continue

@@ -1,4 +1,4 @@
-package topology_test
+package broker_test
 
 import (
 	"context"
@@ -8,6 +8,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
@@ -16,14 +17,14 @@ import (
 // world is a topology with one of every kind of entity, and consumers that
 // report what they receive.
 type world struct {
-	ops                   *topology.Ops
+	ops                   *broker.Ops
 	src, mid, hdr, direct string
 	exclusive             string // server-named (generated) exclusive queue
 	plain                 string
 	gotExclusive, gotHdr  chan string
 }
 
-func buildWorld(t *testing.T, ops *topology.Ops, name func(string) string) *world {
+func buildWorld(t *testing.T, ops *broker.Ops, name func(string) string) *world {
 	t.Helper()
 	ctx := ctxT(t, 30*time.Second)
 	w := &world{ops: ops, src: name("src"), mid: name("mid"), hdr: name("hdr"), direct: name("direct"),
@@ -58,10 +59,10 @@ func buildWorld(t *testing.T, ops *topology.Ops, name func(string) string) *worl
 			t.Fatal(err)
 		}
 	}
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: w.exclusive, Handler: receiver(w.gotExclusive), Exclusive: true}); err != nil {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: w.exclusive, Handler: receiver(w.gotExclusive), Exclusive: true}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: w.plain, Handler: receiver(w.gotHdr)}); err != nil {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: w.plain, Handler: receiver(w.gotHdr)}); err != nil {
 		t.Fatal(err)
 	}
 	return w
@@ -73,7 +74,7 @@ func (w *world) check(t *testing.T, round string) {
 	ctx := ctxT(t, 30*time.Second)
 	pub := func(key string, headers amqp.Table, body string) {
 		t.Helper()
-		if err := w.ops.Publish(ctx, w.src, key, amqp.Publishing{Headers: headers, Body: []byte(body)}, topology.PublishOptions{Mandatory: true}); err != nil {
+		if err := w.ops.Publish(ctx, w.src, key, amqp.Publishing{Headers: headers, Body: []byte(body)}, broker.PublishOptions{Mandatory: true}); err != nil {
 			t.Fatalf("%s: publish %s: %v", round, body, err)
 		}
 	}
@@ -91,7 +92,7 @@ func (w *world) check(t *testing.T, round string) {
 func TestRestoreAfterConnectionCut(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
 	failures := restoreFailures(t, ops)
 	w := buildWorld(t, ops, b.Name)
 	w.check(t, "before")
@@ -121,7 +122,7 @@ func TestRestoreAfterConnectionCut(t *testing.T) {
 
 func TestRestoreAfterBrokerRestart(t *testing.T) {
 	n := node.Get(t)
-	c, ops := setup(t, n.URL(), topology.OpsConfig{})
+	c, ops := setup(t, n.URL(), broker.OpsConfig{})
 	w := buildWorld(t, ops, func(s string) string { return "restart." + s })
 	w.check(t, "before")
 	// A restart loses every non-durable entity; the registry brings them back.
@@ -138,7 +139,7 @@ func TestRestoreAfterBrokerRestart(t *testing.T) {
 func TestRestoreFailureOfOneEntityDoesNotStopOthers(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
 	failures := restoreFailures(t, ops)
 	ctx := ctxT(t, 30*time.Second)
 	conflicted := b.Name("conflicted")
@@ -150,7 +151,7 @@ func TestRestoreFailureOfOneEntityDoesNotStopOthers(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := make(chan string, 10)
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: after, Handler: receiver(got)}); err != nil {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: after, Handler: receiver(got)}); err != nil {
 		t.Fatal(err)
 	}
 	// Somebody else replaces the first queue with other arguments: its
@@ -165,20 +166,20 @@ func TestRestoreFailureOfOneEntityDoesNotStopOthers(t *testing.T) {
 	if err := p.Drop(); err != nil {
 		t.Fatal(err)
 	}
-	var re *topology.RestoreError
+	var re *broker.RestoreError
 	select {
 	case re = <-failures:
 	case <-time.After(20 * time.Second):
 		t.Fatal("no restore failure reported")
 	}
-	if re.Kind != "queue" || re.Code != amqp.PreconditionFailed || !errors.Is(re, topology.ErrPreconditionFailed) {
+	if re.Kind != "queue" || re.Code != amqp.PreconditionFailed || !errors.Is(re, conn.ErrPreconditionFailed) {
 		t.Fatalf("reported %v (code %d)", re, re.Code)
 	}
 	if err := c.WaitConnected(ctx); err != nil {
 		t.Fatal(err)
 	}
 	// The auto-delete queue after it, and its consumer, came back.
-	if err := ops.Publish(ctx, "", after, msg("still here"), topology.PublishOptions{Mandatory: true}); err != nil {
+	if err := ops.Publish(ctx, "", after, msg("still here"), broker.PublishOptions{Mandatory: true}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, got, "still here")
@@ -186,14 +187,14 @@ func TestRestoreFailureOfOneEntityDoesNotStopOthers(t *testing.T) {
 
 func TestServerCancelIsResubscribed(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	q := b.Name("cancelled")
 	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q}); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan string, 10)
-	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got)})
+	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -217,7 +218,7 @@ func TestServerCancelIsResubscribed(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := ops.Publish(ctx, "", q, msg("again"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", q, msg("again"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, got, "again")
@@ -237,7 +238,7 @@ func TestServerCancelIsResubscribed(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := ops.Publish(ctx, "", q, msg("redeclared"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", q, msg("redeclared"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, got, "redeclared")
@@ -251,13 +252,13 @@ func TestServerCancelIsResubscribed(t *testing.T) {
 func TestNoRestoreEntitiesAreNotRestored(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
-	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true}, topology.NoRestore())
+	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true}, broker.NoRestore())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cons, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, Handler: func(context.Context, *topology.Delivery) {}}, topology.NoRestore())
+	cons, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q.Name, Handler: func(context.Context, *broker.Delivery) {}}, broker.NoRestore())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -283,15 +284,15 @@ func TestNoRestoreEntitiesAreNotRestored(t *testing.T) {
 func TestConsumerRecoversAfterItsRestoreFailed(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
 	failures := restoreFailures(t, ops)
 	ctx := ctxT(t, 60*time.Second)
 	q := b.Name("late")
-	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q}, topology.NoRestore()); err != nil {
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q}, broker.NoRestore()); err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan string, 10)
-	cons, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got)})
+	cons, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -325,7 +326,7 @@ func TestConsumerRecoversAfterItsRestoreFailed(t *testing.T) {
 	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := ops.Publish(ctx, "", q, msg("back"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", q, msg("back"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, got, "back")

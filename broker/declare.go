@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"context"
@@ -9,6 +9,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/topology"
 )
 
 // The AMQP calls behind declarations, shared by Ops and the restore run. No
@@ -45,12 +46,12 @@ func lostInTransit(err error) bool {
 	return !ae.Server || ae.Code == amqp.ConnectionForced || errors.Is(err, amqp.ErrClosed)
 }
 
-func (r *Registry) declareExchange(ctx context.Context, s ExchangeSpec) error {
-	err := r.do(ctx, "declare", s.label(), func(ctx context.Context, ch *conn.Channel) error {
+func (r *Registry) declareExchange(ctx context.Context, s topology.ExchangeSpec) error {
+	err := r.do(ctx, "declare", s.String(), func(ctx context.Context, ch *conn.Channel) error {
 		return ch.ExchangeDeclare(ctx, s.Name, string(s.Type), s.Durable, s.AutoDelete, s.Internal, false, s.Args.Table())
 	})
-	if err != nil && s.Type == Delayed && isUnknownExchangeType(err) {
-		return fmt.Errorf("%w: %s needs the rabbitmq_delayed_message_exchange plugin: %w", ErrPluginMissing, s.label(), err)
+	if err != nil && s.Type == topology.Delayed && isUnknownExchangeType(err) {
+		return fmt.Errorf("%w: %s needs the rabbitmq_delayed_message_exchange plugin: %w", ErrPluginMissing, s.String(), err)
 	}
 	return err
 }
@@ -62,7 +63,7 @@ func isUnknownExchangeType(err error) bool {
 }
 
 // checkExchange is a passive declare: nil when the exchange exists, a
-// *ChannelError matching ErrNotFound when it does not.
+// *conn.RefusedError matching conn.ErrNotFound when it does not.
 func (r *Registry) checkExchange(ctx context.Context, name string) error {
 	if name == "" {
 		return nil
@@ -78,9 +79,9 @@ func (r *Registry) deleteExchange(ctx context.Context, name string, ifUnused boo
 	})
 }
 
-func (r *Registry) declareQueue(ctx context.Context, s QueueSpec) (QueueInfo, error) {
+func (r *Registry) declareQueue(ctx context.Context, s topology.QueueSpec) (QueueInfo, error) {
 	var q amqp.Queue
-	err := r.do(ctx, "declare", s.label(), func(ctx context.Context, ch *conn.Channel) error {
+	err := r.do(ctx, "declare", s.String(), func(ctx context.Context, ch *conn.Channel) error {
 		var err error
 		q, err = ch.QueueDeclare(ctx, s.Name, s.Durable, s.AutoDelete, s.Exclusive, false, s.Args.Table())
 		return err
@@ -108,18 +109,18 @@ func (r *Registry) deleteQueue(ctx context.Context, name string, d DeleteOptions
 	return n, err
 }
 
-func (r *Registry) bind(ctx context.Context, s BindSpec) error {
-	return r.do(ctx, "bind", s.label(), func(ctx context.Context, ch *conn.Channel) error {
-		if s.Kind == BindExchange {
+func (r *Registry) bind(ctx context.Context, s topology.BindSpec) error {
+	return r.do(ctx, "bind", s.String(), func(ctx context.Context, ch *conn.Channel) error {
+		if s.Kind == topology.BindExchange {
 			return ch.ExchangeBind(ctx, s.Destination, s.RoutingKey, s.Source, false, s.Args)
 		}
 		return ch.QueueBind(ctx, s.Destination, s.RoutingKey, s.Source, false, s.Args)
 	})
 }
 
-func (r *Registry) unbind(ctx context.Context, s BindSpec) error {
-	return r.do(ctx, "unbind", s.label(), func(ctx context.Context, ch *conn.Channel) error {
-		if s.Kind == BindExchange {
+func (r *Registry) unbind(ctx context.Context, s topology.BindSpec) error {
+	return r.do(ctx, "unbind", s.String(), func(ctx context.Context, ch *conn.Channel) error {
+		if s.Kind == topology.BindExchange {
 			return ch.ExchangeUnbind(ctx, s.Destination, s.RoutingKey, s.Source, false, s.Args)
 		}
 		return ch.QueueUnbind(ctx, s.Destination, s.RoutingKey, s.Source, s.Args)
@@ -155,42 +156,42 @@ func (r *Registry) redeclareQueue(ctx context.Context, name string) (ok bool, er
 
 // putQueueIfSame marks a queue declared, unless its record changed or went
 // meanwhile.
-func (r *Registry) putQueueIfSame(s QueueSpec, gen uint64) {
+func (r *Registry) putQueueIfSame(s topology.QueueSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if rec, ok := r.queues.get(s.Name); ok {
-		if f, _, _ := firstDifference(rec.spec, s); f == "" {
+		if f, _, _ := topology.FirstDifference(rec.spec, s); f == "" {
 			rec.gen = gen
 		}
 	}
 }
 
-func (r *Registry) putBindingIfPresent(s BindSpec, gen uint64) {
+func (r *Registry) putBindingIfPresent(s topology.BindSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if rec, ok := r.bindings.get(s.key()); ok {
+	if rec, ok := r.bindings.get(s.Key()); ok {
 		rec.gen = gen
 	}
 }
 
 // The declarations as pipeline steps.
 
-func exchangeStep(s ExchangeSpec) step {
-	return step{label: s.label(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
+func exchangeStep(s topology.ExchangeSpec) step {
+	return step{label: s.String(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
 		return ch.ExchangeDeclare(ctx, s.Name, string(s.Type), s.Durable, s.AutoDelete, s.Internal, noWait, s.Args.Table())
 	}}
 }
 
-func queueStep(s QueueSpec) step {
-	return step{label: s.label(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
+func queueStep(s topology.QueueSpec) step {
+	return step{label: s.String(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
 		_, err := ch.QueueDeclare(ctx, s.Name, s.Durable, s.AutoDelete, s.Exclusive, noWait, s.Args.Table())
 		return err
 	}}
 }
 
-func bindStep(s BindSpec) step {
-	return step{label: s.label(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
-		if s.Kind == BindExchange {
+func bindStep(s topology.BindSpec) step {
+	return step{label: s.String(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
+		if s.Kind == topology.BindExchange {
 			return ch.ExchangeBind(ctx, s.Destination, s.RoutingKey, s.Source, noWait, s.Args)
 		}
 		return ch.QueueBind(ctx, s.Destination, s.RoutingKey, s.Source, noWait, s.Args)

@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"context"
@@ -11,6 +11,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/workgroup"
+	"github.com/warrenmq/warren/topology"
 )
 
 // OpsConfig shapes Ops. The zero value is usable.
@@ -28,7 +29,7 @@ type OpsConfig struct {
 	// otherwise fails here with the reason; Validate's rules alone before
 	// the first connection. Set it to the oldest version a service must
 	// run on, to check for all of them.
-	Target Target
+	Target topology.Target
 	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
 }
@@ -47,7 +48,7 @@ func (c *OpsConfig) setDefaults(cn *conn.Conn) {
 
 // Validate reports every problem of c, each naming its field.
 func (c *OpsConfig) Validate() error {
-	f := configerr.For("topology.OpsConfig")
+	f := configerr.For("broker.OpsConfig")
 	f.Check(c.Timeout < 0, "Timeout", "must not be negative")
 	f.Check(c.ConfirmChannels < 0 || c.ConfirmChannels > 256, "ConfirmChannels", "want 1-256")
 	return f.Err()
@@ -83,7 +84,7 @@ type Ops struct {
 // NewOps returns Ops on c, sharing c's Registry.
 func NewOps(c *conn.Conn, cfg OpsConfig) (*Ops, error) {
 	if c == nil {
-		return nil, &ConfigError{Field: "topology.NewOps.conn", Reason: "must not be nil"}
+		return nil, &conn.ConfigError{Field: "broker.NewOps.conn", Reason: "must not be nil"}
 	}
 	cfg.setDefaults(c)
 	if err := cfg.Validate(); err != nil {
@@ -157,9 +158,6 @@ func WithForce() Option { return func(o *options) { o.force = true } }
 // AcceptMessageLoss lets WithForce delete a queue that holds messages.
 func AcceptMessageLoss() Option { return func(o *options) { o.acceptLoss = true } }
 
-// WithConsume makes Apply start the topology's consumers.
-func WithConsume() Option { return func(o *options) { o.consume = true } }
-
 // IfMissing declares an exchange or a queue only when it does not exist:
 // one that exists is used as it is, whatever its properties and arguments,
 // and one registered on this connection is used as registered. For callers
@@ -198,9 +196,9 @@ func (o *Ops) bounded(ctx context.Context) (context.Context, context.CancelFunc)
 // (*ConflictError, ErrConflict) unless IfMissing or WithForce. 406 with
 // WithForce deletes and recreates it, re-applying its recorded bindings. A
 // delayed exchange on a broker without the plugin returns ErrPluginMissing.
-func (o *Ops) DeclareExchange(ctx context.Context, s ExchangeSpec, opts ...Option) error {
+func (o *Ops) DeclareExchange(ctx context.Context, s topology.ExchangeSpec, opts ...Option) error {
 	if s.IsReadOnly() {
-		return readOnlyError("declare", s.label(), "use ExchangeExists")
+		return readOnlyError("declare", s.String(), "use ExchangeExists")
 	}
 	if err := s.Validate(); err != nil {
 		return err
@@ -217,7 +215,7 @@ func (o *Ops) DeclareExchange(ctx context.Context, s ExchangeSpec, opts ...Optio
 	defer cancel()
 	gen := o.conn.GenerationFor(ctx)
 	err = o.reg.declareExchange(ctx, s)
-	if errors.Is(err, ErrPreconditionFailed) && op.force {
+	if errors.Is(err, conn.ErrPreconditionFailed) && op.force {
 		err = o.recreateExchange(ctx, s, err)
 	}
 	if err != nil {
@@ -233,7 +231,7 @@ func readOnlyError(op, entity, hint string) error {
 	return &OperationError{Op: op, Entity: entity, Reason: "read-only; " + hint, Err: ErrReadOnly}
 }
 
-func (o *Ops) recreateExchange(ctx context.Context, s ExchangeSpec, cause error) error {
+func (o *Ops) recreateExchange(ctx context.Context, s topology.ExchangeSpec, cause error) error {
 	o.cfg.Logger.Warn("topology: recreating exchange with other properties", "exchange", s.Name, "cause", cause)
 	if err := o.reg.deleteExchange(ctx, s.Name, false); err != nil {
 		return err
@@ -268,16 +266,16 @@ type QueueInfo struct {
 // (ErrConflict) unless IfMissing or WithForce. 406 with WithForce
 // deletes and recreates the queue, unless it holds messages and
 // AcceptMessageLoss is not given (*ForceRefusedError, with the count).
-func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (QueueInfo, error) {
+func (o *Ops) DeclareQueue(ctx context.Context, s topology.QueueSpec, opts ...Option) (QueueInfo, error) {
 	if s.ReadOnly {
-		return QueueInfo{}, readOnlyError("declare", s.label(), "use QueueExists")
+		return QueueInfo{}, readOnlyError("declare", s.String(), "use QueueExists")
 	}
 	if err := s.ValidateFor(o.target()); err != nil {
 		return QueueInfo{}, err
 	}
 	o.warn(s)
 	if s.Name == "" {
-		s.Name = GeneratedQueueName()
+		s.Name = topology.GeneratedQueueName()
 	}
 	op := collect(opts)
 	if op.ifMissing {
@@ -294,7 +292,7 @@ func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (Qu
 	defer cancel()
 	gen := o.conn.GenerationFor(ctx)
 	info, err := o.reg.declareQueue(ctx, s)
-	if errors.Is(err, ErrPreconditionFailed) && op.force {
+	if errors.Is(err, conn.ErrPreconditionFailed) && op.force {
 		info, err = o.recreateQueue(ctx, s, op.acceptLoss, err)
 	}
 	if err != nil {
@@ -306,7 +304,7 @@ func (o *Ops) DeclareQueue(ctx context.Context, s QueueSpec, opts ...Option) (Qu
 	return info, nil
 }
 
-func (o *Ops) recreateQueue(ctx context.Context, s QueueSpec, acceptLoss bool, cause error) (QueueInfo, error) {
+func (o *Ops) recreateQueue(ctx context.Context, s topology.QueueSpec, acceptLoss bool, cause error) (QueueInfo, error) {
 	info, err := o.reg.inspect(ctx, s.Name)
 	if err != nil {
 		return QueueInfo{}, err
@@ -334,7 +332,7 @@ func (o *Ops) recreateQueue(ctx context.Context, s QueueSpec, acceptLoss bool, c
 // declared as registered (a strong record, by its owner) or checked (a weak
 // one); an unregistered one is checked, declared when missing, and recorded
 // weakly.
-func (o *Ops) ensureExchange(ctx context.Context, s ExchangeSpec, op options) error {
+func (o *Ops) ensureExchange(ctx context.Context, s topology.ExchangeSpec, op options) error {
 	if reg, weak, current, ok := o.reg.exchangeRecord(s.Name); ok {
 		if current {
 			return nil
@@ -349,7 +347,7 @@ func (o *Ops) ensureExchange(ctx context.Context, s ExchangeSpec, op options) er
 	defer cancel()
 	gen := o.conn.GenerationFor(ctx)
 	err := o.reg.checkExchange(ctx, s.Name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, conn.ErrNotFound) {
 		err = o.reg.declareExchange(ctx, s)
 	}
 	if err != nil {
@@ -362,7 +360,7 @@ func (o *Ops) ensureExchange(ctx context.Context, s ExchangeSpec, op options) er
 }
 
 // ensureQueue is ensureExchange for a queue.
-func (o *Ops) ensureQueue(ctx context.Context, s QueueSpec, op options) (QueueInfo, error) {
+func (o *Ops) ensureQueue(ctx context.Context, s topology.QueueSpec, op options) (QueueInfo, error) {
 	if reg, weak, current, ok := o.reg.queueRecord(s.Name); ok {
 		if current {
 			return QueueInfo{Name: s.Name}, nil
@@ -377,7 +375,7 @@ func (o *Ops) ensureQueue(ctx context.Context, s QueueSpec, op options) (QueueIn
 	defer cancel()
 	gen := o.conn.GenerationFor(ctx)
 	info, err := o.reg.inspect(ctx, s.Name)
-	if errors.Is(err, ErrNotFound) {
+	if errors.Is(err, conn.ErrNotFound) {
 		info, err = o.reg.declareQueue(ctx, s)
 	}
 	if err != nil {
@@ -397,7 +395,7 @@ func optionsOf(op options) []Option {
 // Bind binds a queue or an exchange (s.Kind) to an exchange and records the
 // binding for restore. Binding what is registered and declared on the
 // current connection costs no network call.
-func (o *Ops) Bind(ctx context.Context, s BindSpec, opts ...Option) error {
+func (o *Ops) Bind(ctx context.Context, s topology.BindSpec, opts ...Option) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -419,7 +417,7 @@ func (o *Ops) Bind(ctx context.Context, s BindSpec, opts ...Option) error {
 // Unbind removes a binding and forgets it. When it was the last recorded
 // binding of an auto-delete source exchange, the broker deletes that
 // exchange, so the registry forgets it too.
-func (o *Ops) Unbind(ctx context.Context, s BindSpec) error {
+func (o *Ops) Unbind(ctx context.Context, s topology.BindSpec) error {
 	if err := s.Validate(); err != nil {
 		return err
 	}
@@ -502,7 +500,7 @@ func (o *Ops) checkDeletable(name string, exchange bool) error {
 	case exchange && builtIn(name):
 		return readOnlyError("delete", entity, "the broker owns it")
 	case !exchange && name == "":
-		return &OperationError{Op: "delete", Entity: entity, Reason: "empty name", Err: ErrInvalidSpec}
+		return &OperationError{Op: "delete", Entity: entity, Reason: "empty name", Err: topology.ErrInvalidSpec}
 	case !exchange && builtIn(name):
 		return readOnlyError("delete", entity, "the broker owns amq.* names")
 	case o.reg.readOnly(name, exchange):
@@ -529,17 +527,17 @@ func existsResult(err error) (bool, error) {
 	switch {
 	case err == nil:
 		return true, nil
-	case errors.Is(err, ErrNotFound):
+	case errors.Is(err, conn.ErrNotFound):
 		return false, nil
 	}
 	return false, err
 }
 
 // Inspect returns a queue's message and consumer counts (passive declare;
-// ErrNotFound when it does not exist).
+// conn.ErrNotFound when it does not exist).
 func (o *Ops) Inspect(ctx context.Context, name string) (QueueInfo, error) {
 	if name == "" {
-		return QueueInfo{}, &OperationError{Op: "inspect", Entity: "queue", Reason: "empty name", Err: ErrInvalidSpec}
+		return QueueInfo{}, &OperationError{Op: "inspect", Entity: "queue", Reason: "empty name", Err: topology.ErrInvalidSpec}
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
@@ -557,7 +555,7 @@ func (o *Ops) Inspect(ctx context.Context, name string) (QueueInfo, error) {
 // time, and Apply returns the first error in topology order (entities of
 // that kind sent alongside it may have been declared, and are recorded;
 // later kinds are not declared).
-func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
+func (o *Ops) Apply(ctx context.Context, t topology.Topology, opts ...Option) error {
 	if err := t.ValidateFor(o.target()); err != nil {
 		return err
 	}
@@ -571,7 +569,7 @@ func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 		return o.applyOneByOne(ctx, t, opts)
 	}
 	// Decide everything first: a conflict fails before the network.
-	var xs []ExchangeSpec
+	var xs []topology.ExchangeSpec
 	for _, s := range t.Exchanges {
 		if s.IsReadOnly() {
 			continue
@@ -584,13 +582,13 @@ func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 			xs = append(xs, s)
 		}
 	}
-	var qs []QueueSpec
+	var qs []topology.QueueSpec
 	for _, s := range t.Queues {
 		if s.ReadOnly {
 			continue
 		}
 		if s.Name == "" {
-			s.Name = GeneratedQueueName()
+			s.Name = topology.GeneratedQueueName()
 		}
 		s, skip, err := o.reg.decideQueue(s, op)
 		if err != nil {
@@ -607,15 +605,15 @@ func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 				return err
 			}
 			if !ok {
-				return &ChannelError{Op: "check", Entity: s.label(), Code: 404, Text: "read-only exchange does not exist"}
+				return &conn.RefusedError{Op: "check", Entity: s.String(), Code: 404, Text: "read-only exchange does not exist"}
 			}
 		}
 	}
-	if err := applyBatch(o, ctx, xs, exchangeStep, func(s ExchangeSpec, gen uint64) {
+	if err := applyBatch(o, ctx, xs, exchangeStep, func(s topology.ExchangeSpec, gen uint64) {
 		if !op.noRestore {
 			o.reg.putExchange(s, gen)
 		}
-	}, func(s ExchangeSpec) error { return o.DeclareExchange(ctx, s, opts...) }); err != nil {
+	}, func(s topology.ExchangeSpec) error { return o.DeclareExchange(ctx, s, opts...) }); err != nil {
 		return err
 	}
 	for _, s := range t.Queues {
@@ -625,30 +623,25 @@ func (o *Ops) Apply(ctx context.Context, t Topology, opts ...Option) error {
 			}
 		}
 	}
-	if err := applyBatch(o, ctx, qs, queueStep, func(s QueueSpec, gen uint64) {
+	if err := applyBatch(o, ctx, qs, queueStep, func(s topology.QueueSpec, gen uint64) {
 		if !op.noRestore {
 			o.reg.putQueue(s, gen)
 		}
-	}, func(s QueueSpec) error { _, err := o.DeclareQueue(ctx, s, opts...); return err }); err != nil {
+	}, func(s topology.QueueSpec) error { _, err := o.DeclareQueue(ctx, s, opts...); return err }); err != nil {
 		return err
 	}
-	for _, kind := range []BindKind{BindQueue, BindExchange} {
-		var bs []BindSpec
+	for _, kind := range []topology.BindKind{topology.BindQueue, topology.BindExchange} {
+		var bs []topology.BindSpec
 		for _, s := range t.Bindings {
 			if s.Kind == kind && !o.reg.decideBinding(s) {
 				bs = append(bs, s)
 			}
 		}
-		if err := applyBatch(o, ctx, bs, bindStep, func(s BindSpec, gen uint64) {
+		if err := applyBatch(o, ctx, bs, bindStep, func(s topology.BindSpec, gen uint64) {
 			if !op.noRestore {
 				o.reg.putBinding(s, gen)
 			}
-		}, func(s BindSpec) error { return o.Bind(ctx, s, opts...) }); err != nil {
-			return err
-		}
-	}
-	if op.consume {
-		if _, err := o.consumeMany(ctx, t.Consumers, op); err != nil {
+		}, func(s topology.BindSpec) error { return o.Bind(ctx, s, opts...) }); err != nil {
 			return err
 		}
 	}
@@ -680,7 +673,7 @@ func applyBatch[T any](o *Ops, ctx context.Context, specs []T, toStep func(T) st
 
 // applyOneByOne is Apply with WithForce: each entity alone, since a 406
 // leads to a recreate.
-func (o *Ops) applyOneByOne(ctx context.Context, t Topology, opts []Option) error {
+func (o *Ops) applyOneByOne(ctx context.Context, t topology.Topology, opts []Option) error {
 	for _, s := range t.Exchanges {
 		if s.IsReadOnly() {
 			ok, err := o.ExchangeExists(ctx, s.Name)
@@ -688,7 +681,7 @@ func (o *Ops) applyOneByOne(ctx context.Context, t Topology, opts []Option) erro
 				return err
 			}
 			if !ok {
-				return &ChannelError{Op: "check", Entity: s.label(), Code: 404, Text: "read-only exchange does not exist"}
+				return &conn.RefusedError{Op: "check", Entity: s.String(), Code: 404, Text: "read-only exchange does not exist"}
 			}
 			continue
 		}
@@ -707,7 +700,7 @@ func (o *Ops) applyOneByOne(ctx context.Context, t Topology, opts []Option) erro
 			return err
 		}
 	}
-	for _, kind := range []BindKind{BindQueue, BindExchange} {
+	for _, kind := range []topology.BindKind{topology.BindQueue, topology.BindExchange} {
 		for _, s := range t.Bindings {
 			if s.Kind != kind {
 				continue
@@ -717,22 +710,25 @@ func (o *Ops) applyOneByOne(ctx context.Context, t Topology, opts []Option) erro
 			}
 		}
 	}
-	if collect(opts).consume {
-		for _, s := range t.Consumers {
-			if _, err := o.Consume(ctx, s, opts...); err != nil {
-				return err
-			}
-		}
-	}
 	return nil
 }
 
 // warn logs what is valid about s but likely not meant (QueueSpec.Warnings),
 // once per queue name and Ops: a restore does not repeat it.
-func (o *Ops) warn(s QueueSpec) {
+func (o *Ops) warn(s topology.QueueSpec) {
 	for _, w := range s.Warnings(o.target()) {
 		if _, seen := o.warned.LoadOrStore(s.Name+"\x00"+w, true); !seen {
 			o.cfg.Logger.Warn("topology: " + w)
 		}
 	}
+}
+
+// target is the version o checks specs against: OpsConfig.Target, else the
+// connected broker's.
+func (o *Ops) target() topology.Target {
+	if o.cfg.Target.Known() {
+		return o.cfg.Target
+	}
+	t, _ := topology.ParseTarget(o.conn.ServerVersion())
+	return t
 }

@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"errors"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/warrenmq/warren/conn"
 )
 
 // TestRefusalAttribution: a refusal fails the messages its text names; a
@@ -35,8 +36,8 @@ func TestRefusalAttribution(t *testing.T) {
 			for _, err := range errs {
 				if err != nil {
 					n++
-					if !errors.Is(err, ErrAccessRefused) {
-						t.Errorf("refused message's error %v is not ErrAccessRefused", err)
+					if !errors.Is(err, conn.ErrAccessRefused) {
+						t.Errorf("refused message's error %v is not conn.ErrAccessRefused", err)
 					}
 				}
 			}

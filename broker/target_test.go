@@ -1,4 +1,4 @@
-package topology_test
+package broker_test
 
 import (
 	"errors"
@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -63,7 +65,7 @@ func TestRulesOfRabbitMQVersions(t *testing.T) {
 		}
 	}
 	// RabbitMQ never implemented basic.qos prefetch-size.
-	if err := (topology.ConsumerSpec{Queue: "q", PrefetchSize: 4096}).Validate(); !hasField(err, "PrefetchSize") {
+	if err := (broker.ConsumerSpec{Queue: "q", PrefetchSize: 4096}).Validate(); !hasField(err, "PrefetchSize") {
 		t.Errorf("a prefetch size accepted: %v", err)
 	}
 }
@@ -104,7 +106,7 @@ func TestQuorumQueueWithoutDeadLetterWarns(t *testing.T) {
 		defer mu.Unlock()
 		return logged.Write(p)
 	}), nil))
-	_, ops := setup(t, b.URL, topology.OpsConfig{Logger: log, Target: topology.RabbitMQ310})
+	_, ops := setup(t, b.URL, broker.OpsConfig{Logger: log, Target: topology.RabbitMQ310})
 	ctx := ctxT(t, 30*time.Second)
 	name := b.Name("qq-no-dlx")
 	spec := topology.QueueSpec{Name: name, Durable: true, Args: topology.QueueArgs{Type: topology.Quorum, DeliveryLimit: 5}}
@@ -125,7 +127,7 @@ func TestQuorumQueueWithoutDeadLetterWarns(t *testing.T) {
 // accepted: the broker compares them).
 func TestNewArgumentsOnThisBroker(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{Target: topology.RabbitMQ310})
+	_, ops := setup(t, b.URL, broker.OpsConfig{Target: topology.RabbitMQ310})
 	ctx := ctxT(t, 30*time.Second)
 	specs := []topology.QueueSpec{
 		{Name: b.Name("qq-args"), Durable: true, Args: topology.QueueArgs{Type: topology.Quorum, LeaderLocator: topology.ClientLocal,
@@ -179,7 +181,7 @@ func TestParseTarget(t *testing.T) {
 // an explicit Target overrides.
 func TestTargetIsTheConnectedBroker(t *testing.T) {
 	b := rabbittest.Shared(t)
-	c, ops := setup(t, b.URL, topology.OpsConfig{})
+	c, ops := setup(t, b.URL, broker.OpsConfig{})
 	if got, ok := topology.ParseTarget(c.ServerVersion()); !ok || got != topology.RabbitMQ310 {
 		t.Fatalf("the broker reported %q; this machine runs 3.10", c.ServerVersion())
 	}
@@ -190,10 +192,10 @@ func TestTargetIsTheConnectedBroker(t *testing.T) {
 	if !errors.As(err, &se) || se.Field != "Args.ConsumerTimeout" {
 		t.Fatalf("declare with x-consumer-timeout on 3.10: %v, want a SpecError on Args.ConsumerTimeout", err)
 	}
-	if _, err := ops.Inspect(ctx, spec.Name); !errors.Is(err, topology.ErrNotFound) {
+	if _, err := ops.Inspect(ctx, spec.Name); !errors.Is(err, conn.ErrNotFound) {
 		t.Fatalf("the refused queue: %v, want it never declared (ErrNotFound)", err)
 	}
-	_, ops312 := setup(t, b.URL, topology.OpsConfig{Target: topology.RabbitMQ312})
+	_, ops312 := setup(t, b.URL, broker.OpsConfig{Target: topology.RabbitMQ312})
 	if _, err := ops312.DeclareQueue(ctx, spec); err != nil {
 		t.Fatalf("with Target 3.12 set: %v", err)
 	}

@@ -1,4 +1,4 @@
-package topology_test
+package broker_test
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -14,16 +15,16 @@ import (
 // events records a consumer's events.
 type events struct {
 	mu  sync.Mutex
-	all []topology.ConsumerEvent
+	all []broker.ConsumerEvent
 }
 
-func (e *events) on(ev topology.ConsumerEvent) {
+func (e *events) on(ev broker.ConsumerEvent) {
 	e.mu.Lock()
 	e.all = append(e.all, ev)
 	e.mu.Unlock()
 }
 
-func (e *events) waitFor(t *testing.T, kind topology.ConsumerEventKind) topology.ConsumerEvent {
+func (e *events) waitFor(t *testing.T, kind broker.ConsumerEventKind) broker.ConsumerEvent {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -47,7 +48,7 @@ func (e *events) waitFor(t *testing.T, kind topology.ConsumerEventKind) topology
 // then consumes it. It never ends on its own.
 func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 60*time.Second)
 	q := b.Name("theirs")
 	raw := rawChannel(t, b.URL)
@@ -56,7 +57,7 @@ func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	}
 	got := make(chan string, 10)
 	var ev events
-	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on})
+	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,8 +67,8 @@ func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
 		t.Fatal(err)
 	}
-	ev.waitFor(t, topology.ConsumerInterrupted)
-	w := ev.waitFor(t, topology.ConsumerWaiting)
+	ev.waitFor(t, broker.ConsumerInterrupted)
+	w := ev.waitFor(t, broker.ConsumerWaiting)
 	if w.Err == nil || c.Consuming() {
 		t.Fatalf("waiting event %+v, consuming %v", w, c.Consuming())
 	}
@@ -77,11 +78,11 @@ func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	r := ev.waitFor(t, topology.ConsumerResumed)
+	r := ev.waitFor(t, broker.ConsumerResumed)
 	if r.Gap <= 0 || !c.Consuming() {
 		t.Fatalf("resumed %+v, consuming %v", r, c.Consuming())
 	}
-	if err := ops.Publish(ctx, "", q, msg("back"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", q, msg("back"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, got, "back")
@@ -94,7 +95,7 @@ func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 // spec, with its bindings.
 func TestConsumerRedeclaresItsRegisteredQueue(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 60*time.Second)
 	q, x := b.Name("mine"), b.Name("src")
 	if err := ops.Apply(ctx, topology.Topology{
@@ -106,20 +107,20 @@ func TestConsumerRedeclaresItsRegisteredQueue(t *testing.T) {
 	}
 	got := make(chan string, 10)
 	var ev events
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on}); err != nil {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := rawChannel(t, b.URL).QueueDelete(q, false, false, false); err != nil {
 		t.Fatal(err)
 	}
 	start := time.Now()
-	ev.waitFor(t, topology.ConsumerQueueRedeclared)
-	ev.waitFor(t, topology.ConsumerResumed)
+	ev.waitFor(t, broker.ConsumerQueueRedeclared)
+	ev.waitFor(t, broker.ConsumerResumed)
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("consuming again after %v", d)
 	}
 	// Its binding came back with it, and its arguments.
-	if err := ops.Publish(ctx, x, "k.1", msg("via binding"), topology.PublishOptions{Mandatory: true}); err != nil {
+	if err := ops.Publish(ctx, x, "k.1", msg("via binding"), broker.PublishOptions{Mandatory: true}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, got, "via binding")
@@ -133,22 +134,22 @@ func TestConsumerRedeclaresItsRegisteredQueue(t *testing.T) {
 // consumers would hold them forever).
 func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 60*time.Second)
 	qa, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("a")})
 	qb, _ := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("b")})
 	other := make(chan string, 10)
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: qb.Name, Handler: receiver(other)}); err != nil {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: qb.Name, Handler: receiver(other)}); err != nil {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		if err := ops.Publish(ctx, "", qa.Name, msg("m"), topology.PublishOptions{}); err != nil {
+		if err := ops.Publish(ctx, "", qa.Name, msg("m"), broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
 	inHand := make(chan struct{})
 	release := make(chan struct{})
-	c, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: qa.Name, PrefetchCount: 10, Handler: func(_ context.Context, d *topology.Delivery) {
+	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: qa.Name, PrefetchCount: 10, Handler: func(_ context.Context, d *broker.Delivery) {
 		select {
 		case inHand <- struct{}{}:
 			<-release
@@ -190,7 +191,7 @@ func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if err := ops.Publish(ctx, "", qb.Name, msg("other"), topology.PublishOptions{}); err != nil {
+	if err := ops.Publish(ctx, "", qb.Name, msg("other"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	expect(t, other, "other")
@@ -205,7 +206,7 @@ func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
 // PITFALLS 33, shown by TestPitfallSingleActiveConsumerSwitchesAtCancel.)
 func TestOrderedHandOverKeepsTheQueueOrder(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 60*time.Second)
 	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("ordered"), Durable: true,
 		Args: topology.QueueArgs{Type: topology.Quorum, SingleActiveConsumer: true}})
@@ -214,7 +215,7 @@ func TestOrderedHandOverKeepsTheQueueOrder(t *testing.T) {
 	}
 	const total = 100
 	for i := 1; i <= total; i++ {
-		if err := ops.Publish(ctx, "", q.Name, msg(strconv.Itoa(i)), topology.PublishOptions{}); err != nil {
+		if err := ops.Publish(ctx, "", q.Name, msg(strconv.Itoa(i)), broker.PublishOptions{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -222,7 +223,7 @@ func TestOrderedHandOverKeepsTheQueueOrder(t *testing.T) {
 	var handled []int
 	bFirst := 0
 	bGot := make(chan struct{})
-	record := func(d *topology.Delivery) int {
+	record := func(d *broker.Delivery) int {
 		n, _ := strconv.Atoi(string(d.Body))
 		mu.Lock()
 		defer mu.Unlock()
@@ -230,8 +231,8 @@ func TestOrderedHandOverKeepsTheQueueOrder(t *testing.T) {
 		return n
 	}
 	inHand := make(chan struct{})
-	a, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, PrefetchCount: 20, OrderedHandOver: true,
-		Handler: func(hctx context.Context, d *topology.Delivery) {
+	a, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q.Name, PrefetchCount: 20, OrderedHandOver: true,
+		Handler: func(hctx context.Context, d *broker.Delivery) {
 			if record(d) == 10 {
 				close(inHand)
 				// Held until the second consumer gets a message (the
@@ -249,8 +250,8 @@ func TestOrderedHandOverKeepsTheQueueOrder(t *testing.T) {
 	}
 	<-inHand
 	var once sync.Once
-	if _, err := ops.Consume(ctx, topology.ConsumerSpec{Queue: q.Name, PrefetchCount: 20, OrderedHandOver: true,
-		Handler: func(_ context.Context, d *topology.Delivery) {
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q.Name, PrefetchCount: 20, OrderedHandOver: true,
+		Handler: func(_ context.Context, d *broker.Delivery) {
 			n := record(d)
 			once.Do(func() {
 				bFirst = n

@@ -1,4 +1,4 @@
-package topology
+package delay
 
 import (
 	"fmt"
@@ -9,6 +9,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
+	"github.com/warrenmq/warren/topology"
 )
 
 // Scheduled delivery without the delayed-message plugin, on broker queues
@@ -79,19 +80,19 @@ func anyDigits(n int) string { return strings.Repeat("*.", n) }
 // ScheduleTopology is the delay levels, the deliver exchange and the queues
 // of the messages a process hands over. Declare it once per connection (the
 // registry makes every later declaration free).
-func ScheduleTopology() Topology {
-	t := Topology{
-		Exchanges: []ExchangeSpec{
-			{Name: scheduleUnroutedExchange, Type: Fanout, Durable: true},
-			{Name: ScheduleDeliverExchange, Type: Topic, Durable: true, Args: ExchangeArgs{AlternateExchange: scheduleUnroutedExchange}},
+func ScheduleTopology() topology.Topology {
+	t := topology.Topology{
+		Exchanges: []topology.ExchangeSpec{
+			{Name: scheduleUnroutedExchange, Type: topology.Fanout, Durable: true},
+			{Name: ScheduleDeliverExchange, Type: topology.Topic, Durable: true, Args: topology.ExchangeArgs{AlternateExchange: scheduleUnroutedExchange}},
 		},
-		Queues: []QueueSpec{
-			{Name: ScheduleDueQueue, Durable: true, Args: QueueArgs{Type: Quorum}},
-			{Name: ScheduleUnroutableQueue, Durable: true, Args: QueueArgs{Type: Quorum}},
+		Queues: []topology.QueueSpec{
+			{Name: ScheduleDueQueue, Durable: true, Args: topology.QueueArgs{Type: topology.Quorum}},
+			{Name: ScheduleUnroutableQueue, Durable: true, Args: topology.QueueArgs{Type: topology.Quorum}},
 		},
-		Bindings: []BindSpec{
-			{Source: scheduleUnroutedExchange, Destination: ScheduleDueQueue, Kind: BindQueue},
-			{Source: ScheduleDeliverExchange, Destination: ScheduleDueQueue, Kind: BindQueue, RoutingKey: anyDigits(ScheduleLevels) + "f"},
+		Bindings: []topology.BindSpec{
+			{Source: scheduleUnroutedExchange, Destination: ScheduleDueQueue, Kind: topology.BindQueue},
+			{Source: ScheduleDeliverExchange, Destination: ScheduleDueQueue, Kind: topology.BindQueue, RoutingKey: anyDigits(ScheduleLevels) + "f"},
 		},
 	}
 	for k := 0; k < ScheduleLevels; k++ {
@@ -100,19 +101,19 @@ func ScheduleTopology() Topology {
 			next = scheduleExchange(k - 1)
 		}
 		above := anyDigits(ScheduleLevels - 1 - k)
-		t.Exchanges = append(t.Exchanges, ExchangeSpec{Name: scheduleExchange(k), Type: Topic, Durable: true})
-		t.Queues = append(t.Queues, QueueSpec{Name: ScheduleQueue(k), Durable: true, Args: QueueArgs{
-			Type:               Quorum,
+		t.Exchanges = append(t.Exchanges, topology.ExchangeSpec{Name: scheduleExchange(k), Type: topology.Topic, Durable: true})
+		t.Queues = append(t.Queues, topology.QueueSpec{Name: ScheduleQueue(k), Durable: true, Args: topology.QueueArgs{
+			Type:               topology.Quorum,
 			MessageTTL:         time.Duration(1<<k) * time.Second,
 			DeadLetterExchange: next,
 			// At-least-once dead-lettering needs reject-publish: a message
 			// is never dropped between two levels.
-			DeadLetterStrategy: AtLeastOnce,
-			Overflow:           RejectPublish,
+			DeadLetterStrategy: topology.AtLeastOnce,
+			Overflow:           topology.RejectPublish,
 		}})
 		t.Bindings = append(t.Bindings,
-			BindSpec{Source: scheduleExchange(k), Destination: ScheduleQueue(k), Kind: BindQueue, RoutingKey: above + "1.#"},
-			BindSpec{Source: scheduleExchange(k), Destination: next, Kind: BindExchange, RoutingKey: above + "0.#"},
+			topology.BindSpec{Source: scheduleExchange(k), Destination: ScheduleQueue(k), Kind: topology.BindQueue, RoutingKey: above + "1.#"},
+			topology.BindSpec{Source: scheduleExchange(k), Destination: next, Kind: topology.BindExchange, RoutingKey: above + "0.#"},
 		)
 	}
 	return t
@@ -129,7 +130,7 @@ type ScheduleRoute struct {
 	headers amqp.Table
 	// Binding hands due messages to their queue; nil when a process hands
 	// them over.
-	Binding *BindSpec
+	Binding *topology.BindSpec
 }
 
 // Forwarded reports whether a process hands the messages over.
@@ -143,7 +144,7 @@ func (r ScheduleRoute) Forwarded() bool { return r.Binding == nil }
 // header of warren's or of the broker's hops.
 func ScheduleDestination(exchange, routingKey string, forward bool) ScheduleRoute {
 	if exchange == "" && !forward && keyable(routingKey) {
-		b := BindSpec{Source: ScheduleDeliverExchange, Destination: routingKey, Kind: BindQueue,
+		b := topology.BindSpec{Source: ScheduleDeliverExchange, Destination: routingKey, Kind: topology.BindQueue,
 			RoutingKey: anyDigits(ScheduleLevels) + "q." + routingKey}
 		return ScheduleRoute{tail: "q." + routingKey, Binding: &b}
 	}

@@ -1,10 +1,11 @@
-package topology
+package broker
 
 import (
 	"regexp"
 	"strconv"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/warrenmq/warren/conn"
 )
 
 // The broker's refusals of a publish name what they refuse in their text
@@ -80,7 +81,7 @@ func (o *Ops) attribute(ref *amqp.Error, msgs []Outgoing, again []int, errs []er
 
 // refused is a message's error for the broker's refusal ref.
 func (o *Ops) refused(m *Outgoing, ref *amqp.Error) error {
-	ce := &ChannelError{Op: "publish", Entity: m.destination(), Code: ref.Code, Text: ref.Reason, Err: ref}
+	ce := &conn.RefusedError{Op: "publish", Entity: m.destination(), Code: ref.Code, Text: ref.Reason, Err: ref}
 	if s := refusedSize.FindStringSubmatch(ref.Reason); s != nil {
 		limit, _ := strconv.Atoi(s[2])
 		o.reg.learnMessageLimit(limit)

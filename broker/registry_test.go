@@ -1,4 +1,4 @@
-package topology_test
+package broker_test
 
 import (
 	"errors"
@@ -8,6 +8,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
@@ -18,13 +19,13 @@ import (
 func TestOneRegistryAndOneRestorePerConnection(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, first := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
-	second, err := topology.NewOps(c, topology.OpsConfig{})
+	c, first := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
+	second, err := broker.NewOps(c, broker.OpsConfig{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = second.Close(ctxT(t, 10*time.Second)) })
-	if first.Registry() != second.Registry() || topology.RegistryOf(c) != first.Registry() {
+	if first.Registry() != second.Registry() || broker.RegistryOf(c) != first.Registry() {
 		t.Fatal("two registries on one connection")
 	}
 	ctx := ctxT(t, 30*time.Second)
@@ -40,20 +41,20 @@ func TestOneRegistryAndOneRestorePerConnection(t *testing.T) {
 	if err := first.Bind(ctx, topology.BindSpec{Source: x, Destination: q1, RoutingKey: "k"}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := second.Consume(ctx, topology.ConsumerSpec{Queue: q1, Handler: receiver(got)}); err != nil {
+	if _, err := second.Consume(ctx, broker.ConsumerSpec{Queue: q1, Handler: receiver(got)}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := second.DeclareQueue(ctx, topology.QueueSpec{Name: q2, AutoDelete: true}); err != nil {
 		t.Fatal(err)
 	}
-	reports := make(chan topology.RestoreReport, 10)
-	first.Registry().OnRestore("test", func(r topology.RestoreReport) { reports <- r })
+	reports := make(chan broker.RestoreReport, 10)
+	first.Registry().OnRestore("test", func(r broker.RestoreReport) { reports <- r })
 	before := first.Registry().Restores()
 	for round := 1; round <= 3; round++ {
 		if err := p.Drop(); err != nil {
 			t.Fatal(err)
 		}
-		var rep topology.RestoreReport
+		var rep broker.RestoreReport
 		select {
 		case rep = <-reports:
 		case <-time.After(20 * time.Second):
@@ -68,15 +69,15 @@ func TestOneRegistryAndOneRestorePerConnection(t *testing.T) {
 		if !rep.OK() {
 			t.Fatalf("restore failed: %+v", rep)
 		}
-		var kinds []topology.EntityKind
+		var kinds []broker.EntityKind
 		for _, e := range rep.Restored {
 			kinds = append(kinds, e.Kind)
 		}
-		want := []topology.EntityKind{topology.KindExchange, topology.KindQueue, topology.KindQueue, topology.KindBinding, topology.KindConsumer}
+		want := []broker.EntityKind{broker.KindExchange, broker.KindQueue, broker.KindQueue, broker.KindBinding, broker.KindConsumer}
 		if !slices.Equal(kinds, want) {
 			t.Fatalf("restore order %v, want %v", kinds, want)
 		}
-		if err := first.Publish(ctx, x, "k", msg("round"), topology.PublishOptions{Mandatory: true}); err != nil {
+		if err := first.Publish(ctx, x, "k", msg("round"), broker.PublishOptions{Mandatory: true}); err != nil {
 			t.Fatal(err)
 		}
 		expect(t, got, "round")
@@ -87,7 +88,7 @@ func TestOneRegistryAndOneRestorePerConnection(t *testing.T) {
 // call. A conflicting one fails before the network, naming the field.
 func TestDeclarationsAreKeyed(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	q := b.Name("keyed")
 	spec := topology.QueueSpec{Name: q, Durable: true, Args: topology.QueueArgs{MaxLength: 10}}
@@ -109,7 +110,7 @@ func TestDeclarationsAreKeyed(t *testing.T) {
 	other := spec
 	other.Args.MaxLength = 20
 	_, err := ops.DeclareQueue(ctx, other)
-	var ce *topology.ConflictError
+	var ce *broker.ConflictError
 	if !errors.As(err, &ce) || ce.Field != "Args.MaxLength" || ce.Registered != "10" || ce.Requested != "20" {
 		t.Fatalf("conflicting declaration: %v", err)
 	}
@@ -118,7 +119,7 @@ func TestDeclarationsAreKeyed(t *testing.T) {
 	}
 	// IfMissing uses the registered spec instead: up to date, it costs no
 	// network call.
-	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q, Durable: true}, topology.IfMissing()); err != nil {
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q, Durable: true}, broker.IfMissing()); err != nil {
 		t.Fatalf("IfMissing: %v", err)
 	}
 	raw = rawChannel(t, b.URL)
@@ -135,7 +136,7 @@ func isCode(err error, code int) bool {
 // Read-only names are refused by every path without touching the broker.
 func TestReadOnlyByEveryPath(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, topology.OpsConfig{})
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	ro := b.Name("ro")
 	raw := rawChannel(t, b.URL)
@@ -146,20 +147,16 @@ func TestReadOnlyByEveryPath(t *testing.T) {
 		t.Fatal(err)
 	}
 	for name, err := range map[string]error{
-		"delete default exchange":      ops.DeleteExchange(ctx, "", topology.DeleteOptions{}),
-		"delete amq.topic":             ops.DeleteExchange(ctx, "amq.topic", topology.DeleteOptions{}),
-		"wrapper delete default":       ops.Exchange(topology.DefaultExchange()).Delete(ctx, topology.DeleteOptions{}),
-		"wrapper delete ro exchange":   ops.Exchange(topology.ExchangeSpec{Name: ro, Type: topology.Direct, ReadOnly: true}).Delete(ctx, topology.DeleteOptions{}),
-		"wrapper declare ro exchange":  ops.Exchange(topology.ExchangeSpec{Name: ro, Type: topology.Direct, ReadOnly: true}).Declare(ctx),
+		"delete default exchange":      ops.DeleteExchange(ctx, "", broker.DeleteOptions{}),
+		"delete amq.topic":             ops.DeleteExchange(ctx, "amq.topic", broker.DeleteOptions{}),
+		"declare ro exchange":          ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: ro, Type: topology.Direct, ReadOnly: true}),
 		"declare amq.* exchange":       ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: "amq.x", Type: topology.Direct}),
-		"delete amq.* queue":           second(ops.DeleteQueue(ctx, "amq.gen-x", topology.DeleteOptions{})),
-		"wrapper delete ro queue":      second(ops.Queue(topology.QueueSpec{Name: ro, ReadOnly: true}).Delete(ctx, topology.DeleteOptions{})),
-		"wrapper declare ro queue":     second(ops.Queue(topology.QueueSpec{Name: ro, ReadOnly: true}).Declare(ctx)),
+		"delete amq.* queue":           second(ops.DeleteQueue(ctx, "amq.gen-x", broker.DeleteOptions{})),
 		"declare ro queue":             second(ops.DeclareQueue(ctx, topology.QueueSpec{Name: ro, ReadOnly: true})),
 		"declare default exchange":     ops.DeclareExchange(ctx, topology.DefaultExchange()),
 		"declare ro exchange (no typ)": ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: ro, ReadOnly: true}),
 	} {
-		if !errors.Is(err, topology.ErrReadOnly) {
+		if !errors.Is(err, broker.ErrReadOnly) {
 			t.Errorf("%s: %v, want ErrReadOnly", name, err)
 		}
 	}
@@ -183,7 +180,7 @@ func second[T any](_ T, err error) error { return err }
 func TestIfMissingUsesWhatExistsAndGivesWayToTheOwner(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, ops := setup(t, p.URL(b.Vhost), topology.OpsConfig{})
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
 	ctx := ctxT(t, 30*time.Second)
 	owned, missing := b.Name("owned"), b.Name("missing")
 	raw := rawChannel(t, b.URL)
@@ -191,10 +188,10 @@ func TestIfMissingUsesWhatExistsAndGivesWayToTheOwner(t *testing.T) {
 		t.Fatal(err)
 	}
 	plain := func(name string) topology.QueueSpec { return topology.QueueSpec{Name: name, Durable: true} }
-	if _, err := ops.DeclareQueue(ctx, plain(owned), topology.IfMissing()); err != nil {
+	if _, err := ops.DeclareQueue(ctx, plain(owned), broker.IfMissing()); err != nil {
 		t.Fatalf("IfMissing on a queue declared with other arguments: %v", err)
 	}
-	if err := ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{plain(missing)}}, topology.IfMissing()); err != nil {
+	if err := ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{plain(missing)}}, broker.IfMissing()); err != nil {
 		t.Fatalf("IfMissing on a missing queue: %v", err)
 	}
 	if ok, err := ops.QueueExists(ctx, missing); !ok || err != nil {
@@ -224,7 +221,7 @@ func TestIfMissingUsesWhatExistsAndGivesWayToTheOwner(t *testing.T) {
 	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: owned, Durable: true, Args: topology.QueueArgs{MaxLength: 7}}); err != nil {
 		t.Fatalf("the owner's declaration after a weak record: %v", err)
 	}
-	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: missing, Durable: true, Args: topology.QueueArgs{MaxLength: 3}}); !errors.Is(err, topology.ErrPreconditionFailed) {
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: missing, Durable: true, Args: topology.QueueArgs{MaxLength: 3}}); !errors.Is(err, conn.ErrPreconditionFailed) {
 		t.Fatalf("a declaration that differs from the queue that exists: %v, want the broker's 406", err)
 	}
 }

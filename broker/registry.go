@@ -1,4 +1,4 @@
-package topology
+package broker
 
 import (
 	"log/slog"
@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/topology"
 )
 
 type registryKey struct{}
@@ -40,9 +41,9 @@ type Registry struct {
 	hosts *hostSet
 
 	mu        sync.Mutex
-	exchanges ordered[*record[ExchangeSpec]]
-	queues    ordered[*record[QueueSpec]]
-	bindings  ordered[*record[BindSpec]]
+	exchanges ordered[*record[topology.ExchangeSpec]]
+	queues    ordered[*record[topology.QueueSpec]]
+	bindings  ordered[*record[topology.BindSpec]]
 	consumers ordered[*Consumer]
 	epoch     uint64
 	// verified holds exchanges that nobody here declared but a passive
@@ -92,21 +93,19 @@ func newRegistry(c *conn.Conn) *Registry {
 // Conn is the registry's connection.
 func (r *Registry) Conn() *conn.Conn { return r.conn }
 
-// Snapshot returns what would be restored, in restore order (bindings:
-// queue bindings, then exchange bindings).
-func (r *Registry) Snapshot() Topology {
+// Snapshot returns the topology that would be restored, in restore order
+// (bindings: queue bindings, then exchange bindings); the consumers come
+// back after it.
+func (r *Registry) Snapshot() topology.Topology {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	t := Topology{Exchanges: specs(r.exchanges.values()), Queues: specs(r.queues.values())}
-	for _, kind := range []BindKind{BindQueue, BindExchange} {
+	t := topology.Topology{Exchanges: specs(r.exchanges.values()), Queues: specs(r.queues.values())}
+	for _, kind := range []topology.BindKind{topology.BindQueue, topology.BindExchange} {
 		for _, b := range r.bindings.values() {
 			if b.spec.Kind == kind {
 				t.Bindings = append(t.Bindings, b.spec)
 			}
 		}
-	}
-	for _, c := range r.consumers.values() {
-		t.Consumers = append(t.Consumers, c.spec)
 	}
 	return t
 }
@@ -180,7 +179,7 @@ func (r *Registry) Restores() uint64 {
 // decide compares a declaration with the record of its name. It returns the
 // spec to declare (the registered one with ifMissing), whether the network
 // call can be skipped, or a *ConflictError.
-func decide[T any](rec *record[T], ok bool, s T, label string, op options, gen uint64) (T, bool, error) {
+func decide[T topology.ExchangeSpec | topology.QueueSpec | topology.BindSpec](rec *record[T], ok bool, s T, label string, op options, gen uint64) (T, bool, error) {
 	if !ok {
 		return s, false, nil
 	}
@@ -189,7 +188,7 @@ func decide[T any](rec *record[T], ok bool, s T, label string, op options, gen u
 		// It exists (or will, by whoever registered it): as it is.
 		return rec.spec, current, nil
 	}
-	field, registered, requested := firstDifference(rec.spec, s)
+	field, registered, requested := topology.FirstDifference(rec.spec, s)
 	switch {
 	case field == "":
 		return s, current && !rec.weak, nil
@@ -201,70 +200,70 @@ func decide[T any](rec *record[T], ok bool, s T, label string, op options, gen u
 	return s, false, &ConflictError{Entity: label, Field: field, Registered: registered, Requested: requested}
 }
 
-func (r *Registry) decideExchange(s ExchangeSpec, op options) (ExchangeSpec, bool, error) {
+func (r *Registry) decideExchange(s topology.ExchangeSpec, op options) (topology.ExchangeSpec, bool, error) {
 	gen := r.conn.Generation()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.exchanges.get(s.Name)
-	return decide(rec, ok, s, s.label(), op, gen)
+	return decide(rec, ok, s, s.String(), op, gen)
 }
 
-func (r *Registry) decideQueue(s QueueSpec, op options) (QueueSpec, bool, error) {
+func (r *Registry) decideQueue(s topology.QueueSpec, op options) (topology.QueueSpec, bool, error) {
 	gen := r.conn.Generation()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.queues.get(s.Name)
-	return decide(rec, ok, s, s.label(), op, gen)
+	return decide(rec, ok, s, s.String(), op, gen)
 }
 
 // exchangeRecord is the record of an exchange: its spec, whether it is
 // weak (IfMissing), and whether it was declared on the current connection.
-func (r *Registry) exchangeRecord(name string) (spec ExchangeSpec, weak, current, ok bool) {
+func (r *Registry) exchangeRecord(name string) (spec topology.ExchangeSpec, weak, current, ok bool) {
 	gen := r.conn.Generation()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.exchanges.get(name)
 	if !ok {
-		return ExchangeSpec{}, false, false, false
+		return topology.ExchangeSpec{}, false, false, false
 	}
 	return rec.spec, rec.weak, gen != 0 && rec.gen == gen, true
 }
 
 // queueRecord is exchangeRecord for a queue.
-func (r *Registry) queueRecord(name string) (spec QueueSpec, weak, current, ok bool) {
+func (r *Registry) queueRecord(name string) (spec topology.QueueSpec, weak, current, ok bool) {
 	gen := r.conn.Generation()
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.queues.get(name)
 	if !ok {
-		return QueueSpec{}, false, false, false
+		return topology.QueueSpec{}, false, false, false
 	}
 	return rec.spec, rec.weak, gen != 0 && rec.gen == gen, true
 }
 
-func (r *Registry) decideBinding(s BindSpec) bool {
+func (r *Registry) decideBinding(s topology.BindSpec) bool {
 	gen := r.conn.Generation()
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	rec, ok := r.bindings.get(s.key())
+	rec, ok := r.bindings.get(s.Key())
 	return ok && gen != 0 && rec.gen == gen
 }
 
-func (r *Registry) putExchange(s ExchangeSpec, gen uint64) {
+func (r *Registry) putExchange(s topology.ExchangeSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.exchanges.set(s.Name, &record[ExchangeSpec]{spec: s, gen: gen})
+	r.exchanges.set(s.Name, &record[topology.ExchangeSpec]{spec: s, gen: gen})
 }
 
-func (r *Registry) putQueue(s QueueSpec, gen uint64) {
+func (r *Registry) putQueue(s topology.QueueSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.queues.set(s.Name, &record[QueueSpec]{spec: s, gen: gen})
+	r.queues.set(s.Name, &record[topology.QueueSpec]{spec: s, gen: gen})
 }
 
 // putWeakExchange records s as needed to exist (IfMissing), unless the name
 // is registered already: a record of any kind says more.
-func (r *Registry) putWeakExchange(s ExchangeSpec, gen uint64) {
+func (r *Registry) putWeakExchange(s topology.ExchangeSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if rec, ok := r.exchanges.get(s.Name); ok {
@@ -273,11 +272,11 @@ func (r *Registry) putWeakExchange(s ExchangeSpec, gen uint64) {
 		}
 		return
 	}
-	r.exchanges.set(s.Name, &record[ExchangeSpec]{spec: s, gen: gen, weak: true})
+	r.exchanges.set(s.Name, &record[topology.ExchangeSpec]{spec: s, gen: gen, weak: true})
 }
 
 // putWeakQueue is putWeakExchange for a queue.
-func (r *Registry) putWeakQueue(s QueueSpec, gen uint64) {
+func (r *Registry) putWeakQueue(s topology.QueueSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if rec, ok := r.queues.get(s.Name); ok {
@@ -286,13 +285,13 @@ func (r *Registry) putWeakQueue(s QueueSpec, gen uint64) {
 		}
 		return
 	}
-	r.queues.set(s.Name, &record[QueueSpec]{spec: s, gen: gen, weak: true})
+	r.queues.set(s.Name, &record[topology.QueueSpec]{spec: s, gen: gen, weak: true})
 }
 
-func (r *Registry) putBinding(s BindSpec, gen uint64) {
+func (r *Registry) putBinding(s topology.BindSpec, gen uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.bindings.set(s.key(), &record[BindSpec]{spec: s, gen: gen})
+	r.bindings.set(s.Key(), &record[topology.BindSpec]{spec: s, gen: gen})
 }
 
 // putConsumer records c, unless its tag is taken by another consumer.
@@ -327,34 +326,34 @@ func (r *Registry) consumersOf(queue string) []*Consumer {
 // QueueSpec is the registered spec of a queue, false when the registry holds
 // none (a queue warren did not declare on this connection), or only a weak
 // one (IfMissing: the queue that exists may have other arguments).
-func (r *Registry) QueueSpec(name string) (QueueSpec, bool) {
+func (r *Registry) QueueSpec(name string) (topology.QueueSpec, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.queues.get(name)
 	if !ok || rec.weak {
-		return QueueSpec{}, false
+		return topology.QueueSpec{}, false
 	}
 	return rec.spec, true
 }
 
 // queueSpec is the registered spec of a queue.
-func (r *Registry) queueSpec(name string) (QueueSpec, bool) {
+func (r *Registry) queueSpec(name string) (topology.QueueSpec, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.queues.get(name)
 	if !ok {
-		return QueueSpec{}, false
+		return topology.QueueSpec{}, false
 	}
 	return rec.spec, true
 }
 
 // exchangeSpec is the registered spec of an exchange.
-func (r *Registry) exchangeSpec(name string) (ExchangeSpec, bool) {
+func (r *Registry) exchangeSpec(name string) (topology.ExchangeSpec, bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.exchanges.get(name)
 	if !ok {
-		return ExchangeSpec{}, false
+		return topology.ExchangeSpec{}, false
 	}
 	return rec.spec, true
 }
@@ -438,10 +437,10 @@ func (r *Registry) readOnly(name string, exchange bool) bool {
 
 // bindingsOf lists the recorded bindings that deleting the entity would
 // delete with it.
-func (r *Registry) bindingsOf(name string, exchange bool) []BindSpec {
+func (r *Registry) bindingsOf(name string, exchange bool) []topology.BindSpec {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	var out []BindSpec
+	var out []topology.BindSpec
 	for _, b := range r.bindings.values() {
 		if touches(b.spec, name, exchange) {
 			out = append(out, b.spec)
@@ -450,17 +449,17 @@ func (r *Registry) bindingsOf(name string, exchange bool) []BindSpec {
 	return out
 }
 
-func touches(b BindSpec, name string, exchange bool) bool {
+func touches(b topology.BindSpec, name string, exchange bool) bool {
 	if exchange {
-		return b.Source == name || (b.Kind == BindExchange && b.Destination == name)
+		return b.Source == name || (b.Kind == topology.BindExchange && b.Destination == name)
 	}
-	return b.Kind == BindQueue && b.Destination == name
+	return b.Kind == topology.BindQueue && b.Destination == name
 }
 
 func (r *Registry) forgetBindingsOfLocked(name string, exchange bool) {
 	for _, b := range r.bindings.values() {
 		if touches(b.spec, name, exchange) {
-			r.bindings.delete(b.spec.key())
+			r.bindings.delete(b.spec.Key())
 		}
 	}
 }
@@ -492,10 +491,10 @@ func (r *Registry) forgetQueue(name string) []*Consumer {
 	return gone
 }
 
-func (r *Registry) forgetBinding(s BindSpec) {
+func (r *Registry) forgetBinding(s topology.BindSpec) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.bindings.delete(s.key())
+	r.bindings.delete(s.Key())
 	r.epoch++
 	// The broker deletes an auto-delete exchange when its last binding as a
 	// source goes.
