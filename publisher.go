@@ -14,8 +14,8 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/delay"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/lru"
-	"github.com/warrenmq/warren/telemetry"
 )
 
 var _ message.Publisher = (*Publisher)(nil)
@@ -138,7 +138,7 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		perr.Errs[i] = err
 	}
 	out := make([]broker.Outgoing, 0, len(msgs))
-	traced := make([]telemetry.Outgoing, 0, len(msgs))
+	traced := make([]instrument.Outgoing, 0, len(msgs))
 	sent := make([]int, 0, len(msgs)) // out[j] is msgs[sent[j]]
 	for i, m := range msgs {
 		pub, err := p.cfg.Marshaler.Marshal(topic, m)
@@ -166,13 +166,13 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		sent = append(sent, i)
 	}
 	for j := range out {
-		traced = append(traced, telemetry.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
+		traced = append(traced, instrument.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
 			Headers: (*map[string]any)(&out[j].Msg.Headers)})
 	}
 	if len(out) > 0 {
 		// The send spans name the route's destination, also for a scheduled
 		// message (which goes through a delay exchange first).
-		send := p.cfg.Telemetry.StartSend(ctx, p.conn.Peer(), telemetry.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
+		send := instrument.Of(p.cfg.Telemetry).StartSend(ctx, p.conn.Peer(), instrument.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
 		for j, err := range p.ops.PublishAll(ctx, out) {
 			if err == nil {
 				continue

@@ -17,9 +17,9 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/errkind"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/internal/workgroup"
-	"github.com/warrenmq/warren/telemetry"
 )
 
 var (
@@ -547,7 +547,7 @@ func (st *subscription) previousAttempts(d *broker.Delivery) int {
 func (st *subscription) poison(f *broker.Delivery, err error) {
 	d := f
 	st.s.poison.Add(1)
-	st.s.cfg.Telemetry.Poison(st.queue)
+	instrument.Of(st.s.cfg.Telemetry).Poison(st.queue)
 	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Delivery: d.Delivery, Err: err}
 	st.s.log.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
 	if st.s.cfg.OnPoison != nil && st.s.cfg.OnPoison(pe) == nil {
@@ -607,8 +607,8 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
 		PreviousAttempts: previous,
 	}
-	traced, proc := st.s.cfg.Telemetry.StartProcess(ack.NewContext(st.base, info), st.s.conn.Peer(), telemetry.Incoming{
-		Destination: telemetry.Destination{Exchange: info.Exchange, RoutingKey: key, Queue: st.queue, Temporary: st.temporary},
+	traced, proc := instrument.Of(st.s.cfg.Telemetry).StartProcess(ack.NewContext(st.base, info), st.s.conn.Peer(), instrument.Incoming{
+		Destination: instrument.Destination{Exchange: info.Exchange, RoutingKey: key, Queue: st.queue, Temporary: st.temporary},
 		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
 	})
 	var ctx context.Context
@@ -691,7 +691,7 @@ func (st *subscription) run(msg *message.Message) {
 }
 
 // finish settles a message the handler acked or nacked.
-func (st *subscription) finish(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
+func (st *subscription) finish(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *instrument.Process) (*message.Message, int) {
 	if st.stream != nil {
 		return st.finishStream(f, msg, disp, proc)
 	}
@@ -723,7 +723,7 @@ func (st *subscription) finish(f *broker.Delivery, msg *message.Message, disp ac
 // dead-letters: a nacked message is handed out again here, after the
 // redelivery backoff, never lost and never spinning; a rejected one is
 // passed over (logged), since nothing would ever take it.
-func (st *subscription) finishStream(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *telemetry.Process) (*message.Message, int) {
+func (st *subscription) finishStream(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *instrument.Process) (*message.Message, int) {
 	switch disp {
 	case ack.Requeue, ack.RejectRequeue:
 		attempts := ack.Attempt(msg)
@@ -757,7 +757,7 @@ func (st *subscription) finishStream(f *broker.Delivery, msg *message.Message, d
 // fail settles a failed message: to the dead-letter exchange after
 // MaxAttempts when the queue has one, otherwise back into the queue after a
 // backoff, never dropped.
-func (st *subscription) fail(f *broker.Delivery, msg *message.Message, attempts int, proc *telemetry.Process) {
+func (st *subscription) fail(f *broker.Delivery, msg *message.Message, attempts int, proc *instrument.Process) {
 	rd := st.s.cfg.Redelivery
 	if attempts >= rd.MaxAttempts {
 		if st.hasDeadLetter() {
@@ -777,7 +777,7 @@ func (st *subscription) fail(f *broker.Delivery, msg *message.Message, attempts 
 // later settles disp after the redelivery backoff of attempts, holding the
 // message (and, with MaxInFlight 1, the subscription) meanwhile: a failing
 // message never spins. Stopping cuts the wait short.
-func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts int, proc *telemetry.Process) {
+func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts int, proc *instrument.Process) {
 	if k := st.attemptKey(f); k != "" {
 		st.s.attempts().Put(k, attempts)
 	}
@@ -797,7 +797,7 @@ func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts
 // (broker.Delivery refuses a second settlement: a handler's late Ack
 // after Shutdown requeued its message is dropped), or drops the settlement
 // when that channel is gone (PITFALLS 4).
-func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *telemetry.Process) {
+func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *instrument.Process) {
 	var err error
 	start := time.Now()
 	switch disp {
@@ -827,18 +827,18 @@ func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *t
 // stale counts a settlement dropped because its channel is gone.
 func (st *subscription) stale() {
 	st.s.staleAcks.Add(1)
-	st.s.cfg.Telemetry.StaleSettlement(st.queue)
+	instrument.Of(st.s.cfg.Telemetry).StaleSettlement(st.queue)
 }
 
 // settleOp names disp for telemetry.
-func settleOp(disp ack.Disposition) telemetry.SettleOp {
+func settleOp(disp ack.Disposition) instrument.SettleOp {
 	switch disp {
 	case ack.Requeue:
-		return telemetry.NackRequeue
+		return instrument.NackRequeue
 	case ack.Reject:
-		return telemetry.Reject
+		return instrument.Reject
 	case ack.RejectRequeue:
-		return telemetry.RejectRequeue
+		return instrument.RejectRequeue
 	}
-	return telemetry.Ack
+	return instrument.Ack
 }

@@ -11,8 +11,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
-
-	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/internal/instrument"
 )
 
 // Conn is one logical AMQP connection. It dials, notices losses, reconnects
@@ -31,7 +30,7 @@ type Conn struct {
 	state State
 	cause error       // why it closed (terminal states) or why it was lost
 	gen   *generation // current; nil unless Connected
-	peer  atomic.Pointer[telemetry.Peer]
+	peer  atomic.Pointer[instrument.Peer]
 	// serverVersion is what the broker reported (ServerVersion).
 	serverVersion atomic.Pointer[string]
 	clientID      string
@@ -506,7 +505,7 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 	restoreStart := time.Now()
 	err = c.runHooks(g)
 	if c.hasHooks() {
-		c.cfg.Telemetry.Restored(c.Peer(), time.Since(restoreStart), err)
+		instrument.Of(c.cfg.Telemetry).Restored(c.Peer(), time.Since(restoreStart), err)
 	}
 	if err != nil {
 		g.close(c.cfg.CloseTimeout)
@@ -530,7 +529,7 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 	c.setStateLocked(StateConnected, nil, n)
 	c.mu.Unlock()
 	if phase != StateConnecting {
-		c.cfg.Telemetry.Reconnected(c.Peer())
+		instrument.Of(c.cfg.Telemetry).Reconnected(c.Peer())
 	}
 	for _, r := range refreshers {
 		r <- nil
@@ -598,7 +597,7 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	c.setPeer(ep)
 	c.setServerVersion(r.conn)
 	peer := c.Peer()
-	g := newGeneration(id, r.conn, c.spawn, c.log, func(d time.Duration) { c.cfg.Telemetry.Unblocked(peer, d) })
+	g := newGeneration(id, r.conn, c.spawn, c.log, func(d time.Duration) { instrument.Of(c.cfg.Telemetry).Unblocked(peer, d) })
 	g.endpoint = ep.String()
 	if provided {
 		c.keepSecretFresh(g, cr)

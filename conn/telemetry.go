@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"sync/atomic"
 
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -30,11 +31,11 @@ func (c *Conn) Telemetry() *telemetry.Telemetry { return c.cfg.Telemetry }
 // Peer is the broker the connection is on now and the client's id, for
 // telemetry; the last broker it was on while it reconnects. Cheap: read on
 // every message.
-func (c *Conn) Peer() telemetry.Peer {
+func (c *Conn) Peer() instrument.Peer {
 	if p := c.peer.Load(); p != nil {
 		return *p
 	}
-	return telemetry.Peer{ClientID: c.clientID}
+	return instrument.Peer{ClientID: c.clientID}
 }
 
 // setPeer records ep as the broker the connection is on.
@@ -44,5 +45,5 @@ func (c *Conn) setPeer(ep endpoint) {
 		host = h
 		port, _ = strconv.Atoi(p)
 	}
-	c.peer.Store(&telemetry.Peer{Address: host, Port: port, ClientID: c.clientID})
+	c.peer.Store(&instrument.Peer{Address: host, Port: port, ClientID: c.clientID})
 }

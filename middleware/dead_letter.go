@@ -13,6 +13,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -243,8 +244,8 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 	if c.Mode == PublishToDLQ {
 		mode = "publish"
 	}
-	telemetry.RecordFailure(msg.Context(), err, attempts)
-	c.Telemetry.DeadLetter(msg.Context(), mode, queueOf(msg))
+	instrument.RecordFailure(msg.Context(), err, attempts)
+	instrument.Of(c.Telemetry).DeadLetter(msg.Context(), mode, queueOf(msg))
 	if c.OnDeadLetter != nil {
 		c.OnDeadLetter(ev)
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -148,8 +149,8 @@ func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
 			}
 			// The message failed even though it is acked: its process span
 			// says so.
-			telemetry.RecordFailure(msg.Context(), err, ack.Attempt(msg))
-			cfg.Telemetry.Retry(msg.Context(), "delayed", queue)
+			instrument.RecordFailure(msg.Context(), err, ack.Attempt(msg))
+			instrument.Of(cfg.Telemetry).Retry(msg.Context(), "delayed", queue)
 			if cfg.OnRetry != nil {
 				cfg.OnRetry(DelayedRetryEvent{Msg: msg, Err: err, Round: round + 1, Level: level, Queue: queue})
 			}

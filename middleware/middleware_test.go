@@ -13,6 +13,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/middleware"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
 	"github.com/warrenmq/warren/telemetry"
@@ -298,8 +299,8 @@ func TestTracingConsumerSpans(t *testing.T) {
 		// A producer span and its context in the metadata, as a sender
 		// leaves them.
 		_, sendSpan := tr.Provider.Tracer("test").Start(context.Background(), "send")
-		md := telemetry.MetadataCarrier{}
-		tr.Telemetry.Propagator().Inject(trace.ContextWithSpan(context.Background(), sendSpan), md)
+		md := instrument.MetadataCarrier{}
+		instrument.Of(tr.Telemetry).Propagator().Inject(trace.ContextWithSpan(context.Background(), sendSpan), md)
 		sendSpan.End()
 		tr.Exporter.Reset()
 		traceparent := md["traceparent"]

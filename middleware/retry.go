@@ -14,6 +14,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -138,7 +139,7 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 				if attempt > 1 {
 					// Each retry is a span of its own under the process
 					// span; the first attempt is the process span itself.
-					ctx, span = cfg.Telemetry.Tracer().Start(ctx, "retry", trace.WithAttributes(attribute.Int("warren.attempt", ack.Attempt(msg))))
+					ctx, span = instrument.Of(cfg.Telemetry).Tracer().Start(ctx, "retry", trace.WithAttributes(attribute.Int("warren.attempt", ack.Attempt(msg))))
 				}
 				msg.SetContext(ctx)
 				out, err := h(msg)
@@ -160,7 +161,7 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 					cfg.notify(msg, err, -1)
 					return nil, err
 				}
-				telemetry.RecordFailure(parent, err, ack.Attempt(msg))
+				instrument.RecordFailure(parent, err, ack.Attempt(msg))
 				if attempt == 1 {
 					b = backoff.ExponentialBackOff{
 						InitialInterval: cfg.InitialInterval, RandomizationFactor: cfg.RandomizationFactor,
@@ -177,7 +178,7 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 				if serr := cfg.Sleep(parent, next); serr != nil {
 					return nil, errors.Join(err, serr)
 				}
-				cfg.Telemetry.Retry(parent, "in_process", queueOf(msg))
+				instrument.Of(cfg.Telemetry).Retry(parent, "in_process", queueOf(msg))
 				ack.NextAttempt(msg)
 			}
 		}

@@ -5,6 +5,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -38,21 +39,21 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	tel := cfg.Telemetry
+	tel := instrument.Of(cfg.Telemetry)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			if telemetry.FromContext(msg.Context()) != nil {
+			if instrument.FromContext(msg.Context()) != nil {
 				return h(msg)
 			}
-			in := telemetry.Incoming{MessageID: msg.UUID, CorrelationID: msg.Metadata.Get(headers.MetaCorrelationID), Metadata: msg.Metadata}
+			in := instrument.Incoming{MessageID: msg.UUID, CorrelationID: msg.Metadata.Get(headers.MetaCorrelationID), Metadata: msg.Metadata}
 			if info, ok := ack.InfoOf(msg); ok {
-				in.Destination = telemetry.Destination{Exchange: info.Exchange, RoutingKey: info.RoutingKey, Queue: info.Queue}
+				in.Destination = instrument.Destination{Exchange: info.Exchange, RoutingKey: info.RoutingKey, Queue: info.Queue}
 				in.DeliveryTag = info.DeliveryTag
 			} else {
-				in.Destination = telemetry.Destination{Queue: message.SubscribeTopicFromCtx(msg.Context())}
+				in.Destination = instrument.Destination{Queue: message.SubscribeTopicFromCtx(msg.Context())}
 			}
 			original := msg.Context()
-			ctx, proc := tel.StartProcess(original, telemetry.Peer{}, in)
+			ctx, proc := tel.StartProcess(original, instrument.Peer{}, in)
 			msg.SetContext(ctx)
 			out, err := h(msg)
 			proc.End(err)

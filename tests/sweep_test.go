@@ -241,24 +241,11 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	s.Methods("ack.Disposition", func() any { return ack.Disposition(0) }, nil)
 
 	// telemetry
-	for name, fn := range map[string]any{
-		"Anonymous": telemetry.Anonymous, "FromContext": telemetry.FromContext, "RecordFailure": telemetry.RecordFailure,
-		"New": telemetry.New, "Default": telemetry.Default, "Disabled": telemetry.Disabled,
-	} {
+	for name, fn := range map[string]any{"New": telemetry.New, "Default": telemetry.Default, "Disabled": telemetry.Disabled} {
 		s.Func("telemetry."+name, fn)
 	}
 	s.Methods("telemetry.Telemetry", func() any { return telemetry.Default() }, nil)
-	s.Methods("telemetry.Process", func() any {
-		_, p := telemetry.Default().StartProcess(context.Background(), telemetry.Peer{}, telemetry.Incoming{})
-		return p
-	}, nil)
-	s.Methods("telemetry.Send", func() any {
-		return telemetry.Default().StartSend(context.Background(), telemetry.Peer{}, telemetry.Destination{}, nil)
-	}, nil)
-	for name, v := range map[string]any{
-		"MetadataCarrier": telemetry.MetadataCarrier{}, "Destination": telemetry.Destination{}, "Relation": telemetry.Relation(0),
-		"Config": &telemetry.Config{}, "SettleOp": telemetry.SettleOp(0),
-	} {
+	for name, v := range map[string]any{"Relation": telemetry.Relation(0), "Config": &telemetry.Config{}} {
 		s.Methods("telemetry."+name, func() any { return v }, nil)
 	}
 	rec := telemetrytest.New(t, telemetry.Config{})

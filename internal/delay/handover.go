@@ -18,6 +18,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/headers"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -146,7 +147,7 @@ func (h *worker) handle(ctx context.Context, d *broker.Delivery) {
 		return
 	}
 	_ = d.Ack()
-	h.tel.ScheduledUnroutable(exchange, err)
+	instrument.Of(h.tel).ScheduledUnroutable(exchange, err)
 	h.log.Warn("warren: a scheduled message was due but no queue took it; kept in "+ScheduleUnroutableQueue+
 		" (warren dlq replay sends it on once a queue is bound)",
 		"message_id", d.MessageId, "exchange", exchange, "routing_key", key, "err", err, "error.type", ack.ErrorType(err))

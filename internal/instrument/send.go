@@ -1,4 +1,4 @@
-package telemetry
+package instrument
 
 import (
 	"context"
@@ -34,7 +34,7 @@ type Outgoing struct {
 // Send is a send operation in flight: the spans and the start time of one
 // Publish call.
 type Send struct {
-	t     *Telemetry
+	t     *Instruments
 	ctx   context.Context
 	dst   *described
 	span  trace.Span
@@ -50,7 +50,7 @@ type Send struct {
 // messaging.batch.message_count, linked to every create span. ctx is the
 // Publish call's context: a batch's send span is its child when it has a
 // span, else a child of the first message's.
-func (t *Telemetry) StartSend(ctx context.Context, peer Peer, dest Destination, msgs []Outgoing) *Send {
+func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination, msgs []Outgoing) *Send {
 	if t.off || len(msgs) == 0 {
 		return &Send{}
 	}

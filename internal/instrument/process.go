@@ -1,4 +1,4 @@
-package telemetry
+package instrument
 
 import (
 	"context"
@@ -34,7 +34,7 @@ type Incoming struct {
 // settle span. Safe for concurrent use: a middleware may record a failure
 // while the subscriber settles.
 type Process struct {
-	t     *Telemetry
+	t     *Instruments
 	ctx   context.Context
 	span  trace.Span
 	dest  Destination
@@ -62,7 +62,7 @@ func FromContext(ctx context.Context) *Process {
 // Telemetry's Relation says, and records messaging.client.consumed.messages.
 // The returned context carries the span, the sender's baggage and the
 // Process (FromContext): the message's handler runs with it.
-func (t *Telemetry) StartProcess(ctx context.Context, peer Peer, in Incoming) (context.Context, *Process) {
+func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) (context.Context, *Process) {
 	if t.off {
 		return ctx, nil // every method of a nil *Process does nothing
 	}
@@ -87,7 +87,7 @@ func (t *Telemetry) StartProcess(ctx context.Context, peer Peer, in Incoming) (c
 			parent = baggage.ContextWithBaggage(parent, b)
 		}
 		if sc := trace.SpanContextFromContext(sent); sc.IsValid() {
-			if t.relation == Parent {
+			if !t.link {
 				parent = trace.ContextWithRemoteSpanContext(parent, sc)
 			} else {
 				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))

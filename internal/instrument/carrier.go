@@ -1,4 +1,4 @@
-package telemetry
+package instrument
 
 // headerCarrier lets a propagator read and write AMQP headers (string
 // values; the W3C headers are strings).
