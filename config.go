@@ -7,6 +7,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -97,40 +98,28 @@ type RedeliveryConfig struct {
 	// the default of a Nack): at that many it is rejected without requeue
 	// to the queue's dead-letter exchange, when the queue's registered spec
 	// has one. Without one it is never dropped: it keeps coming back at
-	// MaxInterval, logged at Warn with its count. Default: 10.
+	// Backoff.MaxInterval, logged at Warn with its count. Default: 10.
 	MaxAttempts int
-	// InitialInterval is the wait before the first redelivery. Default:
-	// 100ms.
-	InitialInterval time.Duration
-	// Multiplier grows the wait per attempt. Default: 2.
-	Multiplier float64
-	// MaxInterval caps the wait. It must stay well below the broker's
-	// consumer_timeout (30 min by default): the message is held unsettled
-	// while it waits. Default: 30s.
-	MaxInterval time.Duration
+	// Backoff is the wait before a failed message is settled (redelivered),
+	// growing with its attempts; it depends only on the attempt count, which
+	// the Subscriber remembers across redeliveries. Its MaxInterval must stay
+	// well below the broker's consumer_timeout (30 min by default): the
+	// message is held unsettled while it waits. Default: 100ms, doubling,
+	// jittered by a fifth, at most 30s.
+	Backoff retry.Backoff
 }
 
 func (c *RedeliveryConfig) setDefaults() {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 10
 	}
-	if c.InitialInterval == 0 {
-		c.InitialInterval = 100 * time.Millisecond
-	}
-	if c.Multiplier == 0 {
-		c.Multiplier = 2
-	}
-	if c.MaxInterval == 0 {
-		c.MaxInterval = 30 * time.Second
-	}
+	c.Backoff = c.Backoff.Or(retry.Backoff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, RandomizationFactor: 0.2, MaxInterval: 30 * time.Second})
 }
 
 func (c *RedeliveryConfig) validate(f *configerr.Fields) {
 	f.Check(c.MaxAttempts < 1, "Redelivery.MaxAttempts", "must be positive")
-	f.Check(c.InitialInterval < 0, "Redelivery.InitialInterval", "must not be negative")
-	f.Check(c.Multiplier < 1, "Redelivery.Multiplier", "want at least 1")
-	f.Check(c.MaxInterval < c.InitialInterval, "Redelivery.MaxInterval", "must not be below InitialInterval")
-	f.Check(c.MaxInterval > 10*time.Minute, "Redelivery.MaxInterval", "at most 10m: the message is held unsettled meanwhile (consumer_timeout)")
+	f.Backoff("Redelivery.Backoff", c.Backoff.Problems())
+	f.Check(c.Backoff.MaxInterval > 10*time.Minute, "Redelivery.Backoff.MaxInterval", "at most 10m: the message is held unsettled meanwhile (consumer_timeout)")
 }
 
 // SubscriberConfig shapes a Subscriber. The zero value is usable.

@@ -222,7 +222,7 @@ func warrenDeclareAndRestore(b *testing.B, url string, n int) (declare, restore 
 	}
 	declare = time.Since(start)
 	reports := make(chan broker.RestoreReport, 1)
-	ops.Registry().OnRestore("bench", func(r broker.RestoreReport) { reports <- r })
+	ops.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
 	if err := c.Refresh(ctx); err != nil {
 		b.Fatal(err)
 	}

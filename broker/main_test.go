@@ -79,7 +79,7 @@ func msg(body string) amqp.Publishing { return amqp.Publishing{Body: []byte(body
 func restoreFailures(t *testing.T, ops *broker.Ops) <-chan *broker.RestoreError {
 	t.Helper()
 	out := make(chan *broker.RestoreError, 100)
-	ops.Registry().OnRestore(t.Name(), func(r broker.RestoreReport) {
+	ops.Registry().OnRestored(func(r broker.RestoreReport) {
 		for _, f := range r.Failed {
 			out <- f
 		}

@@ -53,10 +53,11 @@ type Registry struct {
 	// while unknown.
 	maxMessageSize int
 
-	hookMu sync.Mutex
-	hooks  []namedReportHook
-	last   *RestoreReport
-	runs   uint64
+	hookMu  sync.Mutex
+	hookSeq uint64
+	hooks   []namedReportHook
+	last    *RestoreReport
+	runs    uint64
 }
 
 // record is a spec and the connection generation it was last declared (or
@@ -75,7 +76,7 @@ type record[T any] struct {
 func (r *record[T]) setGen(gen uint64) { r.gen = gen }
 
 type namedReportHook struct {
-	name string
+	name uint64
 	fn   func(RestoreReport)
 }
 
@@ -86,7 +87,7 @@ func newRegistry(c *conn.Conn) *Registry {
 	r := &Registry{conn: c, log: c.Logger(), verified: map[string]uint64{}}
 	r.pool = &chanPool{conn: c, max: poolIdle}
 	r.hosts = &hostSet{conn: c, perChannel: consumersPerChannel}
-	c.AddRestoreHook("topology", r.restore)
+	c.OnRestore(r.restore)
 	return r
 }
 
@@ -127,34 +128,30 @@ func (r *Registry) Epoch() uint64 {
 	return r.epoch
 }
 
-// OnRestore registers fn under name (replacing a hook of that name); it is
-// called with the report of every restore run, on the connection's loop
-// goroutine, before callers waiting for the connection are released: it
-// must not block. This is the one place a connection reports its restores.
-func (r *Registry) OnRestore(name string, fn func(RestoreReport)) {
-	r.hookMu.Lock()
-	defer r.hookMu.Unlock()
-	for i, h := range r.hooks {
-		if h.name == name {
-			r.hooks[i].fn = fn
-			return
-		}
+// OnRestored registers fn to be told of every restore run with its report,
+// and returns the function that unregisters it (idempotent). fn runs on the
+// connection's loop goroutine, before callers waiting for the connection
+// are released: it must not block. This is the one place a connection
+// reports its restores.
+func (r *Registry) OnRestored(fn func(RestoreReport)) (remove func()) {
+	if fn == nil {
+		return func() {}
 	}
+	r.hookMu.Lock()
+	r.hookSeq++
+	name := r.hookSeq
 	r.hooks = append(r.hooks, namedReportHook{name, fn})
-}
-
-// RemoveOnRestore removes the hook registered under name and reports
-// whether there was one.
-func (r *Registry) RemoveOnRestore(name string) bool {
-	r.hookMu.Lock()
-	defer r.hookMu.Unlock()
-	for i, h := range r.hooks {
-		if h.name == name {
-			r.hooks = slices.Delete(r.hooks, i, i+1)
-			return true
+	r.hookMu.Unlock()
+	return func() {
+		r.hookMu.Lock()
+		defer r.hookMu.Unlock()
+		for i, h := range r.hooks {
+			if h.name == name {
+				r.hooks = slices.Delete(r.hooks, i, i+1)
+				return
+			}
 		}
 	}
-	return false
 }
 
 // LastRestore is the report of the latest restore run, false before the

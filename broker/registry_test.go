@@ -48,7 +48,7 @@ func TestOneRegistryAndOneRestorePerConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	reports := make(chan broker.RestoreReport, 10)
-	first.Registry().OnRestore("test", func(r broker.RestoreReport) { reports <- r })
+	first.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
 	before := first.Registry().Restores()
 	for round := 1; round <= 3; round++ {
 		if err := p.Drop(); err != nil {

@@ -208,16 +208,20 @@ func (c *Conn) Err() error {
 // Done is closed once the connection is Closed and its goroutines ended.
 func (c *Conn) Done() <-chan struct{} { return c.done }
 
-// OnStateChange registers fn under name (replacing a callback of the same
-// name). Callbacks run in registration order on one goroutine owned by the
-// connection, never under its locks; they may block, but while one blocks the
-// later changes wait for it (reconnecting does not). A panic is recovered and
-// logged.
-func (c *Conn) OnStateChange(name string, fn StateCallback) { c.disp.add(name, fn) }
-
-// RemoveCallback removes the callback registered under name and reports
-// whether there was one.
-func (c *Conn) RemoveCallback(name string) bool { return c.disp.remove(name) }
+// OnStateChange registers fn, to be told of every state change, and returns
+// the function that unregisters it (idempotent). Callbacks run in
+// registration order on one goroutine owned by the connection, never under
+// its locks; they may block, but while one blocks the later changes wait for
+// it (reconnecting does not). A panic is recovered and logged. Every hook of
+// warren registers this way: On... returns its remover.
+func (c *Conn) OnStateChange(fn func(StateChange)) (remove func()) {
+	if fn == nil {
+		return func() {}
+	}
+	name := hookName()
+	c.disp.add(name, fn)
+	return func() { c.disp.remove(name) }
+}
 
 // Open connects with the FirstConnect policy and returns once connected and
 // restored, or with the error that made it give up (a *GiveUpError; the

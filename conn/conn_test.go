@@ -205,7 +205,7 @@ func TestReconnectRestoresBeforeReleasingWaiters(t *testing.T) {
 	q := b.Name("restored")
 	var restores atomic.Int32
 	gate := make(chan struct{})
-	c.AddRestoreHook("declare", func(ctx context.Context) error {
+	c.OnRestore(func(ctx context.Context) error {
 		ch, err := c.Channel(ctx) // must not wait: ctx is bound to the new connection
 		if err != nil {
 			return err
@@ -264,7 +264,7 @@ func TestConnectionLostDuringRestoreHookIsRetried(t *testing.T) {
 	rec := record(c)
 	var runs atomic.Int32
 	entered := make(chan struct{})
-	c.AddRestoreHook("interrupted", func(ctx context.Context) error {
+	c.OnRestore(func(ctx context.Context) error {
 		if runs.Add(1) == 1 {
 			close(entered)
 			<-ctx.Done() // until the connection is lost under the hook
@@ -527,7 +527,7 @@ func TestRefresh(t *testing.T) {
 	rec := record(c)
 	var hookRuns atomic.Int32
 	entered, gate := make(chan struct{}), make(chan struct{})
-	c.AddRestoreHook("count", func(ctx context.Context) error {
+	c.OnRestore(func(ctx context.Context) error {
 		close(entered)
 		<-gate // Refresh must wait for this
 		hookRuns.Add(1)
@@ -565,8 +565,8 @@ func TestSlowAndPanickingCallbacksNeverStallReconnect(t *testing.T) {
 	c := open(t, p.URL(b.Vhost), conn.Config{Reconnect: fast()})
 	block := make(chan struct{})
 	defer close(block)
-	c.OnStateChange("panics", func(conn.StateChange) { panic("callback bug") })
-	c.OnStateChange("blocks", func(conn.StateChange) { <-block })
+	c.OnStateChange(func(conn.StateChange) { panic("callback bug") })
+	c.OnStateChange(func(conn.StateChange) { <-block })
 	for i := 0; i < 3; i++ {
 		gen := c.Generation()
 		if err := p.Drop(); err != nil {

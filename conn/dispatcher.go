@@ -7,12 +7,9 @@ import (
 	"time"
 )
 
-// StateCallback receives state changes. See Conn.OnStateChange.
-type StateCallback func(StateChange)
-
 type namedCallback struct {
 	name string
-	fn   StateCallback
+	fn   func(StateChange)
 }
 
 // dispatcher delivers state changes to callbacks on one goroutine of its own,
@@ -36,7 +33,7 @@ func newDispatcher(log *slog.Logger) *dispatcher {
 	return d
 }
 
-func (d *dispatcher) add(name string, fn StateCallback) {
+func (d *dispatcher) add(name string, fn func(StateChange)) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for i, cb := range d.callbacks {

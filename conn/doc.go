@@ -62,7 +62,7 @@
 //
 // # Restore hooks
 //
-// [Conn.AddRestoreHook] registers a function run on every new connection
+// [Conn.OnRestore] registers a function run on every new connection
 // before waiting callers are released; the topology registry uses it so that
 // nobody publishes into an exchange that is not there yet. A hook's ctx is
 // bound to the new connection: Channel and NewChannel called with it do not

@@ -6,20 +6,21 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/retry"
 )
 
 // A connection with a reconnect policy of its own, a state callback and a
 // restore hook.
 func Example() {
 	c, err := conn.New("amqp://guest:guest@127.0.0.1:5672/", conn.Config{
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: 2 * time.Second}),
+		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 2 * time.Second}}),
 	})
 	if err != nil {
 		fmt.Println(err)
 		return
 	}
-	c.OnStateChange("log", func(ch conn.StateChange) { fmt.Println(ch.From, "->", ch.To) })
-	c.AddRestoreHook("declare", func(ctx context.Context) error {
+	c.OnStateChange(func(ch conn.StateChange) { fmt.Println(ch.From, "->", ch.To) })
+	c.OnRestore(func(ctx context.Context) error {
 		ch, err := c.Channel(ctx) // bound to the new connection: does not wait
 		if err != nil {
 			return err

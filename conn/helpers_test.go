@@ -18,7 +18,7 @@ type recorder struct {
 
 func record(c *conn.Conn) *recorder {
 	r := &recorder{signal: make(chan struct{}, 1)}
-	c.OnStateChange("recorder", func(ch conn.StateChange) {
+	c.OnStateChange(func(ch conn.StateChange) {
 		r.mu.Lock()
 		r.changes = append(r.changes, ch)
 		r.mu.Unlock()

@@ -4,45 +4,47 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 )
 
-// RestoreHook runs on every new connection (the first one and each after a
-// reconnect or refresh) before callers waiting in WaitConnected, Channel or
-// NewChannel are released. Its ctx is bound to the new connection: Channel
-// and NewChannel called with it use that connection without waiting, and it
-// is cancelled if the connection is lost or closed meanwhile.
+type namedHook struct {
+	name string
+	fn   func(ctx context.Context) error
+}
+
+// hookSeq names registered hooks: a remover finds its own.
+var hookSeq atomic.Uint64
+
+func hookName() string { return fmt.Sprintf("hook-%d", hookSeq.Add(1)) }
+
+// OnRestore registers fn to run on every new connection (the first one and
+// each after a reconnect or refresh), after the hooks already registered,
+// before callers waiting in WaitConnected, Channel or NewChannel are
+// released, and returns the function that unregisters it (idempotent). Its
+// ctx is bound to the new connection: Channel and NewChannel called with it
+// use that connection without waiting, and it is cancelled if the connection
+// is lost or closed meanwhile. When the connection is already up, fn is not
+// run now: the caller does its own first declare.
 //
 // A hook runs on the connection loop's goroutine; the next connection attempt
 // waits for it. It should report failures of single entities itself and
 // return an error only when the connection failed under it: a non-nil error
 // while the connection is still up is logged and the next hook runs; once
 // the connection is lost, the attempt counts as failed and is retried.
-type RestoreHook func(ctx context.Context) error
-
-type namedHook struct {
-	name string
-	fn   RestoreHook
-}
-
-// AddRestoreHook registers fn under name, after the hooks already
-// registered; a hook of the same name is replaced in place. When the
-// connection is already up, fn is not run now: the caller does its own first
-// declare.
-func (c *Conn) AddRestoreHook(name string, fn RestoreHook) {
-	c.hooksMu.Lock()
-	defer c.hooksMu.Unlock()
-	for i, h := range c.hooks {
-		if h.name == name {
-			c.hooks[i].fn = fn
-			return
-		}
+func (c *Conn) OnRestore(fn func(ctx context.Context) error) (remove func()) {
+	if fn == nil {
+		return func() {}
 	}
+	name := hookName()
+	c.hooksMu.Lock()
 	c.hooks = append(c.hooks, namedHook{name, fn})
+	c.hooksMu.Unlock()
+	return func() { c.removeRestoreHook(name) }
 }
 
-// RemoveRestoreHook removes the hook registered under name and reports
+// removeRestoreHook removes the hook registered under name and reports
 // whether there was one.
-func (c *Conn) RemoveRestoreHook(name string) bool {
+func (c *Conn) removeRestoreHook(name string) bool {
 	c.hooksMu.Lock()
 	defer c.hooksMu.Unlock()
 	for i, h := range c.hooks {

@@ -20,7 +20,7 @@ func TestBrokerKilledMidOperationAndRestarted(t *testing.T) {
 	c := open(t, n.URL(), conn.Config{Reconnect: fast()})
 	rec := record(c)
 	var hookRuns int
-	c.AddRestoreHook("count", func(context.Context) error { hookRuns++; return nil })
+	c.OnRestore(func(context.Context) error { hookRuns++; return nil })
 	ch, err := c.NewChannel(ctxT(t, 5*time.Second))
 	if err != nil {
 		t.Fatal(err)

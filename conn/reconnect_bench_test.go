@@ -26,7 +26,7 @@ func BenchmarkReconnectAfterCut(b *testing.B) {
 	}
 	defer c.Close(context.Background())
 	connected := make(chan time.Time, 1)
-	c.OnStateChange("bench", func(ch conn.StateChange) {
+	c.OnStateChange(func(ch conn.StateChange) {
 		if ch.To == conn.StateConnected && ch.From == conn.StateReconnecting {
 			connected <- time.Now()
 		}

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
+	"github.com/warrenmq/warren/retry"
 )
 
 // RetryPolicy decides how often, how fast and for which errors connecting is
@@ -53,45 +54,29 @@ type ExponentialConfig struct {
 	// drops (a broker restart, a load balancer closing idle connections) are
 	// over by then.
 	FirstRetryImmediate bool
-	// InitialInterval before the first backed-off retry. Default: 50ms.
-	InitialInterval time.Duration
-	// Multiplier applied after each retry. Default: 2.
-	Multiplier float64
-	// RandomizationFactor is the jitter: each wait is picked in
-	// [d*(1-f), d*(1+f)]. Default: 0.5. Set NoJitter to turn it off.
-	RandomizationFactor float64
-	NoJitter            bool
-	// MaxInterval caps one wait. Default: 5s.
-	MaxInterval time.Duration
+	// Backoff is the wait between retries. Default: 50ms before the first
+	// backed-off retry, doubling, jittered by half, at most 5s.
+	Backoff retry.Backoff
+	// NoJitter turns the jitter off (a zero Backoff.RandomizationFactor
+	// takes the default).
+	NoJitter bool
 	// MaxElapsedTime stops retrying after this much time; 0 retries forever.
 	MaxElapsedTime time.Duration
 }
 
 // Exponential retries with exponential backoff and jitter (backoff/v4).
 func Exponential(c ExponentialConfig) RetryPolicy {
-	if c.InitialInterval <= 0 {
-		c.InitialInterval = 50 * time.Millisecond
-	}
-	if c.Multiplier < 1 {
-		c.Multiplier = 2
-	}
-	if c.RandomizationFactor <= 0 {
-		c.RandomizationFactor = 0.5
+	bo := c.Backoff.Or(retry.Backoff{InitialInterval: 50 * time.Millisecond, Multiplier: 2, RandomizationFactor: 0.5, MaxInterval: 5 * time.Second})
+	if bo.Multiplier < 1 {
+		bo.Multiplier = 2
 	}
 	if c.NoJitter {
-		c.RandomizationFactor = 0
-	}
-	if c.MaxInterval <= 0 {
-		c.MaxInterval = 5 * time.Second
+		bo.RandomizationFactor = 0
 	}
 	return RetryPolicy{
-		name: "exponential(" + c.InitialInterval.String() + ".." + c.MaxInterval.String() + ")",
+		name: "exponential(" + bo.InitialInterval.String() + ".." + bo.MaxInterval.String() + ")",
 		newBackOff: func() backoff.BackOff {
-			b := backoff.NewExponentialBackOff()
-			b.InitialInterval = c.InitialInterval
-			b.Multiplier = c.Multiplier
-			b.RandomizationFactor = c.RandomizationFactor
-			b.MaxInterval = c.MaxInterval
+			b := bo.BackOff()
 			b.MaxElapsedTime = c.MaxElapsedTime
 			b.Reset()
 			if c.FirstRetryImmediate {

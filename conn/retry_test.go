@@ -9,6 +9,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/warrenmq/warren/retry"
 )
 
 func waits(p RetryPolicy, n int) []time.Duration {
@@ -34,7 +35,7 @@ func TestRetryPolicies(t *testing.T) {
 	if got := waits(Repeat(time.Millisecond), 50); len(got) != 50 {
 		t.Fatalf("Repeat stopped after %d", len(got))
 	}
-	exp := waits(Exponential(ExponentialConfig{FirstRetryImmediate: true, NoJitter: true, InitialInterval: 10 * time.Millisecond, MaxInterval: 40 * time.Millisecond}), 6)
+	exp := waits(Exponential(ExponentialConfig{FirstRetryImmediate: true, NoJitter: true, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond, MaxInterval: 40 * time.Millisecond}}), 6)
 	if fmt.Sprint(exp) != "[0s 10ms 20ms 40ms 40ms 40ms]" {
 		t.Fatalf("Exponential: %v", exp)
 	}
@@ -50,7 +51,7 @@ func TestRetryPolicies(t *testing.T) {
 	// MaxElapsedTime is measured on backoff's clock (time.Now): the bubble's
 	// fake clock moves it past the limit without waiting.
 	synctest.Test(t, func(t *testing.T) {
-		b := Exponential(ExponentialConfig{InitialInterval: time.Millisecond, MaxElapsedTime: time.Millisecond}).newBackOff()
+		b := Exponential(ExponentialConfig{MaxElapsedTime: time.Millisecond, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}).newBackOff()
 		time.Sleep(2 * time.Millisecond)
 		if d := b.NextBackOff(); d >= 0 {
 			t.Fatalf("MaxElapsedTime passed but NextBackOff = %v", d)

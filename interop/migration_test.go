@@ -18,6 +18,7 @@ import (
 	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -190,7 +191,7 @@ func TestMigrationFromWatermillAMQP(t *testing.T) {
 		Exchanges:    []topology.ExchangeSpec{{Name: topic, Type: topology.Fanout, Durable: true}},
 		Bindings:     []topology.BindSpec{{Source: topic}},
 		Marshaler:    compat,
-		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 5 * time.Millisecond}},
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: 5 * time.Millisecond}}},
 		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		Handler:      l.handler("warren"),
 	}); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+	"github.com/warrenmq/warren/retry"
 )
 
 // One meaning of attempt: the handler sees 1, 2, 3 through in-process
@@ -59,8 +60,8 @@ func TestMiddlewareConfigsValidate(t *testing.T) {
 		err   error
 		field string
 	}{
-		"retry":            {second(middleware.Retry(middleware.RetryConfig{MaxAttempts: -1, Multiplier: 0.5})), "middleware.RetryConfig.MaxAttempts"},
-		"retry multiplier": {second(middleware.Retry(middleware.RetryConfig{Multiplier: 0.5})), "middleware.RetryConfig.Multiplier"},
+		"retry":            {second(middleware.Retry(middleware.RetryConfig{MaxAttempts: -1, Backoff: retry.Backoff{Multiplier: 0.5}})), "middleware.RetryConfig.MaxAttempts"},
+		"retry multiplier": {second(middleware.Retry(middleware.RetryConfig{Backoff: retry.Backoff{Multiplier: 0.5}})), "middleware.RetryConfig.Backoff.Multiplier"},
 		"ack":              {second(middleware.Ack(middleware.AckConfig{OnPermanent: ack.Disposition(42)})), "middleware.AckConfig.OnPermanent"},
 		"delayed":          {second(middleware.DelayedRetry(middleware.DelayedRetryConfig{Levels: []time.Duration{-1}})), "middleware.DelayedRetryConfig.Levels[0]"},
 		"dead letter":      {second(middleware.DeadLetter(middleware.DeadLetterConfig{Mode: 7})), "middleware.DeadLetterConfig.Mode"},

@@ -16,6 +16,7 @@ import (
 	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/middleware"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/telemetry/telemetrytest"
 )
@@ -57,8 +58,10 @@ func TestRetry(t *testing.T) {
 	var attempts []middleware.RetryAttempt
 	h := &kit.Handler{Failures: 2}
 	r := kit.Run(kit.NewMessage("x"), h.Func, kit.Must(middleware.Retry(middleware.RetryConfig{
-		MaxAttempts: 3, InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.000001, Sleep: sl.Sleep,
-		OnAttempt: func(a middleware.RetryAttempt) { attempts = append(attempts, a) },
+		MaxAttempts: 3,
+		Sleep:       sl.Sleep,
+		OnAttempt:   func(a middleware.RetryAttempt) { attempts = append(attempts, a) },
+		Backoff:     retry.Backoff{InitialInterval: 100 * time.Millisecond, RandomizationFactor: 0.000001},
 	})))
 	if r.Err != nil || h.Calls() != 3 {
 		t.Fatalf("err %v after %d calls", r.Err, h.Calls())

@@ -15,6 +15,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -34,14 +35,9 @@ type RetryConfig struct {
 	// MaxAttempts is how many times the handler runs in this process for
 	// one delivery, the first try included. Default: 3.
 	MaxAttempts int
-	// InitialInterval before the second attempt. Default: 100ms.
-	InitialInterval time.Duration
-	// Multiplier per attempt. Default: 2.
-	Multiplier float64
-	// RandomizationFactor is the jitter. Default: 0.5.
-	RandomizationFactor float64
-	// MaxInterval caps one wait. Default: 2s.
-	MaxInterval time.Duration
+	// Backoff is the wait between attempts. Default: 100ms before the
+	// second attempt, doubling, jittered by half, at most 2s.
+	Backoff retry.Backoff
 	// MaxElapsedTime stops retrying, counted from the first failure. It
 	// must stay well below the broker's
 	// consumer_timeout (30 min by default), past which the broker closes the
@@ -70,18 +66,7 @@ func (c *RetryConfig) setDefaults() {
 	if c.MaxAttempts == 0 {
 		c.MaxAttempts = 3
 	}
-	if c.InitialInterval == 0 {
-		c.InitialInterval = 100 * time.Millisecond
-	}
-	if c.Multiplier == 0 {
-		c.Multiplier = 2
-	}
-	if c.RandomizationFactor == 0 {
-		c.RandomizationFactor = 0.5
-	}
-	if c.MaxInterval == 0 {
-		c.MaxInterval = 2 * time.Second
-	}
+	c.Backoff = c.Backoff.Or(retry.Backoff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, RandomizationFactor: 0.5, MaxInterval: 2 * time.Second})
 	if c.MaxElapsedTime == 0 {
 		c.MaxElapsedTime = 30 * time.Second
 	}
@@ -94,10 +79,7 @@ func (c *RetryConfig) setDefaults() {
 func (c *RetryConfig) Validate() error {
 	f := configerr.For("middleware.RetryConfig")
 	f.Check(c.MaxAttempts < 1, "MaxAttempts", "must be positive")
-	f.Check(c.InitialInterval < 0, "InitialInterval", "must not be negative")
-	f.Check(c.Multiplier < 1, "Multiplier", "want at least 1")
-	f.Check(c.RandomizationFactor < 0 || c.RandomizationFactor > 1, "RandomizationFactor", "want 0-1")
-	f.Check(c.MaxInterval < c.InitialInterval, "MaxInterval", "must not be below InitialInterval")
+	f.Backoff("Backoff", c.Backoff.Problems())
 	f.Check(c.MaxElapsedTime < 0, "MaxElapsedTime", "must not be negative")
 	f.Check(c.AttemptTimeout < 0, "AttemptTimeout", "must not be negative")
 	f.Check(c.MaxElapsedTime > 10*time.Minute, "MaxElapsedTime", "at most 10m: the delivery is held unacked meanwhile, and the broker closes the channel at consumer_timeout (30m by default)")
@@ -163,11 +145,8 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 				}
 				instrument.RecordFailure(parent, err, ack.Attempt(msg))
 				if attempt == 1 {
-					b = backoff.ExponentialBackOff{
-						InitialInterval: cfg.InitialInterval, RandomizationFactor: cfg.RandomizationFactor,
-						Multiplier: cfg.Multiplier, MaxInterval: cfg.MaxInterval, MaxElapsedTime: cfg.MaxElapsedTime,
-						Stop: backoff.Stop, Clock: backoff.SystemClock,
-					}
+					b = *cfg.Backoff.BackOff()
+					b.MaxElapsedTime = cfg.MaxElapsedTime
 					b.Reset()
 				}
 				next := b.NextBackOff()

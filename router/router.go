@@ -105,7 +105,8 @@ type Router struct {
 	// while its routes retry after a delay.
 	handOver *delay.HandOver
 	output   message.Publisher
-	hookName string
+	// stopRestoreReports unregisters Config.OnRestore; nil without one.
+	stopRestoreReports func()
 
 	mu        sync.Mutex
 	routes    []*activeRoute
@@ -151,8 +152,7 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 	}
 	r.reg = r.ops.Registry()
 	if cfg.OnRestore != nil {
-		r.hookName = fmt.Sprintf("router:%p", r)
-		r.reg.OnRestore(r.hookName, cfg.OnRestore)
+		r.stopRestoreReports = r.reg.OnRestored(cfg.OnRestore)
 	}
 	if r.retryPub, err = warren.NewPublisher(c, warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Telemetry: cfg.Telemetry, Logger: cfg.Logger}); err != nil {
 		return nil, err
@@ -549,8 +549,8 @@ func (r *Router) Close(ctx context.Context) error {
 		if err := r.ops.Close(ctx); err != nil {
 			errs = append(errs, err)
 		}
-		if r.hookName != "" {
-			r.reg.RemoveOnRestore(r.hookName)
+		if r.stopRestoreReports != nil {
+			r.stopRestoreReports()
 		}
 		if r.cfg.CloseConnection {
 			if err := r.conn.Close(ctx); err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
@@ -108,7 +109,7 @@ func TestBadInputs(t *testing.T) {
 		{"Subscribe to an empty topic", func() error { return second(openSub.Subscribe(ctx, "")) }, warren.ErrInvalidTopic},
 		{"SubscribeInitialize an empty topic", func() error { return openSub.SubscribeInitialize("") }, warren.ErrInvalidTopic},
 		{"Subscriber redelivery cap over 10m", func() error {
-			return second(warren.NewSubscriber(unopened(), warren.SubscriberConfig{Redelivery: warren.RedeliveryConfig{MaxInterval: time.Hour}}))
+			return second(warren.NewSubscriber(unopened(), warren.SubscriberConfig{Redelivery: warren.RedeliveryConfig{Backoff: retry.Backoff{MaxInterval: time.Hour}}}))
 		}, conn.ErrInvalidConfig},
 		{"Retry with negative MaxAttempts", func() error { return second(middleware.Retry(middleware.RetryConfig{MaxAttempts: -1})) }, conn.ErrInvalidConfig},
 		{"Retry past consumer_timeout", func() error {

@@ -13,6 +13,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -23,13 +24,13 @@ import (
 func TestClusterFailover(t *testing.T) {
 	nodes := rabbittest.StartCluster(t, 3)
 	c, err := conn.New(rabbittest.ClusterURL(nodes), conn.Config{
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}),
+		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}}),
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
 	connected := make(chan time.Time, 10)
-	c.OnStateChange("failover", func(ch conn.StateChange) {
+	c.OnStateChange(func(ch conn.StateChange) {
 		if ch.To == conn.StateConnected && ch.From == conn.StateReconnecting {
 			connected <- time.Now()
 		}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 var node = &rabbittest.LazyNode{}
@@ -18,5 +19,5 @@ func TestMain(m *testing.M) { rabbittest.Main(m) }
 // openConn opens a connection closed when t ends.
 func openConn(t testing.TB, url string) *conn.Conn {
 	t.Helper()
-	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second})})
+	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}})})
 }

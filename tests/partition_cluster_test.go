@@ -14,6 +14,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 // partitionRun counts what a partitioned topic's instances processed.
@@ -109,7 +110,7 @@ func TestPartitionedTopicOnACluster(t *testing.T) {
 		}
 		return "amqp://guest:guest@" + strings.Join(hosts, ",") + "/"
 	}
-	reconnect := conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: 500 * time.Millisecond})
+	reconnect := conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 500 * time.Millisecond}})
 	mapping := func(topic string) warren.PartitionedTopic {
 		return warren.PartitionedTopic{Partitions: 12, RebalanceInterval: 500 * time.Millisecond}
 	}

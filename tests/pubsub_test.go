@@ -9,6 +9,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 type preset struct {
@@ -40,7 +41,7 @@ func constructors(url func(t *testing.T) string, p preset, maxInFlight int) (tes
 		// (TestContinueAfterErrors: 300 nacks); the production backoff
 		// (100ms doubling) is tested in nospin_test.go.
 		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: m, MaxInFlight: maxInFlight, CloseTimeout: 2 * time.Second,
-			Redelivery: warren.RedeliveryConfig{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}})
+			Redelivery: warren.RedeliveryConfig{Backoff: retry.Backoff{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -26,7 +27,7 @@ func responder(t *testing.T, url, queue string, release <-chan struct{}) {
 	r := newRouter(t, url, router.Config{})
 	if err := r.AddRoute(router.Route{
 		Name: "upper", Queue: topology.QueueSpec{Name: queue, Durable: true}, MaxInFlight: 16,
-		Retry: router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: time.Millisecond}},
+		Retry: router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}},
 		Respond: func(m *message.Message) (*message.Message, error) {
 			switch string(m.Payload) {
 			case "fail":

@@ -20,6 +20,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -126,7 +127,7 @@ func getHead(t *testing.T, url, queue string, putBack bool) amqp.Delivery {
 }
 
 func fastRetry() router.RetrySettings {
-	return router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 5 * time.Millisecond}}
+	return router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: 5 * time.Millisecond}}}
 }
 
 func TestRouteFailsThreeTimesThenSucceeds(t *testing.T) {

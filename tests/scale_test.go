@@ -71,7 +71,7 @@ func TestConsumersBeyondChannelMax(t *testing.T) {
 	}
 	publishAll("first")
 	reports := make(chan broker.RestoreReport, 1)
-	ops.Registry().OnRestore("test", func(r broker.RestoreReport) { reports <- r })
+	ops.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
 	if err := p.Drop(); err != nil {
 		t.Fatal(err)
 	}

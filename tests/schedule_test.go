@@ -13,6 +13,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/warrentest"
 )
 
@@ -144,7 +145,7 @@ func TestScheduledDelivery(t *testing.T) {
 // arrive no earlier than due.
 func TestScheduledSurvivesARestart(t *testing.T) {
 	b := warrentest.New(t, warrentest.Own())
-	c := b.Conn(conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second})})
+	c := b.Conn(conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}})})
 	queues := warren.QueuePerTopic{}
 	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: queues})
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 // TestPubSubStreams runs Watermill's universal suite with the stream preset:
@@ -113,7 +114,7 @@ func TestStreamReaderResumes(t *testing.T) {
 	}
 	subscribe := func() (*warren.Subscriber, <-chan *message.Message) {
 		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping, CloseTimeout: 2 * time.Second,
-			Redelivery: warren.RedeliveryConfig{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}})
+			Redelivery: warren.RedeliveryConfig{Backoff: retry.Backoff{InitialInterval: time.Millisecond, MaxInterval: 5 * time.Millisecond}}})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"github.com/warrenmq/warren/internal/sweep"
 	"github.com/warrenmq/warren/middleware"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/router/routertest"
 	"github.com/warrenmq/warren/telemetry"
@@ -305,8 +306,10 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		s.Methods("router."+name, func() any { return v }, nil)
 	}
 
+	s.Methods("retry.Backoff", func() any { return retry.Backoff{} }, nil)
+
 	s.Complete(map[string]string{
-		"warren": "..", "conn": "../conn", "topology": "../topology", "broker": "../broker", "ack": "../ack", "telemetry": "../telemetry",
+		"retry": "../retry", "warren": "..", "conn": "../conn", "topology": "../topology", "broker": "../broker", "ack": "../ack", "telemetry": "../telemetry",
 		"telemetrytest": "../telemetry/telemetrytest", "middleware": "../middleware", "middlewaretest": "../middleware/middlewaretest",
 		"router": "../router", "routertest": "../router/routertest",
 	}, map[string]string{})

@@ -23,6 +23,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/telemetry/telemetrytest"
@@ -304,7 +305,7 @@ func TestTelemetryErrorTypes(t *testing.T) {
 	// A plain Watermill handler's error reaches the subscriber as a nack.
 	q := b.Name("failing")
 	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.QueuePerTopic{},
-		Redelivery: warren.RedeliveryConfig{MaxAttempts: 1, InitialInterval: time.Millisecond}})
+		Redelivery: warren.RedeliveryConfig{MaxAttempts: 1, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,7 +365,7 @@ func TestTelemetryOneTraceThroughRetriesAndDeadLetter(t *testing.T) {
 			b.Name("traced.dlq")
 			if err := r.AddRoute(router.Route{
 				Name: "traced", Queue: topology.QueueSpec{Name: q, Durable: true},
-				Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: time.Millisecond}},
+				Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}},
 				DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 				Handler:      func(*message.Message) error { return errors.New("always fails") },
 			}); err != nil {
@@ -425,7 +426,7 @@ func TestTelemetryConnectionMetrics(t *testing.T) {
 	rec := telemetrytest.New(t, telemetry.Config{})
 	proxy := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c := rabbittest.OpenConn(t, proxy.URL(b.Vhost), conn.Config{Telemetry: rec.Telemetry,
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: 200 * time.Millisecond})})
+		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 200 * time.Millisecond}})})
 	q, poisonQ := b.Name("held"), b.Name("poison")
 	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 )
 
@@ -14,7 +15,7 @@ import (
 // place faults.
 func (b *Broker) testConn() *conn.Conn {
 	b.t.Helper()
-	return b.Conn(conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second})})
+	return b.Conn(conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}})})
 }
 
 // Router returns a router on a connection of its own to the test's vhost

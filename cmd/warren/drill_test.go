@@ -20,6 +20,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -71,7 +72,7 @@ func startService(t *testing.T, url string, s *service) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fast := router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: time.Millisecond}}
+	fast := router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}}
 	for _, rt := range []router.Route{
 		{Name: "orders", Queue: topology.QueueSpec{Name: "orders", Durable: true}, Handler: s.handle, Retry: fast,
 			DelayedRetry: router.DelayedRetrySettings{Disabled: true}},

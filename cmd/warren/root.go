@@ -17,6 +17,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -140,8 +141,7 @@ func (g *globals) connect(ctx context.Context) (*conn.Conn, *broker.Ops, error) 
 	c, err := conn.New(url, conn.Config{
 		ConnectionName: "warren-cli",
 		Telemetry:      telemetry.Disabled(),
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxInterval: time.Second,
-			MaxElapsedTime: g.timeout}),
+		Reconnect:      conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxElapsedTime: g.timeout, Backoff: retry.Backoff{MaxInterval: time.Second}}),
 	})
 	if err != nil {
 		return nil, nil, err

@@ -30,7 +30,7 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	c.OnStateChange("print", func(ch conn.StateChange) { fmt.Println(ch) })
+	c.OnStateChange(func(ch conn.StateChange) { fmt.Println(ch) })
 	if err := c.Open(ctx); err != nil {
 		log.Fatal(err)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
@@ -99,7 +100,7 @@ func run(ctx context.Context, url string, ln net.Listener, serve bool) error {
 	handled := make(chan string, 16)
 	err = r.AddRoute(router.Route{
 		Name: "orders", Queue: topology.QueueSpec{Name: orders, Durable: true},
-		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 10 * time.Millisecond}},
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond}}},
 		DelayedRetry: router.DelayedRetrySettings{Disabled: true},
 		Handler:      handler(handled),
 	})

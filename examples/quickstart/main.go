@@ -24,6 +24,7 @@ import (
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -129,7 +130,7 @@ func service(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c.OnStateChange("narrate", func(ch conn.StateChange) {
+	c.OnStateChange(func(ch conn.StateChange) {
 		if ch.From != ch.To {
 			say("connection: %s", ch)
 		}
@@ -148,7 +149,7 @@ func service(ctx context.Context) error {
 		Name:         "orders",
 		Queue:        topology.QueueSpec{Name: q, Durable: true},
 		Marshaler:    jsonOnly{},
-		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 50 * time.Millisecond}},
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: 50 * time.Millisecond}}},
 		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		DeadLetter: router.DeadLetterSettings{Mode: middleware.PublishToDLQ, OnDeadLetter: func(e middleware.DeadLetterEvent) {
 			deadLettered <- fmt.Sprintf("%s (%v)", e.Msg.UUID, e.Err)
@@ -198,7 +199,7 @@ func service(ctx context.Context) error {
 
 	say("cutting the connection")
 	reconnected := make(chan struct{}, 1)
-	c.OnStateChange("back", func(ch conn.StateChange) {
+	c.OnStateChange(func(ch conn.StateChange) {
 		if ch.From == conn.StateReconnecting && ch.To == conn.StateConnected {
 			reconnected <- struct{}{}
 		}

@@ -10,6 +10,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 func main() {
@@ -25,13 +26,13 @@ func main() {
 	}
 	defer proxy.Close()
 	c, err := conn.New("amqp://guest:guest@"+proxy.Addr()+"/", conn.Config{
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second}),
+		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second}}),
 	})
 	if err != nil {
 		log.Fatal(err)
 	}
 	start := time.Now()
-	c.OnStateChange("print", func(ch conn.StateChange) {
+	c.OnStateChange(func(ch conn.StateChange) {
 		fmt.Printf("%6.0fms  %s\n", float64(time.Since(start).Microseconds())/1000, ch)
 	})
 	if err := c.Open(ctx); err != nil {

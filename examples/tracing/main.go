@@ -30,6 +30,7 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
@@ -60,7 +61,7 @@ func main() {
 	const q = "example.tracing"
 	err = r.AddRoute(router.Route{
 		Name: "traced", Queue: topology.QueueSpec{Name: q, Durable: true},
-		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 10 * time.Millisecond}},
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond}}},
 		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second}},
 		Handler: func(m *message.Message) error {
 			return errors.New("payment service unavailable")

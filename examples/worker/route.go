@@ -10,6 +10,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 )
@@ -52,7 +53,7 @@ func jobsRoute(queue string, j *jobs, onDead func(middleware.DeadLetterEvent)) r
 		Name:         "jobs",
 		Queue:        topology.QueueSpec{Name: queue, Durable: true},
 		MaxInFlight:  4,
-		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, InitialInterval: 20 * time.Millisecond}},
+		Retry:        router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond}}},
 		DelayedRetry: router.DelayedRetrySettings{Levels: delayLevels},
 		DeadLetter:   router.DeadLetterSettings{Mode: middleware.PublishToDLQ, OnDeadLetter: onDead},
 		Handler:      j.handle,

@@ -8,6 +8,7 @@ package configerr
 import (
 	"errors"
 	"fmt"
+	"strings"
 )
 
 // ErrInvalidConfig matches every configuration error of the module.
@@ -65,3 +66,12 @@ func (f *Fields) Err() error { return errors.Join(f.errs...) }
 
 // ErrorType is "invalid_config" (ack.ErrorType).
 func (e *Error) ErrorType() string { return "invalid_config" }
+
+// Backoff records the problems of a backoff (retry.Backoff.Problems) under
+// field.
+func (f *Fields) Backoff(field string, problems []string) {
+	for _, p := range problems {
+		sub, reason, _ := strings.Cut(p, ": ")
+		f.Add(field+"."+sub, reason)
+	}
+}

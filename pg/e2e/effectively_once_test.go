@@ -26,6 +26,7 @@ import (
 	"github.com/warrenmq/warren/pg/inbox"
 	"github.com/warrenmq/warren/pg/internal/pgtest"
 	"github.com/warrenmq/warren/pg/outbox"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
 	"github.com/warrenmq/warren/warrentest"
@@ -89,11 +90,11 @@ CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)`); err != nil {
 			journal.add("restore run %d (connection %d): %d restored, failed %v, err %v", rep.Run, rep.Generation, len(rep.Restored), rep.Failed, rep.Err)
 		},
 	})
-	r.Ops().Conn().OnStateChange("journal", func(sc conn.StateChange) { journal.add("consumer's connection: %v", sc) })
+	r.Ops().Conn().OnStateChange(func(sc conn.StateChange) { journal.add("consumer's connection: %v", sc) })
 	if err := r.AddRoute(router.Route{
 		Name: "billing", Queue: topology.QueueSpec{Name: "orders", Durable: true},
 		MaxInFlight: 8, Prefetch: 64,
-		Retry:      router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 5, InitialInterval: 10 * time.Millisecond}},
+		Retry:      router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 5, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond}}},
 		Middleware: []message.HandlerMiddleware{ib.Middleware},
 		Handler: func(m *message.Message) error {
 			_, err := inbox.Tx(m.Context()).Exec(m.Context(),
