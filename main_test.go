@@ -7,6 +7,7 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 var node = &rabbittest.LazyNode{}
@@ -15,7 +16,7 @@ func TestMain(m *testing.M) { rabbittest.Main(m) }
 
 func openConn(t testing.TB, url string) *conn.Conn {
 	t.Helper()
-	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Repeat(20 * time.Millisecond)})
+	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}})
 }
 
 func ctxT(t *testing.T, d time.Duration) context.Context {

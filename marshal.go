@@ -9,7 +9,6 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
 )
 
@@ -61,7 +60,7 @@ type DefaultMarshaler struct {
 	// where watermill-amqp reads it (it does not read message-id), and
 	// every header goes out as a string, copies' included (watermill-amqp's
 	// marshaler refuses any other type and requeues the message at once,
-	// forever): a typed header goes out as its string form (HeaderString),
+	// forever): a typed header goes out as its string form (headers.String),
 	// so a dead letter's warren-original-x-death is JSON text. A Publisher
 	// with this marshaler hands scheduled messages over by republishing them
 	// (PublisherConfig.ForwardScheduled), so that they arrive without the
@@ -138,9 +137,9 @@ func (m DefaultMarshaler) Marshal(_ string, msg *message.Message) (amqp.Publishi
 				p.Headers = make(amqp.Table, len(msg.Metadata))
 			}
 			if !typedLooked && !m.WatermillAMQP {
-				typed, typedLooked = ack.TypedHeaders(msg), true
+				typed, typedLooked = headers.Typed(msg.Context()), true
 			}
-			if t, ok := typed[k]; ok && HeaderString(t) == v {
+			if t, ok := typed[k]; ok && headers.String(t) == v {
 				p.Headers[k] = t
 			} else {
 				p.Headers[k] = v
@@ -169,7 +168,7 @@ func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) 
 		if k == LegacyUUIDHeader || headers.Internal(k) {
 			continue // never user metadata
 		}
-		msg.Metadata[k] = HeaderString(v)
+		msg.Metadata[k] = headers.String(v)
 	}
 	set := func(k, v string) {
 		if v != "" {
@@ -195,8 +194,3 @@ func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) 
 	}
 	return msg, nil
 }
-
-// HeaderString shows any AMQP header value as a string: strings as they
-// are, numbers and booleans in decimal, byte slices as text, timestamps in
-// RFC 3339, tables and arrays as JSON.
-func HeaderString(v any) string { return headers.String(v) }

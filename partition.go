@@ -16,6 +16,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -184,7 +185,7 @@ func (s *Subscriber) subscribePartitions(ctx context.Context, topic string, sub 
 	}
 	memberSeq.Lock()
 	memberSeq.n++
-	id := fmt.Sprintf("%s/%d", s.conn.Peer().ClientID, memberSeq.n)
+	id := fmt.Sprintf("%s/%d", connx.Peer(s.conn).ClientID, memberSeq.n)
 	memberSeq.Unlock()
 	g := &partitionGroup{s: s, ctx: ctx, topic: topic, sub: sub, h: h, id: id, every: every, owned: map[string]*subscription{},
 		lockGen: map[string]uint64{}, stop: make(chan struct{}), done: make(chan struct{})}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/lru"
@@ -72,7 +73,7 @@ func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 		log = c.Logger()
 	}
 	if cfg.Telemetry == nil {
-		cfg.Telemetry = c.Telemetry()
+		cfg.Telemetry = connx.Telemetry(c)
 	}
 	ops, err := broker.NewOps(c, broker.OpsConfig{ConfirmChannels: cfg.ConfirmChannels, Timeout: cfg.PublishTimeout, Logger: log})
 	if err != nil {
@@ -138,7 +139,6 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		perr.Errs[i] = err
 	}
 	out := make([]broker.Outgoing, 0, len(msgs))
-	traced := make([]instrument.Outgoing, 0, len(msgs))
 	sent := make([]int, 0, len(msgs)) // out[j] is msgs[sent[j]]
 	for i, m := range msgs {
 		pub, err := p.cfg.Marshaler.Marshal(topic, m)
@@ -165,31 +165,50 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		out = append(out, broker.Outgoing{Ctx: m.Context(), Exchange: exchange, RoutingKey: key, Mandatory: p.cfg.Mandatory, Msg: pub})
 		sent = append(sent, i)
 	}
-	for j := range out {
-		traced = append(traced, instrument.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
-			Headers: (*map[string]any)(&out[j].Msg.Headers)})
-	}
 	if len(out) > 0 {
-		// The send spans name the route's destination, also for a scheduled
-		// message (which goes through a delay exchange first).
-		send := instrument.Of(p.cfg.Telemetry).StartSend(ctx, p.conn.Peer(), instrument.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
-		for j, err := range p.ops.PublishAll(ctx, out) {
-			if err == nil {
-				continue
+		errs := p.send(ctx, route, out, func(ctx context.Context, out []broker.Outgoing) []error {
+			errs := p.ops.PublishAll(ctx, out)
+			for j, err := range errs {
+				if err != nil && ctx.Err() != nil && msgs[sent[j]].Context().Err() == nil && errors.Is(err, ctx.Err()) {
+					errs[j] = fmt.Errorf("%w: %w", ErrPublishTimeout, err)
+				}
 			}
-			i := sent[j]
-			if ctx.Err() != nil && msgs[i].Context().Err() == nil && errors.Is(err, ctx.Err()) {
-				err = fmt.Errorf("%w: %w", ErrPublishTimeout, err)
+			return errs
+		})
+		for j, err := range errs {
+			if err != nil {
+				fail(sent[j], err)
 			}
-			fail(i, err)
-			send.Fail(j, err)
 		}
-		send.End(nil)
 	}
 	if perr != nil {
 		return perr
 	}
 	return nil
+}
+
+// send publishes out through via (the Ops' confirm channels, or a
+// Requester's reply channel) inside send spans named for route's
+// destination, which also count the messages and carry each one's trace
+// context in its headers: every message warren sends for a user goes
+// through here. It returns via's errors, one per message.
+func (p *Publisher) send(ctx context.Context, route Route, out []broker.Outgoing, via func(context.Context, []broker.Outgoing) []error) []error {
+	traced := make([]instrument.Outgoing, len(out))
+	for j := range out {
+		traced[j] = instrument.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
+			Headers: (*map[string]any)(&out[j].Msg.Headers)}
+	}
+	// The send spans name the route's destination, also for a scheduled
+	// message (which goes through a delay exchange first).
+	send := instrument.Of(p.cfg.Telemetry).StartSend(ctx, connx.Peer(p.conn), instrument.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
+	errs := via(ctx, out)
+	for j, err := range errs {
+		if err != nil {
+			send.Fail(j, err)
+		}
+	}
+	send.End(nil)
+	return errs
 }
 
 // checkTopic refuses topics no mapping can make a name of.

@@ -18,13 +18,10 @@ import (
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/headers"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/workgroup"
+	"github.com/warrenmq/warren/telemetry"
 )
-
-// DirectReplyTo is RabbitMQ's direct reply-to pseudo-queue: replies go
-// straight to the requesting channel's consumer, with no queue declared and
-// nothing left behind.
-const DirectReplyTo = "amq.rabbitmq.reply-to"
 
 // Headers of an error reply (see Requester and router.Route.Respond).
 const (
@@ -71,6 +68,10 @@ type RequesterConfig struct {
 	KeepUnanswered bool
 	// Logger. Default: the connection's.
 	Logger *slog.Logger
+	// Telemetry traces and counts requests like every publish (a send
+	// span whose context the responder's process span continues).
+	// Default: the connection's.
+	Telemetry *telemetry.Telemetry
 }
 
 func (c *RequesterConfig) setDefaults() {
@@ -102,10 +103,13 @@ func (c *RequesterConfig) Validate() error {
 // the next request opens a new one. Safe for concurrent use.
 type Requester struct {
 	conn *conn.Conn
-	pub  *Publisher // routes topics into the registry; its confirm channels are unused
-	cfg  RequesterConfig
-	log  *slog.Logger
-	wg   workgroup.Group
+	// pub routes topics into the registry and traces and counts the
+	// requests (Publisher.send); its confirm channels are unused: a
+	// request goes on its reply channel.
+	pub *Publisher
+	cfg RequesterConfig
+	log *slog.Logger
+	wg  workgroup.Group
 
 	mu     sync.Mutex
 	line   *replyLine
@@ -114,7 +118,7 @@ type Requester struct {
 
 // replyLine is one reply channel and the requests waiting on it.
 type replyLine struct {
-	cc      *conn.ConfirmChannel
+	rc      *broker.ReplyChannel
 	mu      sync.Mutex
 	pending map[string]chan *amqp.Delivery
 	dead    bool
@@ -130,7 +134,7 @@ func NewRequester(c *conn.Conn, cfg RequesterConfig) (*Requester, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pub, err := NewPublisher(c, PublisherConfig{Mapping: cfg.Mapping, Marshaler: cfg.Marshaler, Logger: cfg.Logger})
+	pub, err := NewPublisher(c, PublisherConfig{Mapping: cfg.Mapping, Marshaler: cfg.Marshaler, Logger: cfg.Logger, Telemetry: cfg.Telemetry})
 	if err != nil {
 		return nil, err
 	}
@@ -177,48 +181,50 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		return nil, err
 	}
 	corr := watermill.NewUUID()
-	pub.CorrelationId, pub.ReplyTo = corr, DirectReplyTo
+	pub.CorrelationId = corr
 	wait := make(chan *amqp.Delivery, 1)
 	if !line.expect(corr, wait) {
 		return nil, ErrReplyLost
 	}
 	defer line.forget(corr)
-	c, err := line.cc.Publish(ctx, route.Exchange, route.RoutingKey, true, pub)
-	if err != nil {
-		return nil, fmt.Errorf("warren: request to %q: %w", topic, err)
+	key := route.RoutingKey
+	if route.KeyOf != nil {
+		key = route.KeyOf(msg)
 	}
-	// The reply and the confirm race: a reply proves the request arrived,
-	// and a refused request has no reply to wait for.
-	confirmed := c.Done()
-	for {
+	out := []broker.Outgoing{{Ctx: instrument.TraceParent(msg.Context(), ctx), Exchange: route.Exchange, RoutingKey: key, Mandatory: true, Msg: pub}}
+	err = r.pub.send(ctx, route, out, func(ctx context.Context, out []broker.Outgoing) []error {
+		return []error{line.rc.Publish(ctx, out[0])}
+	})[0]
+	if err != nil {
 		select {
 		case d, ok := <-wait:
-			if !ok {
-				return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+			// A reply proves the request arrived, whatever its confirm
+			// said (one lost with the channel after the reply came).
+			if ok {
+				return r.reply(topic, d)
 			}
-			return r.reply(topic, d)
-		case <-confirmed:
-			confirmed = nil
-			switch c.Outcome() {
-			case conn.Acked:
-			case conn.Returned:
-				ret := c.Return()
-				return nil, fmt.Errorf("%w: request to %q: %d %s", broker.ErrUnroutable, topic, ret.ReplyCode, ret.ReplyText)
-			case conn.Nacked:
-				return nil, fmt.Errorf("%w: request to %q", broker.ErrNacked, topic)
-			default:
-				return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
-			}
-		case <-ctx.Done():
-			return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
+		default:
 		}
+		if !line.rc.IsOpen() {
+			return nil, fmt.Errorf("%w: request to %q: %w", ErrReplyLost, topic, err)
+		}
+		return nil, fmt.Errorf("warren: request to %q: %w", topic, err)
+	}
+	select {
+	case d, ok := <-wait:
+		if !ok {
+			return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+		}
+		return r.reply(topic, d)
+	case <-ctx.Done():
+		return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
 	}
 }
 
 // reply is the requester's answer for a reply delivery.
 func (r *Requester) reply(topic string, d *amqp.Delivery) (*message.Message, error) {
 	if text, failed := d.Headers[HeaderReplyError]; failed {
-		return nil, &RemoteError{Type: HeaderString(d.Headers[HeaderReplyErrorType]), Text: HeaderString(text)}
+		return nil, &RemoteError{Type: headers.String(d.Headers[HeaderReplyErrorType]), Text: headers.String(text)}
 	}
 	reply, err := r.cfg.Marshaler.Unmarshal(d)
 	if err != nil {
@@ -237,18 +243,13 @@ func (r *Requester) replyLine(ctx context.Context) (*replyLine, error) {
 	if r.line != nil && !r.line.isDead() {
 		return r.line, nil
 	}
-	cc, err := r.conn.NewConfirmChannel(ctx)
+	rc, err := r.pub.ops.OpenReplyChannel(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("warren: open the reply channel: %w", err)
 	}
-	deliveries, err := cc.Channel().Consume(ctx, DirectReplyTo, "", true, true, false, nil)
-	if err != nil {
-		_ = cc.Close()
-		return nil, fmt.Errorf("warren: consume %s: %w", DirectReplyTo, err)
-	}
-	line := &replyLine{cc: cc, pending: map[string]chan *amqp.Delivery{}}
+	line := &replyLine{rc: rc, pending: map[string]chan *amqp.Delivery{}}
 	r.line = line
-	r.wg.Go("reply reader", func() { line.read(deliveries, r.log) })
+	r.wg.Go("reply reader", func() { line.read(rc.Replies(), r.log) })
 	return line, nil
 }
 
@@ -294,8 +295,12 @@ func (l *replyLine) forget(corr string) {
 func (l *replyLine) isDead() bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.dead || !l.cc.IsOpen()
+	return l.dead || !l.rc.IsOpen()
 }
+
+// requesterCloseTimeout bounds Close's wait for the reply reader, which
+// returns as soon as the closed channel's deliveries end.
+const requesterCloseTimeout = 10 * time.Second
 
 // Close fails the requests in flight with ErrReplyLost, closes the reply
 // channel and waits for its reader. The connection stays open.
@@ -310,9 +315,9 @@ func (r *Requester) Close() error {
 	r.mu.Unlock()
 	r.wg.Close()
 	if line != nil {
-		_ = line.cc.Close()
+		_ = line.rc.Close()
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), requesterCloseTimeout)
 	defer cancel()
 	err := r.wg.Wait(ctx, "warren.Requester")
 	return errors.Join(err, r.pub.Close())

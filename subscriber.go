@@ -16,7 +16,9 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/errkind"
+	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/internal/workgroup"
@@ -84,7 +86,7 @@ func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 		log = c.Logger()
 	}
 	if cfg.Telemetry == nil {
-		cfg.Telemetry = c.Telemetry()
+		cfg.Telemetry = connx.Telemetry(c)
 	}
 	ops, err := broker.NewOps(c, cfg.Ops)
 	if err != nil {
@@ -530,7 +532,7 @@ func (st *subscription) attemptKey(d *broker.Delivery) string {
 // previousAttempts is what the broker's headers say, or what this
 // subscriber remembers of the message, whichever is more.
 func (st *subscription) previousAttempts(d *broker.Delivery) int {
-	prev := ack.PreviousAttempts(d.Headers, st.queue, d.Redelivered)
+	prev := headers.PreviousAttempts(d.Headers, st.queue, d.Redelivered)
 	// A message this subscriber requeued comes back redelivered: only then
 	// is there anything to remember.
 	if !d.Redelivered {
@@ -607,7 +609,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
 		PreviousAttempts: previous,
 	}
-	traced, proc := instrument.Of(st.s.cfg.Telemetry).StartProcess(ack.NewContext(st.base, info), st.s.conn.Peer(), instrument.Incoming{
+	traced, proc := instrument.Of(st.s.cfg.Telemetry).StartProcess(ack.NewContext(st.base, info), connx.Peer(st.s.conn), instrument.Incoming{
 		Destination: instrument.Destination{Exchange: info.Exchange, RoutingKey: key, Queue: st.queue, Temporary: st.temporary},
 		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
 	})

@@ -1,7 +1,6 @@
 package ack
 
 import (
-	"context"
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -113,23 +112,8 @@ func Copy(msg *message.Message) *message.Message {
 	}
 	ctx := msg.Context()
 	if typed != nil {
-		ctx = context.WithValue(ctx, typedKey{}, typed)
+		ctx = headers.WithTyped(ctx, typed)
 	}
 	out.SetContext(ctx)
 	return out
-}
-
-type typedKey struct{}
-
-// TypedHeaders returns the AMQP-typed values Copy kept for msg's headers
-// (metadata holds their string forms), nil for a message that is not a
-// copy. A marshaler publishes a header with its typed value while its
-// metadata still holds the string form of that value: a header a copier
-// changed is published as the new string.
-func TypedHeaders(msg *message.Message) map[string]any {
-	if msg == nil {
-		return nil
-	}
-	t, _ := msg.Context().Value(typedKey{}).(map[string]any)
-	return t
 }

@@ -7,6 +7,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/headers"
 )
 
 // TestCopyKeepsMovesDropsAndAdds walks the table of Copy's doc: what a
@@ -46,7 +47,7 @@ func TestCopyKeepsMovesDropsAndAdds(t *testing.T) {
 	if out.UUID != "id-1" || string(out.Payload) != "body" {
 		t.Errorf("copy %s %q", out.UUID, out.Payload)
 	}
-	typed := ack.TypedHeaders(out)
+	typed := headers.Typed(out.Context())
 	if typed["count"] != int32(3) || typed["note"] != nil || typed[ack.HeaderOriginalDeath] == nil {
 		t.Errorf("typed headers %#v: want count int32, x-death moved typed, strings left to metadata", typed)
 	}
@@ -56,7 +57,7 @@ func TestCopyKeepsMovesDropsAndAdds(t *testing.T) {
 	if again.Metadata[ack.HeaderOriginalQueue] != "orders" || again.Metadata[ack.HeaderOriginalExpiration] != "60000" {
 		t.Errorf("second copy lost the origin: %v", again.Metadata)
 	}
-	if ack.TypedHeaders(message.NewMessage("x", nil)) != nil {
+	if headers.Typed(message.NewMessage("x", nil).Context()) != nil {
 		t.Error("a message that is no copy has typed headers")
 	}
 }

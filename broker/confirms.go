@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/warrenmq/warren/conn"
 )
@@ -12,19 +13,20 @@ import (
 // after they die, shared round-robin by concurrent publishes (never a
 // channel per call).
 type confirmPool struct {
-	conn   *conn.Conn
-	slots  []*confirmSlot
-	next   atomic.Uint32
-	closed atomic.Bool
+	conn    *conn.Conn
+	timeout time.Duration // a confirm channel's (confirmChannel.timeout)
+	slots   []*confirmSlot
+	next    atomic.Uint32
+	closed  atomic.Bool
 }
 
 type confirmSlot struct {
 	mu sync.Mutex
-	cc *conn.ConfirmChannel
+	cc *confirmChannel
 }
 
-func newConfirmPool(c *conn.Conn, n int) *confirmPool {
-	p := &confirmPool{conn: c, slots: make([]*confirmSlot, n)}
+func newConfirmPool(c *conn.Conn, n int, timeout time.Duration) *confirmPool {
+	p := &confirmPool{conn: c, timeout: timeout, slots: make([]*confirmSlot, n)}
 	for i := range p.slots {
 		p.slots[i] = &confirmSlot{}
 	}
@@ -33,7 +35,7 @@ func newConfirmPool(c *conn.Conn, n int) *confirmPool {
 
 // get returns an open confirm channel, opening one (waiting for the
 // connection, bounded by ctx) when its slot has none.
-func (p *confirmPool) get(ctx context.Context) (*conn.ConfirmChannel, error) {
+func (p *confirmPool) get(ctx context.Context) (*confirmChannel, error) {
 	s := p.slots[int(p.next.Add(1))%len(p.slots)]
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -46,7 +48,7 @@ func (p *confirmPool) get(ctx context.Context) (*conn.ConfirmChannel, error) {
 	if err := p.conn.WaitUnblocked(ctx); err != nil {
 		return nil, err
 	}
-	cc, err := p.conn.NewConfirmChannel(ctx)
+	cc, err := newConfirmChannel(ctx, p.conn, p.timeout)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -246,7 +247,7 @@ func (o *Ops) ConsumeAll(ctx context.Context, specs []ConsumerSpec, opts ...Opti
 // tag another consumer of the connection uses is refused.
 func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 	if s.Tag == "" {
-		s.Tag = "warren-" + topology.GeneratedQueueName()[len("warren.gen-"):]
+		s.Tag = "warren-" + generatedQueueName()[len("warren.gen-"):]
 	}
 	if cur, ok := o.reg.consumerWithTag(s.Tag); ok && cur != nil {
 		return nil, tagConflict(s)
@@ -381,7 +382,7 @@ func (c *Consumer) ensureQueue(ctx context.Context, check bool) (redeclared bool
 }
 
 func (r *Registry) queueDeclaredNow(ctx context.Context, name string) bool {
-	gen := r.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(r.conn, ctx)
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	rec, ok := r.queues.get(name)
@@ -458,7 +459,7 @@ func (c *Consumer) run(sub *subscription) {
 func interruption(sub *subscription) (error, bool) {
 	ch := sub.host.ch
 	switch {
-	case ch.ConnectionLost():
+	case connx.ConnectionLost(ch):
 		if err := ch.Err(); err != nil {
 			return fmt.Errorf("connection lost: %w", err), true
 		}
@@ -769,7 +770,7 @@ func (c *Consumer) requeueRest(ctx context.Context, sub *subscription) {
 		case <-ctx.Done():
 			// The cancel never completed: close the channel, the only other
 			// way to give the messages back (its other consumers come back).
-			c.ops.conn.Go(func() { _ = sub.host.ch.Close() })
+			connx.Go(c.ops.conn, func() { _ = sub.host.ch.Close() })
 			return
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -27,7 +28,7 @@ func (r *Registry) do(ctx context.Context, op, entity string, fn func(context.Co
 		}
 		err = fn(ctx, ch)
 		r.pool.put(ch)
-		if err != nil && ch.LostWith(err) && lostInTransit(err) && ctx.Err() == nil && !conn.Restoring(ctx) {
+		if err != nil && connx.LostWith(ch, err) && lostInTransit(err) && ctx.Err() == nil && !connx.Restoring(ctx) {
 			continue
 		}
 		return channelError(op, entity, err)
@@ -135,7 +136,7 @@ func (r *Registry) redeclareQueue(ctx context.Context, name string) (ok bool, er
 	if !ok || s.ReadOnly {
 		return false, nil
 	}
-	gen := r.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(r.conn, ctx)
 	if _, err := r.declareQueue(ctx, s); err != nil {
 		return true, err
 	}

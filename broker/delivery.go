@@ -7,6 +7,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 )
 
 // ErrAlreadySettled: a delivery was acked, nacked or rejected a second
@@ -70,7 +71,7 @@ func (d *Delivery) Generation() uint64 {
 	if d.ch == nil {
 		return 0
 	}
-	return d.ch.Generation()
+	return connx.ChannelGeneration(d.ch)
 }
 
 // Gone is closed when the channel the delivery came on is gone: its tag can

@@ -1,4 +1,26 @@
 package broker
 
+import (
+	"context"
+	"time"
+
+	"github.com/warrenmq/warren/conn"
+)
+
 // ConsumerCount is how many consumers r would restore.
 func ConsumerCount(r *Registry) int { return len(r.consumerList()) }
+
+// The confirm channel, for the tests of its returns.
+type (
+	ConfirmChannel = confirmChannel
+	Confirmation   = confirmation
+)
+
+const (
+	OutcomeAcked    = acked
+	OutcomeReturned = returned
+)
+
+func NewConfirmChannel(ctx context.Context, c *conn.Conn) (*ConfirmChannel, error) {
+	return newConfirmChannel(ctx, c, 10*time.Second)
+}

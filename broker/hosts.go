@@ -7,6 +7,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 )
 
 // consumersPerChannel is how many consumers share one channel. A channel
@@ -50,7 +51,7 @@ type subscription struct {
 // place picks a host for a consumer with tag (opening a channel when no
 // open one has room), and reserves the tag on it.
 func (hs *hostSet) place(ctx context.Context, tag string, dedicated bool) (*host, error) {
-	gen := hs.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(hs.conn, ctx)
 	hs.mu.Lock()
 	live := hs.hosts[:0]
 	for _, h := range hs.hosts {
@@ -62,7 +63,7 @@ func (hs *hostSet) place(ctx context.Context, tag string, dedicated bool) (*host
 	hs.hosts = live
 	if !dedicated {
 		for _, h := range hs.hosts {
-			if _, dup := h.tags[tag]; !dup && !h.dedicated && len(h.tags) < hs.perChannel && h.ch.Generation() == gen {
+			if _, dup := h.tags[tag]; !dup && !h.dedicated && len(h.tags) < hs.perChannel && connx.ChannelGeneration(h.ch) == gen {
 				h.tags[tag] = struct{}{}
 				hs.mu.Unlock()
 				return h, nil
@@ -97,7 +98,7 @@ func (hs *hostSet) release(h *host, tag string) {
 	}
 	hs.mu.Unlock()
 	if empty {
-		hs.conn.Go(func() { _ = h.ch.Close() })
+		connx.Go(hs.conn, func() { _ = h.ch.Close() })
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 var node = &rabbittest.LazyNode{}
@@ -25,7 +26,7 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // setup opens a connection to url and Ops on it, both closed with the test.
 func setup(t *testing.T, url string, cfg broker.OpsConfig) (*conn.Conn, *broker.Ops) {
 	t.Helper()
-	c, err := conn.New(url, conn.Config{Reconnect: conn.Repeat(20 * time.Millisecond)})
+	c, err := conn.New(url, conn.Config{Reconnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,8 @@
 package broker
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"strings"
 
 	"github.com/warrenmq/warren/topology"
@@ -15,4 +17,13 @@ func display(name string) string {
 		return topology.DefaultExchangeName
 	}
 	return name
+}
+
+// generatedQueueName is a client-side queue name ("warren.gen-" and 24 hex
+// digits). Unlike the broker's amq.gen-* names it can be declared again
+// after a reconnect.
+func generatedQueueName() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return "warren.gen-" + hex.EncodeToString(b[:])
 }

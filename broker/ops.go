@@ -10,6 +10,7 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/workgroup"
 	"github.com/warrenmq/warren/topology"
 )
@@ -96,7 +97,7 @@ func NewOps(c *conn.Conn, cfg OpsConfig) (*Ops, error) {
 // confirms is the Ops' confirm channels, made on first use: an Ops that
 // only consumes (a Subscriber's) never holds any.
 func (o *Ops) confirms() *confirmPool {
-	o.confirmsOnce.Do(func() { o.confirmsPool = newConfirmPool(o.conn, o.cfg.ConfirmChannels) })
+	o.confirmsOnce.Do(func() { o.confirmsPool = newConfirmPool(o.conn, o.cfg.ConfirmChannels, o.cfg.Timeout) })
 	return o.confirmsPool
 }
 
@@ -213,7 +214,7 @@ func (o *Ops) DeclareExchange(ctx context.Context, s topology.ExchangeSpec, opts
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(o.conn, ctx)
 	err = o.reg.declareExchange(ctx, s)
 	if errors.Is(err, conn.ErrPreconditionFailed) && op.force {
 		err = o.recreateExchange(ctx, s, err)
@@ -275,7 +276,7 @@ func (o *Ops) DeclareQueue(ctx context.Context, s topology.QueueSpec, opts ...Op
 	}
 	o.warn(s)
 	if s.Name == "" {
-		s.Name = topology.GeneratedQueueName()
+		s.Name = generatedQueueName()
 	}
 	op := collect(opts)
 	if op.ifMissing {
@@ -290,7 +291,7 @@ func (o *Ops) DeclareQueue(ctx context.Context, s topology.QueueSpec, opts ...Op
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(o.conn, ctx)
 	info, err := o.reg.declareQueue(ctx, s)
 	if errors.Is(err, conn.ErrPreconditionFailed) && op.force {
 		info, err = o.recreateQueue(ctx, s, op.acceptLoss, err)
@@ -345,7 +346,7 @@ func (o *Ops) ensureExchange(ctx context.Context, s topology.ExchangeSpec, op op
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(o.conn, ctx)
 	err := o.reg.checkExchange(ctx, s.Name)
 	if errors.Is(err, conn.ErrNotFound) {
 		err = o.reg.declareExchange(ctx, s)
@@ -373,7 +374,7 @@ func (o *Ops) ensureQueue(ctx context.Context, s topology.QueueSpec, op options)
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(o.conn, ctx)
 	info, err := o.reg.inspect(ctx, s.Name)
 	if errors.Is(err, conn.ErrNotFound) {
 		info, err = o.reg.declareQueue(ctx, s)
@@ -404,7 +405,7 @@ func (o *Ops) Bind(ctx context.Context, s topology.BindSpec, opts ...Option) err
 	}
 	ctx, cancel := o.bounded(ctx)
 	defer cancel()
-	gen := o.conn.GenerationFor(ctx)
+	gen := connx.GenerationFor(o.conn, ctx)
 	if err := o.reg.bind(ctx, s); err != nil {
 		return err
 	}
@@ -588,7 +589,7 @@ func (o *Ops) Apply(ctx context.Context, t topology.Topology, opts ...Option) er
 			continue
 		}
 		if s.Name == "" {
-			s.Name = topology.GeneratedQueueName()
+			s.Name = generatedQueueName()
 		}
 		s, skip, err := o.reg.decideQueue(s, op)
 		if err != nil {

@@ -7,6 +7,7 @@ import (
 	"sync"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 )
 
 // pipelineWidth is how many channels a pipelined batch spreads over: the
@@ -55,7 +56,7 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 	if len(lanes) == 0 {
 		return notSent()
 	}
-	gen = lanes[0].Generation()
+	gen = connx.ChannelGeneration(lanes[0])
 	owned := make([][]int, len(lanes))
 	for i, s := range steps {
 		l := i % len(lanes)
@@ -69,7 +70,7 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 	for l, ch := range lanes {
 		err := barrier(ctx, ch)
 		r.pool.put(ch)
-		if err == nil && ch.Generation() != gen {
+		if err == nil && connx.ChannelGeneration(ch) != gen {
 			err = errors.New("topology: connection replaced during the batch")
 		}
 		for _, i := range owned[l] {

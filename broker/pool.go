@@ -5,6 +5,7 @@ import (
 	"sync"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 )
 
 // poolIdle is how many idle channels a connection keeps for operations.
@@ -50,5 +51,5 @@ func (p *chanPool) put(ch *conn.Channel) {
 		return
 	}
 	p.mu.Unlock()
-	p.conn.Go(func() { _ = ch.Close() })
+	connx.Go(p.conn, func() { _ = ch.Close() })
 }

@@ -10,6 +10,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 )
 
 // Outgoing is one message for PublishAll.
@@ -169,8 +170,8 @@ func (o *Ops) verifyDestinations(ctx context.Context, msgs []Outgoing, todo []in
 // confirms. It returns the messages to send again (write failed, or confirm
 // lost with the channel) and, when the broker closed the channel with a
 // channel-level refusal, that refusal.
-func (o *Ops) publishOn(ctx context.Context, cc *conn.ConfirmChannel, msgs []Outgoing, todo []int, errs []error) ([]int, *amqp.Error) {
-	confs := make([]*conn.Confirmation, len(todo))
+func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing, todo []int, errs []error) ([]int, *amqp.Error) {
+	confs := make([]*confirmation, len(todo))
 	var again []int
 	for j, i := range todo {
 		m := &msgs[i]
@@ -205,13 +206,13 @@ func (o *Ops) publishOn(ctx context.Context, cc *conn.ConfirmChannel, msgs []Out
 			continue
 		}
 		switch c.Outcome() {
-		case conn.Acked:
-		case conn.Nacked:
+		case acked:
+		case nacked:
 			errs[i] = fmt.Errorf("%w: %s", ErrNacked, m.destination())
-		case conn.Returned:
+		case returned:
 			r := c.Return()
 			errs[i] = fmt.Errorf("%w: %d %s (exchange %q, key %q)", ErrUnroutable, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey)
-		default: // Lost
+		default: // lost
 			again = append(again, i)
 		}
 	}
@@ -235,7 +236,7 @@ func refusalOf(ch *conn.Channel) *amqp.Error {
 	case <-time.After(time.Second):
 	}
 	var ae *amqp.Error
-	if !errors.As(ch.Err(), &ae) || !ae.Server || !isChannelLevel(ae.Code) || ch.ConnectionLost() {
+	if !errors.As(ch.Err(), &ae) || !ae.Server || !isChannelLevel(ae.Code) || connx.ConnectionLost(ch) {
 		return nil
 	}
 	return ae
@@ -246,7 +247,7 @@ func refusalOf(ch *conn.Channel) *amqp.Error {
 // It returns what must go again (lost in a connection drop).
 func (o *Ops) publishIsolated(ctx context.Context, msgs []Outgoing, todo []int, errs []error) []int {
 	var again []int
-	var cc *conn.ConfirmChannel
+	var cc *confirmChannel
 	defer func() {
 		if cc != nil {
 			_ = cc.Close()
@@ -255,7 +256,7 @@ func (o *Ops) publishIsolated(ctx context.Context, msgs []Outgoing, todo []int, 
 	for n, i := range todo {
 		if cc == nil || !cc.IsOpen() {
 			var err error
-			if cc, err = o.conn.NewConfirmChannel(ctx); err != nil {
+			if cc, err = newConfirmChannel(ctx, o.conn, o.cfg.Timeout); err != nil {
 				for _, k := range todo[n:] {
 					errs[k] = fmt.Errorf("topology: publish %s: %w", msgs[k].destination(), err)
 				}

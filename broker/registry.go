@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -22,7 +23,7 @@ func RegistryOf(c *conn.Conn) *Registry {
 	if c == nil {
 		return nil
 	}
-	return c.Attachment(registryKey{}, func() any { return newRegistry(c) }).(*Registry)
+	return connx.Attachment(c, registryKey{}, func() any { return newRegistry(c) }).(*Registry)
 }
 
 // Registry records what was declared on one connection with restore (the

@@ -9,6 +9,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -71,7 +72,7 @@ func (r *Registry) restore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gen := ch.Generation()
+	gen := connx.ChannelGeneration(ch)
 	r.pool.put(ch)
 	rep := RestoreReport{Generation: gen, Started: time.Now()}
 	err = r.restoreAll(ctx, gen, &rep)

@@ -37,9 +37,9 @@ type Channel struct {
 	err     *amqp.Error
 }
 
-// Generation identifies the underlying connection: it grows by one with
+// generation identifies the underlying connection: it grows by one with
 // every new connection of a Conn.
-func (ch *Channel) Generation() uint64 { return ch.gen.id }
+func (ch *Channel) generation() uint64 { return ch.gen.id }
 
 // Done is closed when the channel is closed: by Close, by the server (a 404
 // or 406 closes only the channel) or with its connection.
@@ -69,21 +69,21 @@ func (ch *Channel) IsOpen() bool {
 	}
 }
 
-// ConnectionLost reports whether the connection under the channel is gone
+// connectionLost reports whether the connection under the channel is gone
 // (as opposed to the channel alone being closed).
-func (ch *Channel) ConnectionLost() bool { return ch.gen.isLost() || ch.gen.amqp.IsClosed() }
+func (ch *Channel) connectionLost() bool { return ch.gen.isLost() || ch.gen.amqp.IsClosed() }
 
-// LostWith reports whether err, returned by a call on ch, means ch's
+// lostWith reports whether err, returned by a call on ch, means ch's
 // connection is gone. When a socket write fails, amqp091 returns the
 // socket's own error (not an *amqp091.Error) and shuts the connection down
 // on a goroutine of its own, so for a moment ConnectionLost still says it is
 // alive: such an error marks the connection lost at once, and callers
 // waiting for a connection move on to the next one.
-func (ch *Channel) LostWith(err error) bool {
+func (ch *Channel) lostWith(err error) bool {
 	if transportFailed(err) {
 		ch.gen.markLost(err)
 	}
-	return ch.ConnectionLost()
+	return ch.connectionLost()
 }
 
 // transportFailed reports an error of the socket under an AMQP call (after
@@ -162,7 +162,7 @@ func callValue[T any](ctx context.Context, ch *Channel, rpc func(*amqp.Channel) 
 	select {
 	case r := <-res:
 		if r.err != nil {
-			ch.LostWith(r.err)
+			ch.lostWith(r.err)
 		}
 		return r.v, refusal(r.err)
 	case <-t.C:
@@ -292,7 +292,7 @@ func (ch *Channel) Publish(ctx context.Context, exchange, key string, msg amqp.P
 	}
 	err := ch.ch.PublishWithContext(ctx, exchange, key, false, false, msg)
 	if err != nil {
-		ch.LostWith(err)
+		ch.lostWith(err)
 	}
 	return err
 }

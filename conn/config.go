@@ -91,11 +91,11 @@ type endpoint struct {
 func (e endpoint) String() string { return e.url.endpointName(e.host) }
 
 func (c *Config) setDefaults(primary *URL) {
-	if c.FirstConnect.IsZero() {
-		c.FirstConnect = defaultFirstConnect()
+	if c.FirstConnect.isZero() {
+		c.FirstConnect = defaultFirstConnect
 	}
-	if c.Reconnect.IsZero() {
-		c.Reconnect = defaultReconnect()
+	if c.Reconnect.isZero() {
+		c.Reconnect = defaultReconnect
 	}
 	if c.Heartbeat == 0 {
 		c.Heartbeat = 10 * time.Second
@@ -140,6 +140,8 @@ func (c *Config) Validate() error {
 	f.Check(c.OperationTimeout < 0, "OperationTimeout", "must not be negative")
 	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
 	f.Check(c.CredentialsRefreshBefore < 0, "CredentialsRefreshBefore", "must not be negative")
+	f.Backoff("FirstConnect", c.FirstConnect.problems())
+	f.Backoff("Reconnect", c.Reconnect.problems())
 	for i, u := range c.AlternateURLs {
 		if _, err := ParseURL(u); err != nil {
 			f.Join(fmt.Errorf("conn: Config.AlternateURLs[%d]: %w", i, err))

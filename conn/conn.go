@@ -61,13 +61,13 @@ type Conn struct {
 	attachments map[any]any
 }
 
-// Attachment returns the value attached to the connection under key,
+// attachment returns the value attached to the connection under key,
 // making it with make on first use (make runs at most once per key, under a
-// lock: it must not call Attachment). It is how the layers above conn keep
+// lock: it must not call attachment). It is how the layers above conn keep
 // exactly one object per connection: package topology keeps the
 // connection's one registry, restore run and channel pool here. Use an
 // unexported key type, as with context values. A nil make only looks.
-func (c *Conn) Attachment(key any, make func() any) any {
+func (c *Conn) attachment(key any, make func() any) any {
 	c.attachMu.Lock()
 	defer c.attachMu.Unlock()
 	if v, ok := c.attachments[key]; ok || make == nil {
@@ -85,11 +85,11 @@ func (c *Conn) Attachment(key any, make func() any) any {
 // that log on its behalf.
 func (c *Conn) Logger() *slog.Logger { return c.log }
 
-// Go runs fn on a goroutine that Close waits for, for the layers above conn
+// goFor runs fn on a goroutine that Close waits for, for the layers above conn
 // whose goroutines live as long as the connection (restore work, per
 // connection watchers). After Close it refuses (false) and fn does not run;
 // so does a nil fn.
-func (c *Conn) Go(fn func()) bool {
+func (c *Conn) goFor(fn func()) bool {
 	if fn == nil {
 		return false
 	}
@@ -176,10 +176,10 @@ func (c *Conn) Generation() uint64 {
 	return c.gen.id
 }
 
-// GenerationFor is the generation a call with ctx would use: inside a
+// generationFor is the generation a call with ctx would use: inside a
 // restore hook (ctx bound to the new connection) the connection being
 // restored, else Generation.
-func (c *Conn) GenerationFor(ctx context.Context) uint64 {
+func (c *Conn) generationFor(ctx context.Context) uint64 {
 	if g := restoringGeneration(ctx, c); g != nil {
 		return g.id
 	}
@@ -509,7 +509,7 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 	restoreStart := time.Now()
 	err = c.runHooks(g)
 	if c.hasHooks() {
-		instrument.Of(c.cfg.Telemetry).Restored(c.Peer(), time.Since(restoreStart), err)
+		instrument.Of(c.cfg.Telemetry).Restored(c.peerNow(), time.Since(restoreStart), err)
 	}
 	if err != nil {
 		g.close(c.cfg.CloseTimeout)
@@ -533,7 +533,7 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 	c.setStateLocked(StateConnected, nil, n)
 	c.mu.Unlock()
 	if phase != StateConnecting {
-		instrument.Of(c.cfg.Telemetry).Reconnected(c.Peer())
+		instrument.Of(c.cfg.Telemetry).Reconnected(c.peerNow())
 	}
 	for _, r := range refreshers {
 		r <- nil
@@ -600,7 +600,7 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	c.mu.Unlock()
 	c.setPeer(ep)
 	c.setServerVersion(r.conn)
-	peer := c.Peer()
+	peer := c.peerNow()
 	g := newGeneration(id, r.conn, c.spawn, c.log, func(d time.Duration) { instrument.Of(c.cfg.Telemetry).Unblocked(peer, d) })
 	g.endpoint = ep.String()
 	if provided {

@@ -18,7 +18,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 func TestOpenUseClose(t *testing.T) {
@@ -131,7 +133,7 @@ func TestFirstConnectPolicyRetriesUntilBrokerAppears(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	p.Cut()
-	c, err := conn.New(p.URL(b.Vhost), conn.Config{FirstConnect: conn.Repeat(20 * time.Millisecond)})
+	c, err := conn.New(p.URL(b.Vhost), conn.Config{FirstConnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +158,7 @@ func TestWrongPasswordIsNotRetriedAndNeverLogged(t *testing.T) {
 	var mu sync.Mutex
 	logger := slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	c, err := conn.New("amqp://guest:"+secret+"@"+rabbittest.SharedAddr+"/", conn.Config{
-		FirstConnect: conn.Repeat(10 * time.Millisecond), // would retry forever if auth were retryable
+		FirstConnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond, Multiplier: 1, MaxInterval: 10 * time.Millisecond}}, // would retry forever if auth were retryable
 		Logger:       logger,
 	})
 	if err != nil {
@@ -244,8 +246,8 @@ func TestReconnectRestoresBeforeReleasingWaiters(t *testing.T) {
 		t.Fatal(err)
 	}
 	ch2, _ := c.Channel(ctxT(t, 5*time.Second))
-	if ch2.Generation() != ch1.Generation()+1 {
-		t.Fatalf("generation %d after one reconnect from %d", ch2.Generation(), ch1.Generation())
+	if connx.ChannelGeneration(ch2) != connx.ChannelGeneration(ch1)+1 {
+		t.Fatalf("generation %d after one reconnect from %d", connx.ChannelGeneration(ch2), connx.ChannelGeneration(ch1))
 	}
 	if ch1.IsOpen() {
 		t.Fatal("old generation's channel still open")
@@ -315,7 +317,7 @@ func TestServerChannelErrorReplacesChannelWithoutReconnect(t *testing.T) {
 	if err != nil || ch2 == ch || !ch2.IsOpen() {
 		t.Fatalf("cached channel not replaced: %v", err)
 	}
-	if ch2.Generation() != ch.Generation() {
+	if connx.ChannelGeneration(ch2) != connx.ChannelGeneration(ch) {
 		t.Fatal("a channel error reconnected the whole connection")
 	}
 	for _, change := range rec.all() {
@@ -367,7 +369,7 @@ func TestManyConcurrentChannelCallsAcrossReconnect(t *testing.T) {
 func TestCloseDuringBackoffSleep(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, err := conn.New(p.URL(b.Vhost), conn.Config{Reconnect: conn.Repeat(time.Hour)})
+	c, err := conn.New(p.URL(b.Vhost), conn.Config{Reconnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: time.Hour, Multiplier: 1, MaxInterval: time.Hour}}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -550,7 +552,7 @@ func TestRefresh(t *testing.T) {
 		t.Fatalf("Refresh returned with %d restore hook runs, want 1", hookRuns.Load())
 	}
 	after, _ := c.Channel(ctxT(t, 5*time.Second))
-	if after.Generation() <= before.Generation() {
+	if connx.ChannelGeneration(after) <= connx.ChannelGeneration(before) {
 		t.Fatal("Refresh did not make a new connection")
 	}
 	rec.waitFor(t, 5*time.Second, "refreshing", to(conn.StateRefreshing))
@@ -650,52 +652,12 @@ func TestSharedConnections(t *testing.T) {
 func TestMultiHostFailover(t *testing.T) {
 	b := rabbittest.Shared(t)
 	dead := deadAddr(t)
-	c := open(t, "amqp://guest:guest@"+dead+","+rabbittest.SharedAddr+"/"+b.Vhost, conn.Config{FirstConnect: conn.Delays(0)})
+	c := open(t, "amqp://guest:guest@"+dead+","+rabbittest.SharedAddr+"/"+b.Vhost, conn.Config{FirstConnect: conn.RetryPolicy{MaxAttempts: 2, FirstRetryImmediate: true}})
 	if c.State() != conn.StateConnected {
 		t.Fatal("did not fail over to the second host")
 	}
-	c2 := open(t, "amqp://guest:guest@"+dead+"/", conn.Config{FirstConnect: conn.Delays(0), AlternateURLs: []string{b.URL}})
+	c2 := open(t, "amqp://guest:guest@"+dead+"/", conn.Config{FirstConnect: conn.RetryPolicy{MaxAttempts: 2, FirstRetryImmediate: true}, AlternateURLs: []string{b.URL}})
 	if c2.State() != conn.StateConnected {
 		t.Fatal("did not fail over to the alternate URL")
-	}
-}
-
-// TestNewConfirmChannelSurvivesDrops: connections dropped while confirm
-// channels are being opened never surface as errors; every channel returned
-// is in confirm mode on a live connection.
-func TestNewConfirmChannelSurvivesDrops(t *testing.T) {
-	b := rabbittest.Shared(t)
-	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c := open(t, p.URL(b.Vhost), conn.Config{Reconnect: conn.Repeat(10 * time.Millisecond)})
-	const rounds = 30
-	for i := 0; i < rounds; i++ {
-		errs := make(chan error, 4)
-		for g := 0; g < 4; g++ {
-			go func() {
-				ch, err := c.NewConfirmChannel(ctxT(t, 20*time.Second))
-				if err != nil {
-					errs <- err
-					return
-				}
-				defer ch.Close()
-				// A channel not in confirm mode fails every Publish.
-				_, err = ch.Publish(ctxT(t, 5*time.Second), "", "", false, amqp.Publishing{})
-				if err != nil && !ch.Channel().LostWith(err) {
-					errs <- err
-					return
-				}
-				errs <- nil
-			}()
-		}
-		if i%2 == 0 {
-			if err := p.Drop(); err != nil { // a drop amid channel.open and confirm.select
-				t.Fatal(err)
-			}
-		}
-		for g := 0; g < 4; g++ {
-			if err := <-errs; err != nil {
-				t.Fatalf("round %d: %v", i, err)
-			}
-		}
 	}
 }

@@ -24,9 +24,9 @@
 // [Config.FirstConnect] governs Open (default: one attempt, so a wrong URL
 // fails fast) and [Config.Reconnect] everything after (default: forever, the
 // first retry immediate, then exponential backoff with jitter capped at 5s).
-// Policies are [Delays], [Repeat] or [Exponential], with a filter deciding what
-// is retryable ([DefaultRetryable] refuses a login the broker refused with 403
-// ACCESS_REFUSED or 530 NOT_ALLOWED, but retries a reached connection limit,
+// A [RetryPolicy] is attempts spaced by a retry.Backoff, bounded by count or
+// time, with a filter deciding what is retryable (the default refuses a login
+// the broker refused with 403 ACCESS_REFUSED or 530 NOT_ALLOWED, but retries a reached connection limit,
 // [ErrConnectionLimit], and a connection lost during a restore hook). Several
 // hosts (amqp://u:p@h1,h2,h3/vhost, or [Config.AlternateURLs]) are tried in
 // turn, each failed attempt moving to the next. Heartbeats (default 10s)

@@ -13,7 +13,7 @@ import (
 // restore hook.
 func Example() {
 	c, err := conn.New("amqp://guest:guest@127.0.0.1:5672/", conn.Config{
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 2 * time.Second}}),
+		Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 2 * time.Second}},
 	})
 	if err != nil {
 		fmt.Println(err)

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/retry"
 )
 
 // recorder keeps every state change a connection reports.
@@ -89,4 +90,6 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 }
 
 // fast is a reconnect policy for tests: immediate, then every 20ms.
-func fast() conn.RetryPolicy { return conn.Repeat(20 * time.Millisecond) }
+func fast() conn.RetryPolicy {
+	return conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}
+}

@@ -80,13 +80,13 @@ func restoringGeneration(ctx context.Context, c *Conn) *generation {
 	return m.gen
 }
 
-// Restoring reports whether ctx is a restore hook's ctx. It is an extension
+// restoring reports whether ctx is a restore hook's ctx. It is an extension
 // point for code that runs both inside restore hooks and on behalf of
 // ordinary callers (package topology's operations): inside a hook, a call
 // that fails because the connection dropped must not wait for the next
 // connection and retry (the hook runs again on it; waiting would deadlock
 // the connection loop that runs the hook).
-func Restoring(ctx context.Context) bool {
+func restoring(ctx context.Context) bool {
 	_, ok := ctx.Value(restoreKey{}).(restoreMark)
 	return ok
 }

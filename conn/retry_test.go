@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -26,20 +27,24 @@ func waits(p RetryPolicy, n int) []time.Duration {
 }
 
 func TestRetryPolicies(t *testing.T) {
-	if got := waits(Once(), 5); len(got) != 0 {
-		t.Fatalf("Once retries: %v", got)
+	if got := waits(defaultFirstConnect, 5); len(got) != 0 {
+		t.Fatalf("MaxAttempts 1 retries: %v", got)
 	}
-	if got := waits(Delays(time.Second, 2*time.Second), 5); fmt.Sprint(got) != "[1s 2s]" {
-		t.Fatalf("Delays: %v", got)
+	fixed := retry.Backoff{InitialInterval: time.Second, Multiplier: 1, MaxInterval: time.Second}
+	if got := waits(RetryPolicy{MaxAttempts: 3, Backoff: fixed, NoJitter: true}, 5); fmt.Sprint(got) != "[1s 1s]" {
+		t.Fatalf("MaxAttempts 3: %v, want two waits", got)
 	}
-	if got := waits(Repeat(time.Millisecond), 50); len(got) != 50 {
-		t.Fatalf("Repeat stopped after %d", len(got))
+	if got := waits(RetryPolicy{Backoff: fixed}, 50); len(got) != 50 {
+		t.Fatalf("MaxAttempts 0 stopped after %d", len(got))
 	}
-	exp := waits(Exponential(ExponentialConfig{FirstRetryImmediate: true, NoJitter: true, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond, MaxInterval: 40 * time.Millisecond}}), 6)
+	exp := waits(RetryPolicy{FirstRetryImmediate: true, NoJitter: true, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond, MaxInterval: 40 * time.Millisecond}}, 6)
 	if fmt.Sprint(exp) != "[0s 10ms 20ms 40ms 40ms 40ms]" {
-		t.Fatalf("Exponential: %v", exp)
+		t.Fatalf("exponential: %v", exp)
 	}
-	def := waits(defaultReconnect(), 100)
+	if got := waits(RetryPolicy{MaxAttempts: 2, FirstRetryImmediate: true}, 5); fmt.Sprint(got) != "[0s]" {
+		t.Fatalf("MaxAttempts 2 with an immediate retry: %v", got)
+	}
+	def := waits(defaultReconnect, 100)
 	if len(def) != 100 || def[0] != 0 {
 		t.Fatalf("default reconnect must be forever with an immediate first retry: %v", def[:3])
 	}
@@ -51,7 +56,7 @@ func TestRetryPolicies(t *testing.T) {
 	// MaxElapsedTime is measured on backoff's clock (time.Now): the bubble's
 	// fake clock moves it past the limit without waiting.
 	synctest.Test(t, func(t *testing.T) {
-		b := Exponential(ExponentialConfig{MaxElapsedTime: time.Millisecond, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}).newBackOff()
+		b := RetryPolicy{MaxElapsedTime: time.Millisecond, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}.newBackOff()
 		time.Sleep(2 * time.Millisecond)
 		if d := b.NextBackOff(); d >= 0 {
 			t.Fatalf("MaxElapsedTime passed but NextBackOff = %v", d)
@@ -59,8 +64,17 @@ func TestRetryPolicies(t *testing.T) {
 	})
 }
 
+func TestRetryPolicyProblemsAreNamed(t *testing.T) {
+	err := (&Config{Reconnect: RetryPolicy{MaxAttempts: -1, Backoff: retry.Backoff{Multiplier: 0.5}}}).Validate()
+	for _, field := range []string{"conn.Config.Reconnect.MaxAttempts", "conn.Config.Reconnect.Backoff.Multiplier"} {
+		if err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("Validate() = %v: %s not named", err, field)
+		}
+	}
+}
+
 func TestRetryFilter(t *testing.T) {
-	p := Repeat(time.Second)
+	p := RetryPolicy{Backoff: retry.Backoff{InitialInterval: time.Second, Multiplier: 1, MaxInterval: time.Second}}
 	for _, tc := range []struct {
 		err  error
 		want bool
@@ -83,8 +97,9 @@ func TestRetryFilter(t *testing.T) {
 			t.Errorf("isRetryable(%v) = %v, want %v", tc.err, got, tc.want)
 		}
 	}
-	if !p.WithFilter(RetryAll).isRetryable(loginRefusal(&amqp.Error{Code: amqp.AccessRefused, Server: true})) {
-		t.Fatal("RetryAll refused an auth error")
+	p.Retryable = func(error) bool { return true }
+	if !p.isRetryable(loginRefusal(&amqp.Error{Code: amqp.AccessRefused, Server: true})) {
+		t.Fatal("a Retryable that retries everything refused an auth error")
 	}
 }
 

@@ -24,14 +24,14 @@ func newClientID(name string) string {
 	return fmt.Sprintf("%s@%s@%d@%d", name, host, os.Getpid(), connSeq.Add(1))
 }
 
-// Telemetry is the connection's telemetry (Config.Telemetry), the default
+// telemetry is the connection's telemetry (Config.Telemetry), the default
 // of every component on it.
-func (c *Conn) Telemetry() *telemetry.Telemetry { return c.cfg.Telemetry }
+func (c *Conn) telemetry() *telemetry.Telemetry { return c.cfg.Telemetry }
 
-// Peer is the broker the connection is on now and the client's id, for
+// peerNow is the broker the connection is on now and the client's id, for
 // telemetry; the last broker it was on while it reconnects. Cheap: read on
 // every message.
-func (c *Conn) Peer() instrument.Peer {
+func (c *Conn) peerNow() instrument.Peer {
 	if p := c.peer.Load(); p != nil {
 		return *p
 	}

@@ -204,8 +204,8 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 		}
 		info, _ := ack.InfoOf(msg)
 		exchange, key := info.Exchange, info.RoutingKey
-		if v := msg.Metadata.Get(HeaderOriginalExchange); v != "" || msg.Metadata.Get(HeaderOriginalRoutingKey) != "" {
-			exchange, key = v, msg.Metadata.Get(HeaderOriginalRoutingKey)
+		if v := msg.Metadata.Get(ack.HeaderOriginalExchange); v != "" || msg.Metadata.Get(ack.HeaderOriginalRoutingKey) != "" {
+			exchange, key = v, msg.Metadata.Get(ack.HeaderOriginalRoutingKey)
 		}
 		first := msg.Metadata.Get(HeaderFirstFailure)
 		if first == "" {

@@ -18,11 +18,6 @@ import (
 const (
 	// HeaderRetryRound counts the delayed retries a message went through.
 	HeaderRetryRound = "warren-retry-round"
-	// HeaderOriginalExchange and HeaderOriginalRoutingKey keep where the
-	// message was first published: a message coming back from a delay
-	// arrives through the default exchange. ack.Copy writes them.
-	HeaderOriginalExchange   = ack.HeaderOriginalExchange
-	HeaderOriginalRoutingKey = ack.HeaderOriginalRoutingKey
 )
 
 // ErrRetriesExhausted wraps the last error of a message that went through

@@ -176,8 +176,8 @@ func TestDelayedRetry(t *testing.T) {
 	m := got[0].Msg
 	want := map[string]string{
 		ack.AttemptHeader: "1", middleware.HeaderRetryRound: "1", middleware.HeaderRetryLevel: "1s",
-		middleware.HeaderFirstFailure: "2026-01-02T03:04:05Z", middleware.HeaderOriginalExchange: "orders",
-		middleware.HeaderOriginalRoutingKey: "order.created", "traceparent": "00-abc-def-01",
+		middleware.HeaderFirstFailure: "2026-01-02T03:04:05Z", ack.HeaderOriginalExchange: "orders",
+		ack.HeaderOriginalRoutingKey: "order.created", "traceparent": "00-abc-def-01",
 	}
 	for k, v := range want {
 		if m.Metadata.Get(k) != v {
@@ -254,7 +254,7 @@ func TestDeadLetterPublish(t *testing.T) {
 	}
 	h := &kit.Handler{Failures: 1, Err: errors.New("a very long error text indeed")}
 	msg := kit.NewMessage("payload", kit.WithAttempt(5), kit.WithMetadata(middleware.HeaderFirstFailure, "2026-03-04T00:00:00Z"),
-		kit.WithMetadata(middleware.HeaderOriginalExchange, "shop"), kit.WithMetadata(middleware.HeaderOriginalRoutingKey, "order.paid"))
+		kit.WithMetadata(ack.HeaderOriginalExchange, "shop"), kit.WithMetadata(ack.HeaderOriginalRoutingKey, "order.paid"))
 	ctx, span := tr.Provider.Tracer("test").Start(msg.Context(), "process")
 	msg.SetContext(ctx)
 	r := kit.Run(msg, h.Func, kit.Must(middleware.Ack(middleware.AckConfig{})), mw)

@@ -1,5 +1,5 @@
 // Package retry is warren's one shape of a backoff: how long to wait
-// between attempts. A connection's reconnects (conn.ExponentialConfig), a
+// between attempts. A connection's reconnects (conn.RetryPolicy), a
 // handler's in-process retries (middleware.RetryConfig) and a Subscriber's
 // redeliveries (warren.RedeliveryConfig) all take a Backoff; each config
 // says its own defaults.

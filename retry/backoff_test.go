@@ -34,11 +34,11 @@ func TestProblemsNameEachField(t *testing.T) {
 func TestWaitGrowsAndIsCapped(t *testing.T) {
 	b := retry.Backoff{InitialInterval: 100 * time.Millisecond, Multiplier: 2, MaxInterval: time.Second}
 	for n, want := range map[int]time.Duration{
-		0: 100 * time.Millisecond, // below 1 counts as the first retry
-		1: 100 * time.Millisecond,
-		2: 200 * time.Millisecond,
-		4: 800 * time.Millisecond,
-		5: time.Second,
+		0:       100 * time.Millisecond, // below 1 counts as the first retry
+		1:       100 * time.Millisecond,
+		2:       200 * time.Millisecond,
+		4:       800 * time.Millisecond,
+		5:       time.Second,
 		1 << 20: time.Second, // math.Pow overflows to +Inf: still the cap
 	} {
 		if got := b.Wait(n); got != want {

@@ -17,6 +17,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/telemetry"
@@ -65,7 +66,7 @@ func (c *Config) setDefaults(cn *conn.Conn) {
 		c.CloseTimeout = 30 * time.Second
 	}
 	if c.Telemetry == nil {
-		c.Telemetry = cn.Telemetry()
+		c.Telemetry = connx.Telemetry(cn)
 	}
 	if c.Logger == nil {
 		c.Logger = cn.Logger()

@@ -24,7 +24,7 @@ import (
 func TestClusterFailover(t *testing.T) {
 	nodes := rabbittest.StartCluster(t, 3)
 	c, err := conn.New(rabbittest.ClusterURL(nodes), conn.Config{
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}}),
+		Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{InitialInterval: 50 * time.Millisecond, MaxInterval: time.Second}},
 	})
 	if err != nil {
 		t.Fatal(err)

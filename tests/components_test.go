@@ -13,6 +13,7 @@ import (
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
@@ -51,7 +52,7 @@ func TestRequeuerSendsADeadLetterBack(t *testing.T) {
 
 	d := getOnePeek(t, b.URL, q+".dlq")
 	for k, want := range map[string]string{wmw.PoisonedTopicKey: q, wmw.PoisonedHandlerKey: "billing", wmw.ReasonForPoisonedKey: "card service down", wmw.PoisonedSubscriberKey: "warren.Subscriber"} {
-		if got := warren.HeaderString(d.Headers[k]); got != want {
+		if got := headers.String(d.Headers[k]); got != want {
 			t.Errorf("dead letter's %s = %q, want %q", k, got, want)
 		}
 	}

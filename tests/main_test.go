@@ -19,5 +19,5 @@ func TestMain(m *testing.M) { rabbittest.Main(m) }
 // openConn opens a connection closed when t ends.
 func openConn(t testing.TB, url string) *conn.Conn {
 	t.Helper()
-	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}})})
+	return rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}}})
 }

@@ -110,7 +110,7 @@ func TestPartitionedTopicOnACluster(t *testing.T) {
 		}
 		return "amqp://guest:guest@" + strings.Join(hosts, ",") + "/"
 	}
-	reconnect := conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 500 * time.Millisecond}})
+	reconnect := conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 500 * time.Millisecond}}
 	mapping := func(topic string) warren.PartitionedTopic {
 		return warren.PartitionedTopic{Partitions: 12, RebalanceInterval: 500 * time.Millisecond}
 	}

@@ -35,7 +35,7 @@ func TestPartitionedTopicSharesAndKeepsKeyOrder(t *testing.T) {
 	proxy := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	var subs []*warren.Subscriber
 	start := func(url string) {
-		c := rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 200 * time.Millisecond}})})
+		c := rabbittest.OpenConn(t, url, conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 200 * time.Millisecond}}})
 		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping, CloseTimeout: 5 * time.Second})
 		if err != nil {
 			t.Fatal(err)

@@ -18,6 +18,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/retry"
@@ -213,16 +214,16 @@ func TestRouteAlwaysFailingEndsInDeadLetterQueue(t *testing.T) {
 					middleware.HeaderDLQueue:    q, middleware.HeaderDLHandler: "always-fails",
 					middleware.HeaderDLErrorType: "_OTHER", // the handler's own error: a plain text, no kind of its own
 				} {
-					if got := warren.HeaderString(d.Headers[k]); got != want {
+					if got := headers.String(d.Headers[k]); got != want {
 						t.Errorf("%s = %q, want %q", k, got, want)
 					}
 				}
 				for _, k := range []string{middleware.HeaderDLError, middleware.HeaderDLFirstFail, middleware.HeaderDLLastFail} {
-					if warren.HeaderString(d.Headers[k]) == "" {
+					if headers.String(d.Headers[k]) == "" {
 						t.Errorf("header %s missing", k)
 					}
 				}
-			} else if n, ok := ack.DeathCount(d.Headers, q, "rejected"); !ok || n != 1 {
+			} else if n, ok := headers.DeathCount(d.Headers, q, "rejected"); !ok || n != 1 {
 				t.Fatalf("rejected to the DLX: x-death %v", d.Headers["x-death"])
 			}
 		})
@@ -260,7 +261,7 @@ func TestPoisonMessageReachesDeadLetterQueueOnce(t *testing.T) {
 	if handled.Load() != 1 || dead.Load() != 1 {
 		t.Fatalf("handled %d, dead-lettered %d", handled.Load(), dead.Load())
 	}
-	if d := getOne(t, b.URL, q+".dlq"); d.MessageId != "bad" || warren.HeaderString(d.Headers[middleware.HeaderDLError]) == "" {
+	if d := getOne(t, b.URL, q+".dlq"); d.MessageId != "bad" || headers.String(d.Headers[middleware.HeaderDLError]) == "" {
 		t.Fatalf("poison dead letter %s %v", d.MessageId, d.Headers)
 	}
 }
@@ -361,7 +362,7 @@ func TestRouteValidation(t *testing.T) {
 func TestRunEndsWhenTheConnectionGivesUp(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c, err := conn.New(p.URL(b.Vhost), conn.Config{Reconnect: conn.Delays(10 * time.Millisecond)})
+	c, err := conn.New(p.URL(b.Vhost), conn.Config{Reconnect: conn.RetryPolicy{MaxAttempts: 2, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond, Multiplier: 1, MaxInterval: 10 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}

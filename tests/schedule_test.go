@@ -145,7 +145,7 @@ func TestScheduledDelivery(t *testing.T) {
 // arrive no earlier than due.
 func TestScheduledSurvivesARestart(t *testing.T) {
 	b := warrentest.New(t, warrentest.Own())
-	c := b.Conn(conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}})})
+	c := b.Conn(conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}}})
 	queues := warren.QueuePerTopic{}
 	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: queues})
 	if err != nil {

@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
@@ -77,7 +76,6 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	s.Func("warren.NewPublisher", warren.NewPublisher)
 	s.Func("warren.NewSubscriber", warren.NewSubscriber)
 	s.Func("warren.NewRequester", warren.NewRequester)
-	s.Func("warren.HeaderString", warren.HeaderString)
 	s.Func("warren.Partition", warren.Partition)
 	s.Func("warren.StreamAt", warren.StreamAt)
 	s.Func("warren.StreamFirst", warren.StreamFirst)
@@ -131,9 +129,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	// conn
 	for name, fn := range map[string]any{
 		"New": conn.New, "Shared": conn.Shared, "ParseURL": conn.ParseURL,
-		"IsAuthError": conn.IsAuthError, "Restoring": conn.Restoring, "Once": conn.Once,
-		"Delays": conn.Delays, "Repeat": conn.Repeat, "Exponential": conn.Exponential, "RetryAll": conn.RetryAll,
-		"DefaultRetryable": conn.DefaultRetryable,
+		"IsAuthError": conn.IsAuthError,
 	} {
 		s.Func("conn."+name, fn)
 	}
@@ -145,26 +141,6 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		}
 		return ch
 	}, closer)
-	s.Methods("conn.ConfirmChannel", func() any {
-		cc, err := c.NewConfirmChannel(ctx())
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cc
-	}, closer)
-	s.Methods("conn.Confirmation", func() any {
-		cc, err := c.NewConfirmChannel(ctx())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer cc.Close()
-		conf, err := cc.Publish(ctx(), "", "nowhere", true, amqp.Publishing{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		<-conf.Done()
-		return conf
-	}, nil)
 	s.Methods("conn.SharedConn", func() any {
 		sc, err := conn.Shared(url, conn.Config{})
 		if err != nil {
@@ -175,14 +151,14 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	for name, v := range map[string]any{
 		"Config": &conn.Config{}, "URL": &conn.URL{}, "URLError": &conn.URLError{}, "DialError": &conn.DialError{},
 		"GiveUpError": &conn.GiveUpError{}, "AuthError": &conn.AuthError{}, "RefusedError": &conn.RefusedError{},
-		"RetryPolicy": conn.RetryPolicy{}, "State": conn.State(0), "StateChange": conn.StateChange{}, "Outcome": conn.Outcome(0),
+		"RetryPolicy": conn.RetryPolicy{}, "State": conn.State(0), "StateChange": conn.StateChange{},
 	} {
 		s.Methods("conn."+name, func() any { return v }, nil)
 	}
 
 	// topology (data) and broker (the engine)
 	for name, fn := range map[string]any{
-		"GeneratedQueueName": topology.GeneratedQueueName, "DefaultExchange": topology.DefaultExchange, "ParseTarget": topology.ParseTarget,
+		"DefaultExchange": topology.DefaultExchange, "ParseTarget": topology.ParseTarget,
 		"CheckName": topology.CheckName,
 	} {
 		s.Func("topology."+name, fn)
@@ -221,6 +197,13 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		}
 		return cons
 	}, func(v any) { _ = v.(*broker.Consumer).Stop(ctx()) })
+	s.Methods("broker.ReplyChannel", func() any {
+		rc, err := newOps().OpenReplyChannel(ctx())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rc
+	}, closer)
 	for name, v := range map[string]any{
 		"Delivery": &broker.Delivery{}, "ConsumerSpec": broker.ConsumerSpec{}, "ConsumerEventKind": broker.ConsumerEventKind(0),
 		"RestoreReport": broker.RestoreReport{}, "OpsConfig": &broker.OpsConfig{}, "ConflictError": &broker.ConflictError{},
@@ -232,8 +215,8 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 
 	// ack
 	for name, fn := range map[string]any{
-		"Attempt": ack.Attempt, "NextAttempt": ack.NextAttempt, "AttemptOf": ack.AttemptOf, "PreviousAttempts": ack.PreviousAttempts,
-		"DeathCount": ack.DeathCount, "Copy": ack.Copy, "TypedHeaders": ack.TypedHeaders, "Set": ack.Set, "Get": ack.Get,
+		"Attempt": ack.Attempt, "NextAttempt": ack.NextAttempt,
+		"Copy": ack.Copy, "Set": ack.Set, "Get": ack.Get,
 		"Permanent": ack.Permanent, "AsRequeue": ack.AsRequeue, "KindOf": ack.KindOf, "IsPermanent": ack.IsPermanent,
 		"ErrorType": ack.ErrorType, "NamedError": ack.NamedError, "NewContext": ack.NewContext, "InfoOf": ack.InfoOf, "Track": ack.Track,
 	} {

@@ -426,7 +426,7 @@ func TestTelemetryConnectionMetrics(t *testing.T) {
 	rec := telemetrytest.New(t, telemetry.Config{})
 	proxy := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c := rabbittest.OpenConn(t, proxy.URL(b.Vhost), conn.Config{Telemetry: rec.Telemetry,
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 200 * time.Millisecond}})})
+		Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: 200 * time.Millisecond}}})
 	q, poisonQ := b.Name("held"), b.Name("poison")
 	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{})
 	if err != nil {
@@ -600,4 +600,57 @@ func hasExemplar(m metricdata.Metrics) bool {
 		}
 	}
 	return false
+}
+
+// TestTelemetryTracesRequests: a request goes through the traced, counted
+// send path like every publish: its send span carries the caller's trace,
+// the responder's process span continues it, and it counts as a sent
+// message.
+func TestTelemetryTracesRequests(t *testing.T) {
+	b := rabbittest.Shared(t)
+	q := b.Name("rpc-traced")
+	b.Name(q + ".dlq")
+	respRec := telemetrytest.New(t, telemetry.Config{})
+	r := newRouter(t, b.URL, router.Config{Telemetry: respRec.Telemetry})
+	if err := r.AddRoute(router.Route{
+		Name: "echo", Queue: topology.QueueSpec{Name: q, Durable: true},
+		Respond: func(m *message.Message) (*message.Message, error) { return message.NewMessage("reply", m.Payload), nil },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+
+	reqRec := telemetrytest.New(t, telemetry.Config{})
+	rq, err := warren.NewRequester(openConn(t, b.URL), warren.RequesterConfig{Telemetry: reqRec.Telemetry})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rq.Close() })
+	ctx, root := reqRec.Provider.Tracer("test").Start(ctxT(t, 30*time.Second), "caller")
+	if _, err := rq.Request(ctx, q, message.NewMessage("req", []byte("x"))); err != nil {
+		t.Fatal(err)
+	}
+	root.End()
+
+	sends := waitSpans(t, reqRec, func(s tracetest.SpanStubs) bool { return count(s, "send "+q) == 1 })
+	var send tracetest.SpanStub
+	for _, s := range sends {
+		if s.Name == "send "+q {
+			send = s
+		}
+	}
+	if send.SpanContext.TraceID() != root.SpanContext().TraceID() || send.Parent.SpanID() != root.SpanContext().SpanID() {
+		t.Fatalf("the request's send span is not the caller's child: trace %s parent %s, caller %s/%s",
+			send.SpanContext.TraceID(), send.Parent.SpanID(), root.SpanContext().TraceID(), root.SpanContext().SpanID())
+	}
+	processes := waitSpans(t, respRec, func(s tracetest.SpanStubs) bool { return count(s, "process "+q) == 1 })
+	for _, s := range processes {
+		if s.Name == "process "+q && s.SpanContext.TraceID() != send.SpanContext.TraceID() {
+			t.Fatalf("the responder's process span is in trace %s, the request's send span in %s: not one trace",
+				s.SpanContext.TraceID(), send.SpanContext.TraceID())
+		}
+	}
+	if got := reqRec.Counter(t, telemetry.MetricSentMessages); got != 1 {
+		t.Fatalf("%s = %d after one request, want 1", telemetry.MetricSentMessages, got)
+	}
 }

@@ -70,8 +70,8 @@
 // that still fails is reported ([OpsConfig.OnRestoreError] and the log) and
 // the rest continue ([RestoreReport]). Deleting, unbinding and stopping
 // forget entities, and so does the broker's own removal of auto-delete ones.
-// Empty queue names get a client-generated name ([GeneratedQueueName]) that
-// survives reconnects.
+// Empty queue names get a client-generated name ("warren.gen-" and 24 hex
+// digits) that survives reconnects.
 //
 // # Consumers
 //

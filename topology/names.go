@@ -1,8 +1,6 @@
 package topology
 
 import (
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
 	"strings"
 	"unicode/utf8"
@@ -38,13 +36,4 @@ func display(name string) string {
 		return DefaultExchangeName
 	}
 	return name
-}
-
-// GeneratedQueueName is a client-side queue name ("warren.gen-" and 24 hex
-// digits). Unlike the broker's amq.gen-* names it can be declared again
-// after a reconnect.
-func GeneratedQueueName() string {
-	var b [12]byte
-	_, _ = rand.Read(b[:])
-	return "warren.gen-" + hex.EncodeToString(b[:])
 }

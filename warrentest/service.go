@@ -15,7 +15,7 @@ import (
 // place faults.
 func (b *Broker) testConn() *conn.Conn {
 	b.t.Helper()
-	return b.Conn(conn.Config{Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}})})
+	return b.Conn(conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}}})
 }
 
 // Router returns a router on a connection of its own to the test's vhost

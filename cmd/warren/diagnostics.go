@@ -11,6 +11,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/delay"
+	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/middleware"
 )
 
@@ -193,7 +194,7 @@ func deathDiagnosis(d amqp.Delivery, g *diagnosis) bool {
 	}
 	deaths64 := int64(0)
 	if g.Queue != "" {
-		if n, ok := ack.DeathCount(d.Headers, g.Queue, reason); ok {
+		if n, ok := headers.DeathCount(d.Headers, g.Queue, reason); ok {
 			deaths64 = n
 		}
 	}

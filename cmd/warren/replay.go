@@ -19,6 +19,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/middleware"
 )
@@ -369,7 +370,7 @@ func (r *replayer) pass(ctx context.Context, bar **progressbar.ProgressBar) (don
 	}
 	defer ch.Close() // requeues what this pass held, in order
 	defer func() {
-		if err != nil && ch.ConnectionLost() {
+		if err != nil && connx.ConnectionLost(ch) {
 			err = &channelLost{err}
 		}
 	}()

@@ -141,7 +141,7 @@ func (g *globals) connect(ctx context.Context) (*conn.Conn, *broker.Ops, error) 
 	c, err := conn.New(url, conn.Config{
 		ConnectionName: "warren-cli",
 		Telemetry:      telemetry.Disabled(),
-		Reconnect:      conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, MaxElapsedTime: g.timeout, Backoff: retry.Backoff{MaxInterval: time.Second}}),
+		Reconnect:      conn.RetryPolicy{FirstRetryImmediate: true, MaxElapsedTime: g.timeout, Backoff: retry.Backoff{MaxInterval: time.Second}},
 	})
 	if err != nil {
 		return nil, nil, err

@@ -26,7 +26,7 @@ func main() {
 	dead := l.Addr().String()
 	l.Close()
 	url := fmt.Sprintf("amqp://guest:guest@%s,%s/", dead, u.Hosts[0])
-	c, err := conn.New(url, conn.Config{FirstConnect: conn.Delays(0, 0, 0)})
+	c, err := conn.New(url, conn.Config{FirstConnect: conn.RetryPolicy{MaxAttempts: 4, FirstRetryImmediate: true}})
 	if err != nil {
 		log.Fatal(err)
 	}

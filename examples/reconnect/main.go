@@ -26,7 +26,7 @@ func main() {
 	}
 	defer proxy.Close()
 	c, err := conn.New("amqp://guest:guest@"+proxy.Addr()+"/", conn.Config{
-		Reconnect: conn.Exponential(conn.ExponentialConfig{FirstRetryImmediate: true, Backoff: retry.Backoff{InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second}}),
+		Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second}},
 	})
 	if err != nil {
 		log.Fatal(err)

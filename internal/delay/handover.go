@@ -17,6 +17,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/telemetry"
@@ -66,7 +67,7 @@ const handOverRetryWait = time.Second
 
 // Of is the hand-over of c's due messages, made on first use.
 func Of(c *conn.Conn) *HandOver {
-	return c.Attachment(handOverKey{}, func() any { return &HandOver{conn: c} }).(*HandOver)
+	return connx.Attachment(c, handOverKey{}, func() any { return &HandOver{conn: c} }).(*HandOver)
 }
 
 // Acquire starts the hand-over for one more user (declaring the delay

@@ -138,3 +138,13 @@ func (s *Send) End(err error) {
 	s.span.End()
 	s.t.opDuration.Record(s.ctx, elapsed, s.dst.withError(true, errType))
 }
+
+// TraceParent is the context a message's send span starts under: the
+// message's own when it carries a span (Watermill's way of passing one),
+// else the caller's (a Requester's Request ctx).
+func TraceParent(msg, caller context.Context) context.Context {
+	if msg != nil && trace.SpanContextFromContext(msg).IsValid() {
+		return msg
+	}
+	return caller
+}

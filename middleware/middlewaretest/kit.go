@@ -37,7 +37,7 @@ func NewMessage(payload string, opts ...MessageOption) *message.Message {
 			o(&info, msg)
 		}
 	}
-	info.PreviousAttempts = ack.PreviousAttempts(info.Headers, info.Queue, info.Redelivered)
+	info.PreviousAttempts = headers.PreviousAttempts(info.Headers, info.Queue, info.Redelivered)
 	msg.SetContext(ack.NewContext(context.Background(), info))
 	return msg
 }

@@ -1,4 +1,4 @@
-package conn
+package broker
 
 import (
 	"context"
@@ -10,45 +10,51 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/headers"
 )
 
-// Outcome is what became of a confirmed publish.
-type Outcome int
+// outcome is what became of a confirmed publish.
+type outcome int
 
 const (
-	// Pending: the broker has not answered yet.
-	Pending Outcome = iota
-	// Acked: the broker took responsibility for the message.
-	Acked
-	// Nacked: the broker refused the message (basic.nack: a queue's
+	// pending: the broker has not answered yet.
+	pending outcome = iota
+	// acked: the broker took responsibility for the message.
+	acked
+	// nacked: the broker refused the message (basic.nack: a queue's
 	// reject-publish overflow, an internal error).
-	Nacked
-	// Returned: a mandatory message reached no queue (basic.return, then
+	nacked
+	// returned: a mandatory message reached no queue (basic.return, then
 	// its ack).
-	Returned
-	// Lost: the channel or its connection closed before the broker
+	returned
+	// lost: the channel or its connection closed before the broker
 	// answered. Whether the broker took the message is unknown (PITFALLS 5);
-	// Channel.Err says why the channel closed.
-	Lost
+	// the channel's Err says why the channel closed.
+	lost
 )
 
 var outcomeNames = [...]string{"pending", "acked", "nacked", "returned", "lost"}
 
-func (o Outcome) String() string {
+func (o outcome) String() string {
 	if o >= 0 && int(o) < len(outcomeNames) {
 		return outcomeNames[o]
 	}
 	return "outcome(?)"
 }
 
-// ConfirmChannel is a channel in publisher-confirm mode: every Publish
-// returns a Confirmation that the broker's ack, nack or return settles. It is
+// confirmChannel is a channel in publisher-confirm mode: every publish
+// returns a confirmation that the broker's ack, nack or return settles. It is
 // the one confirm primitive of warren (the topology operations and the
 // Publisher both publish through it). Safe for concurrent use; publishes are
 // written in the order Publish is called.
-type ConfirmChannel struct {
-	ch *Channel
+type confirmChannel struct {
+	ch *conn.Channel
+	// c is the connection ch is on; timeout bounds the wait for a
+	// confirmation amqp091 should have settled already.
+	c       *conn.Conn
+	timeout time.Duration
 
 	// pubMu serialises publishing, so sequence numbers follow the order of
 	// the writes and of the mandatory queue.
@@ -59,7 +65,7 @@ type ConfirmChannel struct {
 	// queue hands mandatory publishes to watchReturns in sequence order
 	// (appended under pubMu). A slice, not a channel: appending never
 	// blocks, whatever watchReturns is doing.
-	queue   []*Confirmation
+	queue   []*confirmation
 	stopped bool          // watchReturns takes no more: the channel is gone
 	kick    chan struct{} // a non-empty queue, for watchReturns
 	ended   chan struct{}
@@ -70,12 +76,11 @@ type ConfirmChannel struct {
 	unsettled map[string]int
 }
 
-// Confirmation is the future of one confirmed publish.
-type Confirmation struct {
-	ch   *ConfirmChannel
-	dc   *amqp.DeferredConfirmation
-	seq  uint64
-	size int
+// confirmation is the future of one confirmed publish.
+type confirmation struct {
+	ch  *confirmChannel
+	dc  *amqp.DeferredConfirmation
+	seq uint64
 	// key is the mandatory publish's returnKey; tagged marks one that
 	// carries headers.PublishSeq because another unsettled publish had
 	// the same key when it was written.
@@ -84,24 +89,24 @@ type Confirmation struct {
 
 	// With mandatory, watchReturns settles it (done, outcome, ret).
 	done    chan struct{}
-	outcome Outcome
+	outcome outcome
 	ret     *amqp.Return
 }
 
 // Done is closed once the outcome is known.
-func (c *Confirmation) Done() <-chan struct{} {
+func (c *confirmation) Done() <-chan struct{} {
 	if c.done != nil {
 		return c.done
 	}
 	return c.dc.Done()
 }
 
-// Outcome is Pending until Done is closed, then final.
-func (c *Confirmation) Outcome() Outcome {
+// Outcome is pending until Done is closed, then final.
+func (c *confirmation) Outcome() outcome {
 	select {
 	case <-c.Done():
 	default:
-		return Pending
+		return pending
 	}
 	if c.done != nil {
 		return c.outcome
@@ -109,75 +114,72 @@ func (c *Confirmation) Outcome() Outcome {
 	return c.ch.result(c.dc)
 }
 
-// Return is the broker's basic.return of a Returned message, nil otherwise.
-func (c *Confirmation) Return() *amqp.Return {
-	if c.Outcome() != Returned {
+// Return is the broker's basic.return of a returned message, nil otherwise.
+func (c *confirmation) Return() *amqp.Return {
+	if c.Outcome() != returned {
 		return nil
 	}
 	return c.ret
 }
 
-// BodySize is the size of the published body.
-func (c *Confirmation) BodySize() int { return c.size }
-
-// NewConfirmChannel opens a channel in publisher-confirm mode, waiting for
+// newConfirmChannel opens a channel in publisher-confirm mode, waiting for
 // Connected, bounded by ctx. confirm.select is bounded like channel.open
 // (ctx and OperationTimeout), and when the connection dies between the two
 // calls it starts over on the next connection: a caller never gets an error
 // only because a drop fell between opening a channel and switching it to
 // confirms. The caller closes it. Errors: as Channel.
-func (c *Conn) NewConfirmChannel(ctx context.Context) (*ConfirmChannel, error) {
+func newConfirmChannel(ctx context.Context, c *conn.Conn, timeout time.Duration) (*confirmChannel, error) {
 	for {
 		ch, err := c.NewChannel(ctx)
 		if err != nil {
 			return nil, err
 		}
-		err = ch.call(ctx, func(ac *amqp.Channel) error { return ac.Confirm(false) })
+		err = connx.Call(ch, ctx, func(ac *amqp.Channel) error { return ac.Confirm(false) })
 		if err == nil {
-			cc := &ConfirmChannel{
-				ch: ch,
+			cc := &confirmChannel{
+				ch: ch, c: c, timeout: timeout,
 				// Buffered generously and drained by a goroutine that never
 				// blocks on us, so amqp091's reader never waits (PITFALLS 1).
-				returns:   ch.ch.NotifyReturn(make(chan amqp.Return, 256)),
+				returns:   connx.Raw(ch).NotifyReturn(make(chan amqp.Return, 256)),
 				kick:      make(chan struct{}, 1),
 				ended:     make(chan struct{}),
 				unsettled: map[string]int{},
 			}
-			if !c.spawn(cc.watchReturns) {
+			if !connx.Go(c, cc.watchReturns) {
 				_ = ch.Close()
-				return nil, closedError(c.Err())
+				return nil, errors.Join(conn.ErrClosed, c.Err())
 			}
 			return cc, nil
 		}
 		_ = ch.Close()
-		if ctx.Err() != nil || !ch.LostWith(err) {
+		if ctx.Err() != nil || !connx.LostWith(ch, err) {
 			return nil, err
 		}
 	}
 }
 
-// Channel is the underlying channel (its Done, Err, Generation).
-func (cc *ConfirmChannel) Channel() *Channel { return cc.ch }
+// Channel is the underlying channel (its Done, Err).
+func (cc *confirmChannel) Channel() *conn.Channel { return cc.ch }
 
 // IsOpen reports whether the channel takes publishes.
-func (cc *ConfirmChannel) IsOpen() bool { return cc.ch.IsOpen() }
+func (cc *confirmChannel) IsOpen() bool { return cc.ch.IsOpen() }
 
-// Close closes the channel (every pending confirmation becomes Lost) and
+// Close closes the channel (every pending confirmation becomes lost) and
 // waits for its returns watcher.
-func (cc *ConfirmChannel) Close() error {
+func (cc *confirmChannel) Close() error {
 	err := cc.ch.Close()
 	select {
 	case <-cc.ended:
-	case <-cc.ch.c.done:
+	case <-cc.c.Done():
 	}
 	return err
 }
 
 // errNotConfirming: amqp091 gave no confirmation for a publish (the channel
 // is not in confirm mode); never report such a publish as confirmed.
-var errNotConfirming = errors.New("conn: channel gave no confirmation")
+var errNotConfirming = errors.New("broker: channel gave no confirmation")
 
-// Publish writes one message and returns its Confirmation. It waits while
+// Publish writes one message and returns its confirmation. It waits while
 // the connection is blocked, bounded by ctx (ErrBlocked). A write that fails
 // returns the error (the message was not sent, or not whole; a socket error
 // marks the connection lost). With mandatory, a message that reaches no
@@ -190,7 +192,7 @@ var errNotConfirming = errors.New("conn: channel gave no confirmation")
 // publish has the same three. Only when one has does the message carry
 // headers.PublishSeq (a string, readable by any consumer) to tell them apart:
 // a message is never sent with a header of warren's it does not need.
-func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, mandatory bool, msg amqp.Publishing) (*Confirmation, error) {
+func (cc *confirmChannel) Publish(ctx context.Context, exchange, key string, mandatory bool, msg amqp.Publishing) (*confirmation, error) {
 	if err := cc.ch.WaitUnblocked(ctx); err != nil {
 		return nil, err
 	}
@@ -200,7 +202,7 @@ func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, man
 	var rk string
 	tagged := false
 	if mandatory {
-		seq = cc.ch.ch.GetNextPublishSeqNo()
+		seq = connx.Raw(cc.ch).GetNextPublishSeqNo()
 		rk = returnKey(exchange, key, msg.MessageId)
 		cc.mu.Lock()
 		tagged = cc.unsettled[rk] > 0
@@ -215,7 +217,7 @@ func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, man
 			msg.Headers = h
 		}
 	}
-	dc, err := cc.ch.ch.PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
+	dc, err := connx.Raw(cc.ch).PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
 	if err == nil && dc == nil {
 		err = errNotConfirming
 	}
@@ -223,10 +225,10 @@ func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, man
 		if mandatory {
 			cc.release(rk)
 		}
-		cc.ch.LostWith(err)
+		connx.LostWith(cc.ch, err)
 		return nil, err
 	}
-	c := &Confirmation{ch: cc, dc: dc, seq: seq, size: len(msg.Body), key: rk, tagged: tagged}
+	c := &confirmation{ch: cc, dc: dc, seq: seq, key: rk, tagged: tagged}
 	if !mandatory {
 		return c, nil
 	}
@@ -236,7 +238,7 @@ func (cc *ConfirmChannel) Publish(ctx context.Context, exchange, key string, man
 	if cc.stopped {
 		// The channel died under us: the message may or may not have
 		// arrived.
-		c.outcome = Lost
+		c.outcome = lost
 		cc.releaseLocked(rk)
 		close(c.done)
 		return c, nil
@@ -255,13 +257,13 @@ func returnKey(exchange, key, messageID string) string {
 }
 
 // release forgets one unsettled mandatory publish of key rk.
-func (cc *ConfirmChannel) release(rk string) {
+func (cc *confirmChannel) release(rk string) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	cc.releaseLocked(rk)
 }
 
-func (cc *ConfirmChannel) releaseLocked(rk string) {
+func (cc *confirmChannel) releaseLocked(rk string) {
 	if n := cc.unsettled[rk]; n > 1 {
 		cc.unsettled[rk] = n - 1
 	} else {
@@ -270,21 +272,21 @@ func (cc *ConfirmChannel) releaseLocked(rk string) {
 }
 
 // result is a settled non-mandatory message's outcome.
-func (cc *ConfirmChannel) result(dc *amqp.DeferredConfirmation) Outcome {
+func (cc *confirmChannel) result(dc *amqp.DeferredConfirmation) outcome {
 	if dc.Acked() {
-		return Acked
+		return acked
 	}
-	if cc.ch.ch.IsClosed() || cc.ch.ConnectionLost() {
+	if connx.Raw(cc.ch).IsClosed() || connx.ConnectionLost(cc.ch) {
 		// amqp091 nacks every pending confirm of a channel that is going
 		// away: the client giving up, not the broker refusing (PITFALLS 5).
 		// It marks the channel closed before it does so.
-		return Lost
+		return lost
 	}
-	return Nacked
+	return nacked
 }
 
 // take returns what was queued; with stop, it also closes the queue.
-func (cc *ConfirmChannel) take(stop bool) []*Confirmation {
+func (cc *confirmChannel) take(stop bool) []*confirmation {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
 	q := cc.queue
@@ -305,7 +307,7 @@ func (cc *ConfirmChannel) take(stop bool) []*Confirmation {
 // number; an untagged one by its returnKey, which no other unsettled
 // untagged publish shares (Publish tags every later one while one is
 // unsettled), so the oldest untagged return of a key is that publish's.
-func (cc *ConfirmChannel) watchReturns() {
+func (cc *confirmChannel) watchReturns() {
 	defer close(cc.ended)
 	bySeq := map[uint64]amqp.Return{}
 	byKey := map[string][]amqp.Return{}
@@ -332,7 +334,7 @@ func (cc *ConfirmChannel) watchReturns() {
 			}
 		}
 	}
-	settle := func(c *Confirmation) {
+	settle := func(c *confirmation) {
 		c.outcome = cc.result(c.dc)
 		var r amqp.Return
 		found := false
@@ -347,13 +349,13 @@ func (cc *ConfirmChannel) watchReturns() {
 				byKey[c.key] = rs[1:]
 			}
 		}
-		if found && c.outcome == Acked {
-			c.outcome, c.ret = Returned, &r
+		if found && c.outcome == acked {
+			c.outcome, c.ret = returned, &r
 		}
 		cc.release(c.key)
 		close(c.done)
 	}
-	var fifo []*Confirmation
+	var fifo []*confirmation
 	returns := cc.returns
 	for returns != nil {
 		var oldest <-chan struct{}
@@ -382,7 +384,7 @@ func (cc *ConfirmChannel) watchReturns() {
 	for _, c := range fifo {
 		select {
 		case <-c.dc.Done():
-		case <-time.After(cc.ch.timeout):
+		case <-time.After(cc.timeout):
 			// Never expected; a confirmation amqp091 forgot is unknown.
 		}
 		settle(c)

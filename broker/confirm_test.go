@@ -1,4 +1,4 @@
-package conn_test
+package broker_test
 
 import (
 	"context"
@@ -8,7 +8,8 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/rabbittest"
 )
 
@@ -20,7 +21,7 @@ import (
 // message's own.
 func TestMandatoryReturnsFindTheirPublishWithoutHeaders(t *testing.T) {
 	b := rabbittest.Shared(t)
-	c := open(t, b.URL, conn.Config{})
+	c, _ := setup(t, b.URL, broker.OpsConfig{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	q := b.Name("routed")
@@ -32,7 +33,7 @@ func TestMandatoryReturnsFindTheirPublishWithoutHeaders(t *testing.T) {
 	if _, err := rch.QueueDeclare(q, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	cc, err := c.NewConfirmChannel(ctx)
+	cc, err := broker.NewConfirmChannel(ctx, c)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +41,7 @@ func TestMandatoryReturnsFindTheirPublishWithoutHeaders(t *testing.T) {
 
 	type sent struct {
 		key, id string
-		conf    *conn.Confirmation
+		conf    *broker.Confirmation
 	}
 	var all []sent
 	publish := func(key, id string) {
@@ -70,15 +71,15 @@ func TestMandatoryReturnsFindTheirPublishWithoutHeaders(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("no outcome for %s", s.id)
 		}
-		want := conn.Returned
+		want := broker.OutcomeReturned
 		if s.key == q {
-			want = conn.Acked
+			want = broker.OutcomeAcked
 			routed++
 		}
 		if got := s.conf.Outcome(); got != want {
 			t.Fatalf("message %s to %q: outcome %v, want %v", s.id, s.key, got, want)
 		}
-		if want == conn.Returned && s.conf.Return().MessageId != s.id {
+		if want == broker.OutcomeReturned && s.conf.Return().MessageId != s.id {
 			t.Fatalf("message %s got the return of %s", s.id, s.conf.Return().MessageId)
 		}
 	}
@@ -107,4 +108,44 @@ func TestMandatoryReturnsFindTheirPublishWithoutHeaders(t *testing.T) {
 		}
 	}
 	t.Logf("%d routed messages, %d of them tagged (duplicates in flight)", routed, tagged)
+}
+
+// TestNewConfirmChannelSurvivesDrops: connections dropped while confirm
+// channels are being opened never surface as errors; every channel returned
+// is in confirm mode on a live connection.
+func TestNewConfirmChannelSurvivesDrops(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c, _ := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
+	const rounds = 30
+	for i := 0; i < rounds; i++ {
+		errs := make(chan error, 4)
+		for g := 0; g < 4; g++ {
+			go func() {
+				ch, err := broker.NewConfirmChannel(ctxT(t, 20*time.Second), c)
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer ch.Close()
+				// A channel not in confirm mode fails every Publish.
+				_, err = ch.Publish(ctxT(t, 5*time.Second), "", "", false, amqp.Publishing{})
+				if err != nil && !connx.LostWith(ch.Channel(), err) {
+					errs <- err
+					return
+				}
+				errs <- nil
+			}()
+		}
+		if i%2 == 0 {
+			if err := p.Drop(); err != nil { // a drop amid channel.open and confirm.select
+				t.Fatal(err)
+			}
+		}
+		for g := 0; g < 4; g++ {
+			if err := <-errs; err != nil {
+				t.Fatalf("round %d: %v", i, err)
+			}
+		}
+	}
 }
