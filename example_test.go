@@ -16,8 +16,9 @@ func ExampleFanoutPerTopic() {
 	m := warren.FanoutPerTopic{ConsumerGroup: "billing"}
 	route, _ := m.Route("orders")
 	sub, _ := m.Subscription("orders")
+	q := sub.(warren.QueueSubscription)
 	fmt.Println("publish to exchange", route.Exchange)
-	fmt.Println("consume queue", sub.Queue, "bound to", sub.Topology.Bindings[0].Source)
+	fmt.Println("consume queue", q.Queue, "bound to", q.Topology.Bindings[0].Source)
 	// Output:
 	// publish to exchange orders
 	// consume queue orders.billing bound to orders
@@ -53,10 +54,11 @@ func ExamplePartitionedTopic() {
 	m := warren.PartitionedTopic{Partitions: 4}
 	route, _ := m.Route("orders")
 	sub, _ := m.Subscription("orders")
+	p := sub.(warren.PartitionedSubscription)
 	msg := message.NewMessage("id-3", nil)
 	msg.Metadata.Set(warren.PartitionKeyMetadata, "customer-42")
 	fmt.Println("publish to exchange", route.Exchange, "with routing key", route.KeyOf(msg))
-	fmt.Println("partitions", sub.Partitions, "members counted on", sub.Members)
+	fmt.Println("partitions", p.Partitions, "members counted on", p.Members)
 	// Output:
 	// publish to exchange orders with routing key 2
 	// partitions [orders.p0 orders.p1 orders.p2 orders.p3] members counted on orders.members
@@ -68,8 +70,9 @@ func ExampleStreamPerTopic() {
 	m := warren.StreamPerTopic{Consumer: "audit", Start: warren.StreamFirst(), MaxAge: 7 * 24 * time.Hour}
 	route, _ := m.Route("orders")
 	sub, _ := m.Subscription("orders")
+	st := sub.(warren.StreamSubscription)
 	fmt.Println("publish to", route.RoutingKey, "through the default exchange")
-	fmt.Println("read", sub.Queue, sub.Topology.Queues[0].Args.Type)
+	fmt.Println("read", st.Stream, st.Topology.Queues[0].Args.Type)
 	// Output:
 	// publish to orders through the default exchange
 	// read orders stream

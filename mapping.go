@@ -31,24 +31,27 @@ type Route struct {
 	Topology topology.Topology
 }
 
-// Subscription is what a subscriber to a topic consumes.
-type Subscription struct {
+// Subscription is what a subscriber to a topic consumes: a
+// QueueSubscription, a StreamSubscription or a PartitionedSubscription. The
+// Mapping chooses once per topic, and the Subscriber consumes each kind its
+// own way (a queue's messages go once settled; a stream is read from a
+// position; a partitioned topic's partitions are shared among its
+// subscribers).
+type Subscription interface {
+	// declares is the topology SubscribeInitialize and Subscribe declare
+	// (and restore).
+	declares() topology.Topology
+}
+
+// QueueSubscription consumes one queue.
+type QueueSubscription struct {
 	Queue string
 	// Topology is declared (and restored) by SubscribeInitialize and
 	// Subscribe: the queue, its exchange and bindings.
 	Topology topology.Topology
-	// Stream, when set, reads Queue as a stream (StreamPerTopic).
-	Stream *StreamSubscription
-	// Partitions, for a partitioned topic (PartitionedTopic), are its
-	// partition queues: the subscriber owns a fair share of them, one
-	// consumer each, and Queue is not used. Members is the queue every
-	// subscriber of the topic consumes, to count them.
-	Partitions []string
-	Members    string
-	// Rebalance is how often the subscriber looks at its share of the
-	// partitions.
-	Rebalance time.Duration
 }
+
+func (s QueueSubscription) declares() topology.Topology { return s.Topology }
 
 func queueSpec(name string, transient bool, args topology.QueueArgs, life Lifetime) topology.QueueSpec {
 	q := topology.QueueSpec{Name: name, Durable: true, Args: args}
@@ -121,7 +124,7 @@ func (m QueuePerTopic) Route(topic string) (Route, error) {
 // Subscription consumes the topic's queue.
 func (m QueuePerTopic) Subscription(topic string) (Subscription, error) {
 	q := m.spec(topic)
-	return Subscription{Queue: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
+	return QueueSubscription{Queue: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
 }
 
 // FanoutPerTopic: one fanout exchange per topic (Prefix+topic), one queue
@@ -166,7 +169,7 @@ func (m FanoutPerTopic) Subscription(topic string) (Subscription, error) {
 		Queues:    []topology.QueueSpec{q},
 		Bindings:  []topology.BindSpec{{Source: x.Name, Destination: q.Name}},
 	}
-	return Subscription{Queue: q.Name, Topology: t}, t.Validate()
+	return QueueSubscription{Queue: q.Name, Topology: t}, t.Validate()
 }
 
 // TopicExchange: one topic exchange (Exchange, default "warren.topics") for
@@ -221,7 +224,7 @@ func (m TopicExchange) Subscription(topic string) (Subscription, error) {
 	for _, p := range patterns {
 		t.Bindings = append(t.Bindings, topology.BindSpec{Source: x.Name, Destination: q.Name, RoutingKey: p})
 	}
-	return Subscription{Queue: q.Name, Topology: t}, t.Validate()
+	return QueueSubscription{Queue: q.Name, Topology: t}, t.Validate()
 }
 
 // ExistingQueues publishes to the queue named by the topic through the
@@ -235,5 +238,5 @@ func (ExistingQueues) Route(topic string) (Route, error) { return Route{RoutingK
 
 // Subscription consumes the queue named topic.
 func (ExistingQueues) Subscription(topic string) (Subscription, error) {
-	return Subscription{Queue: topic}, nil
+	return QueueSubscription{Queue: topic}, nil
 }

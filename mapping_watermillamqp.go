@@ -72,7 +72,7 @@ func (m WatermillAMQP) Subscription(topic string) (Subscription, error) {
 		t.Exchanges = []topology.ExchangeSpec{x}
 		t.Bindings = []topology.BindSpec{{Source: x.Name, Destination: q.Name, RoutingKey: call(m.BindingKey, topic)}}
 	}
-	return Subscription{Queue: q.Name, Topology: t}, t.Validate()
+	return QueueSubscription{Queue: q.Name, Topology: t}, t.Validate()
 }
 
 func sameAsTopic(topic string) string { return topic }

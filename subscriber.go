@@ -21,6 +21,8 @@ import (
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/lru"
+	"github.com/warrenmq/warren/internal/partition"
+	"github.com/warrenmq/warren/internal/streampos"
 	"github.com/warrenmq/warren/internal/workgroup"
 )
 
@@ -47,7 +49,7 @@ type Subscriber struct {
 	mu     sync.Mutex
 	closed bool
 	subs   []*subscription // a few per Subscriber, usually one: a slice, not a map
-	groups []*partitionGroup
+	groups []*partition.Group
 
 	// attempts remembers, per queue and message id, how many attempts a
 	// requeued message had: a classic queue's redelivery says only
@@ -70,6 +72,15 @@ type SubscriberStats struct {
 
 // attemptMemory bounds what a Subscriber remembers of requeued messages.
 const attemptMemory = 10000
+
+// initializeTimeout bounds SubscribeInitialize, which takes no ctx: the
+// declares of one topic's topology.
+const initializeTimeout = 30 * time.Second
+
+// watcherGrace is how long Shutdown waits past its ctx for the goroutines
+// of subscriptions that have all stopped (each is returning): a short ctx
+// would otherwise report them as left running.
+const watcherGrace = time.Second
 
 // NewSubscriber returns a Subscriber on c. The connection is the caller's:
 // Close does not close it.
@@ -132,7 +143,7 @@ func (s *Subscriber) Consuming() bool {
 // exchange, bindings), recorded for restore, without consuming: messages
 // published afterwards wait in the queue.
 func (s *Subscriber) SubscribeInitialize(topic string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), initializeTimeout)
 	defer cancel()
 	_, err := s.initialize(ctx, topic)
 	return err
@@ -140,17 +151,30 @@ func (s *Subscriber) SubscribeInitialize(topic string) error {
 
 func (s *Subscriber) initialize(ctx context.Context, topic string) (Subscription, error) {
 	if err := checkTopic(topic); err != nil {
-		return Subscription{}, err
+		return nil, err
 	}
 	sub, err := s.cfg.Mapping.Subscription(topic)
 	if err != nil {
-		return Subscription{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid subscription of it", Err: err}
+		return nil, &TopicError{Topic: topic, Reason: "the mapping makes no valid subscription of it", Err: err}
 	}
-	if sub.Queue == "" && len(sub.Partitions) == 0 {
-		return Subscription{}, &TopicError{Topic: topic, Reason: "the mapping names no queue"}
+	switch sub := sub.(type) {
+	case QueueSubscription:
+		if sub.Queue == "" {
+			return nil, &TopicError{Topic: topic, Reason: "the mapping names no queue"}
+		}
+	case StreamSubscription:
+		if sub.Stream == "" {
+			return nil, &TopicError{Topic: topic, Reason: "the mapping names no stream"}
+		}
+	case PartitionedSubscription:
+		if len(sub.Partitions) == 0 || sub.Members == "" {
+			return nil, &TopicError{Topic: topic, Reason: "the mapping names no partitions or no members queue"}
+		}
+	default: // nil
+		return nil, &TopicError{Topic: topic, Reason: "the mapping gives no subscription"}
 	}
-	if err := s.ops.Apply(ctx, sub.Topology); err != nil {
-		return Subscription{}, fmt.Errorf("warren: declare subscription of topic %q: %w", topic, err)
+	if err := s.ops.Apply(ctx, sub.declares()); err != nil {
+		return nil, fmt.Errorf("warren: declare subscription of topic %q: %w", topic, err)
 	}
 	return sub, nil
 }
@@ -188,9 +212,10 @@ func (s *Subscriber) SubscribeFunc(ctx context.Context, topic string, h func(*me
 	return err
 }
 
-// subscribe starts a subscription of topic: one queue's, or, for a
-// partitioned topic, a share of its partitions (partitionGroup). It returns
-// the output channel (nil with a handler).
+// subscribe starts a subscription of topic, of the kind its mapping
+// chose: a queue's, a stream's, or a share of a partitioned topic's
+// partitions (internal/partition). It returns the output channel (nil with
+// a handler).
 func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*message.Message) error) (<-chan *message.Message, error) {
 	s.mu.Lock()
 	closed := s.closed
@@ -202,32 +227,69 @@ func (s *Subscriber) subscribe(ctx context.Context, topic string, h func(*messag
 	if err != nil {
 		return nil, err
 	}
-	if len(sub.Partitions) > 0 {
+	var st *subscription
+	switch sub := sub.(type) {
+	case PartitionedSubscription:
 		return s.subscribePartitions(ctx, topic, sub, h)
+	case StreamSubscription:
+		st, err = s.subscribeStream(ctx, topic, sub, h)
+	case QueueSubscription:
+		st, err = s.consumeQueue(ctx, topic, consumeOptions{queue: sub.Queue, kind: queueKind{}}, h)
 	}
-	st, err := s.consumeQueue(ctx, topic, sub, h, false)
 	if err != nil {
 		return nil, err
 	}
 	return st.out, nil
 }
 
-// consumeQueue subscribes to sub.Queue; partition marks a partition of a
-// PartitionedTopic, whose consumer hands the partition over in order when
-// it stops (broker.ConsumerSpec.OrderedHandOver).
-func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscription, h func(*message.Message) error, partition bool) (*subscription, error) {
+// subscribeStream reads a stream from its position (internal/streampos).
+func (s *Subscriber) subscribeStream(ctx context.Context, topic string, sub StreamSubscription, h func(*message.Message) error) (*subscription, error) {
+	if s.cfg.MaxInFlight > 1 {
+		return nil, &conn.ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
+			Reason: "a stream subscription hands out one message at a time (its position is the last message acked); want 1"}
+	}
+	pos, err := streampos.New(ctx, streampos.Config{
+		Conn: s.conn, Ops: s.ops, Log: s.log, Stream: sub.Stream, Start: sub.Start.arg(), Consumer: sub.Consumer,
+		WriteTimeout: s.cfg.CloseTimeout, Go: s.group.Go,
+	})
+	if err != nil {
+		return nil, err
+	}
+	st, err := s.consumeQueue(ctx, topic, consumeOptions{queue: sub.Stream, kind: streamKind{pos}, streamOffset: pos.Next}, h)
+	if err != nil {
+		pos.Close()
+		return nil, err
+	}
+	return st, nil
+}
+
+// consumeOptions are a subscription's queue and kind.
+type consumeOptions struct {
+	queue string
+	kind  kind
+	// orderedHandOver marks a partition of a partitioned topic: its
+	// consumer hands the partition over in order when it stops
+	// (broker.ConsumerSpec.OrderedHandOver).
+	orderedHandOver bool
+	// streamOffset is where a stream's consume starts (each time).
+	streamOffset func() any
+}
+
+// consumeQueue starts a subscription of o.queue.
+func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOptions, h func(*message.Message) error) (*subscription, error) {
 	var err error
 	st := &subscription{
 		s:         s,
 		topic:     topic,
-		queue:     sub.Queue,
-		base:      context.WithoutCancel(ctx),
+		queue:     o.queue,
+		kind:      o.kind,
+		values:    context.WithoutCancel(ctx),
 		handler:   h,
 		stopping:  make(chan struct{}),
 		abandoned: make(chan struct{}),
 		consumed:  make(chan struct{}),
 	}
-	if spec, ok := s.reg.QueueSpec(sub.Queue); ok {
+	if spec, ok := s.reg.QueueSpec(o.queue); ok {
 		st.temporary = spec.Exclusive || spec.AutoDelete
 	}
 	if h == nil {
@@ -237,29 +299,17 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, sub Subscri
 		st.slots = make(chan struct{}, s.cfg.MaxInFlight)
 	}
 	spec := broker.ConsumerSpec{
-		Queue:         sub.Queue,
-		PrefetchCount: s.cfg.Prefetch,
-		Handler:       st.handle,
-		OnEvent:       st.onEvent,
-		Drain:         st.drain,
-	}
-	spec.OrderedHandOver = partition
-	if sub.Stream != nil {
-		if s.cfg.MaxInFlight > 1 {
-			return nil, &conn.ConfigError{Field: "warren.SubscriberConfig.MaxInFlight",
-				Reason: "a stream subscription hands out one message at a time (its position is the last message acked); want 1"}
-		}
-		if st.stream, err = newStreamPosition(ctx, s, sub.Queue, *sub.Stream); err != nil {
-			return nil, err
-		}
-		spec.StreamOffset = st.stream.next
+		Queue:           o.queue,
+		PrefetchCount:   s.cfg.Prefetch,
+		Handler:         st.handle,
+		OnEvent:         st.onEvent,
+		Drain:           st.drain,
+		OrderedHandOver: o.orderedHandOver,
+		StreamOffset:    o.streamOffset,
 	}
 	st.consumer, err = s.ops.Consume(ctx, spec)
 	close(st.consumed)
 	if err != nil {
-		if st.stream != nil {
-			st.stream.close()
-		}
 		return nil, err
 	}
 	s.mu.Lock()
@@ -297,7 +347,7 @@ func (s *Subscriber) Shutdown(ctx context.Context) error {
 	groups := slices.Clone(s.groups)
 	s.mu.Unlock()
 	for _, g := range groups {
-		g.stopClaiming() // no partition claimed while the others stop
+		g.StopClaiming() // no partition claimed while the others stop
 	}
 	s.mu.Lock()
 	subs := slices.Clone(s.subs)
@@ -312,14 +362,13 @@ func (s *Subscriber) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	for _, g := range groups {
-		g.unlockAll(ctx)
+		g.UnlockAll()
+		g.CloseOutput() // its partitions have stopped: the forwarders return
 	}
 	s.group.Close()
-	// Every subscription has stopped, so its watcher is returning: give the
-	// watchers a moment past ctx rather than report them as left running.
-	waitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+	waitCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), watcherGrace)
 	defer cancel()
-	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > time.Second {
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) > watcherGrace {
 		waitCtx = ctx
 	}
 	return errors.Join(s.group.Wait(waitCtx, "warren: Subscriber"), s.ops.Close(waitCtx))
@@ -330,16 +379,19 @@ type subscription struct {
 	s        *Subscriber
 	topic    string
 	queue    string
+	kind     kind
 	consumer *broker.Consumer
 	// consumed is closed once consumer is set: the consumer's events (its
 	// end, when the connection closes for good) may come before Consume
 	// returns, and a stop they start reads consumer.
 	consumed chan struct{}
-	// base is Subscribe's ctx without its cancellation: every message's
-	// context derives from it. It cannot be cancelled, so a message's
-	// context costs no registration with it; at stop's deadline abandon
-	// cancels the contexts of the messages in flight, kept in flight.
-	base      context.Context
+	// values is Subscribe's ctx without its cancellation, kept for its
+	// values only: every message's context derives from it (Watermill
+	// hands Subscribe's values to each message). It cannot be cancelled,
+	// so a message's context costs no registration with it; at stop's
+	// deadline abandon cancels the contexts of the messages in flight,
+	// kept in flight.
+	values    context.Context
 	abandoned chan struct{} // closed by abandon
 	abandonMu sync.Mutex
 	flight    map[*broker.Delivery]context.CancelFunc // MaxInFlight > 1
@@ -355,10 +407,12 @@ type subscription struct {
 	unwatch  func() bool   // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
-	// stream is the place of a stream subscription (StreamPerTopic); nil
-	// for a queue.
-	stream *streamPosition
 }
+
+// Stop, Ended and Out make a subscription a partition.Member.
+func (st *subscription) Stop(ctx context.Context)     { st.stop(ctx) }
+func (st *subscription) Ended() <-chan struct{}       { return st.stopping }
+func (st *subscription) Out() <-chan *message.Message { return st.out }
 
 // stopInBackground ends the subscription when Subscribe's ctx ended or its
 // consumer ended with its owner (the connection closed), with CloseTimeout
@@ -391,9 +445,7 @@ func (st *subscription) stop(ctx context.Context) {
 		if st.out != nil {
 			close(st.out)
 		}
-		if st.stream != nil {
-			st.stream.close() // the last position written
-		}
+		st.kind.stopped()
 		st.s.mu.Lock()
 		if i := slices.Index(st.s.subs, st); i >= 0 {
 			st.s.subs = slices.Delete(st.s.subs, i, i+1)
@@ -480,14 +532,9 @@ func (st *subscription) onEvent(e broker.ConsumerEvent) {
 // handle runs on the consumer's goroutine for each delivery.
 func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 	d := f
-	// A consume that resumes at an offset may start at the chunk that
-	// holds it (the stream protocol does; RabbitMQ 3.10 filters for AMQP
-	// 0-9-1, PITFALLS 36): what was acked before is passed over.
-	if st.stream != nil {
-		if off, ok := streamOffsetOf(d.Headers); ok && st.stream.skip(off) {
-			st.settle(f, ack.Ack, nil)
-			return
-		}
+	if st.kind.passedOver(d) {
+		st.settle(f, ack.Ack, nil)
+		return
 	}
 	// A delivery of a channel that is gone is not handed out: the broker
 	// gives it again (a stream's next consume starts after the last message
@@ -556,23 +603,7 @@ func (st *subscription) poison(f *broker.Delivery, err error) {
 		st.settle(f, ack.Ack, nil)
 		return
 	}
-	if st.stream != nil {
-		// A stream neither requeues nor dead-letters: the poison message
-		// is passed over (it stays in the stream, and is logged above).
-		st.settle(f, ack.Ack, nil)
-		if off, ok := streamOffsetOf(f.Headers); ok {
-			st.stream.ackedAt(off)
-		}
-		return
-	}
-	// It will never decode: to the dead-letter exchange at once, never back
-	// into the queue in a loop (watermill-amqp issues 65, 184); without a
-	// dead-letter exchange, never dropped either: back at a growing backoff.
-	if st.hasDeadLetter() {
-		st.settle(f, ack.Reject, nil)
-		return
-	}
-	st.fail(f, nil, st.previousAttempts(d)+1, nil)
+	st.kind.poison(st, f)
 }
 
 // hasDeadLetter reports whether the queue's registered spec names a
@@ -609,7 +640,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		Queue: st.queue, ConsumerTag: d.ConsumerTag, Headers: d.Headers, Generation: d.Generation(),
 		PreviousAttempts: previous,
 	}
-	traced, proc := instrument.Of(st.s.cfg.Telemetry).StartProcess(ack.NewContext(st.base, info), connx.Peer(st.s.conn), instrument.Incoming{
+	traced, proc := instrument.Of(st.s.cfg.Telemetry).StartProcess(ack.NewContext(st.values, info), connx.Peer(st.s.conn), instrument.Incoming{
 		Destination: instrument.Destination{Exchange: info.Exchange, RoutingKey: key, Queue: st.queue, Temporary: st.temporary},
 		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
 	})
@@ -649,7 +680,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 			why = nil
 		}
 		proc.End(why)
-		return st.finish(f, msg, disp, proc)
+		return st.kind.finish(st, f, msg, disp, proc)
 	case <-msg.Nacked():
 		disp, why := ack.Get(msg)
 		if disp == ack.Unset || disp == ack.Ack {
@@ -659,7 +690,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 			why = errkind.HandlerNacked
 		}
 		proc.End(why)
-		return st.finish(f, msg, disp, proc)
+		return st.kind.finish(st, f, msg, disp, proc)
 	case <-d.Gone():
 		// The channel died with the delivery in hand: its tag means
 		// nothing on any other channel, and the broker redelivers it.
@@ -690,70 +721,6 @@ func (st *subscription) run(msg *message.Message) {
 		return
 	}
 	msg.Ack()
-}
-
-// finish settles a message the handler acked or nacked.
-func (st *subscription) finish(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *instrument.Process) (*message.Message, int) {
-	if st.stream != nil {
-		return st.finishStream(f, msg, disp, proc)
-	}
-	switch disp {
-	case ack.Requeue:
-		st.later(f, ack.Requeue, ack.Attempt(msg), proc)
-	case ack.RejectRequeue:
-		st.fail(f, msg, ack.Attempt(msg), proc)
-	case ack.Reject:
-		if st.deadLetterKnownMissing() {
-			// The broker would drop it: a queue warren declared without a
-			// dead-letter target has nowhere to put a rejected message.
-			st.s.log.Warn("warren: a message was rejected, but its queue has no dead-letter exchange; kept and redelivered at the backoff instead of dropped",
-				"queue", st.queue, "message_id", f.MessageId)
-			st.fail(f, msg, ack.Attempt(msg), proc)
-			return nil, 0
-		}
-		fallthrough
-	default:
-		if k := st.attemptKey(f); k != "" {
-			st.s.attempts().Delete(k)
-		}
-		st.settle(f, disp, proc)
-	}
-	return nil, 0
-}
-
-// finishStream settles a message of a stream. A stream neither requeues nor
-// dead-letters: a nacked message is handed out again here, after the
-// redelivery backoff, never lost and never spinning; a rejected one is
-// passed over (logged), since nothing would ever take it.
-func (st *subscription) finishStream(f *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *instrument.Process) (*message.Message, int) {
-	switch disp {
-	case ack.Requeue, ack.RejectRequeue:
-		attempts := ack.Attempt(msg)
-		t := time.NewTimer(st.s.cfg.Redelivery.delay(attempts))
-		defer t.Stop()
-		select {
-		case <-t.C:
-		case <-st.stopping:
-			// Not acked: the next reader starts at it.
-			return nil, 0
-		case <-f.Gone():
-			st.stale()
-			return nil, 0
-		}
-		again, err := st.s.cfg.Marshaler.Unmarshal(&f.Delivery)
-		if err != nil {
-			st.poison(f, err)
-			return nil, 0
-		}
-		return again, attempts
-	case ack.Reject:
-		st.s.log.Error("warren: a stream cannot dead-letter; the rejected message is passed over", "stream", st.queue, "message_id", f.MessageId)
-	}
-	st.settle(f, ack.Ack, proc)
-	if off, ok := streamOffsetOf(f.Headers); ok {
-		st.stream.ackedAt(off)
-	}
-	return nil, 0
 }
 
 // fail settles a failed message: to the dead-letter exchange after

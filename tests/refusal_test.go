@@ -31,7 +31,7 @@ func (m exchangePerTopic) Route(topic string) (warren.Route, error) {
 }
 
 func (m exchangePerTopic) Subscription(topic string) (warren.Subscription, error) {
-	return warren.Subscription{Queue: topic}, nil
+	return warren.QueueSubscription{Queue: topic}, nil
 }
 
 // TestRefusalsCostOtherPublishersNothing: 8 goroutines publish 1,000 good
