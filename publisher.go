@@ -70,7 +70,7 @@ func NewPublisher(c *conn.Conn, cfg PublisherConfig) (*Publisher, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = c.Logger()
+		log = connx.Logger(c)
 	}
 	if cfg.Telemetry == nil {
 		cfg.Telemetry = connx.Telemetry(c)

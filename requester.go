@@ -17,6 +17,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/configerr"
+	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/workgroup"
@@ -140,7 +141,7 @@ func NewRequester(c *conn.Conn, cfg RequesterConfig) (*Requester, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = c.Logger()
+		log = connx.Logger(c)
 	}
 	return &Requester{conn: c, pub: pub, cfg: cfg, log: log}, nil
 }

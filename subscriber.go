@@ -94,7 +94,7 @@ func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = c.Logger()
+		log = connx.Logger(c)
 	}
 	if cfg.Telemetry == nil {
 		cfg.Telemetry = connx.Telemetry(c)

@@ -76,7 +76,7 @@ func TestErrorKinds(t *testing.T) {
 		t.Fatal("nil must stay nil")
 	}
 	p := ack.Permanent(base)
-	if !ack.IsPermanent(p) || !errors.Is(p, base) || ack.KindOf(base) != ack.Retryable {
+	if !(ack.KindOf(p) == ack.PermanentKind) || !errors.Is(p, base) || ack.KindOf(base) != ack.Retryable {
 		t.Fatal("Permanent")
 	}
 	wrapped := errors.Join(errors.New("ctx"), ack.AsRequeue(base))

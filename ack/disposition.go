@@ -112,6 +112,3 @@ func KindOf(err error) Kind {
 	}
 	return Retryable
 }
-
-// IsPermanent reports whether err was marked Permanent.
-func IsPermanent(err error) bool { return KindOf(err) == PermanentKind }

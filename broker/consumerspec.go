@@ -7,6 +7,7 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
+	"github.com/warrenmq/warren/internal/amqpname"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -74,7 +75,7 @@ func (s ConsumerSpec) String() string { return fmt.Sprintf("consumer %q on queue
 func (s ConsumerSpec) Validate() error {
 	spec := s.String()
 	var errs []error
-	if err := topology.CheckName(spec, "Queue", s.Queue, false); err != nil {
+	if err := checkName(spec, "Queue", s.Queue, false); err != nil {
 		errs = append(errs, err)
 	}
 	if s.Handler == nil {
@@ -88,7 +89,7 @@ func (s ConsumerSpec) Validate() error {
 		// refuses it (540 NOT_IMPLEMENTED), on every version.
 		errs = append(errs, &topology.SpecError{Spec: spec, Field: "PrefetchSize", Reason: "RabbitMQ does not implement prefetch-size: leave it 0 and bound by PrefetchCount"})
 	}
-	if err := topology.CheckName(spec, "Tag", s.Tag, true); err != nil {
+	if err := checkName(spec, "Tag", s.Tag, true); err != nil {
 		errs = append(errs, err)
 	}
 	if _, ok := s.Args["x-priority"]; ok {
@@ -115,4 +116,13 @@ func (s ConsumerSpec) args() amqp.Table {
 		return nil
 	}
 	return t
+}
+
+// checkName checks a name of a ConsumerSpec as every spec's Validate does;
+// the error is a *topology.SpecError of spec's field.
+func checkName(spec, field, name string, allowEmpty bool) error {
+	if reason := amqpname.Problem(name, allowEmpty); reason != "" {
+		return &topology.SpecError{Spec: spec, Field: field, Reason: reason}
+	}
+	return nil
 }

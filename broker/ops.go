@@ -43,7 +43,7 @@ func (c *OpsConfig) setDefaults(cn *conn.Conn) {
 		c.ConfirmChannels = 1
 	}
 	if c.Logger == nil {
-		c.Logger = cn.Logger()
+		c.Logger = connx.Logger(cn)
 	}
 }
 
@@ -727,7 +727,7 @@ func (o *Ops) warn(s topology.QueueSpec) {
 // target is the version o checks specs against: OpsConfig.Target, else the
 // connected broker's.
 func (o *Ops) target() topology.Target {
-	if o.cfg.Target.Known() {
+	if o.cfg.Target.Major > 0 { // a target is set
 		return o.cfg.Target
 	}
 	t, _ := topology.ParseTarget(o.conn.ServerVersion())

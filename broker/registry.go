@@ -85,15 +85,12 @@ type namedReportHook struct {
 const maxVerified = 4096
 
 func newRegistry(c *conn.Conn) *Registry {
-	r := &Registry{conn: c, log: c.Logger(), verified: map[string]uint64{}}
+	r := &Registry{conn: c, log: connx.Logger(c), verified: map[string]uint64{}}
 	r.pool = &chanPool{conn: c, max: poolIdle}
 	r.hosts = &hostSet{conn: c, perChannel: consumersPerChannel}
 	c.OnRestore(r.restore)
 	return r
 }
-
-// Conn is the registry's connection.
-func (r *Registry) Conn() *conn.Conn { return r.conn }
 
 // Snapshot returns the topology that would be restored, in restore order
 // (bindings: queue bindings, then exchange bindings); the consumers come

@@ -81,9 +81,9 @@ func (c *Conn) attachment(key any, make func() any) any {
 	return v
 }
 
-// Logger is the connection's logger (Config.Logger), for the layers above
+// logger is the connection's logger (Config.Logger), for the layers above
 // that log on its behalf.
-func (c *Conn) Logger() *slog.Logger { return c.log }
+func (c *Conn) logger() *slog.Logger { return c.log }
 
 // goFor runs fn on a goroutine that Close waits for, for the layers above conn
 // whose goroutines live as long as the connection (restore work, per

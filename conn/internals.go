@@ -2,6 +2,7 @@ package conn
 
 import (
 	"context"
+	"log/slog"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/warrenmq/warren/internal/connx"
@@ -17,6 +18,7 @@ func init() {
 	connx.GenerationFor = func(c any, ctx context.Context) uint64 { return c.(*Conn).generationFor(ctx) }
 	connx.Restoring = restoring
 	connx.Peer = func(c any) instrument.Peer { return c.(*Conn).peerNow() }
+	connx.Logger = func(c any) *slog.Logger { return c.(*Conn).logger() }
 	connx.Telemetry = func(c any) *telemetry.Telemetry { return c.(*Conn).telemetry() }
 	connx.ChannelGeneration = func(ch any) uint64 { return ch.(*Channel).generation() }
 	connx.ConnectionLost = func(ch any) bool { return ch.(*Channel).connectionLost() }

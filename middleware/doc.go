@@ -5,14 +5,13 @@
 //
 // # The stack
 //
-// From the outside in (the order of router.Stack, which a router route
-// runs: it adds a panic recoverer outside and the route's Timeout on each
-// attempt):
+// From the outside in (the order of a router route's stack, which adds a
+// panic recoverer outside and the route's Timeout on each attempt):
 //
 //	Tracing -> Ack -> DeadLetter -> DelayedRetry -> Retry -> handler
 //
-// To unit-test a route, run router.Stack itself with package
-// router/routertest rather than retyping this order.
+// To unit-test a route, run it with package router/routertest, which runs
+// the router's own stack, rather than retyping this order.
 //
 //   - [Retry] retries in-process with exponential backoff and jitter, a fresh
 //     context per attempt (Watermill issue 467), bounded well below the

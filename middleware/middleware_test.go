@@ -48,7 +48,7 @@ func TestAckDispositions(t *testing.T) {
 	}
 	r := kit.Run(kit.NewMessage("x"), func(*message.Message) ([]*message.Message, error) { panic("bug") }, kit.Must(middleware.Ack(middleware.AckConfig{})))
 	var pe *middleware.PanicError
-	if !errors.As(r.Err, &pe) || !errors.Is(r.Err, middleware.ErrPanic) || !ack.IsPermanent(r.Err) || !strings.Contains(pe.Stack, "middleware_test") {
+	if !errors.As(r.Err, &pe) || !errors.Is(r.Err, middleware.ErrPanic) || !(ack.KindOf(r.Err) == ack.PermanentKind) || !strings.Contains(pe.Stack, "middleware_test") {
 		t.Fatalf("panic error %v", r.Err)
 	}
 }
@@ -204,7 +204,7 @@ func TestDelayedRetry(t *testing.T) {
 	}
 	// Permanent errors are not delayed.
 	perm := &kit.Handler{Failures: 1, Err: ack.Permanent(errors.New("bad"))}
-	if r := kit.Run(kit.NewMessage("x"), perm.Func, mw); !ack.IsPermanent(r.Err) || len(pub.Published()) != 2 {
+	if r := kit.Run(kit.NewMessage("x"), perm.Func, mw); !(ack.KindOf(r.Err) == ack.PermanentKind) || len(pub.Published()) != 2 {
 		t.Fatalf("permanent: %v", r.Err)
 	}
 	// A failed republish requeues the original instead of losing it.
@@ -241,7 +241,7 @@ func TestDeadLetterReject(t *testing.T) {
 
 func TestDeadLetterPublish(t *testing.T) {
 	pub := &kit.Publisher{}
-	tr := kit.NewTracing(t)
+	tr := telemetrytest.New(t, telemetry.Config{})
 	now := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
 	var events []middleware.DeadLetterEvent
 	mw, err := middleware.DeadLetter(middleware.DeadLetterConfig{
@@ -353,7 +353,7 @@ func TestTracingConsumerSpans(t *testing.T) {
 // message comes back, fails through every level and is dead-lettered.
 func TestFullStack(t *testing.T) {
 	retryPub, dlPub := &kit.Publisher{}, &kit.Publisher{}
-	tr := kit.NewTracing(t)
+	tr := telemetrytest.New(t, telemetry.Config{})
 	sl := &kit.Sleeper{}
 	delayed, _ := middleware.DelayedRetry(middleware.DelayedRetryConfig{Publisher: retryPub, Levels: []time.Duration{time.Second}, Telemetry: tr.Telemetry})
 	dead, _ := middleware.DeadLetter(middleware.DeadLetterConfig{Mode: middleware.PublishToDLQ, Publisher: dlPub, Telemetry: tr.Telemetry})

@@ -13,10 +13,6 @@ var (
 	ErrDeadLetterMissing = errors.New("router: dead-letter target missing")
 	// ErrRunning: routes are added before Run.
 	ErrRunning = errors.New("router: already running")
-	// ErrConnectionClosed: Run ended because the router's connection closed
-	// for good (it gave up reconnecting, or was closed under the router);
-	// the connection's reason (conn.Conn.Err) is in the chain.
-	ErrConnectionClosed = errors.New("router: the connection closed for good")
 )
 
 // QueueConflictError: a route's queue exists on the broker with other

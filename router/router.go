@@ -69,7 +69,7 @@ func (c *Config) setDefaults(cn *conn.Conn) {
 		c.Telemetry = connx.Telemetry(cn)
 	}
 	if c.Logger == nil {
-		c.Logger = cn.Logger()
+		c.Logger = connx.Logger(cn)
 	}
 	if c.Output.Logger == nil {
 		c.Output.Logger = c.Logger
@@ -211,7 +211,7 @@ func (r *Router) AddRoute(rt Route) error {
 // the router stopped: by Close, or because ctx ended, after which Run
 // drains like Close (bounded by CloseTimeout) before it returns. When the
 // connection closes for good under it (it gave up reconnecting), Run drains
-// the same way and returns ErrConnectionClosed with the connection's reason:
+// the same way and returns conn.ErrClosed with the connection's reason:
 // a router never runs on doing nothing.
 func (r *Router) Run(ctx context.Context) error {
 	r.mu.Lock()
@@ -269,11 +269,13 @@ func (r *Router) Run(ctx context.Context) error {
 		if closing {
 			return werr
 		}
-		cause := r.conn.Err()
-		if cause == nil {
-			cause = conn.ErrClosed
+		closed := fmt.Errorf("router: the connection closed for good: %w", conn.ErrClosed)
+		if cause := r.conn.Err(); cause != nil && !errors.Is(cause, conn.ErrClosed) {
+			closed = fmt.Errorf("router: the connection closed for good: %w: %w", conn.ErrClosed, cause)
+		} else if cause != nil {
+			closed = fmt.Errorf("router: the connection closed for good: %w", cause)
 		}
-		return errors.Join(fmt.Errorf("%w: %w", ErrConnectionClosed, cause), cerr)
+		return errors.Join(closed, cerr)
 	}
 }
 
@@ -391,11 +393,11 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 	if err != nil {
 		return err
 	}
-	stack, err := NewStack(rt.Route, StackDeps{Publisher: pub, Telemetry: r.cfg.Telemetry})
+	st, err := newStack(rt.Route, stackDeps{Publisher: pub, Telemetry: r.cfg.Telemetry})
 	if err != nil {
 		return err
 	}
-	poison := stack.Poison()
+	poison := st.poison()
 	var onEvent func(string, broker.ConsumerEvent)
 	if h := r.cfg.OnConsumerEvent; h != nil {
 		name := rt.Name
@@ -406,7 +408,7 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 		return err
 	}
 	rt.sub = sub
-	handle := stack.Handler()
+	handle := st.handler()
 	if !direct {
 		if rt.Handler != nil {
 			r.wm.AddConsumerHandler(rt.Name, rt.Queue.Name, sub, func(m *message.Message) error {

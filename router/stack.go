@@ -3,6 +3,7 @@ package router
 import (
 	"fmt"
 	"runtime/debug"
+	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	wmw "github.com/ThreeDotsLabs/watermill/message/router/middleware"
@@ -10,11 +11,12 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/router/internal/stackx"
 	"github.com/warrenmq/warren/telemetry"
 )
 
-// StackDeps are what a route's stack uses besides the route itself.
-type StackDeps struct {
+// stackDeps are what a route's stack uses besides the route itself.
+type stackDeps struct {
 	// Publisher sends delayed retries and dead letters. The router passes
 	// its own confirmed publisher; a unit test passes a
 	// middlewaretest.Publisher, which records them. Required unless the
@@ -25,9 +27,10 @@ type StackDeps struct {
 	Telemetry *telemetry.Telemetry
 }
 
-// Stack is the middleware a route runs, built once: the router runs
+// stack is the middleware a route runs, built once: the router runs
 // exactly this value, and a unit test runs it without a broker (package
-// routertest), so the test runs what production runs. Outermost first:
+// routertest, through internal/stackx), so the test runs what production
+// runs. Outermost first:
 //
 //  1. recover: a panic of a step outside the dead-letter step becomes the
 //     message's error;
@@ -48,21 +51,21 @@ type StackDeps struct {
 //  7. the route's own Middleware, then its Handler or Produce, inside a
 //     recover: a panic is a permanent failure (*middleware.PanicError, with
 //     its stack), never retried, dead-lettered like any other.
-type Stack struct {
-	route  Route
-	pub    message.Publisher
-	mws    []message.HandlerMiddleware
-	poison func(*warren.PoisonError) error
+type stack struct {
+	route    Route
+	pub      message.Publisher
+	mws      []message.HandlerMiddleware
+	poisonFn func(*warren.PoisonError) error
 }
 
-// NewStack builds the stack of route (its defaults applied, as AddRoute
+// newStack builds the stack of route (its defaults applied, as AddRoute
 // does) over deps.
-func NewStack(route Route, deps StackDeps) (*Stack, error) {
+func newStack(route Route, deps stackDeps) (*stack, error) {
 	route.setDefaults()
 	if err := route.Validate(); err != nil {
 		return nil, err
 	}
-	s := &Stack{route: route, pub: deps.Publisher}
+	s := &stack{route: route, pub: deps.Publisher}
 	add := func(mw message.HandlerMiddleware, err error) error {
 		if err != nil {
 			return fmt.Errorf("router: route %q: %w", route.Name, err)
@@ -106,7 +109,7 @@ func NewStack(route Route, deps StackDeps) (*Stack, error) {
 		if err != nil {
 			return nil, fmt.Errorf("router: route %q: %w", route.Name, err)
 		}
-		s.poison = func(pe *warren.PoisonError) error { return poisonDL(pe.Message(), pe) }
+		s.poisonFn = func(pe *warren.PoisonError) error { return poisonDL(pe.Message(), pe) }
 	}
 	if !route.DelayedRetry.Disabled && route.Respond == nil {
 		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{
@@ -151,30 +154,22 @@ func recoverPanic(h message.HandlerFunc) message.HandlerFunc {
 	}
 }
 
-// Route is the route the stack was built for, its defaults applied.
-func (s *Stack) Route() Route { return s.route }
-
-// Middleware returns the steps, outermost first.
-func (s *Stack) Middleware() []message.HandlerMiddleware {
-	return append([]message.HandlerMiddleware(nil), s.mws...)
-}
-
-// Wrap puts h inside the stack.
-func (s *Stack) Wrap(h message.HandlerFunc) message.HandlerFunc {
+// wrap puts h inside the stack.
+func (s *stack) wrap(h message.HandlerFunc) message.HandlerFunc {
 	for i := len(s.mws) - 1; i >= 0; i-- {
 		h = s.mws[i](h)
 	}
 	return h
 }
 
-// Handler is the route's Handler or Produce inside the stack: what the
+// handler is the route's Handler or Produce inside the stack: what the
 // route's subscription runs for each message.
-func (s *Stack) Handler() message.HandlerFunc {
+func (s *stack) handler() message.HandlerFunc {
 	if h := s.route.Handler; h != nil {
-		return s.Wrap(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
+		return s.wrap(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
 	}
 	if h := s.route.Respond; h != nil {
-		return s.Wrap(func(m *message.Message) ([]*message.Message, error) {
+		return s.wrap(func(m *message.Message) ([]*message.Message, error) {
 			reply, err := h(m)
 			if err != nil {
 				return nil, err
@@ -182,10 +177,21 @@ func (s *Stack) Handler() message.HandlerFunc {
 			return nil, sendReply(s.pub, m, reply)
 		})
 	}
-	return s.Wrap(s.route.Produce)
+	return s.wrap(s.route.Produce)
 }
 
-// Poison is what the route does with a delivery its marshaler cannot
+// poison is what the route does with a delivery its marshaler cannot
 // decode: a dead-letter copy made from the raw delivery, nil when
 // dead-lettering is disabled (the subscriber's own handling applies).
-func (s *Stack) Poison() func(*warren.PoisonError) error { return s.poison }
+func (s *stack) poison() func(*warren.PoisonError) error { return s.poisonFn }
+
+// The route's stack for package routertest, which runs it without a broker.
+func init() {
+	stackx.Build = func(route any, pub message.Publisher, tel *telemetry.Telemetry) (message.HandlerFunc, time.Duration, error) {
+		s, err := newStack(route.(Route), stackDeps{Publisher: pub, Telemetry: tel})
+		if err != nil {
+			return nil, 0, err
+		}
+		return s.handler(), s.route.Timeout, nil
+	}
+}

@@ -70,7 +70,7 @@
 //	warren.scheduled.unroutable          counter      scheduled messages no queue took when due (messaging.destination.name: the exchange)
 //
 // The duration histograms use the bucket boundaries the conventions advise
-// (DurationBuckets); restore and blocked time use RestoreBuckets. Metric
+// (5ms to 10s); restore and blocked time use boundaries from 10ms to 5min. Metric
 // attributes are low in cardinality: the destination name only when it is
 // (otherwise its template), never the routing key, the message id or the
 // client id. Measurements are made with the span's context, so exemplars

@@ -59,19 +59,6 @@ type Config struct {
 	Process Relation
 }
 
-// DurationBuckets are the bucket boundaries (seconds) the messaging
-// conventions advise for messaging.client.operation.duration and
-// messaging.process.duration. The SDK's default boundaries are made for
-// milliseconds and would put nearly every duration in seconds into the
-// first bucket.
-var DurationBuckets = instrument.DurationBuckets
-
-// RestoreBuckets are the bucket boundaries (seconds) of
-// warren.connection.restore.duration and warren.connection.blocked.duration:
-// a restore of thousands of entities or a broker alarm lasts longer than a
-// message.
-var RestoreBuckets = instrument.RestoreBuckets
-
 // The instruments' names. The first four are the messaging conventions'
 // (messaging metrics, v1.44.0); the others are warren's own, under
 // "warren." because the conventions name nothing for them.

@@ -356,7 +356,7 @@ func TestRouteValidation(t *testing.T) {
 	}
 }
 
-// A connection that gives up reconnecting ends Run with ErrConnectionClosed
+// A connection that gives up reconnecting ends Run with conn.ErrClosed
 // and the connection's reason: a router must not run on consuming nothing
 // (its process would look alive to a supervisor).
 func TestRunEndsWhenTheConnectionGivesUp(t *testing.T) {
@@ -384,8 +384,8 @@ func TestRunEndsWhenTheConnectionGivesUp(t *testing.T) {
 	p.Cut() // the one retry the policy allows fails too
 	select {
 	case err := <-ran:
-		if !errors.Is(err, router.ErrConnectionClosed) || !errors.Is(err, conn.ErrGaveUp) {
-			t.Fatalf("Run returned %v, want ErrConnectionClosed with the connection's ErrGaveUp", err)
+		if !errors.Is(err, conn.ErrClosed) || !errors.Is(err, conn.ErrGaveUp) {
+			t.Fatalf("Run returned %v, want conn.ErrClosed with the connection's ErrGaveUp", err)
 		}
 	case <-time.After(30 * time.Second):
 		t.Fatalf("Run still running 30s after its connection gave up (state %v)", c.State())

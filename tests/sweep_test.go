@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill/message"
-
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
@@ -159,7 +157,6 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	// topology (data) and broker (the engine)
 	for name, fn := range map[string]any{
 		"DefaultExchange": topology.DefaultExchange, "ParseTarget": topology.ParseTarget,
-		"CheckName": topology.CheckName,
 	} {
 		s.Func("topology."+name, fn)
 	}
@@ -217,7 +214,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	for name, fn := range map[string]any{
 		"Attempt": ack.Attempt, "NextAttempt": ack.NextAttempt,
 		"Copy": ack.Copy, "Set": ack.Set, "Get": ack.Get,
-		"Permanent": ack.Permanent, "AsRequeue": ack.AsRequeue, "KindOf": ack.KindOf, "IsPermanent": ack.IsPermanent,
+		"Permanent": ack.Permanent, "AsRequeue": ack.AsRequeue, "KindOf": ack.KindOf,
 		"ErrorType": ack.ErrorType, "NamedError": ack.NamedError, "NewContext": ack.NewContext, "InfoOf": ack.InfoOf, "Track": ack.Track,
 	} {
 		s.Func("ack."+name, fn)
@@ -254,7 +251,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	for name, fn := range map[string]any{
 		"NewMessage": kit.NewMessage, "Must": kit.Must, "WithUUID": kit.WithUUID, "WithInfo": kit.WithInfo, "WithQueue": kit.WithQueue,
 		"WithMetadata": kit.WithMetadata, "WithAttempt": kit.WithAttempt, "WithHeader": kit.WithHeader, "WithRetryRound": kit.WithRetryRound,
-		"ConsumeOnly": kit.ConsumeOnly, "WithRedelivered": kit.WithRedelivered, "Run": kit.Run, "NewTracing": kit.NewTracing,
+		"ConsumeOnly": kit.ConsumeOnly, "WithRedelivered": kit.WithRedelivered, "Run": kit.Run,
 	} {
 		s.Func("middlewaretest."+name, fn)
 	}
@@ -264,7 +261,6 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 
 	// router
 	s.Func("router.New", router.New)
-	s.Func("router.NewStack", router.NewStack)
 	s.Func("routertest.Run", routertest.Run)
 	s.Func("routertest.WithTelemetry", routertest.WithTelemetry)
 	s.Func("routertest.WithPublisher", routertest.WithPublisher)
@@ -275,14 +271,6 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		}
 		return r
 	}, closer)
-	route := router.Route{Name: "sweep", Queue: topology.QueueSpec{Name: "sweep"}, Handler: func(*message.Message) error { return nil }}
-	s.Methods("router.Stack", func() any {
-		st, err := router.NewStack(route, router.StackDeps{Publisher: &kit.Publisher{}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return st
-	}, nil)
 	for name, v := range map[string]any{
 		"Config": &router.Config{}, "Route": &router.Route{}, "Health": router.Health{}, "QueueConflictError": &router.QueueConflictError{},
 	} {

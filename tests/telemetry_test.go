@@ -21,6 +21,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/retry"
@@ -67,7 +68,7 @@ var metricConventions = []metricConvention{
 	// messaging.destination.name iff low cardinality else the template,
 	// messaging.operation.type, server.address, server.port;
 	// messaging.consumer.group.name where applicable (settle).
-	{name: telemetry.MetricOperationDuration, unit: "s", histogram: true, bounds: telemetry.DurationBuckets},
+	{name: telemetry.MetricOperationDuration, unit: "s", histogram: true, bounds: instrument.DurationBuckets},
 	// "Metric: messaging.client.sent.messages": a counter of {message}.
 	{name: telemetry.MetricSentMessages, unit: "{message}", keys: []string{"messaging.destination.template", "messaging.operation.name",
 		"messaging.system", "server.address", "server.port"}},
@@ -75,7 +76,7 @@ var metricConventions = []metricConvention{
 	{name: telemetry.MetricConsumedMessages, unit: "{message}", keys: []string{"messaging.consumer.group.name", "messaging.destination.template",
 		"messaging.operation.name", "messaging.system", "server.address", "server.port"}},
 	// "Metric: messaging.process.duration": the same buckets.
-	{name: telemetry.MetricProcessDuration, unit: "s", histogram: true, bounds: telemetry.DurationBuckets, keys: []string{
+	{name: telemetry.MetricProcessDuration, unit: "s", histogram: true, bounds: instrument.DurationBuckets, keys: []string{
 		"messaging.consumer.group.name", "messaging.destination.template", "messaging.operation.name", "messaging.operation.type",
 		"messaging.system", "server.address", "server.port"}},
 }

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
+	"github.com/warrenmq/warren/internal/amqpname"
 )
 
 // QueueType is x-queue-type.
@@ -271,7 +272,7 @@ func (a QueueArgs) validate(spec string, q QueueSpec) []error {
 	if (a.MaxAge > 0 || a.StreamMaxSegmentSizeBytes > 0 || a.StreamFilterSizeBytes > 0) && !may(a.Type, Stream) {
 		bad("Type", "x-max-age and the x-stream-* arguments are for streams (Type stream)")
 	}
-	if len(a.DeadLetterExchange) > maxNameLen {
+	if len(a.DeadLetterExchange) > amqpname.MaxLen {
 		bad("DeadLetterExchange", "longer than 255 bytes")
 	}
 	errs = append(errs, validateExtra(spec, "Args.Extra", a.Extra, typedQueueArgs)...)

@@ -1,29 +1,21 @@
 package topology
 
 import (
-	"fmt"
 	"strings"
-	"unicode/utf8"
+
+	"github.com/warrenmq/warren/internal/amqpname"
 )
 
 // DefaultExchangeName is how the default exchange ("") is shown in logs,
 // errors and span names.
 const DefaultExchangeName = "amq.default"
 
-// maxNameLen is AMQP's shortstr limit for entity names.
-const maxNameLen = 255
-
-// CheckName checks an AMQP name (of an exchange, a queue, a consumer tag)
-// as every spec's Validate does: not empty unless allowEmpty, at most 255
-// bytes, valid UTF-8. The error is a *SpecError of spec's field.
-func CheckName(spec, field, name string, allowEmpty bool) error {
-	switch {
-	case name == "" && !allowEmpty:
-		return &SpecError{Spec: spec, Field: field, Reason: "must not be empty"}
-	case len(name) > maxNameLen:
-		return &SpecError{Spec: spec, Field: field, Reason: fmt.Sprintf("%d bytes; at most %d", len(name), maxNameLen)}
-	case !utf8.ValidString(name):
-		return &SpecError{Spec: spec, Field: field, Reason: "not valid UTF-8"}
+// checkName checks an AMQP name (of an exchange, a queue) as every spec's
+// Validate does (internal/amqpname); the error is a *SpecError of spec's
+// field.
+func checkName(spec, field, name string, allowEmpty bool) error {
+	if reason := amqpname.Problem(name, allowEmpty); reason != "" {
+		return &SpecError{Spec: spec, Field: field, Reason: reason}
 	}
 	return nil
 }

@@ -46,7 +46,7 @@ func (s ExchangeSpec) IsReadOnly() bool { return s.ReadOnly || builtIn(s.Name) }
 func (s ExchangeSpec) Validate() error {
 	spec := s.String()
 	var errs []error
-	if err := CheckName(spec, "Name", s.Name, true); err != nil {
+	if err := checkName(spec, "Name", s.Name, true); err != nil {
 		errs = append(errs, err)
 	}
 	switch s.Type {
@@ -65,7 +65,7 @@ func (s ExchangeSpec) Validate() error {
 	default:
 		errs = append(errs, &SpecError{spec, "Type", fmt.Sprintf("unknown exchange type %q", s.Type)})
 	}
-	if err := CheckName(spec, "Args.AlternateExchange", s.Args.AlternateExchange, true); err != nil {
+	if err := checkName(spec, "Args.AlternateExchange", s.Args.AlternateExchange, true); err != nil {
 		errs = append(errs, err)
 	}
 	typed := map[string]string{"alternate-exchange": "Args.AlternateExchange"}
@@ -153,7 +153,7 @@ func (s QueueSpec) String() string {
 func (s QueueSpec) Validate() error {
 	spec := s.String()
 	var errs []error
-	if err := CheckName(spec, "Name", s.Name, true); err != nil {
+	if err := checkName(spec, "Name", s.Name, true); err != nil {
 		errs = append(errs, err)
 	}
 	if !s.ReadOnly && len(s.Name) >= 4 && s.Name[:4] == "amq." {
@@ -210,16 +210,16 @@ func (s BindSpec) Validate() error {
 	var errs []error
 	if s.Source == "" {
 		errs = append(errs, &SpecError{spec, "Source", "the default exchange cannot be bound"})
-	} else if err := CheckName(spec, "Source", s.Source, false); err != nil {
+	} else if err := checkName(spec, "Source", s.Source, false); err != nil {
 		errs = append(errs, err)
 	}
-	if err := CheckName(spec, "Destination", s.Destination, false); err != nil {
+	if err := checkName(spec, "Destination", s.Destination, false); err != nil {
 		errs = append(errs, err)
 	}
 	if s.Kind != BindQueue && s.Kind != BindExchange {
 		errs = append(errs, &SpecError{spec, "Kind", fmt.Sprintf("unknown kind %d", s.Kind)})
 	}
-	if err := CheckName(spec, "RoutingKey", s.RoutingKey, true); err != nil {
+	if err := checkName(spec, "RoutingKey", s.RoutingKey, true); err != nil {
 		errs = append(errs, err)
 	}
 	if m, ok := s.Args["x-match"]; ok {

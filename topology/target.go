@@ -51,13 +51,10 @@ func (t Target) atLeast(v Target) bool {
 	return t.Major > v.Major || (t.Major == v.Major && t.Minor >= v.Minor)
 }
 
-// Known reports a Target set to a version (the zero Target is none).
-func (t Target) Known() bool { return t.Major > 0 }
-
 // ValidateFor is Validate, then the rules of target.
 func (s QueueSpec) ValidateFor(target Target) error {
 	errs := []error{s.Validate()}
-	if !target.Known() {
+	if target.Major == 0 { // no target
 		return errors.Join(errs...)
 	}
 	spec := s.String()

@@ -9,6 +9,7 @@ package connx
 
 import (
 	"context"
+	"log/slog"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -38,6 +39,9 @@ var (
 	// Peer is the broker the *conn.Conn is on and the client's id, for
 	// telemetry; the last broker it was on while it reconnects.
 	Peer func(c any) instrument.Peer
+	// Logger is the *conn.Conn's Config.Logger, the default of every
+	// component on it.
+	Logger func(c any) *slog.Logger
 	// Telemetry is the *conn.Conn's Config.Telemetry, the default of every
 	// component on it.
 	Telemetry func(c any) *telemetry.Telemetry

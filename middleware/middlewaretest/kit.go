@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"sync"
 	"sync/atomic"
-	"testing"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -19,8 +18,6 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/middleware"
-	"github.com/warrenmq/warren/telemetry"
-	"github.com/warrenmq/warren/telemetry/telemetrytest"
 )
 
 // MessageOption shapes NewMessage.
@@ -258,9 +255,3 @@ func (s *Sleeper) Waits() []time.Duration {
 	defer s.mu.Unlock()
 	return append([]time.Duration(nil), s.waits...)
 }
-
-// Tracing is telemetry recorded in memory (package telemetrytest).
-type Tracing = telemetrytest.Recorder
-
-// NewTracing returns telemetry whose spans and metrics stay in memory.
-func NewTracing(t testing.TB) *Tracing { return telemetrytest.New(t, telemetry.Config{}) }

@@ -17,6 +17,7 @@ import (
 
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
 	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/router/internal/stackx"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -43,7 +44,7 @@ type options struct {
 	pub *kit.Publisher
 }
 
-// WithTelemetry gives the stack telemetry (middlewaretest.NewTracing keeps
+// WithTelemetry gives the stack telemetry (telemetrytest.New keeps
 // spans and metrics in memory). Default: the otel global providers.
 func WithTelemetry(t *telemetry.Telemetry) Option { return func(o *options) { o.tel = t } }
 
@@ -84,15 +85,15 @@ func Run(route router.Route, msg *message.Message, opts ...Option) (Result, erro
 	if route.Retry.Sleep == nil {
 		route.Retry.Sleep = sleeper.Sleep
 	}
-	stack, err := router.NewStack(route, router.StackDeps{Publisher: o.pub, Telemetry: o.tel})
+	handler, timeout, err := stackx.Build(route, o.pub, o.tel)
 	if err != nil {
 		return Result{}, err
 	}
 	// The subscription gives the first attempt the route's timeout on the
 	// message's own context.
-	ctx, cancel := context.WithTimeout(msg.Context(), stack.Route().Timeout)
+	ctx, cancel := context.WithTimeout(msg.Context(), timeout)
 	defer cancel()
 	msg.SetContext(ctx)
-	res := kit.Run(msg, stack.Handler())
+	res := kit.Run(msg, handler)
 	return Result{Result: res, Calls: int(calls.Load()), Published: o.pub.Published(), Waits: sleeper.Waits()}, nil
 }
