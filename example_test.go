@@ -14,7 +14,7 @@ import (
 // per topic and consumer group.
 func ExampleFanoutPerTopic() {
 	m := warren.FanoutPerTopic{ConsumerGroup: "billing"}
-	route, _ := m.Route("orders")
+	route, _ := m.Destination("orders")
 	sub, _ := m.Subscription("orders")
 	q := sub.(warren.QueueSubscription)
 	fmt.Println("publish to exchange", route.Exchange)
@@ -52,7 +52,7 @@ func ExampleDefaultMarshaler_Marshal() {
 // instances and hand-overs).
 func ExamplePartitionedTopic() {
 	m := warren.PartitionedTopic{Partitions: 4}
-	route, _ := m.Route("orders")
+	route, _ := m.Destination("orders")
 	sub, _ := m.Subscription("orders")
 	p := sub.(warren.PartitionedSubscription)
 	msg := message.NewMessage("id-3", nil)
@@ -68,7 +68,7 @@ func ExamplePartitionedTopic() {
 // start offset; a named reader resumes where it stopped.
 func ExampleStreamPerTopic() {
 	m := warren.StreamPerTopic{Consumer: "audit", Start: warren.StreamFirst(), MaxAge: 7 * 24 * time.Hour}
-	route, _ := m.Route("orders")
+	route, _ := m.Destination("orders")
 	sub, _ := m.Subscription("orders")
 	st := sub.(warren.StreamSubscription)
 	fmt.Println("publish to", route.RoutingKey, "through the default exchange")

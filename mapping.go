@@ -9,19 +9,19 @@ import (
 )
 
 // Mapping turns Watermill topics into RabbitMQ topology. Publish sends a
-// topic's messages to the Route's exchange and routing key, after declaring
-// the Route's topology once (so nothing published before the first
+// topic's messages to the Destination's exchange and routing key, after
+// declaring the Destination's topology once (so nothing published before the first
 // subscriber is lost where the mapping can prevent it). Subscribe consumes
 // the Subscription's queue after declaring its topology. Names must be
 // deterministic per topic (and consumer group): Watermill publishes before
 // it subscribes (PITFALLS 25).
 type Mapping interface {
-	Route(topic string) (Route, error)
+	Destination(topic string) (Destination, error)
 	Subscription(topic string) (Subscription, error)
 }
 
-// Route is where messages of a topic are published.
-type Route struct {
+// Destination is where messages of a topic are published.
+type Destination struct {
 	Exchange   string
 	RoutingKey string
 	// KeyOf, when set, gives each message its own routing key (a
@@ -115,10 +115,10 @@ func (m QueuePerTopic) spec(topic string) topology.QueueSpec {
 	return queueSpec(m.Prefix+topic, m.Transient, m.QueueArgs, m.Lifetime)
 }
 
-// Route publishes to the default exchange, declaring the queue first.
-func (m QueuePerTopic) Route(topic string) (Route, error) {
+// Destination publishes to the default exchange, declaring the queue first.
+func (m QueuePerTopic) Destination(topic string) (Destination, error) {
 	q := m.spec(topic)
-	return Route{RoutingKey: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
+	return Destination{RoutingKey: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
 }
 
 // Subscription consumes the topic's queue.
@@ -150,10 +150,10 @@ func (m FanoutPerTopic) exchange(topic string) topology.ExchangeSpec {
 	return topology.ExchangeSpec{Name: m.Prefix + topic, Type: topology.Fanout, Durable: !m.Transient}
 }
 
-// Route publishes to the topic's exchange, declaring it first.
-func (m FanoutPerTopic) Route(topic string) (Route, error) {
+// Destination publishes to the topic's exchange, declaring it first.
+func (m FanoutPerTopic) Destination(topic string) (Destination, error) {
 	x := m.exchange(topic)
-	return Route{Exchange: x.Name, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
+	return Destination{Exchange: x.Name, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
 }
 
 // Subscription consumes the group's queue, bound to the topic's exchange.
@@ -202,10 +202,10 @@ func (m TopicExchange) exchange() topology.ExchangeSpec {
 	return topology.ExchangeSpec{Name: name, Type: topology.Topic, Durable: !m.Transient}
 }
 
-// Route publishes to the exchange with the topic as routing key.
-func (m TopicExchange) Route(topic string) (Route, error) {
+// Destination publishes to the exchange with the topic as routing key.
+func (m TopicExchange) Destination(topic string) (Destination, error) {
 	x := m.exchange()
-	return Route{Exchange: x.Name, RoutingKey: topic, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
+	return Destination{Exchange: x.Name, RoutingKey: topic, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
 }
 
 // Subscription consumes a queue bound with the subscription's patterns.
@@ -233,8 +233,8 @@ func (m TopicExchange) Subscription(topic string) (Subscription, error) {
 // which a plain declare would conflict with (406).
 type ExistingQueues struct{}
 
-// Route publishes to the default exchange with the topic as routing key.
-func (ExistingQueues) Route(topic string) (Route, error) { return Route{RoutingKey: topic}, nil }
+// Destination publishes to the default exchange with the topic as routing key.
+func (ExistingQueues) Destination(topic string) (Destination, error) { return Destination{RoutingKey: topic}, nil }
 
 // Subscription consumes the queue named topic.
 func (ExistingQueues) Subscription(topic string) (Subscription, error) {

@@ -48,18 +48,18 @@ func (m WatermillAMQP) exchange(topic string) (topology.ExchangeSpec, bool) {
 	return topology.ExchangeSpec{Name: name, Type: m.ExchangeType, Durable: m.ExchangeDurable}, true
 }
 
-// Route publishes to the topic's exchange with its routing key, declaring
+// Destination publishes to the topic's exchange with its routing key, declaring
 // the exchange when it is missing (watermill-amqp's publisher declares it
 // too); with the default exchange, to the queue the routing key names,
 // declaring the queue when it is missing.
-func (m WatermillAMQP) Route(topic string) (Route, error) {
+func (m WatermillAMQP) Destination(topic string) (Destination, error) {
 	key := call(m.RoutingKey, topic)
 	x, ok := m.exchange(topic)
 	if !ok {
 		q := topology.QueueSpec{Name: key, Durable: m.QueueDurable}
-		return Route{RoutingKey: key, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
+		return Destination{RoutingKey: key, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
 	}
-	return Route{Exchange: x.Name, RoutingKey: key, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
+	return Destination{Exchange: x.Name, RoutingKey: key, Topology: topology.Topology{Exchanges: []topology.ExchangeSpec{x}}}, x.Validate()
 }
 
 // Subscription consumes the topic's queue, bound to its exchange (when it

@@ -88,8 +88,8 @@ func Partition(key string, n int) int {
 	return int(h.Sum32() % uint32(n))
 }
 
-// Route publishes each message to its key's partition.
-func (m PartitionedTopic) Route(topic string) (Route, error) {
+// Destination publishes each message to its key's partition.
+func (m PartitionedTopic) Destination(topic string) (Destination, error) {
 	t, _, _ := m.topology(topic)
 	n := m.partitions()
 	key := m.Key
@@ -101,7 +101,7 @@ func (m PartitionedTopic) Route(topic string) (Route, error) {
 			return msg.UUID
 		}
 	}
-	return Route{Exchange: m.Prefix + topic, KeyOf: func(msg *message.Message) string { return strconv.Itoa(Partition(key(msg), n)) },
+	return Destination{Exchange: m.Prefix + topic, KeyOf: func(msg *message.Message) string { return strconv.Itoa(Partition(key(msg), n)) },
 		Topology: t}, t.Validate()
 }
 

@@ -54,7 +54,7 @@ type Publisher struct {
 // cachedRoute is a declared route, valid while the registry's epoch says
 // nothing it declared went missing.
 type cachedRoute struct {
-	route Route
+	route Destination
 	epoch uint64
 }
 
@@ -192,7 +192,7 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 // destination, which also count the messages and carry each one's trace
 // context in its headers: every message warren sends for a user goes
 // through here. It returns via's errors, one per message.
-func (p *Publisher) send(ctx context.Context, route Route, out []broker.Outgoing, via func(context.Context, []broker.Outgoing) []error) []error {
+func (p *Publisher) send(ctx context.Context, route Destination, out []broker.Outgoing, via func(context.Context, []broker.Outgoing) []error) []error {
 	traced := make([]instrument.Outgoing, len(out))
 	for j := range out {
 		traced[j] = instrument.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
@@ -249,17 +249,17 @@ func (p *Publisher) leave() {
 // (a router's route, another service), and only one that is missing is
 // declared, from the mapping, so that nothing published before the first
 // subscriber is lost (broker.IfMissing).
-func (p *Publisher) route(ctx context.Context, topic string) (Route, error) {
+func (p *Publisher) route(ctx context.Context, topic string) (Destination, error) {
 	epoch := p.ops.Registry().Epoch()
 	if c, ok := p.routes.Get(topic); ok && c.epoch == epoch {
 		return c.route, nil
 	}
-	r, err := p.cfg.Mapping.Route(topic)
+	r, err := p.cfg.Mapping.Destination(topic)
 	if err != nil {
-		return Route{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid route of it", Err: err}
+		return Destination{}, &TopicError{Topic: topic, Reason: "the mapping makes no valid route of it", Err: err}
 	}
 	if err := p.ops.Apply(ctx, r.Topology, broker.IfMissing()); err != nil {
-		return Route{}, fmt.Errorf("warren: declare route of topic %q: %w", topic, err)
+		return Destination{}, fmt.Errorf("warren: declare route of topic %q: %w", topic, err)
 	}
 	p.routes.Put(topic, cachedRoute{r, epoch})
 	return r, nil

@@ -86,7 +86,7 @@ func (p *Publisher) schedule(ctx context.Context, exchange, key string, pub *amq
 		if err := p.ops.Apply(ctx, t, broker.IfMissing()); err != nil {
 			return "", "", fmt.Errorf("warren: declare the delay levels for %s key %q: %w", displayExchange(exchange), key, err)
 		}
-		p.routes.Put(cacheKey, cachedRoute{Route{}, epoch})
+		p.routes.Put(cacheKey, cachedRoute{Destination{}, epoch})
 	}
 	if err := p.joinHandOver(ctx); err != nil {
 		return "", "", err

@@ -67,10 +67,10 @@ func (m StreamPerTopic) spec(topic string) topology.QueueSpec {
 		MaxAge: m.MaxAge, StreamMaxSegmentSizeBytes: m.MaxSegmentSizeBytes}}
 }
 
-// Route publishes to the topic's stream through the default exchange.
-func (m StreamPerTopic) Route(topic string) (Route, error) {
+// Destination publishes to the topic's stream through the default exchange.
+func (m StreamPerTopic) Destination(topic string) (Destination, error) {
 	q := m.spec(topic)
-	return Route{RoutingKey: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
+	return Destination{RoutingKey: q.Name, Topology: topology.Topology{Queues: []topology.QueueSpec{q}}}, q.Validate()
 }
 
 // Subscription reads the topic's stream.

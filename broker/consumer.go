@@ -208,7 +208,7 @@ func (o *Ops) ConsumeAll(ctx context.Context, specs []ConsumerSpec, opts ...Opti
 	for i, c := range cs {
 		specs[i] = c.spec
 	}
-	subs := o.reg.hosts.subscribeMany(ctx, specs)
+	subs := o.reg.channels.subscribeMany(ctx, specs)
 	started := make([]*Consumer, 0, len(cs))
 	for i, c := range cs {
 		sub := subs[i]
@@ -223,7 +223,7 @@ func (o *Ops) ConsumeAll(ctx context.Context, specs []ConsumerSpec, opts ...Opti
 				}
 				for j := i + 1; j < len(cs); j++ {
 					if subs[j] != nil {
-						o.reg.hosts.release(subs[j].host, subs[j].tag)
+						o.reg.channels.release(subs[j].channel, subs[j].tag)
 					}
 				}
 				return started, err
@@ -233,7 +233,7 @@ func (o *Ops) ConsumeAll(ctx context.Context, specs []ConsumerSpec, opts ...Opti
 			for j := i + 1; j < len(cs); j++ {
 				cs[j].discard()
 				if subs[j] != nil {
-					o.reg.hosts.release(subs[j].host, subs[j].tag)
+					o.reg.channels.release(subs[j].channel, subs[j].tag)
 				}
 			}
 			return started, err
@@ -345,13 +345,13 @@ func (c *Consumer) handOff(sub *subscription) {
 func (c *Consumer) give(sub *subscription) {
 	select {
 	case old := <-c.handoff:
-		c.reg.hosts.release(old.host, old.tag)
+		c.reg.channels.release(old.channel, old.tag)
 	default:
 	}
 	c.mu.Lock()
 	if c.stopped || c.err != nil {
 		c.mu.Unlock()
-		c.reg.hosts.release(sub.host, sub.tag)
+		c.reg.channels.release(sub.channel, sub.tag)
 		return
 	}
 	c.handoff <- sub
@@ -390,7 +390,7 @@ func (r *Registry) queueDeclaredNow(ctx context.Context, name string) bool {
 }
 
 func (c *Consumer) subscribe(ctx context.Context) (*subscription, error) {
-	sub, err := c.reg.hosts.subscribe(ctx, c.spec)
+	sub, err := c.reg.channels.subscribe(ctx, c.spec)
 	if err != nil {
 		return nil, channelError("consume", c.spec.String(), err)
 	}
@@ -444,7 +444,7 @@ func (c *Consumer) run(sub *subscription) {
 		c.mu.Lock()
 		if c.stopped {
 			c.mu.Unlock()
-			c.reg.hosts.release(next.host, next.tag)
+			c.reg.channels.release(next.channel, next.tag)
 			return
 		}
 		c.cur, c.live = next, true
@@ -457,7 +457,7 @@ func (c *Consumer) run(sub *subscription) {
 // interruption says why a subscription's deliveries ended while nobody
 // stopped it.
 func interruption(sub *subscription) (error, bool) {
-	ch := sub.host.ch
+	ch := sub.channel.ch
 	switch {
 	case connx.ConnectionLost(ch):
 		if err := ch.Err(); err != nil {
@@ -493,7 +493,7 @@ func (c *Consumer) dispatch(sub *subscription) {
 				return
 			default:
 			}
-			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.host.ch, stream: c.stream})
+			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
 		case <-c.stopCh:
 			return
 		}
@@ -638,7 +638,7 @@ func (c *Consumer) releaseCurrent() {
 	c.cur = nil
 	c.mu.Unlock()
 	if sub != nil {
-		c.reg.hosts.release(sub.host, sub.tag)
+		c.reg.channels.release(sub.channel, sub.tag)
 	}
 }
 
@@ -648,7 +648,7 @@ func (c *Consumer) releaseCurrent() {
 // d is taken by value: a pointer would make every delivery the loop
 // receives escape to the heap.
 func (c *Consumer) requeue(sub *subscription, d amqp.Delivery) {
-	if c.spec.AutoAck || !sub.host.ch.IsOpen() {
+	if c.spec.AutoAck || !sub.channel.ch.IsOpen() {
 		return
 	}
 	var err error
@@ -686,7 +686,7 @@ func (c *Consumer) dropHandoff() {
 	for {
 		select {
 		case s := <-c.handoff:
-			c.reg.hosts.release(s.host, s.tag)
+			c.reg.channels.release(s.channel, s.tag)
 		default:
 			return
 		}
@@ -716,8 +716,8 @@ func (c *Consumer) stop(ctx context.Context) error {
 	// channel is released. An ordered hand-over sends no basic.cancel: the
 	// closing of its channel, below, ends the consumer.
 	close(c.stopCh)
-	if sub != nil && sub.host.ch.IsOpen() && !c.spec.OrderedHandOver {
-		if err := sub.host.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
+	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
+		if err := sub.channel.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
 			c.log.Debug("topology: basic.cancel failed", "consumer", c.spec.Tag, "err", err)
 		}
 	}
@@ -748,7 +748,7 @@ func (c *Consumer) stop(ctx context.Context) error {
 		// it, after the settlement of the delivery in hand, and the broker
 		// returns what the consumer still held before it activates the
 		// next consumer (PITFALLS 33).
-		c.reg.hosts.release(sub.host, sub.tag)
+		c.reg.channels.release(sub.channel, sub.tag)
 	}
 	c.reg.forgetConsumer(c)
 	c.dropHandoff()
@@ -765,12 +765,12 @@ func (c *Consumer) requeueRest(ctx context.Context, sub *subscription) {
 				return
 			}
 			c.requeue(sub, d)
-		case <-sub.host.ch.Done():
+		case <-sub.channel.ch.Done():
 			return
 		case <-ctx.Done():
 			// The cancel never completed: close the channel, the only other
 			// way to give the messages back (its other consumers come back).
-			connx.Go(c.ops.conn, func() { _ = sub.host.ch.Close() })
+			connx.Go(c.ops.conn, func() { _ = sub.channel.ch.Close() })
 			return
 		}
 	}

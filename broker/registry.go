@@ -36,10 +36,10 @@ func RegistryOf(c *conn.Conn) *Registry {
 // broker's own removal of auto-delete ones, so no stale record makes every
 // later restore fail (PITFALLS 11).
 type Registry struct {
-	conn  *conn.Conn
-	log   *slog.Logger
-	pool  *chanPool
-	hosts *hostSet
+	conn     *conn.Conn
+	log      *slog.Logger
+	pool     *chanPool
+	channels *channelSet
 
 	mu        sync.Mutex
 	exchanges ordered[*record[topology.ExchangeSpec]]
@@ -87,7 +87,7 @@ const maxVerified = 4096
 func newRegistry(c *conn.Conn) *Registry {
 	r := &Registry{conn: c, log: connx.Logger(c), verified: map[string]uint64{}}
 	r.pool = &chanPool{conn: c, max: poolIdle}
-	r.hosts = &hostSet{conn: c, perChannel: consumersPerChannel}
+	r.channels = &channelSet{conn: c, perChannel: consumersPerChannel}
 	c.OnRestore(r.restore)
 	return r
 }

@@ -285,7 +285,7 @@ func (r *Registry) restoreConsumers(ctx context.Context, rep *RestoreReport) err
 	for i, c := range ready {
 		specs[i] = c.spec
 	}
-	subs := r.hosts.subscribeMany(ctx, specs)
+	subs := r.channels.subscribeMany(ctx, specs)
 	for i, c := range ready {
 		if subs[i] == nil {
 			alone = append(alone, c)

@@ -23,11 +23,11 @@ import (
 // broker.
 type exchangePerTopic struct{ queue string }
 
-func (m exchangePerTopic) Route(topic string) (warren.Route, error) {
+func (m exchangePerTopic) Destination(topic string) (warren.Destination, error) {
 	if topic == m.queue {
-		return warren.Route{RoutingKey: topic}, nil
+		return warren.Destination{RoutingKey: topic}, nil
 	}
-	return warren.Route{Exchange: topic}, nil
+	return warren.Destination{Exchange: topic}, nil
 }
 
 func (m exchangePerTopic) Subscription(topic string) (warren.Subscription, error) {

@@ -18,17 +18,17 @@ import (
 // a shared channel without a check first (see Consumer.ensureQueue).
 const consumersPerChannel = 32
 
-// hostSet is a connection's channels for consumers.
-type hostSet struct {
+// channelSet is a connection's channels for consumers.
+type channelSet struct {
 	conn       *conn.Conn
 	perChannel int
 
-	mu    sync.Mutex
-	hosts []*host
+	mu       sync.Mutex
+	channels []*sharedChannel
 }
 
-// host is one channel and the consumers on it.
-type host struct {
+// sharedChannel is one channel and the consumers on it.
+type sharedChannel struct {
 	ch        *conn.Channel
 	dedicated bool
 
@@ -38,74 +38,74 @@ type host struct {
 	prefetch [2]int
 	qosSet   bool
 
-	tags map[string]struct{} // guarded by hostSet.mu
+	tags map[string]struct{} // guarded by channelSet.mu
 }
 
-// subscription is one consumer's basic.consume on a host.
+// subscription is one consumer's basic.consume on a shared channel.
 type subscription struct {
-	host *host
-	tag  string
-	msgs <-chan amqp.Delivery
+	channel *sharedChannel
+	tag     string
+	msgs    <-chan amqp.Delivery
 }
 
-// place picks a host for a consumer with tag (opening a channel when no
+// place picks a shared channel for a consumer with tag (opening a channel when no
 // open one has room), and reserves the tag on it.
-func (hs *hostSet) place(ctx context.Context, tag string, dedicated bool) (*host, error) {
-	gen := connx.GenerationFor(hs.conn, ctx)
-	hs.mu.Lock()
-	live := hs.hosts[:0]
-	for _, h := range hs.hosts {
+func (cs *channelSet) place(ctx context.Context, tag string, dedicated bool) (*sharedChannel, error) {
+	gen := connx.GenerationFor(cs.conn, ctx)
+	cs.mu.Lock()
+	live := cs.channels[:0]
+	for _, h := range cs.channels {
 		if h.ch.IsOpen() {
 			live = append(live, h)
 		}
 	}
-	clear(hs.hosts[len(live):])
-	hs.hosts = live
+	clear(cs.channels[len(live):])
+	cs.channels = live
 	if !dedicated {
-		for _, h := range hs.hosts {
-			if _, dup := h.tags[tag]; !dup && !h.dedicated && len(h.tags) < hs.perChannel && connx.ChannelGeneration(h.ch) == gen {
+		for _, h := range cs.channels {
+			if _, dup := h.tags[tag]; !dup && !h.dedicated && len(h.tags) < cs.perChannel && connx.ChannelGeneration(h.ch) == gen {
 				h.tags[tag] = struct{}{}
-				hs.mu.Unlock()
+				cs.mu.Unlock()
 				return h, nil
 			}
 		}
 	}
-	hs.mu.Unlock()
-	ch, err := hs.conn.NewChannel(ctx)
+	cs.mu.Unlock()
+	ch, err := cs.conn.NewChannel(ctx)
 	if err != nil {
 		return nil, err
 	}
-	h := &host{ch: ch, dedicated: dedicated, tags: map[string]struct{}{tag: {}}}
-	hs.mu.Lock()
-	hs.hosts = append(hs.hosts, h)
-	hs.mu.Unlock()
+	h := &sharedChannel{ch: ch, dedicated: dedicated, tags: map[string]struct{}{tag: {}}}
+	cs.mu.Lock()
+	cs.channels = append(cs.channels, h)
+	cs.mu.Unlock()
 	return h, nil
 }
 
 // release gives a consumer's place back; the last consumer of a channel
 // closes it.
-func (hs *hostSet) release(h *host, tag string) {
-	hs.mu.Lock()
+func (cs *channelSet) release(h *sharedChannel, tag string) {
+	cs.mu.Lock()
 	delete(h.tags, tag)
 	empty := len(h.tags) == 0
 	if empty {
-		for i, x := range hs.hosts {
+		for i, x := range cs.channels {
 			if x == h {
-				hs.hosts = append(hs.hosts[:i], hs.hosts[i+1:]...)
+				cs.channels = append(cs.channels[:i], cs.channels[i+1:]...)
 				break
 			}
 		}
 	}
-	hs.mu.Unlock()
+	cs.mu.Unlock()
 	if empty {
-		connx.Go(hs.conn, func() { _ = h.ch.Close() })
+		connx.Go(cs.conn, func() { _ = h.ch.Close() })
 	}
 }
 
-// subscribe starts a consumer on a host: basic.qos (when its prefetch
-// differs from the host's last) and basic.consume.
-func (hs *hostSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription, error) {
-	h, err := hs.place(ctx, s.Tag, s.ownChannel())
+// subscribe starts a consumer on a shared channel: basic.qos (when its prefetch
+// differs from the channel's last) and basic.consume.
+func (cs *channelSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription, error) {
+	h, err := cs.place(ctx, s.Tag, s.ownChannel())
 	if err != nil {
 		return nil, err
 	}
@@ -122,21 +122,21 @@ func (hs *hostSet) subscribe(ctx context.Context, s ConsumerSpec) (*subscription
 	}
 	h.callMu.Unlock()
 	if err != nil {
-		hs.release(h, s.Tag)
+		cs.release(h, s.Tag)
 		return nil, err
 	}
-	return &subscription{host: h, tag: s.Tag, msgs: msgs}, nil
+	return &subscription{channel: h, tag: s.Tag, msgs: msgs}, nil
 }
 
 // subscribeMany starts consumers together (a restore run, Apply): they
-// are dealt onto new hosts, perChannel to a channel (those with a channel of their own alone),
-// and each host opens its channel, sets qos, sends every basic.consume
-// without waiting for its reply and waits once, the hosts side by side
-// (hostsAtOnce at a time), so that N consumers cost a few round trips, not
-// N. subs[i] is nil for a consumer whose host failed (a channel that could
-// not open, or a consume the broker refused): the caller subscribes those
-// one at a time.
-func (hs *hostSet) subscribeMany(ctx context.Context, specs []ConsumerSpec) []*subscription {
+// are dealt onto new channels, perChannel to a channel (those with a
+// channel of their own alone), and each channel opens, sets qos, sends every
+// basic.consume without waiting for its reply and waits once, the channels
+// side by side (channelsAtOnce at a time), so that N consumers cost a few
+// round trips, not N. subs[i] is nil for a consumer whose channel failed (a
+// channel that could not open, or a consume the broker refused): the caller
+// subscribes those one at a time.
+func (cs *channelSet) subscribeMany(ctx context.Context, specs []ConsumerSpec) []*subscription {
 	subs := make([]*subscription, len(specs))
 	var groups [][]int
 	var shared []int
@@ -145,7 +145,7 @@ func (hs *hostSet) subscribeMany(ctx context.Context, specs []ConsumerSpec) []*s
 			groups = append(groups, []int{i})
 			continue
 		}
-		if shared = append(shared, i); len(shared) == hs.perChannel {
+		if shared = append(shared, i); len(shared) == cs.perChannel {
 			groups = append(groups, shared)
 			shared = nil
 		}
@@ -154,36 +154,36 @@ func (hs *hostSet) subscribeMany(ctx context.Context, specs []ConsumerSpec) []*s
 		groups = append(groups, shared)
 	}
 	var wg sync.WaitGroup
-	sem := make(chan struct{}, hostsAtOnce)
+	sem := make(chan struct{}, channelsAtOnce)
 	for _, idx := range groups {
 		sem <- struct{}{}
 		wg.Add(1)
 		go func() { // waited for below: owned by this call
 			defer func() { <-sem; wg.Done() }()
-			hs.subscribeGroup(ctx, specs, idx, subs)
+			cs.subscribeGroup(ctx, specs, idx, subs)
 		}()
 	}
 	wg.Wait()
 	return subs
 }
 
-// hostsAtOnce bounds how many hosts subscribeMany sets up at once.
-const hostsAtOnce = 16
+// channelsAtOnce bounds how many shared channels subscribeMany sets up at once.
+const channelsAtOnce = 16
 
-// subscribeGroup opens a host for the consumers idx and subscribes them
+// subscribeGroup opens a shared channel for the consumers idx and subscribes them
 // there, filling subs.
-func (hs *hostSet) subscribeGroup(ctx context.Context, specs []ConsumerSpec, idx []int, subs []*subscription) {
-	ch, err := hs.conn.NewChannel(ctx)
+func (cs *channelSet) subscribeGroup(ctx context.Context, specs []ConsumerSpec, idx []int, subs []*subscription) {
+	ch, err := cs.conn.NewChannel(ctx)
 	if err != nil {
 		return
 	}
-	h := &host{ch: ch, dedicated: len(idx) == 1 && specs[idx[0]].ownChannel(), tags: make(map[string]struct{}, len(idx))}
+	h := &sharedChannel{ch: ch, dedicated: len(idx) == 1 && specs[idx[0]].ownChannel(), tags: make(map[string]struct{}, len(idx))}
 	for _, i := range idx {
 		h.tags[specs[i].Tag] = struct{}{}
 	}
-	hs.mu.Lock()
-	hs.hosts = append(hs.hosts, h)
-	hs.mu.Unlock()
+	cs.mu.Lock()
+	cs.channels = append(cs.channels, h)
+	cs.mu.Unlock()
 	h.callMu.Lock()
 	for _, i := range idx {
 		s := specs[i]
@@ -198,7 +198,7 @@ func (hs *hostSet) subscribeGroup(ctx context.Context, specs []ConsumerSpec, idx
 		if err != nil {
 			break
 		}
-		subs[i] = &subscription{host: h, tag: s.Tag, msgs: msgs}
+		subs[i] = &subscription{channel: h, tag: s.Tag, msgs: msgs}
 	}
 	h.callMu.Unlock()
 	if barrier(ctx, h.ch) != nil {
@@ -208,14 +208,14 @@ func (hs *hostSet) subscribeGroup(ctx context.Context, specs []ConsumerSpec, idx
 	}
 	for _, i := range idx {
 		if subs[i] == nil {
-			hs.release(h, specs[i].Tag)
+			cs.release(h, specs[i].Tag)
 		}
 	}
 }
 
 // ConsumerChannels is how many channels the connection's consumers use now.
 func (r *Registry) ConsumerChannels() int {
-	r.hosts.mu.Lock()
-	defer r.hosts.mu.Unlock()
-	return len(r.hosts.hosts)
+	r.channels.mu.Lock()
+	defer r.channels.mu.Unlock()
+	return len(r.channels.channels)
 }

@@ -49,16 +49,16 @@ func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
 	if ops.reg.ConsumerChannels() != 2 {
 		t.Fatalf("%d consumers on %d channels", n, ops.reg.ConsumerChannels())
 	}
-	hostOf := func(c *Consumer) *host {
+	hostOf := func(c *Consumer) *sharedChannel {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		if c.cur == nil {
 			return nil
 		}
-		return c.cur.host
+		return c.cur.channel
 	}
 	first := hostOf(consumers[0])
-	before := make([]*host, n)
+	before := make([]*sharedChannel, n)
 	hit := 0
 	for i, c := range consumers {
 		if before[i] = hostOf(c); before[i] == first {
@@ -128,7 +128,7 @@ func TestHandOffAfterStopReleasesTheSubscription(t *testing.T) {
 	if err := consumer.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
-	late, err := ops.reg.hosts.subscribe(ctx, consumer.spec) // what the racing restore run made
+	late, err := ops.reg.channels.subscribe(ctx, consumer.spec) // what the racing restore run made
 	if err != nil {
 		t.Fatal(err)
 	}
