@@ -15,7 +15,9 @@ postgres:
 
 ## test: the whole suite against a real RabbitMQ, with the race detector (CI runs this).
 ## The outbox and inbox (pg/) are a module of their own, so that the core
-## never builds a database driver; they are tested with the core, and so is
+## never builds a database driver; they are tested with the core, and so are
+## the command (cmd/warren, a module of its own for its CLI framework, YAML
+## parser and progress bar),
 ## the interop with watermill-amqp (interop/, a module of its own too), the
 ## benchmarks' own checks (bench/),
 ## the CQRS example (components/cqrs brings protobuf: its own module), and
@@ -25,6 +27,7 @@ test: broker postgres
 	cd pg && $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
 	cd pg && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd cmd/warren && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd bench && $(GO) vet .
 	cd interop && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd examples/cqrs && $(GO) test -race -count=1 .
@@ -34,6 +37,7 @@ test: broker postgres
 test-short:
 	$(GO) test -short -race -count=1 $(PKGS)
 	cd pg && $(GO) test -short -race -count=1 ./...
+	cd cmd/warren && $(GO) test -short -race -count=1 ./...
 
 ## demo: the quickstart example against the local broker.
 demo: broker
@@ -62,3 +66,4 @@ lint:
 	$(GO) run $(STATICCHECK) $(PKGS)
 	cd pg && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 	cd interop && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
+	cd cmd/warren && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...

@@ -595,17 +595,17 @@ func (c *Consumer) event(e ConsumerEvent) {
 	}
 	switch e.Kind {
 	case ConsumerResumed:
-		c.log.Info("topology: consumer resumed", args...)
+		c.log.Info("broker: consumer resumed", args...)
 	case ConsumerEnded:
-		c.log.Warn("topology: consumer ended", args...)
+		c.log.Warn("broker: consumer ended", args...)
 	default:
-		c.log.Warn("topology: consumer not consuming", args...)
+		c.log.Warn("broker: consumer not consuming", args...)
 	}
 	if c.spec.OnEvent != nil {
 		func() {
 			defer func() {
 				if p := recover(); p != nil {
-					c.log.Error("topology: consumer OnEvent panicked", "consumer", e.Tag, "panic", p)
+					c.log.Error("broker: consumer OnEvent panicked", "consumer", e.Tag, "panic", p)
 				}
 			}()
 			c.spec.OnEvent(e)
@@ -658,7 +658,7 @@ func (c *Consumer) requeue(sub *subscription, d amqp.Delivery) {
 		err = d.Nack(false, true)
 	}
 	if err != nil {
-		c.log.Debug("topology: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", d.DeliveryTag, "err", err)
+		c.log.Debug("broker: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", d.DeliveryTag, "err", err)
 	}
 }
 
@@ -718,7 +718,7 @@ func (c *Consumer) stop(ctx context.Context) error {
 	close(c.stopCh)
 	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
 		if err := sub.channel.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
-			c.log.Debug("topology: basic.cancel failed", "consumer", c.spec.Tag, "err", err)
+			c.log.Debug("broker: basic.cancel failed", "consumer", c.spec.Tag, "err", err)
 		}
 	}
 	var err error

@@ -24,7 +24,7 @@ func (r *Registry) do(ctx context.Context, op, entity string, fn func(context.Co
 	for {
 		ch, err := r.pool.get(ctx)
 		if err != nil {
-			return fmt.Errorf("topology: %s %s: %w", op, entity, err)
+			return fmt.Errorf("broker: %s %s: %w", op, entity, err)
 		}
 		err = fn(ctx, ch)
 		r.pool.put(ch)

@@ -5,14 +5,14 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 
-	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/connx"
+	"github.com/warrenmq/warren/internal/errkind"
 )
 
 // ErrAlreadySettled: a delivery was acked, nacked or rejected a second
 // time; nothing was sent.
-var ErrAlreadySettled = ack.NamedError("topology: delivery already settled", "already_settled")
+var ErrAlreadySettled = errkind.Named("broker: delivery already settled", "already_settled")
 
 // Delivery is one message a Consumer received, with what settling it needs
 // to know about the channel it came on. Ack, Nack and Reject settle it at

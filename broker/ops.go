@@ -128,7 +128,7 @@ func (o *Ops) Close(ctx context.Context) error {
 			o.confirmsPool.close()
 		}
 		o.group.Close()
-		errs = append(errs, o.group.Wait(ctx, "topology: Ops"))
+		errs = append(errs, o.group.Wait(ctx, "broker: Ops"))
 		o.closeErr = errors.Join(errs...)
 	})
 	return o.closeErr
@@ -233,7 +233,7 @@ func readOnlyError(op, entity, hint string) error {
 }
 
 func (o *Ops) recreateExchange(ctx context.Context, s topology.ExchangeSpec, cause error) error {
-	o.cfg.Logger.Warn("topology: recreating exchange with other properties", "exchange", s.Name, "cause", cause)
+	o.cfg.Logger.Warn("broker: recreating exchange with other properties", "exchange", s.Name, "cause", cause)
 	if err := o.reg.deleteExchange(ctx, s.Name, false); err != nil {
 		return err
 	}
@@ -313,7 +313,7 @@ func (o *Ops) recreateQueue(ctx context.Context, s topology.QueueSpec, acceptLos
 	if info.Messages > 0 && !acceptLoss {
 		return QueueInfo{}, &ForceRefusedError{Queue: s.Name, Messages: info.Messages, Cause: cause}
 	}
-	o.cfg.Logger.Warn("topology: recreating queue with other properties", "queue", s.Name, "messages_lost", info.Messages, "cause", cause)
+	o.cfg.Logger.Warn("broker: recreating queue with other properties", "queue", s.Name, "messages_lost", info.Messages, "cause", cause)
 	if _, err := o.reg.deleteQueue(ctx, s.Name, DeleteOptions{}); err != nil {
 		return QueueInfo{}, err
 	}
@@ -719,7 +719,7 @@ func (o *Ops) applyOneByOne(ctx context.Context, t topology.Topology, opts []Opt
 func (o *Ops) warn(s topology.QueueSpec) {
 	for _, w := range s.Warnings(o.target()) {
 		if _, seen := o.warned.LoadOrStore(s.Name+"\x00"+w, true); !seen {
-			o.cfg.Logger.Warn("topology: " + w)
+			o.cfg.Logger.Warn("broker: " + w)
 		}
 	}
 }

@@ -28,7 +28,7 @@ type step struct {
 
 // errNotPipelined marks steps the pipeline did not send (a batch too
 // small, or no channel): the caller runs them one at a time.
-var errNotPipelined = errors.New("topology: not pipelined")
+var errNotPipelined = errors.New("broker: not pipelined")
 
 // pipeline sends steps without waiting for each reply (NoWait) on up to
 // pipelineWidth channels, then waits once per channel. errs[i] is nil when
@@ -71,7 +71,7 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 		err := barrier(ctx, ch)
 		r.pool.put(ch)
 		if err == nil && connx.ChannelGeneration(ch) != gen {
-			err = errors.New("topology: connection replaced during the batch")
+			err = errors.New("broker: connection replaced during the batch")
 		}
 		for _, i := range owned[l] {
 			errs[i] = err
@@ -111,10 +111,10 @@ func barrier(ctx context.Context, ch *conn.Channel) error {
 		if err := ch.Err(); err != nil {
 			return err
 		}
-		return errors.New("topology: channel closed")
+		return errors.New("broker: channel closed")
 	}
 	if err := ch.ExchangeDeclarePassive(ctx, "amq.direct", "direct"); err != nil {
-		return fmt.Errorf("topology: pipeline barrier: %w", err)
+		return fmt.Errorf("broker: pipeline barrier: %w", err)
 	}
 	return nil
 }

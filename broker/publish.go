@@ -79,7 +79,7 @@ func (o *Ops) PublishAll(ctx context.Context, msgs []Outgoing) []error {
 		m := &msgs[i]
 		switch {
 		case m.Ctx != nil && m.Ctx.Err() != nil:
-			errs[i] = fmt.Errorf("topology: publish %s: %w", m.destination(), m.Ctx.Err())
+			errs[i] = fmt.Errorf("broker: publish %s: %w", m.destination(), m.Ctx.Err())
 		case limit > 0 && len(m.Msg.Body) > limit:
 			errs[i] = &MessageTooLargeError{Size: len(m.Msg.Body), Limit: limit}
 		default:
@@ -91,7 +91,7 @@ func (o *Ops) PublishAll(ctx context.Context, msgs []Outgoing) []error {
 	for len(todo) > 0 {
 		if ctx.Err() != nil {
 			for _, i := range todo {
-				errs[i] = fmt.Errorf("topology: publish %s: not confirmed: %w", msgs[i].destination(), ctx.Err())
+				errs[i] = fmt.Errorf("broker: publish %s: not confirmed: %w", msgs[i].destination(), ctx.Err())
 			}
 			break
 		}
@@ -102,7 +102,7 @@ func (o *Ops) PublishAll(ctx context.Context, msgs []Outgoing) []error {
 		cc, err := o.confirms().get(ctx)
 		if err != nil {
 			for _, i := range todo {
-				errs[i] = fmt.Errorf("topology: publish %s: %w", msgs[i].destination(), err)
+				errs[i] = fmt.Errorf("broker: publish %s: %w", msgs[i].destination(), err)
 			}
 			break
 		}
@@ -111,12 +111,12 @@ func (o *Ops) PublishAll(ctx context.Context, msgs []Outgoing) []error {
 			var attributed bool
 			again, attributed = o.attribute(refusal, msgs, again, errs)
 			if !attributed {
-				o.cfg.Logger.Warn("topology: the broker refused a publish; sending the rest one at a time to find it", "code", refusal.Code, "reason", refusal.Reason)
+				o.cfg.Logger.Warn("broker: the broker refused a publish; sending the rest one at a time to find it", "code", refusal.Code, "reason", refusal.Reason)
 				isolate = true
 			}
 		}
 		if len(again) > 0 {
-			o.cfg.Logger.Warn("topology: sending again messages whose confirm was lost", "count", len(again))
+			o.cfg.Logger.Warn("broker: sending again messages whose confirm was lost", "count", len(again))
 		}
 		todo = again
 	}
@@ -178,7 +178,7 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 		c, err := cc.Publish(ctx, m.Exchange, m.RoutingKey, m.Mandatory, m.Msg)
 		if err != nil {
 			if errors.Is(err, conn.ErrBlocked) || ctx.Err() != nil {
-				errs[i] = fmt.Errorf("topology: publish %s: %w", m.destination(), err)
+				errs[i] = fmt.Errorf("broker: publish %s: %w", m.destination(), err)
 				continue
 			}
 			again = append(again, i) // the channel or connection died under the write
@@ -199,10 +199,10 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 		select {
 		case <-c.Done():
 		case <-own:
-			errs[i] = fmt.Errorf("topology: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
+			errs[i] = fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
 			continue
 		case <-ctx.Done():
-			errs[i] = fmt.Errorf("topology: publish %s: not confirmed: %w", m.destination(), ctx.Err())
+			errs[i] = fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
 			continue
 		}
 		switch c.Outcome() {
@@ -258,7 +258,7 @@ func (o *Ops) publishIsolated(ctx context.Context, msgs []Outgoing, todo []int, 
 			var err error
 			if cc, err = newConfirmChannel(ctx, o.conn, o.cfg.Timeout); err != nil {
 				for _, k := range todo[n:] {
-					errs[k] = fmt.Errorf("topology: publish %s: %w", msgs[k].destination(), err)
+					errs[k] = fmt.Errorf("broker: publish %s: %w", msgs[k].destination(), err)
 				}
 				return again
 			}

@@ -348,7 +348,7 @@ func (r *Registry) report(rep RestoreReport) {
 		func() {
 			defer func() {
 				if p := recover(); p != nil {
-					r.log.Error("topology: restore hook panicked", "hook", h.name, "panic", p)
+					r.log.Error("broker: restore hook panicked", "hook", h.name, "panic", p)
 				}
 			}()
 			h.fn(rep)
@@ -385,7 +385,7 @@ func (r *Registry) restoreEntity(ctx context.Context, kind EntityKind, entity st
 		}
 		code := replyCode(err)
 		re := &RestoreError{Kind: kind, Entity: entity, Code: code, Err: err}
-		r.log.Error("topology: could not restore", "kind", string(kind), "entity", entity, "code", code, "err", err)
+		r.log.Error("broker: could not restore", "kind", string(kind), "entity", entity, "code", code, "err", err)
 		return re, nil
 	}
 }

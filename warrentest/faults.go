@@ -7,7 +7,7 @@ import (
 	"github.com/warrenmq/warren/internal/rabbittest"
 )
 
-// Proxy puts a fault proxy (toxiproxy, in-process) between the test and the
+// Proxy puts a fault proxy (in-process, on a loopback port) between the test and the
 // broker and returns the URL to give the service under test; Conn and
 // ConnURL use it from then on. Cut, Drop and Restore act on it.
 func (b *Broker) Proxy() string {

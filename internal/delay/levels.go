@@ -67,7 +67,7 @@ const (
 )
 
 // ErrDelayTooLong: a delay beyond what the levels can hold.
-var ErrDelayTooLong = ack.NamedError("topology: delay too long for the delay levels", "delay_too_long")
+var ErrDelayTooLong = ack.NamedError("warren: delay too long for the delay levels", "delay_too_long")
 
 func scheduleExchange(level int) string { return fmt.Sprintf("warren.delay.%02d", level) }
 

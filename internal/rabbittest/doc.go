@@ -22,6 +22,6 @@
 //
 // # Fault proxy
 //
-// [NewProxy] puts a TCP proxy (toxiproxy, used as a library) in front of any
+// [NewProxy] puts a TCP fault proxy of its own (the standard library only) in front of any
 // broker, to cut, stall or slow connections on demand.
 package rabbittest

@@ -149,16 +149,23 @@ func TestProxyStallIsNoticedByHeartbeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	// amqp091 arms its heartbeat read deadline when a frame arrives after
+	// connection.open-ok (it clears the handshake's deadline then): a
+	// network that stalls before any later frame is never noticed. A
+	// channel's open-ok is such a frame.
+	if _, err := c.Channel(); err != nil {
+		t.Fatal(err)
+	}
 	closed := c.NotifyClose(make(chan *amqp.Error, 1))
 	if err := p.Stall(); err != nil {
 		t.Fatal(err)
 	}
+	defer p.Heal() // before c.Close, which would wait on the stalled network
 	select {
 	case <-closed:
 	case <-time.After(15 * time.Second):
 		t.Fatal("a stalled connection was not noticed")
 	}
-	p.Heal()
 }
 
 func TestSharedCleansUp(t *testing.T) {
