@@ -35,7 +35,7 @@ test: broker postgres
 
 ## test-short: unit tests only; no broker needed.
 test-short:
-	$(GO) test -short -race -count=1 $(PKGS)
+	$(GO) test -short -race -count=1 -skip '^Example_publishAndSubscribe$$|^ExampleRequester$$' $(PKGS)
 	cd pg && $(GO) test -short -race -count=1 ./...
 	cd cmd/warren && $(GO) test -short -race -count=1 ./...
 

@@ -1,13 +1,20 @@
 package warren_test
 
 import (
+	"context"
 	"fmt"
+	"log"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
 )
 
 // Mappings turn topics into exchanges, queues and bindings, deterministic
@@ -76,4 +83,105 @@ func ExampleStreamPerTopic() {
 	// Output:
 	// publish to orders through the default exchange
 	// read orders stream
+}
+
+// brokerURL is the broker of the examples: in a service, your own
+// ("amqp://guest:guest@127.0.0.1:5672/"); here, the test package's vhost.
+var brokerURL = rabbittest.PackageURL
+
+// A Publisher and a Subscriber on one connection: the mapping declares the
+// topic's queue on either side, so nothing published before the first
+// subscriber is lost.
+func Example_publishAndSubscribe() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := conn.New(brokerURL(), conn.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Open(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(context.Background())
+
+	m := warren.QueuePerTopic{Prefix: "example."}
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: m})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer pub.Close()
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: m})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer sub.Close()
+
+	// Published before anyone subscribes: the queue is declared first.
+	if err := pub.Publish("greetings", message.NewMessage("hello-1", []byte("hello, warren"))); err != nil {
+		log.Fatal(err)
+	}
+	msgs, err := sub.Subscribe(ctx, "greetings")
+	if err != nil {
+		log.Fatal(err)
+	}
+	msg := <-msgs
+	fmt.Printf("%s: %s (attempt %d)\n", msg.UUID, msg.Payload, ack.Attempt(msg))
+	msg.Ack()
+	// Output: hello-1: hello, warren (attempt 1)
+}
+
+// A Requester asks, a router route with Respond answers, over RabbitMQ's
+// direct reply-to: no reply queue, nothing left behind.
+func ExampleRequester() {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := conn.New(brokerURL(), conn.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	if err := c.Open(ctx); err != nil {
+		log.Fatal(err)
+	}
+	defer c.Close(context.Background())
+
+	r, err := router.New(c, router.Config{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	prices := map[string]int{"tea": 300}
+	err = r.AddRoute(router.Route{
+		Name:  "prices",
+		Queue: topology.QueueSpec{Name: "example.prices", Durable: true},
+		Respond: func(m *message.Message) (*message.Message, error) {
+			p, ok := prices[string(m.Payload)]
+			if !ok {
+				return nil, ack.Permanent(fmt.Errorf("we do not sell %s", m.Payload))
+			}
+			return message.NewMessage(m.UUID+"-reply", []byte(fmt.Sprintf("%s costs %d", m.Payload, p))), nil
+		},
+	})
+	if err != nil {
+		log.Fatal(err)
+	}
+	go func() { _ = r.Run(ctx) }()
+	defer r.Close(context.Background())
+	if err := r.WaitRunning(ctx); err != nil {
+		log.Fatal(err)
+	}
+
+	rq, err := warren.NewRequester(c, warren.RequesterConfig{})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer rq.Close()
+	reply, err := rq.Request(ctx, "example.prices", message.NewMessage("q-1", []byte("tea")))
+	if err != nil {
+		log.Fatal(err)
+	}
+	fmt.Println(string(reply.Payload))
+	_, err = rq.Request(ctx, "example.prices", message.NewMessage("q-2", []byte("unicorns")))
+	fmt.Println(err)
+	// Output:
+	// tea costs 300
+	// warren: the responder failed (_OTHER): we do not sell unicorns
 }

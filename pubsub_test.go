@@ -281,17 +281,12 @@ func TestPoisonMessageIsDeadLetteredOnce(t *testing.T) {
 		t.Fatalf("got %s; the poison message was handed out", got.UUID)
 	}
 	got.Ack()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := ops.Inspect(ctx, dlq)
-		if err == nil && info.Messages == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("dead-letter queue holds %+v (%v), want the poison message", info, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var info broker.QueueInfo
+	rabbittest.Eventually(t, 10*time.Second, "the poison message in the dead-letter queue", func() bool {
+		var err error
+		info, err = ops.Inspect(ctx, dlq)
+		return err == nil && info.Messages == 1
+	}, func() string { return fmt.Sprintf("it holds %+v", info) })
 	// Settled for good: nothing of it is left in the work queue, ready or
 	// unacknowledged, so no requeue loop can follow.
 	b.WaitSettled(t, b.Prefix+"poison", 10*time.Second)
@@ -337,16 +332,10 @@ func TestNackDispositionFromAck(t *testing.T) {
 	}
 	ack.Set(again, ack.Reject, errors.New("bad"))
 	again.Nack()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if info, _ := ops.Inspect(ctx, dlq); info.Messages == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("Reject disposition did not dead-letter")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 10*time.Second, "the Reject disposition dead-lettering", func() bool {
+		info, _ := ops.Inspect(ctx, dlq)
+		return info.Messages == 1
+	})
 }
 
 func TestMaxInFlightHandsOutManyAtOnce(t *testing.T) {
@@ -409,13 +398,7 @@ func TestStaleAcksAreDroppedAndCounted(t *testing.T) {
 		t.Fatalf("redelivery %s generation %d (was %d)", again.UUID, after.Generation, before.Generation)
 	}
 	again.Ack()
-	deadline := time.Now().Add(5 * time.Second)
-	for sub.Stats().StaleAcks < 1 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if sub.Stats().StaleAcks < 1 {
-		t.Fatal("stale ack not counted")
-	}
+	rabbittest.Eventually(t, 5*time.Second, "the stale ack counted", func() bool { return sub.Stats().StaleAcks >= 1 })
 }
 
 func TestOutputSurvivesServerCancel(t *testing.T) {
@@ -436,17 +419,10 @@ func TestOutputSurvivesServerCancel(t *testing.T) {
 	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	rabbittest.Eventually(t, 10*time.Second, "the consumer back after the server cancelled it", func() bool {
 		qi, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
-		if err == nil && qi.Consumers == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("not resubscribed after the server cancelled the consumer")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil && qi.Consumers == 1
+	})
 	if err := pub.Publish("cancelled", message.NewMessage("after-cancel", nil)); err != nil {
 		t.Fatal(err)
 	}
@@ -514,10 +490,7 @@ func TestBlockedBrokerMakesPublishWaitThenFail(t *testing.T) {
 	// writing and fails with ErrBlocked at its deadline: nothing hangs.
 	start := time.Now()
 	_ = pub.Publish("blocked", message.NewMessage("during-1", nil))
-	deadline := time.Now().Add(20 * time.Second)
-	for !c.Blocked() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 20*time.Second, "the connection blocked", c.Blocked)
 	err = pub.Publish("blocked", message.NewMessage("during-2", nil))
 	if !errors.Is(err, conn.ErrBlocked) {
 		t.Fatalf("publish while blocked: %v, want ErrBlocked", err)
@@ -528,14 +501,8 @@ func TestBlockedBrokerMakesPublishWaitThenFail(t *testing.T) {
 	if err := n.ClearMemoryAlarm(ctx); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(20 * time.Second)
-	for {
+	rabbittest.Eventually(t, 20*time.Second, "publishing resumed after the alarm cleared", func() bool {
 		err = pub.Publish("blocked", message.NewMessage("after", nil))
-		if err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("publishing did not resume after the alarm cleared: %v", err)
-		}
-	}
+		return err == nil
+	}, func() string { return err.Error() })
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -74,9 +75,9 @@ func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
 	}
 	// Those of the first channel consume again on another; the others never
 	// left theirs.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		back := 0
+	back := 0
+	rabbittest.Eventually(t, 20*time.Second, "the consumers of the closed channel back on another", func() bool {
+		back = 0
 		for i, c := range consumers {
 			h := hostOf(c)
 			switch {
@@ -86,25 +87,15 @@ func TestChannelErrorCostsOnlyItsConsumers(t *testing.T) {
 				back++
 			}
 		}
-		if back == hit {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d consumers of the closed channel came back", back, hit)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return back == hit
+	}, func() string { return fmt.Sprintf("%d of %d came back", back, hit) })
 	for i := 0; i < n; i++ {
 		if err := ops.Publish(ctx, "", b.Prefix+"host."+strconv.Itoa(i), amqp.Publishing{Body: []byte("x")}, PublishOptions{Mandatory: true}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for deadline := time.Now().Add(20 * time.Second); got.Load() < n; {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d consumers received after the channel error", got.Load(), n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 20*time.Second, "every consumer receiving after the channel error", func() bool { return got.Load() >= int32(n) },
+		func() string { return fmt.Sprintf("%d of %d received", got.Load(), n) })
 	t.Logf("a channel error interrupted %d of %d consumers; all consume again", hit, n)
 }
 

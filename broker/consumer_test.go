@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -26,21 +27,19 @@ func (e *events) on(ev broker.ConsumerEvent) {
 
 func (e *events) waitFor(t *testing.T, kind broker.ConsumerEventKind) broker.ConsumerEvent {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	var found broker.ConsumerEvent
+	rabbittest.Eventually(t, 20*time.Second, "a "+kind.String()+" event", func() bool {
 		e.mu.Lock()
+		defer e.mu.Unlock()
 		for _, ev := range e.all {
 			if ev.Kind == kind {
-				e.mu.Unlock()
-				return ev
+				found = ev
+				return true
 			}
 		}
-		e.mu.Unlock()
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s event; saw %+v", kind, e.all)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return false
+	}, func() string { e.mu.Lock(); defer e.mu.Unlock(); return fmt.Sprintf("saw %+v", e.all) })
+	return found
 }
 
 // A queue warren did not declare, deleted under its consumer: the consumer
@@ -165,32 +164,22 @@ func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
 	go func() { stopped <- c.Stop(ctx) }()
 	// Once the broker has no consumer, Stop has begun: nothing more is
 	// handed out.
-	for deadline := time.Now().Add(10 * time.Second); ; {
-		if info, err := ops.Inspect(ctx, qa.Name); err == nil && info.Consumers == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("consumer not cancelled")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 10*time.Second, "the consumer cancelled", func() bool {
+		info, err := ops.Inspect(ctx, qa.Name)
+		return err == nil && info.Consumers == 0
+	})
 	close(release)
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
 	// One acked in hand; four prefetched, given back while the shared
 	// channel stays open for the other consumer.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := ops.Inspect(ctx, qa.Name)
-		if err == nil && info.Messages == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue holds %+v (%v), want the 4 never handled back", info, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var info broker.QueueInfo
+	rabbittest.Eventually(t, 10*time.Second, "the 4 messages never handled back in the queue", func() bool {
+		var err error
+		info, err = ops.Inspect(ctx, qa.Name)
+		return err == nil && info.Messages == 4
+	}, func() string { return fmt.Sprintf("it holds %+v", info) })
 	if err := ops.Publish(ctx, "", qb.Name, msg("other"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}

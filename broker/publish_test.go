@@ -48,14 +48,12 @@ func countingQueue(t *testing.T, ops *broker.Ops) (string, func() map[string]int
 
 func waitCount(t *testing.T, seen func() map[string]int, want int) map[string]int {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		s := seen()
-		if len(s) >= want || time.Now().After(deadline) {
-			return s
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var s map[string]int
+	rabbittest.Eventually(t, 20*time.Second, fmt.Sprintf("%d distinct messages", want), func() bool {
+		s = seen()
+		return len(s) >= want
+	}, func() string { return fmt.Sprintf("saw %d", len(s)) })
+	return s
 }
 
 // A publish to an exchange that does not exist fails at once with the 404,

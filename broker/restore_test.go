@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -101,10 +102,7 @@ func TestRestoreAfterConnectionCut(t *testing.T) {
 			t.Fatal(err)
 		}
 		// WaitConnected returns after the restore: everything is back.
-		deadline := time.Now().Add(10 * time.Second)
-		for c.State() == conn.StateConnected && time.Now().Before(deadline) {
-			time.Sleep(5 * time.Millisecond) // until the drop is noticed
-		}
+		rabbittest.Eventually(t, 10*time.Second, "the drop noticed", func() bool { return c.State() != conn.StateConnected })
 		if err := c.WaitConnected(ctxT(t, 20*time.Second)); err != nil {
 			t.Fatal(err)
 		}
@@ -207,17 +205,12 @@ func TestServerCancelIsResubscribed(t *testing.T) {
 	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		info, err := ops.Inspect(ctx, q)
-		if err == nil && info.Consumers == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("consumer not resubscribed after a server cancel: %+v %v (consumer err %v)", info, err, c.Err())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var info broker.QueueInfo
+	rabbittest.Eventually(t, 10*time.Second, "the consumer resubscribed after a server cancel", func() bool {
+		var err error
+		info, err = ops.Inspect(ctx, q)
+		return err == nil && info.Consumers == 1
+	}, func() string { return fmt.Sprintf("%+v (consumer err %v)", info, c.Err()) })
 	if err := ops.Publish(ctx, "", q, msg("again"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -227,17 +220,11 @@ func TestServerCancelIsResubscribed(t *testing.T) {
 	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		info, err := ops.Inspect(ctx, q)
-		if err == nil && info.Consumers == 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue not declared again under its consumer: %+v %v (consumer err %v)", info, err, c.Err())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 10*time.Second, "the queue declared again under its consumer", func() bool {
+		var err error
+		info, err = ops.Inspect(ctx, q)
+		return err == nil && info.Consumers == 1
+	}, func() string { return fmt.Sprintf("%+v (consumer err %v)", info, c.Err()) })
 	if err := ops.Publish(ctx, "", q, msg("redeclared"), broker.PublishOptions{}); err != nil {
 		t.Fatal(err)
 	}
@@ -298,17 +285,15 @@ func TestConsumerRecoversAfterItsRestoreFailed(t *testing.T) {
 	}
 	p.Cut()
 	raw := rawChannel(t, b.URL)
-	deadline := time.Now().Add(10 * time.Second)
-	for { // the broker drops our consumer when it sees the cut
+	// The broker drops our consumer when it sees the cut; until then the
+	// delete (if-unused) is refused and closes the raw channel.
+	rabbittest.Eventually(t, 10*time.Second, "the queue deleted once its consumer is gone", func() bool {
 		if _, err := raw.QueueDelete(q, true, false, false); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("could not delete the queue")
+			return true
 		}
 		raw = rawChannel(t, b.URL)
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
 	if err := p.Restore(); err != nil {
 		t.Fatal(err)
 	}

@@ -576,13 +576,8 @@ func TestSlowAndPanickingCallbacksNeverStallReconnect(t *testing.T) {
 		}
 		// The callbacks are stuck, so no state callback can tell us: the
 		// generation does.
-		deadline := time.Now().Add(10 * time.Second)
-		for c.Generation() <= gen {
-			if time.Now().After(deadline) {
-				t.Fatalf("reconnect %d stalled behind callbacks (state %v)", i, c.State())
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		rabbittest.Eventually(t, 10*time.Second, fmt.Sprintf("reconnect %d past the stuck callbacks", i), func() bool { return c.Generation() > gen },
+			func() string { return fmt.Sprintf("state %v", c.State()) })
 		if _, err := c.Channel(ctxT(t, 10*time.Second)); err != nil {
 			t.Fatalf("reconnect %d: %v", i, err)
 		}

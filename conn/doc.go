@@ -49,21 +49,13 @@
 // outlives its bound closes the channel (the broker may still apply it
 // later), and a channel open or close that times out marks the connection
 // broken. Confirm mode and amqp091's Notify* registrations are not handed
-// out: an unread notification channel deadlocks amqp091 (PITFALLS 1).
-//
-// # Confirms
-//
-// [Conn.NewConfirmChannel] returns a [ConfirmChannel], warren's one confirm
-// primitive: each [ConfirmChannel.Publish] returns a [Confirmation] that the
-// broker's ack, nack or (with mandatory) return settles, told apart from a
-// confirm lost with its channel ([Lost]: unknown, not refused; PITFALLS 5).
-// Returns are correlated with their publishes by an internal header, since a
-// basic.return carries no delivery tag (PITFALLS 6).
+// out: an unread notification channel blocks amqp091's reader, and with it
+// the whole connection (PITFALLS 1).
 //
 // # Restore hooks
 //
 // [Conn.OnRestore] registers a function run on every new connection
-// before waiting callers are released; the topology registry uses it so that
+// before waiting callers are released; the broker's registry uses it so that
 // nobody publishes into an exchange that is not there yet. A hook's ctx is
 // bound to the new connection: Channel and NewChannel called with it do not
 // wait for Connected.
@@ -92,12 +84,13 @@
 // [Shared] hands out reference-counted handles on one connection per URL and
 // options; the last handle to close closes it.
 //
-// # Extension points
+// # What the layers above borrow
 //
-// The layers above keep exactly one object per connection with
-// [Conn.Attachment] (package topology keeps the connection's registry
-// there), start goroutines the connection's Close waits for with [Conn.Go],
-// and tell a restore hook's ctx from an ordinary one with [Restoring].
+// Confirmed publishing, the registry and the consumers are package broker's.
+// What it needs of a connection and no user does (one object per
+// connection, goroutines the connection's Close waits for, whether a ctx is
+// a restore hook's, the raw channel for confirm mode) is lent through an
+// internal package, not exported here.
 //
 // # Concurrency
 //

@@ -95,13 +95,7 @@ func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
 	}
 	// RabbitMQ blocks a connection when it first publishes during an alarm.
 	_ = ch.Publish(ctx, "", "nowhere", amqp.Publishing{Body: []byte("x")})
-	deadline := time.Now().Add(20 * time.Second)
-	for !c.Blocked() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if !c.Blocked() {
-		t.Fatal("Blocked() false during a memory alarm")
-	}
+	rabbittest.Eventually(t, 20*time.Second, "Blocked() during a memory alarm", c.Blocked)
 	err = c.WaitUnblocked(ctxT(t, 200*time.Millisecond))
 	if !errors.Is(err, conn.ErrBlocked) || !errors.Is(err, context.DeadlineExceeded) {
 		t.Fatalf("WaitUnblocked while blocked: %v, want ErrBlocked and DeadlineExceeded", err)
@@ -119,9 +113,7 @@ func TestMemoryAlarmBlocksWritersAndResetsOnNewConnection(t *testing.T) {
 		t.Fatal(err)
 	}
 	_ = ch.Publish(ctx, "", "nowhere", amqp.Publishing{Body: []byte("x")})
-	for !c.Blocked() && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 20*time.Second, "Blocked() on the new connection during the alarm", c.Blocked)
 	waited := make(chan error, 1)
 	go func() { waited <- c.WaitUnblocked(ctx) }()
 	if err := n.ClearMemoryAlarm(ctx); err != nil {
@@ -194,13 +186,13 @@ func TestCredentialsProviderFollowsPasswordRotation(t *testing.T) {
 	for _, want := range []string{"before", "after"} {
 		var d amqp.Delivery
 		var ok bool
-		deadline := time.Now().Add(10 * time.Second)
-		for !ok && time.Now().Before(deadline) {
+		rabbittest.Eventually(t, 10*time.Second, "message "+want+" in the queue", func() bool {
 			if d, ok, err = ch.Get(ctx, "rotation", true); err != nil {
 				t.Fatal(err)
 			}
-		}
-		if !ok || string(d.Body) != want {
+			return ok
+		})
+		if string(d.Body) != want {
 			t.Fatalf("got %q (%v), want %q: a message was lost over the rotation", d.Body, ok, want)
 		}
 	}

@@ -134,25 +134,19 @@ func TestChaos(t *testing.T) {
 	pubWG.Wait()
 	<-chaosDone
 
-	deadline := time.Now().Add(3 * time.Minute)
-	for {
-		missing := 0
+	missing := 0
+	rabbittest.Eventually(t, 3*time.Minute, "every confirmed message consumed", func() bool {
+		missing = 0
 		mu.Lock()
+		defer mu.Unlock()
 		published.Range(func(k, _ any) bool {
 			if received[k.(string)] == 0 {
 				missing++
 			}
 			return true
 		})
-		mu.Unlock()
-		if missing == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d confirmed messages never consumed", missing, total)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return missing == 0
+	}, func() string { return fmt.Sprintf("%d of %d never consumed", missing, total) })
 	cancel()
 	for _, s := range subs {
 		if err := s.Close(); err != nil {

@@ -97,3 +97,31 @@ func TestReadmeQuickStartCompiles(t *testing.T) {
 		}
 	}
 }
+
+// TestExamplesImportOnlyPublicPackages: an example can be copied out of the
+// repository and still build: it imports no internal package of warren's.
+func TestExamplesImportOnlyPublicPackages(t *testing.T) {
+	for _, dir := range []string{"..", "../examples/cqrs", "../examples/observability", "../pg"} {
+		pattern := "./examples/..."
+		if dir != ".." {
+			pattern = "./..."
+		}
+		cmd := exec.Command("go", "list", "-f", `{{.ImportPath}}{{range .Imports}} {{.}}{{end}}`, pattern)
+		cmd.Dir = dir
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("go list in %s: %v\n%s", dir, err, out)
+		}
+		for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+			fields := strings.Fields(line)
+			if len(fields) == 0 || !strings.Contains(fields[0], "example") {
+				continue
+			}
+			for _, imp := range fields[1:] {
+				if strings.HasPrefix(imp, "github.com/warrenmq/warren/") && strings.Contains(imp, "/internal") {
+					t.Errorf("example %s imports %s: it cannot be copied out", fields[0], imp)
+				}
+			}
+		}
+	}
+}

@@ -26,13 +26,7 @@ func queuesOf(t *testing.T, vhost string) []string {
 // waitQueueGone polls the broker until queue is gone, with a deadline.
 func waitQueueGone(t *testing.T, vhost, queue string, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for slices.Contains(queuesOf(t, vhost), queue) {
-		if time.Now().After(deadline) {
-			t.Fatalf("queue %s still there after %v", queue, within)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, within, "queue "+queue+" to go", func() bool { return !slices.Contains(queuesOf(t, vhost), queue) })
 }
 
 // TestTemporaryTopicsLeaveNothingBehind: a mapping gives a topic's queue a

@@ -122,19 +122,13 @@ func TestRefusalsCostOtherPublishersNothing(t *testing.T) {
 	if badSlow.Load() > 0 {
 		t.Fatalf("%d of %d bad publishes took over a second", badSlow.Load(), bad.Load())
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	n := 0
+	rabbittest.Eventually(t, 60*time.Second, "every good message consumed", func() bool {
 		mu.Lock()
-		n := len(seen)
-		mu.Unlock()
-		if n == goroutines*each {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of %d good messages consumed", n, goroutines*each)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		n = len(seen)
+		return n == goroutines*each
+	}, func() string { return fmt.Sprintf("%d of %d consumed", n, goroutines*each) })
 	b.WaitSettled(t, q, 30*time.Second)
 	mu.Lock()
 	defer mu.Unlock()

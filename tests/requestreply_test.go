@@ -150,15 +150,10 @@ func TestRequestFailsAtOnceWhenItsReplyIsLost(t *testing.T) {
 // waitQueueUnacked polls until queue has n deliveries unacknowledged.
 func waitQueueUnacked(t *testing.T, b *rabbittest.Broker, queue string, n int, within time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		_, unacked, err := b.Messages(queue)
-		if err == nil && unacked == n {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue %s: %d unacked (%v), want %d", queue, unacked, err, n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	var unacked int
+	var err error
+	rabbittest.Eventually(t, within, fmt.Sprintf("%d unacked in queue %s", n, queue), func() bool {
+		_, unacked, err = b.Messages(queue)
+		return err == nil && unacked == n
+	}, func() string { return fmt.Sprintf("%d unacked (%v)", unacked, err) })
 }

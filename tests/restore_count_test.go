@@ -99,13 +99,8 @@ func TestOneRestorePerReconnect(t *testing.T) {
 	for i := 0; i < 20; i++ {
 		pubToRoute(t, r, b.Prefix+"events", fmt.Sprintf("r%02d", i))
 	}
-	deadline := time.Now().Add(20 * time.Second)
-	for handled.Load() < 20 {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d of 20 routes handled a message after the reconnects", handled.Load())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 20*time.Second, "every route handling a message after the reconnects", func() bool { return handled.Load() >= 20 },
+		func() string { return fmt.Sprintf("%d of 20 routes handled one", handled.Load()) })
 }
 
 func pubToRoute(t *testing.T, r *router.Router, exchange, key string) {

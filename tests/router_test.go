@@ -83,22 +83,16 @@ func waitQueueDepth(t *testing.T, url, queue string, want int, within time.Durat
 		t.Fatal(err)
 	}
 	defer c.Close()
-	deadline := time.Now().Add(within)
-	for {
+	var q amqp.Queue
+	rabbittest.Eventually(t, within, fmt.Sprintf("%d message(s) in queue %s", want, queue), func() bool {
 		ch, err := c.Channel()
 		if err != nil {
 			t.Fatal(err)
 		}
-		q, err := ch.QueueDeclarePassive(queue, true, false, false, false, nil)
-		ch.Close()
-		if err == nil && q.Messages == want {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("queue %s holds %d (err %v), want %d", queue, q.Messages, err, want)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		defer ch.Close()
+		q, err = ch.QueueDeclarePassive(queue, true, false, false, false, nil)
+		return err == nil && q.Messages == want
+	}, func() string { return fmt.Sprintf("it holds %d", q.Messages) })
 }
 
 // getOne takes the head of queue from the outside.
@@ -156,19 +150,11 @@ func TestRouteFailsThreeTimesThenSucceeds(t *testing.T) {
 	}
 	startRouter(t, r)
 	publish(t, r, q, message.NewMessage(watermill.NewUUID(), []byte("x")))
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	rabbittest.Eventually(t, 20*time.Second, "4 runs of the handler", func() bool {
 		mu.Lock()
-		n := calls
-		mu.Unlock()
-		if n >= 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("handler ran %d times", n)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		defer mu.Unlock()
+		return calls >= 4
+	}, func() string { mu.Lock(); defer mu.Unlock(); return fmt.Sprintf("it ran %d times", calls) })
 	waitQueueDepth(t, b.URL, q+".dlq", 0, time.Second)
 	waitQueueDepth(t, b.URL, q, 0, 5*time.Second)
 	mu.Lock()
@@ -419,21 +405,13 @@ func TestHealth(t *testing.T) {
 		t.Fatalf("not ready after Run: %+v", h)
 	}
 	p.Cut()
-	deadline := time.Now().Add(10 * time.Second)
-	for r.Health().Connected && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 10*time.Second, "the router to see the broker unreachable", func() bool { return !r.Health().Connected })
 	if h := r.Health(); h.Ready() || status() != 503 {
 		t.Fatalf("ready with the broker unreachable: %+v", h)
 	}
 	if err := p.Restore(); err != nil {
 		t.Fatal(err)
 	}
-	deadline = time.Now().Add(20 * time.Second)
-	for !r.Health().Ready() && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
-	if h := r.Health(); !h.Ready() {
-		t.Fatalf("not ready again after reconnect: %+v", h)
-	}
+	rabbittest.Eventually(t, 20*time.Second, "the router ready again after the reconnect", func() bool { return r.Health().Ready() },
+		func() string { return fmt.Sprintf("%+v", r.Health()) })
 }

@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -61,13 +62,8 @@ func TestConsumersBeyondChannelMax(t *testing.T) {
 				t.Fatalf("%s: publish to consumer %d: %v", round, i, err)
 			}
 		}
-		deadline := time.Now().Add(60 * time.Second)
-		for got.Load() < n {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: %d of %d consumers received", round, got.Load(), n)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		rabbittest.Eventually(t, 60*time.Second, round+": every consumer's message", func() bool { return got.Load() >= n },
+			func() string { return fmt.Sprintf("%d of %d consumers received", got.Load(), n) })
 	}
 	publishAll("first")
 	reports := make(chan broker.RestoreReport, 1)

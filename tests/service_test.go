@@ -2,6 +2,7 @@ package tests
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"testing"
@@ -102,13 +103,8 @@ func TestServiceSurvivesCutAndRestart(t *testing.T) {
 	// half.
 	progress := func(want int) {
 		t.Helper()
-		deadline := time.Now().Add(60 * time.Second)
-		for audited.distinct() < want {
-			if time.Now().After(deadline) {
-				t.Fatalf("only %d of %d messages audited before the fault", audited.distinct(), want)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
+		rabbittest.Eventually(t, 60*time.Second, "messages audited before the fault", func() bool { return audited.distinct() >= want },
+			func() string { return fmt.Sprintf("%d of %d audited", audited.distinct(), want) })
 	}
 	progress(total / 5)
 	if err := p.Drop(); err != nil { // a connection cut mid-stream
@@ -119,25 +115,18 @@ func TestServiceSurvivesCutAndRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	<-published
-	deadline := time.Now().Add(90 * time.Second)
-	for enriched.distinct() < total || audited.distinct() < total {
-		if time.Now().After(deadline) {
-			t.Fatalf("after cut and restart: enriched %d, audited %d of %d", enriched.distinct(), audited.distinct(), total)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 90*time.Second, "every message enriched and audited after the cut and the restart",
+		func() bool { return enriched.distinct() >= total && audited.distinct() >= total },
+		func() string {
+			return fmt.Sprintf("enriched %d, audited %d of %d", enriched.distinct(), audited.distinct(), total)
+		})
 	for _, id := range ids {
 		if !enriched.has("enriched-"+id) || !audited.has(id) {
 			t.Fatalf("message %s lost", id)
 		}
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for !r.Health().Ready() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not every route consumes again: %+v", r.Health())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	rabbittest.Eventually(t, 30*time.Second, "every route consuming again", func() bool { return r.Health().Ready() },
+		func() string { return fmt.Sprintf("%+v", r.Health()) })
 
 	// Close under load: everything published is either processed or still
 	// in its queue, and Close returns within its bound.

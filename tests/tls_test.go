@@ -111,18 +111,15 @@ func TestTLS(t *testing.T) {
 	}
 	// A wait for the TLS listener: it opens with the AMQP one, but give it
 	// a moment on a slow machine.
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			break
+	var dialErr error
+	rabbittest.Eventually(t, 20*time.Second, "the TLS listener", func() bool {
+		var c net.Conn
+		if c, dialErr = net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); dialErr != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("TLS listener not up: %v", err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		c.Close()
+		return true
+	}, func() string { return dialErr.Error() })
 
 	if err := open(base+"?cafile="+ca+"&certfile="+client.cert+"&keyfile="+client.key, conn.Config{}); err != nil {
 		t.Fatalf("amqps with cafile, certfile and keyfile: %v", err)

@@ -13,6 +13,9 @@ import (
 // (A fault of a node the test does not own, Restart without Own, fails the
 // test: the harness's t is a quiet one here.)
 func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the broker; -short runs unit tests only")
+	}
 	s := sweep.New(t)
 	b := warrentest.New(sweep.Quiet(t))
 	rec := warrentest.NewRecorder()

@@ -22,7 +22,6 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
-	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
@@ -111,22 +110,22 @@ func (j jsonOnly) Unmarshal(d *amqp.Delivery) (*message.Message, error) {
 // connection cut it recovers from on its own.
 func service(ctx context.Context) error {
 	say("part 2: a service on router, with retry and dead-letter")
-	// A fault proxy in front of the broker, so the demo can cut the
-	// connection the way a network would.
+	// A relay in front of the broker, so the demo can cut the connection
+	// the way a network would.
 	u, err := conn.ParseURL(examples.URL())
 	if err != nil {
 		return err
 	}
-	proxy, err := rabbittest.StartProxy(u.Hosts[0])
+	network, err := examples.NewNetwork(u.Hosts[0])
 	if err != nil {
 		return err
 	}
-	defer proxy.Close()
+	defer network.Close()
 	vhost := ""
 	if u.Vhost != "/" {
 		vhost = u.Vhost
 	}
-	c, err := conn.New("amqp://guest:guest@"+proxy.Addr()+"/"+vhost, conn.Config{})
+	c, err := conn.New("amqp://guest:guest@"+network.Addr()+"/"+vhost, conn.Config{})
 	if err != nil {
 		return err
 	}
@@ -204,9 +203,7 @@ func service(ctx context.Context) error {
 			reconnected <- struct{}{}
 		}
 	})
-	if err := proxy.Drop(); err != nil {
-		return err
-	}
+	network.Drop()
 	select {
 	case <-reconnected:
 	case <-ctx.Done():

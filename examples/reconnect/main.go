@@ -1,5 +1,5 @@
-// Reconnect: state callbacks printed while the connection is cut and
-// restored by a fault proxy in front of the broker.
+// Reconnect: state callbacks printed while the network to the broker is
+// cut and restored (examples.Network, a relay in front of the broker).
 package main
 
 import (
@@ -9,7 +9,6 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/examples"
-	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/retry"
 )
 
@@ -20,12 +19,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	proxy, err := rabbittest.StartProxy(u.Hosts[0])
+	network, err := examples.NewNetwork(u.Hosts[0])
 	if err != nil {
 		log.Fatal(err)
 	}
-	defer proxy.Close()
-	c, err := conn.New("amqp://guest:guest@"+proxy.Addr()+"/", conn.Config{
+	defer network.Close()
+	c, err := conn.New("amqp://guest:guest@"+network.Addr()+"/", conn.Config{
 		Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{InitialInterval: 100 * time.Millisecond, MaxInterval: time.Second}},
 	})
 	if err != nil {
@@ -39,9 +38,9 @@ func main() {
 		log.Fatal(err)
 	}
 	fmt.Println("-- cutting the network for 1s")
-	proxy.Cut()
+	network.Cut()
 	time.Sleep(time.Second)
-	if err := proxy.Restore(); err != nil {
+	if err := network.Restore(); err != nil {
 		log.Fatal(err)
 	}
 	if err := c.WaitConnected(ctx); err != nil {

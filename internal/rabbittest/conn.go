@@ -2,6 +2,7 @@ package rabbittest
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -47,16 +48,26 @@ func RawChannel(t testing.TB, url string) *amqp.Channel {
 	return ch
 }
 
-// Eventually polls cond until it holds, failing t with what after within:
-// the tests' one way to wait for the broker or a client to get somewhere,
-// never a sleep that hopes it did.
-func Eventually(t testing.TB, within time.Duration, what string, cond func() bool) {
+// Eventually polls cond until it holds, failing t with what after within
+// (and, given, what state says things are at then): the tests' one way to
+// wait for the broker or a client to get somewhere, never a sleep that
+// hopes it did.
+func Eventually(t testing.TB, within time.Duration, what string, cond func() bool, state ...func() string) {
 	t.Helper()
 	deadline := time.Now().Add(within)
 	for !cond() {
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", within, what)
+			msg := fmt.Sprintf("timed out after %s waiting for %s", within, what)
+			for _, s := range state {
+				msg += ": " + s()
+			}
+			t.Fatal(msg)
 		}
-		time.Sleep(5 * time.Millisecond)
+		time.Sleep(pollInterval)
 	}
 }
+
+// pollInterval is how often Eventually looks: often enough that a test
+// waits no longer than it must, seldom enough to leave the CPU to the
+// broker.
+const pollInterval = 5 * time.Millisecond

@@ -20,14 +20,39 @@ import (
 const SharedAddr = "127.0.0.1:5672"
 
 var (
-	sharedVhost = "/" // replaced by Main with a vhost of the package's own
-	nameSeq     atomic.Int64
-	mainRan     bool
+	nameSeq atomic.Int64
+	mainRan bool
+
+	// The package's vhost, made by the first test that needs the broker
+	// (packageVhost), so that `go test -list` and -short cost nothing;
+	// deleted by Main after the tests.
+	vhostOnce sync.Once
+	vhost     = "/"
+	vhostMade bool
 )
 
-// Main runs a test package: it creates a vhost of the package's own on the
-// shared broker (unless -short), runs the tests, deletes the vhost, then checks
-// for leaked goroutines. Call it from TestMain:
+// packageVhost is the package's own vhost on the shared broker, made on
+// first use; "/" when Main does not run (nobody would delete it) or
+// rabbitmqctl may not create one (the tests still isolate themselves by
+// name prefix).
+func packageVhost() string {
+	vhostOnce.Do(func() {
+		if !mainRan {
+			return
+		}
+		name := fmt.Sprintf("warren-test-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
+		if err := createVhost(name); err != nil {
+			fmt.Fprintf(os.Stderr, "rabbittest: using vhost / (could not create one: %v)\n", err)
+			return
+		}
+		vhost, vhostMade = name, true
+	})
+	return vhost
+}
+
+// Main runs a test package: the tests (the first that needs the broker
+// makes the package's vhost), then the vhost's deletion, then a check for
+// leaked goroutines. Call it from TestMain:
 //
 //	func TestMain(m *testing.M) { rabbittest.Main(m) }
 func Main(m *testing.M, leakOptions ...goleak.Option) {
@@ -36,18 +61,10 @@ func Main(m *testing.M, leakOptions ...goleak.Option) {
 
 func run(m *testing.M, leakOptions []goleak.Option) int {
 	mainRan = true
-	if !isShort() {
-		name := fmt.Sprintf("warren-test-%d-%d", os.Getpid(), time.Now().UnixNano()%1e6)
-		if err := createVhost(name); err != nil {
-			// Without rabbitmqctl rights the tests still isolate themselves by
-			// name prefix in the default vhost.
-			fmt.Fprintf(os.Stderr, "rabbittest: using vhost / (could not create one: %v)\n", err)
-		} else {
-			sharedVhost = name
-			defer deleteVhost(name)
-		}
-	}
 	code := m.Run()
+	if vhostMade {
+		deleteVhost(vhost)
+	}
 	destroyLazyNodes()
 	if code == 0 {
 		if err := goleak.Find(append(LeakOptions(), leakOptions...)...); err != nil {
@@ -139,14 +156,19 @@ func Shared(t testing.TB) *Broker {
 		t.Log("rabbittest: TestMain does not call rabbittest.Main; using vhost /")
 	}
 	b := &Broker{
-		URL:    SharedURL(sharedVhost),
-		Vhost:  sharedVhost,
+		URL:    SharedURL(packageVhost()),
+		Vhost:  packageVhost(),
 		Prefix: fmt.Sprintf("wt.%s.%d.", sanitize(t.Name()), nameSeq.Add(1)),
 		t:      t,
 	}
 	t.Cleanup(b.cleanup)
 	return b
 }
+
+// PackageURL is the URL of the package's own vhost on the shared broker
+// (made by Main, deleted when the package's tests end), for examples,
+// which get no *testing.T.
+func PackageURL() string { return SharedURL(packageVhost()) }
 
 // SharedURL is the URL of the shared broker for vhost.
 func SharedURL(vhost string) string {
