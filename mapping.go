@@ -234,7 +234,9 @@ func (m TopicExchange) Subscription(topic string) (Subscription, error) {
 type ExistingQueues struct{}
 
 // Destination publishes to the default exchange with the topic as routing key.
-func (ExistingQueues) Destination(topic string) (Destination, error) { return Destination{RoutingKey: topic}, nil }
+func (ExistingQueues) Destination(topic string) (Destination, error) {
+	return Destination{RoutingKey: topic}, nil
+}
 
 // Subscription consumes the queue named topic.
 func (ExistingQueues) Subscription(topic string) (Subscription, error) {
