@@ -21,6 +21,7 @@ import (
 // and the root package) on declare, publish and consume, and never
 // IsAuthError; a wrong password is IsAuthError and not ErrAccessRefused.
 func TestAccessRefusedHasItsOwnName(t *testing.T) {
+	t.Parallel()
 	b := warrentest.New(t) // a vhost of its own on a disposable node
 	// The user may configure, write and read only what is named "mine.*":
 	// not the default exchange, not the guest's "theirs.q".

@@ -17,6 +17,7 @@ import (
 // TestExamples builds every example and runs it against the broker with a
 // bounded time, so none can rot.
 func TestExamples(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	bin := t.TempDir()
 	build := exec.Command("go", "build", "-o", bin+string(os.PathSeparator), "./examples/...")

@@ -32,6 +32,7 @@ func waitQueueGone(t *testing.T, vhost, queue string, within time.Duration) {
 // TestTemporaryTopicsLeaveNothingBehind: a mapping gives a topic's queue a
 // lifetime; when its subscriber or connection goes, so does the queue.
 func TestTemporaryTopicsLeaveNothingBehind(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	for _, tc := range []struct {
 		name    string

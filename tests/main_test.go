@@ -1,6 +1,12 @@
 // Package tests holds warren's acceptance and reliability suites against a
 // real RabbitMQ: the shared broker, disposable nodes and the fault proxy of
 // internal/rabbittest.
+//
+// A test that is isolated (names, a vhost or a node of its own) and spends
+// its time waiting (scheduled deliveries, Watermill's suites, examples)
+// calls t.Parallel. Tests on the package's shared disposable node (cuts,
+// restarts, alarms) and on clusters stay sequential: a fault of one would
+// be another's surprise.
 package tests
 
 import (

@@ -64,6 +64,7 @@ func features(p preset, ordered bool) tests.Features {
 // and runs in TestReconnect (reconnect_test.go), on a disposable node, for a
 // queue mapping and for streams.
 func TestPubSub(t *testing.T) {
+	t.Parallel()
 	for _, p := range presets {
 		t.Run(p.name, func(t *testing.T) {
 			url := func(t *testing.T) string { return rabbittest.SharedURL(sharedVhost(t)) }
@@ -76,6 +77,7 @@ func TestPubSub(t *testing.T) {
 // TestPubSubMaxInFlight runs the suite with 16 handlers per subscription;
 // ordering is then not guaranteed.
 func TestPubSubMaxInFlight(t *testing.T) {
+	t.Parallel()
 	p := presets[1]
 	url := func(t *testing.T) string { return rabbittest.SharedURL(sharedVhost(t)) }
 	pub, group := constructors(url, p, 16)

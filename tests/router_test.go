@@ -168,6 +168,7 @@ func TestRouteFailsThreeTimesThenSucceeds(t *testing.T) {
 }
 
 func TestRouteAlwaysFailingEndsInDeadLetterQueue(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	for _, mode := range []middleware.DeadLetterMode{middleware.PublishToDLQ, middleware.RejectToDLX} {
 		t.Run(strconv.Itoa(int(mode)), func(t *testing.T) {

@@ -20,6 +20,7 @@ import (
 // PITFALLS 27). They share channels, all consume, and all come back after
 // a reconnect in one restore run. make bench runs 10,000.
 func TestConsumersBeyondChannelMax(t *testing.T) {
+	t.Parallel()
 	const n = 3000
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)

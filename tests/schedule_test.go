@@ -96,6 +96,7 @@ func nextSecond(d time.Duration) time.Time {
 // and at most a second after, to a queue or through an exchange with their
 // routing key, with no plugin.
 func TestScheduledDelivery(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
 	queues := warren.QueuePerTopic{Prefix: b.Prefix}
@@ -144,6 +145,7 @@ func TestScheduledDelivery(t *testing.T) {
 // so a restart of the broker while they wait loses none, and they still
 // arrive no earlier than due.
 func TestScheduledSurvivesARestart(t *testing.T) {
+	t.Parallel()
 	b := warrentest.New(t, warrentest.Own())
 	c := b.Conn(conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}}})
 	queues := warren.QueuePerTopic{}

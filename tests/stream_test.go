@@ -21,6 +21,7 @@ import (
 // readers, each starting at the first message; TestStreamReaderResumes
 // covers named ones).
 func TestPubSubStreams(t *testing.T) {
+	t.Parallel()
 	p := preset{"StreamPerTopic", func(string) warren.Mapping { return warren.StreamPerTopic{} }, false}
 	url := func(t *testing.T) string { return rabbittest.SharedURL(sharedVhost(t)) }
 	pub, group := constructors(url, p, 1)

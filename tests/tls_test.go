@@ -76,6 +76,7 @@ func freeTCPPort(t *testing.T) int {
 }
 
 func TestTLS(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	_ = os.Chmod(filepath.Dir(dir), 0o711) // the node runs as the rabbitmq user
 	_ = os.Chmod(dir, 0o755)
