@@ -8,11 +8,11 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cenkalti/backoff/v4"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/connx"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -500,16 +500,17 @@ func (c *Consumer) dispatch(sub *subscription) {
 	}
 }
 
+// consumerRecoveryBackoff paces a consumer's attempts to come back by
+// itself (its queue gone and not yet back, a channel that will not open):
+// quickly at first, then every 5s, for as long as it takes.
+var consumerRecoveryBackoff = retry.Backoff{InitialInterval: 50 * time.Millisecond, Multiplier: 1.5, RandomizationFactor: 0.5, MaxInterval: 5 * time.Second}
+
 // recover gets the consumer a new subscription after an interruption: from
 // the restore run after a reconnect, or by subscribing itself (declaring its
 // queue again if it was registered and is gone), with backoff, for as long
 // as it takes. nil when the consumer ends instead (stopped: nil error).
 func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error) {
-	b := backoff.NewExponentialBackOff()
-	b.InitialInterval = 50 * time.Millisecond
-	b.MaxInterval = 5 * time.Second
-	b.MaxElapsedTime = 0
-	b.Reset()
+	b := consumerRecoveryBackoff.BackOff()
 	wait := time.Duration(0)
 	if connLost {
 		wait = restoreGrace

@@ -223,6 +223,10 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 	return again, refusalOf(cc.Channel())
 }
 
+// closeReasonWait bounds refusalOf's wait for a closed channel's reason: it
+// comes with the channel.close the broker already sent, in microseconds.
+const closeReasonWait = time.Second
+
 // refusalOf is the broker's channel-level refusal that closed ch while its
 // connection stayed up, nil otherwise.
 func refusalOf(ch *conn.Channel) *amqp.Error {
@@ -233,7 +237,7 @@ func refusalOf(ch *conn.Channel) *amqp.Error {
 	// channel closed a moment before it tells anyone why.
 	select {
 	case <-ch.Done():
-	case <-time.After(time.Second):
+	case <-time.After(closeReasonWait):
 	}
 	var ae *amqp.Error
 	if !errors.As(ch.Err(), &ae) || !ae.Server || !isChannelLevel(ae.Code) || connx.ConnectionLost(ch) {

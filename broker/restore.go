@@ -10,6 +10,7 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/connx"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -246,13 +247,14 @@ func (r *Registry) restoreBatch(ctx context.Context, items []restoreItem, rep *R
 	return nil
 }
 
-// restoreBackOff paces the retries of a restore: from 50ms, up to
-// restoreRetries of them.
+// restoreRetryBackoff paces the retries of a restore's races (a fresh
+// reconnect's 404s and 405s clear within a second or so).
+var restoreRetryBackoff = retry.Backoff{InitialInterval: 50 * time.Millisecond, Multiplier: 2, RandomizationFactor: 0.2, MaxInterval: time.Second}
+
+// restoreBackOff paces the retries of a restore, up to restoreRetries of
+// them.
 func restoreBackOff() backoff.BackOff {
-	b := backoff.WithMaxRetries(&backoff.ExponentialBackOff{
-		InitialInterval: 50 * time.Millisecond, RandomizationFactor: 0.2, Multiplier: 2,
-		MaxInterval: time.Second, Stop: backoff.Stop, Clock: backoff.SystemClock,
-	}, restoreRetries)
+	b := backoff.WithMaxRetries(restoreRetryBackoff.BackOff(), restoreRetries)
 	b.Reset()
 	return b
 }
