@@ -687,7 +687,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 			disp = st.s.cfg.NackDisposition
 		}
 		if why == nil {
-			why = errkind.HandlerNacked
+			why = errkind.ErrHandlerNacked
 		}
 		proc.End(why)
 		return st.kind.finish(st, f, msg, disp, proc)

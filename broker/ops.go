@@ -141,7 +141,6 @@ type options struct {
 	noRestore  bool
 	force      bool
 	acceptLoss bool
-	consume    bool
 	ifMissing  bool
 }
 

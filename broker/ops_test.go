@@ -454,7 +454,7 @@ func TestInvalidSpecsFailBeforeTheNetwork(t *testing.T) {
 	if _, err := broker.NewOps(nil, broker.OpsConfig{}); err == nil {
 		t.Fatal("NewOps(nil) accepted")
 	}
-	if _, err := broker.NewOps(c, broker.OpsConfig{Timeout: -1}); !errors.Is(err, conn.ErrInvalidConfig) || !errors.Is(err, conn.ErrInvalidConfig) {
+	if _, err := broker.NewOps(c, broker.OpsConfig{Timeout: -1}); !errors.Is(err, conn.ErrInvalidConfig) {
 		t.Fatalf("negative timeout: %v", err)
 	}
 }

@@ -120,11 +120,11 @@ func Refusal(code int) error {
 	return nil
 }
 
-// HandlerNacked is the reason of a message its handler nacked without
+// ErrHandlerNacked is the reason of a message its handler nacked without
 // saying why. It names no error type of its own (error.type "_OTHER", like
 // any handler's failure): "nacked" is the broker refusing a publish
 // (broker.ErrNacked).
-var HandlerNacked = errors.New("warren: the handler nacked the message")
+var ErrHandlerNacked = errors.New("warren: the handler nacked the message")
 
 // ReplyName is the AMQP name of a reply code ("NOT_FOUND"), or "AMQP_<code>".
 func ReplyName(code int) string {
