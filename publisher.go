@@ -196,7 +196,7 @@ func (p *Publisher) send(ctx context.Context, route Destination, out []broker.Ou
 	traced := make([]instrument.Outgoing, len(out))
 	for j := range out {
 		traced[j] = instrument.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
-			Headers: (*map[string]any)(&out[j].Msg.Headers)}
+			Headers: (*map[string]any)(&out[j].Msg.Headers), BodySize: len(out[j].Msg.Body)}
 	}
 	// The send spans name the route's destination, also for a scheduled
 	// message (which goes through a delay exchange first).

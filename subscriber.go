@@ -643,6 +643,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 	traced, proc := instrument.Of(st.s.cfg.Telemetry).StartProcess(ack.NewContext(st.values, info), connx.Peer(st.s.conn), instrument.Incoming{
 		Destination: instrument.Destination{Exchange: info.Exchange, RoutingKey: key, Queue: st.queue, Temporary: st.temporary},
 		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
+		BodySize: len(d.Body),
 	})
 	var ctx context.Context
 	var cancel context.CancelFunc

@@ -143,7 +143,9 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 					cfg.notify(msg, err, -1)
 					return nil, err
 				}
-				instrument.RecordFailure(parent, err, ack.Attempt(msg))
+				// A failed attempt is an exception event, not a failure of the
+				// message: it may yet recover.
+				instrument.RecordAttemptFailure(parent, err, ack.Attempt(msg))
 				if attempt == 1 {
 					b = *cfg.Backoff.BackOff()
 					b.MaxElapsedTime = cfg.MaxElapsedTime

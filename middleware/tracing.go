@@ -45,7 +45,7 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 			if instrument.FromContext(msg.Context()) != nil {
 				return h(msg)
 			}
-			in := instrument.Incoming{MessageID: msg.UUID, CorrelationID: msg.Metadata.Get(headers.MetaCorrelationID), Metadata: msg.Metadata}
+			in := instrument.Incoming{MessageID: msg.UUID, CorrelationID: msg.Metadata.Get(headers.MetaCorrelationID), Metadata: msg.Metadata, BodySize: len(msg.Payload)}
 			if info, ok := ack.InfoOf(msg); ok {
 				in.Destination = instrument.Destination{Exchange: info.Exchange, RoutingKey: info.RoutingKey, Queue: info.Queue}
 				in.DeliveryTag = info.DeliveryTag

@@ -33,6 +33,8 @@
 // queue names), messaging.rabbitmq.destination.routing_key,
 // messaging.rabbitmq.message.delivery_tag, messaging.message.id,
 // messaging.message.conversation_id (the correlation id),
+// messaging.message.body.size (the body's bytes on the wire; not on a
+// batch's send span, whose messages each have a create span),
 // messaging.consumer.group.name (the queue: its competing consumers are the
 // group), messaging.destination.anonymous and .temporary (amq.gen-*, direct
 // reply-to, exclusive or auto-delete queues), messaging.client.id (the
@@ -101,7 +103,7 @@
 // # Where warren departs from the conventions, on purpose
 //
 //   - A failed attempt is an "exception" span event on its process span
-//     (with warren.attempt), beside status Error and error.type. The
+//     (with warren.attempt and the attempt's error.type). The
 //     conventions now advise exceptions as log records; Go's stable
 //     tracing API has span events, every trace viewer shows them, and the
 //     logs bridge is not one of warren's dependencies.
@@ -109,7 +111,12 @@
 //     span tables do not list it) so that spans and metrics can be joined
 //     on the queue.
 //   - A message that goes to a delay queue or a dead-letter queue is acked,
-//     yet its process span has status Error: its processing failed.
+//     yet its process span has status Error and error.type, and
+//     messaging.process.duration records it under that error.type: its
+//     processing failed. A message acked after failed in-process attempts
+//     did not fail: its status is unset and it has no error.type (as the
+//     conventions say, error.type only when the operation failed); its
+//     failed attempts are its exception events and warren.retries.
 //   - There are no receive spans: warren consumes by push (basic.consume).
 //   - The schema URL is v1.43.0 (the Go SDK's newest); the messaging
 //     conventions warren follows are v1.44.0's, unchanged for RabbitMQ.

@@ -136,19 +136,21 @@ func TestTelemetryFollowsTheMessagingConventions(t *testing.T) {
 		"send " + exchange: {operation: "send", kind: trace.SpanKindProducer, atStart: samplingAttributes, attributes: with(map[string]string{
 			"messaging.operation.name": "send", "messaging.operation.type": "send", "messaging.destination.name": sendName,
 			"messaging.destination.template": exchange, "messaging.rabbitmq.destination.routing_key": "order.paid", "messaging.message.id": "*",
+			"messaging.message.body.size": "1",
 		})},
 		"batch send " + exchange: {operation: "send", kind: trace.SpanKindClient, atStart: samplingAttributes, attributes: with(map[string]string{
 			"messaging.operation.name": "send", "messaging.operation.type": "send", "messaging.destination.name": sendName,
 			"messaging.destination.template": exchange, "messaging.batch.message_count": "3",
-		}), absent: []string{"messaging.message.id"}},
+		}), absent: []string{"messaging.message.id", "messaging.message.body.size"}},
 		"create " + exchange: {operation: "create", kind: trace.SpanKindProducer, atStart: samplingAttributes, attributes: with(map[string]string{
 			"messaging.operation.name": "create", "messaging.operation.type": "create", "messaging.destination.name": sendName,
-			"messaging.message.id": "*",
+			"messaging.message.id": "*", "messaging.message.body.size": "0",
 		}), absent: []string{"messaging.batch.message_count"}},
 		"process " + exchange + ":" + queue: {operation: "process", kind: trace.SpanKindConsumer, atStart: samplingAttributes, attributes: with(map[string]string{
 			"messaging.operation.name": "process", "messaging.operation.type": "process", "messaging.destination.name": consumeName,
 			"messaging.destination.template": exchange + ":" + queue, "messaging.rabbitmq.destination.routing_key": "order.paid",
 			"messaging.rabbitmq.message.delivery_tag": "*", "messaging.message.id": "*", "messaging.consumer.group.name": queue,
+			"messaging.message.body.size": "*",
 		}), absent: []string{"error.type", "messaging.batch.message_count"}},
 		"ack " + exchange + ":" + queue: {operation: "ack", kind: trace.SpanKindClient, atStart: samplingAttributes, attributes: with(map[string]string{
 			"messaging.operation.name": "ack", "messaging.operation.type": "settle", "messaging.destination.name": consumeName,
@@ -347,6 +349,66 @@ func TestTelemetryErrorTypes(t *testing.T) {
 	m, _ = rec.Metric(t, telemetry.MetricProcessDuration)
 	if !hasPointWith(m, "error.type", "_OTHER") {
 		t.Fatalf("%s has no point with error.type", telemetry.MetricProcessDuration)
+	}
+}
+
+// TestTelemetryRecoveredMessageIsASuccess: a message acked after a failed
+// in-process attempt did not fail. Its process span keeps the failed
+// attempt as an exception event and warren.retries counts the retry, but
+// the span's status is unset and neither the span nor
+// messaging.process.duration carries error.type, so an error-rate panel
+// does not count a recovery as a failure.
+func TestTelemetryRecoveredMessageIsASuccess(t *testing.T) {
+	b := rabbittest.Shared(t)
+	rec := telemetrytest.New(t, telemetry.Config{})
+	r := newRouter(t, b.URL, router.Config{Telemetry: rec.Telemetry})
+	q := b.Name("recovers")
+	var calls atomic.Int32
+	if err := r.AddRoute(router.Route{
+		Name: "recovers", Queue: topology.QueueSpec{Name: q, Durable: true},
+		Retry: router.RetrySettings{RetryConfig: middleware.RetryConfig{MaxAttempts: 3, Backoff: retry.Backoff{InitialInterval: time.Millisecond}}},
+		Handler: func(*message.Message) error {
+			if calls.Add(1) == 1 {
+				return errors.New("a blip")
+			}
+			return nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	publish(t, r, q, message.NewMessage("recovers", nil))
+	spans := waitSpans(t, rec, func(s tracetest.SpanStubs) bool { return count(s, "ack "+q) == 1 })
+	var process *tracetest.SpanStub
+	for i, s := range spans {
+		if s.Name == "process "+q {
+			process = &spans[i]
+		}
+	}
+	if process == nil {
+		t.Fatalf("no process span: %v", names(spans))
+	}
+	if process.Status.Code != codes.Unset {
+		t.Errorf("recovered message's process span has status %v, want Unset", process.Status.Code)
+	}
+	if v, ok := attrMap(process.Attributes)["error.type"]; ok {
+		t.Errorf("recovered message's process span has error.type %q", v)
+	}
+	if len(process.Events) != 1 || process.Events[0].Name != "exception" || attrMap(process.Events[0].Attributes)["warren.attempt"] != "1" {
+		t.Errorf("the failed attempt is not one exception event with warren.attempt 1: %+v", process.Events)
+	}
+	m, _ := rec.Metric(t, telemetry.MetricProcessDuration)
+	h, ok := m.Data.(metricdata.Histogram[float64])
+	if !ok || len(h.DataPoints) == 0 {
+		t.Fatalf("%s has no points", telemetry.MetricProcessDuration)
+	}
+	for _, dp := range h.DataPoints {
+		if v, ok := dp.Attributes.Value("error.type"); ok {
+			t.Errorf("%s recorded the recovered message under error.type %q", telemetry.MetricProcessDuration, v.AsString())
+		}
+	}
+	if got := rec.Counter(t, telemetry.MetricRetries); got != 1 {
+		t.Errorf("%s = %d, want 1", telemetry.MetricRetries, got)
 	}
 }
 

@@ -28,6 +28,9 @@ type Incoming struct {
 	// Metadata is read instead of Headers when Headers is nil (a message
 	// that did not come from a warren Subscriber).
 	Metadata map[string]string
+	// BodySize is messaging.message.body.size: the body's bytes as
+	// delivered (the payload's, for a message without a delivery).
+	BodySize int
 }
 
 // Process is the processing of one message: its process span, then its
@@ -75,7 +78,7 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 	case in.Metadata != nil:
 		carrier = MetadataCarrier(in.Metadata)
 	}
-	attrs := messageAttributes(p.dst.spanAttrs, in.MessageID, in.CorrelationID)
+	attrs := messageAttributes(p.dst.spanAttrs, in.MessageID, in.CorrelationID, in.BodySize)
 	if in.DeliveryTag != 0 {
 		attrs = append(attrs, attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(in.DeliveryTag)))
 	}
@@ -100,11 +103,24 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 	return p.ctx, p
 }
 
-// Fail records a failed attempt on the process span (an exception event
-// with warren.attempt, the Error status and error.type), even when the
-// message then goes on to a retry and is acked: a message sent to a delay
-// queue or the dead-letter queue failed its processing. The process span's
-// end and messaging.process.duration carry the last failure recorded.
+// FailAttempt records a failed attempt that will be tried again: an
+// exception event on the process span (with warren.attempt and
+// error.type), and nothing else. Per the conventions error.type and the
+// Error status say the operation failed; a message that recovers on a
+// later attempt did not, so its span and messaging.process.duration say
+// success.
+func (p *Process) FailAttempt(err error, attempt int) {
+	if p == nil || err == nil {
+		return
+	}
+	p.span.RecordError(err, trace.WithAttributes(attemptAttributes(err, attempt)...))
+}
+
+// Fail records that the processing failed: the exception event of the
+// last attempt, the Error status and error.type, even when the message is
+// then acked: a message sent to a delay queue or the dead-letter queue
+// failed its processing. The process span's end and
+// messaging.process.duration carry the last failure recorded.
 func (p *Process) Fail(err error, attempt int) {
 	if p == nil || err == nil {
 		return
@@ -112,18 +128,39 @@ func (p *Process) Fail(err error, attempt int) {
 	p.mu.Lock()
 	p.failed = err
 	p.mu.Unlock()
-	attrs := []attribute.KeyValue{attribute.String("error.type", errkind.Type(err))}
-	if attempt > 0 {
-		attrs = append(attrs, attribute.Int("warren.attempt", attempt))
-	}
-	p.span.RecordError(err, trace.WithAttributes(attrs...))
+	p.span.RecordError(err, trace.WithAttributes(attemptAttributes(err, attempt)...))
 	p.span.SetStatus(codes.Error, err.Error())
 	p.span.SetAttributes(attribute.String("error.type", errkind.Type(err)))
 }
 
-// RecordFailure records err on the Process of ctx, or, for a message that
-// has none, on ctx's span; attempt (0 when unknown) goes on the exception
+func attemptAttributes(err error, attempt int) []attribute.KeyValue {
+	attrs := []attribute.KeyValue{attribute.String("error.type", errkind.Type(err))}
+	if attempt > 0 {
+		attrs = append(attrs, attribute.Int("warren.attempt", attempt))
+	}
+	return attrs
+}
+
+// RecordAttemptFailure records a failed attempt that will be retried on
+// the Process of ctx (FailAttempt), or, for a message that has none, as an
+// exception event on ctx's span; attempt (0 when unknown) goes on the
 // event.
+func RecordAttemptFailure(ctx context.Context, err error, attempt int) {
+	if err == nil {
+		return
+	}
+	if p := FromContext(ctx); p != nil {
+		p.FailAttempt(err, attempt)
+		return
+	}
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.RecordError(err, trace.WithAttributes(attemptAttributes(err, attempt)...))
+	}
+}
+
+// RecordFailure records that the processing failed on the Process of ctx
+// (Fail), or, for a message that has none, on ctx's span; attempt (0 when
+// unknown) goes on the exception event.
 func RecordFailure(ctx context.Context, err error, attempt int) {
 	if err == nil {
 		return
@@ -136,7 +173,7 @@ func RecordFailure(ctx context.Context, err error, attempt int) {
 	if !span.IsRecording() {
 		return
 	}
-	span.RecordError(err, trace.WithAttributes(attribute.String("error.type", errkind.Type(err))))
+	span.RecordError(err, trace.WithAttributes(attemptAttributes(err, attempt)...))
 	span.SetStatus(codes.Error, err.Error())
 	span.SetAttributes(attribute.String("error.type", errkind.Type(err)))
 }

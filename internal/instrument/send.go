@@ -29,6 +29,8 @@ type Outgoing struct {
 	// carried, so that a republished copy continues from its republish),
 	// the table made only when there is something to write.
 	Headers *map[string]any
+	// BodySize is messaging.message.body.size: the body's bytes as sent.
+	BodySize int
 }
 
 // Send is a send operation in flight: the spans and the start time of one
@@ -58,7 +60,7 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 	if len(msgs) == 1 {
 		s.dst = t.dests.get(opSend, dest, peer)
 		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, producerKind,
-			trace.WithAttributes(messageAttributes(s.dst.spanAttrs, msgs[0].MessageID, msgs[0].CorrelationID)...))
+			trace.WithAttributes(messageAttributes(s.dst.spanAttrs, msgs[0].MessageID, msgs[0].CorrelationID, msgs[0].BodySize)...))
 		t.propagator.Inject(s.ctx, lazyHeaderCarrier{msgs[0].Headers})
 		return s
 	}
@@ -67,7 +69,7 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 	links := make([]trace.Link, 0, len(msgs))
 	for _, m := range msgs {
 		mctx, span := t.tracer.Start(m.Ctx, create.spanName, producerKind,
-			trace.WithAttributes(messageAttributes(create.spanAttrs, m.MessageID, m.CorrelationID)...))
+			trace.WithAttributes(messageAttributes(create.spanAttrs, m.MessageID, m.CorrelationID, m.BodySize)...))
 		t.propagator.Inject(mctx, lazyHeaderCarrier{m.Headers})
 		span.End()
 		if sc := span.SpanContext(); sc.IsValid() {
@@ -85,9 +87,10 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 }
 
 // messageAttributes are attrs plus the per-message ones.
-func messageAttributes(attrs []attribute.KeyValue, id, correlationID string) []attribute.KeyValue {
-	out := make([]attribute.KeyValue, len(attrs), len(attrs)+2)
+func messageAttributes(attrs []attribute.KeyValue, id, correlationID string, bodySize int) []attribute.KeyValue {
+	out := make([]attribute.KeyValue, len(attrs), len(attrs)+3)
 	copy(out, attrs)
+	out = append(out, attribute.Int("messaging.message.body.size", bodySize))
 	if id != "" {
 		out = append(out, attribute.String("messaging.message.id", id))
 	}
