@@ -28,7 +28,7 @@ func (h *watermillHandler) Handle(_ context.Context, r slog.Record) error {
 	fields := make(watermill.LogFields, len(h.attrs)+r.NumAttrs())
 	var err error
 	add := func(a slog.Attr) bool {
-		if e, ok := a.Value.Any().(error); ok && a.Key == "err" {
+		if e, ok := a.Value.Any().(error); ok && (a.Key == "error" || a.Key == "err") {
 			err = e
 			return true
 		}
@@ -49,17 +49,17 @@ func (h *watermillHandler) Handle(_ context.Context, r slog.Record) error {
 	case r.Level >= slog.LevelWarn:
 		fields["level"] = "WARN"
 		if err != nil {
-			fields["err"] = err.Error()
+			fields["error"] = err.Error()
 		}
 		h.l.Info(r.Message, fields)
 	case r.Level >= slog.LevelInfo:
 		if err != nil {
-			fields["err"] = err.Error()
+			fields["error"] = err.Error()
 		}
 		h.l.Info(r.Message, fields)
 	default:
 		if err != nil {
-			fields["err"] = err.Error()
+			fields["error"] = err.Error()
 		}
 		h.l.Debug(r.Message, fields)
 	}

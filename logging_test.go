@@ -13,8 +13,8 @@ func TestWatermillLoggerAdapter(t *testing.T) {
 	wl := watermill.NewCaptureLogger()
 	l := warren.WatermillLogger(wl).With("conn", "svc")
 	l.Info("connected", "generation", 3)
-	l.Warn("attempt failed", "err", errors.New("refused"))
-	l.Error("gave up", "err", errors.New("boom"))
+	l.Warn("attempt failed", "error", errors.New("refused"))
+	l.Error("gave up", "error", errors.New("boom"))
 	l.Debug("detail")
 	logs := wl.Captured()
 	if len(logs[watermill.InfoLogLevel]) != 2 || len(logs[watermill.ErrorLogLevel]) != 1 || len(logs[watermill.DebugLogLevel]) != 1 {
@@ -25,7 +25,7 @@ func TestWatermillLoggerAdapter(t *testing.T) {
 		t.Fatalf("info entry %+v", info)
 	}
 	warn := logs[watermill.InfoLogLevel][1]
-	if warn.Fields["level"] != "WARN" || warn.Fields["err"] != "refused" {
+	if warn.Fields["level"] != "WARN" || warn.Fields["error"] != "refused" {
 		t.Fatalf("warn entry %+v", warn)
 	}
 	if e := logs[watermill.ErrorLogLevel][0]; e.Err == nil || e.Err.Error() != "boom" {

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -20,6 +21,7 @@ import (
 	"github.com/warrenmq/warren/internal/errkind"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/internal/partition"
 	"github.com/warrenmq/warren/internal/streampos"
@@ -59,6 +61,8 @@ type Subscriber struct {
 
 	staleAcks atomic.Int64
 	poison    atomic.Int64
+	inFlight  atomic.Int64
+	givenBack atomic.Int64
 }
 
 // SubscriberStats are counters of what the subscriber had to handle.
@@ -68,6 +72,14 @@ type SubscriberStats struct {
 	StaleAcks int64
 	// Poison are deliveries that could not be decoded.
 	Poison int64
+	// InFlight are the messages handed to handlers and not yet settled,
+	// now: what a drain waits for.
+	InFlight int64
+	// GivenBack are the messages a shutdown gave back to the broker
+	// unfinished: their handler had not settled them by the shutdown's
+	// deadline, or nothing had taken them from Subscribe's channel. The
+	// broker delivers them again.
+	GivenBack int64
 }
 
 // attemptMemory bounds what a Subscriber remembers of requeued messages.
@@ -115,7 +127,7 @@ func (s *Subscriber) attempts() *lru.Cache[string, int] {
 
 // Stats returns the subscriber's counters.
 func (s *Subscriber) Stats() SubscriberStats {
-	return SubscriberStats{StaleAcks: s.staleAcks.Load(), Poison: s.poison.Load()}
+	return SubscriberStats{StaleAcks: s.staleAcks.Load(), Poison: s.poison.Load(), InFlight: s.inFlight.Load(), GivenBack: s.givenBack.Load()}
 }
 
 // Consuming reports whether the subscriber has at least one subscription,
@@ -491,6 +503,7 @@ func (st *subscription) abandon() {
 // track keeps a message's cancel for abandon until untrack; a message that
 // arrives after abandon is cancelled at once.
 func (st *subscription) track(d *broker.Delivery, cancel context.CancelFunc) {
+	st.s.inFlight.Add(1)
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
 	select {
@@ -510,6 +523,7 @@ func (st *subscription) track(d *broker.Delivery, cancel context.CancelFunc) {
 }
 
 func (st *subscription) untrack(d *broker.Delivery) {
+	st.s.inFlight.Add(-1)
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
 	if st.slots == nil {
@@ -521,7 +535,7 @@ func (st *subscription) untrack(d *broker.Delivery) {
 
 func (st *subscription) onEvent(e broker.ConsumerEvent) {
 	if e.Kind == broker.ConsumerEnded {
-		st.s.log.Warn("warren: subscription ends with its consumer", "topic", st.topic, "queue", st.queue, "err", e.Err)
+		st.s.log.Warn("warren: subscription ends with its consumer", "topic", st.topic, logx.Queue, st.queue, logx.Error, e.Err)
 		st.stopInBackground()
 	}
 	if h := st.s.cfg.OnConsumerEvent; h != nil {
@@ -598,7 +612,12 @@ func (st *subscription) poison(f *broker.Delivery, err error) {
 	st.s.poison.Add(1)
 	instrument.Of(st.s.cfg.Telemetry).Poison(st.queue)
 	pe := &PoisonError{Queue: st.queue, DeliveryTag: d.DeliveryTag, MessageID: d.MessageId, Delivery: d.Delivery, Err: err}
-	st.s.log.Error("warren: poison message", "queue", st.queue, "message_id", d.MessageId, "err", err)
+	level := slog.LevelError
+	if st.previousAttempts(d) > 0 {
+		level = slog.LevelDebug // logged when it first came: once per message, not per redelivery
+	}
+	st.logMessage(level, "warren: poison message: it cannot be decoded and never reaches a handler",
+		logx.MessageID, d.MessageId, logx.Error, err, logx.ErrorType, errkind.Type(pe))
 	if st.s.cfg.OnPoison != nil && st.s.cfg.OnPoison(pe) == nil {
 		st.settle(f, ack.Ack, nil)
 		return
@@ -663,6 +682,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		case st.out <- msg:
 		case <-st.stopping:
 			proc.End(nil)
+			st.s.givenBack.Add(1)
 			st.settle(f, ack.Requeue, proc)
 			return nil, 0
 		case <-d.Gone():
@@ -702,6 +722,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		// the message back now; a settlement the handler makes later is
 		// dropped.
 		proc.End(context.Canceled)
+		st.s.givenBack.Add(1)
 		st.settle(f, ack.Requeue, proc)
 	}
 	return nil, 0
@@ -713,11 +734,16 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 func (st *subscription) run(msg *message.Message) {
 	defer func() {
 		if p := recover(); p != nil {
-			st.s.log.Error("warren: handler panicked", "topic", st.topic, "message_id", msg.UUID, "panic", p)
+			st.logMessage(slog.LevelError, "warren: handler panicked", logx.MessageUUID, msg.UUID, "panic", fmt.Sprint(p), "stack", string(debug.Stack()))
 			msg.Nack()
 		}
 	}()
 	if err := st.handler(msg); err != nil {
+		if d, why := ack.Get(msg); d == ack.Unset && why == nil {
+			// The error is the nack's reason: the failure's log line and
+			// process span say what it was, not only "nacked".
+			ack.Set(msg, ack.Unset, err)
+		}
 		msg.Nack()
 		return
 	}
@@ -727,21 +753,61 @@ func (st *subscription) run(msg *message.Message) {
 // fail settles a failed message: to the dead-letter exchange after
 // MaxAttempts when the queue has one, otherwise back into the queue after a
 // backoff, never dropped.
-func (st *subscription) fail(f *broker.Delivery, msg *message.Message, attempts int, proc *instrument.Process) {
+//
+// It logs the failure once per message, not once per redelivery: the first
+// failure at Info, the dead-lettering (or, without a dead-letter exchange,
+// the attempt that reaches MaxAttempts) at Warn, every other redelivery at
+// Debug. quiet leaves the log to the caller, which said it already.
+func (st *subscription) fail(f *broker.Delivery, msg *message.Message, attempts int, proc *instrument.Process, quiet bool) {
 	rd := st.s.cfg.Redelivery
+	var uuid string
+	var why error = errkind.ErrHandlerNacked
+	if msg != nil { // nil for a poison delivery
+		uuid = msg.UUID
+		if _, err := ack.Get(msg); err != nil {
+			why = err
+		}
+	} else {
+		uuid, why = f.MessageId, ErrPoison
+	}
+	log := func(level slog.Level, text string, extra ...any) {
+		if quiet {
+			level = slog.LevelDebug
+		}
+		st.logMessage(level, text, append(logx.Failure(uuid, attempts, why), extra...)...)
+	}
 	if attempts >= rd.MaxAttempts {
 		if st.hasDeadLetter() {
-			st.s.log.Warn("warren: message failed too often; dead-lettering it", "queue", st.queue, "message_id", f.MessageId, "attempts", attempts)
+			log(slog.LevelWarn, "warren: message failed too often; rejected to its queue's dead-letter exchange", "max_attempts", rd.MaxAttempts)
 			if k := st.attemptKey(f); k != "" {
 				st.s.attempts().Delete(k)
 			}
 			st.settle(f, ack.Reject, proc)
 			return
 		}
-		st.s.log.Warn("warren: message keeps failing and its queue has no dead-letter exchange; requeued at the capped backoff",
-			"queue", st.queue, "message_id", f.MessageId, "attempts", attempts)
+		level := slog.LevelDebug
+		if attempts == rd.MaxAttempts {
+			level = slog.LevelWarn
+		}
+		log(level, "warren: message keeps failing and its queue has no dead-letter exchange; redelivered at the capped backoff",
+			"max_attempts", rd.MaxAttempts, "retry_in", rd.delay(attempts))
+	} else {
+		level := slog.LevelDebug
+		if attempts <= 1 {
+			level = slog.LevelInfo
+		}
+		log(level, "warren: handler failed; the message is redelivered after a backoff", "retry_in", rd.delay(attempts))
 	}
 	st.later(f, ack.RejectRequeue, attempts, proc)
+}
+
+// logMessage logs a line about one of the subscription's messages, with
+// its queue.
+func (st *subscription) logMessage(level slog.Level, text string, attrs ...any) {
+	if !st.s.log.Enabled(context.Background(), level) {
+		return
+	}
+	st.s.log.Log(context.Background(), level, text, append(attrs, logx.Queue, st.queue)...)
 }
 
 // later settles disp after the redelivery backoff of attempts, holding the
@@ -790,7 +856,7 @@ func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *i
 	default:
 		proc.Settle(settleOp(disp), err, start)
 		st.stale()
-		st.s.log.Warn("warren: settling a delivery failed", "queue", st.queue, "disposition", disp.String(), "err", err)
+		st.s.log.Warn("warren: settling a delivery failed", logx.Queue, st.queue, "disposition", disp.String(), logx.Error, err, logx.ErrorType, errkind.Type(err))
 	}
 }
 

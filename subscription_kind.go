@@ -1,6 +1,7 @@
 package warren
 
 import (
+	"log/slog"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -8,6 +9,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/internal/streampos"
 )
 
@@ -41,7 +43,7 @@ func (queueKind) poison(st *subscription, d *broker.Delivery) {
 		st.settle(d, ack.Reject, nil)
 		return
 	}
-	st.fail(d, nil, st.previousAttempts(d)+1, nil)
+	st.fail(d, nil, st.previousAttempts(d)+1, nil, true) // poison logged it
 }
 
 func (queueKind) finish(st *subscription, d *broker.Delivery, msg *message.Message, disp ack.Disposition, proc *instrument.Process) (*message.Message, int) {
@@ -49,14 +51,21 @@ func (queueKind) finish(st *subscription, d *broker.Delivery, msg *message.Messa
 	case ack.Requeue:
 		st.later(d, ack.Requeue, ack.Attempt(msg), proc)
 	case ack.RejectRequeue:
-		st.fail(d, msg, ack.Attempt(msg), proc)
+		st.fail(d, msg, ack.Attempt(msg), proc, false)
 	case ack.Reject:
 		if st.deadLetterKnownMissing() {
 			// The broker would drop it: a queue warren declared without a
 			// dead-letter target has nowhere to put a rejected message.
-			st.s.log.Warn("warren: a message was rejected, but its queue has no dead-letter exchange; kept and redelivered at the backoff instead of dropped",
-				"queue", st.queue, "message_id", d.MessageId)
-			st.fail(d, msg, ack.Attempt(msg), proc)
+			// Logged at Warn once per message, not per redelivery.
+			attempt := ack.Attempt(msg)
+			level := slog.LevelDebug
+			if attempt <= 1 {
+				level = slog.LevelWarn
+			}
+			_, why := ack.Get(msg)
+			st.logMessage(level, "warren: a message was rejected, but its queue has no dead-letter exchange; kept and redelivered at the backoff instead of dropped",
+				logx.Failure(msg.UUID, attempt, why)...)
+			st.fail(d, msg, attempt, proc, true)
 			return nil, 0
 		}
 		fallthrough
@@ -99,6 +108,13 @@ func (k streamKind) finish(st *subscription, d *broker.Delivery, msg *message.Me
 	switch disp {
 	case ack.Requeue, ack.RejectRequeue:
 		attempts := ack.Attempt(msg)
+		level := slog.LevelDebug
+		if attempts <= 1 {
+			level = slog.LevelInfo // once per message, not per attempt
+		}
+		_, why := ack.Get(msg)
+		st.logMessage(level, "warren: handler failed; the stream's message is handled again after a backoff",
+			append(logx.Failure(msg.UUID, attempts, why), "retry_in", st.s.cfg.Redelivery.delay(attempts))...)
 		t := time.NewTimer(st.s.cfg.Redelivery.delay(attempts))
 		defer t.Stop()
 		select {
@@ -117,7 +133,8 @@ func (k streamKind) finish(st *subscription, d *broker.Delivery, msg *message.Me
 		}
 		return again, attempts
 	case ack.Reject:
-		st.s.log.Error("warren: a stream cannot dead-letter; the rejected message is passed over", "stream", st.queue, "message_id", d.MessageId)
+		_, why := ack.Get(msg)
+		st.logMessage(slog.LevelError, "warren: a stream cannot dead-letter; the rejected message is passed over", logx.Failure(msg.UUID, ack.Attempt(msg), why)...)
 	}
 	st.settle(d, ack.Ack, proc)
 	k.ackedAt(d)

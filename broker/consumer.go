@@ -592,7 +592,7 @@ func (c *Consumer) event(e ConsumerEvent) {
 	e.Tag, e.Queue = c.spec.Tag, c.spec.Queue
 	args := []any{"consumer", e.Tag, "queue", e.Queue, "event", e.Kind.String(), "attempt", e.Attempt, "gap", e.Gap}
 	if e.Err != nil {
-		args = append(args, "err", e.Err)
+		args = append(args, "error", e.Err)
 	}
 	switch e.Kind {
 	case ConsumerResumed:
@@ -659,7 +659,7 @@ func (c *Consumer) requeue(sub *subscription, d amqp.Delivery) {
 		err = d.Nack(false, true)
 	}
 	if err != nil {
-		c.log.Debug("broker: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", d.DeliveryTag, "err", err)
+		c.log.Debug("broker: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", d.DeliveryTag, "error", err)
 	}
 }
 
@@ -719,7 +719,7 @@ func (c *Consumer) stop(ctx context.Context) error {
 	close(c.stopCh)
 	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
 		if err := sub.channel.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
-			c.log.Debug("broker: basic.cancel failed", "consumer", c.spec.Tag, "err", err)
+			c.log.Debug("broker: basic.cancel failed", "consumer", c.spec.Tag, "error", err)
 		}
 	}
 	var err error

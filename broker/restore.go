@@ -387,7 +387,7 @@ func (r *Registry) restoreEntity(ctx context.Context, kind EntityKind, entity st
 		}
 		code := replyCode(err)
 		re := &RestoreError{Kind: kind, Entity: entity, Code: code, Err: err}
-		r.log.Error("broker: could not restore", "kind", string(kind), "entity", entity, "code", code, "err", err)
+		r.log.Error("broker: could not restore", "kind", string(kind), "entity", entity, "code", code, "error", err)
 		return re, nil
 	}
 }

@@ -371,13 +371,13 @@ func (c *Conn) setStateLocked(to State, err error, attempt int) {
 	if err != nil {
 		level = slog.LevelWarn
 	}
-	c.log.Log(context.Background(), level, "conn: state change", "from", from.String(), "to", to.String(), "attempt", attempt, "err", err)
+	c.log.Log(context.Background(), level, "conn: state change", "from", from.String(), "to", to.String(), "attempt", attempt, "error", err)
 	c.disp.emit(ch)
 }
 
 // attemptFailed reports a failed attempt that leaves the state as it is.
 func (c *Conn) attemptFailed(st State, err error, attempt int) {
-	c.log.Warn("conn: connection attempt failed", "state", st.String(), "attempt", attempt, "err", err)
+	c.log.Warn("conn: connection attempt failed", "state", st.String(), "attempt", attempt, "error", err)
 	c.disp.emit(StateChange{From: st, To: st, Err: err, Attempt: attempt})
 }
 

@@ -94,7 +94,7 @@ func (c *Conn) keepSecretFresh(g *generation, cr Credentials) {
 			next, _, err := c.credentials()
 			switch {
 			case err != nil:
-				c.log.Warn("conn: renewing the secret failed; trying again", "err", err, "generation", g.id)
+				c.log.Warn("conn: renewing the secret failed; trying again", "error", err, "generation", g.id)
 				cr.Expires = time.Now().Add(2 * c.cfg.CredentialsRefreshBefore) // try again in one lead
 				continue
 			case next.Username != cr.Username:
@@ -103,7 +103,7 @@ func (c *Conn) keepSecretFresh(g *generation, cr Credentials) {
 				c.log.Warn("conn: the credentials name another user; it takes effect at the next reconnect", "generation", g.id)
 			default:
 				if err := g.amqp.UpdateSecret(next.Password, "warren: secret renewed before it expires"); err != nil {
-					c.log.Warn("conn: update-secret refused", "err", err, "generation", g.id)
+					c.log.Warn("conn: update-secret refused", "error", err, "generation", g.id)
 				} else {
 					c.log.Info("conn: secret renewed on the live connection", "generation", g.id, "expires", next.Expires)
 					c.secretUpdates.Add(1)

@@ -125,7 +125,7 @@ func (c *Conn) runHooks(g *generation) error {
 			return &restoreLostError{hook: h.name, cause: g.err(), hookErr: err}
 		}
 		if err != nil {
-			c.log.Error("conn: restore hook failed", "hook", h.name, "err", err)
+			c.log.Error("conn: restore hook failed", "hook", h.name, "error", err)
 		}
 	}
 	return nil

@@ -3,6 +3,7 @@ package middleware
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"strconv"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -79,6 +81,12 @@ type DeadLetterConfig struct {
 	// Telemetry records the failure on the message's process span and
 	// counts dead letters. Default: telemetry.Default().
 	Telemetry *telemetry.Telemetry
+	// Logger logs each dead letter once, at Warn (at Error for a panic,
+	// with its stack), and a dead letter that could not be published (the
+	// message is requeued) at Error, with the message's UUID, the attempt,
+	// the error and its error.type. A poison delivery is logged by the
+	// Subscriber that found it, not again here. Default: silent.
+	Logger *slog.Logger
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -119,7 +127,7 @@ func DeadLetter(cfg DeadLetterConfig) (message.HandlerMiddleware, error) {
 			if err == nil || ack.KindOf(err) == ack.RequeueKind {
 				return out, err
 			}
-			if dlErr := cfg.deadLetter(msg, err); dlErr != nil {
+			if dlErr := cfg.deadLetter(msg, err, true); dlErr != nil {
 				return nil, dlErr
 			}
 			if cfg.Mode == RejectToDLX {
@@ -142,7 +150,7 @@ func DeadLetterPoison(cfg DeadLetterConfig) (func(msg *message.Message, cause er
 	}
 	return func(msg *message.Message, cause error) error {
 		ack.Track(msg)
-		if err := cfg.deadLetter(msg, ack.Permanent(cause)); err != nil {
+		if err := cfg.deadLetter(msg, ack.Permanent(cause), false); err != nil {
 			return err
 		}
 		if cfg.Mode == RejectToDLX {
@@ -179,6 +187,7 @@ func (c *DeadLetterConfig) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.Logger = logx.Or(c.Logger)
 }
 
 // Validate reports every problem, each naming its field.
@@ -190,7 +199,9 @@ func (c *DeadLetterConfig) Validate() error {
 	return f.Err()
 }
 
-func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
+// deadLetter dead-letters msg for err; logged says whether to log it (a
+// poison delivery's line is the Subscriber's).
+func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error, logged bool) error {
 	attempts := ack.Attempt(msg)
 	ev := DeadLetterEvent{Msg: msg, Err: err, Mode: c.Mode, Attempts: attempts}
 	if c.Mode == RejectToDLX {
@@ -237,6 +248,8 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 		setPoisonMetadata(dl, msg, text, info.Queue, c.HandlerName)
 		ev.Topic = c.Topic(msg)
 		if perr := c.Publisher.Publish(ev.Topic, dl); perr != nil {
+			c.Logger.Error("warren: message failed and its dead letter could not be published; the message is requeued",
+				append(logx.Failure(msg.UUID, attempts, err), "dead_letter_queue", ev.Topic, "publish_error", perr)...)
 			return ack.AsRequeue(fmt.Errorf("middleware: dead-letter publish to %s failed (%w) after: %w", ev.Topic, perr, err))
 		}
 	}
@@ -244,12 +257,30 @@ func (c *DeadLetterConfig) deadLetter(msg *message.Message, err error) error {
 	if c.Mode == PublishToDLQ {
 		mode = "publish"
 	}
+	if logged {
+		c.logDeadLetter(msg, err, ev)
+	}
 	instrument.RecordFailure(msg.Context(), err, attempts)
 	instrument.Of(c.Telemetry).DeadLetter(msg.Context(), mode, queueOf(msg))
 	if c.OnDeadLetter != nil {
 		c.OnDeadLetter(ev)
 	}
 	return nil
+}
+
+// logDeadLetter logs a dead letter: at Warn, or at Error with the stack
+// for a panic (a bug, not a bad message).
+func (c *DeadLetterConfig) logDeadLetter(msg *message.Message, err error, ev DeadLetterEvent) {
+	attrs := append(logx.Failure(msg.UUID, ev.Attempts, err), "mode", ev.Mode.String())
+	if ev.Topic != "" {
+		attrs = append(attrs, "dead_letter_queue", ev.Topic)
+	}
+	var pe *PanicError
+	if errors.As(err, &pe) {
+		c.Logger.Error("warren: handler panicked; message dead-lettered", append(attrs, "stack", pe.Stack)...)
+		return
+	}
+	c.Logger.Warn("warren: message dead-lettered", attrs...)
 }
 
 // setPoisonMetadata writes Watermill's poison metadata

@@ -3,6 +3,7 @@ package middleware
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/telemetry"
 )
 
@@ -68,6 +70,11 @@ type DelayedRetryConfig struct {
 	// Telemetry records the failure on the message's process span and
 	// counts delayed retries. Default: telemetry.Default().
 	Telemetry *telemetry.Telemetry
+	// Logger logs each delayed retry once confirmed, at Info, and a retry
+	// that could not be scheduled (the message is requeued), at Error, with
+	// the message's UUID, the attempt, the error and its error.type.
+	// Default: silent.
+	Logger *slog.Logger
 	// Now is the clock. Default: time.Now.
 	Now func() time.Time
 }
@@ -82,6 +89,7 @@ func (c *DelayedRetryConfig) setDefaults() {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	c.Logger = logx.Or(c.Logger)
 }
 
 // Validate reports every problem, each naming its field.
@@ -140,8 +148,12 @@ func DelayedRetry(cfg DelayedRetryConfig) (message.HandlerMiddleware, error) {
 			retry.Metadata.Set(metaDelayedUntil, now.Add(level).UTC().Format(time.RFC3339Nano))
 			retry.Metadata.Set(metaDelayedFor, level.String())
 			if perr := cfg.Publisher.Publish(queue, retry); perr != nil {
+				cfg.Logger.Error("warren: handler failed and its delayed retry could not be scheduled; the message is requeued",
+					append(logx.Failure(msg.UUID, ack.Attempt(msg), err), "delay", level, "publish_error", perr)...)
 				return nil, ack.AsRequeue(fmt.Errorf("middleware: schedule the retry to %s in %v failed (%w) after: %w", queue, level, perr, err))
 			}
+			cfg.Logger.Info("warren: handler failed; retrying after a delay",
+				append(logx.Failure(msg.UUID, ack.Attempt(msg), err), "delay", level, "round", round+1)...)
 			// The message failed even though it is acked: its process span
 			// says so.
 			instrument.RecordFailure(msg.Context(), err, ack.Attempt(msg))

@@ -7,6 +7,7 @@ import (
 
 	"context"
 	"errors"
+	"log/slog"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -15,6 +16,7 @@ import (
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/telemetry"
 )
@@ -57,6 +59,13 @@ type RetryConfig struct {
 	// counts retries (warren.retries: the conventions name no retry
 	// metric). Default: telemetry.Default().
 	Telemetry *telemetry.Telemetry
+	// Logger logs each failed attempt that will be tried again, at Info,
+	// with the message's UUID, the attempt, the error and its error.type
+	// (the router passes its own, with the route's name). The attempt that
+	// ends the retries is not logged here: what becomes of the message
+	// (a delayed retry, a dead letter, a requeue) is, by the step that
+	// decides it. Default: silent.
+	Logger *slog.Logger
 }
 
 func (c *RetryConfig) setDefaults() {
@@ -73,6 +82,7 @@ func (c *RetryConfig) setDefaults() {
 	if c.Sleep == nil {
 		c.Sleep = sleep
 	}
+	c.Logger = logx.Or(c.Logger)
 }
 
 // Validate reports every problem, each naming its field.
@@ -156,6 +166,8 @@ func Retry(cfg RetryConfig) (message.HandlerMiddleware, error) {
 				if next == backoff.Stop {
 					return nil, err
 				}
+				cfg.Logger.Info("warren: handler failed; retrying in process",
+					append(logx.Failure(msg.UUID, ack.Attempt(msg), err), "retry_in", next)...)
 				if serr := cfg.Sleep(parent, next); serr != nil {
 					return nil, errors.Join(err, serr)
 				}

@@ -10,6 +10,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/internal/delay"
+	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/topology"
 )
@@ -24,13 +25,16 @@ type Route struct {
 	// headers, health). Required, unique.
 	Name string
 	// Queue is consumed, declared as it is given: the router adds no
-	// argument of its own, except the dead-letter ones with
-	// DeadLetter.Mode RejectToDLX (x-dead-letter-routing-key to the
-	// dead-letter queue, unless the spec names a dead-letter target). So a
+	// argument of its own, except with DeadLetter.Mode RejectToDLX when the
+	// spec names no dead-letter target: then x-dead-letter-exchange ""
+	// (the default exchange) and x-dead-letter-routing-key the dead-letter
+	// queue. With the default mode (PublishToDLQ) nothing is added. So a
 	// queue that a publisher in another service (or watermill-amqp) declared
 	// first with the same spec is the route's queue as it is. A queue that
 	// exists with other arguments fails Run with a *QueueConflictError
-	// (the broker's 406); set ReadOnly to adopt it as it is: it is then only
+	// (the broker's 406), whose WayOut says what to change: a queue's
+	// arguments never change, so a change of DeadLetter.Mode on an existing
+	// queue is a migration (docs/GUIDE.md). Set ReadOnly to adopt it as it is: it is then only
 	// checked to exist, never declared, and dead-lettering publishes (a
 	// ReadOnly queue's arguments are not the router's to set).
 	Queue topology.QueueSpec
@@ -224,6 +228,6 @@ func (r *Route) subscriberConfig(poison func(*warren.PoisonError) error, onEvent
 		// message's own context (Retry bounds each retry itself).
 		HandlerTimeout: r.Timeout,
 		Telemetry:      cfg.Telemetry,
-		Logger:         cfg.Logger,
+		Logger:         cfg.Logger.With(logx.Route, r.Name),
 	}
 }

@@ -109,14 +109,17 @@ type Router struct {
 	// stopRestoreReports unregisters Config.OnRestore; nil without one.
 	stopRestoreReports func()
 
-	mu        sync.Mutex
-	routes    []*activeRoute
-	running   bool
-	closed    bool
-	started   chan struct{} // closed once Run started every route, failed, or Close came first
-	startOnce sync.Once
-	startErr  error
-	runDone   chan struct{}
+	mu     sync.Mutex
+	routes []*activeRoute
+	// routeNames are the routes' names, for the Watermill router's logger
+	// (watermillLog). Written by AddRoute only before Run, read after.
+	routeNames map[string]bool
+	running    bool
+	closed     bool
+	started    chan struct{} // closed once Run started every route, failed, or Close came first
+	startOnce  sync.Once
+	startErr   error
+	runDone    chan struct{}
 
 	closeOnce sync.Once
 	closeErr  error
@@ -137,17 +140,18 @@ func New(c *conn.Conn, cfg Config) (*Router, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	routeNames := map[string]bool{}
 	var wlog watermill.LoggerAdapter = watermill.NopLogger{}
 	if cfg.Logger.Enabled(context.Background(), slog.LevelError) {
 		// Watermill logs per message; a logger that drops everything costs
 		// nothing only when Watermill does not call it at all.
-		wlog = watermill.NewSlogLogger(cfg.Logger)
+		wlog = watermillLog{LoggerAdapter: watermill.NewSlogLogger(cfg.Logger), routes: routeNames}
 	}
 	wm, err := message.NewRouter(message.RouterConfig{CloseTimeout: cfg.CloseTimeout}, wlog)
 	if err != nil {
 		return nil, err
 	}
-	r := &Router{conn: c, cfg: cfg, wm: wm, started: make(chan struct{}), runDone: make(chan struct{})}
+	r := &Router{conn: c, cfg: cfg, wm: wm, routeNames: routeNames, started: make(chan struct{}), runDone: make(chan struct{})}
 	if r.ops, err = broker.NewOps(c, broker.OpsConfig{Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
@@ -201,6 +205,7 @@ func (r *Router) AddRoute(rt Route) error {
 		}
 	}
 	r.routes = append(r.routes, &activeRoute{Route: rt})
+	r.routeNames[rt.Name] = true
 	return nil
 }
 
@@ -237,6 +242,11 @@ func (r *Router) Run(ctx context.Context) error {
 	select {
 	case <-r.wm.Running():
 		r.finishStart(nil)
+		names := make([]string, len(routes))
+		for i, rt := range routes {
+			names[i] = rt.Name
+		}
+		r.cfg.Logger.Info("router: running", "routes", len(routes), "route_names", names)
 	case err := <-wmErr:
 		err = fmt.Errorf("router: start: %w", err)
 		r.finishStart(err)
@@ -310,7 +320,7 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 	for _, rt := range routes {
 		if err := r.ops.Apply(ctx, topology.Topology{Queues: []topology.QueueSpec{rt.Queue}}); err != nil {
 			if errors.Is(err, conn.ErrPreconditionFailed) {
-				return &QueueConflictError{Route: rt.Name, Queue: rt.Queue.Name, Err: err}
+				return queueConflict(rt.Route, err)
 			}
 			return fmt.Errorf("router: route %q: %w", rt.Name, err)
 		}
@@ -393,7 +403,7 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 	if err != nil {
 		return err
 	}
-	st, err := newStack(rt.Route, stackDeps{Publisher: pub, Telemetry: r.cfg.Telemetry})
+	st, err := newStack(rt.Route, stackDeps{Publisher: pub, Telemetry: r.cfg.Telemetry, Logger: r.cfg.Logger})
 	if err != nil {
 		return err
 	}
@@ -484,6 +494,75 @@ func watermillHasMiddleware(wm *message.Router) bool {
 	return false
 }
 
+// drainProgressEvery is how often a drain logs what it still waits for: a
+// quarter of the time it has, so that even a short drain says it is
+// waiting, and at least every 5s.
+func drainProgressEvery(budget time.Duration) time.Duration {
+	return min(5*time.Second, max(budget/4, 100*time.Millisecond))
+}
+
+// logDrain logs the start of a drain of routes (the messages in flight,
+// the time they have), then, as drainProgressEvery says, what is still in
+// flight; the func it returns logs the end (how long it took, and at Warn
+// what was given back to the broker unfinished) and stops the progress
+// lines. A router that never ran logs nothing.
+func (r *Router) logDrain(ctx context.Context, routes []*activeRoute) func() {
+	inFlight := func() (n int64, by []any) {
+		for _, rt := range routes {
+			if rt.sub == nil {
+				continue
+			}
+			if k := rt.sub.Stats().InFlight; k > 0 {
+				n += k
+				by = append(by, rt.Name, k)
+			}
+		}
+		return n, by
+	}
+	givenBack := func() (n int64) {
+		for _, rt := range routes {
+			if rt.sub != nil {
+				n += rt.sub.Stats().GivenBack
+			}
+		}
+		return n
+	}
+	if !slices.ContainsFunc(routes, func(rt *activeRoute) bool { return rt.sub != nil }) {
+		return func() {}
+	}
+	start, before := time.Now(), givenBack()
+	n, _ := inFlight()
+	deadline, _ := ctx.Deadline()
+	r.cfg.Logger.Info("router: draining: routes stop taking messages; those in flight finish", "in_flight", n, "timeout", time.Until(deadline).Round(time.Millisecond))
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		t := time.NewTicker(drainProgressEvery(time.Until(deadline)))
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				n, by := inFlight()
+				r.cfg.Logger.Info("router: draining", "in_flight", n, "elapsed", time.Since(start).Round(time.Millisecond), slog.Group("in_flight_by_route", by...))
+			}
+		}
+	}()
+	return func() {
+		close(stop)
+		<-done
+		took := time.Since(start).Round(time.Millisecond)
+		if back := givenBack() - before; back > 0 {
+			r.cfg.Logger.Warn("router: drained, but messages were unfinished at the deadline: given back to the broker, which delivers them again",
+				"given_back", back, "took", took)
+			return
+		}
+		r.cfg.Logger.Info("router: drained", "took", took)
+	}
+}
+
 // keepOpen hands Watermill a publisher whose Close does nothing.
 type keepOpen struct{ message.Publisher }
 
@@ -513,6 +592,7 @@ func (r *Router) Close(ctx context.Context) error {
 		var errs []error
 		var wg sync.WaitGroup
 		var emu sync.Mutex
+		drained := r.logDrain(ctx, routes)
 		for _, rt := range routes {
 			if rt.sub == nil {
 				continue
@@ -528,6 +608,7 @@ func (r *Router) Close(ctx context.Context) error {
 			}()
 		}
 		wg.Wait()
+		drained()
 		// The handlers are done (or abandoned): Watermill's own wait is
 		// short now.
 		if err := r.wm.Close(); err != nil {

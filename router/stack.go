@@ -2,6 +2,7 @@ package router
 
 import (
 	"fmt"
+	"log/slog"
 	"runtime/debug"
 	"time"
 
@@ -10,6 +11,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router/internal/stackx"
 	"github.com/warrenmq/warren/telemetry"
@@ -25,6 +27,9 @@ type stackDeps struct {
 	// Telemetry of the tracing and counting steps. Default:
 	// telemetry.Default(), the otel global providers.
 	Telemetry *telemetry.Telemetry
+	// Logger of the retry, delayed-retry and dead-letter steps, which add
+	// the route's name. Default: silent.
+	Logger *slog.Logger
 }
 
 // stack is the middleware a route runs, built once: the router runs
@@ -66,6 +71,7 @@ func newStack(route Route, deps stackDeps) (*stack, error) {
 		return nil, err
 	}
 	s := &stack{route: route, pub: deps.Publisher}
+	log := logx.Or(deps.Logger).With(logx.Route, route.Name)
 	add := func(mw message.HandlerMiddleware, err error) error {
 		if err != nil {
 			return fmt.Errorf("router: route %q: %w", route.Name, err)
@@ -98,7 +104,7 @@ func newStack(route Route, deps stackDeps) (*stack, error) {
 		dlCfg := middleware.DeadLetterConfig{
 			Mode: route.DeadLetter.Mode, Publisher: deps.Publisher, HandlerName: route.Name,
 			Topic:        func(*message.Message) string { return dlq },
-			OnDeadLetter: route.DeadLetter.OnDeadLetter, Telemetry: deps.Telemetry,
+			OnDeadLetter: route.DeadLetter.OnDeadLetter, Telemetry: deps.Telemetry, Logger: log,
 		}
 		if route.Respond == nil {
 			if err := add(middleware.DeadLetter(dlCfg)); err != nil {
@@ -114,7 +120,7 @@ func newStack(route Route, deps stackDeps) (*stack, error) {
 	if !route.DelayedRetry.Disabled && route.Respond == nil {
 		if err := add(middleware.DelayedRetry(middleware.DelayedRetryConfig{
 			Publisher: deps.Publisher, Levels: route.DelayedRetry.Levels, Queue: route.Queue.Name, Telemetry: deps.Telemetry,
-			OnRetry: route.DelayedRetry.OnRetry,
+			OnRetry: route.DelayedRetry.OnRetry, Logger: log,
 		})); err != nil {
 			return nil, err
 		}
@@ -123,6 +129,9 @@ func newStack(route Route, deps stackDeps) (*stack, error) {
 		cfg := route.Retry.RetryConfig
 		if cfg.Telemetry == nil {
 			cfg.Telemetry = deps.Telemetry
+		}
+		if cfg.Logger == nil {
+			cfg.Logger = log
 		}
 		if cfg.AttemptTimeout == 0 {
 			// The route's timeout bounds each attempt; Retry gives each

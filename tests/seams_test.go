@@ -302,3 +302,66 @@ func TestCopiesCarryNoPlumbing(t *testing.T) {
 		check(t, "the delayed retry's copy", getOne(t, b.URL, q))
 	})
 }
+
+// TestDeadLetterModeMigration: a route that dead-lettered with RejectToDLX
+// (its queue declared with x-dead-letter-routing-key) moves to the default
+// PublishToDLQ. The queue's arguments cannot change: the start fails with
+// a *QueueConflictError that names the argument and the way out, and the
+// way out works: the route declares the arguments the queue has, and its
+// dead letters now carry the error, its type, the attempts, the handler and
+// where the message came from, beside the older x-death ones in the same
+// dead-letter queue.
+func TestDeadLetterModeMigration(t *testing.T) {
+	b := rabbittest.Shared(t)
+	q := b.Name("migrating")
+	b.Name("migrating.dlq")
+	failing := func(mode middleware.DeadLetterMode, args topology.QueueArgs) router.Route {
+		return router.Route{
+			Name: "migrating", Queue: topology.QueueSpec{Name: q, Durable: true, Args: args},
+			Retry: router.RetrySettings{Disabled: true}, DelayedRetry: router.DelayedRetrySettings{Disabled: true},
+			DeadLetter: router.DeadLetterSettings{Mode: mode},
+			Handler:    func(*message.Message) error { return ack.Permanent(declinedError{}) },
+		}
+	}
+	before := newRouter(t, b.URL, router.Config{})
+	if err := before.AddRoute(failing(middleware.RejectToDLX, topology.QueueArgs{})); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, before)
+	publish(t, before, q, message.NewMessage("rejected", nil))
+	waitQueueDepth(t, b.URL, q+".dlq", 1, 20*time.Second)
+	if err := before.Close(ctxT(t, 30*time.Second)); err != nil {
+		t.Fatal(err)
+	}
+
+	after := newRouter(t, b.URL, router.Config{})
+	if err := after.AddRoute(failing(middleware.PublishToDLQ, topology.QueueArgs{})); err != nil {
+		t.Fatal(err)
+	}
+	err := after.Run(ctxT(t, 30*time.Second))
+	var qc *router.QueueConflictError
+	if !errors.As(err, &qc) || !strings.HasPrefix(qc.Argument, "x-dead-letter-") || !strings.Contains(err.Error(), "Route.Queue.Args") ||
+		!strings.Contains(err.Error(), "Route.Queue.ReadOnly") {
+		t.Fatalf("Run after a change of mode: %v, want a *QueueConflictError naming the dead-letter argument and the way out", err)
+	}
+
+	migrated := newRouter(t, b.URL, router.Config{})
+	if err := migrated.AddRoute(failing(middleware.PublishToDLQ, topology.QueueArgs{DeadLetterRoutingKey: q + ".dlq"})); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, migrated)
+	publish(t, migrated, q, message.NewMessage("published", nil))
+	waitQueueDepth(t, b.URL, q+".dlq", 2, 20*time.Second)
+	old, published := getOne(t, b.URL, q+".dlq"), getOne(t, b.URL, q+".dlq")
+	if old.MessageId != "rejected" || published.MessageId != "published" {
+		t.Fatalf("dead letters %q, %q", old.MessageId, published.MessageId)
+	}
+	for header, want := range map[string]string{
+		middleware.HeaderDLError: "card declined", middleware.HeaderDLErrorType: "card_declined", middleware.HeaderDLAttempts: "1",
+		middleware.HeaderDLHandler: "migrating", middleware.HeaderDLQueue: q, middleware.HeaderDLRoutingKey: q,
+	} {
+		if got := headers.String(published.Headers[header]); got != want {
+			t.Errorf("the migrated route's dead letter: %s = %q, want %q", header, got, want)
+		}
+	}
+}

@@ -129,7 +129,7 @@ func (h *worker) handle(ctx context.Context, d *broker.Delivery) {
 		return
 	case !refusedForGood(err):
 		h.log.Info("warren: handing a due message over failed; it goes back to the due queue", "message_id", d.MessageId,
-			"exchange", exchange, "routing_key", key, "err", err)
+			"exchange", exchange, "routing_key", key, "error", err)
 		t := time.NewTimer(handOverRetryWait)
 		defer t.Stop()
 		select {
@@ -143,7 +143,7 @@ func (h *worker) handle(ctx context.Context, d *broker.Delivery) {
 	}
 	kept := unroutableCopy(msg, exchange, key, err, time.Now())
 	if kerr := first(h.ops.PublishAll(ctx, []broker.Outgoing{{RoutingKey: ScheduleUnroutableQueue, Mandatory: true, Msg: kept}})); kerr != nil {
-		h.log.Warn("warren: a due message no queue took could not be kept; it goes back to the due queue", "message_id", d.MessageId, "err", kerr)
+		h.log.Warn("warren: a due message no queue took could not be kept; it goes back to the due queue", "message_id", d.MessageId, "error", kerr)
 		_ = d.Nack(true)
 		return
 	}
@@ -151,7 +151,7 @@ func (h *worker) handle(ctx context.Context, d *broker.Delivery) {
 	instrument.Of(h.tel).ScheduledUnroutable(exchange, err)
 	h.log.Warn("warren: a scheduled message was due but no queue took it; kept in "+ScheduleUnroutableQueue+
 		" (warren dlq replay sends it on once a queue is bound)",
-		"message_id", d.MessageId, "exchange", exchange, "routing_key", key, "err", err, "error.type", ack.ErrorType(err))
+		"message_id", d.MessageId, "exchange", exchange, "routing_key", key, "error", err, "error.type", ack.ErrorType(err))
 }
 
 // refusedForGood reports a hand-over the broker refused for this message

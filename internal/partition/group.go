@@ -209,7 +209,7 @@ func (g *Group) rebalance() {
 	if err != nil || info.Consumers == 0 {
 		// Not known now (a connection or a node lost): keep the last
 		// count rather than take every partition.
-		g.cfg.Log.Debug("warren: counting the members of a partitioned topic failed", "topic", g.cfg.Topic, "err", err)
+		g.cfg.Log.Debug("warren: counting the members of a partitioned topic failed", "topic", g.cfg.Topic, "error", err)
 		info.Consumers = g.lastCount
 	}
 	count := max(info.Consumers, 1)
@@ -235,7 +235,7 @@ func (g *Group) rebalance() {
 		}
 		m, err := g.cfg.Consume(q)
 		if err != nil {
-			g.cfg.Log.Warn("warren: claiming a partition failed", "topic", g.cfg.Topic, "partition", q, "err", err)
+			g.cfg.Log.Warn("warren: claiming a partition failed", "topic", g.cfg.Topic, "partition", q, "error", err)
 			g.unlock(q)
 			continue
 		}
@@ -323,7 +323,7 @@ func (g *Group) unlock(q string) {
 	if _, err := g.cfg.Ops.DeleteQueue(ctx, lockOf(q), broker.DeleteOptions{}); err != nil {
 		// Gone with its connection, or the connection is down: either
 		// way it is freed when the connection goes.
-		g.cfg.Log.Debug("warren: freeing a partition lock failed", "topic", g.cfg.Topic, "partition", q, "err", err)
+		g.cfg.Log.Debug("warren: freeing a partition lock failed", "topic", g.cfg.Topic, "partition", q, "error", err)
 	}
 }
 

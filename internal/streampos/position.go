@@ -173,7 +173,7 @@ func (p *Position) write() {
 	errs := p.cfg.Ops.PublishAll(ctx, []broker.Outgoing{{RoutingKey: p.keep.Name,
 		Msg: amqp.Publishing{DeliveryMode: amqp.Persistent, Body: []byte(strconv.FormatInt(acked, 10))}}})
 	if err := errors.Join(errs...); err != nil {
-		p.cfg.Log.Warn("warren: keeping the stream position failed; it is written again with the next ack", "stream", p.cfg.Stream, "err", err)
+		p.cfg.Log.Warn("warren: keeping the stream position failed; it is written again with the next ack", "stream", p.cfg.Stream, "error", err)
 		return
 	}
 	p.mu.Lock()

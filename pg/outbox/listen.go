@@ -45,7 +45,7 @@ func (l *listener) wait(ctx context.Context, d time.Duration) {
 	wctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	if _, err := l.conn.WaitForNotification(wctx); err != nil && wctx.Err() == nil {
-		l.log.Warn("outbox: listening failed; polling until it works again", "err", err)
+		l.log.Warn("outbox: listening failed; polling until it works again", "error", err)
 		l.close()
 	}
 	// A timeout leaves pgx's connection usable (it is only the wait that

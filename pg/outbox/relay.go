@@ -155,7 +155,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		}
 		if err != nil {
 			wait := b.NextBackOff()
-			r.cfg.Logger.Warn("outbox: relay pass failed; trying again", "err", err, "in", wait)
+			r.cfg.Logger.Warn("outbox: relay pass failed; trying again", "error", err, "in", wait)
 			if !sleep(ctx, wait) {
 				return nil
 			}
@@ -164,7 +164,7 @@ func (r *Relay) Run(ctx context.Context) error {
 		b.Reset()
 		if time.Now().After(nextCleanup) {
 			if err := r.cleanup(ctx); err != nil && ctx.Err() == nil {
-				r.cfg.Logger.Warn("outbox: cleanup failed", "err", err)
+				r.cfg.Logger.Warn("outbox: cleanup failed", "error", err)
 			}
 			nextCleanup = time.Now().Add(r.cfg.CleanupInterval)
 		}
@@ -211,7 +211,7 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 	r.published.Add(int64(len(done)))
 	r.setAside.Add(int64(len(failed)))
 	for id, why := range failed {
-		r.cfg.Logger.Error("outbox: row set aside", "table", r.cfg.Table, "id", id, "err", why)
+		r.cfg.Logger.Error("outbox: row set aside", "table", r.cfg.Table, "id", id, "error", why)
 	}
 	if sendErr != nil {
 		return 0, sendErr
