@@ -3,6 +3,7 @@ package warren
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
@@ -73,13 +74,15 @@ func (p *Publisher) schedule(ctx context.Context, exchange, key string, pub *amq
 	delete(pub.Headers, MetaDelayedUntil)
 	delete(pub.Headers, metaDelayedFor)
 	route := delay.ScheduleDestination(exchange, key, forward)
-	cacheKey := "\x00schedule\x00" + exchange + "\x00" + key
+	// The levels this delay needs: a longer delay later extends them.
+	levels := delay.LevelsFor(wait)
+	cacheKey := "\x00schedule\x00" + strconv.Itoa(levels) + "\x00" + exchange + "\x00" + key
 	if route.Forwarded() {
-		cacheKey = "\x00schedule\x00"
+		cacheKey = "\x00schedule\x00" + strconv.Itoa(levels)
 	}
 	epoch := p.ops.Registry().Epoch()
 	if c, ok := p.routes.Get(cacheKey); !ok || c.epoch != epoch {
-		t := delay.ScheduleTopology()
+		t := delay.ScheduleTopology(levels)
 		if route.Binding != nil {
 			t.Bindings = append(t.Bindings, *route.Binding)
 		}

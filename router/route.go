@@ -88,9 +88,21 @@ type RetrySettings struct {
 }
 
 // DelayedRetrySettings shape the delayed retries of a route.
+//
+// Footprint: the copies wait in the vhost's delay levels, shared by every
+// route, router and Publisher of the vhost. Level k is a quorum queue (a
+// Raft group on a cluster) and a topic exchange, holding waits of 2^k
+// seconds; a delay of d needs levels 0 to log2(d): a router declares those
+// of its routes' longest level at Run, and a longer delay (a scheduled
+// message) extends them when published. The default levels (longest 10m)
+// take 10 levels; delays of 1s and 3s take 2; the most, 28, is for delays
+// up to 8.5 years. Beside them, once per vhost, the deliver exchange, its
+// alternate exchange and two quorum queues (warren.delay.due,
+// warren.delay.unroutable). `warren topology export` leaves them out.
 type DelayedRetrySettings struct {
 	Disabled bool
-	// Levels default to middleware.DefaultDelayLevels.
+	// Levels default to middleware.DefaultDelayLevels (1s, 10s, 1m, 10m:
+	// 10 delay levels).
 	Levels []time.Duration
 	// OnRetry is called after each confirmed scheduled copy.
 	OnRetry func(middleware.DelayedRetryEvent)

@@ -327,8 +327,8 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 	}
 	// The delay levels serve every route (and the connection): declared
 	// once, before the routes that bind to their deliver exchange.
-	if slices.ContainsFunc(routes, func(rt *activeRoute) bool { return rt.delayed() }) {
-		if err := r.ops.Apply(ctx, delay.ScheduleTopology()); err != nil {
+	if levels := delayLevelsFor(routes); levels > 0 {
+		if err := r.ops.Apply(ctx, delay.ScheduleTopology(levels)); err != nil {
 			return fmt.Errorf("router: declare the delay levels: %w", err)
 		}
 		// Due messages that need a hand (forwarded retries, a queue gone
@@ -361,6 +361,22 @@ func (r *Router) start(ctx context.Context, routes []*activeRoute) error {
 		}
 	}
 	return nil
+}
+
+// delayLevelsFor is how many delay levels routes need: those of their
+// longest delayed retry; 0 when none retries after a delay. A longer delay
+// (a scheduled message) extends them when it is published.
+func delayLevelsFor(routes []*activeRoute) int {
+	n := 0
+	for _, rt := range routes {
+		if !rt.delayed() {
+			continue
+		}
+		for _, l := range rt.DelayedRetry.Levels {
+			n = max(n, delay.LevelsFor(l))
+		}
+	}
+	return n
 }
 
 // checkDeadLetter makes sure messages a route dead-letters have somewhere to

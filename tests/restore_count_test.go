@@ -83,13 +83,14 @@ func TestOneRestorePerReconnect(t *testing.T) {
 			last = order[e.Kind]
 			count[e.Kind]++
 		}
-		// 2 exchanges (events, the output's) + the delay levels' 28 and
-		// their deliver exchange; 20 queues + 20 dead-letter queues + 28
-		// delay-level queues; 20 bindings + the levels' 56 + 20 that
+		// 2 exchanges (events, the output's) + the delay levels' 10 (the
+		// default delayed retries' longest, 10m, needs levels 0 to 9) and
+		// their deliver exchange; 20 queues + 20 dead-letter queues + 10
+		// delay-level queues; 20 bindings + the levels' 20 + 20 that
 		// deliver each route's delayed retries; 20 consumers and the
 		// hand-over of due messages. The levels are the connection's,
 		// declared once for every route.
-		levels := delay.ScheduleTopology()
+		levels := delay.ScheduleTopology(10)
 		if count[broker.KindExchange] != 2+len(levels.Exchanges) || count[broker.KindQueue] != 40+len(levels.Queues) ||
 			count[broker.KindBinding] != 40+len(levels.Bindings) || count[broker.KindConsumer] != 21 {
 			t.Fatalf("restored %v", count)

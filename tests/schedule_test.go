@@ -12,8 +12,11 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
+	wdelay "github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/retry"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
 	"github.com/warrenmq/warren/warrentest"
 )
 
@@ -180,5 +183,60 @@ func TestScheduledSurvivesARestart(t *testing.T) {
 			t.Errorf("%s arrived %v before its due time", id, d.Sub(got[id]))
 		}
 		t.Logf("%s: arrived %+.3fs after due", id, got[id].Sub(d).Seconds())
+	}
+}
+
+// TestDelayLevelsCostWhatTheServiceNeeds: a router whose delayed retries
+// are 1 s and 3 s declares the two delay levels they need (2 quorum
+// queues, not 28); a message scheduled later for 5 s extends them by the
+// one level it needs, enters there, and arrives no earlier than due.
+func TestDelayLevelsCostWhatTheServiceNeeds(t *testing.T) {
+	t.Parallel()
+	url, remove, err := rabbittest.NewVhost(fmt.Sprintf("warren-levels-%d", time.Now().UnixNano()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	r := newRouter(t, url, router.Config{})
+	if err := r.AddRoute(router.Route{Name: "quick", Queue: topology.QueueSpec{Name: "quick", Durable: true},
+		DelayedRetry: router.DelayedRetrySettings{Levels: []time.Duration{time.Second, 3 * time.Second}},
+		Handler:      func(*message.Message) error { return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	ops := opsOn(t, url)
+	levels := func() (n int) {
+		for k := range wdelay.ScheduleLevels {
+			ok, err := ops.QueueExists(ctxT(t, 5*time.Second), wdelay.ScheduleQueue(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ok {
+				if k != n {
+					t.Fatalf("level %d exists, level %d does not", k, n)
+				}
+				n++
+			}
+		}
+		return n
+	}
+	if n := levels(); n != 2 {
+		t.Fatalf("%d delay levels for delays of 1s and 3s, want 2", n)
+	}
+
+	c := openConn(t, url)
+	pub, a := scheduledPair(t, c, "", warren.QueuePerTopic{}, "later")
+	due := nextSecond(5 * time.Second)
+	m := message.NewMessage("in-5s", []byte("x"))
+	delay.Message(m, delay.Until(due))
+	if err := pub.Publish("later", m); err != nil {
+		t.Fatal(err)
+	}
+	if n := levels(); n != 3 {
+		t.Fatalf("%d delay levels after a 5s schedule, want 3", n)
+	}
+	got := a.wait(t, 1, 30*time.Second)
+	if late := got["in-5s"].Sub(due); late < 0 || late > 1200*time.Millisecond {
+		t.Fatalf("the 5s message arrived %v after its due time, want 0 to 1s", late)
 	}
 }

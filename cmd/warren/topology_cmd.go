@@ -329,6 +329,7 @@ type definitions struct {
 
 func exportCommand(g *globals) *cobra.Command {
 	var vhost, format string
+	var includeWarren bool
 	cmd := &cobra.Command{
 		Use:   "export DEFINITIONS.json",
 		Short: "Turn the broker's definitions into a topology file (YAML) or Go",
@@ -337,7 +338,9 @@ the management UI's export writes them, and prints the topology of one vhost
 as a topology file (YAML, the default) or as Go (a topology.Topology
 literal). Typed arguments become the file's fields; the others stay under
 arguments. Server-named and exclusive queues are not definitions and are not
-exported.`,
+exported. warren's own infrastructure (warren.*: the delay levels, the
+hand-over of due messages) is left out, since warren declares it itself;
+--include-warren keeps it.`,
 		Example: `  rabbitmqctl export_definitions /tmp/defs.json && warren topology export /tmp/defs.json --vhost /
   warren topology export defs.json --vhost orders --format go`,
 		Args: args(cobra.ExactArgs(1)),
@@ -354,6 +357,12 @@ exported.`,
 				return fmt.Errorf("%s: not a definitions export: %w", a[0], err)
 			}
 			t := fromDefinitions(defs, vhost)
+			if !includeWarren {
+				var n int
+				if t, n = withoutWarren(t); n > 0 {
+					fmt.Fprintf(g.stderr, "left out %d of warren's own entities (warren.*: delay levels, hand-over), which warren declares itself; --include-warren keeps them\n", n)
+				}
+			}
 			if format == "go" {
 				fmt.Fprint(g.stdout, goTopology(t))
 				return nil
@@ -368,7 +377,41 @@ exported.`,
 	}
 	cmd.Flags().StringVar(&vhost, "vhost", "/", "the vhost to export")
 	cmd.Flags().StringVar(&format, "format", "yaml", "yaml or go")
+	cmd.Flags().BoolVar(&includeWarren, "include-warren", false, "keep warren's own infrastructure (warren.*)")
 	return cmd
+}
+
+// warrenOwned reports whether an entity is warren's own infrastructure,
+// which routers and publishers declare themselves.
+func warrenOwned(name string) bool { return strings.HasPrefix(name, "warren.") }
+
+// withoutWarren is t without warren's own entities and the bindings from
+// or to them, and how many it left out.
+func withoutWarren(t topology.Topology) (topology.Topology, int) {
+	var out topology.Topology
+	n := 0
+	for _, x := range t.Exchanges {
+		if warrenOwned(x.Name) {
+			n++
+			continue
+		}
+		out.Exchanges = append(out.Exchanges, x)
+	}
+	for _, q := range t.Queues {
+		if warrenOwned(q.Name) {
+			n++
+			continue
+		}
+		out.Queues = append(out.Queues, q)
+	}
+	for _, b := range t.Bindings {
+		if warrenOwned(b.Source) || warrenOwned(b.Destination) {
+			n++
+			continue
+		}
+		out.Bindings = append(out.Bindings, b)
+	}
+	return out, n
 }
 
 // fromDefinitions is the topology of vhost in defs, typed arguments parsed

@@ -17,7 +17,9 @@ import (
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"go.uber.org/goleak"
+	"go.yaml.in/yaml/v3"
 
+	"github.com/warrenmq/warren/internal/delay"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -470,10 +472,23 @@ func TestPasswordNeverPrinted(t *testing.T) {
 // TestExportFromDefinitions: the broker's definitions of a vhost (as
 // rabbitmqctl exports them) become a topology file that validates and that
 // diff finds equal to the broker; the Go form names the same specs.
+// warren's own infrastructure (the delay levels a router declared) is left
+// out unless asked for.
 func TestExportFromDefinitions(t *testing.T) {
 	url, vhost := newVhost(t)
 	if r := cli(t, url, "", "topology", "apply", "testdata/shop.yaml"); r.code != 0 {
 		t.Fatalf("apply: %s", r.stderr)
+	}
+	var levels bytes.Buffer
+	if err := yaml.NewEncoder(&levels).Encode(fileOf(delay.ScheduleTopology(2))); err != nil {
+		t.Fatal(err)
+	}
+	levelsPath := filepath.Join(t.TempDir(), "levels.yaml")
+	if err := os.WriteFile(levelsPath, levels.Bytes(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := cli(t, url, "", "topology", "apply", levelsPath); r.code != 0 {
+		t.Fatalf("apply the delay levels: %s", r.stderr)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -491,6 +506,13 @@ func TestExportFromDefinitions(t *testing.T) {
 		t.Fatalf("export: exit %d: %s", r.code, r.stderr)
 	}
 	golden(t, "export-yaml", r.stdout)
+	if !strings.Contains(r.stderr, "left out 14 of warren's own entities") || strings.Contains(r.stdout, "warren.") {
+		t.Fatalf("export kept warren's own entities or did not say so: %s", r.stderr)
+	}
+	if all := cli(t, url, "", "topology", "export", defsPath, "--vhost", vhost, "--include-warren"); all.code != 0 ||
+		!strings.Contains(all.stdout, "warren.delay.01.wait") || strings.Contains(all.stdout, "warren.delay.02") {
+		t.Fatalf("export --include-warren: exit %d: %s%s", all.code, all.stdout, all.stderr)
+	}
 	exported := filepath.Join(dir, "exported.yaml")
 	if err := os.WriteFile(exported, []byte(r.stdout), 0o600); err != nil {
 		t.Fatal(err)

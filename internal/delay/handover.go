@@ -70,8 +70,9 @@ func Of(c *conn.Conn) *HandOver {
 	return connx.Attachment(c, handOverKey{}, func() any { return &HandOver{conn: c} }).(*HandOver)
 }
 
-// Acquire starts the hand-over for one more user (declaring the delay
-// levels, which it consumes from, when it is the first).
+// Acquire starts the hand-over for one more user (declaring the deliver
+// exchange and the due queue, which it consumes from, when it is the
+// first; the levels are declared by who schedules).
 func (h *HandOver) Acquire(ctx context.Context, log *slog.Logger, tel *telemetry.Telemetry) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -83,9 +84,9 @@ func (h *HandOver) Acquire(ctx context.Context, log *slog.Logger, tel *telemetry
 	if err != nil {
 		return err
 	}
-	if err := ops.Apply(ctx, ScheduleTopology(), broker.IfMissing()); err != nil {
+	if err := ops.Apply(ctx, handOverTopology(), broker.IfMissing()); err != nil {
 		_ = ops.Close(ctx)
-		return fmt.Errorf("warren: declare the delay levels: %w", err)
+		return fmt.Errorf("warren: declare the hand-over of due messages: %w", err)
 	}
 	w := &worker{ops: ops, log: log, tel: tel}
 	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: ScheduleDueQueue, PrefetchCount: handOverPrefetch, Handler: w.handle}); err != nil {

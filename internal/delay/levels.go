@@ -2,6 +2,7 @@ package delay
 
 import (
 	"fmt"
+	"math/bits"
 	"strings"
 	"time"
 
@@ -23,6 +24,13 @@ import (
 // destination. A delay of d seconds waits exactly d seconds in queues, so a
 // message is due no earlier than asked and at most a second later (delays
 // round up to whole seconds).
+//
+// A message enters at the level of its delay's highest binary digit, so a
+// vhost needs only the levels of the delays it uses: LevelsFor(d) of them,
+// 0 to LevelsFor(d)-1 (delays up to 2^n-1 seconds with n levels). Levels
+// are declared when a router or a Publisher first needs them and extended
+// when a longer delay comes; each declared level is a quorum queue (a Raft
+// group on a cluster) and a topic exchange.
 //
 // Each level's queue holds messages of one TTL, so none waits behind a
 // longer one (per-message TTLs expire only at a queue's head, PITFALLS 18),
@@ -77,11 +85,24 @@ func ScheduleQueue(level int) string { return fmt.Sprintf("warren.delay.%02d.wai
 // anyDigits matches the digits of levels above k (level k's own is next).
 func anyDigits(n int) string { return strings.Repeat("*.", n) }
 
-// ScheduleTopology is the delay levels, the deliver exchange and the queues
-// of the messages a process hands over. Declare it once per connection (the
-// registry makes every later declaration free).
-func ScheduleTopology() topology.Topology {
-	t := topology.Topology{
+// LevelsFor is how many levels a delay of d needs: those of its highest
+// binary digit of seconds and below (d rounded up to whole seconds, at
+// least one level; ScheduleLevels for a delay too long, which Schedule
+// refuses).
+func LevelsFor(d time.Duration) int {
+	return min(bits.Len64(uint64(delaySeconds(d))), ScheduleLevels)
+}
+
+// delaySeconds is d rounded up to whole seconds, at least 1.
+func delaySeconds(d time.Duration) int64 {
+	return max(int64((d+time.Second-1)/time.Second), 1)
+}
+
+// handOverTopology is what the hand-over of due messages needs: the
+// deliver exchange, its alternate exchange and the due and unroutable
+// queues. The levels come with ScheduleTopology.
+func handOverTopology() topology.Topology {
+	return topology.Topology{
 		Exchanges: []topology.ExchangeSpec{
 			{Name: scheduleUnroutedExchange, Type: topology.Fanout, Durable: true},
 			{Name: ScheduleDeliverExchange, Type: topology.Topic, Durable: true, Args: topology.ExchangeArgs{AlternateExchange: scheduleUnroutedExchange}},
@@ -95,7 +116,17 @@ func ScheduleTopology() topology.Topology {
 			{Source: ScheduleDeliverExchange, Destination: ScheduleDueQueue, Kind: topology.BindQueue, RoutingKey: anyDigits(ScheduleLevels) + "f"},
 		},
 	}
-	for k := 0; k < ScheduleLevels; k++ {
+}
+
+// ScheduleTopology is the delay levels 0 to levels-1 (levels is clamped to
+// 1..ScheduleLevels), the deliver exchange and the queues of the messages a
+// process hands over. Declare it once per connection (the registry makes
+// every later declaration free); declaring it again with more levels
+// extends the levels.
+func ScheduleTopology(levels int) topology.Topology {
+	levels = min(max(levels, 1), ScheduleLevels)
+	t := handOverTopology()
+	for k := range levels {
 		next := ScheduleDeliverExchange
 		if k > 0 {
 			next = scheduleExchange(k - 1)
@@ -168,11 +199,11 @@ func keyable(queue string) bool {
 // Schedule routes msg through the delay levels for delay (rounded up to
 // whole seconds; at least one) on route: it sets the headers a forwarded
 // message needs and returns the exchange and routing key to publish it to.
+//
+// It enters the levels at the one of the delay's highest binary digit
+// (LevelsFor(delay)-1): the levels above are not needed, and need not exist.
 func Schedule(msg *amqp.Publishing, delay time.Duration, route ScheduleRoute) (exchange, key string, err error) {
-	secs := int64((delay + time.Second - 1) / time.Second)
-	if secs < 1 {
-		secs = 1
-	}
+	secs := delaySeconds(delay)
 	if secs >= 1<<ScheduleLevels {
 		return "", "", fmt.Errorf("%w: %v (at most %v)", ErrDelayTooLong, delay, time.Duration(1<<ScheduleLevels-1)*time.Second)
 	}
@@ -196,7 +227,14 @@ func Schedule(msg *amqp.Publishing, delay time.Duration, route ScheduleRoute) (e
 		}
 		msg.Headers = h
 	}
-	return scheduleExchange(ScheduleLevels - 1), b.String(), nil
+	return scheduleExchange(LevelsFor(delay) - 1), b.String(), nil
+}
+
+// isLevelExchange reports whether x is the exchange of a delay level.
+func isLevelExchange(x string) bool {
+	var k int
+	n, err := fmt.Sscanf(x, "warren.delay.%02d", &k)
+	return err == nil && n == 1 && x == scheduleExchange(k) && k >= 0 && k < ScheduleLevels
 }
 
 // ScheduledFrom is where a message delivered by the delay levels was
@@ -209,7 +247,7 @@ func ScheduledFrom(exchange, key string, h amqp.Table) (origExchange, origKey st
 		k, _ := h[HeaderScheduleRoutingKey].(string)
 		return x, k, true
 	}
-	if exchange != ScheduleDeliverExchange && exchange != scheduleExchange(ScheduleLevels-1) {
+	if exchange != ScheduleDeliverExchange && !isLevelExchange(exchange) {
 		return "", "", false
 	}
 	rest := key
