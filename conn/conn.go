@@ -544,6 +544,37 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 
 // dial opens one AMQP connection; Close interrupts the wait, and a dial that
 // completes after Close is closed, never used.
+// armHeartbeat makes the broker send a frame after connection.open-ok:
+// amqp091-go arms its heartbeat read deadline only when one arrives
+// (PITFALLS 44), so a network that stalls between the handshake and the
+// broker's first heartbeat would go unnoticed for ever, and a service
+// would sit on a dead connection, consuming nothing. A channel's open-ok
+// is such a frame; the channel is closed at once. A network that stalls
+// now fails the dial after timeout, and the connection is torn down.
+func armHeartbeat(ac *amqp.Connection, timeout time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		ch, err := ac.Channel()
+		if err == nil {
+			err = ch.Close()
+		}
+		done <- err
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			_ = ac.CloseDeadline(time.Now())
+			return fmt.Errorf("conn: a channel right after the handshake: %w", err)
+		}
+		return nil
+	case <-t.C:
+		_ = ac.CloseDeadline(time.Now()) // the goroutine's Channel returns ErrClosed
+		return fmt.Errorf("conn: no answer within %v to a channel opened right after the handshake: the network stalled", timeout)
+	}
+}
+
 func (c *Conn) dial(ep endpoint) (*generation, error) {
 	props := amqp.NewConnectionProperties()
 	for k, v := range c.cfg.Properties {
@@ -576,6 +607,9 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	res := make(chan result, 1)
 	if !c.spawn(func() {
 		ac, err := amqp.DialConfig(dialURL, cfg)
+		if err == nil {
+			err = armHeartbeat(ac, c.cfg.DialTimeout)
+		}
 		res <- result{ac, err}
 	}) {
 		return nil, errClosing

@@ -18,25 +18,45 @@ import (
 	"github.com/warrenmq/warren/internal/rabbittest"
 )
 
-// URLEnv names the environment variable that points the tests at a broker
-// of your own instead of a disposable node. rabbitmqctl on this machine must
-// reach it (its default node), to make each test's vhost.
-const URLEnv = "WARREN_TEST_URL"
+// The environment that points the tests at a broker of your own instead of
+// a disposable node (the package doc says what each mode needs).
+const (
+	// URLEnv is the broker's AMQP URL; its vhost is the one prefix mode
+	// shares.
+	URLEnv = "WARREN_TEST_URL"
+	// ManagementURLEnv is the broker's management API,
+	// http(s)://user:password@host:port, whose user may create vhosts (the
+	// administrator tag). Without it, the API at the broker's host on port
+	// 15672 (15671 for amqps) is tried with the AMQP URL's user, then
+	// rabbitmqctl on this machine.
+	ManagementURLEnv = "WARREN_TEST_MANAGEMENT_URL"
+	// IsolationEnv is "vhost" (the default: a vhost per test) or "prefix":
+	// every test shares the URL's vhost, its entities named with
+	// Broker.Name, and deleted when it ends. For a user allowed one vhost.
+	IsolationEnv = "WARREN_TEST_ISOLATION"
+)
 
 // Broker is a real RabbitMQ as one test sees it: a vhost of its own, removed
 // when the test ends, so tests run in parallel without seeing each other.
 type Broker struct {
 	// URL logs in to the test's vhost.
 	URL string
-	// Vhost is the test's own vhost.
+	// Vhost is the test's own vhost; in prefix mode, the vhost every test
+	// shares.
 	Vhost string
+	// Prefix starts the name of every entity of the test in prefix mode
+	// (Name adds it); "" with a vhost per test.
+	Prefix string
 
 	t     testing.TB
 	node  *rabbittest.Node // nil on the WARREN_TEST_URL broker
 	own   bool             // the node is this test's alone (Own)
+	admin admin            // nil in prefix mode on a broker that offers none
 	base  *url.URL
 	proxy *rabbittest.Proxy
 	mu    sync.Mutex
+	names []string    // Name's, deleted in prefix mode
+	conns []*conn.Conn // the test's connections, whose declarations prefix mode deletes
 }
 
 // Option shapes New.
@@ -58,7 +78,11 @@ var (
 // disposable node that rabbitmq-server runs for the package's tests (started
 // by the first test that asks, destroyed by Main, or killed when the test
 // binary exits). t gets a vhost of its own, deleted with everything in it
-// when t ends. Under -short, t is skipped: -short is the broker-free run.
+// when t ends: made through the broker's management API, or rabbitmqctl.
+// With WARREN_TEST_ISOLATION=prefix t shares the URL's vhost instead, and
+// its entities (named with Name, or declared through the Broker's
+// connections) are deleted when t ends. Under -short, t is skipped: -short
+// is the broker-free run.
 func New(t testing.TB, opts ...Option) *Broker {
 	t.Helper()
 	if testing.Short() {
@@ -72,6 +96,16 @@ func New(t testing.TB, opts ...Option) *Broker {
 	}
 	b := &Broker{t: t, own: o.own}
 	raw := os.Getenv(URLEnv)
+	prefixMode := false
+	switch iso := os.Getenv(IsolationEnv); iso {
+	case "", "vhost":
+	case "prefix":
+		prefixMode = !o.own // a node of the test's own is the test's to use
+	default:
+		t.Fatalf("warrentest: %s=%q: want vhost or prefix", IsolationEnv, iso)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	switch {
 	case o.own:
 		b.node = rabbittest.StartNode(t, rabbittest.NodeOptions{})
@@ -88,11 +122,21 @@ func New(t testing.TB, opts ...Option) *Broker {
 		t.Fatalf("warrentest: %s: %v", URLEnv, err)
 	}
 	b.base = u
+	if b.node != nil {
+		b.admin = ctlAdmin{node: b.node.Name}
+	} else if b.admin, err = adminFor(ctx, u, os.Getenv(ManagementURLEnv)); err != nil && !prefixMode {
+		t.Fatal(err)
+	}
+	if prefixMode {
+		b.Vhost = vhostOf(u)
+		b.Prefix = fmt.Sprintf("wt-%d-%d-%s.", os.Getpid(), vhostSeq.Add(1), sanitize(t.Name()))
+		b.URL = b.base.String()
+		t.Cleanup(b.deletePrefixed)
+		return b
+	}
 	b.Vhost = fmt.Sprintf("warrentest-%d-%d-%s", os.Getpid(), vhostSeq.Add(1), sanitize(t.Name()))
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	if err := rabbittest.AddVhost(ctx, b.nodeName(), b.Vhost, b.user()); err != nil {
-		t.Fatalf("warrentest: make the test's vhost: %v", err)
+	if err := b.admin.addVhost(ctx, b.Vhost, b.user()); err != nil {
+		t.Fatalf("warrentest: make the test's vhost through %v: %v", b.admin, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -100,12 +144,35 @@ func New(t testing.TB, opts ...Option) *Broker {
 		if b.node != nil && !b.node.Running() {
 			return // an Own node stopped by the test: nothing left to delete
 		}
-		if err := rabbittest.DeleteVhost(ctx, b.nodeName(), b.Vhost); err != nil {
+		if err := b.admin.deleteVhost(ctx, b.Vhost); err != nil {
 			t.Errorf("warrentest: delete the test's vhost: %v", err)
 		}
 	})
 	b.URL = b.urlFor(u.Host)
 	return b
+}
+
+// vhostOf is the vhost an AMQP URL names ("/" when none).
+func vhostOf(u *url.URL) string {
+	v := strings.TrimPrefix(u.Path, "/")
+	if v == "" {
+		return "/"
+	}
+	return v
+}
+
+// Name is the name of an entity of the test: base itself with a vhost per
+// test; Prefix+base in prefix mode, deleted (as a queue and as an exchange)
+// when the test ends. Name every queue and exchange a test declares with
+// it, and the test runs in either mode.
+func (b *Broker) Name(base string) string {
+	if b.Prefix == "" {
+		return base
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.names = append(b.names, b.Prefix+base)
+	return b.Prefix + base
 }
 
 func serverBinary() string { return "/usr/lib/rabbitmq/bin/rabbitmq-server" }
@@ -129,16 +196,24 @@ func (b *Broker) user() string {
 func (b *Broker) urlFor(host string) string {
 	u := *b.base
 	u.Host = host
+	if b.Prefix != "" {
+		return u.String() // the URL's own vhost, shared
+	}
 	u.Path = "/" + b.Vhost
 	u.RawPath = "/" + url.PathEscape(b.Vhost)
 	return u.String()
 }
 
 // Conn opens a warren connection to the test's vhost (through the fault
-// proxy once Proxy was called), closed when the test ends.
+// proxy once Proxy was called), closed when the test ends. In prefix mode
+// what it declares with the test's Prefix is deleted when the test ends.
 func (b *Broker) Conn(cfg conn.Config) *conn.Conn {
 	b.t.Helper()
-	return rabbittest.OpenConn(b.t, b.ConnURL(), cfg)
+	c := rabbittest.OpenConn(b.t, b.ConnURL(), cfg)
+	b.mu.Lock()
+	b.conns = append(b.conns, c)
+	b.mu.Unlock()
+	return c
 }
 
 // ConnURL is the URL a service under test should use: the broker's, or the
@@ -153,7 +228,8 @@ func (b *Broker) ConnURL() string {
 }
 
 // Ctl runs rabbitmqctl against the broker, for what a test checks from the
-// outside (list_queues -p <Vhost>, say).
+// outside (list_queues -p <Vhost>, say). It needs rabbitmqctl on this
+// machine, reaching the broker.
 func (b *Broker) Ctl(ctx context.Context, args ...string) (string, error) {
 	if b.node != nil {
 		return b.node.Ctl(ctx, args...)
@@ -208,9 +284,28 @@ type Permissions = rabbittest.Permissions
 // User adds a broker user with perms in the test's vhost (deleted when the
 // test ends) and returns the URL that logs in as it: for testing what a
 // service does when the broker refuses it (403 ACCESS_REFUSED).
+//
+// In prefix mode, the user's name gets the test's Prefix; a broker that
+// offers neither the management API nor rabbitmqctl cannot add users, and
+// the test fails saying so.
 func (b *Broker) User(name, password string, perms Permissions) string {
 	b.t.Helper()
-	rabbittest.AddUser(b.t, b.nodeName(), name, password, b.Vhost, perms)
+	if b.admin == nil {
+		b.t.Fatal(errNoAdmin)
+	}
+	name = b.Prefix + name
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if err := b.admin.addUser(ctx, name, password, b.Vhost, perms); err != nil {
+		b.t.Fatalf("warrentest: add user %s through %v: %v", name, b.admin, err)
+	}
+	b.t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := b.admin.deleteUser(ctx, name); err != nil {
+			b.t.Logf("warrentest: delete user %s: %v", name, err)
+		}
+	})
 	u := *b.base
 	u.User = url.UserPassword(name, password)
 	u.Path = "/" + b.Vhost

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -11,10 +12,12 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
 	"github.com/warrenmq/warren/topology"
@@ -25,13 +28,14 @@ func TestMain(m *testing.M) { warrentest.Main(m) }
 
 // shopRoute is the small service every test here runs: orders from the
 // "shop" topic exchange; an order whose body is "bad" can never be
-// handled (to the dead-letter queue at once).
-func shopRoute() router.Route {
+// handled (to the dead-letter queue at once). Its names are b.Name's, so it
+// runs in either isolation mode.
+func shopRoute(b *warrentest.Broker) router.Route {
 	return router.Route{
 		Name:      "orders",
-		Queue:     topology.QueueSpec{Name: "orders", Durable: true},
-		Exchanges: []topology.ExchangeSpec{{Name: "shop", Type: topology.Topic, Durable: true}},
-		Bindings:  []topology.BindSpec{{Source: "shop", RoutingKey: "order.*"}},
+		Queue:     topology.QueueSpec{Name: b.Name("orders"), Durable: true},
+		Exchanges: []topology.ExchangeSpec{{Name: b.Name("shop"), Type: topology.Topic, Durable: true}},
+		Bindings:  []topology.BindSpec{{Source: b.Name("shop"), RoutingKey: "order.*"}},
 		Handler: func(m *message.Message) error {
 			if string(m.Payload) == "bad" {
 				return ack.Permanent(errors.New("unreadable order"))
@@ -42,7 +46,7 @@ func shopRoute() router.Route {
 }
 
 func shopPublisher(b *warrentest.Broker) *warren.Publisher {
-	return b.Publisher(warren.PublisherConfig{Mapping: warren.TopicExchange{Exchange: "shop"}})
+	return b.Publisher(warren.PublisherConfig{Mapping: warren.TopicExchange{Exchange: b.Name("shop")}})
 }
 
 // TestParallelServicesDoNotInterfere runs the same service (same queue and
@@ -64,11 +68,11 @@ func TestParallelServicesDoNotInterfere(t *testing.T) {
 				mu.Unlock()
 				rec := warrentest.NewRecorder()
 				r := b.Router(router.Config{})
-				if err := r.AddRoute(rec.Route(shopRoute())); err != nil {
+				if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
 					t.Fatal(err)
 				}
 				warrentest.Start(t, r)
-				tap := b.Tap("shop", "#")
+				tap := b.Tap(b.Name("shop"), "#")
 				pub := shopPublisher(b)
 				prefix := fmt.Sprintf("s%d-", i)
 				for n := range orders {
@@ -125,7 +129,7 @@ func TestFaultsOnANodeOfItsOwn(t *testing.T) {
 	b.Proxy()
 	rec := warrentest.NewRecorder()
 	r := b.Router(router.Config{})
-	if err := r.AddRoute(rec.Route(shopRoute())); err != nil {
+	if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
 		t.Fatal(err)
 	}
 	warrentest.Start(t, r)
@@ -174,7 +178,7 @@ func TestDelayedRetryIsSeen(t *testing.T) {
 	t.Parallel()
 	b := warrentest.New(t)
 	rec := warrentest.NewRecorder()
-	route := shopRoute()
+	route := shopRoute(b)
 	var mu sync.Mutex
 	failures := 2
 	route.Handler = func(*message.Message) error {
@@ -218,7 +222,7 @@ func TestBrokerAtURL(t *testing.T) {
 		}
 		rec := warrentest.NewRecorder()
 		r := b.Router(router.Config{})
-		if err := r.AddRoute(rec.Route(shopRoute())); err != nil {
+		if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
 			t.Fatal(err)
 		}
 		warrentest.Start(t, r)
@@ -242,5 +246,144 @@ func TestBrokerAtURL(t *testing.T) {
 	}
 	if slices.Contains(strings.Fields(out), vhost) {
 		t.Fatalf("vhost %s left on the broker", vhost)
+	}
+}
+
+// TestBrokerThroughTheManagementAPI: a broker that this machine's
+// rabbitmqctl does not reach (a container, a managed broker; here a
+// disposable node with the management plugin) gets each test's vhost, and
+// the users a test asks for, through its management HTTP API; both are gone
+// when the test ends.
+func TestBrokerThroughTheManagementAPI(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs rabbitmq-server; -short runs unit tests only")
+	}
+	node := rabbittest.StartNode(t, rabbittest.NodeOptions{Management: true})
+	rabbittest.Eventually(t, time.Minute, "the management API answers", func() bool {
+		resp, err := http.Get(node.ManagementURL() + "/api/overview")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	t.Setenv(warrentest.URLEnv, node.URL())
+	t.Setenv(warrentest.ManagementURLEnv, node.ManagementURL())
+	t.Setenv(warrentest.IsolationEnv, "")
+	var vhost, user string
+	t.Run("service", func(t *testing.T) {
+		b := warrentest.New(t)
+		vhost = b.Vhost
+		// The machine's rabbitmqctl reaches the shared broker, not this
+		// node: the vhost is on the node only if the API made it.
+		if out, err := node.Ctl(context.Background(), "list_vhosts", "--no-table-headers"); err != nil || !slices.Contains(strings.Fields(out), vhost) {
+			t.Fatalf("the test's vhost %s is not on the node: %q %v", vhost, out, err)
+		}
+		rec := warrentest.NewRecorder()
+		r := b.Router(router.Config{})
+		if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
+			t.Fatal(err)
+		}
+		warrentest.Start(t, r)
+		if err := shopPublisher(b).Publish("order.created", message.NewMessage("via-api", []byte("ok"))); err != nil {
+			t.Fatal(err)
+		}
+		rec.WaitConsumed(t, "via-api", 30*time.Second)
+		// A user of the test's, refused what it may not do.
+		user = "reader-" + b.Vhost
+		readOnly := b.User(user, "pw", warrentest.Permissions{Configure: "^$", Write: "^$", Read: ".*"})
+		c, err := amqp.Dial(readOnly)
+		if err != nil {
+			t.Fatalf("the API's user cannot log in: %v", err)
+		}
+		defer c.Close()
+		ch, _ := c.Channel()
+		if _, err := ch.QueueDeclare("not-allowed", false, true, false, false, nil); err == nil || !strings.Contains(err.Error(), "ACCESS_REFUSED") {
+			t.Fatalf("a read-only user declared a queue: %v", err)
+		}
+	})
+	out, err := node.Ctl(context.Background(), "list_vhosts", "--no-table-headers")
+	if err != nil || slices.Contains(strings.Fields(out), vhost) {
+		t.Fatalf("vhost %s left on the node: %q %v", vhost, out, err)
+	}
+	if out, err := node.Ctl(context.Background(), "list_users", "--no-table-headers"); err != nil || strings.Contains(out, user) {
+		t.Fatalf("user %s left on the node: %q %v", user, out, err)
+	}
+}
+
+// TestPrefixModeOnOneVhost: a user allowed one vhost, and nothing else (no
+// vhost to create, no management), runs the same service in parallel tests
+// on that vhost: each test's entities carry a prefix of its own, each test
+// sees only its own messages, and every entity of every test is deleted
+// when it ends.
+func TestPrefixModeOnOneVhost(t *testing.T) {
+	if testing.Short() {
+		t.Skip("needs the broker; -short runs unit tests only")
+	}
+	vhost := fmt.Sprintf("warrentest-single-%d", time.Now().UnixNano())
+	_, remove, err := rabbittest.NewVhost(vhost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer remove()
+	user := "single-" + vhost
+	rabbittest.AddUser(t, "", user, "pw", vhost, rabbittest.Permissions{Configure: ".*", Write: ".*", Read: ".*"})
+	t.Setenv(warrentest.URLEnv, fmt.Sprintf("amqp://%s:pw@%s/%s", user, rabbittest.SharedAddr, vhost))
+	t.Setenv(warrentest.ManagementURLEnv, "")
+	t.Setenv(warrentest.IsolationEnv, "prefix")
+	const services = 3
+	var mu sync.Mutex
+	var prefixes []string
+	t.Run("services", func(t *testing.T) {
+		for i := range services {
+			t.Run(fmt.Sprintf("service-%d", i), func(t *testing.T) {
+				t.Parallel()
+				b := warrentest.New(t)
+				if b.Vhost != vhost || b.Prefix == "" || !strings.Contains(b.URL, "/"+vhost) {
+					t.Fatalf("prefix mode: vhost %q, prefix %q, URL %s", b.Vhost, b.Prefix, b.URL)
+				}
+				mu.Lock()
+				prefixes = append(prefixes, b.Prefix)
+				mu.Unlock()
+				rec := warrentest.NewRecorder()
+				r := b.Router(router.Config{})
+				if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
+					t.Fatal(err)
+				}
+				warrentest.Start(t, r)
+				pub := shopPublisher(b)
+				id := fmt.Sprintf("s%d", i)
+				for _, m := range []*message.Message{message.NewMessage(id, []byte("ok")), message.NewMessage(id+"-bad", []byte("bad"))} {
+					if err := pub.Publish("order.created", m); err != nil {
+						t.Fatal(err)
+					}
+				}
+				rec.WaitConsumed(t, id, 30*time.Second)
+				rec.WaitDeadLettered(t, id+"-bad", 30*time.Second)
+				for _, e := range rec.Events("") {
+					if !strings.HasPrefix(e.MessageID, id) {
+						t.Fatalf("service %d saw another service's message: %v", i, e)
+					}
+				}
+			})
+		}
+	})
+	if len(prefixes) != services {
+		t.Fatalf("%d services ran, want %d", len(prefixes), services)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for _, kind := range []string{"list_queues", "list_exchanges"} {
+		out, err := rabbittest.Ctl(ctx, "", kind, "-p", vhost, "name", "--no-table-headers")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, name := range strings.Fields(out) {
+			for _, p := range prefixes {
+				if strings.HasPrefix(name, p) {
+					t.Errorf("%s: %s left in the shared vhost", kind, name)
+				}
+			}
+		}
 	}
 }

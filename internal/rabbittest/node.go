@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -21,8 +22,11 @@ type NodeOptions struct {
 	// Config lines appended to the node's rabbitmq.conf (for example TLS
 	// listeners). The AMQP listener on 127.0.0.1 is always there.
 	Config []string
-	// Plugins to enable, e.g. "rabbitmq_management".
+	// Plugins to enable, e.g. "rabbitmq_stream".
 	Plugins []string
+	// Management enables the management plugin on a port of the node's
+	// own, on 127.0.0.1 (ManagementURL).
+	Management bool
 	// BootTimeout bounds each start. Default: 90s.
 	BootTimeout time.Duration
 }
@@ -37,6 +41,9 @@ type Node struct {
 	Port int
 	// DistPort is the Erlang distribution port.
 	DistPort int
+	// ManagementPort is the management plugin's HTTP port (0 without
+	// NodeOptions.Management).
+	ManagementPort int
 
 	dir  string
 	opts NodeOptions
@@ -121,6 +128,13 @@ func newNode(dir string, opts NodeOptions) (*Node, error) {
 		fmt.Sprintf("listeners.tcp.1 = 127.0.0.1:%d", port),
 		"loopback_users = none",
 	}, opts.Config...)
+	if opts.Management {
+		if n.ManagementPort, err = freePort(); err != nil {
+			return nil, err
+		}
+		conf = append(conf, fmt.Sprintf("management.tcp.port = %d", n.ManagementPort), "management.tcp.ip = 127.0.0.1")
+		opts.Plugins = append(slices.Clone(opts.Plugins), "rabbitmq_management")
+	}
 	plugins := "[" + strings.Join(opts.Plugins, ",") + "]."
 	files := map[string]string{
 		"rabbitmq.conf":   strings.Join(conf, "\n") + "\n",
@@ -159,6 +173,15 @@ func chownTree(dir, username string) error {
 
 // URL is the node's AMQP URL (guest/guest, vhost /).
 func (n *Node) URL() string { return fmt.Sprintf("amqp://guest:guest@127.0.0.1:%d/", n.Port) }
+
+// ManagementURL is the management plugin's HTTP API as guest ("" without
+// NodeOptions.Management).
+func (n *Node) ManagementURL() string {
+	if n.ManagementPort == 0 {
+		return ""
+	}
+	return fmt.Sprintf("http://guest:guest@127.0.0.1:%d", n.ManagementPort)
+}
 
 // Addr is the node's AMQP address.
 func (n *Node) Addr() string { return fmt.Sprintf("127.0.0.1:%d", n.Port) }
