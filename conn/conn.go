@@ -368,10 +368,15 @@ func (c *Conn) setStateLocked(to State, err error, attempt int) {
 	}
 	ch := StateChange{From: from, To: to, Err: err, Attempt: attempt}
 	level := slog.LevelInfo
+	attrs := []any{"from", from.String(), "to", to.String()}
+	if attempt > 0 {
+		attrs = append(attrs, "attempt", attempt)
+	}
 	if err != nil {
 		level = slog.LevelWarn
+		attrs = append(attrs, "error", err)
 	}
-	c.log.Log(context.Background(), level, "conn: state change", "from", from.String(), "to", to.String(), "attempt", attempt, "error", err)
+	c.log.Log(context.Background(), level, "conn: state change", attrs...)
 	c.disp.emit(ch)
 }
 

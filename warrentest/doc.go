@@ -26,6 +26,19 @@
 // That is TestOrdersAreShipped of this package's example_test.go, which runs
 // with the package's tests (and a test checks the two stay the same).
 //
+// # Brokers and isolation
+//
+// Without WARREN_TEST_URL the tests run on a disposable node (rabbitmq-server
+// on the machine). With it, each test's vhost is made through the broker's
+// management HTTP API (WARREN_TEST_MANAGEMENT_URL, or the API at the URL's
+// host on port 15672, as the URL's user) or, failing that, the machine's
+// rabbitmqctl. WARREN_TEST_ISOLATION=prefix shares the URL's vhost
+// instead, for a user allowed one vhost and nothing else: each test's
+// entities carry a prefix of its own (Broker.Name) and are deleted over AMQP
+// when it ends; warren's own infrastructure (warren.*, the delay levels)
+// is shared and stays. Name queues and exchanges with Broker.Name and a
+// test runs in every mode.
+//
 // Faults: Proxy puts a fault proxy in the path (Cut, Drop, Restore); a test
 // with a node of its own (New(t, Own())) can also Restart it and Block it
 // with a memory alarm.
