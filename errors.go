@@ -28,6 +28,13 @@ var (
 	// marshaler cannot put into AMQP properties (an expiration that is not
 	// milliseconds, say). Nothing of that call was published.
 	ErrInvalidMessage = ack.NamedError("warren: invalid message", "invalid_message")
+	// ErrNotSubscribed: Pause or Resume named a topic the Subscriber has no
+	// subscription to.
+	ErrNotSubscribed = ack.NamedError("warren: no subscription to that topic", "not_subscribed")
+	// ErrPauseUnsupported: the subscription cannot be paused (a
+	// partitioned topic's share, whose partitions come and go with the
+	// members: stop its Subscriber instead).
+	ErrPauseUnsupported = ack.NamedError("warren: this subscription cannot be paused", "pause_unsupported")
 )
 
 // TopicError is a topic that cannot be published or subscribed to; it

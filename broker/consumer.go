@@ -37,9 +37,12 @@ const (
 	// ended what it runs on: the connection was closed, or (NoRestore) lost.
 	// Err says which.
 	ConsumerEnded
+	// ConsumerPaused: its owner paused it (Pause): it takes nothing until
+	// Resume, then ConsumerResumed.
+	ConsumerPaused
 )
 
-var consumerEventNames = [...]string{"", "interrupted", "waiting", "queue-redeclared", "resumed", "ended"}
+var consumerEventNames = [...]string{"", "interrupted", "waiting", "queue-redeclared", "resumed", "ended", "paused"}
 
 func (k ConsumerEventKind) String() string {
 	if k > 0 && int(k) < len(consumerEventNames) {
@@ -93,6 +96,18 @@ type Consumer struct {
 	handoff    chan *subscription // from the restore run
 	stopCh     chan struct{}
 	done       chan struct{}
+	// pausing is closed by Pause (under mu): the loop hands out nothing
+	// more and parks; Resume makes a new one. parked is closed by the loop
+	// once it has parked; resumed is closed by Resume. Pause makes a new
+	// parked and resumed each time.
+	pausing, parked, resumed chan struct{}
+	// consumingAgain is closed once a resumed consumer consumes (Resume
+	// waits for it); pauseNotify wakes a recovery in progress (buffered).
+	consumingAgain chan struct{}
+	pauseNotify    chan struct{}
+	// pauseDeadline bounds the loop's wait for the handler (the spec's
+	// Drain) when it pauses: Pause's ctx's deadline (none: zero).
+	pauseDeadline time.Time
 
 	// subMu serialises subscribing, so the restore run and the consumer's
 	// own recovery never both subscribe.
@@ -108,6 +123,7 @@ type Consumer struct {
 	cur       *subscription      // owned: whoever takes it releases it
 	live      bool
 	stopped   bool
+	paused    bool
 	deleting  bool
 	err       error
 }
@@ -259,6 +275,7 @@ func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 		stream:     s.StreamOffset != nil || q.Args.Type == topology.Stream,
 		handlerCtx: hctx, cancel: cancel,
 		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
+		pauseNotify: make(chan struct{}, 1), pausing: make(chan struct{}),
 	}, nil
 }
 
@@ -349,7 +366,7 @@ func (c *Consumer) give(sub *subscription) {
 	default:
 	}
 	c.mu.Lock()
-	if c.stopped || c.err != nil {
+	if c.stopped || c.paused || c.err != nil {
 		c.mu.Unlock()
 		c.reg.channels.release(sub.channel, sub.tag)
 		return
@@ -400,7 +417,7 @@ func (c *Consumer) subscribe(ctx context.Context) (*subscription, error) {
 // resubscribe is the consumer's part of a restore run: subscribe on the new
 // connection (ctx is bound to it) and hand the subscription over.
 func (c *Consumer) resubscribe(ctx context.Context) error {
-	if c.isStopped() {
+	if c.isStopped() || c.Paused() {
 		return nil
 	}
 	c.subMu.Lock()
@@ -421,9 +438,21 @@ func (c *Consumer) run(sub *subscription) {
 	defer c.cancel()
 	defer c.ops.forget(c)
 	for {
-		c.dispatch(sub)
+		pausedNow := c.dispatch(sub)
 		if c.isStopped() {
 			return // stop releases the subscription
+		}
+		if pausedNow {
+			// Even when Resume came already: the subscription was
+			// cancelled, and what it held goes back first.
+			_, parked, resumed, _ := c.pauseState()
+			c.giveBack(sub)
+			close(parked)
+			if next := c.awaitResume(resumed); next != nil {
+				sub = next
+				continue
+			}
+			return
 		}
 		cause, connLost := interruption(sub)
 		c.mu.Lock()
@@ -437,6 +466,17 @@ func (c *Consumer) run(sub *subscription) {
 			return
 		}
 		next, err := c.recover(connLost, since)
+		if errors.Is(err, errPaused) {
+			// Paused while it was coming back: it has no subscription to
+			// give back; it parks at once.
+			_, parked, resumed, _ := c.pauseState()
+			close(parked)
+			if next = c.awaitResume(resumed); next == nil {
+				return
+			}
+			sub = next
+			continue
+		}
 		if next == nil {
 			c.end(err)
 			return
@@ -474,12 +514,20 @@ func interruption(sub *subscription) (error, bool) {
 	return errors.New("cancelled by the broker (queue deleted, or its leader moved)"), false
 }
 
-func (c *Consumer) dispatch(sub *subscription) {
+//
+// dispatch reports whether it returned because of a Pause.
+func (c *Consumer) dispatch(sub *subscription) (paused bool) {
+	pausing := c.pausingCh()
 	for {
 		select {
 		case d, ok := <-sub.msgs:
 			if !ok {
-				return
+				select {
+				case <-pausing:
+					return true // the basic.cancel of Pause ended it
+				default:
+					return false
+				}
 			}
 			select {
 			case <-c.stopCh:
@@ -490,12 +538,21 @@ func (c *Consumer) dispatch(sub *subscription) {
 				if !c.spec.OrderedHandOver {
 					c.requeue(sub, d)
 				}
-				return
+				return false
+			case <-pausing:
+				// Pausing: the same, and the rest follows it back (Pause),
+				// in the order the broker sent them.
+				if !c.spec.OrderedHandOver {
+					c.requeue(sub, d)
+				}
+				return true
 			default:
 			}
 			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
 		case <-c.stopCh:
-			return
+			return false
+		case <-pausing:
+			return true
 		}
 	}
 }
@@ -517,10 +574,20 @@ func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error
 	}
 	for attempt := 1; ; attempt++ {
 		t := time.NewTimer(wait)
+		if c.Paused() {
+			t.Stop()
+			return nil, errPaused
+		}
 		select {
 		case s := <-c.handoff:
 			t.Stop()
 			return s, nil
+		case <-c.pauseNotify:
+			t.Stop()
+			if c.Paused() {
+				return nil, errPaused
+			}
+			continue
 		case <-c.stopCh:
 			t.Stop()
 			return nil, nil
@@ -819,4 +886,195 @@ func (l *consumerList) all() []*Consumer {
 		out = append(out, c)
 	}
 	return out
+}
+
+// errPaused ends a recovery that a Pause overtook.
+var errPaused = errors.New("broker: consumer paused")
+
+// pausingCh is the channel the next Pause closes.
+func (c *Consumer) pausingCh() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pausing
+}
+
+// pauseState is the current pause's channels; ok is false when the
+// consumer is not paused.
+func (c *Consumer) pauseState() (pausing, parked, resumed chan struct{}, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.pausing, c.parked, c.resumed, c.paused
+}
+
+// Paused reports whether the consumer is paused (Pause, until Resume).
+func (c *Consumer) Paused() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.paused
+}
+
+// Pause stops the consumer's deliveries until Resume, without ending it.
+// AMQP 0-9-1 cannot pause a consumer, so Pause cancels its subscription
+// (basic.cancel), lets the delivery in hand finish and the spec's Drain
+// wait for what the handler still holds (until ctx ends), gives back what
+// the broker had sent and nobody got, in the order it came, and releases
+// the subscription's place on its channel. An ordered hand-over
+// (single-active consumer) closes its channel instead, so that the broker
+// returns what it held, in order, before it activates another consumer.
+// While paused the consumer is not restored after a reconnect, and
+// Consuming is false. Idempotent; a stopped consumer cannot be paused
+// (ErrConsumerStopped).
+func (c *Consumer) Pause(ctx context.Context) error {
+	if c == nil {
+		return &OperationError{Op: "pause", Entity: "consumer", Reason: "nil consumer", Err: topology.ErrInvalidSpec}
+	}
+	c.mu.Lock()
+	if c.stopped || c.err != nil {
+		c.mu.Unlock()
+		return &OperationError{Op: "pause", Entity: c.spec.String(), Reason: "stopped", Err: ErrConsumerStopped}
+	}
+	if c.paused {
+		c.mu.Unlock()
+		return nil
+	}
+	c.paused = true
+	c.parked, c.resumed = make(chan struct{}), make(chan struct{})
+	c.consumingAgain = make(chan struct{})
+	close(c.pausing)
+	sub, parked := c.cur, c.parked
+	c.pauseDeadline, _ = ctx.Deadline()
+	c.mu.Unlock()
+	select {
+	case c.pauseNotify <- struct{}{}:
+	default:
+	}
+	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
+		if err := sub.channel.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
+			c.log.Debug("broker: basic.cancel failed", "consumer", c.spec.Tag, "error", err)
+		}
+	}
+	// The loop leaves its subscription (after the delivery in hand), gives
+	// back the rest and parks; a loop that is recovering from an
+	// interruption parks at once. When ctx ends first the loop goes on
+	// with it.
+	select {
+	case <-parked:
+		return nil
+	case <-c.done:
+		return c.Err()
+	case <-ctx.Done():
+		return fmt.Errorf("broker: pause %s: the messages in hand did not finish in time (the consumer still pauses once they do): %w", c.spec, ctx.Err())
+	}
+}
+
+// giveBack is the loop's part of a pause: wait for what the handler holds
+// (the spec's Drain), give back what the broker sent and nobody got, in
+// order, and release the subscription.
+func (c *Consumer) giveBack(sub *subscription) {
+	c.mu.Lock()
+	deadline := c.pauseDeadline
+	c.mu.Unlock()
+	ctx, cancel := context.WithCancel(context.Background())
+	if !deadline.IsZero() {
+		cancel()
+		ctx, cancel = context.WithDeadline(context.Background(), deadline)
+	}
+	defer cancel()
+	if c.spec.Drain != nil {
+		c.spec.Drain(ctx)
+	}
+	c.mu.Lock()
+	c.cur, c.live = nil, false
+	c.mu.Unlock()
+	if !c.spec.OrderedHandOver {
+		c.requeueRest(ctx, sub)
+	}
+	c.reg.channels.release(sub.channel, sub.tag)
+	if c.spec.OrderedHandOver {
+		// Its own channel closes: the broker takes back what it held once
+		// the close is done.
+		select {
+		case <-sub.channel.ch.Done():
+		case <-ctx.Done():
+		}
+	}
+	c.dropHandoff()
+	c.event(ConsumerEvent{Kind: ConsumerPaused})
+}
+
+// Resume consumes again after Pause (subscribing anew, with the backoff
+// of any recovery when the queue or the connection is not there yet) and
+// returns once it does, or when ctx ends (it goes on trying). A consumer
+// that is not paused is left as it is.
+func (c *Consumer) Resume(ctx context.Context) error {
+	if c == nil {
+		return &OperationError{Op: "resume", Entity: "consumer", Reason: "nil consumer", Err: topology.ErrInvalidSpec}
+	}
+	c.mu.Lock()
+	if c.stopped || c.err != nil {
+		c.mu.Unlock()
+		return &OperationError{Op: "resume", Entity: c.spec.String(), Reason: "stopped", Err: ErrConsumerStopped}
+	}
+	if !c.paused {
+		c.mu.Unlock()
+		return nil
+	}
+	c.paused = false
+	c.pausing = make(chan struct{})
+	resumed, consuming := c.resumed, c.consumingAgain
+	c.mu.Unlock()
+	close(resumed)
+	select {
+	case <-consuming:
+		return nil
+	case <-c.done:
+		return c.Err()
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// awaitResume parks the loop of a paused consumer until Resume (a new
+// subscription) or Stop (nil).
+func (c *Consumer) awaitResume(resumed chan struct{}) *subscription {
+	var next *subscription
+	var since time.Time
+	for next == nil {
+		select {
+		case <-resumed:
+		case <-c.stopCh:
+			return nil
+		case <-c.ops.conn.Done():
+			c.end(conn.ErrClosed)
+			return nil
+		}
+		since = time.Now()
+		var err error
+		next, err = c.recover(false, since)
+		if errors.Is(err, errPaused) {
+			// Paused again before it consumed: park again.
+			_, parked, again, _ := c.pauseState()
+			close(parked)
+			resumed = again
+			continue
+		}
+		if next == nil {
+			if err != nil {
+				c.end(err)
+			}
+			return nil
+		}
+	}
+	c.mu.Lock()
+	if c.stopped {
+		c.mu.Unlock()
+		c.reg.channels.release(next.channel, next.tag)
+		return nil
+	}
+	c.cur, c.live = next, true
+	consuming := c.consumingAgain
+	c.mu.Unlock()
+	close(consuming)
+	c.event(ConsumerEvent{Kind: ConsumerResumed, Gap: time.Since(since)})
+	return next
 }

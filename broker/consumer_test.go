@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"testing"
@@ -268,5 +269,108 @@ func TestOrderedHandOverKeepsTheQueueOrder(t *testing.T) {
 	}
 	if bFirst != 11 {
 		t.Fatalf("the second consumer started at %d, want 11", bFirst)
+	}
+}
+
+// TestPauseGivesBackInOrderAndResumes: a consumer with 20 prefetched is
+// paused with a message in its handler. Pause returns once that message is
+// settled and the 19 it never got are back in the queue, in order: the
+// broker has no consumer and holds the rest ready, none unacked. A
+// reconnect while paused does not bring the consumer back. Resume consumes
+// again, and the queue is handled once each, in order, from end to end.
+func TestPauseGivesBackInOrderAndResumes(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
+	ctx := ctxT(t, 60*time.Second)
+	q, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: b.Name("paused"), Durable: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const total = 100
+	for i := 1; i <= total; i++ {
+		if err := ops.Publish(ctx, "", q.Name, msg(strconv.Itoa(i)), broker.PublishOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var handled []int
+	inHand, release := make(chan struct{}), make(chan struct{})
+	var events []broker.ConsumerEventKind
+	cons, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q.Name, PrefetchCount: 20,
+		OnEvent: func(e broker.ConsumerEvent) {
+			mu.Lock()
+			events = append(events, e.Kind)
+			mu.Unlock()
+		},
+		Handler: func(_ context.Context, d *broker.Delivery) {
+			n, _ := strconv.Atoi(string(d.Body))
+			if n == 10 {
+				close(inHand)
+				<-release
+			}
+			mu.Lock()
+			handled = append(handled, n)
+			mu.Unlock()
+			_ = d.Ack()
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	<-inHand
+	paused := make(chan error, 1)
+	go func() { paused <- cons.Pause(ctx) }()
+	rabbittest.Eventually(t, 10*time.Second, "the consumer cancelled", func() bool {
+		info, err := ops.Inspect(ctx, q.Name)
+		return err == nil && info.Consumers == 0
+	})
+	close(release)
+	if err := <-paused; err != nil {
+		t.Fatal(err)
+	}
+	if !cons.Paused() || cons.Consuming() {
+		t.Fatalf("after Pause: paused %v, consuming %v", cons.Paused(), cons.Consuming())
+	}
+	ready, unacked, err := b.Messages(q.Name)
+	if err != nil || ready != total-10 || unacked != 0 {
+		t.Fatalf("after Pause the queue holds %d ready, %d unacked (%v); want %d and 0", ready, unacked, err, total-10)
+	}
+	// A reconnect while paused restores the topology, not the consumer.
+	restored := make(chan struct{}, 1)
+	remove := broker.RegistryOf(c).OnRestored(func(broker.RestoreReport) {
+		select {
+		case restored <- struct{}{}:
+		default:
+		}
+	})
+	defer remove()
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-restored:
+	case <-ctx.Done():
+		t.Fatal("no restore after the cut")
+	}
+	if info, err := ops.Inspect(ctx, q.Name); err != nil || info.Consumers != 0 || info.Messages != total-10 {
+		t.Fatalf("after a reconnect while paused: %+v %v", info, err)
+	}
+	if err := cons.Resume(ctx); err != nil {
+		t.Fatal(err)
+	}
+	rabbittest.Eventually(t, 20*time.Second, "every message handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) >= total
+	})
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range handled {
+		if n != i+1 {
+			t.Fatalf("handled out of order or twice at %d: %v", i, handled)
+		}
+	}
+	if !slices.Contains(events, broker.ConsumerPaused) || events[len(events)-1] != broker.ConsumerResumed {
+		t.Fatalf("events %v: want paused, then resumed last", events)
 	}
 }

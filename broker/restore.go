@@ -265,7 +265,7 @@ func restoreBackOff() backoff.BackOff {
 func (r *Registry) restoreConsumers(ctx context.Context, rep *RestoreReport) error {
 	var cs []*Consumer
 	for _, c := range r.consumerList() {
-		if !c.isStopped() {
+		if !c.isStopped() && !c.Paused() {
 			cs = append(cs, c)
 		}
 	}

@@ -16,19 +16,37 @@ type Health struct {
 	// route, the dead-letter queue and the delay levels, and what the output
 	// publisher declared.
 	TopologyRestored bool `json:"topology_restored"`
-	// Routes maps each route to whether it is consuming (false while its
-	// consumer comes back from an interruption).
-	Routes map[string]bool `json:"routes"`
-	Error  string          `json:"error,omitempty"`
+	// Routes maps each route to its state.
+	Routes map[string]RouteHealth `json:"routes"`
+	Error  string                 `json:"error,omitempty"`
 }
 
-// Ready reports whether every part is healthy.
+// The states of a route in Health.
+const (
+	RouteRunning     = "running"     // consuming
+	RoutePaused      = "paused"      // paused on purpose (Pause, its kill switch)
+	RouteInterrupted = "interrupted" // not consuming, coming back by itself (a lost channel, a deleted queue, not started yet)
+)
+
+// RouteHealth is one route's state.
+type RouteHealth struct {
+	State string `json:"state"`
+	// PausedBy says who paused a paused route (PausedByOperator,
+	// PausedByKillSwitch, or what Pause was given), comma-separated.
+	PausedBy string `json:"paused_by,omitempty"`
+	// KillSwitch is the state of the route's kill switch ("closed",
+	// "open", "half_open"), "" without one.
+	KillSwitch string `json:"kill_switch,omitempty"`
+}
+
+// Ready reports whether every part is healthy. A paused route is: it was
+// paused on purpose, and restarting the process would not help.
 func (h Health) Ready() bool {
 	if !h.Connected || !h.TopologyRestored {
 		return false
 	}
-	for _, ok := range h.Routes {
-		if !ok {
+	for _, rh := range h.Routes {
+		if rh.State == RouteInterrupted {
 			return false
 		}
 	}
@@ -37,7 +55,7 @@ func (h Health) Ready() bool {
 
 // Health reports the connection, the latest restore and every route.
 func (r *Router) Health() Health {
-	h := Health{Connected: r.conn.State() == conn.StateConnected, TopologyRestored: true, Routes: map[string]bool{}}
+	h := Health{Connected: r.conn.State() == conn.StateConnected, TopologyRestored: true, Routes: map[string]RouteHealth{}}
 	var problems []string
 	if rep, ok := r.reg.LastRestore(); ok && !rep.OK() {
 		h.TopologyRestored = false
@@ -52,11 +70,18 @@ func (r *Router) Health() Health {
 	defer r.mu.Unlock()
 	var down []string
 	for _, rt := range r.routes {
-		ok := rt.sub != nil && rt.sub.Consuming()
-		h.Routes[rt.Name] = ok
-		if !ok {
+		rh := RouteHealth{State: RouteRunning, PausedBy: rt.pausedByNow()}
+		switch {
+		case rh.PausedBy != "":
+			rh.State = RoutePaused
+		case rt.sub == nil || !rt.sub.Consuming():
+			rh.State = RouteInterrupted
 			down = append(down, rt.Name)
 		}
+		if rt.killSwitch != nil {
+			rh.KillSwitch = rt.killSwitch.State().String()
+		}
+		h.Routes[rt.Name] = rh
 	}
 	if len(down) > 0 {
 		problems = append(problems, "not consuming: "+strings.Join(down, ", "))

@@ -56,6 +56,9 @@ type Route struct {
 	DelayedRetry DelayedRetrySettings
 	// DeadLetter is where messages go when retries are exhausted.
 	DeadLetter DeadLetterSettings
+	// KillSwitch pauses the route while what its handler depends on is
+	// down. Default: off.
+	KillSwitch KillSwitchSettings
 	// Timeout bounds one attempt of the handler. Default: 1 minute; it must
 	// stay well below the broker's consumer_timeout (30 min).
 	Timeout time.Duration
@@ -106,6 +109,20 @@ type DelayedRetrySettings struct {
 	Levels []time.Duration
 	// OnRetry is called after each confirmed scheduled copy.
 	OnRetry func(middleware.DelayedRetryEvent)
+}
+
+// KillSwitchSettings shape a route's kill switch (middleware.KillSwitch):
+// once Enabled, a route whose handler fails TripThreshold (15%) of at
+// least ActivationThreshold (10) attempts within TrackingPeriod (1m), or
+// returns middleware.DependencyDown, pauses: the attempt in hand and what
+// arrives meanwhile go back to the queue, neither retried nor
+// dead-lettered, and the broker holds the backlog. After RestartTimeout
+// (1m) it tries one message and consumes again on its success. Each change
+// is logged, counted (warren.kill_switch.transitions) and in Health. The
+// router sets Pauser, Name, Logger and Telemetry.
+type KillSwitchSettings struct {
+	Enabled bool
+	middleware.KillSwitchConfig
 }
 
 // DeadLetterSettings shape the dead-lettering of a route.

@@ -128,6 +128,14 @@ type Router struct {
 type activeRoute struct {
 	Route
 	sub *warren.Subscriber
+	// killSwitch is the route's, nil without one.
+	killSwitch *middleware.KillSwitch
+
+	// pauseMu serialises pauses and resumes of the route; pausedBy are
+	// who paused it (an operator, the kill switch): it consumes again once
+	// every one of them resumed it.
+	pauseMu  sync.Mutex
+	pausedBy []string
 }
 
 // New makes a Router on c (opened or not; Run waits for it). The connection
@@ -419,10 +427,12 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 	if err != nil {
 		return err
 	}
-	st, err := newStack(rt.Route, stackDeps{Publisher: pub, Telemetry: r.cfg.Telemetry, Logger: r.cfg.Logger})
+	st, err := newStack(rt.Route, stackDeps{Publisher: pub, Telemetry: r.cfg.Telemetry, Logger: r.cfg.Logger,
+		Pauser: routePauser{r: r, rt: rt, by: PausedByKillSwitch}})
 	if err != nil {
 		return err
 	}
+	rt.killSwitch = st.killSwitch
 	poison := st.poison()
 	var onEvent func(string, broker.ConsumerEvent)
 	if h := r.cfg.OnConsumerEvent; h != nil {
@@ -433,7 +443,9 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 	if err != nil {
 		return err
 	}
+	r.mu.Lock()
 	rt.sub = sub
+	r.mu.Unlock()
 	handle := st.handler()
 	if !direct {
 		if rt.Handler != nil {
@@ -608,6 +620,11 @@ func (r *Router) Close(ctx context.Context) error {
 		var errs []error
 		var wg sync.WaitGroup
 		var emu sync.Mutex
+		for _, rt := range routes {
+			if rt.killSwitch != nil {
+				rt.killSwitch.Close() // it pauses and resumes nothing more
+			}
+		}
 		drained := r.logDrain(ctx, routes)
 		for _, rt := range routes {
 			if rt.sub == nil {

@@ -30,6 +30,9 @@ type stackDeps struct {
 	// Logger of the retry, delayed-retry and dead-letter steps, which add
 	// the route's name. Default: silent.
 	Logger *slog.Logger
+	// Pauser pauses and resumes the route for its kill switch; nil in a
+	// unit test (the switch then only gives messages back).
+	Pauser middleware.Pauser
 }
 
 // stack is the middleware a route runs, built once: the router runs
@@ -53,7 +56,9 @@ type stackDeps struct {
 //  6. retry (unless Retry.Disabled): in-process attempts with backoff, each
 //     bounded by the route's Timeout (the first by the message's own
 //     context, which the subscriber gives that deadline);
-//  7. the route's own Middleware, then its Handler or Produce, inside a
+//  7. the kill switch (KillSwitch.Enabled): counts each attempt's outcome,
+//     gives messages back to the queue and pauses the route while tripped;
+//  8. the route's own Middleware, then its Handler or Produce, inside a
 //     recover: a panic is a permanent failure (*middleware.PanicError, with
 //     its stack), never retried, dead-lettered like any other.
 type stack struct {
@@ -61,6 +66,8 @@ type stack struct {
 	pub      message.Publisher
 	mws      []message.HandlerMiddleware
 	poisonFn func(*warren.PoisonError) error
+	// killSwitch is the route's, nil without one.
+	killSwitch *middleware.KillSwitch
 }
 
 // newStack builds the stack of route (its defaults applied, as AddRoute
@@ -141,6 +148,21 @@ func newStack(route Route, deps stackDeps) (*stack, error) {
 		if err := add(middleware.Retry(cfg)); err != nil {
 			return nil, err
 		}
+	}
+	if route.KillSwitch.Enabled {
+		// Inside Retry: it sees every attempt, and what it gives back to
+		// the queue is not retried.
+		cfg := route.KillSwitch.KillSwitchConfig
+		cfg.Pauser, cfg.Name, cfg.Logger = deps.Pauser, route.Name, logx.Or(deps.Logger)
+		if cfg.Telemetry == nil {
+			cfg.Telemetry = deps.Telemetry
+		}
+		ks, err := middleware.NewKillSwitch(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("router: route %q: %w", route.Name, err)
+		}
+		s.killSwitch = ks
+		s.mws = append(s.mws, ks.Middleware)
 	}
 	// Without Retry the route's Timeout is the subscription's
 	// HandlerTimeout alone: the message's context carries the deadline.

@@ -70,6 +70,7 @@
 //	warren.consumer.stale_settlements    counter      acks dropped with their channel
 //	warren.consumer.poison               counter      undecodable deliveries
 //	warren.scheduled.unroutable          counter      scheduled messages no queue took when due (messaging.destination.name: the exchange)
+//	warren.kill_switch.transitions       counter      kill switch changes (warren.kill_switch.name: the route, warren.kill_switch.state: open|half_open|closed)
 //
 // The duration histograms use the bucket boundaries the conventions advise
 // (5ms to 10s); restore and blocked time use boundaries from 10ms to 5min. Metric

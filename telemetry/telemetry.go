@@ -75,6 +75,7 @@ const (
 	MetricStaleAcks           = instrument.MetricStaleAcks
 	MetricPoison              = instrument.MetricPoison
 	MetricScheduledUnroutable = instrument.MetricScheduledUnroutable
+	MetricKillSwitch          = instrument.MetricKillSwitch
 )
 
 // Telemetry is the tracer, propagator and instruments of one configuration,

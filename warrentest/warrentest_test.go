@@ -45,6 +45,22 @@ func shopRoute(b *warrentest.Broker) router.Route {
 	}
 }
 
+// serveOneOrder runs the shop service on b and sees one order, id,
+// published from another connection, consumed.
+func serveOneOrder(t *testing.T, b *warrentest.Broker, id string) {
+	t.Helper()
+	rec := warrentest.NewRecorder()
+	r := b.Router(router.Config{})
+	if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
+		t.Fatal(err)
+	}
+	warrentest.Start(t, r)
+	if err := shopPublisher(b).Publish("order.created", message.NewMessage(id, []byte("ok"))); err != nil {
+		t.Fatal(err)
+	}
+	rec.WaitConsumed(t, id, 30*time.Second)
+}
+
 func shopPublisher(b *warrentest.Broker) *warren.Publisher {
 	return b.Publisher(warren.PublisherConfig{Mapping: warren.TopicExchange{Exchange: b.Name("shop")}})
 }
@@ -220,16 +236,7 @@ func TestBrokerAtURL(t *testing.T) {
 		if !strings.Contains(b.URL, "127.0.0.1:5672/"+vhost) {
 			t.Fatalf("URL %s is not the test's vhost on the broker at the URL", b.URL)
 		}
-		rec := warrentest.NewRecorder()
-		r := b.Router(router.Config{})
-		if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
-			t.Fatal(err)
-		}
-		warrentest.Start(t, r)
-		if err := shopPublisher(b).Publish("order.created", message.NewMessage("at-url", []byte("ok"))); err != nil {
-			t.Fatal(err)
-		}
-		rec.WaitConsumed(t, "at-url", 30*time.Second)
+		serveOneOrder(t, b, "at-url")
 		out, err := b.Ctl(context.Background(), "list_queues", "-p", vhost, "name", "--no-table-headers")
 		if err != nil || !strings.Contains(out, "orders") {
 			t.Fatalf("queues of the test's vhost on that broker: %q %v", out, err)
@@ -279,16 +286,7 @@ func TestBrokerThroughTheManagementAPI(t *testing.T) {
 		if out, err := node.Ctl(context.Background(), "list_vhosts", "--no-table-headers"); err != nil || !slices.Contains(strings.Fields(out), vhost) {
 			t.Fatalf("the test's vhost %s is not on the node: %q %v", vhost, out, err)
 		}
-		rec := warrentest.NewRecorder()
-		r := b.Router(router.Config{})
-		if err := r.AddRoute(rec.Route(shopRoute(b))); err != nil {
-			t.Fatal(err)
-		}
-		warrentest.Start(t, r)
-		if err := shopPublisher(b).Publish("order.created", message.NewMessage("via-api", []byte("ok"))); err != nil {
-			t.Fatal(err)
-		}
-		rec.WaitConsumed(t, "via-api", 30*time.Second)
+		serveOneOrder(t, b, "via-api")
 		// A user of the test's, refused what it may not do.
 		user = "reader-" + b.Vhost
 		readOnly := b.User(user, "pw", warrentest.Permissions{Configure: "^$", Write: "^$", Read: ".*"})

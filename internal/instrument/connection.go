@@ -60,6 +60,13 @@ func (t *Instruments) DeadLetter(ctx context.Context, mode, queue string) {
 		attribute.String("messaging.consumer.group.name", queue)))
 }
 
+// KillSwitch counts a kill switch's change of state: to is closed, open or
+// half_open; name is its route.
+func (t *Instruments) KillSwitch(name, to string) {
+	t.killSwitch.Add(context.Background(), 1, metric.WithAttributes(
+		attribute.String("warren.kill_switch.name", name), attribute.String("warren.kill_switch.state", to)))
+}
+
 // ScheduledUnroutable counts a scheduled message that no queue took when it
 // was due (it is kept in the unroutable queue): warren.scheduled.unroutable,
 // with the destination exchange ("" for the default exchange) and the

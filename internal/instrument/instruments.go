@@ -53,6 +53,7 @@ type Instruments struct {
 	retries, deadLetters             metric.Int64Counter
 	reconnects, staleAcks, poison    metric.Int64Counter
 	scheduledUnroutable              metric.Int64Counter
+	killSwitch                       metric.Int64Counter
 	restoreDuration, blockedDuration metric.Float64Histogram
 
 	dests destinations
@@ -79,6 +80,7 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider, prop propagation.Text
 		{&t.staleAcks, MetricStaleAcks, "{settlement}", "Settlements dropped because the channel their delivery came on was gone."},
 		{&t.poison, MetricPoison, "{message}", "Deliveries that could not be decoded."},
 		{&t.scheduledUnroutable, MetricScheduledUnroutable, "{message}", "Scheduled messages no queue took when they were due (kept in warren.delay.unroutable)."},
+		{&t.killSwitch, MetricKillSwitch, "{transition}", "Changes of state of a kill switch (to warren.kill_switch.state)."},
 	}
 	for _, c := range counters {
 		var err error
@@ -124,6 +126,8 @@ const (
 	// MetricScheduledUnroutable counts scheduled messages that no queue
 	// took when they were due: kept in the delay levels' unroutable queue.
 	MetricScheduledUnroutable = "warren.scheduled.unroutable"
+	// MetricKillSwitch counts the changes of state of kill switches.
+	MetricKillSwitch = "warren.kill_switch.transitions"
 )
 
 // Off is the instruments of telemetry.Disabled: nothing recorded, nothing

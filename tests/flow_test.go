@@ -1,0 +1,213 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
+)
+
+// TestRoutePauseAndResume: a route paused with messages in its handlers
+// and more prefetched lets the ones in hand finish, gives the rest back
+// (the broker holds them: nothing unacked, no consumer), shows paused by
+// the operator in Health, stays paused across a second pause's resume by
+// someone else, and on Resume handles every message once; a single-active-
+// consumer queue keeps its order through the pause.
+func TestRoutePauseAndResume(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		args        topology.QueueArgs
+		maxInFlight int
+	}{
+		{"classic, 4 in flight", topology.QueueArgs{}, 4},
+		{"single active consumer, in order", topology.QueueArgs{Type: topology.Quorum, SingleActiveConsumer: true}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := rabbittest.Shared(t)
+			r := newRouter(t, b.URL, router.Config{})
+			q := b.Name("pausable")
+			b.Name("pausable.dlq")
+			const total = 200
+			var mu sync.Mutex
+			var handled []int
+			seen := map[int]int{}
+			pauseAt := make(chan struct{})
+			var once sync.Once
+			if err := r.AddRoute(router.Route{Name: "pausable", Queue: topology.QueueSpec{Name: q, Durable: true, Args: tc.args},
+				MaxInFlight: tc.maxInFlight, Prefetch: 20, DelayedRetry: router.DelayedRetrySettings{Disabled: true},
+				Handler: func(m *message.Message) error {
+					n, _ := strconv.Atoi(string(m.Payload))
+					mu.Lock()
+					handled = append(handled, n)
+					seen[n]++
+					count := len(handled)
+					mu.Unlock()
+					if count == 50 {
+						once.Do(func() { close(pauseAt) })
+					}
+					return nil
+				}}); err != nil {
+				t.Fatal(err)
+			}
+			startRouter(t, r)
+			for i := 1; i <= total; i++ {
+				publish(t, r, q, message.NewMessage(strconv.Itoa(i), []byte(strconv.Itoa(i))))
+			}
+			<-pauseAt
+			ctx := ctxT(t, 30*time.Second)
+			if err := r.Pause(ctx, "pausable", ""); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Pause(ctx, "pausable", "deploy"); err != nil {
+				t.Fatal(err)
+			}
+			h := r.Health()
+			if rh := h.Routes["pausable"]; rh.State != router.RoutePaused || rh.PausedBy != "operator, deploy" || !h.Ready() {
+				t.Fatalf("health while paused: %+v", h)
+			}
+			mu.Lock()
+			done := len(handled)
+			mu.Unlock()
+			// The broker's own bookkeeping of what came back (a quorum
+			// queue's, through its log) may lag Pause by a moment.
+			var ready, unacked int
+			rabbittest.Eventually(t, 10*time.Second, "the rest back in the queue, ready", func() bool {
+				var err error
+				ready, unacked, err = b.Messages(q)
+				return err == nil && unacked == 0 && ready == total-done
+			}, func() string { return fmt.Sprintf("%d ready, %d unacked; %d handled of %d", ready, unacked, done, total) })
+			if err := r.Resume(ctx, "pausable", ""); err != nil {
+				t.Fatal(err)
+			}
+			if rh := r.Health().Routes["pausable"]; rh.State != router.RoutePaused || rh.PausedBy != "deploy" {
+				t.Fatalf("resumed by one of two: %+v", rh)
+			}
+			if ready2, _, _ := b.Messages(q); ready2 != ready {
+				t.Fatalf("consuming while still paused by another: %d ready, was %d", ready2, ready)
+			}
+			if err := r.Resume(ctx, "pausable", "deploy"); err != nil {
+				t.Fatal(err)
+			}
+			rabbittest.Eventually(t, 30*time.Second, "every message handled", func() bool {
+				mu.Lock()
+				defer mu.Unlock()
+				return len(seen) == total
+			})
+			b.WaitSettled(t, q, 10*time.Second)
+			mu.Lock()
+			defer mu.Unlock()
+			for n, c := range seen {
+				if c != 1 {
+					t.Errorf("message %d handled %d times", n, c)
+				}
+			}
+			if tc.maxInFlight == 1 {
+				for i, n := range handled {
+					if n != i+1 {
+						t.Fatalf("out of order at %d: %v", i, handled)
+					}
+				}
+			}
+			if rh := r.Health().Routes["pausable"]; rh.State != router.RouteRunning {
+				t.Fatalf("after Resume: %+v", rh)
+			}
+		})
+	}
+}
+
+// TestKillSwitchRidesOutAnOutage: the handler's database is down for 10 s
+// while 2,000 messages arrive. The route trips within its activation
+// window, pauses (the broker holds the backlog), dead-letters none of them,
+// tries one message every 2 s, resumes by itself when the database is back
+// and handles all 2,000.
+func TestKillSwitchRidesOutAnOutage(t *testing.T) {
+	b := rabbittest.Shared(t)
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Name("outage")
+	b.Name("outage.dlq")
+	const total = 2000
+	var outage atomic.Bool
+	outage.Store(true)
+	var failedCalls atomic.Int64
+	var mu sync.Mutex
+	handled := map[string]bool{}
+	var transitions []string
+	var failedAtTrip int64 = -1
+	if err := r.AddRoute(router.Route{Name: "outage", Queue: topology.QueueSpec{Name: q, Durable: true}, MaxInFlight: 8, Prefetch: 32,
+		KillSwitch: router.KillSwitchSettings{Enabled: true, KillSwitchConfig: middleware.KillSwitchConfig{
+			RestartTimeout: 2 * time.Second,
+			OnStateChange: func(_, to middleware.KillSwitchState, _ error) {
+				mu.Lock()
+				defer mu.Unlock()
+				transitions = append(transitions, to.String())
+				if to == middleware.KillSwitchOpen && failedAtTrip < 0 {
+					failedAtTrip = failedCalls.Load()
+				}
+			},
+		}},
+		Handler: func(m *message.Message) error {
+			if outage.Load() {
+				failedCalls.Add(1)
+				return errors.New("database down")
+			}
+			mu.Lock()
+			handled[m.UUID] = true
+			mu.Unlock()
+			return nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	msgs := make([]*message.Message, 0, 100)
+	for i := range total {
+		msgs = append(msgs, message.NewMessage(fmt.Sprint(i), []byte("x")))
+		if len(msgs) == cap(msgs) {
+			publish(t, r, q, msgs...)
+			msgs = msgs[:0]
+		}
+	}
+	rabbittest.Eventually(t, 20*time.Second, "the kill switch tripped", func() bool {
+		return r.Health().Routes["outage"].KillSwitch == "open"
+	}, func() string { return fmt.Sprintf("%+v", r.Health()) })
+	if rh := r.Health().Routes["outage"]; rh.State != router.RoutePaused || rh.PausedBy != router.PausedByKillSwitch {
+		t.Fatalf("tripped route: %+v", rh)
+	}
+	time.AfterFunc(10*time.Second, func() { outage.Store(false) }) // the database comes back
+	rabbittest.Eventually(t, 90*time.Second, "all 2,000 handled after the outage", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == total
+	}, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return fmt.Sprintf("%d handled; transitions %v; health %+v", len(handled), transitions, r.Health())
+	})
+	if ready, _, err := b.Messages(q + ".dlq"); err != nil || ready != 0 {
+		t.Fatalf("%d dead-lettered for the outage (%v)", ready, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	// MaxInFlight 8 handlers, each with up to 3 attempts in hand, when the
+	// 10th failed attempt trips it.
+	if failedAtTrip < 10 || failedAtTrip > 10+8*3 {
+		t.Errorf("tripped after %d failed attempts, want within the activation window", failedAtTrip)
+	}
+	if transitions[0] != "open" || transitions[len(transitions)-1] != "closed" {
+		t.Errorf("transitions %v: want open first, closed last", transitions)
+	}
+	if rh := r.Health().Routes["outage"]; rh.State != router.RouteRunning || rh.KillSwitch != "closed" {
+		t.Errorf("after the outage: %+v", rh)
+	}
+	_ = context.Background()
+}
