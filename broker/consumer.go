@@ -514,7 +514,6 @@ func interruption(sub *subscription) (error, bool) {
 	return errors.New("cancelled by the broker (queue deleted, or its leader moved)"), false
 }
 
-//
 // dispatch reports whether it returned because of a Pause.
 func (c *Consumer) dispatch(sub *subscription) (paused bool) {
 	pausing := c.pausingCh()

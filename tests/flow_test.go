@@ -86,7 +86,9 @@ func TestRoutePauseAndResume(t *testing.T) {
 				var err error
 				ready, unacked, err = b.Messages(q)
 				return err == nil && unacked == 0 && ready == total-done
-			}, func() string { return fmt.Sprintf("%d ready, %d unacked; %d handled of %d", ready, unacked, done, total) })
+			}, func() string {
+				return fmt.Sprintf("%d ready, %d unacked; %d handled of %d", ready, unacked, done, total)
+			})
 			if err := r.Resume(ctx, "pausable", ""); err != nil {
 				t.Fatal(err)
 			}

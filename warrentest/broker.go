@@ -55,7 +55,7 @@ type Broker struct {
 	base  *url.URL
 	proxy *rabbittest.Proxy
 	mu    sync.Mutex
-	names []string    // Name's, deleted in prefix mode
+	names []string     // Name's, deleted in prefix mode
 	conns []*conn.Conn // the test's connections, whose declarations prefix mode deletes
 }
 
