@@ -21,7 +21,8 @@ postgres:
 ## the interop with watermill-amqp (interop/, a module of its own too), the
 ## benchmarks' own checks (bench/),
 ## the CQRS example (components/cqrs brings protobuf: its own module), and
-## the observability example (the Prometheus exporter: its own module).
+## the observability example (the Prometheus exporter: its own module), and
+## the Kubernetes example (its manifests' test parses YAML: its own module).
 test: broker postgres
 	$(GO) vet $(PKGS)
 	cd pg && $(GO) vet ./...
@@ -32,6 +33,7 @@ test: broker postgres
 	cd interop && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd examples/cqrs && $(GO) test -race -count=1 .
 	cd examples/observability && $(GO) vet . && $(GO) test -race -count=1 .
+	cd examples/kubernetes && $(GO) vet . && $(GO) test -race -count=1 .
 
 ## test-short: unit tests only; no broker needed.
 test-short:

@@ -101,3 +101,23 @@ func (r *Router) ReadinessHandler() http.Handler {
 		_ = json.NewEncoder(w).Encode(h)
 	})
 }
+
+// LivenessHandler answers 200 while the router lives: before Run, while it
+// starts (waiting for the broker is not a reason to restart the process)
+// and while it runs; 503 once Run has returned or the connection closed for
+// good, when only a restart helps. Readiness (ReadinessHandler) is the
+// probe that follows the broker.
+func (r *Router) LivenessHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		select {
+		case <-r.runDone:
+			http.Error(w, "router: Run has returned", http.StatusServiceUnavailable)
+			return
+		case <-r.conn.Done():
+			http.Error(w, "router: the connection closed for good", http.StatusServiceUnavailable)
+			return
+		default:
+		}
+		_, _ = w.Write([]byte("ok\n"))
+	})
+}

@@ -59,6 +59,11 @@ type Route struct {
 	// KillSwitch pauses the route while what its handler depends on is
 	// down. Default: off.
 	KillSwitch KillSwitchSettings
+	// RateLimit limits how many messages a second start (PerSecond; 0, the
+	// default: no limit). MaxInFlight stays the concurrency limit. A
+	// rate-limited route's Prefetch defaults to its MaxInFlight, so that
+	// the broker, not the process, holds the backlog.
+	RateLimit middleware.RateLimitConfig
 	// Timeout bounds one attempt of the handler. Default: 1 minute; it must
 	// stay well below the broker's consumer_timeout (30 min).
 	Timeout time.Duration
@@ -146,6 +151,9 @@ func (r *Route) setDefaults() {
 	if r.MaxInFlight == 0 {
 		r.MaxInFlight = 1
 	}
+	if r.RateLimit.PerSecond > 0 && r.Prefetch == 0 {
+		r.Prefetch = r.MaxInFlight
+	}
 	if r.Timeout == 0 {
 		r.Timeout = time.Minute
 	}
@@ -178,6 +186,11 @@ func (r *Route) Validate() error {
 	}
 	if r.Queue.Name == "" {
 		bad("Queue.Name", "must be set (a route's queue outlives reconnects and restarts)")
+	}
+	if r.RateLimit != (middleware.RateLimitConfig{}) {
+		if err := r.RateLimit.Validate(); err != nil {
+			bad("RateLimit", err.Error())
+		}
 	}
 	set := 0
 	for _, h := range []bool{r.Handler != nil, r.Produce != nil, r.Respond != nil} {

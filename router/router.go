@@ -59,6 +59,12 @@ type Config struct {
 	OnConsumerEvent func(route string, e broker.ConsumerEvent)
 	// Logger. Default: the connection's logger.
 	Logger *slog.Logger
+	// QueueMetricsInterval, when set, is how often the router reads each
+	// route's queue depth and consumer count (a passive declaration, one
+	// round trip per route) and reports them as warren.queue.messages and
+	// warren.queue.consumers (messaging.destination.name: the queue): a
+	// signal to scale on. Default: 0, off.
+	QueueMetricsInterval time.Duration
 }
 
 func (c *Config) setDefaults(cn *conn.Conn) {
@@ -80,6 +86,7 @@ func (c *Config) setDefaults(cn *conn.Conn) {
 func (c *Config) Validate() error {
 	f := configerr.For("router.Config")
 	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")
+	f.Check(c.QueueMetricsInterval < 0, "QueueMetricsInterval", "must not be negative (0 is off)")
 	// Output is validated by warren.NewPublisher when New makes it.
 	return f.Err()
 }
@@ -108,6 +115,9 @@ type Router struct {
 	output   message.Publisher
 	// stopRestoreReports unregisters Config.OnRestore; nil without one.
 	stopRestoreReports func()
+	// queueMetrics reads the routes' queues (QueueMetricsInterval); nil
+	// when off.
+	queueMetrics *queueMetrics
 
 	mu     sync.Mutex
 	routes []*activeRoute
@@ -255,6 +265,9 @@ func (r *Router) Run(ctx context.Context) error {
 			names[i] = rt.Name
 		}
 		r.cfg.Logger.Info("router: running", "routes", len(routes), "route_names", names)
+		if err := r.startQueueMetrics(routes); err != nil {
+			r.cfg.Logger.Warn("router: the queue metrics could not start", "error", err)
+		}
 	case err := <-wmErr:
 		err = fmt.Errorf("router: start: %w", err)
 		r.finishStart(err)
@@ -522,6 +535,13 @@ func watermillHasMiddleware(wm *message.Router) bool {
 	return false
 }
 
+// startedQueueMetrics is the queue metrics Run started, nil when none.
+func (r *Router) startedQueueMetrics() *queueMetrics {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.queueMetrics
+}
+
 // drainProgressEvery is how often a drain logs what it still waits for: a
 // quarter of the time it has, so that even a short drain says it is
 // waiting, and at least every 5s.
@@ -624,6 +644,9 @@ func (r *Router) Close(ctx context.Context) error {
 			if rt.killSwitch != nil {
 				rt.killSwitch.Close() // it pauses and resumes nothing more
 			}
+		}
+		if qm := r.startedQueueMetrics(); qm != nil {
+			qm.stop()
 		}
 		drained := r.logDrain(ctx, routes)
 		for _, rt := range routes {

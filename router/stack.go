@@ -49,6 +49,7 @@ type stackDeps struct {
 //     dead-letter step leaves is kept: rejected to the dead-letter
 //     exchange only with DeadLetter.Mode RejectToDLX, otherwise redelivered,
 //     never dropped by a queue without a dead-letter exchange);
+//  3a. rate limit (RateLimit.PerSecond): each message waits its turn;
 //  4. dead-letter (unless DeadLetter.Disabled): what no retry saves goes to
 //     the dead-letter queue (DeadLetter.Mode), a panic with its stack;
 //  5. delayed retry (unless DelayedRetry.Disabled): a copy goes to the delay
@@ -100,6 +101,13 @@ func newStack(route Route, deps stackDeps) (*stack, error) {
 	}
 	if err := add(middleware.Ack(middleware.AckConfig{OnPermanent: onPermanent})); err != nil {
 		return nil, err
+	}
+	if route.RateLimit.PerSecond > 0 {
+		// Once per message, before any attempt: a retry is the same
+		// message's turn.
+		if err := add(middleware.RateLimit(route.RateLimit)); err != nil {
+			return nil, err
+		}
 	}
 	if route.Respond != nil {
 		// A failed request becomes an error reply where a message would be

@@ -70,6 +70,8 @@
 //	warren.consumer.stale_settlements    counter      acks dropped with their channel
 //	warren.consumer.poison               counter      undecodable deliveries
 //	warren.scheduled.unroutable          counter      scheduled messages no queue took when due (messaging.destination.name: the exchange)
+//	warren.queue.messages                gauge        a route's queue's ready messages (router.Config.QueueMetricsInterval; messaging.destination.name)
+//	warren.queue.consumers               gauge        a route's queue's consumers (the same)
 //	warren.kill_switch.transitions       counter      kill switch changes (warren.kill_switch.name: the route, warren.kill_switch.state: open|half_open|closed)
 //
 // The duration histograms use the bucket boundaries the conventions advise

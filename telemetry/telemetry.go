@@ -76,6 +76,8 @@ const (
 	MetricPoison              = instrument.MetricPoison
 	MetricScheduledUnroutable = instrument.MetricScheduledUnroutable
 	MetricKillSwitch          = instrument.MetricKillSwitch
+	MetricQueueMessages       = instrument.MetricQueueMessages
+	MetricQueueConsumers      = instrument.MetricQueueConsumers
 )
 
 // Telemetry is the tracer, propagator and instruments of one configuration,

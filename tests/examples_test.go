@@ -102,7 +102,7 @@ func TestReadmeQuickStartCompiles(t *testing.T) {
 // TestExamplesImportOnlyPublicPackages: an example can be copied out of the
 // repository and still build: it imports no internal package of warren's.
 func TestExamplesImportOnlyPublicPackages(t *testing.T) {
-	for _, dir := range []string{"..", "../examples/cqrs", "../examples/observability", "../pg"} {
+	for _, dir := range []string{"..", "../examples/cqrs", "../examples/observability", "../examples/kubernetes", "../pg"} {
 		pattern := "./examples/..."
 		if dir != ".." {
 			pattern = "./..."

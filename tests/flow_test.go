@@ -1,7 +1,6 @@
 package tests
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -11,10 +10,13 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/telemetry"
+	"github.com/warrenmq/warren/telemetry/telemetrytest"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -211,5 +213,113 @@ func TestKillSwitchRidesOutAnOutage(t *testing.T) {
 	if rh := r.Health().Routes["outage"]; rh.State != router.RouteRunning || rh.KillSwitch != "closed" {
 		t.Errorf("after the outage: %+v", rh)
 	}
-	_ = context.Background()
+}
+
+// TestRateLimitedRoute: a route limited to 50 messages a second handles
+// 500 ± 5% in 10 s, however many wait in its queue, and the process holds
+// no more than its prefetch (its MaxInFlight): the broker holds the
+// backlog.
+func TestRateLimitedRoute(t *testing.T) {
+	b := rabbittest.Shared(t)
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Name("limited")
+	b.Name("limited.dlq")
+	const maxInFlight = 4
+	var mu sync.Mutex
+	var starts []time.Time
+	if err := r.AddRoute(router.Route{Name: "limited", Queue: topology.QueueSpec{Name: q, Durable: true}, MaxInFlight: maxInFlight,
+		RateLimit: middleware.RateLimitConfig{PerSecond: 50},
+		Handler: func(*message.Message) error {
+			mu.Lock()
+			starts = append(starts, time.Now())
+			mu.Unlock()
+			return nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	msgs := make([]*message.Message, 1000)
+	for i := range msgs {
+		msgs[i] = message.NewMessage(fmt.Sprint(i), []byte("x"))
+	}
+	startRouter(t, r)
+	publish(t, r, q, msgs...)
+	handled := func() (n int, first time.Time) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(starts) > 0 {
+			first = starts[0]
+		}
+		return len(starts), first
+	}
+	held := 0
+	rabbittest.Eventually(t, 30*time.Second, "11 s of handling", func() bool {
+		if _, unacked, err := b.Messages(q); err == nil && unacked > held {
+			held = unacked
+		}
+		n, first := handled()
+		return n > 0 && time.Since(first) > 11*time.Second
+	})
+	mu.Lock()
+	in10s := 0
+	for _, s := range starts {
+		if s.Sub(starts[0]) < 10*time.Second {
+			in10s++
+		}
+	}
+	mu.Unlock()
+	if in10s < 475 || in10s > 525 {
+		t.Errorf("%d handled in 10 s at 50 a second, want 500 ± 5%%", in10s)
+	}
+	if held > maxInFlight {
+		t.Errorf("the process held %d unacked, more than its prefetch %d", held, maxInFlight)
+	}
+	t.Logf("%d handled in the first 10 s; at most %d unacked seen", in10s, held)
+}
+
+// TestQueueMetricsAreASignalToScaleOn: with QueueMetricsInterval the router
+// reports each route's queue depth and consumers: 5 messages and no
+// consumer while the route is paused, its consumer back once resumed.
+func TestQueueMetricsAreASignalToScaleOn(t *testing.T) {
+	b := rabbittest.Shared(t)
+	rec := telemetrytest.New(t, telemetry.Config{})
+	r := newRouter(t, b.URL, router.Config{Telemetry: rec.Telemetry, QueueMetricsInterval: 50 * time.Millisecond})
+	q := b.Name("scaled")
+	b.Name("scaled.dlq")
+	if err := r.AddRoute(router.Route{Name: "scaled", Queue: topology.QueueSpec{Name: q, Durable: true},
+		Handler: func(*message.Message) error { return nil }}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	ctx := ctxT(t, 30*time.Second)
+	if err := r.Pause(ctx, "scaled", ""); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		publish(t, r, q, message.NewMessage(fmt.Sprint(i), nil))
+	}
+	gauge := func(name string) int64 {
+		m, ok := rec.Metric(t, name)
+		if !ok {
+			return -1
+		}
+		g, _ := m.Data.(metricdata.Gauge[int64])
+		for _, dp := range g.DataPoints {
+			if v, _ := dp.Attributes.Value("messaging.destination.name"); v.AsString() == q {
+				return dp.Value
+			}
+		}
+		return -1
+	}
+	state := func() string {
+		return fmt.Sprintf("messages %d, consumers %d", gauge(telemetry.MetricQueueMessages), gauge(telemetry.MetricQueueConsumers))
+	}
+	rabbittest.Eventually(t, 10*time.Second, "5 messages and no consumer reported", func() bool {
+		return gauge(telemetry.MetricQueueMessages) == 5 && gauge(telemetry.MetricQueueConsumers) == 0
+	}, state)
+	if err := r.Resume(ctx, "scaled", ""); err != nil {
+		t.Fatal(err)
+	}
+	rabbittest.Eventually(t, 10*time.Second, "the queue drained and its consumer reported", func() bool {
+		return gauge(telemetry.MetricQueueMessages) == 0 && gauge(telemetry.MetricQueueConsumers) == 1
+	}, state)
 }

@@ -6,6 +6,9 @@
 package instrument
 
 import (
+	"context"
+
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
@@ -54,6 +57,8 @@ type Instruments struct {
 	reconnects, staleAcks, poison    metric.Int64Counter
 	scheduledUnroutable              metric.Int64Counter
 	killSwitch                       metric.Int64Counter
+	meter                            metric.Meter
+	queueMessages, queueConsumers    metric.Int64ObservableGauge
 	restoreDuration, blockedDuration metric.Float64Histogram
 
 	dests destinations
@@ -68,6 +73,16 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider, prop propagation.Text
 		link:       link,
 	}
 	m := mp.Meter(ScopeName, metric.WithSchemaURL(SchemaURL))
+	t.meter = m
+	var err error
+	if t.queueMessages, err = m.Int64ObservableGauge(MetricQueueMessages, metric.WithUnit("{message}"),
+		metric.WithDescription("Messages ready in a route's queue, as a passive declaration last read them.")); err != nil {
+		return nil, err
+	}
+	if t.queueConsumers, err = m.Int64ObservableGauge(MetricQueueConsumers, metric.WithUnit("{consumer}"),
+		metric.WithDescription("Consumers of a route's queue, as a passive declaration last read them.")); err != nil {
+		return nil, err
+	}
 	counters := []struct {
 		dst              *metric.Int64Counter
 		name, unit, desc string
@@ -128,7 +143,34 @@ const (
 	MetricScheduledUnroutable = "warren.scheduled.unroutable"
 	// MetricKillSwitch counts the changes of state of kill switches.
 	MetricKillSwitch = "warren.kill_switch.transitions"
+	// MetricQueueMessages and MetricQueueConsumers are a route's queue's
+	// depth and consumer count (router.Config.QueueMetricsInterval).
+	MetricQueueMessages  = "warren.queue.messages"
+	MetricQueueConsumers = "warren.queue.consumers"
 )
+
+// QueueDepth is what a passive declaration said of a queue.
+type QueueDepth struct {
+	Queue               string
+	Messages, Consumers int64
+}
+
+// ObserveQueues reports read's queues on the queue gauges at every
+// collection until the returned func is called.
+func (t *Instruments) ObserveQueues(read func() []QueueDepth) (stop func(), err error) {
+	reg, err := t.meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for _, q := range read() {
+			attrs := metric.WithAttributes(attribute.String("messaging.destination.name", q.Queue))
+			o.ObserveInt64(t.queueMessages, q.Messages, attrs)
+			o.ObserveInt64(t.queueConsumers, q.Consumers, attrs)
+		}
+		return nil
+	}, t.queueMessages, t.queueConsumers)
+	if err != nil {
+		return nil, err
+	}
+	return func() { _ = reg.Unregister() }, nil
+}
 
 // Off is the instruments of telemetry.Disabled: nothing recorded, nothing
 // written into messages, the per-message work skipped.
