@@ -49,7 +49,7 @@ type stackDeps struct {
 //     dead-letter step leaves is kept: rejected to the dead-letter
 //     exchange only with DeadLetter.Mode RejectToDLX, otherwise redelivered,
 //     never dropped by a queue without a dead-letter exchange);
-//  3a. rate limit (RateLimit.PerSecond): each message waits its turn;
+//     3a. rate limit (RateLimit.PerSecond): each message waits its turn;
 //  4. dead-letter (unless DeadLetter.Disabled): what no retry saves goes to
 //     the dead-letter queue (DeadLetter.Mode), a panic with its stack;
 //  5. delayed retry (unless DelayedRetry.Disabled): a copy goes to the delay
