@@ -83,6 +83,9 @@ type Route struct {
 	// retry and no dead-lettering of a failed request. Set exactly one of
 	// Handler, Produce and Respond.
 	Respond func(*message.Message) (*message.Message, error)
+	// Batch handles several messages in one call (BatchSettings.Handler),
+	// instead of Handler.
+	Batch BatchSettings
 
 	// Middleware are extra Watermill middleware, innermost (closest to the
 	// handler, inside the timeout).
@@ -151,6 +154,20 @@ func (r *Route) setDefaults() {
 	if r.MaxInFlight == 0 {
 		r.MaxInFlight = 1
 	}
+	if r.Batch.Handler != nil {
+		if r.Batch.Size == 0 {
+			r.Batch.Size = 100
+		}
+		if r.Batch.Wait == 0 {
+			r.Batch.Wait = 50 * time.Millisecond
+		}
+		// Each message waits in the process for its batch: a batch can
+		// fill only with Size messages in flight.
+		r.MaxInFlight = max(r.MaxInFlight, r.Batch.Size)
+		if r.Prefetch != 0 {
+			r.Prefetch = max(r.Prefetch, r.MaxInFlight)
+		}
+	}
 	if r.RateLimit.PerSecond > 0 && r.Prefetch == 0 {
 		r.Prefetch = r.MaxInFlight
 	}
@@ -187,19 +204,25 @@ func (r *Route) Validate() error {
 	if r.Queue.Name == "" {
 		bad("Queue.Name", "must be set (a route's queue outlives reconnects and restarts)")
 	}
+	if r.Batch.Handler != nil && (r.Batch.Size < 0 || r.Batch.Wait < 0) {
+		bad("Batch", "Size and Wait must not be negative")
+	}
+	if r.Batch.Handler == nil && (r.Batch.Size != 0 || r.Batch.Wait != 0) {
+		bad("Batch", "Size and Wait need Batch.Handler")
+	}
 	if r.RateLimit != (middleware.RateLimitConfig{}) {
 		if err := r.RateLimit.Validate(); err != nil {
 			bad("RateLimit", err.Error())
 		}
 	}
 	set := 0
-	for _, h := range []bool{r.Handler != nil, r.Produce != nil, r.Respond != nil} {
+	for _, h := range []bool{r.Handler != nil, r.Produce != nil, r.Respond != nil, r.Batch.Handler != nil} {
 		if h {
 			set++
 		}
 	}
 	if set != 1 {
-		bad("Handler", "set exactly one of Handler, Produce and Respond")
+		bad("Handler", "set exactly one of Handler, Produce, Respond and Batch.Handler")
 	}
 	if r.Produce != nil && r.PublishTopic == "" {
 		bad("PublishTopic", "required with Produce")

@@ -461,7 +461,7 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 	r.mu.Unlock()
 	handle := st.handler()
 	if !direct {
-		if rt.Handler != nil {
+		if rt.Handler != nil || rt.Batch.Handler != nil {
 			r.wm.AddConsumerHandler(rt.Name, rt.Queue.Name, sub, func(m *message.Message) error {
 				_, err := handle(m)
 				return err

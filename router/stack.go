@@ -69,6 +69,8 @@ type stack struct {
 	poisonFn func(*warren.PoisonError) error
 	// killSwitch is the route's, nil without one.
 	killSwitch *middleware.KillSwitch
+	// batcher runs a batch route's handler; nil for other routes.
+	batcher *batcher
 }
 
 // newStack builds the stack of route (its defaults applied, as AddRoute
@@ -79,6 +81,9 @@ func newStack(route Route, deps stackDeps) (*stack, error) {
 		return nil, err
 	}
 	s := &stack{route: route, pub: deps.Publisher}
+	if route.Batch.Handler != nil {
+		s.batcher = newBatcher(route.Batch, route.Queue.Name, deps.Telemetry)
+	}
 	log := logx.Or(deps.Logger).With(logx.Route, route.Name)
 	add := func(mw message.HandlerMiddleware, err error) error {
 		if err != nil {
@@ -204,6 +209,9 @@ func (s *stack) wrap(h message.HandlerFunc) message.HandlerFunc {
 // handler is the route's Handler or Produce inside the stack: what the
 // route's subscription runs for each message.
 func (s *stack) handler() message.HandlerFunc {
+	if s.batcher != nil {
+		return s.wrap(s.batcher.handle)
+	}
 	if h := s.route.Handler; h != nil {
 		return s.wrap(func(m *message.Message) ([]*message.Message, error) { return nil, h(m) })
 	}

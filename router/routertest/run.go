@@ -81,6 +81,10 @@ func Run(route router.Route, msg *message.Message, opts ...Option) (Result, erro
 	if r := route.Respond; r != nil {
 		route.Respond = func(m *message.Message) (*message.Message, error) { calls.Add(1); return r(m) }
 	}
+	if bh := route.Batch.Handler; bh != nil {
+		// A batch of one, after the route's Batch.Wait.
+		route.Batch.Handler = func(ctx context.Context, msgs []*message.Message) error { calls.Add(1); return bh(ctx, msgs) }
+	}
 	sleeper := &kit.Sleeper{}
 	if route.Retry.Sleep == nil {
 		route.Retry.Sleep = sleeper.Sleep

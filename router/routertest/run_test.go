@@ -1,6 +1,7 @@
 package routertest_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
@@ -174,5 +175,35 @@ func TestPanicDeadLetterCarriesTheStack(t *testing.T) {
 	}
 	if stack := md.Get(middleware.HeaderDLStack); !strings.Contains(stack, "goroutine") || !strings.Contains(stack, "run_test.go") {
 		t.Fatalf("dead letter's stack %q, want the handler's", stack)
+	}
+}
+
+// A batch route's message has a single message's stack: here a batch of
+// one; a whole-batch error is its error (retried in process, then the
+// first delay level), a BatchError entry its own.
+func TestBatchRouteStack(t *testing.T) {
+	batch := func(h router.BatchHandler) router.Route {
+		return router.Route{Name: "orders", Queue: topology.QueueSpec{Name: "work", Durable: true},
+			Batch: router.BatchSettings{Handler: h, Wait: time.Millisecond}}
+	}
+	res, err := routertest.Run(batch(func(context.Context, []*message.Message) error { return errBroken }), kit.NewMessage("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Disposition != ack.Ack || res.Calls != 3 || len(res.Published) != 1 || res.Published[0].Topic != "work" {
+		t.Fatalf("a whole-batch error: %v, %d calls, %v", res.Disposition, res.Calls, res.Published)
+	}
+	res, err = routertest.Run(batch(func(_ context.Context, msgs []*message.Message) error {
+		return &router.BatchError{Errs: []error{ack.Permanent(errBroken)}}
+	}), kit.NewMessage("x"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Calls != 1 || len(res.Published) != 1 || res.Published[0].Topic != "work.dlq" {
+		t.Fatalf("a permanent entry: %d calls, %v", res.Calls, res.Published)
+	}
+	if _, err := routertest.Run(router.Route{Name: "x", Queue: topology.QueueSpec{Name: "q"}, Handler: func(*message.Message) error { return nil },
+		Batch: router.BatchSettings{Handler: func(context.Context, []*message.Message) error { return nil }}}, kit.NewMessage("x")); !errors.Is(err, router.ErrInvalidRoute) {
+		t.Fatalf("Handler and Batch.Handler both set: %v", err)
 	}
 }
