@@ -41,7 +41,9 @@ func (e *BatchError) Error() string {
 }
 
 // Unwrap gives the failures.
-func (e *BatchError) Unwrap() []error { return slices.DeleteFunc(slices.Clone(e.Errs), func(err error) bool { return err == nil }) }
+func (e *BatchError) Unwrap() []error {
+	return slices.DeleteFunc(slices.Clone(e.Errs), func(err error) bool { return err == nil })
+}
 
 // BatchSettings make a route's handler a batch handler: up to Size
 // messages, or those that arrived within Wait of the first, in one call.
