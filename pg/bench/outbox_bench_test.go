@@ -27,9 +27,9 @@ import (
 func TestMain(m *testing.M) { warrentest.Main(m) }
 
 const (
-	rounds   = 3
-	messages = 5000
-	batch    = 100
+	rounds    = 3
+	messages  = 5000
+	batchSize = 100
 )
 
 var body = make([]byte, 256)
@@ -94,8 +94,8 @@ func BenchmarkOutbox(b *testing.B) {
 	for r := range rounds {
 		// Direct: Publish in batches, each confirmed.
 		start := time.Now()
-		for i := 0; i < messages; i += batch {
-			msgs := make([]*message.Message, batch)
+		for i := 0; i < messages; i += batchSize {
+			msgs := make([]*message.Message, batchSize)
 			for j := range msgs {
 				msgs[j] = message.NewMessage(fmt.Sprintf("d%d-%d", r, i+j), body)
 			}
@@ -107,9 +107,9 @@ func BenchmarkOutbox(b *testing.B) {
 		awaitArrivals(messages)
 
 		// Relayed: the rows are committed first, then the relay drains them.
-		for i := 0; i < messages; i += batch {
+		for i := 0; i < messages; i += batchSize {
 			tx, _ := pool.Begin(ctx)
-			msgs := make([]*message.Message, batch)
+			msgs := make([]*message.Message, batchSize)
 			for j := range msgs {
 				msgs[j] = message.NewMessage(fmt.Sprintf("o%d-%d", r, i+j), body)
 			}
@@ -120,7 +120,7 @@ func BenchmarkOutbox(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
-		relay, _ := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: pub, Batch: batch})
+		relay, _ := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: pub, Batch: batchSize})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
 		start = time.Now()
