@@ -31,10 +31,6 @@ var (
 	// ErrNotSubscribed: Pause or Resume named a topic the Subscriber has no
 	// subscription to.
 	ErrNotSubscribed = ack.NamedError("warren: no subscription to that topic", "not_subscribed")
-	// ErrPauseUnsupported: the subscription cannot be paused (a
-	// partitioned topic's share, whose partitions come and go with the
-	// members: stop its Subscriber instead).
-	ErrPauseUnsupported = ack.NamedError("warren: this subscription cannot be paused", "pause_unsupported")
 )
 
 // TopicError is a topic that cannot be published or subscribed to; it

@@ -426,6 +426,25 @@ func (st *subscription) Stop(ctx context.Context)     { st.stop(ctx) }
 func (st *subscription) Ended() <-chan struct{}       { return st.stopping }
 func (st *subscription) Out() <-chan *message.Message { return st.out }
 
+// Pause and Resume make a subscription a partition.Member.
+func (st *subscription) Pause(ctx context.Context) error {
+	select {
+	case <-st.consumed:
+		return st.consumer.Pause(ctx)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (st *subscription) Resume(ctx context.Context) error {
+	select {
+	case <-st.consumed:
+		return st.consumer.Resume(ctx)
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // stopInBackground ends the subscription when Subscribe's ctx ended or its
 // consumer ended with its owner (the connection closed), with CloseTimeout
 // for the handlers in flight, on a goroutine Close waits for.

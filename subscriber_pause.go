@@ -13,20 +13,22 @@ import (
 // the queue in the order it came, and the broker holds the backlog. A
 // single-active-consumer queue closes its channel instead, so that the
 // broker takes back what it held, in order, before it hands the queue to
-// another consumer. A paused subscription is not consumed again after a
+// another consumer. A partitioned topic's share keeps its partitions (and
+// their locks: no other member takes them, so each key's order holds) and
+// claims no more. A paused subscription is not consumed again after a
 // reconnect; Consuming is false. Nothing is lost and nothing is handled
 // twice beyond the broker's redelivery of what was never acked.
 //
-// ErrNotSubscribed when the Subscriber has no subscription to topic,
-// ErrPauseUnsupported for a partitioned topic's share. Idempotent.
+// ErrNotSubscribed when the Subscriber has no subscription to topic.
+// Idempotent.
 func (s *Subscriber) Pause(ctx context.Context, topic string) error {
-	subs, err := s.pausable(topic)
+	ps, err := s.pausable(topic)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, st := range subs {
-		if err := st.consumer.Pause(ctx); err != nil {
+	for _, p := range ps {
+		if err := p.Pause(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("warren: pause %q: %w", topic, err))
 		}
 	}
@@ -37,13 +39,13 @@ func (s *Subscriber) Pause(ctx context.Context, topic string) error {
 // they do (or ctx ends: they go on trying, with the backoff of any
 // recovery). Idempotent.
 func (s *Subscriber) Resume(ctx context.Context, topic string) error {
-	subs, err := s.pausable(topic)
+	ps, err := s.pausable(topic)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	for _, st := range subs {
-		if err := st.consumer.Resume(ctx); err != nil {
+	for _, p := range ps {
+		if err := p.Resume(ctx); err != nil {
 			errs = append(errs, fmt.Errorf("warren: resume %q: %w", topic, err))
 		}
 	}
@@ -53,28 +55,56 @@ func (s *Subscriber) Resume(ctx context.Context, topic string) error {
 // Paused reports whether topic's subscriptions are paused (false for a
 // topic without one).
 func (s *Subscriber) Paused(topic string) bool {
-	subs, err := s.pausable(topic)
-	if err != nil || len(subs) == 0 {
+	ps, err := s.pausable(topic)
+	if err != nil {
 		return false
 	}
-	for _, st := range subs {
-		if !st.consumer.Paused() {
+	for _, p := range ps {
+		if !p.Paused() {
 			return false
 		}
 	}
 	return true
 }
 
-// pausable are topic's subscriptions, each with its consumer.
-func (s *Subscriber) pausable(topic string) ([]*subscription, error) {
+// TopicPauser is Pause and Resume of one topic, as a kill switch on a
+// plain Watermill router wants them (middleware.KillSwitchConfig.Pauser).
+func (s *Subscriber) TopicPauser(topic string) interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+} {
+	return topicPauser{s: s, topic: topic}
+}
+
+type topicPauser struct {
+	s     *Subscriber
+	topic string
+}
+
+func (p topicPauser) Pause(ctx context.Context) error  { return p.s.Pause(ctx, p.topic) }
+func (p topicPauser) Resume(ctx context.Context) error { return p.s.Resume(ctx, p.topic) }
+
+// pausable is what Pause and Resume act on for a topic: a consumer, or a
+// partitioned topic's share.
+type pausable interface {
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
+	Paused() bool
+}
+
+// pausable are topic's subscriptions and partition shares.
+func (s *Subscriber) pausable(topic string) ([]pausable, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var out []pausable
 	for _, g := range s.groups {
 		if g.Topic() == topic {
-			return nil, fmt.Errorf("%w: %q is a partitioned topic", ErrPauseUnsupported, topic)
+			out = append(out, g)
 		}
 	}
-	var out []*subscription
+	if len(out) > 0 {
+		return out, nil // its partitions' subscriptions are the group's
+	}
 	for _, st := range s.subs {
 		if st.topic != topic {
 			continue
@@ -85,7 +115,7 @@ func (s *Subscriber) pausable(topic string) ([]*subscription, error) {
 			continue // still starting: nothing to pause yet
 		}
 		if st.consumer != nil {
-			out = append(out, st)
+			out = append(out, st.consumer)
 		}
 	}
 	if len(out) == 0 {

@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
@@ -12,6 +13,8 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/router"
@@ -216,12 +219,17 @@ func TestKillSwitchRidesOutAnOutage(t *testing.T) {
 }
 
 // TestRateLimitedRoute: a route limited to 50 messages a second handles
-// 500 ± 5% in 10 s, however many wait in its queue, and the process holds
-// no more than its prefetch (its MaxInFlight): the broker holds the
-// backlog.
+// 500 ± 5% in 10 s, however many wait in its queue and even though its
+// connection drops halfway, and the process holds no more than its
+// prefetch (its MaxInFlight): the broker holds the backlog.
 func TestRateLimitedRoute(t *testing.T) {
 	b := rabbittest.Shared(t)
-	r := newRouter(t, b.URL, router.Config{})
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c := rabbittest.OpenConn(t, p.URL(b.Vhost), conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true}})
+	r, err := router.New(c, router.Config{Output: warren.PublisherConfig{Mapping: warren.ExistingQueues{}}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	q := b.Name("limited")
 	b.Name("limited.dlq")
 	const maxInFlight = 4
@@ -237,11 +245,11 @@ func TestRateLimitedRoute(t *testing.T) {
 		}}); err != nil {
 		t.Fatal(err)
 	}
+	startRouter(t, r)
 	msgs := make([]*message.Message, 1000)
 	for i := range msgs {
 		msgs[i] = message.NewMessage(fmt.Sprint(i), []byte("x"))
 	}
-	startRouter(t, r)
 	publish(t, r, q, msgs...)
 	handled := func() (n int, first time.Time) {
 		mu.Lock()
@@ -251,14 +259,23 @@ func TestRateLimitedRoute(t *testing.T) {
 		}
 		return len(starts), first
 	}
-	held := 0
+	held, dropped := 0, false
 	rabbittest.Eventually(t, 30*time.Second, "11 s of handling", func() bool {
 		if _, unacked, err := b.Messages(q); err == nil && unacked > held {
 			held = unacked
 		}
 		n, first := handled()
+		if !dropped && n >= 250 {
+			dropped = true
+			if err := p.Drop(); err != nil {
+				t.Fatal(err)
+			}
+		}
 		return n > 0 && time.Since(first) > 11*time.Second
 	})
+	if c.Generation() < 2 {
+		t.Fatal("the connection never dropped")
+	}
 	mu.Lock()
 	in10s := 0
 	for _, s := range starts {
@@ -273,7 +290,7 @@ func TestRateLimitedRoute(t *testing.T) {
 	if held > maxInFlight {
 		t.Errorf("the process held %d unacked, more than its prefetch %d", held, maxInFlight)
 	}
-	t.Logf("%d handled in the first 10 s; at most %d unacked seen", in10s, held)
+	t.Logf("%d handled in the first 10 s across a dropped connection; at most %d unacked seen", in10s, held)
 }
 
 // TestQueueMetricsAreASignalToScaleOn: with QueueMetricsInterval the router
@@ -322,4 +339,141 @@ func TestQueueMetricsAreASignalToScaleOn(t *testing.T) {
 	rabbittest.Eventually(t, 10*time.Second, "the queue drained and its consumer reported", func() bool {
 		return gauge(telemetry.MetricQueueMessages) == 0 && gauge(telemetry.MetricQueueConsumers) == 1
 	}, state)
+}
+
+// TestPausedPartitionShareKeepsItsPartitions: two subscribers share a
+// partitioned topic; one is paused. Its partitions keep their locks, so the
+// other does not take them: their messages wait in the broker while the
+// other's partitions are consumed, and on Resume each key is handled in
+// order, none lost.
+func TestPausedPartitionShareKeepsItsPartitions(t *testing.T) {
+	b := rabbittest.Shared(t)
+	mapping := warren.PartitionedTopic{Prefix: b.Prefix, Partitions: 4, RebalanceInterval: 100 * time.Millisecond}
+	topic := "paused-orders"
+	for i := range 4 {
+		b.Name(fmt.Sprintf("%s.p%d", topic, i))
+	}
+	b.Name(topic)
+	b.Name(topic + ".members")
+	got := newPartitionRun()
+	var subs []*warren.Subscriber
+	for i := range 2 {
+		c := openConn(t, b.URL)
+		sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping, CloseTimeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = sub.Close() })
+		if err := sub.SubscribeFunc(context.Background(), topic, got.handler(i, 0)); err != nil {
+			t.Fatal(err)
+		}
+		subs = append(subs, sub)
+	}
+	waitUntil(t, "2 partitions each", func() bool { return len(subs[0].PartitionsOf(topic)) == 2 && len(subs[1].PartitionsOf(topic)) == 2 })
+	ctx := ctxT(t, 30*time.Second)
+	if err := subs[0].Pause(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	if !subs[0].Paused(topic) || subs[1].Paused(topic) {
+		t.Fatal("Paused reports the wrong share")
+	}
+	paused := subs[0].PartitionsOf(topic)
+	pub, err := warren.NewPublisher(openConn(t, b.URL), warren.PublisherConfig{Mapping: mapping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	publishKeyed(t, pub, topic, 40, 0, 10) // 400 messages, 40 keys
+	waiting := 0
+	waitUntil(t, "the running share's partitions drained, the paused share's waiting", func() bool {
+		waiting = 0
+		for _, q := range paused {
+			ready, unacked, err := b.Messages(q)
+			if err != nil || unacked != 0 {
+				return false
+			}
+			waiting += ready
+		}
+		return waiting > 0 && got.processed()+waiting == 400
+	})
+	if owned := subs[0].PartitionsOf(topic); fmt.Sprint(owned) != fmt.Sprint(paused) {
+		t.Fatalf("the paused share lost partitions: %v, had %v", owned, paused)
+	}
+	if err := subs[0].Resume(ctx, topic); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, "all 400 handled", func() bool { return got.processed() == 400 })
+	got.mu.Lock()
+	defer got.mu.Unlock()
+	if got.reorders != 0 {
+		t.Fatalf("%d messages handled behind a later one of their key", got.reorders)
+	}
+	t.Logf("%d messages waited for the paused share", waiting)
+}
+
+// TestKillSwitchOnAPlainWatermillRouter: the kill switch is a Watermill
+// middleware; on Watermill's own router with a warren Subscriber (its
+// TopicPauser), a dependency outage pauses the subscription and messages
+// wait in the queue; the switch resumes it and every message is handled.
+func TestKillSwitchOnAPlainWatermillRouter(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := openConn(t, b.URL)
+	topic := b.Name("plain.outage")
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.QueuePerTopic{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	var down atomic.Bool
+	down.Store(true)
+	var mu sync.Mutex
+	handled := map[string]bool{}
+	ks, err := middleware.NewKillSwitch(middleware.KillSwitchConfig{RestartTimeout: time.Second, Pauser: sub.TopicPauser(topic), Name: "plain"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ks.Close()
+	wm, err := message.NewRouter(message.RouterConfig{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wm.AddConsumerHandler("plain", topic, sub, func(m *message.Message) error {
+		if down.Load() {
+			return middleware.DependencyDown(errors.New("no database"))
+		}
+		mu.Lock()
+		handled[m.UUID] = true
+		mu.Unlock()
+		return nil
+	})
+	wm.AddMiddleware(ks.Middleware)
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- wm.Run(ctx) }()
+	defer func() {
+		stop()
+		if err := <-ran; err != nil {
+			t.Error(err)
+		}
+	}()
+	<-wm.Running()
+	for i := range 50 {
+		if err := pub.Publish(topic, message.NewMessage(fmt.Sprint(i), nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rabbittest.Eventually(t, 10*time.Second, "the subscription paused", func() bool { return sub.Paused(topic) })
+	down.Store(false)
+	rabbittest.Eventually(t, 30*time.Second, "all 50 handled after the outage", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == 50
+	})
+	if ks.State() != middleware.KillSwitchClosed {
+		t.Fatalf("kill switch %v after the outage", ks.State())
+	}
 }

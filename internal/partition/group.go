@@ -65,6 +65,10 @@ type Member interface {
 	Ended() <-chan struct{}
 	// Out hands out its messages; nil when a handler runs them.
 	Out() <-chan *message.Message
+	// Pause and Resume stop and restart its consumption, keeping the
+	// partition (and its lock).
+	Pause(ctx context.Context) error
+	Resume(ctx context.Context) error
 }
 
 // Config is what a Group needs.
@@ -107,6 +111,9 @@ type Group struct {
 	// taken on: a lock dies with its connection.
 	lockGen  map[string]uint64
 	stopped  bool
+	// paused: the owned partitions are paused and nothing more is claimed
+	// until Resume.
+	paused   bool
 	forwards sync.WaitGroup
 	stop     chan struct{}
 	done     chan struct{}
@@ -223,8 +230,11 @@ func (g *Group) rebalance() {
 		}
 		g.mu.Lock()
 		_, mine := g.owned[q]
-		stopped := g.stopped
+		stopped, paused := g.stopped, g.paused
 		g.mu.Unlock()
+		if paused {
+			break // a paused share claims nothing: it would consume it
+		}
 		// A partition with a consumer is another member's (or being
 		// handed over): not worth asking for its lock.
 		if mine || stopped || g.consumers(q) != 0 {
@@ -386,6 +396,42 @@ func (g *Group) Owns() []string {
 	out := slices.Collect(maps.Keys(g.owned))
 	slices.Sort(out)
 	return out
+}
+
+// Pause pauses every owned partition's consumption (each keeps its lock,
+// so no other member takes it: the partition's order holds) and claims
+// nothing more until Resume. A partition released meanwhile (the share
+// shrank) is handed over in order as always.
+func (g *Group) Pause(ctx context.Context) error {
+	g.mu.Lock()
+	g.paused = true
+	owned := slices.Collect(maps.Values(g.owned))
+	g.mu.Unlock()
+	var errs []error
+	for _, m := range owned {
+		errs = append(errs, m.Pause(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Resume consumes the owned partitions again, and claims again.
+func (g *Group) Resume(ctx context.Context) error {
+	g.mu.Lock()
+	g.paused = false
+	owned := slices.Collect(maps.Values(g.owned))
+	g.mu.Unlock()
+	var errs []error
+	for _, m := range owned {
+		errs = append(errs, m.Resume(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// Paused reports whether Pause is in force.
+func (g *Group) Paused() bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.paused
 }
 
 // StopClaiming ends the rebalancing and leaves the group: no partition is
