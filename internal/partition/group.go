@@ -109,8 +109,8 @@ type Group struct {
 	owned map[string]Member
 	// lockGen is the connection generation each owned partition's lock was
 	// taken on: a lock dies with its connection.
-	lockGen  map[string]uint64
-	stopped  bool
+	lockGen map[string]uint64
+	stopped bool
 	// paused: the owned partitions are paused and nothing more is claimed
 	// until Resume.
 	paused   bool
