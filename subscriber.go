@@ -511,6 +511,13 @@ func (st *subscription) abandon() {
 	default:
 	}
 	close(st.abandoned)
+	// What handlers still hold at the deadline goes back to the broker
+	// unfinished.
+	n := int64(len(st.flight))
+	if st.single != nil {
+		n++
+	}
+	st.s.givenBack.Add(n)
 	if st.single != nil {
 		st.single()
 	}
@@ -741,7 +748,6 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		// the message back now; a settlement the handler makes later is
 		// dropped.
 		proc.End(context.Canceled)
-		st.s.givenBack.Add(1)
 		st.settle(f, ack.Requeue, proc)
 	}
 	return nil, 0

@@ -238,16 +238,26 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		"Ack": middleware.Ack, "DeadLetter": middleware.DeadLetter, "DeadLetterPoison": middleware.DeadLetterPoison,
 		"DefaultDeadLetterTopic": middleware.DefaultDeadLetterTopic, "DelayedRetry": middleware.DelayedRetry,
 		"Retry": middleware.Retry, "Tracing": middleware.Tracing,
+		"DependencyDown": middleware.DependencyDown, "NewKillSwitch": middleware.NewKillSwitch, "RateLimit": middleware.RateLimit,
 	} {
 		s.Func("middleware."+name, fn)
 	}
 	for name, v := range map[string]any{
 		"AckConfig": &middleware.AckConfig{}, "DeadLetterConfig": &middleware.DeadLetterConfig{}, "DelayedRetryConfig": &middleware.DelayedRetryConfig{},
 		"RetryConfig": &middleware.RetryConfig{}, "TracingConfig": &middleware.TracingConfig{}, "DeadLetterMode": middleware.DeadLetterMode(0),
-		"PanicError": &middleware.PanicError{},
+		"PanicError": &middleware.PanicError{}, "KillSwitchConfig": &middleware.KillSwitchConfig{},
+		"KillSwitchState": middleware.KillSwitchState(0), "RateLimitConfig": &middleware.RateLimitConfig{},
 	} {
 		s.Methods("middleware."+name, func() any { return v }, nil)
 	}
+	s.Methods("middleware.KillSwitch", func() any {
+		ks, err := middleware.NewKillSwitch(middleware.KillSwitchConfig{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(ks.Close)
+		return ks
+	}, nil)
 	for name, fn := range map[string]any{
 		"NewMessage": kit.NewMessage, "Must": kit.Must, "WithUUID": kit.WithUUID, "WithInfo": kit.WithInfo, "WithQueue": kit.WithQueue,
 		"WithMetadata": kit.WithMetadata, "WithAttempt": kit.WithAttempt, "WithHeader": kit.WithHeader, "WithRetryRound": kit.WithRetryRound,
@@ -273,6 +283,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 	}, closer)
 	for name, v := range map[string]any{
 		"Config": &router.Config{}, "Route": &router.Route{}, "Health": router.Health{}, "QueueConflictError": &router.QueueConflictError{},
+		"BatchError": &router.BatchError{},
 	} {
 		s.Methods("router."+name, func() any { return v }, nil)
 	}
