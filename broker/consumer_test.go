@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,13 +148,15 @@ func TestStopRequeuesWhatTheHandlerNeverGot(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	inHand := make(chan struct{})
+	// The first message is held in the handler (whenever the test gets to
+	// wait for it: a non-blocking send here let it through under load).
+	inHand := make(chan struct{}, 1)
 	release := make(chan struct{})
+	var first atomic.Bool
 	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: qa.Name, PrefetchCount: 10, Handler: func(_ context.Context, d *broker.Delivery) {
-		select {
-		case inHand <- struct{}{}:
+		if first.CompareAndSwap(false, true) {
+			inHand <- struct{}{}
 			<-release
-		default:
 		}
 		_ = d.Ack()
 	}})

@@ -1,0 +1,94 @@
+package payload
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+)
+
+// Store keeps the bodies of claim checks. Put streams a body in; Get
+// streams it out (an error wrapping ErrBlobNotFound when it is gone);
+// Cleanup deletes what is older than a time. An object store plugs in by
+// implementing it (Put as an upload, Get as a download, Cleanup as a
+// lifecycle rule or a listing).
+type Store interface {
+	Put(ctx context.Context, id string, body io.Reader) error
+	Get(ctx context.Context, id string) (io.ReadCloser, error)
+	Cleanup(ctx context.Context, olderThan time.Time) (int, error)
+}
+
+// ClaimCheck stores bodies above Threshold in Store and sends their
+// reference instead (RabbitMQ 4.0 refuses messages above 16 MiB by
+// default). Blobs are deleted by the store's Cleanup after a retention the
+// user runs (RunCleanup): never when a message is acked, since a delayed
+// retry or a dead letter may still need its blob (each copy carries a
+// reference to a blob of its own). Pick a retention longer than a message
+// can wait: the longest delay level, the time a dead letter may wait for a
+// replay.
+type ClaimCheck struct {
+	Store Store
+	// Threshold: bodies of more bytes go to the store. Default: 256 KiB.
+	Threshold int
+}
+
+func (cc *ClaimCheck) setDefaults() {
+	if cc.Threshold == 0 {
+		cc.Threshold = 256 << 10
+	}
+}
+
+// put stores body under a new random id and returns it.
+func (cc *ClaimCheck) put(ctx context.Context, body []byte) (string, error) {
+	var raw [16]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", err
+	}
+	id := hex.EncodeToString(raw[:])
+	if err := cc.Store.Put(ctx, id, bytes.NewReader(body)); err != nil {
+		return "", err
+	}
+	return id, nil
+}
+
+// get fetches a blob.
+func (cc *ClaimCheck) get(ctx context.Context, id string) ([]byte, error) {
+	r, err := cc.Store.Get(ctx, id)
+	if err != nil {
+		if errors.Is(err, ErrBlobNotFound) {
+			return nil, err
+		}
+		return nil, fmt.Errorf("payload: fetch claim check %s: %w", id, err)
+	}
+	defer r.Close()
+	body, err := io.ReadAll(r)
+	if err != nil {
+		return nil, fmt.Errorf("payload: fetch claim check %s: %w", id, err)
+	}
+	return body, nil
+}
+
+// RunCleanup deletes the store's blobs older than retention every every,
+// until ctx ends.
+func RunCleanup(ctx context.Context, s Store, retention, every time.Duration) error {
+	if s == nil || retention <= 0 || every <= 0 {
+		return errors.New("payload: RunCleanup needs a store, a positive retention and a positive interval")
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		if _, err := s.Cleanup(ctx, time.Now().Add(-retention)); err != nil && ctx.Err() == nil {
+			// The next round tries again.
+			_ = err
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package payload
+
+import (
+	"bytes"
+	"compress/gzip"
+	"io"
+	"sync"
+)
+
+const gzipEncoding = "gzip"
+
+// maxDecompressed bounds what a compressed body may expand to (a
+// decompression bomb is an error, not an out-of-memory).
+const maxDecompressed = 1 << 30
+
+// Compression compresses bodies with gzip (the standard library's), the
+// content-encoding every AMQP client and tool knows.
+type Compression struct {
+	// Threshold: bodies of more bytes are compressed. Default: 1024.
+	Threshold int
+	// Level is gzip's (-2 to 9; 0: gzip.DefaultCompression).
+	Level int
+
+	pool sync.Pool
+}
+
+func (c *Compression) setDefaults() {
+	if c.Threshold == 0 {
+		c.Threshold = 1024
+	}
+}
+
+func (c *Compression) level() int {
+	if c.Level == 0 {
+		return gzip.DefaultCompression
+	}
+	return c.Level
+}
+
+func (c *Compression) compress(body []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	buf.Grow(len(body) / 2)
+	w, _ := c.pool.Get().(*gzip.Writer)
+	if w == nil {
+		var err error
+		if w, err = gzip.NewWriterLevel(&buf, c.level()); err != nil {
+			return nil, err
+		}
+	} else {
+		w.Reset(&buf)
+	}
+	if _, err := w.Write(body); err != nil {
+		return nil, err
+	}
+	if err := w.Close(); err != nil {
+		return nil, err
+	}
+	c.pool.Put(w)
+	return buf.Bytes(), nil
+}
+
+func decompress(body []byte) ([]byte, error) {
+	r, err := gzip.NewReader(bytes.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	out, err := io.ReadAll(io.LimitReader(r, maxDecompressed+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(out) > maxDecompressed {
+		return nil, io.ErrShortBuffer
+	}
+	return out, nil
+}
