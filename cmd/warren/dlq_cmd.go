@@ -13,11 +13,13 @@ import (
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	amqp "github.com/rabbitmq/amqp091-go"
 	"github.com/spf13/cobra"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/payload"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -270,7 +272,7 @@ json, headers keep their AMQP types: a byte array is {"amqp_type":
 				row("trace id", diag.TraceID)
 				_ = tw.Flush()
 				fmt.Fprintln(g.stdout, "    body:")
-				fmt.Fprintln(g.stdout, indent(prettyBody(d.Body), "      "))
+				fmt.Fprintln(g.stdout, indent(describeBody(d), "      "))
 			}
 			return nil
 		},
@@ -284,6 +286,25 @@ func orDash(s string) string {
 		return "-"
 	}
 	return s
+}
+
+// describeBody is what show prints of a body: the body when it is text,
+// else what it is (a payload step's output the command does not undo:
+// a claim check, a sealed or compressed body, binary), never garbage.
+func describeBody(d amqp.Delivery) string {
+	if ref, ok := d.Headers[payload.HeaderClaimCheck].(string); ok {
+		return fmt.Sprintf("(a claim check: the body, %v bytes, is blob %s in the producer's store)", d.Headers[payload.HeaderClaimSize], ref)
+	}
+	if alg, ok := d.Headers[payload.HeaderEncryption].(string); ok {
+		return fmt.Sprintf("(encrypted: %s with key %v, %d bytes; the command does not decrypt)", alg, d.Headers[payload.HeaderKeyID], len(d.Body))
+	}
+	if d.ContentEncoding != "" && d.ContentEncoding != "identity" {
+		return fmt.Sprintf("(content-encoding %s, %d bytes, not shown)", d.ContentEncoding, len(d.Body))
+	}
+	if !utf8.Valid(d.Body) {
+		return fmt.Sprintf("(binary, %d bytes, not shown)", len(d.Body))
+	}
+	return prettyBody(d.Body)
 }
 
 func prettyBody(b []byte) string {

@@ -1,0 +1,223 @@
+package tests
+
+import (
+	"bytes"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/payload"
+	"github.com/warrenmq/warren/router"
+	"github.com/warrenmq/warren/topology"
+)
+
+func aesKey(t *testing.T) []byte {
+	t.Helper()
+	k := make([]byte, 32)
+	if _, err := rand.Read(k); err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// TestLargeBodyByClaimCheck: a broker whose maximum message size is 1 MiB
+// (a node of the test's own) refuses a 64 MiB body; with a claim check the
+// same body goes through the store and arrives whole, compressed and
+// encrypted on the way.
+func TestLargeBodyByClaimCheck(t *testing.T) {
+	node := rabbittest.StartNode(t, rabbittest.NodeOptions{Config: []string{"max_message_size = 1048576"}})
+	c := rabbittest.OpenConn(t, node.URL(), conn.Config{})
+	keys, err := payload.NewStaticKeys("k1", map[string][]byte{"k1": aesKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := payload.NewMarshaler(payload.Config{Compression: &payload.Compression{}, Encryption: &payload.Encryption{Keys: keys},
+		ClaimCheck: &payload.ClaimCheck{Store: payload.DirStore{Dir: t.TempDir()}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	big := make([]byte, 64<<20)
+	if _, err := rand.Read(big); err != nil { // incompressible: the claim check has to carry it
+		t.Fatal(err)
+	}
+	plainPub, err := warren.NewPublisher(c, warren.PublisherConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainPub.Close()
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	out, err := sub.Subscribe(ctxT(t, 2*time.Minute), "big")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := plainPub.Publish("big", message.NewMessage("too-big", big)); !errors.Is(err, broker.ErrMessageTooLarge) {
+		t.Fatalf("64 MiB to a broker of 1 MiB without a claim check: %v, want ErrMessageTooLarge", err)
+	}
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish("big", message.NewMessage("claimed", big)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-out:
+		got.Ack()
+		if got.UUID != "claimed" || !bytes.Equal(got.Payload, big) {
+			t.Fatalf("received %s, %d bytes, want the 64 MiB body whole", got.UUID, len(got.Payload))
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the claimed message never arrived")
+	}
+}
+
+// TestEncryptedRouteAcrossAKeyRotation: a route and its producer share
+// rotating keys; messages sealed before and after a rotation mid-stream are
+// all handled with their bodies. A message sealed with a key the route is
+// not given, and one whose blob is gone, are dead-lettered once each, as
+// they are (still sealed: replayable once the key is back), never retried.
+func TestEncryptedRouteAcrossAKeyRotation(t *testing.T) {
+	b := rabbittest.Shared(t)
+	keys, err := payload.NewStaticKeys("k1", map[string][]byte{"k1": aesKey(t), "k2": aesKey(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	m, err := payload.NewMarshaler(payload.Config{Encryption: &payload.Encryption{Keys: keys},
+		ClaimCheck: &payload.ClaimCheck{Store: payload.DirStore{Dir: dir}, Threshold: 100}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Name("sealed")
+	b.Name("sealed.dlq")
+	var mu sync.Mutex
+	handled := map[string]string{}
+	if err := r.AddRoute(router.Route{Name: "sealed", Queue: topology.QueueSpec{Name: q, Durable: true}, Marshaler: m, MaxInFlight: 4,
+		Handler: func(msg *message.Message) error {
+			mu.Lock()
+			handled[msg.UUID] = string(msg.Payload)
+			mu.Unlock()
+			return nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	pub, err := warren.NewPublisher(openConn(t, b.URL), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	for i := range 100 {
+		if i == 50 {
+			if err := keys.Rotate("k2"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := pub.Publish(q, message.NewMessage(fmt.Sprint(i), []byte(fmt.Sprintf("order %d", i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rabbittest.Eventually(t, 30*time.Second, "100 handled across the rotation", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) == 100
+	})
+	mu.Lock()
+	for i := range 100 {
+		if handled[fmt.Sprint(i)] != fmt.Sprintf("order %d", i) {
+			t.Errorf("message %d: %q", i, handled[fmt.Sprint(i)])
+		}
+	}
+	mu.Unlock()
+
+	// A key the route is not given: the producer's own.
+	other, _ := payload.NewStaticKeys("elsewhere", map[string][]byte{"elsewhere": aesKey(t)})
+	om, _ := payload.NewMarshaler(payload.Config{Encryption: &payload.Encryption{Keys: other}})
+	opub, err := warren.NewPublisher(openConn(t, b.URL), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Marshaler: om})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer opub.Close()
+	if err := opub.Publish(q, message.NewMessage("unknown-key", []byte("secret order"))); err != nil {
+		t.Fatal(err)
+	}
+	// A blob that is gone by the time the message is handled.
+	if err := r.Pause(ctxT(t, 10*time.Second), "sealed", "test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := pub.Publish(q, message.NewMessage("blob-gone", bytes.Repeat([]byte("x"), 1000))); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(dir)
+	for _, e := range entries {
+		_ = os.Remove(filepath.Join(dir, e.Name()))
+	}
+	if err := r.Resume(ctxT(t, 10*time.Second), "sealed", "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitQueueDepth(t, b.URL, q+".dlq", 2, 20*time.Second)
+	b.WaitSettled(t, q, 10*time.Second)
+	waitQueueDepth(t, b.URL, q+".dlq", 2, time.Second)
+	for range 2 {
+		d := getOne(t, b.URL, q+".dlq")
+		switch d.MessageId {
+		case "unknown-key":
+			if d.Headers[payload.HeaderKeyID] != "elsewhere" || bytes.Contains(d.Body, []byte("secret order")) {
+				t.Errorf("the dead letter of a sealed message is not sealed as it was: %v", d.Headers)
+			}
+		case "blob-gone":
+			if d.Headers[payload.HeaderClaimCheck] == nil {
+				t.Errorf("the dead letter lost its claim check: %v", d.Headers)
+			}
+		default:
+			t.Errorf("dead letter %q", d.MessageId)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if _, ok := handled["unknown-key"]; ok {
+		t.Error("a message of an unknown key reached the handler")
+	}
+}
+
+// TestOrphanBlobIsCleanedUp: a publish that fails after its body went to
+// the store (here: unroutable, mandatory) leaves a blob nobody will fetch;
+// the store's retention removes it.
+func TestOrphanBlobIsCleanedUp(t *testing.T) {
+	b := rabbittest.Shared(t)
+	store := payload.DirStore{Dir: t.TempDir()}
+	m, _ := payload.NewMarshaler(payload.Config{ClaimCheck: &payload.ClaimCheck{Store: store, Threshold: 1}})
+	pub, err := warren.NewPublisher(openConn(t, b.URL), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Mandatory: true, Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(b.Name("nobody-home"), message.NewMessage("lost", []byte("a body"))); !errors.Is(err, broker.ErrUnroutable) {
+		t.Fatalf("publish: %v, want unroutable", err)
+	}
+	entries, _ := os.ReadDir(store.Dir)
+	if len(entries) != 1 {
+		t.Fatalf("%d blobs after the failed publish, want the orphan", len(entries))
+	}
+	n, err := store.Cleanup(ctxT(t, 5*time.Second), time.Now().Add(time.Second))
+	if err != nil || n != 1 {
+		t.Fatalf("cleanup removed %d (%v), want the orphan", n, err)
+	}
+}
