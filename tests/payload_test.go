@@ -2,9 +2,11 @@ package tests
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"sync"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/broker"
@@ -33,29 +36,24 @@ func aesKey(t *testing.T) []byte {
 
 // TestLargeBodyByClaimCheck: a broker whose maximum message size is 1 MiB
 // (a node of the test's own) refuses a 64 MiB body; with a claim check the
-// same body goes through the store and arrives whole, compressed and
-// encrypted on the way.
+// same body goes through the store, encrypted on the way, and arrives
+// whole.
 func TestLargeBodyByClaimCheck(t *testing.T) {
 	node := rabbittest.StartNode(t, rabbittest.NodeOptions{Config: []string{"max_message_size = 1048576"}})
-	c := rabbittest.OpenConn(t, node.URL(), conn.Config{})
 	keys, err := payload.NewStaticKeys("k1", map[string][]byte{"k1": aesKey(t)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := payload.NewMarshaler(payload.Config{Compression: &payload.Compression{}, Encryption: &payload.Encryption{Keys: keys},
+	m, err := payload.NewMarshaler(payload.Config{Encryption: &payload.Encryption{Keys: keys},
 		ClaimCheck: &payload.ClaimCheck{Store: payload.DirStore{Dir: t.TempDir()}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	big := make([]byte, 64<<20)
-	if _, err := rand.Read(big); err != nil { // incompressible: the claim check has to carry it
+	if _, err := rand.Read(big); err != nil {
 		t.Fatal(err)
 	}
-	plainPub, err := warren.NewPublisher(c, warren.PublisherConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer plainPub.Close()
+	c := rabbittest.OpenConn(t, node.URL(), conn.Config{})
 	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Marshaler: m})
 	if err != nil {
 		t.Fatal(err)
@@ -65,10 +63,7 @@ func TestLargeBodyByClaimCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := plainPub.Publish("big", message.NewMessage("too-big", big)); !errors.Is(err, broker.ErrMessageTooLarge) {
-		t.Fatalf("64 MiB to a broker of 1 MiB without a claim check: %v, want ErrMessageTooLarge", err)
-	}
-	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Marshaler: m})
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Marshaler: m, PublishTimeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,6 +79,18 @@ func TestLargeBodyByClaimCheck(t *testing.T) {
 		}
 	case <-time.After(time.Minute):
 		t.Fatal("the claimed message never arrived")
+	}
+	// The same body without the claim check: the broker's limit is real.
+	plainPub, err := warren.NewPublisher(rabbittest.OpenConn(t, node.URL(), conn.Config{}), warren.PublisherConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer plainPub.Close()
+	if err := plainPub.Publish("big", message.NewMessage("too-big", big)); !errors.Is(err, broker.ErrMessageTooLarge) {
+		t.Fatalf("64 MiB to a broker of 1 MiB without a claim check: %v, want ErrMessageTooLarge", err)
+	}
+	if err := plainPub.Publish("big", message.NewMessage("small", []byte("fits"))); err != nil {
+		t.Fatalf("a publish after the refused one: %v", err)
 	}
 }
 
@@ -219,5 +226,63 @@ func TestOrphanBlobIsCleanedUp(t *testing.T) {
 	n, err := store.Cleanup(ctxT(t, 5*time.Second), time.Now().Add(time.Second))
 	if err != nil || n != 1 {
 		t.Fatalf("cleanup removed %d (%v), want the orphan", n, err)
+	}
+}
+
+// TestCompressedBodyAndANonWarrenClient: a compressed body says so in the
+// content-encoding property another client reads (raw amqp091-go here
+// gunzips it with the standard library), and a gzip body another client
+// sent with that property reaches a warren handler as it was.
+func TestCompressedBodyAndANonWarrenClient(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := openConn(t, b.URL)
+	q := b.Name("gzipped")
+	m, _ := payload.NewMarshaler(payload.Config{Compression: &payload.Compression{Threshold: 10}})
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	text := bytes.Repeat([]byte("compressible order line\n"), 200)
+	if err := pub.Publish(q, message.NewMessage("from-warren", text)); err != nil {
+		t.Fatal(err)
+	}
+	d := getOne(t, b.URL, q)
+	if d.ContentEncoding != "gzip" || len(d.Body) >= len(text) {
+		t.Fatalf("content-encoding %q, %d bytes of %d", d.ContentEncoding, len(d.Body), len(text))
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(d.Body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain, err := io.ReadAll(zr); err != nil || !bytes.Equal(plain, text) {
+		t.Fatalf("a raw client's gunzip: %v", err)
+	}
+
+	var zipped bytes.Buffer
+	zw := gzip.NewWriter(&zipped)
+	_, _ = zw.Write(text)
+	_ = zw.Close()
+	ch := rabbittest.RawChannel(t, b.URL)
+	if err := ch.Publish("", q, false, false, amqp.Publishing{MessageId: "from-raw", ContentEncoding: "gzip", Body: zipped.Bytes()}); err != nil {
+		t.Fatal(err)
+	}
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	out, err := sub.Subscribe(ctxT(t, 30*time.Second), q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-out:
+		got.Ack()
+		if got.UUID != "from-raw" || !bytes.Equal(got.Payload, text) {
+			t.Fatalf("got %s, %d bytes", got.UUID, len(got.Payload))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("nothing arrived")
 	}
 }

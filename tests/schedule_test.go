@@ -130,10 +130,14 @@ func TestScheduledDelivery(t *testing.T) {
 	check := func(id string, due, arrived time.Time) {
 		late := arrived.Sub(due)
 		t.Logf("%s: due %s, arrived %+.3fs", id, due.Format("15:04:05"), late.Seconds())
-		// Due no earlier than asked, and at most a second after (with a
-		// little for the consumer's own hop).
-		if late < 0 || late > 1200*time.Millisecond {
-			t.Errorf("%s arrived %v after its due time, want 0 to 1s", id, late)
+		// Never earlier than asked: that is the contract. Later is by
+		// design at most a second (delays round up to seconds), plus each
+		// queue's TTL timer, which a broker busy with the rest of the suite
+		// runs late by up to a second or two (seen: +1.5s for a 3-hop
+		// delay under make test); the bound leaves room for that and still
+		// catches a message that waited a level too many.
+		if late < 0 || late > 3*time.Second {
+			t.Errorf("%s arrived %v after its due time, want 0 to 1s (3s under load)", id, late)
 		}
 	}
 	xgot := xa.wait(t, 1, 30*time.Second)

@@ -12,6 +12,7 @@ import (
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/internal/sweep"
 	"github.com/warrenmq/warren/middleware"
+	"github.com/warrenmq/warren/payload"
 	kit "github.com/warrenmq/warren/middleware/middlewaretest"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/router"
@@ -290,9 +291,23 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 
 	s.Methods("retry.Backoff", func() any { return retry.Backoff{} }, nil)
 
+	// payload
+	s.Func("payload.NewMarshaler", payload.NewMarshaler)
+	s.Func("payload.NewStaticKeys", payload.NewStaticKeys)
+	s.Func("payload.RunCleanup", payload.RunCleanup)
+	s.Methods("payload.Marshaler", func() any {
+		m, err := payload.NewMarshaler(payload.Config{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}, nil)
+	s.Methods("payload.StaticKeys", func() any { return &payload.StaticKeys{} }, nil)
+	s.Methods("payload.DirStore", func() any { return payload.DirStore{} }, nil)
+
 	s.Complete(map[string]string{
 		"retry": "../retry", "warren": "..", "conn": "../conn", "topology": "../topology", "broker": "../broker", "ack": "../ack", "telemetry": "../telemetry",
 		"telemetrytest": "../telemetry/telemetrytest", "middleware": "../middleware", "middlewaretest": "../middleware/middlewaretest",
-		"router": "../router", "routertest": "../router/routertest",
+		"router": "../router", "routertest": "../router/routertest", "payload": "../payload",
 	}, map[string]string{})
 }
