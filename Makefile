@@ -22,7 +22,8 @@ postgres:
 ## benchmarks' own checks (bench/),
 ## the CQRS example (components/cqrs brings protobuf: its own module), and
 ## the observability example (the Prometheus exporter: its own module), and
-## the Kubernetes example (its manifests' test parses YAML: its own module).
+## the Kubernetes example (its manifests' test parses YAML: its own module),
+## and zstd for payload (klauspost/compress: its own module).
 test: broker postgres
 	$(GO) vet $(PKGS)
 	cd pg && $(GO) vet ./...
@@ -34,6 +35,7 @@ test: broker postgres
 	cd examples/cqrs && $(GO) test -race -count=1 .
 	cd examples/observability && $(GO) vet . && $(GO) test -race -count=1 .
 	cd examples/kubernetes && $(GO) vet . && $(GO) test -race -count=1 .
+	cd payload/zstd && $(GO) vet . && $(GO) test -race -count=1 .
 
 ## test-short: unit tests only; no broker needed.
 test-short:
@@ -70,3 +72,4 @@ lint:
 	cd pg && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 	cd interop && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
 	cd cmd/warren && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...
+	cd payload/zstd && $(GO) vet ./... && $(GO) run $(STATICCHECK) ./...

@@ -3,6 +3,7 @@ package payload
 import (
 	"bytes"
 	"compress/gzip"
+	"fmt"
 	"io"
 	"sync"
 )
@@ -13,15 +14,27 @@ const gzipEncoding = "gzip"
 // decompression bomb is an error, not an out-of-memory).
 const maxDecompressed = 1 << 30
 
-// Compression compresses bodies with gzip (the standard library's), the
-// content-encoding every AMQP client and tool knows.
+// Compression compresses bodies above a threshold: with gzip (the
+// standard library's, the content-encoding every AMQP client and tool
+// knows) unless Codec names another.
 type Compression struct {
 	// Threshold: bodies of more bytes are compressed. Default: 1024.
 	Threshold int
 	// Level is gzip's (-2 to 9; 0: gzip.DefaultCompression).
 	Level int
+	// Codec compresses instead of gzip (zstd, say); its own options set
+	// its level.
+	Codec Codec
 
 	pool sync.Pool
+}
+
+// codec is what compresses.
+func (c *Compression) codec() Codec {
+	if c.Codec != nil {
+		return c.Codec
+	}
+	return gzipCodec{c}
 }
 
 func (c *Compression) setDefaults() {
@@ -59,18 +72,18 @@ func (c *Compression) compress(body []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
-func decompress(body []byte) ([]byte, error) {
+func decompress(body []byte, limit int) ([]byte, error) {
 	r, err := gzip.NewReader(bytes.NewReader(body))
 	if err != nil {
 		return nil, err
 	}
 	defer r.Close()
-	out, err := io.ReadAll(io.LimitReader(r, maxDecompressed+1))
+	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(out) > maxDecompressed {
-		return nil, io.ErrShortBuffer
+	if len(out) > limit {
+		return nil, fmt.Errorf("payload: decompresses to more than %d bytes", limit)
 	}
 	return out, nil
 }

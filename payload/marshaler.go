@@ -47,6 +47,9 @@ type Config struct {
 	Encryption *Encryption
 	// ClaimCheck stores bodies above its threshold and sends a reference.
 	ClaimCheck *ClaimCheck
+	// Codecs decode content-encodings besides gzip (and Compression's
+	// Codec, which decodes too).
+	Codecs []Codec
 }
 
 // Marshaler is the payload steps around an inner warren.Marshaler.
@@ -93,10 +96,11 @@ func (m *Marshaler) Marshal(topic string, msg *message.Message) (amqp.Publishing
 	}
 	ctx := msgContext(msg)
 	if c := m.cfg.Compression; c != nil && len(pub.Body) > c.Threshold && pub.ContentEncoding == "" {
-		if pub.Body, err = c.compress(pub.Body); err != nil {
+		codec := c.codec()
+		if pub.Body, err = codec.Compress(pub.Body); err != nil {
 			return pub, fmt.Errorf("payload: compress %s: %w", msg.UUID, err)
 		}
-		pub.ContentEncoding = gzipEncoding
+		pub.ContentEncoding = codec.Encoding()
 	}
 	// A message that went through the steps already (a poison delivery's
 	// dead letter, made from its raw body and headers) goes as it is:
@@ -169,17 +173,34 @@ func (m *Marshaler) decode(d *amqp.Delivery) ([]byte, error) {
 			return nil, err
 		}
 	}
-	switch d.ContentEncoding {
-	case "", "identity":
-	case gzipEncoding:
-		var err error
-		if body, err = decompress(body); err != nil {
-			return nil, fmt.Errorf("%w: gzip: %w", ErrUnknownEncoding, err)
-		}
-	default:
+	if d.ContentEncoding == "" || d.ContentEncoding == "identity" {
+		return body, nil
+	}
+	codec := m.codecFor(d.ContentEncoding)
+	if codec == nil {
 		return nil, fmt.Errorf("%w: content-encoding %q", ErrUnknownEncoding, d.ContentEncoding)
 	}
-	return body, nil
+	plain, err := codec.Decompress(body, maxDecompressed)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnknownEncoding, d.ContentEncoding, err)
+	}
+	return plain, nil
+}
+
+// codecFor is the codec of a content-encoding, nil when none is given.
+func (m *Marshaler) codecFor(encoding string) Codec {
+	if c := m.cfg.Compression; c != nil && c.codec().Encoding() == encoding {
+		return c.codec()
+	}
+	for _, c := range m.cfg.Codecs {
+		if c != nil && c.Encoding() == encoding {
+			return c
+		}
+	}
+	if encoding == gzipEncoding {
+		return gzipCodec{&Compression{}}
+	}
+	return nil
 }
 
 // withoutSteps is h without the steps' headers (nil when nothing is left):
