@@ -4,10 +4,14 @@ STATICCHECK   := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 TEST_TIMEOUT  ?= 14m
 PKGS          := ./...
 
-.PHONY: test test-short demo bench lint broker postgres soak
+.PHONY: test test-short demo bench lint broker postgres pika soak
 
 broker:
 	bash scripts/broker.sh
+
+## pika: make sure Python's pika is there (the interop tests' Python client).
+pika:
+	bash scripts/pika.sh
 
 ## postgres: make sure PostgreSQL answers (the outbox and inbox tests need it).
 postgres:
@@ -24,7 +28,7 @@ postgres:
 ## the observability example (the Prometheus exporter: its own module), and
 ## the Kubernetes example (its manifests' test parses YAML: its own module),
 ## and zstd for payload (klauspost/compress: its own module).
-test: broker postgres
+test: broker postgres pika
 	$(GO) vet $(PKGS)
 	cd pg && $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"testing"
@@ -284,5 +285,76 @@ func TestCompressedBodyAndANonWarrenClient(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("nothing arrived")
+	}
+}
+
+// pikaScript reads one message of a queue with Python's pika, gunzips it
+// when its content-encoding says gzip and prints it; then publishes a gzip
+// body of its own with that property to another queue.
+const pikaScript = `
+import gzip, sys, pika
+url, source, target = sys.argv[1], sys.argv[2], sys.argv[3]
+conn = pika.BlockingConnection(pika.URLParameters(url))
+ch = conn.channel()
+method, props, body = ch.basic_get(source, auto_ack=True)
+if method is None:
+    sys.exit("no message")
+if props.content_encoding == "gzip":
+    body = gzip.decompress(body)
+sys.stdout.write(props.content_encoding + "\n" + body.decode())
+ch.queue_declare(target, durable=True)
+ch.basic_publish("", target, gzip.compress(b"from pika " * 500),
+                 pika.BasicProperties(content_encoding="gzip", message_id="from-pika", delivery_mode=2))
+conn.close()
+`
+
+// TestPikaReadsAndWritesCompressedBodies: a Python service on pika reads a
+// body warren compressed (by its content-encoding, with Python's own gzip)
+// and sends one of its own that a warren handler receives decompressed.
+func TestPikaReadsAndWritesCompressedBodies(t *testing.T) {
+	b := rabbittest.Shared(t)
+	if err := exec.Command("/usr/bin/python3", "-c", "import pika").Run(); err != nil {
+		t.Fatalf("Python's pika is missing (scripts/pika.sh installs it): %v", err)
+	}
+	c := openConn(t, b.URL)
+	toPika, fromPika := b.Name("to-pika"), b.Name("from-pika")
+	m, _ := payload.NewMarshaler(payload.Config{Compression: &payload.Compression{Threshold: 10}})
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	text := bytes.Repeat([]byte("order line for python\n"), 100)
+	if err := pub.Publish(toPika, message.NewMessage("for-pika", text)); err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "pika_interop.py")
+	if err := os.WriteFile(script, []byte(pikaScript), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("/usr/bin/python3", script, b.URL, toPika, fromPika).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pika: %v\n%s", err, out)
+	}
+	if want := "gzip\n" + string(text); string(out) != want {
+		t.Fatalf("pika read %d bytes %q..., want the gzip-encoded body decompressed", len(out), out[:min(len(out), 40)])
+	}
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	msgs, err := sub.Subscribe(ctxT(t, 30*time.Second), fromPika)
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-msgs:
+		got.Ack()
+		if got.UUID != "from-pika" || string(got.Payload) != string(bytes.Repeat([]byte("from pika "), 500)) {
+			t.Fatalf("from pika: %s, %q", got.UUID, got.Payload[:min(len(got.Payload), 30)])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("pika's message never arrived")
 	}
 }
