@@ -30,6 +30,7 @@ import (
 // (ack.Permanent) is dead-lettered with its error, a flaky one is retried
 // in process (in a later batch, at attempt 2), the rest are acked once.
 func TestBatchRouteOutcomesPerMessage(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	rec := telemetrytest.New(t, telemetry.Config{})
 	r := newRouter(t, b.URL, router.Config{Telemetry: rec.Telemetry})
@@ -124,6 +125,7 @@ func TestBatchRouteOutcomesPerMessage(t *testing.T) {
 // channel that is gone: none is sent on the new connection, and the broker
 // delivers the whole batch again, to be handled again. Nothing is lost.
 func TestBatchWhoseChannelDiesComesBack(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c := rabbittest.OpenConn(t, p.URL(b.Vhost), conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true}})

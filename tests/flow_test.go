@@ -30,6 +30,7 @@ import (
 // someone else, and on Resume handles every message once; a single-active-
 // consumer queue keeps its order through the pause.
 func TestRoutePauseAndResume(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name        string
 		args        topology.QueueArgs
@@ -139,6 +140,7 @@ func TestRoutePauseAndResume(t *testing.T) {
 // tries one message every 2 s, resumes by itself when the database is back
 // and handles all 2,000.
 func TestKillSwitchRidesOutAnOutage(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	r := newRouter(t, b.URL, router.Config{})
 	q := b.Name("outage")
@@ -223,6 +225,7 @@ func TestKillSwitchRidesOutAnOutage(t *testing.T) {
 // connection drops halfway, and the process holds no more than its
 // prefetch (its MaxInFlight): the broker holds the backlog.
 func TestRateLimitedRoute(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c := rabbittest.OpenConn(t, p.URL(b.Vhost), conn.Config{Reconnect: conn.RetryPolicy{FirstRetryImmediate: true}})
@@ -297,6 +300,7 @@ func TestRateLimitedRoute(t *testing.T) {
 // reports each route's queue depth and consumers: 5 messages and no
 // consumer while the route is paused, its consumer back once resumed.
 func TestQueueMetricsAreASignalToScaleOn(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	rec := telemetrytest.New(t, telemetry.Config{})
 	r := newRouter(t, b.URL, router.Config{Telemetry: rec.Telemetry, QueueMetricsInterval: 50 * time.Millisecond})
@@ -347,6 +351,7 @@ func TestQueueMetricsAreASignalToScaleOn(t *testing.T) {
 // other's partitions are consumed, and on Resume each key is handled in
 // order, none lost.
 func TestPausedPartitionShareKeepsItsPartitions(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	mapping := warren.PartitionedTopic{Prefix: b.Prefix, Partitions: 4, RebalanceInterval: 100 * time.Millisecond}
 	topic := "paused-orders"
@@ -416,6 +421,7 @@ func TestPausedPartitionShareKeepsItsPartitions(t *testing.T) {
 // TopicPauser), a dependency outage pauses the subscription and messages
 // wait in the queue; the switch resumes it and every message is handled.
 func TestKillSwitchOnAPlainWatermillRouter(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
 	topic := b.Name("plain.outage")

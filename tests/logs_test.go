@@ -114,6 +114,7 @@ func (declinedError) ErrorType() string { return "card_declined" }
 // Error. Watermill's misleading "count=0" and its per-message error lines
 // are not there; the router says it runs, with its routes.
 func TestRouterLogsEachEventOnce(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	rec, logger := newLogRecorder()
 	r := newRouter(t, b.URL, router.Config{Logger: logger})
@@ -211,6 +212,7 @@ func TestRouterLogsEachEventOnce(t *testing.T) {
 // Warn (MaxAttempts reached), and the redeliveries in between and after
 // only at Debug: no flood.
 func TestSubscriberLogsARedeliveryLoopOnce(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	rec, logger := newLogRecorder()
 	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
@@ -258,6 +260,7 @@ func TestSubscriberLogsARedeliveryLoopOnce(t *testing.T) {
 // messages in flight, progress while a handler runs, and the end; at Warn
 // when a message was given back unfinished at the deadline.
 func TestRouterLogsItsDrain(t *testing.T) {
+	t.Parallel()
 	for _, finish := range []bool{true, false} {
 		t.Run(fmt.Sprintf("finishes=%v", finish), func(t *testing.T) {
 			b := rabbittest.Shared(t)

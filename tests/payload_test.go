@@ -40,6 +40,7 @@ func aesKey(t *testing.T) []byte {
 // same body goes through the store, encrypted on the way, and arrives
 // whole.
 func TestLargeBodyByClaimCheck(t *testing.T) {
+	t.Parallel()
 	node := rabbittest.StartNode(t, rabbittest.NodeOptions{Config: []string{"max_message_size = 1048576"}})
 	keys, err := payload.NewStaticKeys("k1", map[string][]byte{"k1": aesKey(t)})
 	if err != nil {
@@ -101,6 +102,7 @@ func TestLargeBodyByClaimCheck(t *testing.T) {
 // not given, and one whose blob is gone, are dead-lettered once each, as
 // they are (still sealed: replayable once the key is back), never retried.
 func TestEncryptedRouteAcrossAKeyRotation(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	keys, err := payload.NewStaticKeys("k1", map[string][]byte{"k1": aesKey(t), "k2": aesKey(t)})
 	if err != nil {
@@ -209,6 +211,7 @@ func TestEncryptedRouteAcrossAKeyRotation(t *testing.T) {
 // the store (here: unroutable, mandatory) leaves a blob nobody will fetch;
 // the store's retention removes it.
 func TestOrphanBlobIsCleanedUp(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	store := payload.DirStore{Dir: t.TempDir()}
 	m, _ := payload.NewMarshaler(payload.Config{ClaimCheck: &payload.ClaimCheck{Store: store, Threshold: 1}})
@@ -235,6 +238,7 @@ func TestOrphanBlobIsCleanedUp(t *testing.T) {
 // gunzips it with the standard library), and a gzip body another client
 // sent with that property reaches a warren handler as it was.
 func TestCompressedBodyAndANonWarrenClient(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
 	q := b.Name("gzipped")
@@ -312,6 +316,7 @@ conn.close()
 // body warren compressed (by its content-encoding, with Python's own gzip)
 // and sends one of its own that a warren handler receives decompressed.
 func TestPikaReadsAndWritesCompressedBodies(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	if err := exec.Command("/usr/bin/python3", "-c", "import pika").Run(); err != nil {
 		t.Fatalf("Python's pika is missing (scripts/pika.sh installs it): %v", err)

@@ -312,6 +312,7 @@ func TestCopiesCarryNoPlumbing(t *testing.T) {
 // where the message came from, beside the older x-death ones in the same
 // dead-letter queue.
 func TestDeadLetterModeMigration(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	q := b.Name("migrating")
 	b.Name("migrating.dlq")

@@ -359,6 +359,7 @@ func TestTelemetryErrorTypes(t *testing.T) {
 // messaging.process.duration carries error.type, so an error-rate panel
 // does not count a recovery as a failure.
 func TestTelemetryRecoveredMessageIsASuccess(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	rec := telemetrytest.New(t, telemetry.Config{})
 	r := newRouter(t, b.URL, router.Config{Telemetry: rec.Telemetry})
