@@ -72,12 +72,25 @@ func (c *Compression) compress(body []byte) ([]byte, error) {
 	return buf.Bytes(), nil
 }
 
+// readers are gzip readers to Reset: a new one allocates its inflater's
+// tables, which costs more than a small body's decompression.
+var readers sync.Pool
+
 func decompress(body []byte, limit int) ([]byte, error) {
-	r, err := gzip.NewReader(bytes.NewReader(body))
+	r, _ := readers.Get().(*gzip.Reader)
+	var err error
+	if r == nil {
+		r, err = gzip.NewReader(bytes.NewReader(body))
+	} else {
+		err = r.Reset(bytes.NewReader(body))
+	}
 	if err != nil {
 		return nil, err
 	}
-	defer r.Close()
+	defer func() {
+		_ = r.Close()
+		readers.Put(r)
+	}()
 	out, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
 	if err != nil {
 		return nil, err
