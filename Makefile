@@ -29,13 +29,24 @@ postgres:
 ## the Kubernetes example (its manifests' test parses YAML: its own module),
 ## and zstd for payload (klauspost/compress: its own module).
 test: broker postgres pika
+	$(MAKE) test-core
+	@# The other modules share nothing with each other: run side by side
+	@# (the suites wait on the broker and the database far more than they
+	@# use the CPU), each one's output kept together.
+	$(MAKE) -j4 --output-sync=target test-pg test-cmd test-interop test-examples
+
+.PHONY: test-core test-pg test-cmd test-interop test-examples
+test-core:
 	$(GO) vet $(PKGS)
-	cd pg && $(GO) vet ./...
 	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
-	cd pg && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test-pg:
+	cd pg && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test-cmd:
 	cd cmd/warren && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test-interop:
 	cd bench && $(GO) vet .
 	cd interop && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test-examples:
 	cd examples/cqrs && $(GO) test -race -count=1 .
 	cd examples/observability && $(GO) vet . && $(GO) test -race -count=1 .
 	cd examples/kubernetes && $(GO) vet . && $(GO) test -race -count=1 .
