@@ -177,13 +177,6 @@ func (b *Broker) Name(base string) string {
 
 func serverBinary() string { return "/usr/lib/rabbitmq/bin/rabbitmq-server" }
 
-func (b *Broker) nodeName() string {
-	if b.node == nil {
-		return ""
-	}
-	return b.node.Name
-}
-
 func (b *Broker) user() string {
 	if b.base.User == nil || b.base.User.Username() == "" {
 		return "guest"
