@@ -10,13 +10,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"regexp"
 	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren/payload"
+	"github.com/warrenmq/warren/pg/internal/sqlname"
 )
 
 // DefaultTable is the blobs' table's default name.
@@ -24,8 +24,6 @@ const DefaultTable = "warren_blobs"
 
 // chunkSize is how much of a body one row holds.
 const chunkSize = 1 << 20
-
-var validTable = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}(\.[a-z_][a-z0-9_]{0,40})?$`)
 
 // Store keeps blobs in Table of Pool's database.
 type Store struct {
@@ -43,7 +41,7 @@ func New(pool *pgxpool.Pool, table string) (*Store, error) {
 	if pool == nil {
 		return nil, errors.New("blobstore: a pool is required")
 	}
-	if !validTable.MatchString(table) {
+	if !sqlname.ValidTable(table) {
 		return nil, fmt.Errorf("blobstore: table %q: want a lower-case identifier, optionally schema.table", table)
 	}
 	return &Store{pool: pool, table: table}, nil
@@ -60,20 +58,11 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 	PRIMARY KEY (id, seq)
 );
 CREATE INDEX IF NOT EXISTS %[2]s_created ON %[1]s (created_at);
-`, s.table, indexName(s.table)))
+`, s.table, sqlname.Bare(s.table)))
 	if err != nil {
 		return fmt.Errorf("blobstore: migrate %s: %w", s.table, err)
 	}
 	return nil
-}
-
-func indexName(table string) string {
-	for i := len(table) - 1; i >= 0; i-- {
-		if table[i] == '.' {
-			return table[i+1:]
-		}
-	}
-	return table
 }
 
 // Put implements payload.Store: the body's chunks in one transaction, so a

@@ -25,7 +25,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"regexp"
 	"sync/atomic"
 	"time"
 
@@ -34,6 +33,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/pg/internal/sqlname"
 )
 
 // DefaultTable is the inbox table's default name.
@@ -45,8 +45,6 @@ var ErrInvalidConfig = errors.New("inbox: invalid config")
 // ErrNoUUID: a message without a UUID cannot be told from its duplicates;
 // it is refused for good (ack.Permanent: dead-lettered).
 var ErrNoUUID = errors.New("inbox: message has no UUID")
-
-var validTable = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}(\.[a-z_][a-z0-9_]{0,40})?$`)
 
 // Config shapes an Inbox.
 type Config struct {
@@ -89,7 +87,7 @@ func New(cfg Config) (*Inbox, error) {
 	if cfg.Consumer == "" {
 		bad("Consumer", "required")
 	}
-	if !validTable.MatchString(cfg.Table) {
+	if !sqlname.ValidTable(cfg.Table) {
 		bad("Table", fmt.Sprintf("%q: want a lower-case identifier, optionally schema.table", cfg.Table))
 	}
 	if cfg.Retention < 0 {
@@ -114,20 +112,11 @@ CREATE TABLE IF NOT EXISTS %[1]s (
 	PRIMARY KEY (consumer, message_id)
 );
 CREATE INDEX IF NOT EXISTS %[2]s_processed ON %[1]s (processed_at);
-`, ib.cfg.Table, indexName(ib.cfg.Table)))
+`, ib.cfg.Table, sqlname.Bare(ib.cfg.Table)))
 	if err != nil {
 		return fmt.Errorf("inbox: migrate %s: %w", ib.cfg.Table, err)
 	}
 	return nil
-}
-
-func indexName(table string) string {
-	for i := len(table) - 1; i >= 0; i-- {
-		if table[i] == '.' {
-			return table[i+1:]
-		}
-	}
-	return table
 }
 
 type txKey struct{}

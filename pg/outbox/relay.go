@@ -17,6 +17,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/pg/internal/sqlname"
 )
 
 // RelayConfig shapes a Relay.
@@ -74,7 +75,7 @@ func (c *RelayConfig) Validate() error {
 	if c.Publisher == nil {
 		bad("Publisher", "required")
 	}
-	if !validTable.MatchString(c.Table) {
+	if !sqlname.ValidTable(c.Table) {
 		bad("Table", fmt.Sprintf("%q: want a lower-case identifier, optionally schema.table", c.Table))
 	}
 	if c.Batch < 1 || c.Batch > 10000 {

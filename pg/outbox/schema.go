@@ -2,18 +2,15 @@ package outbox
 
 import (
 	"fmt"
-	"regexp"
+
+	"github.com/warrenmq/warren/pg/internal/sqlname"
 )
 
 // DefaultTable is the outbox table's default name.
 const DefaultTable = "warren_outbox"
 
-// validTable: a table name, optionally schema-qualified, that needs no
-// quoting (it also names the NOTIFY channel).
-var validTable = regexp.MustCompile(`^[a-z_][a-z0-9_]{0,40}(\.[a-z_][a-z0-9_]{0,40})?$`)
-
 func schemaSQL(table string) string {
-	index := indexName(table)
+	index := sqlname.Bare(table)
 	return fmt.Sprintf(`
 CREATE TABLE IF NOT EXISTS %[1]s (
 	id           bigserial   PRIMARY KEY,
@@ -32,15 +29,5 @@ CREATE INDEX IF NOT EXISTS %[2]s_published ON %[1]s (published_at) WHERE publish
 `, table, index)
 }
 
-// indexName is table without its schema, for index names.
-func indexName(table string) string {
-	for i := len(table) - 1; i >= 0; i-- {
-		if table[i] == '.' {
-			return table[i+1:]
-		}
-	}
-	return table
-}
-
 // channel is the NOTIFY channel of a table.
-func channel(table string) string { return "warren_outbox_" + indexName(table) }
+func channel(table string) string { return "warren_outbox_" + sqlname.Bare(table) }

@@ -10,7 +10,9 @@ import (
 	"strings"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/warrenmq/warren/pg/internal/sqlname"
 )
 
 // ErrInvalidMessage: Write was given no topic, a nil message or one
@@ -91,7 +93,7 @@ func New(cfg Config) (*Outbox, error) {
 	if cfg.Table == "" {
 		cfg.Table = DefaultTable
 	}
-	if !validTable.MatchString(cfg.Table) {
+	if !sqlname.ValidTable(cfg.Table) {
 		return nil, fmt.Errorf("%w: outbox.Config.Table %q: want a lower-case identifier, optionally schema.table", ErrInvalidConfig, cfg.Table)
 	}
 	return &Outbox{table: cfg.Table, notify: fmt.Sprintf("SELECT pg_notify('%s', '')", channel(cfg.Table))}, nil
