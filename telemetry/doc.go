@@ -121,6 +121,11 @@
 //     conventions say, error.type only when the operation failed); its
 //     failed attempts are its exception events and warren.retries.
 //   - There are no receive spans: warren consumes by push (basic.consume).
+//   - A batch route (router.Route.Batch) makes one "process {queue}" span
+//     per batch call, with messaging.batch.message_count and a link to each
+//     message's send span, as the conventions shape batch processing; each
+//     message keeps its own process and settle spans too, since its
+//     outcome and settlement are its own.
 //   - The schema URL is v1.43.0 (the Go SDK's newest); the messaging
 //     conventions warren follows are v1.44.0's, unchanged for RabbitMQ.
 package telemetry
