@@ -22,31 +22,27 @@ import (
 // ErrNotSubscribed when the Subscriber has no subscription to topic.
 // Idempotent.
 func (s *Subscriber) Pause(ctx context.Context, topic string) error {
-	ps, err := s.pausable(topic)
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, p := range ps {
-		if err := p.Pause(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("warren: pause %q: %w", topic, err))
-		}
-	}
-	return errors.Join(errs...)
+	return s.eachPausable(topic, "pause", func(p pausable) error { return p.Pause(ctx) })
 }
 
 // Resume consumes topic's paused subscriptions again, and returns once
 // they do (or ctx ends: they go on trying, with the backoff of any
 // recovery). Idempotent.
 func (s *Subscriber) Resume(ctx context.Context, topic string) error {
+	return s.eachPausable(topic, "resume", func(p pausable) error { return p.Resume(ctx) })
+}
+
+// eachPausable applies f to topic's subscriptions and shares, joining
+// their errors.
+func (s *Subscriber) eachPausable(topic, verb string, f func(pausable) error) error {
 	ps, err := s.pausable(topic)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, p := range ps {
-		if err := p.Resume(ctx); err != nil {
-			errs = append(errs, fmt.Errorf("warren: resume %q: %w", topic, err))
+		if err := f(p); err != nil {
+			errs = append(errs, fmt.Errorf("warren: %s %q: %w", verb, topic, err))
 		}
 	}
 	return errors.Join(errs...)

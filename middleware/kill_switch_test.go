@@ -68,7 +68,7 @@ func TestKillSwitchTripsPausesAndRecovers(t *testing.T) {
 		if calls, err := run(k, nil); calls != 0 || !errors.Is(err, middleware.ErrKillSwitchOpen) {
 			t.Fatalf("while open: %d calls, %v", calls, err)
 		}
-		time.Sleep(time.Minute) // RestartTimeout on the bubble's clock
+		time.Sleep(time.Minute) // the bubble's clock past RestartTimeout: no real wait
 		synctest.Wait()
 		if _, resumed := p.counts(); resumed != 1 || k.State() != middleware.KillSwitchHalfOpen {
 			t.Fatalf("after RestartTimeout: %d resumes, state %v", resumed, k.State())
@@ -76,7 +76,7 @@ func TestKillSwitchTripsPausesAndRecovers(t *testing.T) {
 		if _, err := run(k, down); !errors.Is(err, middleware.ErrKillSwitchOpen) || k.State() != middleware.KillSwitchOpen {
 			t.Fatalf("a failed trial: %v, state %v", err, k.State())
 		}
-		time.Sleep(time.Minute)
+		time.Sleep(time.Minute) // the bubble's clock past RestartTimeout: no real wait
 		synctest.Wait()
 		if calls, err := run(k, nil); calls != 1 || err != nil || k.State() != middleware.KillSwitchClosed {
 			t.Fatalf("a good trial: %d calls, %v, state %v", calls, err, k.State())
@@ -105,7 +105,7 @@ func TestKillSwitchDependencyDownAndTheTrialGate(t *testing.T) {
 		if _, err := run(k, middleware.DependencyDown(errors.New("no db"))); !errors.Is(err, middleware.ErrKillSwitchOpen) || !errors.Is(err, middleware.ErrDependencyDown) {
 			t.Fatalf("DependencyDown: %v", err)
 		}
-		time.Sleep(time.Second)
+		time.Sleep(time.Second) // the bubble's clock past RestartTimeout: no real wait
 		synctest.Wait()
 		release := make(chan struct{})
 		trialDone := make(chan error)

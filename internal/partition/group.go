@@ -403,26 +403,23 @@ func (g *Group) Owns() []string {
 // nothing more until Resume. A partition released meanwhile (the share
 // shrank) is handed over in order as always.
 func (g *Group) Pause(ctx context.Context) error {
-	g.mu.Lock()
-	g.paused = true
-	owned := slices.Collect(maps.Values(g.owned))
-	g.mu.Unlock()
-	var errs []error
-	for _, m := range owned {
-		errs = append(errs, m.Pause(ctx))
-	}
-	return errors.Join(errs...)
+	return g.setPaused(true, func(m Member) error { return m.Pause(ctx) })
 }
 
 // Resume consumes the owned partitions again, and claims again.
 func (g *Group) Resume(ctx context.Context) error {
+	return g.setPaused(false, func(m Member) error { return m.Resume(ctx) })
+}
+
+// setPaused records paused and applies f to every owned partition.
+func (g *Group) setPaused(paused bool, f func(Member) error) error {
 	g.mu.Lock()
-	g.paused = false
+	g.paused = paused
 	owned := slices.Collect(maps.Values(g.owned))
 	g.mu.Unlock()
 	var errs []error
 	for _, m := range owned {
-		errs = append(errs, m.Resume(ctx))
+		errs = append(errs, f(m))
 	}
 	return errors.Join(errs...)
 }
