@@ -43,6 +43,15 @@ type Marshaler interface {
 	Unmarshal(d *amqp.Delivery) (*message.Message, error)
 }
 
+// AckObserver is an optional interface of a Marshaler: a Subscriber calls
+// Acked with each delivery it unmarshaled, handed out and then acked on a
+// queue (not a stream's, not a poison delivery), after the ack went to the
+// broker. payload's claim check deletes a blob there (DeleteOnAck). An
+// error is logged; the delivery stays acked.
+type AckObserver interface {
+	Acked(d *amqp.Delivery) error
+}
+
 // DefaultMarshaler puts the UUID in message-id, the payload in the body,
 // metadata in string headers (MetaX keys in AMQP properties) and marks
 // messages persistent unless MetaDeliveryMode says otherwise. Decoding never

@@ -858,7 +858,19 @@ func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts
 // (broker.Delivery refuses a second settlement: a handler's late Ack
 // after Shutdown requeued its message is dropped), or drops the settlement
 // when that channel is gone (PITFALLS 4).
-func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *instrument.Process) {
+// acked tells an AckObserver marshaler of a delivery acked on its queue.
+func (st *subscription) acked(d *broker.Delivery) {
+	o, ok := st.s.cfg.Marshaler.(AckObserver)
+	if !ok {
+		return
+	}
+	if err := o.Acked(&d.Delivery); err != nil {
+		st.s.log.Warn("warren: the marshaler failed after an ack", logx.Queue, st.queue, logx.MessageUUID, d.MessageId, logx.Error, err, logx.ErrorType, errkind.Type(err))
+	}
+}
+
+// settle settles d by disp and reports whether the broker was told.
+func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *instrument.Process) bool {
 	var err error
 	start := time.Now()
 	switch disp {
@@ -874,6 +886,7 @@ func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *i
 	switch {
 	case err == nil:
 		proc.Settle(settleOp(disp), nil, start)
+		return true
 	case errors.Is(err, broker.ErrAlreadySettled):
 	case !d.Settleable() || errors.Is(err, amqp.ErrClosed):
 		proc.Settle(settleOp(disp), err, start)
@@ -883,6 +896,7 @@ func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *i
 		st.stale()
 		st.s.log.Warn("warren: settling a delivery failed", logx.Queue, st.queue, "disposition", disp.String(), logx.Error, err, logx.ErrorType, errkind.Type(err))
 	}
+	return false
 }
 
 // stale counts a settlement dropped because its channel is gone.

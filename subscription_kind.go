@@ -73,7 +73,9 @@ func (queueKind) finish(st *subscription, d *broker.Delivery, msg *message.Messa
 		if k := st.attemptKey(d); k != "" {
 			st.s.attempts().Delete(k)
 		}
-		st.settle(d, disp, proc)
+		if st.settle(d, disp, proc) && disp == ack.Ack {
+			st.acked(d)
+		}
 	}
 	return nil, 0
 }

@@ -18,7 +18,8 @@ const maxDecompressed = 1 << 30
 // standard library's, the content-encoding every AMQP client and tool
 // knows) unless Codec names another.
 type Compression struct {
-	// Threshold: bodies of more bytes are compressed. Default: 1024.
+	// Threshold: bodies of more bytes are compressed (and sent so when
+	// that makes them smaller). Default: 1024.
 	Threshold int
 	// Level is gzip's (-2 to 9; 0: gzip.DefaultCompression).
 	Level int

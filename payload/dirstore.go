@@ -72,6 +72,18 @@ func (d DirStore) Get(_ context.Context, id string) (io.ReadCloser, error) {
 	return f, err
 }
 
+// Delete implements Deleter; a blob already gone is no error.
+func (d DirStore) Delete(_ context.Context, id string) error {
+	p, err := d.path(id)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
 // Cleanup implements Store: blobs (and abandoned temporary files) last
 // written before olderThan are deleted.
 func (d DirStore) Cleanup(ctx context.Context, olderThan time.Time) (int, error) {

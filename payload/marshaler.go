@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -20,6 +21,9 @@ const (
 	HeaderClaimCheck = "warren-claim-check"
 	HeaderClaimSize  = "warren-claim-size"
 )
+
+// stepHeaders are the headers the steps write.
+var stepHeaders = []string{HeaderEncryption, HeaderKeyID, HeaderClaimCheck, HeaderClaimSize}
 
 // Errors of decoding. Each is permanent (ack.Permanent): retrying cannot
 // help, so the delivery is dead-lettered once, as it is.
@@ -57,7 +61,10 @@ type Marshaler struct {
 	cfg Config
 }
 
-var _ warren.Marshaler = (*Marshaler)(nil)
+var (
+	_ warren.Marshaler   = (*Marshaler)(nil)
+	_ warren.AckObserver = (*Marshaler)(nil)
+)
 
 // NewMarshaler validates cfg and returns its Marshaler.
 func NewMarshaler(cfg Config) (*Marshaler, error) {
@@ -77,6 +84,8 @@ func NewMarshaler(cfg Config) (*Marshaler, error) {
 		cc.setDefaults()
 		f.Check(cc.Store == nil, "ClaimCheck.Store", "required")
 		f.Check(cc.Threshold < 0, "ClaimCheck.Threshold", "must not be negative")
+		_, deletes := cc.Store.(Deleter)
+		f.Check(cc.DeleteOnAck && cc.Store != nil && !deletes, "ClaimCheck.DeleteOnAck", "needs a Store that is a payload.Deleter")
 	}
 	if err := f.Err(); err != nil {
 		return nil, err
@@ -94,36 +103,94 @@ func (m *Marshaler) Marshal(topic string, msg *message.Message) (amqp.Publishing
 	if err != nil {
 		return pub, err
 	}
-	ctx := msgContext(msg)
-	if c := m.cfg.Compression; c != nil && len(pub.Body) > c.Threshold && pub.ContentEncoding == "" {
-		codec := c.codec()
-		if pub.Body, err = codec.Compress(pub.Body); err != nil {
-			return pub, fmt.Errorf("payload: compress %s: %w", msg.UUID, err)
-		}
-		pub.ContentEncoding = codec.Encoding()
+	if err := m.encode(msgContext(msg), msg.UUID, &pub, nil); err != nil {
+		return pub, err
 	}
-	// A message that went through the steps already (a poison delivery's
-	// dead letter, made from its raw body and headers) goes as it is:
-	// sealing it again would lose its key id.
+	return pub, nil
+}
+
+// Encode applies the steps to msg ahead of its publish, in place: its
+// Payload becomes the wire body and its Metadata records what was done
+// (content-encoding and the steps' headers), so that a later Marshal, by
+// this marshaler or any other warren.Marshaler, sends it as it is. An
+// outbox encodes what it writes, so that its row holds the wire body (a
+// claim check's reference, never the large body) and the blob is written
+// in the outbox's transaction. A claim check's blob goes to store, or to
+// ClaimCheck.Store when store is nil. On an error msg is unchanged.
+func (m *Marshaler) Encode(ctx context.Context, msg *message.Message, store Store) error {
+	if m == nil || msg == nil {
+		return errors.New("payload: nil Marshaler or message")
+	}
+	pub := amqp.Publishing{Body: msg.Payload, ContentEncoding: msg.Metadata.Get(warren.MetaContentEncoding)}
+	for _, k := range stepHeaders {
+		if v := msg.Metadata.Get(k); v != "" {
+			setHeader(&pub, k, v)
+		}
+	}
+	if err := m.encode(ctx, msg.UUID, &pub, store); err != nil {
+		return err
+	}
+	msg.Payload = pub.Body
+	if pub.ContentEncoding != "" {
+		msg.Metadata.Set(warren.MetaContentEncoding, pub.ContentEncoding)
+	}
+	for _, k := range stepHeaders {
+		if v, ok := pub.Headers[k]; ok {
+			msg.Metadata.Set(k, fmt.Sprint(v))
+		}
+	}
+	return nil
+}
+
+// ClaimCheckStore is the claim check's store, nil without a claim check.
+func (m *Marshaler) ClaimCheckStore() Store {
+	if m == nil || m.cfg.ClaimCheck == nil {
+		return nil
+	}
+	return m.cfg.ClaimCheck.Store
+}
+
+// encode runs the steps on pub's body. A step whose mark pub carries
+// already is passed over: a message encoded ahead (Encode), or one that
+// went through the steps before (a poison delivery's dead letter, made
+// from its raw body and headers), goes as it is; sealing it again would
+// lose its key id.
+func (m *Marshaler) encode(ctx context.Context, uuid string, pub *amqp.Publishing, store Store) error {
+	if c := m.cfg.Compression; c != nil && len(pub.Body) > c.Threshold && pub.ContentEncoding == "" && pub.Headers[HeaderEncryption] == nil && pub.Headers[HeaderClaimCheck] == nil {
+		codec := c.codec()
+		packed, err := codec.Compress(pub.Body)
+		if err != nil {
+			return fmt.Errorf("payload: compress %s: %w", uuid, err)
+		}
+		// A body compression does not shrink (already compressed,
+		// encrypted, random) goes as it is: smaller on the wire, and
+		// nothing to undo for the consumer.
+		if len(packed) < len(pub.Body) {
+			pub.Body, pub.ContentEncoding = packed, codec.Encoding()
+		}
+	}
 	if e := m.cfg.Encryption; e != nil && pub.Headers[HeaderEncryption] == nil && pub.Headers[HeaderClaimCheck] == nil {
 		id, body, err := e.seal(ctx, pub.Body)
 		if err != nil {
-			return pub, fmt.Errorf("payload: encrypt %s: %w", msg.UUID, err)
+			return fmt.Errorf("payload: encrypt %s: %w", uuid, err)
 		}
 		pub.Body = body
-		setHeader(&pub, HeaderEncryption, aesGCM)
-		setHeader(&pub, HeaderKeyID, id)
+		setHeader(pub, HeaderEncryption, aesGCM)
+		setHeader(pub, HeaderKeyID, id)
 	}
 	if cc := m.cfg.ClaimCheck; cc != nil && len(pub.Body) > cc.Threshold && pub.Headers[HeaderClaimCheck] == nil {
-		ref, err := cc.put(ctx, pub.Body)
-		if err != nil {
-			return pub, fmt.Errorf("payload: claim check %s: %w", msg.UUID, err)
+		if store == nil {
+			store = cc.Store
 		}
-		setHeader(&pub, HeaderClaimCheck, ref)
-		setHeader(&pub, HeaderClaimSize, int64(len(pub.Body)))
+		ref, err := put(ctx, store, pub.Body)
+		if err != nil {
+			return fmt.Errorf("payload: claim check %s: %w", uuid, err)
+		}
+		setHeader(pub, HeaderClaimCheck, ref)
+		setHeader(pub, HeaderClaimSize, int64(len(pub.Body)))
 		pub.Body = nil
 	}
-	return pub, nil
+	return nil
 }
 
 // Unmarshal undoes the steps a delivery says it went through (whatever
@@ -211,9 +278,7 @@ func withoutSteps(h amqp.Table) amqp.Table {
 	}
 	out := make(amqp.Table, len(h))
 	for k, v := range h {
-		switch k {
-		case HeaderEncryption, HeaderKeyID, HeaderClaimCheck, HeaderClaimSize:
-		default:
+		if !slices.Contains(stepHeaders, k) {
 			out[k] = v
 		}
 	}

@@ -188,3 +188,61 @@ func TestDirStoreCleanup(t *testing.T) {
 		t.Fatalf("a path for an id: %v", err)
 	}
 }
+
+// A message encoded ahead (an outbox's row) is sent as it is by the same
+// marshaler, or by a plain one, and reads back as the original; a body
+// compression cannot shrink goes uncompressed; the caller's store is used.
+func TestEncodeAhead(t *testing.T) {
+	keys, _ := payload.NewStaticKeys("k1", map[string][]byte{"k1": key()})
+	dir, elsewhere := t.TempDir(), t.TempDir()
+	m, err := payload.NewMarshaler(payload.Config{Compression: &payload.Compression{Threshold: 10},
+		Encryption: &payload.Encryption{Keys: keys}, ClaimCheck: &payload.ClaimCheck{Store: payload.DirStore{Dir: dir}, Threshold: 4096}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	random := make([]byte, 8192)
+	_, _ = rand.Read(random)
+	text := bytes.Repeat([]byte("compressible "), 50)
+	for _, body := range [][]byte{random, text} {
+		msg := message.NewMessage("m", body)
+		msg.Metadata.Set("tenant", "acme")
+		if err := m.Encode(context.Background(), msg, payload.DirStore{Dir: elsewhere}); err != nil {
+			t.Fatal(err)
+		}
+		first, err := m.Marshal("orders", msg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := m.Marshal("orders", msg)
+		if err != nil || !bytes.Equal(first.Body, again.Body) || first.Headers[payload.HeaderKeyID] != "k1" {
+			t.Fatalf("marshaled twice differently (%v)", err)
+		}
+		if len(body) == len(random) && (first.ContentEncoding != "" || first.Headers[payload.HeaderClaimCheck] == nil) {
+			t.Fatalf("random body: content-encoding %q, headers %v", first.ContentEncoding, first.Headers)
+		}
+		if len(body) == len(text) && first.ContentEncoding != "gzip" {
+			t.Fatalf("text body: content-encoding %q", first.ContentEncoding)
+		}
+		got, err := m.Unmarshal(deliver(first))
+		if len(body) == len(random) {
+			// Its blob is in the caller's store, not the marshaler's.
+			if !errors.Is(err, payload.ErrBlobNotFound) {
+				t.Fatalf("unmarshal from the wrong store: %v", err)
+			}
+			m2, _ := payload.NewMarshaler(payload.Config{Encryption: &payload.Encryption{Keys: keys}, ClaimCheck: &payload.ClaimCheck{Store: payload.DirStore{Dir: elsewhere}}})
+			got, err = m2.Unmarshal(deliver(first))
+		}
+		if err != nil || !bytes.Equal(got.Payload, body) || got.Metadata.Get("tenant") != "acme" {
+			t.Fatalf("decoded %v, %d bytes, %v", err, len(got.Payload), got.Metadata)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("%d blobs in the marshaler's store, want them in the caller's", len(entries))
+	}
+	if _, err := payload.NewMarshaler(payload.Config{ClaimCheck: &payload.ClaimCheck{Store: noDelete{}, DeleteOnAck: true}}); err == nil {
+		t.Fatal("DeleteOnAck accepted a store that cannot delete")
+	}
+}
+
+// noDelete is a Store without Delete.
+type noDelete struct{ payload.Store }

@@ -18,6 +18,7 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
@@ -361,5 +362,96 @@ func TestPikaReadsAndWritesCompressedBodies(t *testing.T) {
 		}
 	case <-time.After(20 * time.Second):
 		t.Fatal("pika's message never arrived")
+	}
+}
+
+// TestDeleteOnAckKeepsWhatDeadLettersNeed: with DeleteOnAck a handled
+// message's blob goes once it is acked, and a dead-lettered message's blob
+// goes too, while its dead letter (a copy claim-checked anew) stays
+// readable; a poison delivery's dead letter, which shares the original's
+// blob, keeps it.
+func TestDeleteOnAckKeepsWhatDeadLettersNeed(t *testing.T) {
+	t.Parallel()
+	b := rabbittest.Shared(t)
+	dir := t.TempDir()
+	m, err := payload.NewMarshaler(payload.Config{ClaimCheck: &payload.ClaimCheck{Store: payload.DirStore{Dir: dir}, Threshold: 10, DeleteOnAck: true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	blobs := func() int {
+		entries, _ := os.ReadDir(dir)
+		return len(entries)
+	}
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Name("deleted-on-ack")
+	b.Name("deleted-on-ack.dlq")
+	handled := make(chan string, 10)
+	if err := r.AddRoute(router.Route{Name: "claims", Queue: topology.QueueSpec{Name: q, Durable: true}, Marshaler: m,
+		Handler: func(msg *message.Message) error {
+			if msg.UUID == "refused" {
+				return ack.Permanent(errors.New("not this one"))
+			}
+			handled <- string(msg.Payload)
+			return nil
+		}}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	pub, err := warren.NewPublisher(openConn(t, b.URL), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Marshaler: m})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	body := bytes.Repeat([]byte("a large order line "), 100)
+	if err := pub.Publish(q, message.NewMessage("handled", body)); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case got := <-handled:
+		if got != string(body) {
+			t.Fatalf("handled %d bytes", len(got))
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("never handled")
+	}
+	rabbittest.Eventually(t, 10*time.Second, "the acked message's blob deleted", func() bool { return blobs() == 0 })
+
+	if err := pub.Publish(q, message.NewMessage("refused", body)); err != nil {
+		t.Fatal(err)
+	}
+	waitQueueDepth(t, b.URL, q+".dlq", 1, 20*time.Second)
+	b.WaitSettled(t, q, 10*time.Second)
+	rabbittest.Eventually(t, 10*time.Second, "the original's blob deleted, the dead letter's kept", func() bool { return blobs() == 1 })
+	d := getOne(t, b.URL, q+".dlq")
+	back, err := m.Unmarshal(&d)
+	if err != nil || !bytes.Equal(back.Payload, body) {
+		t.Fatalf("the dead letter after the original's ack: %v", err)
+	}
+
+	// Poison: a delivery whose blob is there but whose encryption this
+	// route does not know. Its dead letter is the delivery as it came,
+	// sharing the blob, so its ack must not delete it.
+	ref := "0123456789abcdef0123456789abcdef"
+	if err := (payload.DirStore{Dir: dir}).Put(ctxT(t, 5*time.Second), ref, bytes.NewReader(body)); err != nil {
+		t.Fatal(err)
+	}
+	ch := rabbittest.RawChannel(t, b.URL)
+	if err := ch.Publish("", q, false, false, amqp.Publishing{MessageId: "poison",
+		Headers: amqp.Table{payload.HeaderClaimCheck: ref, payload.HeaderEncryption: "rot13"}}); err != nil {
+		t.Fatal(err)
+	}
+	waitQueueDepth(t, b.URL, q+".dlq", 1, 20*time.Second)
+	// A message handled after the poison: once its blob is gone, the
+	// poison's settlement is long over.
+	if err := pub.Publish(q, message.NewMessage("handled-after", body)); err != nil {
+		t.Fatal(err)
+	}
+	<-handled
+	rabbittest.Eventually(t, 10*time.Second, "the later message's blob deleted", func() bool { return blobs() == 2 })
+	if _, err := os.Stat(filepath.Join(dir, ref)); err != nil {
+		t.Fatalf("the poison's blob, which its dead letter needs: %v", err)
+	}
+	if d := getOne(t, b.URL, q+".dlq"); d.Headers[payload.HeaderClaimCheck] != ref {
+		t.Fatalf("the poison's dead letter: %v", d.Headers)
 	}
 }

@@ -7,6 +7,7 @@ package blobstore
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"io"
@@ -31,7 +32,10 @@ type Store struct {
 	table string
 }
 
-var _ payload.Store = (*Store)(nil)
+var (
+	_ payload.Store   = (*Store)(nil)
+	_ payload.Deleter = (*Store)(nil)
+)
 
 // New returns a Store; table "" is DefaultTable.
 func New(pool *pgxpool.Pool, table string) (*Store, error) {
@@ -82,12 +86,43 @@ func (s *Store) Put(ctx context.Context, id string, body io.Reader) error {
 // PutTx writes the body in tx: a blob written with the caller's own
 // transaction (an outbox's, say) exists exactly when that commits.
 func (s *Store) PutTx(ctx context.Context, tx pgx.Tx, id string, body io.Reader) error {
+	return s.putChunks(ctx, func(ctx context.Context, sql string, args ...any) error {
+		_, err := tx.Exec(ctx, sql, args...)
+		return err
+	}, id, body)
+}
+
+// Execer runs a statement: a *sql.Tx, or an outbox.Executor (which adapts
+// a pgx transaction).
+type Execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+}
+
+// Within is this store writing in tx, the caller's transaction: its Put
+// writes the blob there (it exists exactly when tx commits), and its Get,
+// Delete and Cleanup are the store's. outbox.Write claim-checks with it.
+func (s *Store) Within(tx Execer) payload.Store { return txStore{s, tx} }
+
+type txStore struct {
+	*Store
+	tx Execer
+}
+
+func (t txStore) Put(ctx context.Context, id string, body io.Reader) error {
+	return t.putChunks(ctx, func(ctx context.Context, sql string, args ...any) error {
+		_, err := t.tx.ExecContext(ctx, sql, args...)
+		return err
+	}, id, body)
+}
+
+// putChunks streams body into chunk rows, one statement each.
+func (s *Store) putChunks(ctx context.Context, exec func(ctx context.Context, sql string, args ...any) error, id string, body io.Reader) error {
 	buf := make([]byte, chunkSize)
 	insert := fmt.Sprintf("INSERT INTO %s (id, seq, chunk) VALUES ($1, $2, $3)", s.table)
 	for seq := 0; ; seq++ {
 		n, err := io.ReadFull(body, buf)
 		if n > 0 || seq == 0 {
-			if _, xerr := tx.Exec(ctx, insert, id, seq, buf[:n]); xerr != nil {
+			if xerr := exec(ctx, insert, id, seq, buf[:n]); xerr != nil {
 				return fmt.Errorf("blobstore: write %s: %w", id, xerr)
 			}
 		}
@@ -98,6 +133,14 @@ func (s *Store) PutTx(ctx context.Context, tx pgx.Tx, id string, body io.Reader)
 			return fmt.Errorf("blobstore: read %s: %w", id, err)
 		}
 	}
+}
+
+// Delete implements payload.Deleter; a blob already gone is no error.
+func (s *Store) Delete(ctx context.Context, id string) error {
+	if _, err := s.pool.Exec(ctx, fmt.Sprintf("DELETE FROM %s WHERE id = $1", s.table), id); err != nil {
+		return fmt.Errorf("blobstore: delete %s: %w", id, err)
+	}
+	return nil
 }
 
 // Get implements payload.Store: a reader that fetches the chunks one at a

@@ -12,6 +12,9 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/warrenmq/warren/payload"
+	"github.com/warrenmq/warren/pg/blobstore"
 	"github.com/warrenmq/warren/pg/internal/sqlname"
 )
 
@@ -80,12 +83,23 @@ type Config struct {
 	// Table is the outbox table, optionally schema-qualified, lower case.
 	// Default: DefaultTable.
 	Table string
+	// Payload, when set, encodes each message as it is written (Encode):
+	// the row holds the wire body, compressed and sealed as configured,
+	// and a claim-checked body goes to the blob store rather than into
+	// the row. With a pg/blobstore store the blob is written in the
+	// caller's transaction: it exists exactly when the messages do. Any
+	// other store is written before the transaction commits; a rollback
+	// leaves a blob that the store's retention removes. The relay's
+	// Publisher may use the same marshaler: it passes over the steps a
+	// message went through already.
+	Payload *payload.Marshaler
 }
 
 // Outbox writes messages into the outbox table.
 type Outbox struct {
-	table  string
-	notify string
+	table   string
+	notify  string
+	payload *payload.Marshaler
 }
 
 // New returns an Outbox for cfg's table.
@@ -96,7 +110,7 @@ func New(cfg Config) (*Outbox, error) {
 	if !sqlname.ValidTable(cfg.Table) {
 		return nil, fmt.Errorf("%w: outbox.Config.Table %q: want a lower-case identifier, optionally schema.table", ErrInvalidConfig, cfg.Table)
 	}
-	return &Outbox{table: cfg.Table, notify: fmt.Sprintf("SELECT pg_notify('%s', '')", channel(cfg.Table))}, nil
+	return &Outbox{table: cfg.Table, notify: fmt.Sprintf("SELECT pg_notify('%s', '')", channel(cfg.Table)), payload: cfg.Payload}, nil
 }
 
 // Migrate creates the outbox table and its indexes if they do not exist.
@@ -115,6 +129,20 @@ func (o *Outbox) Migrate(ctx context.Context, db Executor) error {
 // order key is the topic.
 func (o *Outbox) Write(ctx context.Context, tx Executor, topic string, msgs ...*message.Message) error {
 	return o.WriteKeyed(ctx, tx, topic, topic, msgs...)
+}
+
+// encode is a copy of m encoded by the payload steps (the caller's
+// message stays as it is), its blob written in tx where the store can.
+func (o *Outbox) encode(ctx context.Context, tx Executor, m *message.Message) (*message.Message, error) {
+	var store payload.Store
+	if bs, ok := o.payload.ClaimCheckStore().(*blobstore.Store); ok {
+		store = bs.Within(tx)
+	}
+	c := m.Copy()
+	if err := o.payload.Encode(ctx, c, store); err != nil {
+		return nil, fmt.Errorf("outbox: encode %s: %w", m.UUID, err)
+	}
+	return c, nil
 }
 
 // WriteKeyed is Write with an order key of the caller's (an aggregate id,
@@ -148,6 +176,12 @@ func (o *Outbox) WriteKeyed(ctx context.Context, tx Executor, topic, key string,
 		}
 		if m.UUID == "" {
 			return fmt.Errorf("%w: message %d has no UUID (the inbox deduplicates by it)", ErrInvalidMessage, i)
+		}
+		if o.payload != nil {
+			var err error
+			if m, err = o.encode(ctx, tx, m); err != nil {
+				return err
+			}
 		}
 		meta, err := json.Marshal(m.Metadata)
 		if err != nil {
