@@ -70,6 +70,7 @@ bench: broker postgres
 	cd bench && $(GO) test -run '^$$' -bench RequestReply -benchtime 1x -count 1 -timeout 30m .
 	cd bench && $(GO) test -run '^$$' -bench Telemetry -benchtime 1x -count 1 -timeout 30m .
 	cd bench && $(GO) test -run '^$$' -bench Payload -benchtime 1x -count 1 -timeout 30m .
+	cd bench && $(GO) test -run '^$$' -bench WatermillMethod -benchtime 1x -count 1 -timeout 30m .
 	cd bench && $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 -timeout 60m .
 	$(GO) test -run '^$$' -bench ReconnectAfterCut -benchtime 1x -count 1 ./conn
 	cd pg && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./bench

@@ -308,7 +308,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 		st.out = make(chan *message.Message)
 	}
 	if s.cfg.MaxInFlight > 1 {
-		st.slots = make(chan struct{}, s.cfg.MaxInFlight)
+		st.jobs = make(chan job)
 	}
 	spec := broker.ConsumerSpec{
 		Queue:           o.queue,
@@ -412,8 +412,12 @@ type subscription struct {
 	// out (Subscribe).
 	handler  func(*message.Message) error
 	out      chan *message.Message
-	slots    chan struct{} // MaxInFlight > 1
-	workers  sync.WaitGroup
+	// jobs is MaxInFlight > 1: that many workers at most take jobs from
+	// it; spawned counts them (the consumer's goroutine alone reads and
+	// writes it).
+	jobs     chan job
+	spawned  int
+	workers  sync.WaitGroup // jobs in hand
 	stopping chan struct{} // closed when stop begins: hand out nothing more
 	stopOnce sync.Once     // Do also makes concurrent stops wait for the first
 	unwatch  func() bool   // stops the wait for Subscribe's ctx
@@ -538,7 +542,7 @@ func (st *subscription) track(d *broker.Delivery, cancel context.CancelFunc) {
 		return
 	default:
 	}
-	if st.slots == nil {
+	if st.jobs == nil {
 		st.single = cancel
 		return
 	}
@@ -552,7 +556,7 @@ func (st *subscription) untrack(d *broker.Delivery) {
 	st.s.inFlight.Add(-1)
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
-	if st.slots == nil {
+	if st.jobs == nil {
 		st.single = nil
 		return
 	}
@@ -589,24 +593,56 @@ func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 		st.poison(f, err)
 		return
 	}
-	if st.slots == nil {
+	if st.jobs == nil {
 		st.process(f, msg)
 		return
 	}
 	select {
-	case st.slots <- struct{}{}:
 	case <-st.stopping:
 		st.settle(f, ack.Requeue, nil)
 		return
+	default:
 	}
+	j := job{f, msg}
 	st.workers.Add(1)
-	go func() {
-		defer func() {
-			<-st.slots
-			st.workers.Done()
-		}()
-		st.process(f, msg)
-	}()
+	select {
+	case st.jobs <- j: // a worker is idle
+		return
+	default:
+	}
+	if st.spawned < st.s.cfg.MaxInFlight {
+		// Workers live as long as the subscription: a goroutine per
+		// message would grow a new stack for every one (the settle path
+		// is deep), a third of the client's CPU per message.
+		st.spawned++
+		go st.worker(j)
+		return
+	}
+	select {
+	case st.jobs <- j:
+	case <-st.stopping:
+		st.workers.Done()
+		st.settle(f, ack.Requeue, nil)
+	}
+}
+
+// job is a delivery for a worker.
+type job struct {
+	f   *broker.Delivery
+	msg *message.Message
+}
+
+// worker processes jobs until the subscription stops (MaxInFlight > 1).
+func (st *subscription) worker(j job) {
+	for {
+		st.process(j.f, j.msg)
+		st.workers.Done()
+		select {
+		case j = <-st.jobs:
+		case <-st.stopping:
+			return
+		}
+	}
 }
 
 func (st *subscription) attemptKey(d *broker.Delivery) string {

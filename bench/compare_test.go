@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +51,9 @@ type row struct {
 	// syncs make swing from run to run.
 	cpu time.Duration
 	n   int
+	// allocs and bytes are this process's heap allocations per message
+	// during the row (every goroutine's: the client library's too).
+	allocs, bytes float64
 }
 
 func (r row) rate() float64 { return float64(r.n) / r.dur.Seconds() }
@@ -83,13 +87,18 @@ func medians(all [][]row) []row {
 	for i := range out {
 		ds := make([]time.Duration, len(all))
 		cs := make([]time.Duration, len(all))
+		as := make([]float64, len(all))
+		bs := make([]float64, len(all))
 		for r := range all {
-			ds[r], cs[r] = all[r][i].dur, all[r][i].cpu
+			ds[r], cs[r], as[r], bs[r] = all[r][i].dur, all[r][i].cpu, all[r][i].allocs, all[r][i].bytes
 		}
 		slices.Sort(ds)
 		slices.Sort(cs)
+		slices.Sort(as)
+		slices.Sort(bs)
 		out[i] = all[0][i]
 		out[i].dur, out[i].cpu = ds[len(ds)/2], cs[len(cs)/2]
+		out[i].allocs, out[i].bytes = as[len(as)/2], bs[len(bs)/2]
 	}
 	return out
 }
@@ -105,13 +114,13 @@ func report(b *testing.B, rows []row) {
 			byKey[r.key] = r
 		}
 	}
-	fmt.Printf("\n%-8s %-58s %9s %7s %13s\n", "group", "row", "msg/s", "x raw", "client us/msg")
+	fmt.Printf("\n%-8s %-58s %9s %7s %13s %10s %8s\n", "group", "row", "msg/s", "x raw", "client us/msg", "allocs/msg", "B/msg")
 	for _, r := range rows {
-		fmt.Printf("%-8s %-58s %9.0f %7.2f %13.1f\n", r.group, r.name, r.rate(), r.rate()/base[r.group], r.cpuPerMsg())
+		fmt.Printf("%-8s %-58s %9.0f %7.2f %13.1f %10.1f %8.0f\n", r.group, r.name, r.rate(), r.rate()/base[r.group], r.cpuPerMsg(), r.allocs, r.bytes)
 	}
 	for _, r := range rows {
-		fmt.Printf("BENCH group=%s row=%q msgs=%d seconds=%.3f msg_per_s=%.0f ratio_raw=%.3f client_cpu_us_per_msg=%.1f\n",
-			r.group, r.name, r.n, r.dur.Seconds(), r.rate(), r.rate()/base[r.group], r.cpuPerMsg())
+		fmt.Printf("BENCH group=%s row=%q msgs=%d seconds=%.3f msg_per_s=%.0f ratio_raw=%.3f client_cpu_us_per_msg=%.1f allocs_per_msg=%.1f bytes_per_msg=%.0f\n",
+			r.group, r.name, r.n, r.dur.Seconds(), r.rate(), r.rate()/base[r.group], r.cpuPerMsg(), r.allocs, r.bytes)
 		b.ReportMetric(r.rate(), strings.ReplaceAll(r.group+"/"+r.name, " ", "_")+"-msg/s")
 	}
 	printTargets(byKey)
@@ -148,6 +157,23 @@ func printTargets(k map[string]row) {
 	check("warren consume MaxInFlight 64 / raw", ratio("consume64", "rawConsume"), 0.9, "")
 	fmt.Printf("\nwrite coalescing (16 goroutines, coalesced / DirectWrites): %.2f x msg/s, %.2f x client CPU per message\n",
 		ratio("warren16", "warren16direct"), k["warren16"].cpuPerMsg()/k["warren16direct"].cpuPerMsg())
+
+	// Issue 33: the client CPU of raw amqp091-go on every path, and ahead
+	// of watermill-amqp on its own ground (a Watermill router).
+	cpu := func(a, b string) float64 { return k[a].cpuPerMsg() / k[b].cpuPerMsg() }
+	atMost := func(name string, got, bound float64) {
+		fmt.Printf("  %-46s %5.2f (want <= %.2f) %s\n", name, got, bound, map[bool]string{true: "met", false: "NOT met"}[got <= bound])
+		fmt.Printf("TARGET name=%q value=%.3f bound=%.2f met=%t\n", name, got, bound, got <= bound)
+	}
+	fmt.Println("\nclient CPU per message against raw amqp091-go (same run):")
+	atMost("consume Subscriber MaxInFlight 1 CPU / raw", cpu("consume1", "rawConsume"), 1.1)
+	atMost("consume Subscriber MaxInFlight 64 CPU / raw", cpu("consume64", "rawConsume"), 1.1)
+	atMost("consume router default stack MaxInFlight 1 CPU / raw", cpu("router1", "rawConsume"), 1.1)
+	atMost("consume router default stack MaxInFlight 64 CPU / raw", cpu("router64", "rawConsume"), 1.1)
+	atMost("consume on a Watermill router CPU / watermill-amqp", cpu("warrenOnWatermill", "watermillConsume"), 1.0)
+	check("consume on a Watermill router msg/s / watermill-amqp", ratio("warrenOnWatermill", "watermillConsume"), 1.0, "")
+	atMost("publish 16 goroutines CPU / same-shape raw", cpu("warren16", "raw16"), 1.1)
+	check("publish 16 goroutines msg/s / same-shape raw", ratio("warren16", "raw16"), 1.0, "")
 }
 
 func dial(b *testing.B) *amqp.Connection {
@@ -233,8 +259,12 @@ func processCPU() time.Duration {
 
 // timedRow measures f as the row group/name/key of n messages.
 func timedRow(group, name, key string, n int, f func()) row {
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
 	d, c := measure(f)
-	return row{group: group, name: name, key: key, dur: d, cpu: c, n: n}
+	runtime.ReadMemStats(&m1)
+	return row{group: group, name: name, key: key, dur: d, cpu: c, n: n,
+		allocs: float64(m1.Mallocs-m0.Mallocs) / float64(n), bytes: float64(m1.TotalAlloc-m0.TotalAlloc) / float64(n)}
 }
 
 // rawPublish publishes n persistent messages on one confirm channel in
@@ -326,7 +356,10 @@ func publishRows(b *testing.B) []row {
 // rawPublishParallel: 16 goroutines share one confirm channel, each
 // publishing one message and waiting for its confirm, the like-for-like
 // baseline of 16 callers publishing one message each.
-func rawPublishParallel(b *testing.B, q string) {
+func rawPublishParallel(b *testing.B, q string) { rawPublishParallelN(b, q, messages) }
+
+// rawPublishParallelN is rawPublishParallel of n messages.
+func rawPublishParallelN(b *testing.B, q string, n int) {
 	c := dial(b)
 	defer c.Close()
 	ch, _ := c.Channel()
@@ -334,7 +367,7 @@ func rawPublishParallel(b *testing.B, q string) {
 		b.Fatal(err)
 	}
 	ctx := context.Background()
-	parallel(messages, workers, func() error {
+	parallel(n, workers, func() error {
 		dc, err := ch.PublishWithDeferredConfirmWithContext(ctx, "", q, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body})
 		if err != nil {
 			return err
@@ -408,6 +441,35 @@ func consumeRows(b *testing.B) []row {
 		_ = wc.Close(context.Background())
 	}
 
+	for _, inFlight := range []int{1, 64} {
+		rq := q + ".router"
+		fillQueue(b, brokerURL(), rq, messages)
+		var wall, cpu time.Duration
+		r := timedRow("consume", fmt.Sprintf("warren router, default stack, MaxInFlight %d", inFlight), fmt.Sprintf("router%d", inFlight), messages, func() {
+			wall, cpu = routerConsume(b, brokerURL(), rq, messages, 256, inFlight, nil)
+		})
+		// Run to the last message: the route's declarations before Run
+		// are not the consumer's cost.
+		r.dur, r.cpu = wall, cpu
+		rows = append(rows, r)
+		dropQueue(rq)
+		dropQueue(rq + ".dlq")
+	}
+
+	fill()
+	{
+		wc := openWarren(b, conn.Config{})
+		sub, err := warren.NewSubscriber(wc, warren.SubscriberConfig{MaxInFlight: 64, Prefetch: 256})
+		if err != nil {
+			b.Fatal(err)
+		}
+		rows = append(rows, timedRow("consume", "warren Subscriber MaxInFlight 64 on a Watermill router", "warrenOnWatermill", messages, func() {
+			consumeOnWatermillRouter(b, sub, q)
+		}))
+		_ = sub.Close()
+		_ = wc.Close(context.Background())
+	}
+
 	fill()
 	wcfg := wamqp.NewDurableQueueConfig(brokerURL())
 	wcfg.Consume.Qos.PrefetchCount = 256
@@ -415,22 +477,29 @@ func consumeRows(b *testing.B) []row {
 	if err != nil {
 		b.Fatal(err)
 	}
+	rows = append(rows, timedRow("consume", "watermill-amqp v3.0.2 on a Watermill router", "watermillConsume", messages, func() {
+		consumeOnWatermillRouter(b, wsub, q)
+	}))
+	_ = wsub.Close()
+	return rows
+}
+
+// consumeOnWatermillRouter consumes `messages` of q through sub on a
+// Watermill router whose handler acks (returns nil).
+func consumeOnWatermillRouter(b *testing.B, sub message.Subscriber, q string) {
 	router, err := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
 	}
 	var got atomic.Int64
 	done := make(chan struct{})
-	router.AddConsumerHandler("bench", q, wsub, func(*message.Message) error {
+	router.AddConsumerHandler("bench", q, sub, func(*message.Message) error {
 		if got.Add(1) == messages {
 			close(done)
 		}
 		return nil
 	})
-	rows = append(rows, timedRow("consume", "watermill-amqp v3.0.2 on a Watermill router", "watermillConsume", messages, func() {
-		go func() { _ = router.Run(context.Background()) }()
-		<-done
-	}))
+	go func() { _ = router.Run(context.Background()) }()
+	<-done
 	_ = router.Close()
-	return rows
 }

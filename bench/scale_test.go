@@ -259,7 +259,7 @@ func restoreRows(b *testing.B, n int, sequential bool) {
 	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	target := 1.5
 	if !sequential {
-		target = 0 // N = 10,000: warren alone, the raw pipelined figure beside it
+		target = 1.2 // N = 10,000 (issue 33): within 1.2x raw pipelined
 	}
 	name := fmt.Sprintf("N=%d", n)
 	line("restore", name+" vs raw pipelined", ms(median(wRest)), ms(median(rawRest)), "ms", target)
@@ -423,7 +423,7 @@ func subscriberRows(b *testing.B, n int) {
 	}
 	name := fmt.Sprintf("N=%d", n)
 	line("subscr", name+" RSS KiB per subscriber", med(wr, func(f footprint) float64 { return f.rssKiB }), med(raw, func(f footprint) float64 { return f.rssKiB }), "", 1.3)
-	line("subscr", name+" Go heap KiB per subscriber", med(wr, func(f footprint) float64 { return f.heapKiB }), med(raw, func(f footprint) float64 { return f.heapKiB }), "", 1.3)
+	line("subscr", name+" Go heap KiB per subscriber", med(wr, func(f footprint) float64 { return f.heapKiB }), med(raw, func(f footprint) float64 { return f.heapKiB }), "", 1.2)
 	g := med(wr, func(f footprint) float64 { return f.goroutines })
 	fmt.Printf("%-9s %-40s %12.2f %12.2f %7s %s\n", "subscr", name+" goroutines besides handler loop (+1/channel)", g, med(raw, func(f footprint) float64 { return f.goroutines }), "-", fmt.Sprintf("<= 2 %s", map[bool]string{true: "met", false: "NOT MET"}[g < 2.005]))
 	fmt.Printf("TARGET name=%q value=%.3f bound=2 met=%v\n", "subscr "+name+" goroutines", g, g < 2.005)
@@ -487,6 +487,14 @@ func routerConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duratio
 // routerConsumeCPUWith is routerConsumeCPU with the router's telemetry
 // (nil: the default, the otel globals, which record nothing here).
 func routerConsumeCPUWith(b *testing.B, url, q string, n, prefetch int, tel *telemetry.Telemetry) time.Duration {
+	_, cpu := routerConsume(b, url, q, n, prefetch, 1, tel)
+	return cpu
+}
+
+// routerConsume consumes n messages of q (filled by fillQueue) with a
+// router route and its default stack (retry, dead letter, telemetry), and
+// returns the wall and client CPU time from Run to the last message.
+func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, tel *telemetry.Telemetry) (wall, cpu time.Duration) {
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
@@ -504,7 +512,7 @@ func routerConsumeCPUWith(b *testing.B, url, q string, n, prefetch int, tel *tel
 		Name:        "cpu",
 		Queue:       topology.QueueSpec{Name: q, Args: topology.QueueArgs{DeadLetterRoutingKey: q + ".dlq"}},
 		DeadLetter:  router.DeadLetterSettings{Queue: q + ".dlq"},
-		MaxInFlight: 1, Prefetch: prefetch,
+		MaxInFlight: maxInFlight, Prefetch: prefetch,
 		Retry: router.RetrySettings{Disabled: os.Getenv("WARREN_EXP_NORETRY") != ""},
 		Handler: func(*message.Message) error {
 			if handled.Add(1) == int64(n) {
@@ -516,8 +524,7 @@ func routerConsumeCPUWith(b *testing.B, url, q string, n, prefetch int, tel *tel
 	if err != nil {
 		b.Fatal(err)
 	}
-	var cpu time.Duration
-	_, cpu = measure(func() {
+	wall, cpu = measure(func() {
 		go func() { _ = r.Run(ctx) }()
 		if err := r.WaitRunning(ctx); err != nil {
 			b.Fatal(err)
@@ -525,7 +532,7 @@ func routerConsumeCPUWith(b *testing.B, url, q string, n, prefetch int, tel *tel
 		<-done
 	})
 	_ = r.Close(ctx)
-	return cpu
+	return wall, cpu
 }
 
 // routerRounds: CPU per message swings with the broker's load on the same

@@ -36,14 +36,22 @@ func BenchmarkTelemetry(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	// The same SDK sampling nothing: what a message not sampled costs.
+	ntp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())),
+		sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer ntp.Shutdown(context.Background())
+	unsampled, err := telemetry.New(telemetry.Config{TracerProvider: ntp, MeterProvider: mp})
+	if err != nil {
+		b.Fatal(err)
+	}
 	off := telemetry.Disabled()
 	const rounds = 5
-	var pubOn, pubOff, conOn, conOff []time.Duration
+	var pubOn, pubOff, conOn, conOff, pubUnsampled, conUnsampled []time.Duration
 	for r := 0; r < rounds; r++ {
 		for _, side := range []struct {
 			tel      *telemetry.Telemetry
 			pub, con *[]time.Duration
-		}{{off, &pubOff, &conOff}, {on, &pubOn, &conOn}} {
+		}{{off, &pubOff, &conOff}, {on, &pubOn, &conOn}, {unsampled, &pubUnsampled, &conUnsampled}} {
 			url, remove := vhost(b)
 			*side.pub = append(*side.pub, publishCPU(b, url, "tel.q", telemetryMessages, side.tel))
 			*side.con = append(*side.con, routerConsumeCPUWith(b, url, "tel.q", telemetryMessages, 256, side.tel))
@@ -53,11 +61,18 @@ func BenchmarkTelemetry(b *testing.B) {
 	us := func(d time.Duration) float64 { return float64(d.Microseconds()) / telemetryMessages }
 	fmt.Printf("%-9s %-40s %10s   %10s   %7s %s\n", "group", "row", "on", "off", "ratio", "added per message")
 	for _, row := range []struct {
-		name    string
-		on, off []time.Duration
-	}{{"client CPU us/msg, publish (confirmed)", pubOn, pubOff}, {"client CPU us/msg, consume (router)", conOn, conOff}} {
+		name, target string
+		bound        float64
+		on, off      []time.Duration
+	}{
+		{"client CPU us/msg, publish (confirmed)", "telemetry sampled, added per publish (us)", 8, pubOn, pubOff},
+		{"client CPU us/msg, consume (router)", "telemetry sampled, added per consume (us)", 8, conOn, conOff},
+		{"not sampled: publish", "telemetry not sampled, added per publish (us)", 1, pubUnsampled, pubOff},
+		{"not sampled: consume (router)", "telemetry not sampled, added per consume (us)", 1, conUnsampled, conOff},
+	} {
 		onUS, offUS := us(median(row.on)), us(median(row.off))
 		fmt.Printf("%-9s %-40s %10.2fus %10.2fus %7.2f %+.2f us\n", "telemetry", row.name, onUS, offUS, onUS/offUS, onUS-offUS)
+		fmt.Printf("TARGET name=%q value=%.2f bound=%.0f met=%t\n", row.target, onUS-offUS, row.bound, onUS-offUS <= row.bound)
 	}
 }
 

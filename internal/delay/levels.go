@@ -232,9 +232,12 @@ func Schedule(msg *amqp.Publishing, delay time.Duration, route ScheduleRoute) (e
 
 // isLevelExchange reports whether x is the exchange of a delay level.
 func isLevelExchange(x string) bool {
-	var k int
-	n, err := fmt.Sscanf(x, "warren.delay.%02d", &k)
-	return err == nil && n == 1 && x == scheduleExchange(k) && k >= 0 && k < ScheduleLevels
+	// Every consumed delivery asks: no fmt on that path.
+	digits, ok := strings.CutPrefix(x, "warren.delay.")
+	if !ok || len(digits) != 2 || digits[0] < '0' || digits[0] > '9' || digits[1] < '0' || digits[1] > '9' {
+		return false
+	}
+	return int(digits[0]-'0')*10+int(digits[1]-'0') < ScheduleLevels
 }
 
 // ScheduledFrom is where a message delivered by the delay levels was

@@ -41,3 +41,16 @@ func TestLevelsFor(t *testing.T) {
 		t.Errorf("levels clamp: %d queues", n)
 	}
 }
+
+func TestIsLevelExchange(t *testing.T) {
+	for k := range ScheduleLevels {
+		if !isLevelExchange(scheduleExchange(k)) {
+			t.Errorf("level %d not recognised", k)
+		}
+	}
+	for _, x := range []string{scheduleExchange(ScheduleLevels), "warren.delay.1", "warren.delay.001", "warren.delay.0a", "warren.delay.-1", "", "orders", ScheduleDeliverExchange} {
+		if isLevelExchange(x) {
+			t.Errorf("%q taken for a level", x)
+		}
+	}
+}

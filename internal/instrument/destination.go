@@ -6,6 +6,7 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // Peer is the broker end of a connection and the client's identity, as the
@@ -124,10 +125,26 @@ type described struct {
 	// count is the attribute set of the message counters, duration that of
 	// the duration histograms; withError adds error.type to either.
 	count, duration attribute.Set
-	countOpt        metric.MeasurementOption
-	durationOpt     metric.MeasurementOption
+	countOpts       *measureOpts
+	durationOpts    *measureOpts
 	errMu           sync.Mutex
-	errSets         map[errKey]metric.MeasurementOption
+	errSets         map[errKey]*measureOpts
+	// spanAttrsOpt is trace.WithAttributes(spanAttrs...), made once: an
+	// option made per message is an allocation per message.
+	spanAttrsOpt trace.SpanStartEventOption
+}
+
+// measureOpts is one attribute set as the options Add and Record take,
+// as slices made once: a variadic option built at the call escapes, an
+// allocation per measurement.
+type measureOpts struct {
+	add    []metric.AddOption
+	record []metric.RecordOption
+}
+
+func newMeasureOpts(set attribute.Set) *measureOpts {
+	o := metric.WithAttributeSet(set)
+	return &measureOpts{add: []metric.AddOption{o}, record: []metric.RecordOption{o}}
 }
 
 type errKey struct {
@@ -137,12 +154,12 @@ type errKey struct {
 
 // withError is the measurement option of set plus error.type, cached: the
 // error types are few (see ErrorType).
-func (d *described) withError(duration bool, errType string) metric.MeasurementOption {
+func (d *described) withError(duration bool, errType string) *measureOpts {
 	if errType == "" {
 		if duration {
-			return d.durationOpt
+			return d.durationOpts
 		}
-		return d.countOpt
+		return d.countOpts
 	}
 	d.errMu.Lock()
 	defer d.errMu.Unlock()
@@ -155,9 +172,9 @@ func (d *described) withError(duration bool, errType string) metric.MeasurementO
 		base = d.duration
 	}
 	attrs := append(base.ToSlice(), attribute.String("error.type", errType))
-	o := metric.WithAttributeSet(attribute.NewSet(attrs...))
+	o := newMeasureOpts(attribute.NewSet(attrs...))
 	if d.errSets == nil {
-		d.errSets = map[errKey]metric.MeasurementOption{}
+		d.errSets = map[errKey]*measureOpts{}
 	}
 	if len(d.errSets) < maxErrorTypes {
 		d.errSets[k] = o
@@ -268,8 +285,9 @@ func describe(o op, d Destination, p Peer) *described {
 		count:     attribute.NewSet(count...),
 		duration:  attribute.NewSet(duration...),
 	}
-	x.countOpt = metric.WithAttributeSet(x.count)
-	x.durationOpt = metric.WithAttributeSet(x.duration)
+	x.countOpts = newMeasureOpts(x.count)
+	x.durationOpts = newMeasureOpts(x.duration)
+	x.spanAttrsOpt = trace.WithAttributes(spanAttrs...)
 	return x
 }
 

@@ -45,6 +45,9 @@ type Process struct {
 	dst   *described
 	tag   uint64
 	start time.Time
+	// recording: the process span records (IsRecording is false once it
+	// ends, before its settle span starts).
+	recording bool
 
 	mu     sync.Mutex
 	failed error
@@ -78,11 +81,10 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 	case in.Metadata != nil:
 		carrier = MetadataCarrier(in.Metadata)
 	}
-	attrs := messageAttributes(p.dst.spanAttrs, in.MessageID, in.CorrelationID, in.BodySize)
-	if in.DeliveryTag != 0 {
-		attrs = append(attrs, attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(in.DeliveryTag)))
-	}
-	opts := []trace.SpanStartOption{consumerKind, trace.WithAttributes(attrs...)}
+	// The span starts with the destination's attributes (precomputed; the
+	// ones the conventions name for sampling); the message's own are added
+	// only to a span that records, so a message not sampled builds none.
+	opts := []trace.SpanStartOption{consumerKind, p.dst.spanAttrsOpt}
 	parent := ctx
 	if carrier != nil {
 		sent := t.propagator.Extract(context.Background(), carrier)
@@ -98,8 +100,15 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 		}
 	}
 	ctx, p.span = t.tracer.Start(parent, p.dst.spanName, opts...)
+	if p.recording = p.span.IsRecording(); p.recording {
+		attrs := messageAttributes(nil, in.MessageID, in.CorrelationID, in.BodySize)
+		if in.DeliveryTag != 0 {
+			attrs = append(attrs, attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(in.DeliveryTag)))
+		}
+		p.span.SetAttributes(attrs...)
+	}
 	p.ctx = context.WithValue(ctx, processKey{}, p)
-	t.consumed.Add(p.ctx, 1, p.dst.countOpt)
+	t.consumed.Add(p.ctx, 1, p.dst.countOpts.add...)
 	return p.ctx, p
 }
 
@@ -201,7 +210,7 @@ func (p *Process) End(err error) {
 		failed = err
 	}
 	p.span.End()
-	p.t.processDuration.Record(p.ctx, time.Since(p.start).Seconds(), p.dst.withError(true, errkind.Type(failed)))
+	p.t.processDuration.Record(p.ctx, time.Since(p.start).Seconds(), p.dst.withError(true, errkind.Type(failed)).record...)
 }
 
 // SettleOp is how a message is settled.
@@ -235,6 +244,13 @@ func (p *Process) Settle(o SettleOp, err error, start time.Time) {
 	}
 	p.End(nil)
 	dst := p.t.dests.get(o.op(), p.dest, p.peer)
+	errType := errkind.Type(err)
+	if !p.recording {
+		// The settle span lives under its process span: none for a
+		// message not sampled.
+		p.t.opDuration.Record(p.ctx, time.Since(start).Seconds(), dst.withError(true, errType).record...)
+		return
+	}
 	attrs := dst.spanAttrs
 	if p.tag != 0 {
 		attrs = append(attrs[:len(attrs):len(attrs)], attribute.Int64("messaging.rabbitmq.message.delivery_tag", int64(p.tag)))
@@ -243,12 +259,11 @@ func (p *Process) Settle(o SettleOp, err error, start time.Time) {
 		attrs = append(attrs[:len(attrs):len(attrs)], attribute.Bool("warren.requeue", true))
 	}
 	ctx, span := p.t.tracer.Start(p.ctx, dst.spanName, clientKind, trace.WithTimestamp(start), trace.WithAttributes(attrs...))
-	errType := errkind.Type(err)
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, err.Error())
 		span.SetAttributes(attribute.String("error.type", errType))
 	}
 	span.End()
-	p.t.opDuration.Record(ctx, time.Since(start).Seconds(), dst.withError(true, errType))
+	p.t.opDuration.Record(ctx, time.Since(start).Seconds(), dst.withError(true, errType).record...)
 }

@@ -59,8 +59,8 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 	s := &Send{t: t, n: len(msgs), start: time.Now()}
 	if len(msgs) == 1 {
 		s.dst = t.dests.get(opSend, dest, peer)
-		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, producerKind,
-			trace.WithAttributes(messageAttributes(s.dst.spanAttrs, msgs[0].MessageID, msgs[0].CorrelationID, msgs[0].BodySize)...))
+		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, producerKind, s.dst.spanAttrsOpt)
+		setMessageAttributes(s.span, msgs[0])
 		t.propagator.Inject(s.ctx, lazyHeaderCarrier{msgs[0].Headers})
 		return s
 	}
@@ -68,8 +68,8 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 	s.dst = t.dests.get(opSend, dest, peer)
 	links := make([]trace.Link, 0, len(msgs))
 	for _, m := range msgs {
-		mctx, span := t.tracer.Start(m.Ctx, create.spanName, producerKind,
-			trace.WithAttributes(messageAttributes(create.spanAttrs, m.MessageID, m.CorrelationID, m.BodySize)...))
+		mctx, span := t.tracer.Start(m.Ctx, create.spanName, producerKind, create.spanAttrsOpt)
+		setMessageAttributes(span, m)
 		t.propagator.Inject(mctx, lazyHeaderCarrier{m.Headers})
 		span.End()
 		if sc := span.SpanContext(); sc.IsValid() {
@@ -84,6 +84,15 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 		attribute.Int("messaging.batch.message_count", len(msgs)))
 	s.ctx, s.span = t.tracer.Start(parent, s.dst.spanName, clientKind, trace.WithAttributes(attrs...), trace.WithLinks(links...))
 	return s
+}
+
+// setMessageAttributes gives a span that records m's own attributes; a
+// span not sampled gets none, so a message not sampled builds none (the
+// destination's, given at the start, are the ones samplers read).
+func setMessageAttributes(span trace.Span, m Outgoing) {
+	if span.IsRecording() {
+		span.SetAttributes(messageAttributes(nil, m.MessageID, m.CorrelationID, m.BodySize)...)
+	}
 }
 
 // messageAttributes are attrs plus the per-message ones.
@@ -130,7 +139,7 @@ func (s *Send) End(err error) {
 		if first == nil {
 			first = e
 		}
-		s.t.sent.Add(s.ctx, 1, s.dst.withError(false, errkind.Type(e)))
+		s.t.sent.Add(s.ctx, 1, s.dst.withError(false, errkind.Type(e)).add...)
 	}
 	errType := errkind.Type(first)
 	if first != nil {
@@ -139,7 +148,7 @@ func (s *Send) End(err error) {
 		s.span.SetAttributes(attribute.String("error.type", errType))
 	}
 	s.span.End()
-	s.t.opDuration.Record(s.ctx, elapsed, s.dst.withError(true, errType))
+	s.t.opDuration.Record(s.ctx, elapsed, s.dst.withError(true, errType).record...)
 }
 
 // TraceParent is the context a message's send span starts under: the

@@ -1,0 +1,43 @@
+package instrument
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
+)
+
+// BenchmarkProcess is what telemetry costs one consumed message without a
+// broker: its process span, its settle and its metrics, for each kind of
+// provider (the bench module measures the same through the broker).
+//
+//	go test -run '^$' -bench Process -benchmem ./internal/instrument
+func BenchmarkProcess(b *testing.B) {
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	defer mp.Shutdown(context.Background())
+	prop := propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})
+	sampled := sdktrace.NewTracerProvider(sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	defer sampled.Shutdown(context.Background())
+	unsampled := sdktrace.NewTracerProvider(sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample())))
+	defer unsampled.Shutdown(context.Background())
+	noopSDKMetrics, _ := New(tracenoop.NewTracerProvider(), mp, prop, false)
+	noopAll, _ := New(tracenoop.NewTracerProvider(), metricnoop.NewMeterProvider(), prop, false)
+	on, _ := New(sampled, mp, prop, false)
+	off, _ := New(unsampled, mp, prop, false)
+	in := Incoming{Destination: Destination{Queue: "orders"}, MessageID: "m-1", DeliveryTag: 7, Headers: map[string]any{}, BodySize: 256}
+	for name, t := range map[string]*Instruments{"disabled": Off(), "noop providers": noopAll, "SDK metrics only": noopSDKMetrics, "SDK not sampled": off, "SDK sampled": on} {
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				_, p := t.StartProcess(context.Background(), Peer{Address: "localhost", Port: 5672}, in)
+				p.Settle(Ack, nil, time.Now())
+			}
+		})
+	}
+}
