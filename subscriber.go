@@ -410,17 +410,17 @@ type subscription struct {
 	single    context.CancelFunc                      // MaxInFlight 1
 	// handler runs each message (SubscribeFunc); nil hands messages out on
 	// out (Subscribe).
-	handler  func(*message.Message) error
-	out      chan *message.Message
+	handler func(*message.Message) error
+	out     chan *message.Message
 	// jobs is MaxInFlight > 1: that many workers at most take jobs from
 	// it; spawned counts them (the consumer's goroutine alone reads and
 	// writes it).
 	jobs     chan job
 	spawned  int
 	workers  sync.WaitGroup // jobs in hand
-	stopping chan struct{} // closed when stop begins: hand out nothing more
-	stopOnce sync.Once     // Do also makes concurrent stops wait for the first
-	unwatch  func() bool   // stops the wait for Subscribe's ctx
+	stopping chan struct{}  // closed when stop begins: hand out nothing more
+	stopOnce sync.Once      // Do also makes concurrent stops wait for the first
+	unwatch  func() bool    // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
 }
