@@ -14,7 +14,10 @@
 //
 // Span names are "{messaging.operation.name} {destination}", the
 // destination in its low-cardinality form (see Destination.Template);
-// attributes used for sampling are given at span start.
+// attributes used for sampling (the destination's) are given at span
+// start, the message's own (its id, conversation id, body size, delivery
+// tag) once the span records, so a message not sampled builds none. A
+// message whose process span is not sampled gets no settle span.
 //
 //	span                 kind      when
 //	send {dest}          PRODUCER  Publisher.Publish of one message; its context goes into the message
