@@ -99,9 +99,9 @@ type RelayStats struct {
 
 // Relay publishes the outbox's rows.
 type Relay struct {
-	cfg       RelayConfig
-	lockSQL   string
-	selectSQL string
+	cfg                  RelayConfig
+	lockSQL, selectSQL   string
+	markSQL, setAsideSQL string
 
 	published, setAside, deleted atomic.Int64
 }
@@ -124,9 +124,12 @@ WHERE published_at IS NULL AND failed_at IS NULL
   AND pg_try_advisory_xact_lock(hashtextextended(order_key, 22369))
 ORDER BY id LIMIT $1) AS locked`, cfg.Table)
 	sel := fmt.Sprintf(`SELECT id, topic, uuid, payload, metadata FROM %s
-WHERE published_at IS NULL AND failed_at IS NULL AND order_key = ANY($2)
+WHERE published_at IS NULL AND failed_at IS NULL AND order_key = ANY($2) AND id > $3
 ORDER BY id LIMIT $1`, cfg.Table)
-	return &Relay{cfg: cfg, lockSQL: lock, selectSQL: sel}, nil
+	return &Relay{cfg: cfg, lockSQL: lock, selectSQL: sel,
+		markSQL:     fmt.Sprintf("UPDATE %s SET published_at = now() WHERE id = ANY($1)", cfg.Table),
+		setAsideSQL: fmt.Sprintf("UPDATE %s SET failed_at = now(), error = $2 WHERE id = $1", cfg.Table),
+	}, nil
 }
 
 // Stats returns the relay's counts so far.
@@ -183,28 +186,80 @@ type row struct {
 	invalid error
 }
 
-// pass publishes one batch in one transaction and reports how many rows it
-// took.
+// chunksPerPass bounds how many batches one pass takes while it holds its
+// order keys.
+const chunksPerPass = 10
+
+// pass publishes up to chunksPerPass batches of the order keys it locks,
+// in one transaction, and reports how many rows its last batch took (a
+// full one: more is waiting). The next batch is read while the broker
+// confirms the one before, so the database's round trips hide behind the
+// broker's disk sync; it is published only once that one is confirmed, so
+// each key's order holds.
 func (r *Relay) pass(ctx context.Context) (int, error) {
 	tx, err := r.cfg.Pool.Begin(ctx)
 	if err != nil {
 		return 0, err
 	}
 	defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }()
-	rows, err := r.fetch(ctx, tx)
+	keys, err := r.lockKeys(ctx, tx)
+	if err != nil || len(keys) == 0 {
+		return 0, err
+	}
+	rows, err := r.fetch(ctx, tx, keys, 0)
 	if err != nil || len(rows) == 0 {
 		return 0, err
 	}
-	done, failed, sendErr := r.publish(ctx, rows)
-	if len(done) > 0 {
-		if _, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s SET published_at = now() WHERE id = ANY($1)", r.cfg.Table), done); err != nil {
-			return 0, err
-		}
+	type sent struct {
+		done   []int64
+		failed map[int64]error
+		err    error
 	}
-	for id, why := range failed {
-		if _, err := tx.Exec(ctx, fmt.Sprintf("UPDATE %s SET failed_at = now(), error = $2 WHERE id = $1", r.cfg.Table), id, why.Error()); err != nil {
-			return 0, err
+	var (
+		done, toMark []int64
+		failed       = map[int64]error{}
+		failedToMark map[int64]error
+		sendErr      error
+		last         int
+		marked       bool // synchronous_commit is off for this transaction
+	)
+	for chunk := 0; len(rows) > 0; chunk++ {
+		last = len(rows)
+		confirmed := make(chan sent, 1)
+		go func(rows []row) {
+			d, f, err := r.publish(ctx, rows)
+			confirmed <- sent{d, f, err}
+		}(rows)
+		// While the broker confirms: mark what it confirmed before, and
+		// read the next batch.
+		var next []row
+		var dbErr error
+		if len(toMark) > 0 || len(failedToMark) > 0 {
+			dbErr = r.mark(ctx, tx, toMark, failedToMark, !marked)
+			marked = true
 		}
+		if dbErr == nil && chunk+1 < chunksPerPass && len(rows) == r.cfg.Batch {
+			next, dbErr = r.fetch(ctx, tx, keys, rows[len(rows)-1].id)
+		}
+		s := <-confirmed
+		toMark, failedToMark = s.done, s.failed
+		done = append(done, s.done...)
+		for id, why := range s.failed {
+			failed[id] = why
+		}
+		if dbErr != nil {
+			// The transaction is gone: nothing of this pass is marked, and
+			// the next pass sends it again (at least once).
+			return 0, dbErr
+		}
+		if s.err != nil {
+			sendErr = s.err
+			break
+		}
+		rows = next
+	}
+	if err := r.mark(ctx, tx, toMark, failedToMark, !marked); err != nil {
+		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
 		return 0, fmt.Errorf("outbox: mark %d published: %w", len(done), err)
@@ -217,19 +272,45 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 	if sendErr != nil {
 		return 0, sendErr
 	}
-	return len(rows), nil
+	return last, nil
 }
 
-func (r *Relay) fetch(ctx context.Context, tx pgx.Tx) ([]row, error) {
+// mark records rows published and rows set aside, in one round trip. The
+// transaction's commit does not wait for the WAL to reach the disk (first
+// sets that): the broker has confirmed these messages already, so a mark
+// lost to a database crash only sends them again (at least once; the inbox
+// absorbs the copy), while waiting for the flush would be a disk sync per
+// pass.
+func (r *Relay) mark(ctx context.Context, tx pgx.Tx, done []int64, failed map[int64]error, first bool) error {
+	var marks pgx.Batch
+	if first {
+		marks.Queue("SET LOCAL synchronous_commit = off")
+	}
+	if len(done) > 0 {
+		marks.Queue(r.markSQL, done)
+	}
+	for id, why := range failed {
+		marks.Queue(r.setAsideSQL, id, why.Error())
+	}
+	if marks.Len() == 0 {
+		return nil
+	}
+	return tx.SendBatch(ctx, &marks).Close()
+}
+
+// lockKeys takes the order keys of up to a batch of pending rows that no
+// other relay holds.
+func (r *Relay) lockKeys(ctx context.Context, tx pgx.Tx) ([]string, error) {
 	kr, err := tx.Query(ctx, r.lockSQL, r.cfg.Batch)
 	if err != nil {
 		return nil, err
 	}
-	keys, err := pgx.CollectRows(kr, pgx.RowTo[string])
-	if err != nil || len(keys) == 0 {
-		return nil, err
-	}
-	rs, err := tx.Query(ctx, r.selectSQL, r.cfg.Batch, keys)
+	return pgx.CollectRows(kr, pgx.RowTo[string])
+}
+
+// fetch reads up to a batch of the pending rows of keys after id after.
+func (r *Relay) fetch(ctx context.Context, tx pgx.Tx, keys []string, after int64) ([]row, error) {
+	rs, err := tx.Query(ctx, r.selectSQL, r.cfg.Batch, keys, after)
 	if err != nil {
 		return nil, err
 	}
