@@ -70,6 +70,28 @@ type wmSide struct {
 // wmResult is one run: each phase's wall and client CPU time.
 type wmResult struct{ pubWall, pubCPU, subWall, subCPU time.Duration }
 
+// tracked wraps a subscriber constructor: closeAll closes what it made.
+func tracked(newSub func() (message.Subscriber, error)) (made func() (message.Subscriber, error), closeAll func()) {
+	var mu sync.Mutex
+	var subs []message.Subscriber
+	made = func() (message.Subscriber, error) {
+		s, err := newSub()
+		if err == nil {
+			mu.Lock()
+			subs = append(subs, s)
+			mu.Unlock()
+		}
+		return s, err
+	}
+	return made, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, s := range subs {
+			_ = s.Close()
+		}
+	}
+}
+
 func wmSides() []wmSide {
 	return []wmSide{
 		{
@@ -80,22 +102,12 @@ func wmSides() []wmSide {
 				if err != nil {
 					b.Fatal(err)
 				}
-				var subs []*warren.Subscriber
-				var mu sync.Mutex
-				newSub := func() (message.Subscriber, error) {
-					s, err := warren.NewSubscriber(c, warren.SubscriberConfig{})
-					if err == nil {
-						mu.Lock()
-						subs = append(subs, s)
-						mu.Unlock()
-					}
-					return s, err
-				}
+				newSub, closeSubs := tracked(func() (message.Subscriber, error) {
+					return warren.NewSubscriber(c, warren.SubscriberConfig{})
+				})
 				return pub, newSub, func() {
 					_ = pub.Close()
-					for _, s := range subs {
-						_ = s.Close()
-					}
+					closeSubs()
 					_ = c.Close(context.Background())
 				}
 			},
@@ -109,22 +121,12 @@ func wmSides() []wmSide {
 				if err != nil {
 					b.Fatal(err)
 				}
-				var subs []*wamqp.Subscriber
-				var mu sync.Mutex
-				newSub := func() (message.Subscriber, error) {
-					s, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
-					if err == nil {
-						mu.Lock()
-						subs = append(subs, s)
-						mu.Unlock()
-					}
-					return s, err
-				}
+				newSub, closeSubs := tracked(func() (message.Subscriber, error) {
+					return wamqp.NewSubscriber(cfg, watermill.NopLogger{})
+				})
 				return pub, newSub, func() {
 					_ = pub.Close()
-					for _, s := range subs {
-						_ = s.Close()
-					}
+					closeSubs()
 				}
 			},
 			drop: func(topic string) {
