@@ -413,10 +413,10 @@ type subscription struct {
 	handler func(*message.Message) error
 	out     chan *message.Message
 	// jobs is MaxInFlight > 1: that many workers at most take jobs from
-	// it; spawned counts them (the consumer's goroutine alone reads and
-	// writes it).
+	// it; spawned counts them (written by the consumer's goroutine; atomic,
+	// as a reconnect's new consumer goroutine may follow the old one).
 	jobs     chan job
-	spawned  int
+	spawned  atomic.Int32
 	workers  sync.WaitGroup // jobs in hand
 	stopping chan struct{}  // closed when stop begins: hand out nothing more
 	stopOnce sync.Once      // Do also makes concurrent stops wait for the first
@@ -610,11 +610,11 @@ func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 		return
 	default:
 	}
-	if st.spawned < st.s.cfg.MaxInFlight {
+	if st.spawned.Load() < int32(st.s.cfg.MaxInFlight) {
 		// Workers live as long as the subscription: a goroutine per
 		// message would grow a new stack for every one (the settle path
 		// is deep), a third of the client's CPU per message.
-		st.spawned++
+		st.spawned.Add(1)
 		go st.worker(j)
 		return
 	}
