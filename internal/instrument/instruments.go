@@ -7,7 +7,9 @@ package instrument
 
 import (
 	"context"
+	"fmt"
 
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -50,6 +52,10 @@ type Instruments struct {
 	link bool
 	// off: Disabled; the per-message work is skipped, not done for nothing.
 	off bool
+	// globalTP is the otel global provider this was built on (Default),
+	// while it is the global delegate: until the application sets a
+	// provider, its spans record nothing, so none is started.
+	globalTP trace.TracerProvider
 
 	sent, consumed                   metric.Int64Counter
 	opDuration, processDuration      metric.Float64Histogram
@@ -71,6 +77,9 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider, prop propagation.Text
 		tracer:     tp.Tracer(ScopeName, trace.WithSchemaURL(SchemaURL)),
 		propagator: prop,
 		link:       link,
+	}
+	if fmt.Sprintf("%T", tp) == "*global.tracerProvider" {
+		t.globalTP = tp
 	}
 	m := mp.Meter(ScopeName, metric.WithSchemaURL(SchemaURL))
 	t.meter = m
@@ -178,6 +187,14 @@ func Off() *Instruments {
 	t, _ := New(tracenoop.NewTracerProvider(), metricnoop.NewMeterProvider(), propagation.NewCompositeTextMapPropagator(), false)
 	t.off = true
 	return t
+}
+
+// tracing reports whether a span started now could record: not while
+// this is built on otel's global delegate and the application has set no
+// provider (otel.GetTracerProvider still returns the delegate; once set it
+// returns the application's, which the delegate forwards to).
+func (t *Instruments) tracing() bool {
+	return t.globalTP == nil || otel.GetTracerProvider() != t.globalTP
 }
 
 // Propagator is the propagator that carries context across the broker.

@@ -4,6 +4,15 @@ import (
 	"context"
 	"errors"
 	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace"
+	tracenoop "go.opentelemetry.io/otel/trace/noop"
 )
 
 // TestDisabledRecordsNothing: Off (telemetry.Disabled) writes no trace context into
@@ -27,4 +36,45 @@ func TestDisabledRecordsNothing(t *testing.T) {
 	p.End(errors.New("x"))
 	p.Settle(Ack, nil, send.start)
 	RecordFailure(got, errors.New("x"), 1)
+}
+
+// TestGlobalDelegateUnsetStartsNoSpan: built on otel's global provider
+// before the application sets one (telemetry.Default), a message starts no
+// span, yet the sender's trace context passes through to the handler's
+// context; once the application sets a provider, spans record.
+func TestGlobalDelegateUnsetStartsNoSpan(t *testing.T) {
+	in, err := New(otel.GetTracerProvider(), metricnoop.NewMeterProvider(), propagation.TraceContext{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.globalTP == nil {
+		t.Fatalf("%T is not recognised as otel's global delegate", otel.GetTracerProvider())
+	}
+	const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	ctx, p := in.StartProcess(context.Background(), Peer{}, Incoming{Destination: Destination{Queue: "q"}, Headers: map[string]any{"traceparent": parent}})
+	if p == nil || p.recording {
+		t.Fatal("no process, or a recording one, before a provider is set")
+	}
+	if got := trace.SpanContextFromContext(ctx).TraceID().String(); got != "0af7651916cd43dd8448eb211c80319c" {
+		t.Fatalf("the sender's trace did not pass through: %q", got)
+	}
+	p.Settle(Ack, nil, time.Now())
+	var headers map[string]any
+	send := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: ctx, Headers: &headers}})
+	send.End(nil)
+	if headers["traceparent"] == nil {
+		t.Fatal("a publish from the handler lost the trace context")
+	}
+
+	rec := tracetest.NewSpanRecorder()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	defer otel.SetTracerProvider(tracenoop.NewTracerProvider())
+	_, p = in.StartProcess(context.Background(), Peer{}, Incoming{Destination: Destination{Queue: "q"}})
+	if p == nil || !p.recording {
+		t.Fatal("the process span does not record once a provider is set")
+	}
+	p.Settle(Ack, nil, time.Now())
+	if n := len(rec.Ended()); n != 2 {
+		t.Fatalf("%d spans ended, want the process and the settle span", n)
+	}
 }

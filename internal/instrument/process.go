@@ -84,8 +84,8 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 	// The span starts with the destination's attributes (precomputed; the
 	// ones the conventions name for sampling); the message's own are added
 	// only to a span that records, so a message not sampled builds none.
-	opts := []trace.SpanStartOption{consumerKind, p.dst.spanAttrsOpt}
 	parent := ctx
+	var link trace.SpanContext
 	if carrier != nil {
 		sent := t.propagator.Extract(context.Background(), carrier)
 		if b := baggage.FromContext(sent); b.Len() > 0 {
@@ -95,11 +95,21 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 			if !t.link {
 				parent = trace.ContextWithRemoteSpanContext(parent, sc)
 			} else {
-				opts = append(opts, trace.WithLinks(trace.Link{SpanContext: sc}))
+				link = sc
 			}
 		}
 	}
-	ctx, p.span = t.tracer.Start(parent, p.dst.spanName, opts...)
+	if t.tracing() {
+		opts := []trace.SpanStartOption{consumerKind, p.dst.spanAttrsOpt}
+		if link.IsValid() {
+			opts = append(opts, trace.WithLinks(trace.Link{SpanContext: link}))
+		}
+		ctx, p.span = t.tracer.Start(parent, p.dst.spanName, opts...)
+	} else {
+		// Nothing would record it: the sender's trace context (and
+		// baggage) passes through to what the handler publishes.
+		ctx, p.span = parent, trace.SpanFromContext(parent)
+	}
 	if p.recording = p.span.IsRecording(); p.recording {
 		attrs := messageAttributes(nil, in.MessageID, in.CorrelationID, in.BodySize)
 		if in.DeliveryTag != 0 {

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"go.opentelemetry.io/otel"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -30,8 +31,9 @@ func BenchmarkProcess(b *testing.B) {
 	noopAll, _ := New(tracenoop.NewTracerProvider(), metricnoop.NewMeterProvider(), prop, false)
 	on, _ := New(sampled, mp, prop, false)
 	off, _ := New(unsampled, mp, prop, false)
+	global, _ := New(otel.GetTracerProvider(), otel.GetMeterProvider(), prop, false)
 	in := Incoming{Destination: Destination{Queue: "orders"}, MessageID: "m-1", DeliveryTag: 7, Headers: map[string]any{}, BodySize: 256}
-	for name, t := range map[string]*Instruments{"disabled": Off(), "noop providers": noopAll, "SDK metrics only": noopSDKMetrics, "SDK not sampled": off, "SDK sampled": on} {
+	for name, t := range map[string]*Instruments{"disabled": Off(), "otel globals, none set (Default)": global, "noop providers": noopAll, "SDK metrics only": noopSDKMetrics, "SDK not sampled": off, "SDK sampled": on} {
 		b.Run(name, func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {

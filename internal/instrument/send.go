@@ -57,6 +57,16 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 		return &Send{}
 	}
 	s := &Send{t: t, n: len(msgs), start: time.Now()}
+	if !t.tracing() {
+		// Nothing would record the spans: the metrics only, and the
+		// messages carry their own context on.
+		s.dst = t.dests.get(opSend, dest, peer)
+		s.ctx, s.span = ctx, trace.SpanFromContext(msgs[0].Ctx)
+		for _, m := range msgs {
+			t.propagator.Inject(m.Ctx, lazyHeaderCarrier{m.Headers})
+		}
+		return s
+	}
 	if len(msgs) == 1 {
 		s.dst = t.dests.get(opSend, dest, peer)
 		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, producerKind, s.dst.spanAttrsOpt)
