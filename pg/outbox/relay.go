@@ -187,8 +187,10 @@ type row struct {
 }
 
 // chunksPerPass bounds how many batches one pass takes while it holds its
-// order keys.
-const chunksPerPass = 10
+// order keys (other relays take other keys meanwhile). Each pass costs a
+// lock, a first read and a last mark that nothing hides: at 10 batches the
+// relay measured 0.77-0.80x direct publishing, at 50 0.84-0.90x.
+const chunksPerPass = 50
 
 // pass publishes up to chunksPerPass batches of the order keys it locks,
 // in one transaction, and reports how many rows its last batch took (a
