@@ -145,6 +145,6 @@ func TestOutboxClaimChecksInItsTransaction(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatalf("%d blob chunks left after the ack", chunks())
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // polling the table, with a deadline
 	}
 }
