@@ -25,11 +25,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ThreeDotsLabs/watermill/message"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/warrenmq/warren/ack"
@@ -45,6 +48,11 @@ var ErrInvalidConfig = errors.New("inbox: invalid config")
 // ErrNoUUID: a message without a UUID cannot be told from its duplicates;
 // it is refused for good (ack.Permanent: dead-lettered).
 var ErrNoUUID = errors.New("inbox: message has no UUID")
+
+// ErrInvalidUUID: a message whose UUID is not valid UTF-8 or holds a NUL
+// byte cannot be recorded in a text column; it is refused for good
+// (ack.Permanent: dead-lettered) rather than retried for ever.
+var ErrInvalidUUID = errors.New("inbox: message UUID is not storable text")
 
 // Config shapes an Inbox.
 type Config struct {
@@ -63,10 +71,12 @@ type Config struct {
 
 // Inbox is the idempotent-consumer middleware of one consumer.
 type Inbox struct {
-	cfg        Config
-	insertSQL  string
-	duplicates atomic.Int64
-	processed  atomic.Int64
+	cfg Config
+	// beginRecord opens the transaction and records the message in one
+	// round trip (see record); the literals follow.
+	beginRecord string
+	duplicates  atomic.Int64
+	processed   atomic.Int64
 }
 
 // New returns an Inbox.
@@ -86,6 +96,8 @@ func New(cfg Config) (*Inbox, error) {
 	}
 	if cfg.Consumer == "" {
 		bad("Consumer", "required")
+	} else if !storable(cfg.Consumer) {
+		bad("Consumer", "must be valid UTF-8 without NUL bytes")
 	}
 	if !sqlname.ValidTable(cfg.Table) {
 		bad("Table", fmt.Sprintf("%q: want a lower-case identifier, optionally schema.table", cfg.Table))
@@ -97,8 +109,8 @@ func New(cfg Config) (*Inbox, error) {
 		return nil, err
 	}
 	return &Inbox{
-		cfg:       cfg,
-		insertSQL: fmt.Sprintf("INSERT INTO %s (consumer, message_id) VALUES ($1, $2) ON CONFLICT DO NOTHING", cfg.Table),
+		cfg:         cfg,
+		beginRecord: fmt.Sprintf("BEGIN; INSERT INTO %s (consumer, message_id) VALUES (%s, ", cfg.Table, literal(cfg.Consumer)),
 	}, nil
 }
 
@@ -142,22 +154,20 @@ func (ib *Inbox) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		if msg.UUID == "" {
 			return nil, ack.Permanent(ErrNoUUID)
 		}
+		if !storable(msg.UUID) {
+			return nil, ack.Permanent(fmt.Errorf("%w: %q", ErrInvalidUUID, msg.UUID))
+		}
 		ctx := msg.Context()
-		tx, err := ib.cfg.Pool.Begin(ctx)
-		if err != nil {
-			return nil, fmt.Errorf("inbox: begin: %w", err)
-		}
-		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // nothing after Commit
-		// A concurrent copy of the same message waits here on the key
-		// until this transaction ends, then sees it recorded.
-		tag, err := tx.Exec(ctx, ib.insertSQL, ib.cfg.Consumer, msg.UUID)
-		if err != nil {
-			return nil, fmt.Errorf("inbox: record %s: %w", msg.UUID, err)
-		}
-		if tag.RowsAffected() == 0 {
+		tx, release, err := ib.record(ctx, msg.UUID)
+		if errors.Is(err, errDuplicate) {
 			ib.duplicates.Add(1)
 			return nil, nil
 		}
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		defer func() { _ = tx.Rollback(context.WithoutCancel(ctx)) }() // nothing after Commit
 		msg.SetContext(context.WithValue(ctx, txKey{}, tx))
 		out, err := h(msg)
 		msg.SetContext(ctx)
@@ -172,6 +182,55 @@ func (ib *Inbox) Middleware(h message.HandlerFunc) message.HandlerFunc {
 		ib.processed.Add(1)
 		return out, nil
 	}
+}
+
+// errDuplicate: record found the message recorded.
+var errDuplicate = errors.New("inbox: recorded before")
+
+// record begins the message's transaction and records its UUID in it, in
+// one round trip: the begin and the insert go as one simple-protocol query
+// (pgx sends a TxOptions.BeginQuery as it is), so the inbox adds no round
+// trip to the handler's own begin, statements and commit. The insert has
+// no ON CONFLICT: a recorded UUID is a unique violation, which tells a
+// duplicate without reading a row count; a concurrent copy of the same
+// message waits on the key until the first transaction ends, then fails so
+// (or records, if the first rolled back). The aborted transaction is rolled
+// back on the same connection, which goes back to the pool. release gives
+// the connection back after the transaction has ended.
+func (ib *Inbox) record(ctx context.Context, uuid string) (tx pgx.Tx, release func(), err error) {
+	conn, err := ib.cfg.Pool.Acquire(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("inbox: begin: %w", err)
+	}
+	tx, err = conn.Conn().BeginTx(ctx, pgx.TxOptions{BeginQuery: ib.beginRecord + literal(uuid) + ")"})
+	if err == nil {
+		return tx, conn.Release, nil
+	}
+	// pgx closed the connection unless the server refused the statement.
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		_, rbErr := conn.Conn().Exec(context.WithoutCancel(ctx), "ROLLBACK")
+		if rbErr != nil {
+			err = errors.Join(err, rbErr)
+		} else if pgErr.Code == "23505" { // unique_violation
+			conn.Release()
+			return nil, nil, errDuplicate
+		}
+	}
+	conn.Release() // the pool drops a connection still in a transaction
+	return nil, nil, fmt.Errorf("inbox: record %s: %w", uuid, err)
+}
+
+// storable: s fits a text column and a simple-protocol query (which ends
+// at a NUL byte).
+func storable(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsRune(s, 0)
+}
+
+// literal quotes s as an escape-string constant, which reads the same
+// whatever standard_conforming_strings says. s is storable.
+func literal(s string) string {
+	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
 }
 
 // Cleanup deletes this consumer's records older than Retention, a thousand
