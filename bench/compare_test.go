@@ -172,6 +172,8 @@ func printTargets(k map[string]row) {
 	atMost("consume router default stack MaxInFlight 64 CPU / raw", cpu("router64", "rawConsume"), 1.1)
 	atMost("consume on a Watermill router CPU / watermill-amqp", cpu("warrenOnWatermill", "watermillConsume"), 1.0)
 	check("consume on a Watermill router msg/s / watermill-amqp", ratio("warrenOnWatermill", "watermillConsume"), 1.0, "")
+	fmt.Printf("  %-46s %5.2f CPU, %.2f msg/s (reference)\n", "MaxInFlight 64 on a Watermill router / watermill-amqp",
+		cpu("warrenOnWatermill64", "watermillConsume"), ratio("warrenOnWatermill64", "watermillConsume"))
 	atMost("publish 16 goroutines CPU / same-shape raw", cpu("warren16", "raw16"), 1.1)
 	check("publish 16 goroutines msg/s / same-shape raw", ratio("warren16", "raw16"), 1.0, "")
 }
@@ -456,14 +458,25 @@ func consumeRows(b *testing.B) []row {
 		dropQueue(rq + ".dlq")
 	}
 
-	fill()
-	{
+	// warren's Subscriber under a Watermill router: with its default
+	// MaxInFlight (1), the shape of watermill-amqp's subscriber, which
+	// hands out one message at a time and waits for its ack (the target
+	// row); and with MaxInFlight 64 (a reference row: the router then runs
+	// up to 64 handlers, each on a goroutine of its own).
+	for _, v := range []struct {
+		inFlight  int
+		name, key string
+	}{
+		{1, "warren Subscriber MaxInFlight 1 (default), Watermill router", "warrenOnWatermill"},
+		{64, "warren Subscriber MaxInFlight 64, Watermill router", "warrenOnWatermill64"},
+	} {
+		fill()
 		wc := openWarren(b, conn.Config{})
-		sub, err := warren.NewSubscriber(wc, warren.SubscriberConfig{MaxInFlight: 64, Prefetch: 256})
+		sub, err := warren.NewSubscriber(wc, warren.SubscriberConfig{MaxInFlight: v.inFlight, Prefetch: 256})
 		if err != nil {
 			b.Fatal(err)
 		}
-		rows = append(rows, timedRow("consume", "warren Subscriber MaxInFlight 64 on a Watermill router", "warrenOnWatermill", messages, func() {
+		rows = append(rows, timedRow("consume", v.name, v.key, messages, func() {
 			consumeOnWatermillRouter(b, sub, q)
 		}))
 		_ = sub.Close()
