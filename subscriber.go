@@ -21,6 +21,7 @@ import (
 	"github.com/warrenmq/warren/internal/errkind"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/latch"
 	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/internal/partition"
@@ -299,7 +300,6 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 		handler:   h,
 		stopping:  make(chan struct{}),
 		abandoned: make(chan struct{}),
-		consumed:  make(chan struct{}),
 	}
 	if spec, ok := s.reg.QueueSpec(o.queue); ok {
 		st.temporary = spec.Exclusive || spec.AutoDelete
@@ -320,7 +320,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 		StreamOffset:    o.streamOffset,
 	}
 	st.consumer, err = s.ops.Consume(ctx, spec)
-	close(st.consumed)
+	st.consumed.Set()
 	if err != nil {
 		return nil, err
 	}
@@ -393,10 +393,10 @@ type subscription struct {
 	queue    string
 	kind     kind
 	consumer *broker.Consumer
-	// consumed is closed once consumer is set: the consumer's events (its
+	// consumed is set once consumer is: the consumer's events (its
 	// end, when the connection closes for good) may come before Consume
 	// returns, and a stop they start reads consumer.
-	consumed chan struct{}
+	consumed latch.Latch
 	// values is Subscribe's ctx without its cancellation, kept for its
 	// values only: every message's context derives from it (Watermill
 	// hands Subscribe's values to each message). It cannot be cancelled,
@@ -433,7 +433,7 @@ func (st *subscription) Out() <-chan *message.Message { return st.out }
 // Pause and Resume make a subscription a partition.Member.
 func (st *subscription) Pause(ctx context.Context) error {
 	select {
-	case <-st.consumed:
+	case <-st.consumed.Done():
 		return st.consumer.Pause(ctx)
 	case <-ctx.Done():
 		return ctx.Err()
@@ -442,7 +442,7 @@ func (st *subscription) Pause(ctx context.Context) error {
 
 func (st *subscription) Resume(ctx context.Context) error {
 	select {
-	case <-st.consumed:
+	case <-st.consumed.Done():
 		return st.consumer.Resume(ctx)
 	case <-ctx.Done():
 		return ctx.Err()
@@ -454,7 +454,7 @@ func (st *subscription) Resume(ctx context.Context) error {
 // for the handlers in flight, on a goroutine Close waits for.
 func (st *subscription) stopInBackground() {
 	st.s.group.Go("stop subscription "+st.topic, func() {
-		<-st.consumed
+		<-st.consumed.Done()
 		ctx, cancel := context.WithTimeout(context.Background(), st.s.cfg.CloseTimeout)
 		defer cancel()
 		st.stop(ctx)

@@ -105,9 +105,7 @@ func (s *Subscriber) pausable(topic string) ([]pausable, error) {
 		if st.topic != topic {
 			continue
 		}
-		select {
-		case <-st.consumed:
-		default:
+		if !st.consumed.IsSet() {
 			continue // still starting: nothing to pause yet
 		}
 		if st.consumer != nil {

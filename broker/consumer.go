@@ -12,6 +12,7 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/connx"
+	"github.com/warrenmq/warren/internal/latch"
 	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
@@ -93,16 +94,27 @@ type Consumer struct {
 
 	handlerCtx context.Context
 	cancel     context.CancelFunc
-	handoff    chan *subscription // from the restore run
-	stopCh     chan struct{}
-	done       chan struct{}
-	// pausing is closed by Pause (under mu): the loop hands out nothing
-	// more and parks; Resume makes a new one. parked is closed by the loop
-	// once it has parked; resumed is closed by Resume. Pause makes a new
-	// parked and resumed each time.
-	pausing, parked, resumed chan struct{}
+	// handoff holds a subscription the restore run made (buffered, one),
+	// made by the first hand-off or recovery (handoffCh, under mu).
+	// stopping is set when Stop begins; ended when the loop has returned.
+	// Latches and lazy channels: an idle consumer, what most of them are
+	// most of the time, holds no channel it does not wait on (issue 33:
+	// heap per Subscriber).
+	handoff  chan *subscription
+	stopping latch.Latch
+	ended    latch.Latch
+	// halt is closed by Pause or Stop (under mu), whichever comes first:
+	// the loop hands out nothing more, and parks (paused) or returns
+	// (stopped). Resume makes a new one. One channel for both, so that the
+	// loop's wait for a delivery watches two channels, not three: every
+	// idle consumer holds a waiter per channel watched (issue 33: heap per
+	// Subscriber). parked is closed by the loop once it has parked;
+	// resumed is closed by Resume. Pause makes a new parked and resumed
+	// each time.
+	halt, parked, resumed chan struct{}
 	// consumingAgain is closed once a resumed consumer consumes (Resume
-	// waits for it); pauseNotify wakes a recovery in progress (buffered).
+	// waits for it); pauseNotify wakes a recovery in progress (buffered),
+	// made by the first recovery (most consumers never need one).
 	consumingAgain chan struct{}
 	pauseNotify    chan struct{}
 	// pauseDeadline bounds the loop's wait for the handler (the spec's
@@ -132,7 +144,7 @@ type Consumer struct {
 func (c *Consumer) Tag() string { return c.spec.Tag }
 
 // Done is closed when the consumer has ended.
-func (c *Consumer) Done() <-chan struct{} { return c.done }
+func (c *Consumer) Done() <-chan struct{} { return c.ended.Done() }
 
 // Err is why the consumer ended (wrapping ErrConsumerStopped), nil while it
 // runs.
@@ -263,7 +275,7 @@ func (o *Ops) ConsumeAll(ctx context.Context, specs []ConsumerSpec, opts ...Opti
 // tag another consumer of the connection uses is refused.
 func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 	if s.Tag == "" {
-		s.Tag = "warren-" + generatedQueueName()[len("warren.gen-"):]
+		s.Tag = generatedTag()
 	}
 	if cur, ok := o.reg.consumerWithTag(s.Tag); ok && cur != nil {
 		return nil, tagConflict(s)
@@ -274,8 +286,7 @@ func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
 		stream:     s.StreamOffset != nil || q.Args.Type == topology.Stream,
 		handlerCtx: hctx, cancel: cancel,
-		handoff: make(chan *subscription, 1), stopCh: make(chan struct{}), done: make(chan struct{}),
-		pauseNotify: make(chan struct{}, 1), pausing: make(chan struct{}),
+		halt: make(chan struct{}),
 	}, nil
 }
 
@@ -307,7 +318,7 @@ func (c *Consumer) start(sub *subscription) error {
 	}
 	o.consumers.push(c)
 	o.mu.Unlock()
-	if !o.group.Go("consumer "+c.spec.Tag, func() { c.run(sub) }) {
+	if !o.group.GoAs("consumer", c.spec.Tag, func() { c.run(sub) }) {
 		o.forget(c)
 		o.reg.forgetConsumer(c)
 		return fail(&OperationError{Op: "consume", Entity: c.spec.String(), Reason: "Ops closed", Err: ErrConsumerStopped})
@@ -360,8 +371,9 @@ func (c *Consumer) handOff(sub *subscription) {
 // so a subscription given before that is drained and one given after is
 // released here.
 func (c *Consumer) give(sub *subscription) {
+	handoff := c.handoffCh(true)
 	select {
-	case old := <-c.handoff:
+	case old := <-handoff:
 		c.reg.channels.release(old.channel, old.tag)
 	default:
 	}
@@ -371,8 +383,19 @@ func (c *Consumer) give(sub *subscription) {
 		c.reg.channels.release(sub.channel, sub.tag)
 		return
 	}
-	c.handoff <- sub
+	handoff <- sub
 	c.mu.Unlock()
+}
+
+// handoffCh is the handoff slot; nil when none was made and create is false
+// (a receive from it in a select with a default finds nothing).
+func (c *Consumer) handoffCh(create bool) chan *subscription {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.handoff == nil && create {
+		c.handoff = make(chan *subscription, 1)
+	}
+	return c.handoff
 }
 
 // ensureQueue makes sure the queue is there before a basic.consume on a
@@ -434,15 +457,15 @@ func (c *Consumer) resubscribe(ctx context.Context) error {
 }
 
 func (c *Consumer) run(sub *subscription) {
-	defer close(c.done)
+	defer c.ended.Set()
 	defer c.cancel()
 	defer c.ops.forget(c)
 	for {
-		pausedNow := c.dispatch(sub)
+		halted := c.dispatch(sub)
 		if c.isStopped() {
 			return // stop releases the subscription
 		}
-		if pausedNow {
+		if halted { // and not stopped: paused
 			// Even when Resume came already: the subscription was
 			// cancelled, and what it held goes back first.
 			_, parked, resumed, _ := c.pauseState()
@@ -514,33 +537,29 @@ func interruption(sub *subscription) (error, bool) {
 	return errors.New("cancelled by the broker (queue deleted, or its leader moved)"), false
 }
 
-// dispatch reports whether it returned because of a Pause.
-func (c *Consumer) dispatch(sub *subscription) (paused bool) {
-	pausing := c.pausingCh()
+// dispatch returns when the subscription's deliveries end or the consumer
+// is halted; halted reports the latter (run tells a Stop from a Pause by
+// the consumer's state).
+func (c *Consumer) dispatch(sub *subscription) (halted bool) {
+	halt := c.haltCh()
 	for {
 		select {
 		case d, ok := <-sub.msgs:
 			if !ok {
 				select {
-				case <-pausing:
-					return true // the basic.cancel of Pause ended it
+				case <-halt:
+					return true // the basic.cancel of Pause or Stop ended it
 				default:
 					return false
 				}
 			}
 			select {
-			case <-c.stopCh:
-				// Stopping: never hand out more. Stop requeues it, or, for
-				// an ordered hand-over, the closing of the channel returns
-				// it (a requeue now would come back to this consumer,
-				// still the active one).
-				if !c.spec.OrderedHandOver {
-					c.requeue(sub, d)
-				}
-				return false
-			case <-pausing:
-				// Pausing: the same, and the rest follows it back (Pause),
-				// in the order the broker sent them.
+			case <-halt:
+				// Stopping or pausing: never hand out more. Stop requeues
+				// it (a Pause also the rest after it, in the order the
+				// broker sent them), or, for an ordered hand-over, the
+				// closing of the channel returns it (a requeue now would
+				// come back to this consumer, still the active one).
 				if !c.spec.OrderedHandOver {
 					c.requeue(sub, d)
 				}
@@ -548,9 +567,7 @@ func (c *Consumer) dispatch(sub *subscription) (paused bool) {
 			default:
 			}
 			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
-		case <-c.stopCh:
-			return false
-		case <-pausing:
+		case <-halt:
 			return true
 		}
 	}
@@ -571,6 +588,9 @@ func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error
 	if connLost {
 		wait = restoreGrace
 	}
+	// Made before the first look at Paused: a Pause after that look
+	// finds it and wakes the wait below.
+	pauseNotify, handoff := c.pauseNotifier(), c.handoffCh(true)
 	for attempt := 1; ; attempt++ {
 		t := time.NewTimer(wait)
 		if c.Paused() {
@@ -578,16 +598,16 @@ func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error
 			return nil, errPaused
 		}
 		select {
-		case s := <-c.handoff:
+		case s := <-handoff:
 			t.Stop()
 			return s, nil
-		case <-c.pauseNotify:
+		case <-pauseNotify:
 			t.Stop()
 			if c.Paused() {
 				return nil, errPaused
 			}
 			continue
-		case <-c.stopCh:
+		case <-c.stopping.Done():
 			t.Stop()
 			return nil, nil
 		case <-c.ops.conn.Done():
@@ -628,7 +648,7 @@ func (c *Consumer) selfSubscribe() (*subscription, bool, error) {
 	c.subMu.Lock()
 	defer c.subMu.Unlock()
 	select {
-	case s := <-c.handoff:
+	case s := <-c.handoffCh(false):
 		return s, false, nil
 	default:
 	}
@@ -750,9 +770,10 @@ func (c *Consumer) end(err error) {
 }
 
 func (c *Consumer) dropHandoff() {
+	handoff := c.handoffCh(false)
 	for {
 		select {
-		case s := <-c.handoff:
+		case s := <-handoff:
 			c.reg.channels.release(s.channel, s.tag)
 		default:
 			return
@@ -765,13 +786,16 @@ func (c *Consumer) stop(ctx context.Context) error {
 	if c.stopped {
 		c.mu.Unlock()
 		select {
-		case <-c.done:
+		case <-c.ended.Done():
 			return nil
 		case <-ctx.Done():
 			return ctx.Err()
 		}
 	}
 	c.stopped = true
+	if !c.paused { // a paused consumer's halt is closed already
+		close(c.halt)
+	}
 	sub := c.cur
 	drain := c.spec.Drain
 	if c.subCancel != nil {
@@ -782,7 +806,7 @@ func (c *Consumer) stop(ctx context.Context) error {
 	// delivery in hand is finished and settled on its channel before the
 	// channel is released. An ordered hand-over sends no basic.cancel: the
 	// closing of its channel, below, ends the consumer.
-	close(c.stopCh)
+	c.stopping.Set()
 	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
 		if err := sub.channel.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
 			c.log.Debug("broker: basic.cancel failed", "consumer", c.spec.Tag, "error", err)
@@ -790,11 +814,11 @@ func (c *Consumer) stop(ctx context.Context) error {
 	}
 	var err error
 	select {
-	case <-c.done:
+	case <-c.ended.Done():
 	case <-ctx.Done():
 		c.cancel()
 		err = ctx.Err()
-		<-c.done
+		<-c.ended.Done()
 	}
 	if drain != nil {
 		drain(ctx)
@@ -890,19 +914,30 @@ func (l *consumerList) all() []*Consumer {
 // errPaused ends a recovery that a Pause overtook.
 var errPaused = errors.New("broker: consumer paused")
 
-// pausingCh is the channel the next Pause closes.
-func (c *Consumer) pausingCh() <-chan struct{} {
+// haltCh is the channel the next Pause or Stop closes.
+func (c *Consumer) haltCh() <-chan struct{} {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.pausing
+	return c.halt
+}
+
+// pauseNotifier is the channel Pause wakes a recovery in progress on, made
+// by the first recovery that waits on it.
+func (c *Consumer) pauseNotifier() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pauseNotify == nil {
+		c.pauseNotify = make(chan struct{}, 1)
+	}
+	return c.pauseNotify
 }
 
 // pauseState is the current pause's channels; ok is false when the
 // consumer is not paused.
-func (c *Consumer) pauseState() (pausing, parked, resumed chan struct{}, ok bool) {
+func (c *Consumer) pauseState() (halt, parked, resumed chan struct{}, ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.pausing, c.parked, c.resumed, c.paused
+	return c.halt, c.parked, c.resumed, c.paused
 }
 
 // Paused reports whether the consumer is paused (Pause, until Resume).
@@ -939,13 +974,15 @@ func (c *Consumer) Pause(ctx context.Context) error {
 	c.paused = true
 	c.parked, c.resumed = make(chan struct{}), make(chan struct{})
 	c.consumingAgain = make(chan struct{})
-	close(c.pausing)
-	sub, parked := c.cur, c.parked
+	close(c.halt)
+	sub, parked, notify := c.cur, c.parked, c.pauseNotify
 	c.pauseDeadline, _ = ctx.Deadline()
 	c.mu.Unlock()
-	select {
-	case c.pauseNotify <- struct{}{}:
-	default:
+	if notify != nil {
+		select {
+		case notify <- struct{}{}:
+		default:
+		}
 	}
 	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
 		if err := sub.channel.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
@@ -959,7 +996,7 @@ func (c *Consumer) Pause(ctx context.Context) error {
 	select {
 	case <-parked:
 		return nil
-	case <-c.done:
+	case <-c.ended.Done():
 		return c.Err()
 	case <-ctx.Done():
 		return fmt.Errorf("broker: pause %s: the messages in hand did not finish in time (the consumer still pauses once they do): %w", c.spec, ctx.Err())
@@ -1019,14 +1056,14 @@ func (c *Consumer) Resume(ctx context.Context) error {
 		return nil
 	}
 	c.paused = false
-	c.pausing = make(chan struct{})
+	c.halt = make(chan struct{})
 	resumed, consuming := c.resumed, c.consumingAgain
 	c.mu.Unlock()
 	close(resumed)
 	select {
 	case <-consuming:
 		return nil
-	case <-c.done:
+	case <-c.ended.Done():
 		return c.Err()
 	case <-ctx.Done():
 		return ctx.Err()
@@ -1041,7 +1078,7 @@ func (c *Consumer) awaitResume(resumed chan struct{}) *subscription {
 	for next == nil {
 		select {
 		case <-resumed:
-		case <-c.stopCh:
+		case <-c.stopping.Done():
 			return nil
 		case <-c.ops.conn.Done():
 			c.end(conn.ErrClosed)

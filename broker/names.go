@@ -2,7 +2,6 @@ package broker
 
 import (
 	"crypto/rand"
-	"encoding/hex"
 	"strings"
 
 	"github.com/warrenmq/warren/topology"
@@ -22,8 +21,23 @@ func display(name string) string {
 // generatedQueueName is a client-side queue name ("warren.gen-" and 24 hex
 // digits). Unlike the broker's amq.gen-* names it can be declared again
 // after a reconnect.
-func generatedQueueName() string {
+func generatedQueueName() string { return randomName("warren.gen-") }
+
+// generatedTag is a consumer tag ("warren-" and 24 hex digits).
+func generatedTag() string { return randomName("warren-") }
+
+// randomName is prefix and 24 random hex digits, made in one allocation
+// (a tag is made per consumer, and consumers are held by the thousand).
+func randomName(prefix string) string {
+	const digits = "0123456789abcdef"
 	var b [12]byte
 	_, _ = rand.Read(b[:])
-	return "warren.gen-" + hex.EncodeToString(b[:])
+	var sb strings.Builder
+	sb.Grow(len(prefix) + 2*len(b))
+	sb.WriteString(prefix)
+	for _, x := range b {
+		sb.WriteByte(digits[x>>4])
+		sb.WriteByte(digits[x&0xf])
+	}
+	return sb.String()
 }

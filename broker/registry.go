@@ -530,44 +530,52 @@ func (r *Registry) forgetConsumer(c *Consumer) {
 // ordered is a map that remembers insertion order; set on an existing key
 // replaces the value in place. Deleting is O(1): keys are tombstoned and
 // compacted once they are half the slice, so forgetting N entities one by
-// one stays linear in N.
+// one stays linear in N. One map holds each value with its key's place in
+// keys (a slot of keys is live when its key's entry points back at it),
+// so an entity costs one map entry: the registry holds one per consumer.
 type ordered[T any] struct {
 	keys []string
-	pos  map[string]int
-	m    map[string]T
+	m    map[string]orderedEntry[T]
 	dead int
+}
+
+type orderedEntry[T any] struct {
+	v   T
+	pos int
 }
 
 func (o *ordered[T]) set(k string, v T) {
 	if o.m == nil {
-		o.m, o.pos = map[string]T{}, map[string]int{}
+		o.m = map[string]orderedEntry[T]{}
 	}
-	if _, ok := o.m[k]; !ok {
-		o.pos[k] = len(o.keys)
+	e, ok := o.m[k]
+	if !ok {
+		e.pos = len(o.keys)
 		o.keys = append(o.keys, k)
 	}
-	o.m[k] = v
+	e.v = v
+	o.m[k] = e
 }
 
 func (o *ordered[T]) get(k string) (T, bool) {
-	v, ok := o.m[k]
-	return v, ok
+	e, ok := o.m[k]
+	return e.v, ok
 }
 
 func (o *ordered[T]) delete(k string) {
-	i, ok := o.pos[k]
+	e, ok := o.m[k]
 	if !ok {
 		return
 	}
 	delete(o.m, k)
-	delete(o.pos, k)
-	o.keys[i] = ""
+	o.keys[e.pos] = ""
 	o.dead++
 	if o.dead > 32 && o.dead*2 > len(o.keys) {
 		live := o.keys[:0]
-		for _, key := range o.keys {
-			if _, ok := o.m[key]; ok && o.pos[key] >= 0 {
-				o.pos[key] = len(live)
+		for i, key := range o.keys {
+			if e, ok := o.m[key]; ok && e.pos == i {
+				e.pos = len(live)
+				o.m[key] = e
 				live = append(live, key)
 			}
 		}
@@ -581,9 +589,9 @@ func (o *ordered[T]) len() int { return len(o.m) }
 
 func (o *ordered[T]) values() []T {
 	out := make([]T, 0, len(o.m))
-	for _, k := range o.keys {
-		if v, ok := o.m[k]; ok && o.pos[k] >= 0 {
-			out = append(out, v)
+	for i, k := range o.keys {
+		if e, ok := o.m[k]; ok && e.pos == i {
+			out = append(out, e.v)
 		}
 	}
 	return out

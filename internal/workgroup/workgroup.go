@@ -20,38 +20,45 @@ type Group struct {
 	wg      sync.WaitGroup
 }
 
+// named is a name and how many goroutines run under it. The name is kind
+// and name apart ("consumer", a tag), joined only when reported: a
+// goroutine per consumer would otherwise cost a string per consumer.
 type named struct {
-	name string
-	n    int
+	kind, name string
+	n          int
 }
 
-func (g *Group) add(name string, d int) {
+func (g *Group) add(kind, name string, d int) {
 	for i := range g.running {
-		if g.running[i].name == name {
+		if g.running[i].kind == kind && g.running[i].name == name {
 			if g.running[i].n += d; g.running[i].n == 0 {
 				g.running = append(g.running[:i], g.running[i+1:]...)
 			}
 			return
 		}
 	}
-	g.running = append(g.running, named{name, d})
+	g.running = append(g.running, named{kind, name, d})
 }
 
 // Go runs fn on a goroutine named name, unless the group was closed (then
 // fn does not run and Go returns false).
-func (g *Group) Go(name string, fn func()) bool {
+func (g *Group) Go(name string, fn func()) bool { return g.GoAs("", name, fn) }
+
+// GoAs is Go for a goroutine named kind and name ("consumer" and its tag),
+// reported as "kind name".
+func (g *Group) GoAs(kind, name string, fn func()) bool {
 	g.mu.Lock()
 	if g.closed {
 		g.mu.Unlock()
 		return false
 	}
-	g.add(name, 1)
+	g.add(kind, name, 1)
 	g.wg.Add(1)
 	g.mu.Unlock()
 	go func() {
 		defer func() {
 			g.mu.Lock()
-			g.add(name, -1)
+			g.add(kind, name, -1)
 			g.mu.Unlock()
 			g.wg.Done()
 		}()
@@ -75,6 +82,9 @@ func (g *Group) Running() []string {
 	out := make([]string, 0, len(g.running))
 	for _, r := range g.running {
 		name := r.name
+		if r.kind != "" {
+			name = r.kind + " " + name
+		}
 		if r.n > 1 {
 			name = fmt.Sprintf("%s (%d)", name, r.n)
 		}

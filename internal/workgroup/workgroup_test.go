@@ -15,7 +15,7 @@ func TestWaitNamesWhatIsStillRunning(t *testing.T) {
 	var g Group
 	release := make(chan struct{})
 	for range 2 {
-		g.Go("consumer q", func() { <-release })
+		g.GoAs("consumer", "q", func() { <-release }) // reported as one name
 	}
 	g.Go("watcher", func() {})
 	g.Close()
