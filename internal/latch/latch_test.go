@@ -3,7 +3,11 @@ package latch
 import (
 	"testing"
 	"testing/synctest"
+
+	"go.uber.org/goleak"
 )
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // TestLatch: Done blocks until Set, whether the wait began before Set or
 // after it; Set is idempotent.
