@@ -229,9 +229,11 @@ func storable(s string) bool {
 
 // literal quotes s as an escape-string constant, which reads the same
 // whatever standard_conforming_strings says. s is storable.
-func literal(s string) string {
-	return "E'" + strings.NewReplacer(`\`, `\\`, `'`, `''`).Replace(s) + "'"
-}
+func literal(s string) string { return "E'" + literalEscaper.Replace(s) + "'" }
+
+// literalEscaper doubles backslashes and quotes; made once (a Replacer
+// builds its tables when made).
+var literalEscaper = strings.NewReplacer(`\`, `\\`, `'`, `''`)
 
 // Cleanup deletes this consumer's records older than Retention, a thousand
 // at a time, and returns how many.
