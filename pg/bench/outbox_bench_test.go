@@ -7,8 +7,10 @@ package bench
 import (
 	"context"
 	"fmt"
+	"os"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -38,6 +40,39 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// machineCPU is the machine's CPU time so far, busy and in all, from
+// /proc/stat (zero where there is none).
+type cpuTimes struct{ busy, total float64 }
+
+func machineCPU() cpuTimes {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return cpuTimes{}
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	var t cpuTimes
+	for i, f := range strings.Fields(line)[1:] {
+		v, _ := strconv.ParseFloat(f, 64)
+		t.total += v
+		if i != 3 && i != 4 { // idle, iowait
+			t.busy += v
+		}
+	}
+	return t
+}
+
+// busyMicros is the machine's busy CPU time since t0, in microseconds
+// (/proc/stat counts in USER_HZ, 100 a second on Linux).
+func (t cpuTimes) busyMicros(t0 cpuTimes) float64 { return (t.busy - t0.busy) * 1e6 / 100 }
+
+// busySince is the share of all cores busy since t0.
+func (t cpuTimes) busySince(t0 cpuTimes) float64 {
+	if t.total == t0.total {
+		return 0
+	}
+	return (t.busy - t0.busy) / (t.total - t0.total)
 }
 
 func median[T int64 | float64 | time.Duration](xs []T) T {
@@ -99,9 +134,10 @@ func BenchmarkOutbox(b *testing.B) {
 		b.Fatal(err)
 	}
 
-	var direct, relayed []float64
+	var direct, relayed, directBusy, relayBusy, directCPU, relayCPU []float64
 	for r := range rounds {
 		// Direct: Publish in batches, each confirmed.
+		m0 := machineCPU()
 		start := time.Now()
 		for i := 0; i < messages; i += batchSize {
 			msgs := make([]*message.Message, batchSize)
@@ -113,6 +149,8 @@ func BenchmarkOutbox(b *testing.B) {
 			}
 		}
 		direct = append(direct, float64(messages)/time.Since(start).Seconds())
+		directBusy = append(directBusy, machineCPU().busySince(m0))
+		directCPU = append(directCPU, machineCPU().busyMicros(m0)/messages)
 		awaitArrivals(messages)
 
 		// Relayed: the rows are committed first, then the relay drains them.
@@ -132,6 +170,7 @@ func BenchmarkOutbox(b *testing.B) {
 		relay, _ := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: pub, Batch: batchSize})
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})
+		m0 = machineCPU()
 		start = time.Now()
 		go func() { defer close(done); _ = relay.Run(rctx) }()
 		deadline := time.Now().Add(5 * time.Minute)
@@ -142,6 +181,8 @@ func BenchmarkOutbox(b *testing.B) {
 			time.Sleep(time.Millisecond) // polling the relay's counter, with a deadline
 		}
 		relayed = append(relayed, float64(messages)/time.Since(start).Seconds())
+		relayBusy = append(relayBusy, machineCPU().busySince(m0))
+		relayCPU = append(relayCPU, machineCPU().busyMicros(m0)/messages)
 		cancel()
 		<-done
 		awaitArrivals(messages)
@@ -149,6 +190,11 @@ func BenchmarkOutbox(b *testing.B) {
 	fmt.Printf("%-48s %12s %12s\n", "row", "value", "baseline")
 	printRow("outbox relay msg/s vs direct Publish (batches of 100)", median(relayed), median(direct), "msg/s")
 	target("outbox relay msg/s / direct Publish", median(relayed)/median(direct), 0.9, true)
+	// The broker, PostgreSQL and this process share the machine's cores:
+	// how busy they all were says whether the relay waited on anything but
+	// the CPU the database's work took from the broker.
+	printRow("machine CPU busy, relay vs direct (% of all cores)", 100*median(relayBusy), 100*median(directBusy), "%")
+	printRow("machine CPU per message (broker, database, client)", median(relayCPU), median(directCPU), "us")
 
 	// Commit-to-publish latency: one message per transaction at about 200/s
 	// (5,000 of them, so that the p99 is 50 samples deep),
