@@ -468,7 +468,7 @@ func (c *Consumer) run(sub *subscription) {
 		if halted { // and not stopped: paused
 			// Even when Resume came already: the subscription was
 			// cancelled, and what it held goes back first.
-			_, parked, resumed, _ := c.pauseState()
+			parked, resumed := c.pauseState()
 			c.giveBack(sub)
 			close(parked)
 			if next := c.awaitResume(resumed); next != nil {
@@ -492,7 +492,7 @@ func (c *Consumer) run(sub *subscription) {
 		if errors.Is(err, errPaused) {
 			// Paused while it was coming back: it has no subscription to
 			// give back; it parks at once.
-			_, parked, resumed, _ := c.pauseState()
+			parked, resumed := c.pauseState()
 			close(parked)
 			if next = c.awaitResume(resumed); next == nil {
 				return
@@ -932,12 +932,12 @@ func (c *Consumer) pauseNotifier() <-chan struct{} {
 	return c.pauseNotify
 }
 
-// pauseState is the current pause's channels; ok is false when the
-// consumer is not paused.
-func (c *Consumer) pauseState() (halt, parked, resumed chan struct{}, ok bool) {
+// pauseState is the current pause's channels: parked, which the loop
+// closes once it has parked, and resumed, which Resume closes.
+func (c *Consumer) pauseState() (parked, resumed chan struct{}) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.halt, c.parked, c.resumed, c.paused
+	return c.parked, c.resumed
 }
 
 // Paused reports whether the consumer is paused (Pause, until Resume).
@@ -1089,7 +1089,7 @@ func (c *Consumer) awaitResume(resumed chan struct{}) *subscription {
 		next, err = c.recover(false, since)
 		if errors.Is(err, errPaused) {
 			// Paused again before it consumed: park again.
-			_, parked, again, _ := c.pauseState()
+			parked, again := c.pauseState()
 			close(parked)
 			resumed = again
 			continue
