@@ -296,7 +296,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 		topic:     topic,
 		queue:     o.queue,
 		kind:      o.kind,
-		values:    context.WithoutCancel(ctx),
+		values:    withoutCancel(ctx),
 		handler:   h,
 		stopping:  make(chan struct{}),
 		abandoned: make(chan struct{}),

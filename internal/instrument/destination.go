@@ -129,9 +129,23 @@ type described struct {
 	durationOpts    *measureOpts
 	errMu           sync.Mutex
 	errSets         map[errKey]*measureOpts
-	// spanAttrsOpt is trace.WithAttributes(spanAttrs...), made once: an
-	// option made per message is an allocation per message.
-	spanAttrsOpt trace.SpanStartEventOption
+	// spanStart starts the operation's span: its kind and
+	// trace.WithAttributes(spanAttrs...), made once. Options made per
+	// message, or a variadic list built at the call (it escapes into the
+	// tracer), are allocations per message.
+	spanStart []trace.SpanStartOption
+}
+
+// spanKind is the kind of the span of o when its options are fixed: a
+// message's process span is CONSUMER, its send or create span PRODUCER.
+func spanKind(o op) trace.SpanStartOption {
+	switch o {
+	case opProcess:
+		return consumerKind
+	case opSend, opCreate:
+		return producerKind
+	}
+	return clientKind
 }
 
 // measureOpts is one attribute set as the options Add and Record take,
@@ -287,7 +301,7 @@ func describe(o op, d Destination, p Peer) *described {
 	}
 	x.countOpts = newMeasureOpts(x.count)
 	x.durationOpts = newMeasureOpts(x.duration)
-	x.spanAttrsOpt = trace.WithAttributes(spanAttrs...)
+	x.spanStart = []trace.SpanStartOption{spanKind(o), trace.WithAttributes(spanAttrs...)}
 	return x
 }
 

@@ -69,7 +69,7 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 	}
 	if len(msgs) == 1 {
 		s.dst = t.dests.get(opSend, dest, peer)
-		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, producerKind, s.dst.spanAttrsOpt)
+		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, s.dst.spanStart...)
 		setMessageAttributes(s.span, msgs[0])
 		t.propagator.Inject(s.ctx, lazyHeaderCarrier{msgs[0].Headers})
 		return s
@@ -78,7 +78,7 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 	s.dst = t.dests.get(opSend, dest, peer)
 	links := make([]trace.Link, 0, len(msgs))
 	for _, m := range msgs {
-		mctx, span := t.tracer.Start(m.Ctx, create.spanName, producerKind, create.spanAttrsOpt)
+		mctx, span := t.tracer.Start(m.Ctx, create.spanName, create.spanStart...)
 		setMessageAttributes(span, m)
 		t.propagator.Inject(mctx, lazyHeaderCarrier{m.Headers})
 		span.End()
