@@ -63,8 +63,13 @@ func BenchmarkRequestReply(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer rqDirect.Close()
-	raw := newRawRequester(b, url)
+	raw := newRawRequester(b, url, false)
 	defer raw.close()
+	// A reference, not the target's baseline: the raw loop with what a
+	// warren request carries (confirmed and mandatory), so that the part
+	// of the gap that is the broker's work for those guarantees shows.
+	rawConfirmed := newRawRequester(b, url, true)
+	defer rawConfirmed.close()
 
 	warrenCall := func(i int) error {
 		_, err := rq.Request(ctx, q, message.NewMessage(strconv.Itoa(i), body))
@@ -75,16 +80,19 @@ func BenchmarkRequestReply(b *testing.B) {
 		return err
 	}
 	rawCall := func(i int) error { return raw.request(q, body) }
+	rawConfirmedCall := func(i int) error { return rawConfirmed.request(q, body) }
 	for _, workers := range []int{1, 16} {
 		n := 1000 * workers / 4
 		if n < 500 {
 			n = 500
 		}
-		var wRate, rRate, dRate []float64
-		var wP50, rP50, wP99, rP99, dP50 []time.Duration
+		var wRate, rRate, dRate, cRate []float64
+		var wP50, rP50, wP99, rP99, dP50, cP99 []time.Duration
 		for range scaleRounds {
 			rate, p50, p99 := rpcRound(b, n, workers, rawCall)
 			rRate, rP50, rP99 = append(rRate, rate), append(rP50, p50), append(rP99, p99)
+			rate, _, p99 = rpcRound(b, n, workers, rawConfirmedCall)
+			cRate, cP99 = append(cRate, rate), append(cP99, p99)
 			rate, p50, p99 = rpcRound(b, n, workers, warrenCall)
 			wRate, wP50, wP99 = append(wRate, rate), append(wP50, p50), append(wP99, p99)
 			rate, p50, _ = rpcRound(b, n, workers, directCall)
@@ -100,6 +108,10 @@ func BenchmarkRequestReply(b *testing.B) {
 		line("rpc", name+" p99", ms(median(wP99)), ms(median(rP99)), "ms", 1.1)
 		line("rpc", name+" DirectWrites round trips/s", medF(dRate), medF(rRate), "/s", 0)
 		line("rpc", name+" DirectWrites p50", ms(median(dP50)), ms(median(rP50)), "ms", 0)
+		line("rpc", name+" confirmed raw round trips/s", medF(cRate), medF(rRate), "/s", 0)
+		line("rpc", name+" confirmed raw p99", ms(median(cP99)), ms(median(rP99)), "ms", 0)
+		line("rpc", name+" vs confirmed raw round trips/s", medF(wRate), medF(cRate), "/s", 0)
+		line("rpc", name+" vs confirmed raw p99", ms(median(wP99)), ms(median(cP99)), "ms", 0)
 	}
 }
 
@@ -136,16 +148,19 @@ func rpcRound(b *testing.B, n, workers int, call func(i int) error) (float64, ti
 
 // rawRequester is direct reply-to done by hand with amqp091-go: one
 // channel consumes amq.rabbitmq.reply-to and publishes the requests;
-// replies are matched by correlation id.
+// replies are matched by correlation id. confirmed: the channel is in
+// confirm mode, requests are mandatory, and a request also waits for its
+// confirm (as a warren request does).
 type rawRequester struct {
-	conn    *amqp.Connection
-	ch      *amqp.Channel
-	mu      sync.Mutex
-	seq     int
-	pending map[string]chan struct{}
+	conn      *amqp.Connection
+	ch        *amqp.Channel
+	confirmed bool
+	mu        sync.Mutex
+	seq       int
+	pending   map[string]chan struct{}
 }
 
-func newRawRequester(b *testing.B, url string) *rawRequester {
+func newRawRequester(b *testing.B, url string, confirmed bool) *rawRequester {
 	c, err := amqp.Dial(url)
 	if err != nil {
 		b.Fatal(err)
@@ -158,7 +173,12 @@ func newRawRequester(b *testing.B, url string) *rawRequester {
 	if err != nil {
 		b.Fatal(err)
 	}
-	r := &rawRequester{conn: c, ch: ch, pending: map[string]chan struct{}{}}
+	if confirmed {
+		if err := ch.Confirm(false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	r := &rawRequester{conn: c, ch: ch, confirmed: confirmed, pending: map[string]chan struct{}{}}
 	go func() {
 		for m := range d {
 			r.mu.Lock()
@@ -180,17 +200,21 @@ func (r *rawRequester) request(q string, body []byte) error {
 	w := make(chan struct{})
 	r.pending[corr] = w
 	r.mu.Unlock()
-	if err := r.ch.PublishWithContext(context.Background(), "", q, false, false, amqp.Publishing{
+	dc, err := r.ch.PublishWithDeferredConfirmWithContext(context.Background(), "", q, r.confirmed, false, amqp.Publishing{
 		CorrelationId: corr, ReplyTo: "amq.rabbitmq.reply-to", Body: body,
-	}); err != nil {
+	})
+	if err != nil {
 		return err
 	}
 	select {
 	case <-w:
-		return nil
 	case <-time.After(30 * time.Second):
 		return fmt.Errorf("raw request %s: no reply", corr)
 	}
+	if dc != nil && !dc.Wait() { // nil when not in confirm mode
+		return fmt.Errorf("raw request %s: nacked", corr)
+	}
+	return nil
 }
 
 func (r *rawRequester) close() { _ = r.conn.Close() }

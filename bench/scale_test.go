@@ -498,11 +498,7 @@ func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, te
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
-	rcfg := router.Config{Telemetry: tel}
-	if os.Getenv("WARREN_EXP_NOTRACE") != "" {
-		rcfg.Telemetry = telemetry.Disabled()
-	}
-	r, err := router.New(c, rcfg)
+	r, err := router.New(c, router.Config{Telemetry: tel})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -513,7 +509,6 @@ func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, te
 		Queue:       topology.QueueSpec{Name: q, Args: topology.QueueArgs{DeadLetterRoutingKey: q + ".dlq"}},
 		DeadLetter:  router.DeadLetterSettings{Queue: q + ".dlq"},
 		MaxInFlight: maxInFlight, Prefetch: prefetch,
-		Retry: router.RetrySettings{Disabled: os.Getenv("WARREN_EXP_NORETRY") != ""},
 		Handler: func(*message.Message) error {
 			if handled.Add(1) == int64(n) {
 				close(done)
