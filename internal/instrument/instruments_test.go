@@ -78,3 +78,29 @@ func TestGlobalDelegateUnsetStartsNoSpan(t *testing.T) {
 		t.Fatalf("%d spans ended, want the process and the settle span", n)
 	}
 }
+
+// TestProcessAllocations: what one consumed message allocates for its
+// telemetry, counted (not timed): nothing when disabled; with providers
+// that record nothing, the Process (which is the message's context too)
+// and the context the tracer puts its span in. A context or an option list
+// made per message shows here first.
+func TestProcessAllocations(t *testing.T) {
+	noop, err := New(tracenoop.NewTracerProvider(), metricnoop.NewMeterProvider(), propagation.TraceContext{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := Incoming{Destination: Destination{Queue: "orders"}, MessageID: "m-1", DeliveryTag: 7, Headers: map[string]any{}, BodySize: 256}
+	for _, c := range []struct {
+		name string
+		t    *Instruments
+		max  float64
+	}{{"disabled", Off(), 0}, {"noop providers", noop, 2}} {
+		got := testing.AllocsPerRun(200, func() {
+			_, p := c.t.StartProcess(context.Background(), Peer{Address: "localhost", Port: 5672}, in)
+			p.Settle(Ack, nil, time.Now())
+		})
+		if got > c.max {
+			t.Errorf("%s: %v allocations per message, want at most %v", c.name, got, c.max)
+		}
+	}
+}
