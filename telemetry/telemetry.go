@@ -127,8 +127,9 @@ var (
 // Default is Telemetry on the otel global providers (which do nothing until
 // the application sets them), made once. It is what every warren component
 // uses unless told otherwise. Until the application sets a tracer provider
-// no span is started (trace context and baggage still pass through); from
-// then on, spans record.
+// no span is started (trace context and baggage still pass through), and
+// until it sets a meter provider no measurement is taken; from then on,
+// spans record and measurements reach the provider.
 func Default() *Telemetry {
 	defaultOnce.Do(func() {
 		t, err := New(Config{})

@@ -56,6 +56,10 @@ type Instruments struct {
 	// while it is the global delegate: until the application sets a
 	// provider, its spans record nothing, so none is started.
 	globalTP trace.TracerProvider
+	// globalMP is the same of the meter provider: until the application
+	// sets one, a measurement goes nowhere, so none is taken (no clock
+	// read, no destination looked up).
+	globalMP metric.MeterProvider
 
 	sent, consumed                   metric.Int64Counter
 	opDuration, processDuration      metric.Float64Histogram
@@ -80,6 +84,9 @@ func New(tp trace.TracerProvider, mp metric.MeterProvider, prop propagation.Text
 	}
 	if fmt.Sprintf("%T", tp) == "*global.tracerProvider" {
 		t.globalTP = tp
+	}
+	if fmt.Sprintf("%T", mp) == "*global.meterProvider" {
+		t.globalMP = mp
 	}
 	m := mp.Meter(ScopeName, metric.WithSchemaURL(SchemaURL))
 	t.meter = m
@@ -195,6 +202,14 @@ func Off() *Instruments {
 // returns the application's, which the delegate forwards to).
 func (t *Instruments) tracing() bool {
 	return t.globalTP == nil || otel.GetTracerProvider() != t.globalTP
+}
+
+// metering is tracing's counterpart for measurements: false while this
+// is built on otel's global meter delegate and the application has set no
+// provider (the delegate's instruments forward to the application's once it
+// does, and then this is true).
+func (t *Instruments) metering() bool {
+	return t.globalMP == nil || otel.GetMeterProvider() != t.globalMP
 }
 
 // Propagator is the propagator that carries context across the broker.

@@ -9,6 +9,8 @@ import (
 	"go.opentelemetry.io/otel"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -101,6 +103,64 @@ func TestProcessAllocations(t *testing.T) {
 		})
 		if got > c.max {
 			t.Errorf("%s: %v allocations per message, want at most %v", c.name, got, c.max)
+		}
+	}
+}
+
+// TestGlobalMeterDelegateUnsetMeasuresNothing: built on otel's global
+// meter provider before the application sets one (telemetry.Default), a
+// message takes no measurement (it would go nowhere): no clock read for it,
+// no recording. Once the application sets a provider, the same instruments
+// measure, and the measurements reach it.
+func TestGlobalMeterDelegateUnsetMeasuresNothing(t *testing.T) {
+	in, err := New(tracenoop.NewTracerProvider(), otel.GetMeterProvider(), propagation.TraceContext{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.globalMP == nil {
+		t.Fatalf("%T is not recognised as otel's global delegate", otel.GetMeterProvider())
+	}
+	message := func() (*Process, *Send) {
+		_, p := in.StartProcess(context.Background(), Peer{}, Incoming{Destination: Destination{Queue: "q"}, Headers: map[string]any{}})
+		p.Settle(Ack, nil, time.Now())
+		var headers map[string]any
+		s := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: context.Background(), Headers: &headers}})
+		s.End(nil)
+		return p, s
+	}
+	if p, s := message(); !p.quiet || !p.start.IsZero() || !s.quiet {
+		t.Fatal("a message measured with no meter provider set")
+	}
+
+	reader := sdkmetric.NewManualReader()
+	otel.SetMeterProvider(sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)))
+	defer otel.SetMeterProvider(metricnoop.NewMeterProvider())
+	if p, s := message(); p.quiet || s.quiet {
+		t.Fatal("a message took no measurement once a meter provider was set")
+	}
+	var rm metricdata.ResourceMetrics
+	if err := reader.Collect(context.Background(), &rm); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int64{}
+	for _, sm := range rm.ScopeMetrics {
+		for _, m := range sm.Metrics {
+			switch d := m.Data.(type) {
+			case metricdata.Sum[int64]:
+				for _, dp := range d.DataPoints {
+					got[m.Name] += dp.Value
+				}
+			case metricdata.Histogram[float64]:
+				for _, dp := range d.DataPoints {
+					got[m.Name] += int64(dp.Count)
+				}
+			}
+		}
+	}
+	want := map[string]int64{MetricConsumedMessages: 1, MetricSentMessages: 1, MetricProcessDuration: 1, MetricOperationDuration: 2}
+	for name, n := range want {
+		if got[name] != n {
+			t.Errorf("%s: %d after the provider was set, want %d (all: %v)", name, got[name], n, got)
 		}
 	}
 }

@@ -51,6 +51,9 @@ type Process struct {
 	// recording: the process span records (IsRecording is false once it
 	// ends, before its settle span starts).
 	recording bool
+	// quiet: no measurement is taken for this message (otel's global
+	// meter delegate with no provider set when it started).
+	quiet bool
 
 	mu     sync.Mutex
 	failed error
@@ -85,8 +88,14 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 	if t.off {
 		return ctx, nil // every method of a nil *Process does nothing
 	}
-	p := &Process{t: t, dest: in.Destination, peer: peer, tag: in.DeliveryTag, start: time.Now()}
-	p.dst = t.dests.get(opProcess, in.Destination, peer)
+	tracing := t.tracing()
+	p := &Process{t: t, dest: in.Destination, peer: peer, tag: in.DeliveryTag, quiet: !t.metering()}
+	if !p.quiet {
+		p.start = time.Now()
+	}
+	if tracing || !p.quiet {
+		p.dst = t.dests.get(opProcess, in.Destination, peer)
+	}
 	var carrier propagation.TextMapCarrier
 	switch {
 	case in.Headers != nil:
@@ -112,7 +121,7 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 			}
 		}
 	}
-	if t.tracing() {
+	if tracing {
 		opts := p.dst.spanStart
 		if link.IsValid() {
 			opts = append(opts[:len(opts):len(opts)], trace.WithLinks(trace.Link{SpanContext: link}))
@@ -131,7 +140,9 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 		p.span.SetAttributes(attrs...)
 	}
 	p.Context = ctx
-	t.consumed.Add(p, 1, p.dst.countOpts.add...)
+	if !p.quiet {
+		t.consumed.Add(p, 1, p.dst.countOpts.add...)
+	}
 	return p, p
 }
 
@@ -233,7 +244,9 @@ func (p *Process) End(err error) {
 		failed = err
 	}
 	p.span.End()
-	p.t.processDuration.Record(p, time.Since(p.start).Seconds(), p.dst.withError(true, errkind.Type(failed)).record...)
+	if !p.quiet {
+		p.t.processDuration.Record(p, time.Since(p.start).Seconds(), p.dst.withError(true, errkind.Type(failed)).record...)
+	}
 }
 
 // SettleOp is how a message is settled.
@@ -266,6 +279,9 @@ func (p *Process) Settle(o SettleOp, err error, start time.Time) {
 		return
 	}
 	p.End(nil)
+	if p.quiet && !p.recording {
+		return
+	}
 	dst := p.t.dests.get(o.op(), p.dest, p.peer)
 	errType := errkind.Type(err)
 	if !p.recording {
@@ -288,5 +304,7 @@ func (p *Process) Settle(o SettleOp, err error, start time.Time) {
 		span.SetAttributes(attribute.String("error.type", errType))
 	}
 	span.End()
-	p.t.opDuration.Record(ctx, time.Since(start).Seconds(), dst.withError(true, errType).record...)
+	if !p.quiet {
+		p.t.opDuration.Record(ctx, time.Since(start).Seconds(), dst.withError(true, errType).record...)
+	}
 }

@@ -43,7 +43,14 @@ type Send struct {
 	n     int
 	start time.Time
 	errs  map[int]error
+	// quiet: no measurement is taken (otel's global meter delegate with no
+	// provider set when the send started).
+	quiet bool
 }
+
+// noSend is the Send of a send nothing records: every method of a Send
+// that holds no messages does nothing, so one value serves all of them.
+var noSend = &Send{}
 
 // StartSend starts the spans of sending msgs to dest through peer, by the
 // conventions' shapes: one message is one "send" span (PRODUCER), whose
@@ -54,19 +61,23 @@ type Send struct {
 // span, else a child of the first message's.
 func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination, msgs []Outgoing) *Send {
 	if t.off || len(msgs) == 0 {
-		return &Send{}
+		return noSend
 	}
-	s := &Send{t: t, n: len(msgs), start: time.Now()}
 	if !t.tracing() {
 		// Nothing would record the spans: the metrics only, and the
 		// messages carry their own context on.
-		s.dst = t.dests.get(opSend, dest, peer)
-		s.ctx, s.span = ctx, trace.SpanFromContext(msgs[0].Ctx)
 		for _, m := range msgs {
 			t.propagator.Inject(m.Ctx, lazyHeaderCarrier{m.Headers})
 		}
+		if !t.metering() {
+			return noSend
+		}
+		s := &Send{t: t, n: len(msgs), start: time.Now()}
+		s.dst = t.dests.get(opSend, dest, peer)
+		s.ctx, s.span = ctx, trace.SpanFromContext(msgs[0].Ctx)
 		return s
 	}
+	s := &Send{t: t, n: len(msgs), start: time.Now(), quiet: !t.metering()}
 	if len(msgs) == 1 {
 		s.dst = t.dests.get(opSend, dest, peer)
 		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, s.dst.spanStart...)
@@ -149,7 +160,9 @@ func (s *Send) End(err error) {
 		if first == nil {
 			first = e
 		}
-		s.t.sent.Add(s.ctx, 1, s.dst.withError(false, errkind.Type(e)).add...)
+		if !s.quiet {
+			s.t.sent.Add(s.ctx, 1, s.dst.withError(false, errkind.Type(e)).add...)
+		}
 	}
 	errType := errkind.Type(first)
 	if first != nil {
@@ -158,7 +171,9 @@ func (s *Send) End(err error) {
 		s.span.SetAttributes(attribute.String("error.type", errType))
 	}
 	s.span.End()
-	s.t.opDuration.Record(s.ctx, elapsed, s.dst.withError(true, errType).record...)
+	if !s.quiet {
+		s.t.opDuration.Record(s.ctx, elapsed, s.dst.withError(true, errType).record...)
+	}
 }
 
 // TraceParent is the context a message's send span starts under: the
