@@ -11,6 +11,11 @@ import (
 // into an interface (an allocation per lookup): every message's context
 // derives from a subscription's valuesOnly, and a lookup that misses (a span
 // when tracing is off, a logger's key) reaches it at least once a message.
+//
+// Unlike the standard library's, it does not hide its parent's cancellation
+// from context.Cause (the key Cause looks up is unexported): only contexts
+// with a cancellation of their own derive from it here (every message's
+// context is a WithCancel or WithTimeout of it), and their Cause is theirs.
 type valuesOnly struct{ parent context.Context }
 
 func withoutCancel(parent context.Context) *valuesOnly { return &valuesOnly{parent: parent} }
