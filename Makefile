@@ -73,7 +73,7 @@ bench: broker postgres
 	cd bench && $(GO) test -run '^$$' -bench WatermillMethod -benchtime 1x -count 1 -timeout 30m .
 	cd bench && $(GO) test -run '^$$' -bench Scale -benchtime 1x -count 1 -timeout 60m .
 	$(GO) test -run '^$$' -bench ReconnectAfterCut -benchtime 1x -count 1 ./conn
-	$(GO) test -run '^$$' -bench Process -benchmem -count 3 ./internal/instrument
+	$(GO) test -run '^$$' -bench 'Process|Send' -benchmem -count 3 ./internal/instrument
 	cd pg && $(GO) test -run '^$$' -bench . -benchtime 1x -count 1 -timeout 30m ./bench
 
 ## soak: the long reliability runs.
