@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -97,6 +98,16 @@ func BenchmarkTelemetry(b *testing.B) {
 		onUS, offUS := us(median(row.on)), us(median(row.off))
 		fmt.Printf("%-9s %-40s %10.2fus %10.2fus %7.2f %+.2f us\n", "telemetry", row.name, onUS, offUS, onUS/offUS, onUS-offUS)
 		fmt.Printf("TARGET name=%q value=%.2f bound=%.0f met=%t\n", row.target, onUS-offUS, row.bound, onUS-offUS <= row.bound)
+		// How far one round is from the next: each round's on less the
+		// same round's off. A spread wider than the bound says this run
+		// cannot tell whether the bound holds (BenchmarkProcess and
+		// BenchmarkSend in internal/instrument measure the same work
+		// without the broker).
+		added := make([]float64, len(row.on))
+		for r := range row.on {
+			added[r] = us(row.on[r]) - us(row.off[r])
+		}
+		fmt.Printf("%-9s %-40s %+.1f to %+.1f us\n", "", "  added, round by round", slices.Min(added), slices.Max(added))
 	}
 	// What is the SDK's: the same SDK with no warren, doing what a
 	// consumed message asks of it (a process span with the destination's
