@@ -235,10 +235,10 @@ func warrenDeclareAndRestore(b *testing.B, url string, n int) (declare, restore 
 
 func restoreRows(b *testing.B, n int, sequential bool) {
 	var wDecl, wRest, rawDecl, rawRest, rawSeq []time.Duration
-	// Every N takes the median of scaleRounds rounds, N=10,000 too (about
-	// 40 s a round: durable declarations cost the broker about 2.5 ms each
-	// here): its target was judged on one round, and one round of a restore
-	// differs from the next by a third on this machine.
+	// N=10,000 too takes the median of scaleRounds rounds, though a round
+	// takes about 40 s (durable declarations cost the broker about 2.5 ms
+	// each here): one round of a restore differs from the next by a third
+	// on this machine.
 	rounds := scaleRounds
 	for r := 0; r < rounds; r++ {
 		// Raw: create the topology (the declaration baseline), then declare
