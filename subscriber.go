@@ -292,14 +292,12 @@ type consumeOptions struct {
 func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOptions, h func(*message.Message) error) (*subscription, error) {
 	var err error
 	st := &subscription{
-		s:         s,
-		topic:     topic,
-		queue:     o.queue,
-		kind:      o.kind,
-		values:    withoutCancel(ctx),
-		handler:   h,
-		stopping:  make(chan struct{}),
-		abandoned: make(chan struct{}),
+		s:       s,
+		topic:   topic,
+		queue:   o.queue,
+		kind:    o.kind,
+		values:  withoutCancel(ctx),
+		handler: h,
 	}
 	if spec, ok := s.reg.QueueSpec(o.queue); ok {
 		st.temporary = spec.Exclusive || spec.AutoDelete
@@ -403,8 +401,12 @@ type subscription struct {
 	// so a message's context costs no registration with it; at stop's
 	// deadline abandon cancels the contexts of the messages in flight,
 	// kept in flight.
-	values    context.Context
-	abandoned chan struct{} // closed by abandon
+	values context.Context
+	// abandoned is set by abandon; stopping when stop begins (hand out
+	// nothing more). Latches, not channels: most subscriptions are idle
+	// most of the time, and nobody waits on either until a message is in
+	// hand or the subscription stops (issue 33: heap per Subscriber).
+	abandoned latch.Latch
 	abandonMu sync.Mutex
 	flight    map[*broker.Delivery]context.CancelFunc // MaxInFlight > 1
 	single    context.CancelFunc                      // MaxInFlight 1
@@ -418,16 +420,16 @@ type subscription struct {
 	jobs     chan job
 	spawned  atomic.Int32
 	workers  sync.WaitGroup // jobs in hand
-	stopping chan struct{}  // closed when stop begins: hand out nothing more
-	stopOnce sync.Once      // Do also makes concurrent stops wait for the first
-	unwatch  func() bool    // stops the wait for Subscribe's ctx
+	stopping latch.Latch
+	stopOnce sync.Once   // Do also makes concurrent stops wait for the first
+	unwatch  func() bool // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
 }
 
 // Stop, Ended and Out make a subscription a partition.Member.
 func (st *subscription) Stop(ctx context.Context)     { st.stop(ctx) }
-func (st *subscription) Ended() <-chan struct{}       { return st.stopping }
+func (st *subscription) Ended() <-chan struct{}       { return st.stopping.Done() }
 func (st *subscription) Out() <-chan *message.Message { return st.out }
 
 // Pause and Resume make a subscription a partition.Member.
@@ -470,7 +472,7 @@ func (st *subscription) stop(ctx context.Context) {
 		if st.unwatch != nil {
 			st.unwatch()
 		}
-		close(st.stopping)
+		st.stopping.Set()
 		release := context.AfterFunc(ctx, st.abandon)
 		defer func() {
 			release()
@@ -499,7 +501,7 @@ func (st *subscription) drain(context.Context) {
 	}()
 	select {
 	case <-done:
-	case <-st.abandoned:
+	case <-st.abandoned.Done():
 		<-done // workers return at once once abandoned
 	}
 }
@@ -509,12 +511,10 @@ func (st *subscription) drain(context.Context) {
 func (st *subscription) abandon() {
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
-	select {
-	case <-st.abandoned:
+	if st.abandoned.IsSet() {
 		return
-	default:
 	}
-	close(st.abandoned)
+	st.abandoned.Set()
 	// What handlers still hold at the deadline goes back to the broker
 	// unfinished.
 	n := int64(len(st.flight))
@@ -536,11 +536,9 @@ func (st *subscription) track(d *broker.Delivery, cancel context.CancelFunc) {
 	st.s.inFlight.Add(1)
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
-	select {
-	case <-st.abandoned:
+	if st.abandoned.IsSet() {
 		cancel()
 		return
-	default:
 	}
 	if st.jobs == nil {
 		st.single = cancel
@@ -597,11 +595,9 @@ func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 		st.process(f, msg)
 		return
 	}
-	select {
-	case <-st.stopping:
+	if st.stopping.IsSet() {
 		st.settle(f, ack.Requeue, nil)
 		return
-	default:
 	}
 	j := job{f, msg}
 	st.workers.Add(1)
@@ -620,7 +616,7 @@ func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 	}
 	select {
 	case st.jobs <- j:
-	case <-st.stopping:
+	case <-st.stopping.Done():
 		st.workers.Done()
 		st.settle(f, ack.Requeue, nil)
 	}
@@ -639,7 +635,7 @@ func (st *subscription) worker(j job) {
 		st.workers.Done()
 		select {
 		case j = <-st.jobs:
-		case <-st.stopping:
+		case <-st.stopping.Done():
 			return
 		}
 	}
@@ -742,7 +738,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 	} else {
 		select {
 		case st.out <- msg:
-		case <-st.stopping:
+		case <-st.stopping.Done():
 			proc.End(nil)
 			st.s.givenBack.Add(1)
 			st.settle(f, ack.Requeue, proc)
@@ -779,7 +775,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		// nothing on any other channel, and the broker redelivers it.
 		proc.End(errDeliveryGone)
 		st.stale()
-	case <-st.abandoned:
+	case <-st.abandoned.Done():
 		// Shutdown's deadline (the handler was told by its context): give
 		// the message back now; a settlement the handler makes later is
 		// dropped.
@@ -882,7 +878,7 @@ func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts
 	defer t.Stop()
 	select {
 	case <-t.C:
-	case <-st.stopping:
+	case <-st.stopping.Done():
 	case <-f.Gone():
 		st.stale()
 		return

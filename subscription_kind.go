@@ -121,7 +121,7 @@ func (k streamKind) finish(st *subscription, d *broker.Delivery, msg *message.Me
 		defer t.Stop()
 		select {
 		case <-t.C:
-		case <-st.stopping:
+		case <-st.stopping.Done():
 			// Not acked: the next reader starts at it.
 			return nil, 0
 		case <-d.Gone():
