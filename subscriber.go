@@ -402,10 +402,10 @@ type subscription struct {
 	// deadline abandon cancels the contexts of the messages in flight,
 	// kept in flight.
 	values context.Context
-	// abandoned is set by abandon; stopping when stop begins (hand out
-	// nothing more). Latches, not channels: most subscriptions are idle
-	// most of the time, and nobody waits on either until a message is in
-	// hand or the subscription stops (issue 33: heap per Subscriber).
+	// abandoned is set by abandon. It and stopping are latches, not
+	// channels: most subscriptions are idle most of the time, and nobody
+	// waits on either until a message is in hand or the subscription
+	// stops (issue 33: heap per Subscriber).
 	abandoned latch.Latch
 	abandonMu sync.Mutex
 	flight    map[*broker.Delivery]context.CancelFunc // MaxInFlight > 1
@@ -420,9 +420,9 @@ type subscription struct {
 	jobs     chan job
 	spawned  atomic.Int32
 	workers  sync.WaitGroup // jobs in hand
-	stopping latch.Latch
-	stopOnce sync.Once   // Do also makes concurrent stops wait for the first
-	unwatch  func() bool // stops the wait for Subscribe's ctx
+	stopping latch.Latch    // set when stop begins: hand out nothing more
+	stopOnce sync.Once      // Do also makes concurrent stops wait for the first
+	unwatch  func() bool    // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
 }
