@@ -60,23 +60,35 @@ func (r row) rate() float64 { return float64(r.n) / r.dur.Seconds() }
 
 func (r row) cpuPerMsg() float64 { return float64(r.cpu.Microseconds()) / float64(r.n) }
 
-// rounds: every row runs this many times, rows interleaved, and the median
-// is reported. The broker's own state (page cache, queue index, fsync
+// rounds: every publish row runs this many times, rows interleaved, and the
+// median is reported. The broker's own state (page cache, queue index, fsync
 // batching) makes single runs differ by 2-3x whatever the client.
-const rounds = 5
+// consumeRounds: the consume rows' CPU ratios move by a third from one round
+// to the next (0.86-1.46 for one row in fifteen), so they take more rounds;
+// a round of them takes about 15 s.
+const (
+	rounds        = 5
+	consumeRounds = 9
+)
 
-// BenchmarkCompare runs every row `rounds` times, interleaved, and prints
-// the median msg/s of each and its ratio to raw amqp091-go of the same
-// group, all measured in the same run:
+// BenchmarkCompare runs every row `rounds` times (the consume rows
+// `consumeRounds`), interleaved, and prints the median msg/s of each and
+// its ratio to raw amqp091-go of the same group, all measured in the same
+// run:
 //
 //	cd bench && go test -run '^$' -bench Compare -benchtime 1x
 func BenchmarkCompare(b *testing.B) {
 	for i := 0; i < b.N; i++ {
-		var all [][]row
-		for r := 0; r < rounds; r++ {
-			all = append(all, append(publishRows(b), consumeRows(b)...))
+		var pubs, cons [][]row
+		for r := 0; r < max(rounds, consumeRounds); r++ {
+			if r < rounds {
+				pubs = append(pubs, publishRows(b))
+			}
+			if r < consumeRounds {
+				cons = append(cons, consumeRows(b))
+			}
 		}
-		report(b, medians(all))
+		report(b, append(medians(pubs), medians(cons)...))
 	}
 }
 
@@ -168,8 +180,14 @@ func printTargets(k map[string]row) {
 	fmt.Println("\nclient CPU per message against raw amqp091-go (same run):")
 	atMost("consume Subscriber MaxInFlight 1 CPU / raw", cpu("consume1", "rawConsume"), 1.1)
 	atMost("consume Subscriber MaxInFlight 64 CPU / raw", cpu("consume64", "rawConsume"), 1.1)
+	for _, n := range []string{"1", "64"} {
+		fmt.Printf("  %-46s %5.2f CPU; it / raw %.2f (reference: what Watermill's contract costs raw)\n", "Subscriber MaxInFlight "+n+" / raw with the contract",
+			cpu("consume"+n, "rawContract"+n), cpu("rawContract"+n, "rawConsume"))
+	}
 	atMost("consume router default stack MaxInFlight 1 CPU / raw", cpu("router1", "rawConsume"), 1.1)
 	atMost("consume router default stack MaxInFlight 64 CPU / raw", cpu("router64", "rawConsume"), 1.1)
+	fmt.Printf("  %-46s %5.2f CPU; it / raw %.2f (reference: what 64 handlers at once cost raw)\n", "router MaxInFlight 64 / raw with 64 goroutines",
+		cpu("router64", "rawConsume64"), cpu("rawConsume64", "rawConsume"))
 	atMost("consume on a Watermill router CPU / watermill-amqp", cpu("warrenOnWatermill", "watermillConsume"), 1.0)
 	check("consume on a Watermill router msg/s / watermill-amqp", ratio("warrenOnWatermill", "watermillConsume"), 1.0, "")
 	fmt.Printf("  %-46s %5.2f CPU, %.2f msg/s (reference)\n", "MaxInFlight 64 on a Watermill router / watermill-amqp",
@@ -435,6 +453,47 @@ func consumeRows(b *testing.B) []row {
 		}
 	}))
 
+	// A reference: the same with 64 goroutines taking deliveries and
+	// acking them, what running 64 handlers at once costs raw.
+	fill()
+	rows = append(rows, timedRow("consume", "raw amqp091-go, 64 goroutines taking deliveries", "rawConsume64", messages, func() {
+		c := dial(b)
+		defer c.Close()
+		ch, _ := c.Channel()
+		_ = ch.Qos(256, 0, false)
+		ds, err := ch.Consume(q, "", false, false, false, false, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		var left atomic.Int64
+		left.Store(messages)
+		done := make(chan struct{})
+		for range 64 {
+			go func() {
+				for d := range ds {
+					_ = d.Ack(false)
+					if left.Add(-1) == 0 {
+						close(done)
+					}
+				}
+			}()
+		}
+		<-done
+	}))
+
+	// A reference, not the targets' baseline: raw amqp091-go doing the
+	// least Watermill's Subscriber contract asks (each delivery made a
+	// Watermill message, handed to the caller's goroutine over a channel,
+	// and acked once the caller's Ack closes the message's channel), so
+	// that the part of the Subscriber rows' gap that is the contract's two
+	// goroutine hand-offs shows.
+	for _, inFlight := range []int{1, 64} {
+		fill()
+		rows = append(rows, timedRow("consume", fmt.Sprintf("raw amqp091-go with Watermill's contract, %d in flight", inFlight), fmt.Sprintf("rawContract%d", inFlight), messages, func() {
+			rawWatermillContract(b, q, inFlight)
+		}))
+	}
+
 	for _, inFlight := range []int{1, 64} {
 		fill()
 		wc := openWarren(b, conn.Config{})
@@ -507,6 +566,55 @@ func consumeRows(b *testing.B) []row {
 	}))
 	_ = wsub.Close()
 	return rows
+}
+
+// rawWatermillContract consumes `messages` of q with raw amqp091-go the way
+// any Watermill Subscriber over it must: inFlight goroutines each take a
+// delivery, make it a Watermill message (its id, or a new UUID, its
+// payload, its string headers as metadata), hand it over a channel to the
+// caller's goroutine and wait for the caller's Ack before acking it.
+func rawWatermillContract(b *testing.B, q string, inFlight int) {
+	c := dial(b)
+	defer c.Close()
+	ch, _ := c.Channel()
+	_ = ch.Qos(256, 0, false)
+	ds, err := ch.Consume(q, "", false, false, false, false, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	out := make(chan *message.Message)
+	stop := make(chan struct{})
+	defer close(stop)
+	for range inFlight {
+		go func() {
+			for d := range ds {
+				id := d.MessageId
+				if id == "" {
+					id = watermill.NewUUID()
+				}
+				msg := message.NewMessage(id, d.Body)
+				for k, v := range d.Headers {
+					if s, ok := v.(string); ok {
+						msg.Metadata.Set(k, s)
+					}
+				}
+				select {
+				case out <- msg:
+				case <-stop:
+					return
+				}
+				select {
+				case <-msg.Acked():
+					_ = d.Ack(false)
+				case <-stop:
+					return
+				}
+			}
+		}()
+	}
+	for i := 0; i < messages; i++ {
+		(<-out).Ack()
+	}
 }
 
 // consumeOnWatermillRouter consumes `messages` of q through sub on a
