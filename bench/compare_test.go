@@ -439,14 +439,8 @@ func consumeRows(b *testing.B) []row {
 
 	fill()
 	rows = append(rows, timedRow("consume", "raw amqp091-go (prefetch 256, manual ack)", "rawConsume", messages, func() {
-		c := dial(b)
-		defer c.Close()
-		ch, _ := c.Channel()
-		_ = ch.Qos(256, 0, false)
-		ds, err := ch.Consume(q, "", false, false, false, false, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+		ds, closeConn := rawDeliveries(b, q)
+		defer closeConn()
 		for i := 0; i < messages; i++ {
 			d := <-ds
 			_ = d.Ack(false)
@@ -457,14 +451,8 @@ func consumeRows(b *testing.B) []row {
 	// acking them, what running 64 handlers at once costs raw.
 	fill()
 	rows = append(rows, timedRow("consume", "raw amqp091-go, 64 goroutines taking deliveries", "rawConsume64", messages, func() {
-		c := dial(b)
-		defer c.Close()
-		ch, _ := c.Channel()
-		_ = ch.Qos(256, 0, false)
-		ds, err := ch.Consume(q, "", false, false, false, false, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
+		ds, closeConn := rawDeliveries(b, q)
+		defer closeConn()
 		var left atomic.Int64
 		left.Store(messages)
 		done := make(chan struct{})
@@ -568,20 +556,29 @@ func consumeRows(b *testing.B) []row {
 	return rows
 }
 
+// rawDeliveries consumes q on a raw amqp091-go connection of its own with
+// prefetch 256 and manual acks; closeConn closes the connection, which
+// closes the deliveries.
+func rawDeliveries(b *testing.B, q string) (ds <-chan amqp.Delivery, closeConn func()) {
+	c := dial(b)
+	ch, _ := c.Channel()
+	_ = ch.Qos(256, 0, false)
+	ds, err := ch.Consume(q, "", false, false, false, false, nil)
+	if err != nil {
+		_ = c.Close()
+		b.Fatal(err)
+	}
+	return ds, func() { _ = c.Close() }
+}
+
 // rawWatermillContract consumes `messages` of q with raw amqp091-go the way
 // any Watermill Subscriber over it must: inFlight goroutines each take a
 // delivery, make it a Watermill message (its id, or a new UUID, its
 // payload, its string headers as metadata), hand it over a channel to the
 // caller's goroutine and wait for the caller's Ack before acking it.
 func rawWatermillContract(b *testing.B, q string, inFlight int) {
-	c := dial(b)
-	defer c.Close()
-	ch, _ := c.Channel()
-	_ = ch.Qos(256, 0, false)
-	ds, err := ch.Consume(q, "", false, false, false, false, nil)
-	if err != nil {
-		b.Fatal(err)
-	}
+	ds, closeConn := rawDeliveries(b, q)
+	defer closeConn()
 	out := make(chan *message.Message)
 	stop := make(chan struct{})
 	defer close(stop)
