@@ -35,13 +35,14 @@ type PublisherConfig struct {
 	ForwardScheduled bool
 	// ConfirmChannels is how many confirm-mode channels concurrent Publish
 	// calls share (never a channel per call). Default: 1. More spread the
-	// publishes over more of the broker's channel processes, which can
-	// pay where one channel's process is the broker's bottleneck. Measured on 2 cores, 16 to 256 goroutines each publishing
-	// one persistent message at a time: one channel took 15-32% less client
-	// CPU a message than four, and gave up to 20% more messages a second
-	// (docs/MEASUREMENTS.md). What more channels do buy: a refusal that
-	// Publish's checks could not foresee closes only the channel it hit,
-	// and only the publishes on that channel are sent again.
+	// publishes over more of the broker's channel processes, which can pay
+	// where one channel's process is the broker's bottleneck. Measured on 2
+	// cores, 16 to 256 goroutines each publishing one persistent message at
+	// a time: one channel took 15-32% less client CPU a message than four,
+	// and gave up to 20% more messages a second (docs/MEASUREMENTS.md). What
+	// more channels do buy: a refusal that Publish's checks could not
+	// foresee closes only the channel it hit, and only the publishes on
+	// that channel are sent again.
 	ConfirmChannels int
 	// PublishTimeout bounds one Publish call: waiting for a connection, a
 	// blocked broker, the confirms, and republishing what a connection drop
