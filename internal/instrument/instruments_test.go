@@ -40,6 +40,47 @@ func TestDisabledRecordsNothing(t *testing.T) {
 	RecordFailure(got, errors.New("x"), 1)
 }
 
+// TestNothingSetMakesNoProcess: built on both of otel's global delegates
+// before the application sets a provider (telemetry.Default), a message
+// gets no Process and allocates nothing for its telemetry, as a publish
+// gets no Send; the sender's trace context still passes through to what
+// the handler publishes. (The tests after this one set the providers,
+// which cannot be unset: it runs first. Once a provider is set, messages
+// get a Process: TestGlobalDelegateUnsetStartsNoSpan and
+// TestGlobalMeterDelegateUnsetMeasuresNothing.)
+func TestNothingSetMakesNoProcess(t *testing.T) {
+	in, err := New(otel.GetTracerProvider(), otel.GetMeterProvider(), propagation.TraceContext{}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.globalTP == nil || in.globalMP == nil {
+		t.Fatalf("%T or %T is not recognised as otel's global delegate", otel.GetTracerProvider(), otel.GetMeterProvider())
+	}
+	plain := Incoming{Destination: Destination{Queue: "q"}, MessageID: "m-1", DeliveryTag: 7, Headers: map[string]any{}, BodySize: 256}
+	if got := testing.AllocsPerRun(200, func() {
+		_, p := in.StartProcess(context.Background(), Peer{}, plain)
+		p.Settle(Ack, nil, time.Now())
+		p.End(nil)
+	}); got != 0 {
+		t.Errorf("%v allocations per message with no provider set, want 0", got)
+	}
+
+	const parent = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+	ctx, p := in.StartProcess(context.Background(), Peer{}, Incoming{Destination: Destination{Queue: "q"}, Headers: map[string]any{"traceparent": parent}})
+	if p != nil || FromContext(ctx) != nil {
+		t.Fatal("a Process made with no provider set")
+	}
+	if got := trace.SpanContextFromContext(ctx).TraceID().String(); got != "0af7651916cd43dd8448eb211c80319c" {
+		t.Fatalf("the sender's trace did not pass through: %q", got)
+	}
+	var headers map[string]any
+	send := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: ctx, Headers: &headers}})
+	send.End(nil)
+	if headers["traceparent"] == nil {
+		t.Fatal("a publish from the handler lost the trace context")
+	}
+}
+
 // TestGlobalDelegateUnsetStartsNoSpan: built on otel's global provider
 // before the application sets one (telemetry.Default), a message starts no
 // span, yet the sender's trace context passes through to the handler's

@@ -83,19 +83,15 @@ func FromContext(ctx context.Context) *Process {
 // {destination}") as a child or a link of the sender's span, as the
 // Telemetry's Relation says, and records messaging.client.consumed.messages.
 // The returned context carries the span, the sender's baggage and the
-// Process (FromContext): the message's handler runs with it.
+// Process (FromContext): the message's handler runs with it. When nothing
+// would record the message (no tracer or meter provider set), there is no
+// Process: the context carries the sender's trace context and baggage only,
+// and the nil *Process's methods do nothing.
 func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) (context.Context, *Process) {
 	if t.off {
 		return ctx, nil // every method of a nil *Process does nothing
 	}
-	tracing := t.tracing()
-	p := &Process{t: t, dest: in.Destination, peer: peer, tag: in.DeliveryTag, quiet: !t.metering()}
-	if !p.quiet {
-		p.start = time.Now()
-	}
-	if tracing || !p.quiet {
-		p.dst = t.dests.get(opProcess, in.Destination, peer)
-	}
+	tracing, quiet := t.tracing(), !t.metering()
 	var carrier propagation.TextMapCarrier
 	switch {
 	case in.Headers != nil:
@@ -120,6 +116,18 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 				link = sc
 			}
 		}
+	}
+	if !tracing && quiet {
+		// Nothing would record this message (otel's global delegates with
+		// no provider set): no Process, as StartSend makes no Send; the
+		// sender's trace context (and baggage) passes through to what the
+		// handler publishes.
+		return parent, nil
+	}
+	p := &Process{t: t, dest: in.Destination, peer: peer, tag: in.DeliveryTag, quiet: quiet,
+		dst: t.dests.get(opProcess, in.Destination, peer)}
+	if !quiet {
+		p.start = time.Now()
 	}
 	if tracing {
 		opts := p.dst.spanStart
