@@ -29,9 +29,11 @@ func (c *TracingConfig) Validate() error { return nil }
 
 // Tracing gives a process span to messages that have none: a warren
 // Subscriber traces its deliveries itself (SubscriberConfig.Telemetry), and
-// for those Tracing does nothing; a message from any other subscriber gets
-// a process span "process {destination}" here, continuing the trace context
-// in its metadata, with the handler's error as its outcome. Retry,
+// for those Tracing does nothing; a message from any other subscriber, or
+// from a warren Subscriber whose telemetry records nothing (disabled, or
+// no provider set), gets a process span "process {destination}" here when
+// cfg.Telemetry records, continuing the trace context in its metadata,
+// with the handler's error as its outcome. Retry,
 // DelayedRetry and DeadLetter record their failures on whichever process
 // span the message has.
 func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
