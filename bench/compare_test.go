@@ -89,6 +89,39 @@ func BenchmarkCompare(b *testing.B) {
 			}
 		}
 		report(b, append(medians(pubs), medians(cons)...))
+		printPaired(cons, [][2]string{{"consume1", "rawConsume"}, {"consume64", "rawConsume"}, {"router1", "rawConsume"}, {"router64", "rawConsume"}})
+	}
+}
+
+// printPaired prints, beside the consume CPU targets (judged by the ratio
+// of the two rows' medians), the ratio each round measured with both rows
+// in it: its median and its range. The machine's speed drifts between
+// rounds (the raw loop's median moved by a fifth between runs of one
+// day), and a round's own ratio is blind to that drift; the spread shows
+// how far one run's ratio can be trusted. A reference, not a target.
+func printPaired(all [][]row, pairs [][2]string) {
+	fmt.Println("\nclient CPU ratios round by round (reference: each round's own ratio; median, then range):")
+	for _, p := range pairs {
+		var rs []float64
+		for _, round := range all {
+			var a, b row
+			for _, r := range round {
+				switch r.key {
+				case p[0]:
+					a = r
+				case p[1]:
+					b = r
+				}
+			}
+			if a.n > 0 && b.n > 0 && b.cpu > 0 {
+				rs = append(rs, a.cpuPerMsg()/b.cpuPerMsg())
+			}
+		}
+		if len(rs) == 0 {
+			continue
+		}
+		slices.Sort(rs)
+		fmt.Printf("  %-46s %5.2f (%.2f-%.2f over %d rounds)\n", p[0]+" / "+p[1], rs[len(rs)/2], rs[0], rs[len(rs)-1], len(rs))
 	}
 }
 
