@@ -665,6 +665,19 @@ func (st *subscription) previousAttempts(d *broker.Delivery) int {
 	return prev
 }
 
+// forgetRedelivery drops what this subscriber remembers of a settled
+// delivery's attempts. Only a requeued message has a count, and it comes
+// back redelivered (previousAttempts reads the count only then): a first
+// delivery builds no key and takes no lock.
+func (st *subscription) forgetRedelivery(d *broker.Delivery) {
+	if !d.Redelivered {
+		return
+	}
+	if k := st.attemptKey(d); k != "" {
+		st.s.attempts().Delete(k)
+	}
+}
+
 func (st *subscription) poison(f *broker.Delivery, err error) {
 	d := f
 	st.s.poison.Add(1)

@@ -70,14 +70,7 @@ func (queueKind) finish(st *subscription, d *broker.Delivery, msg *message.Messa
 		}
 		fallthrough
 	default:
-		// Only a requeued message has a count to forget, and it comes
-		// back redelivered (previousAttempts reads the count only then):
-		// a first delivery builds no key and takes no lock.
-		if d.Redelivered {
-			if k := st.attemptKey(d); k != "" {
-				st.s.attempts().Delete(k)
-			}
-		}
+		st.forgetRedelivery(d)
 		if st.settle(d, disp, proc) && disp == ack.Ack {
 			st.acked(d)
 		}
