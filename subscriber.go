@@ -899,10 +899,6 @@ func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts
 	st.settle(f, disp, proc)
 }
 
-// settle acks, nacks or rejects a delivery on the channel it came on, once
-// (broker.Delivery refuses a second settlement: a handler's late Ack
-// after Shutdown requeued its message is dropped), or drops the settlement
-// when that channel is gone (PITFALLS 4).
 // acked tells an AckObserver marshaler of a delivery acked on its queue.
 func (st *subscription) acked(d *broker.Delivery) {
 	o, ok := st.s.cfg.Marshaler.(AckObserver)
@@ -914,7 +910,11 @@ func (st *subscription) acked(d *broker.Delivery) {
 	}
 }
 
-// settle settles d by disp and reports whether the broker was told.
+// settle acks, nacks or rejects a delivery on the channel it came on, once
+// (broker.Delivery refuses a second settlement: a handler's late Ack
+// after Shutdown requeued its message is dropped), or drops the settlement
+// when that channel is gone (PITFALLS 4). It reports whether the broker
+// was told.
 func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *instrument.Process) bool {
 	var err error
 	start := time.Now()
