@@ -26,6 +26,7 @@ import (
 	"github.com/warrenmq/warren/internal/lru"
 	"github.com/warrenmq/warren/internal/partition"
 	"github.com/warrenmq/warren/internal/streampos"
+	"github.com/warrenmq/warren/internal/valuesonly"
 	"github.com/warrenmq/warren/internal/workgroup"
 )
 
@@ -296,7 +297,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 		topic:   topic,
 		queue:   o.queue,
 		kind:    o.kind,
-		values:  withoutCancel(ctx),
+		values:  valuesonly.From(ctx),
 		handler: h,
 	}
 	if spec, ok := s.reg.QueueSpec(o.queue); ok {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/valuesonly"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/telemetry"
 )
@@ -189,7 +190,7 @@ func (b *batcher) call(ctx context.Context, msgs []*message.Message) (err error)
 // when any message's context ends (its deadline, or the shutdown's
 // deadline that abandons the messages in flight).
 func (b *batcher) context(msgs []*message.Message) (context.Context, context.CancelFunc) {
-	ctx, cancel := context.WithCancel(context.WithoutCancel(msgs[0].Context()))
+	ctx, cancel := context.WithCancel(valuesonly.From(msgs[0].Context()))
 	stops := make([]func() bool, 0, len(msgs))
 	for _, m := range msgs {
 		stops = append(stops, context.AfterFunc(m.Context(), cancel))

@@ -19,6 +19,7 @@ import (
 	"github.com/warrenmq/warren/internal/configerr"
 	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/delay"
+	"github.com/warrenmq/warren/internal/valuesonly"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/telemetry"
 	"github.com/warrenmq/warren/topology"
@@ -478,7 +479,7 @@ func (r *Router) wire(ctx context.Context, rt *activeRoute, direct bool) error {
 	// goroutine per message. Produced messages are published before the
 	// message is acked, as Watermill's router does.
 	topic := rt.PublishTopic
-	return sub.SubscribeFunc(context.WithoutCancel(ctx), rt.Queue.Name, func(m *message.Message) error {
+	return sub.SubscribeFunc(valuesonly.From(ctx), rt.Queue.Name, func(m *message.Message) error {
 		out, err := handle(m)
 		if err != nil || len(out) == 0 {
 			return err

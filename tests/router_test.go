@@ -416,3 +416,40 @@ func TestHealth(t *testing.T) {
 	rabbittest.Eventually(t, 20*time.Second, "the router ready again after the reconnect", func() bool { return r.Health().Ready() },
 		func() string { return fmt.Sprintf("%+v", r.Health()) })
 }
+
+type missingKey struct{}
+
+// A route's messages derive their contexts from Run's without its
+// cancellation. context.WithoutCancel there cost an allocation on every
+// lookup that reached it (a span when tracing is off, a logger's key): at
+// least one a message.
+func TestRouteMessageContextLookupsDoNotAllocate(t *testing.T) {
+	b := rabbittest.Shared(t)
+	r := newRouter(t, b.URL, router.Config{})
+	q := b.Prefix + "lookups"
+	allocs := make(chan float64, 1)
+	if err := r.AddRoute(router.Route{
+		Name: "lookups", Queue: topology.QueueSpec{Name: q, Durable: true},
+		Handler: func(m *message.Message) error {
+			ctx := m.Context()
+			n := testing.AllocsPerRun(100, func() { _ = ctx.Value(missingKey{}) })
+			select {
+			case allocs <- n:
+			default:
+			}
+			return nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	publish(t, r, q, message.NewMessage(watermill.NewUUID(), []byte("x")))
+	select {
+	case n := <-allocs:
+		if n != 0 {
+			t.Fatalf("a lookup in a route handler's context allocates %v times", n)
+		}
+	case <-ctxT(t, 30*time.Second).Done():
+		t.Fatal("the handler did not run within 30 s")
+	}
+}

@@ -1,4 +1,4 @@
-package warren
+package valuesonly
 
 import (
 	"context"
@@ -8,9 +8,9 @@ import (
 
 type valuesKey struct{}
 
-func TestWithoutCancelKeepsValuesAndDropsTheCancellation(t *testing.T) {
+func TestFromKeepsValuesAndDropsTheCancellation(t *testing.T) {
 	parent, cancel := context.WithCancelCause(context.WithValue(context.Background(), valuesKey{}, "v"))
-	v := withoutCancel(parent)
+	v := From(parent)
 	cancel(errors.New("gone"))
 	if got := v.Value(valuesKey{}); got != "v" {
 		t.Fatalf("Value = %v, want the parent's value", got)
@@ -33,7 +33,7 @@ func TestWithoutCancelKeepsValuesAndDropsTheCancellation(t *testing.T) {
 	}
 }
 
-func TestWithoutCancelLookupsDoNotAllocate(t *testing.T) {
+func TestFromLookupsDoNotAllocate(t *testing.T) {
 	// A context type of its own above it (ack's, the Process's) calls its
 	// Value method; the standard library's WithoutCancel copies itself into
 	// an interface there.
@@ -41,11 +41,11 @@ func TestWithoutCancelLookupsDoNotAllocate(t *testing.T) {
 		ctx := &delegating{base}
 		return func() { _ = ctx.Value(missingKey{}) }
 	}
-	if n := testing.AllocsPerRun(100, lookup(withoutCancel(context.Background()))); n != 0 {
+	if n := testing.AllocsPerRun(100, lookup(From(context.Background()))); n != 0 {
 		t.Fatalf("a lookup that reaches it allocates %v times", n)
 	}
 	if n := testing.AllocsPerRun(100, lookup(context.WithoutCancel(context.Background()))); n == 0 {
-		t.Log("context.WithoutCancel no longer allocates per lookup: withoutCancel may go")
+		t.Log("context.WithoutCancel no longer allocates per lookup: this package may go")
 	}
 }
 
