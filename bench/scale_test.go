@@ -202,8 +202,9 @@ func rawSequential(b *testing.B, url string, n int) time.Duration {
 
 // warrenDeclareAndRestore applies the scale topology with warren (timed:
 // the initial declaration), then refreshes the connection and returns the
-// restore run's duration.
-func warrenDeclareAndRestore(b *testing.B, url string, n int) (declare, restore time.Duration) {
+// restore run's duration, and the client CPU from the refresh to the
+// restore's report.
+func warrenDeclareAndRestore(b *testing.B, url string, n int) (declare, restore, restoreCPU time.Duration) {
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
@@ -223,18 +224,21 @@ func warrenDeclareAndRestore(b *testing.B, url string, n int) (declare, restore 
 	declare = time.Since(start)
 	reports := make(chan broker.RestoreReport, 1)
 	ops.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
-	if err := c.Refresh(ctx); err != nil {
-		b.Fatal(err)
-	}
-	rep := <-reports
+	var rep broker.RestoreReport
+	_, restoreCPU = measure(func() {
+		if err := c.Refresh(ctx); err != nil {
+			b.Fatal(err)
+		}
+		rep = <-reports
+	})
 	if !rep.OK() || len(rep.Restored) != 1+3*n {
 		b.Fatalf("restore of %d: %d restored, %d failed, %v", n, len(rep.Restored), len(rep.Failed), rep.Err)
 	}
-	return declare, rep.Duration
+	return declare, rep.Duration, restoreCPU
 }
 
 func restoreRows(b *testing.B, n int, sequential bool) {
-	var wDecl, wRest, rawDecl, rawRest, rawSeq []time.Duration
+	var wDecl, wRest, rawDecl, rawRest, rawSeq, wRestCPU, rawRestCPU []time.Duration
 	// N=10,000 too takes the median of scaleRounds rounds, though a round
 	// takes about 40 s (durable declarations cost the broker about 2.5 ms
 	// each here): one round of a restore differs from the next by a third
@@ -251,7 +255,9 @@ func restoreRows(b *testing.B, n int, sequential bool) {
 		raw := func() {
 			url, remove := vhost(b)
 			rawDecl = append(rawDecl, rawPipelined(b, url, n))
-			rawRest = append(rawRest, rawPipelined(b, url, n))
+			var d time.Duration
+			_, cpu := measure(func() { d = rawPipelined(b, url, n) })
+			rawRest, rawRestCPU = append(rawRest, d), append(rawRestCPU, cpu)
 			if sequential {
 				rawSeq = append(rawSeq, rawSequential(b, url, n))
 			}
@@ -259,9 +265,9 @@ func restoreRows(b *testing.B, n int, sequential bool) {
 		}
 		warrenSide := func() {
 			url, remove := vhost(b)
-			d, rs := warrenDeclareAndRestore(b, url, n)
+			d, rs, cpu := warrenDeclareAndRestore(b, url, n)
 			remove()
-			wDecl, wRest = append(wDecl, d), append(wRest, rs)
+			wDecl, wRest, wRestCPU = append(wDecl, d), append(wRest, rs), append(wRestCPU, cpu)
 		}
 		if r%2 == 0 {
 			raw()
@@ -278,6 +284,9 @@ func restoreRows(b *testing.B, n int, sequential bool) {
 	}
 	name := fmt.Sprintf("N=%d", n)
 	line("restore", name+" vs raw pipelined", ms(median(wRest)), ms(median(rawRest)), "ms", target)
+	// A reference: the client's CPU meanwhile (the broker shares the
+	// cores, and what the client burns it cannot use).
+	line("restore", name+" client CPU vs raw pipelined", ms(median(wRestCPU)), ms(median(rawRestCPU)), "ms", 0)
 	if sequential {
 		line("restore", name+" vs raw sequential", ms(median(wRest)), ms(median(rawSeq)), "ms", 0)
 	}

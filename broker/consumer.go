@@ -69,8 +69,8 @@ type ConsumerEvent struct {
 // restoreGrace is how long a consumer whose connection was lost waits, once
 // connected again, for the registry's restore to hand it a subscription
 // before it subscribes by itself (its restore failed: a queue not yet
-// recovered after a broker restart, say).
-const restoreGrace = time.Second
+// recovered after a broker restart, say). A variable for the tests only.
+var restoreGrace = time.Second
 
 // Consumer is a running consumer started by Ops.Consume. It ends only when
 // its owner ends it: Stop, DeleteQueue of its queue through Ops, Close of the
@@ -588,32 +588,47 @@ func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error
 	if connLost {
 		wait = restoreGrace
 	}
+	// untilConnected: the connection (and its restore run) is not back yet;
+	// the wait is for it, not for a timer. A restore of thousands of
+	// consumers outlasts their grace, and each of them polling until it
+	// ends cost the client's CPU, which the broker doing the restore
+	// needed (issue 33: restore at N=10,000).
+	untilConnected := false
 	// Made before the first look at Paused: a Pause after that look
 	// finds it and wakes the wait below.
 	pauseNotify, handoff := c.pauseNotifier(), c.handoffCh(true)
 	for attempt := 1; ; attempt++ {
-		t := time.NewTimer(wait)
+		var timeUp <-chan time.Time
+		var connected <-chan struct{}
+		stop := func() bool { return false }
+		if untilConnected {
+			connected = connx.Connected(c.ops.conn)
+		} else {
+			t := time.NewTimer(wait)
+			timeUp, stop = t.C, t.Stop
+		}
 		if c.Paused() {
-			t.Stop()
+			stop()
 			return nil, errPaused
 		}
 		select {
 		case s := <-handoff:
-			t.Stop()
+			stop()
 			return s, nil
 		case <-pauseNotify:
-			t.Stop()
+			stop()
 			if c.Paused() {
 				return nil, errPaused
 			}
 			continue
 		case <-c.stopping.Done():
-			t.Stop()
+			stop()
 			return nil, nil
 		case <-c.ops.conn.Done():
-			t.Stop()
+			stop()
 			return nil, conn.ErrClosed
-		case <-t.C:
+		case <-timeUp:
+		case <-connected:
 		}
 		c.mu.Lock()
 		deleting := c.deleting
@@ -621,9 +636,16 @@ func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error
 		if deleting {
 			// Its queue is being deleted through Ops: its owner is ending
 			// it; never declare the queue again meanwhile.
-			wait = b.NextBackOff()
+			untilConnected, wait = false, b.NextBackOff()
 			continue
 		}
+		if c.ops.conn.Generation() == 0 {
+			// The restore run comes first: it hands a subscription over,
+			// or its end lets this consumer subscribe by itself.
+			untilConnected = true
+			continue
+		}
+		untilConnected = false
 		s, redeclared, err := c.selfSubscribe()
 		if redeclared {
 			c.event(ConsumerEvent{Kind: ConsumerQueueRedeclared, Attempt: attempt, Gap: time.Since(since)})

@@ -11,7 +11,9 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -375,5 +377,118 @@ func TestPauseGivesBackInOrderAndResumes(t *testing.T) {
 	}
 	if !slices.Contains(events, broker.ConsumerPaused) || events[len(events)-1] != broker.ConsumerResumed {
 		t.Fatalf("events %v: want paused, then resumed last", events)
+	}
+}
+
+// A restore run that outlasts the consumers' grace (a broker back after an
+// outage with thousands of entities to declare): every consumer waits for
+// the connection and its restore run rather than polling, then comes back
+// once, on its own queue, with what was published meanwhile.
+func TestConsumersWaitForARestoreLongerThanTheirGrace(t *testing.T) {
+	broker.SetRestoreGrace(t, 0) // the grace is over before the restore runs
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	ctx := ctxT(t, 60*time.Second)
+	c, err := conn.New(p.URL(b.Vhost), conn.Config{Reconnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Registered before the registry's own hook, so it runs first on the
+	// next connection and holds the restore run back until released.
+	entered, release := make(chan struct{}, 1), make(chan struct{})
+	c.OnRestore(func(hctx context.Context) error {
+		select {
+		case entered <- struct{}{}:
+		default:
+		}
+		select {
+		case <-release:
+			return nil
+		case <-hctx.Done():
+			return hctx.Err()
+		}
+	})
+	ops, err := broker.NewOps(c, broker.OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		_ = ops.Close(ctx)
+		_ = c.Close(ctx)
+	})
+	const n = 3
+	var queues []string
+	var topo topology.Topology
+	for i := range n {
+		q := b.Name("grace" + strconv.Itoa(i))
+		queues = append(queues, q)
+		topo.Queues = append(topo.Queues, topology.QueueSpec{Name: q})
+	}
+	if err := ops.Apply(ctx, topo); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	evs := make([]*events, n)
+	for i, q := range queues {
+		evs[i] = &events{}
+		if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: evs[i].on}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-entered:
+	case <-ctx.Done():
+		t.Fatal("no reconnect after the cut")
+	}
+	for i := range n {
+		evs[i].waitFor(t, broker.ConsumerInterrupted)
+	}
+	raw := rawChannel(t, b.URL)
+	for _, q := range queues {
+		if err := raw.PublishWithContext(ctx, "", q, false, false, msg("while restoring "+q)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(release)
+	want := map[string]bool{}
+	for _, q := range queues {
+		want["while restoring "+q] = true
+	}
+	for range n {
+		select {
+		case body := <-got:
+			if !want[body] {
+				t.Fatalf("unexpected or repeated message %q", body)
+			}
+			delete(want, body)
+		case <-ctx.Done():
+			t.Fatalf("still waiting for %v", want)
+		}
+	}
+	for i, q := range queues {
+		evs[i].waitFor(t, broker.ConsumerResumed)
+		info, err := ops.Inspect(ctx, q)
+		if err != nil || info.Consumers != 1 {
+			t.Fatalf("queue %s after the restore: %+v, %v; want one consumer", q, info, err)
+		}
+		evs[i].mu.Lock()
+		resumed := 0
+		for _, e := range evs[i].all {
+			if e.Kind == broker.ConsumerResumed {
+				resumed++
+			}
+		}
+		evs[i].mu.Unlock()
+		if resumed != 1 {
+			t.Fatalf("consumer of %s resumed %d times", q, resumed)
+		}
 	}
 }

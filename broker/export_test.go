@@ -7,6 +7,13 @@ import (
 	"github.com/warrenmq/warren/conn"
 )
 
+// SetRestoreGrace sets restoreGrace until the test ends.
+func SetRestoreGrace(t interface{ Cleanup(func()) }, d time.Duration) {
+	old := restoreGrace
+	restoreGrace = d
+	t.Cleanup(func() { restoreGrace = old })
+}
+
 // ConsumerCount is how many consumers r would restore.
 func ConsumerCount(r *Registry) int { return len(r.consumerList()) }
 

@@ -176,6 +176,14 @@ func (c *Conn) Generation() uint64 {
 	return c.gen.id
 }
 
+// connected is closed once the connection is Connected (restore hooks
+// done): at once when it is now, else when it next is.
+func (c *Conn) connected() <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.ready
+}
+
 // generationFor is the generation a call with ctx would use: inside a
 // restore hook (ctx bound to the new connection) the connection being
 // restored, else Generation.

@@ -45,6 +45,12 @@ var (
 	// Telemetry is the *conn.Conn's Config.Telemetry, the default of every
 	// component on it.
 	Telemetry func(c any) *telemetry.Telemetry
+	// Connected is closed once the *conn.Conn is Connected (its restore
+	// hooks done), at once if it is now; after each loss a new one. Who
+	// waits for a connection and its restore run waits on it instead of
+	// polling: a restore of many consumers outlasts their grace, and each
+	// one polling meanwhile costs the broker's cores the client's CPU.
+	Connected func(c any) <-chan struct{}
 
 	// ChannelGeneration is the generation of the connection under the
 	// *conn.Channel.
