@@ -38,7 +38,10 @@ test: broker postgres pika
 .PHONY: test-core test-pg test-cmd test-interop test-examples
 test-core:
 	$(GO) vet $(PKGS)
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) $(PKGS)
+	@# Every micro-benchmark runs once too (a few seconds): one that
+	@# panics or measures a stack missing a middleware fails here, not
+	@# the day someone reads its numbers.
+	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -bench . -benchtime 1x $(PKGS)
 test-pg:
 	cd pg && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 test-cmd:
