@@ -13,7 +13,6 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
-	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -27,6 +26,19 @@ func (e *events) on(ev broker.ConsumerEvent) {
 	e.mu.Lock()
 	e.all = append(e.all, ev)
 	e.mu.Unlock()
+}
+
+// count is how many events of kind came so far.
+func (e *events) count(kind broker.ConsumerEventKind) int {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	n := 0
+	for _, ev := range e.all {
+		if ev.Kind == kind {
+			n++
+		}
+	}
+	return n
 }
 
 func (e *events) waitFor(t *testing.T, kind broker.ConsumerEventKind) broker.ConsumerEvent {
@@ -389,37 +401,22 @@ func TestConsumersWaitForARestoreLongerThanTheirGrace(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	ctx := ctxT(t, 60*time.Second)
-	c, err := conn.New(p.URL(b.Vhost), conn.Config{Reconnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
 	// Registered before the registry's own hook, so it runs first on the
 	// next connection and holds the restore run back until released.
 	entered, release := make(chan struct{}, 1), make(chan struct{})
-	c.OnRestore(func(hctx context.Context) error {
-		select {
-		case entered <- struct{}{}:
-		default:
-		}
-		select {
-		case <-release:
-			return nil
-		case <-hctx.Done():
-			return hctx.Err()
-		}
-	})
-	ops, err := broker.NewOps(c, broker.OpsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-		defer cancel()
-		_ = ops.Close(ctx)
-		_ = c.Close(ctx)
+	_, ops := setupWith(t, p.URL(b.Vhost), broker.OpsConfig{}, func(c *conn.Conn) {
+		c.OnRestore(func(hctx context.Context) error {
+			select {
+			case entered <- struct{}{}:
+			default:
+			}
+			select {
+			case <-release:
+				return nil
+			case <-hctx.Done():
+				return hctx.Err()
+			}
+		})
 	})
 	const n = 3
 	var queues []string
@@ -479,15 +476,7 @@ func TestConsumersWaitForARestoreLongerThanTheirGrace(t *testing.T) {
 		if err != nil || info.Consumers != 1 {
 			t.Fatalf("queue %s after the restore: %+v, %v; want one consumer", q, info, err)
 		}
-		evs[i].mu.Lock()
-		resumed := 0
-		for _, e := range evs[i].all {
-			if e.Kind == broker.ConsumerResumed {
-				resumed++
-			}
-		}
-		evs[i].mu.Unlock()
-		if resumed != 1 {
+		if resumed := evs[i].count(broker.ConsumerResumed); resumed != 1 {
 			t.Fatalf("consumer of %s resumed %d times", q, resumed)
 		}
 	}

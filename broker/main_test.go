@@ -26,12 +26,23 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // setup opens a connection to url and Ops on it, both closed with the test.
 func setup(t *testing.T, url string, cfg broker.OpsConfig) (*conn.Conn, *broker.Ops) {
 	t.Helper()
+	return setupWith(t, url, cfg, nil)
+}
+
+// setupWith is setup, with beforeOps (when set) run on the open connection
+// before Ops makes its registry: a restore hook it registers runs before
+// the registry's.
+func setupWith(t *testing.T, url string, cfg broker.OpsConfig, beforeOps func(*conn.Conn)) (*conn.Conn, *broker.Ops) {
+	t.Helper()
 	c, err := conn.New(url, conn.Config{Reconnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if err := c.Open(ctxT(t, 20*time.Second)); err != nil {
 		t.Fatal(err)
+	}
+	if beforeOps != nil {
+		beforeOps(c)
 	}
 	ops, err := broker.NewOps(c, cfg)
 	if err != nil {
