@@ -98,10 +98,12 @@ func (c *RequesterConfig) Validate() error {
 // direct reply-to: one channel consumes amq.rabbitmq.reply-to (without
 // acks, as direct reply-to requires; an acking consumer is refused with 406)
 // and publishes the requests, confirmed and mandatory; replies find their
-// request by correlation id. Any number of requests may be in flight. When
-// the channel or the connection goes, every request waiting on it fails at
-// once with ErrReplyLost (its reply could only have come to that channel);
-// the next request opens a new one. Safe for concurrent use.
+// request by correlation id. A request waits for its confirm only until its
+// reply comes: a nack or a return fails it at once, a reply ends it whatever
+// the confirm says later. Any number of requests may be in flight. When the
+// channel or the connection goes, every request waiting on it fails at once
+// with ErrReplyLost (its reply could only have come to that channel); the
+// next request opens a new one. Safe for concurrent use.
 type Requester struct {
 	conn *conn.Conn
 	// pub routes topics into the registry and traces and counts the
@@ -121,9 +123,21 @@ type Requester struct {
 type replyLine struct {
 	rc      *broker.ReplyChannel
 	mu      sync.Mutex
-	pending map[string]chan *amqp.Delivery
+	pending map[string]replyWaiter
 	dead    bool
 }
+
+// replyWaiter is a request waiting on its line: reply gets its reply (or
+// is closed when the line dies), and replied ends the request's wait for
+// its confirm once the reply is in (see Request).
+type replyWaiter struct {
+	reply   chan *amqp.Delivery
+	replied context.CancelCauseFunc
+}
+
+// errReplied is why a request stopped waiting for its confirm: its reply
+// came, which proves the broker took it.
+var errReplied = errors.New("warren: the reply came before the confirm")
 
 // NewRequester returns a Requester on c (the connection stays the
 // caller's).
@@ -183,8 +197,15 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	}
 	corr := watermill.NewUUID()
 	pub.CorrelationId = corr
+	// The confirm is waited for until the reply comes, not after it: the
+	// reply proves the broker took the request, while the confirm of a
+	// persistent request may wait on the broker's disk (or on the
+	// responder's ack) well after the reply is here. Without a reply the
+	// confirm still decides: a nack or a return fails the request at once.
+	confirming, replied := context.WithCancelCause(ctx)
+	defer replied(nil)
 	wait := make(chan *amqp.Delivery, 1)
-	if !line.expect(corr, wait) {
+	if !line.expect(corr, replyWaiter{reply: wait, replied: replied}) {
 		return nil, ErrReplyLost
 	}
 	defer line.forget(corr)
@@ -193,8 +214,12 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		key = route.KeyOf(msg)
 	}
 	out := []broker.Outgoing{{Ctx: instrument.TraceParent(msg.Context(), ctx), Exchange: route.Exchange, RoutingKey: key, Mandatory: true, Msg: pub}}
-	err = r.pub.send(ctx, route, out, func(ctx context.Context, out []broker.Outgoing) []error {
-		return []error{line.rc.Publish(ctx, out[0])}
+	err = r.pub.send(ctx, route, out, func(_ context.Context, out []broker.Outgoing) []error {
+		err := line.rc.Publish(confirming, out[0])
+		if err != nil && errors.Is(context.Cause(confirming), errReplied) {
+			err = nil // the reply is in: the request arrived, whatever its confirm says
+		}
+		return []error{err}
 	})[0]
 	if err != nil {
 		select {
@@ -248,7 +273,7 @@ func (r *Requester) replyLine(ctx context.Context) (*replyLine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("warren: open the reply channel: %w", err)
 	}
-	line := &replyLine{rc: rc, pending: map[string]chan *amqp.Delivery{}}
+	line := &replyLine{rc: rc, pending: map[string]replyWaiter{}}
 	r.line = line
 	r.wg.Go("reply reader", func() { line.read(rc.Replies(), r.log) })
 	return line, nil
@@ -259,31 +284,32 @@ func (r *Requester) replyLine(ctx context.Context) (*replyLine, error) {
 func (l *replyLine) read(deliveries <-chan amqp.Delivery, log *slog.Logger) {
 	for d := range deliveries {
 		l.mu.Lock()
-		wait, ok := l.pending[d.CorrelationId]
+		w, ok := l.pending[d.CorrelationId]
 		delete(l.pending, d.CorrelationId)
 		l.mu.Unlock()
 		if !ok {
 			log.Debug("warren: reply for no waiting request (it gave up)", "correlation_id", d.CorrelationId)
 			continue
 		}
-		wait <- &d
+		w.reply <- &d // buffered: never blocks
+		w.replied(errReplied)
 	}
 	l.mu.Lock()
 	l.dead = true
-	for corr, wait := range l.pending {
-		close(wait)
+	for corr, w := range l.pending {
+		close(w.reply)
 		delete(l.pending, corr)
 	}
 	l.mu.Unlock()
 }
 
-func (l *replyLine) expect(corr string, wait chan *amqp.Delivery) bool {
+func (l *replyLine) expect(corr string, w replyWaiter) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.dead {
 		return false
 	}
-	l.pending[corr] = wait
+	l.pending[corr] = w
 	return true
 }
 

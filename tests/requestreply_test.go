@@ -1,6 +1,7 @@
 package tests
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strings"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
@@ -156,4 +158,116 @@ func waitQueueUnacked(t *testing.T, b *rabbittest.Broker, queue string, n int, w
 		_, unacked, err = b.Messages(queue)
 		return err == nil && unacked == n
 	}, func() string { return fmt.Sprintf("%d unacked (%v)", unacked, err) })
+}
+
+// TestRequestEndsAtItsReplyNotAtItsConfirm: a request's confirm can come
+// long after its reply (a persistent request waits for the broker's disk,
+// or here for a second queue the request also went to). The request ends
+// with its reply; without a reply, a nack still fails it at once. On a
+// disposable node: one queue's process is suspended (rabbitmqctl eval) to
+// hold the confirm back, and a raw amqp091-go client answers.
+func TestRequestEndsAtItsReplyNotAtItsConfirm(t *testing.T) {
+	n := node.Get(t)
+	const (
+		x       = "rpc.confirm-held"
+		work    = "rpc.confirm-held.work"
+		held    = "rpc.confirm-held.slow"
+		refuses = "rpc.confirm-held.refuses" // an exchange to a queue that takes nothing
+		full    = "rpc.confirm-held.full"
+	)
+	raw := rabbittest.RawChannel(t, n.URL())
+	t.Cleanup(func() {
+		for _, q := range []string{work, held, full} {
+			_, _ = raw.QueueDelete(q, false, false, false)
+		}
+		_ = raw.ExchangeDelete(x, false, false)
+		_ = raw.ExchangeDelete(refuses, false, false)
+	})
+	if err := raw.ExchangeDeclare(x, "fanout", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range []string{work, held} {
+		if _, err := raw.QueueDeclare(q, true, false, false, false, nil); err != nil {
+			t.Fatal(err)
+		}
+		if err := raw.QueueBind(q, "", x, false, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A queue that takes nothing: a request to it is nacked, never answered.
+	if _, err := raw.QueueDeclare(full, true, false, false, false, amqp.Table{"x-max-length": int32(0), "x-overflow": "reject-publish"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.ExchangeDeclare(refuses, "fanout", true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.QueueBind(full, "", refuses, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	// The responder, a plain amqp091-go consumer: reply, then ack.
+	answer := rabbittest.RawChannel(t, n.URL())
+	deliveries, err := answer.Consume(work, "", false, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		for d := range deliveries {
+			_ = answer.Publish("", d.ReplyTo, false, false, amqp.Publishing{CorrelationId: d.CorrelationId, Body: []byte(strings.ToUpper(string(d.Body)))})
+			_ = d.Ack(false)
+		}
+	}()
+	rq, err := warren.NewRequester(openConn(t, n.URL()), warren.RequesterConfig{Mapping: warren.FanoutPerTopic{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rq.Close() })
+	if reply, err := rq.Request(ctxT(t, 30*time.Second), x, message.NewMessage("warm", []byte("warm"))); err != nil || string(reply.Payload) != "WARM" {
+		t.Fatalf("request before the hold: %v %v", reply, err)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	queueProcess := fmt.Sprintf(`{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"%s">>)), amqqueue:get_pid(Q)`, held)
+	if out, err := n.Ctl(ctx, "eval", "sys:suspend(begin "+queueProcess+" end)."); err != nil {
+		t.Fatalf("suspend %s: %v %s", held, err, out)
+	}
+	resumed := false
+	resume := func() {
+		if !resumed {
+			resumed = true
+			if out, err := n.Ctl(context.Background(), "eval", "sys:resume(begin "+queueProcess+" end)."); err != nil {
+				t.Errorf("resume %s: %v %s", held, err, out)
+			}
+		}
+	}
+	defer resume()
+	// The request's confirm cannot come while the slow queue's process is
+	// suspended; its reply can. It must end before its own deadline.
+	reqCtx, reqCancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer reqCancel()
+	reply, err := rq.Request(reqCtx, x, message.NewMessage("held", []byte("held")))
+	if reqCtx.Err() != nil {
+		t.Fatalf("the request waited out its deadline for a confirm its reply had made moot (%v %v)", reply, err)
+	}
+	if err != nil || string(reply.Payload) != "HELD" {
+		t.Fatalf("request with its confirm held back: %v %v", reply, err)
+	}
+	resume()
+	// The confirm was held, not skipped: the slow queue has the request.
+	rabbittest.Eventually(t, 10*time.Second, "the held queue to take the request", func() bool {
+		q, err := raw.QueueDeclarePassive(held, true, false, false, false, nil)
+		return err == nil && q.Messages == 2
+	})
+	// No reply: the confirm decides, at once.
+	nackCtx, nackCancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer nackCancel()
+	if _, err := rq.Request(nackCtx, refuses, message.NewMessage("refused", []byte("x"))); !errors.Is(err, broker.ErrNacked) {
+		t.Fatalf("request to a queue that refuses it: %v, want ErrNacked", err)
+	}
+	if nackCtx.Err() != nil {
+		t.Fatal("the refused request waited out its deadline")
+	}
+	if reply, err := rq.Request(ctxT(t, 30*time.Second), x, message.NewMessage("after", []byte("after"))); err != nil || string(reply.Payload) != "AFTER" {
+		t.Fatalf("request after: %v %v", reply, err)
+	}
 }
