@@ -210,12 +210,15 @@ func TestRequestEndsAtItsReplyNotAtItsConfirm(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	answered := make(chan struct{})
 	go func() {
+		defer close(answered)
 		for d := range deliveries {
 			_ = answer.Publish("", d.ReplyTo, false, false, amqp.Publishing{CorrelationId: d.CorrelationId, Body: []byte(strings.ToUpper(string(d.Body)))})
 			_ = d.Ack(false)
 		}
 	}()
+	t.Cleanup(func() { _ = answer.Close(); <-answered }) // the deliveries end with the channel
 	rq, err := warren.NewRequester(openConn(t, n.URL()), warren.RequesterConfig{Mapping: warren.FanoutPerTopic{}})
 	if err != nil {
 		t.Fatal(err)

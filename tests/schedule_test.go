@@ -94,13 +94,23 @@ func scheduledPair(t *testing.T, c *conn.Conn, vhost string, mapping warren.Mapp
 // by the monotonic clock, as the time that passed since publishing, not by
 // the wall clock, which may be adjusted while a message waits. Seen once,
 // judged by the wall clock: the 13 s, 30 s and 2 min delays of one run
-// arrived 0.06, 0.2 and 1.1 s early, a wall clock running up to 1% behind
-// the broker's timers.
+// arrived 0.06, 0.2 and 1.1 s early, about 1% of each: the broker's clock
+// running fast while it corrected a step (see brokerClockSlack).
 func nextSecond(d time.Duration) time.Time {
 	now := time.Now()
 	wall := now.Add(d).Truncate(time.Second).Add(time.Second) // Truncate drops the monotonic reading
 	return now.Add(wall.Sub(now))
 }
+
+// brokerClockSlack is how much earlier than due a message that waited w in
+// the broker's delay levels may arrive: the TTLs run on the broker node's
+// clock, and a node whose system clock was stepped after it started (a
+// machine's clock set by NTP after boot) catches up by running that clock
+// up to 1% fast, for as long as the step takes (Erlang's time correction
+// in its default no_time_warp mode). Seen in a CI run on this machine two hours after
+// its boot: the node's clock ran 0.96% fast and a 2-minute delay arrived
+// 0.56 s early (PITFALLS 47).
+func brokerClockSlack(w time.Duration) time.Duration { return w / 100 }
 
 // TestScheduledDelivery: messages with Watermill's delay metadata, due 1 s
 // to 2 min from now, all published at once, each arrive no earlier than due
@@ -118,6 +128,7 @@ func TestScheduledDelivery(t *testing.T) {
 	xpub, xa := scheduledPair(t, c, b.Vhost, topics, "orders.created")
 
 	delays := []time.Duration{time.Second, 2 * time.Second, 5 * time.Second, 13 * time.Second, 30 * time.Second, 2 * time.Minute}
+	published := time.Now()
 	due := map[string]time.Time{}
 	for _, d := range delays {
 		id := "in-" + d.String()
@@ -138,13 +149,15 @@ func TestScheduledDelivery(t *testing.T) {
 	check := func(id string, due, arrived time.Time) {
 		late := arrived.Sub(due) // monotonic: see nextSecond
 		t.Logf("%s: due %s, arrived %+.3fs (by the wall clock %+.3fs)", id, due.Format("15:04:05"), late.Seconds(), arrived.Round(0).Sub(due.Round(0)).Seconds())
-		// Never earlier than asked: that is the contract. Later is by
+		// Never earlier than asked, by the broker's clock: that is the
+		// contract (see brokerClockSlack for what the broker's clock may
+		// do). Later is by
 		// design at most a second (delays round up to seconds), plus each
 		// queue's TTL timer, which a broker busy with the rest of the suite
 		// runs late by up to a second or two (seen: +1.5s for a 3-hop
 		// delay under make test); the bound leaves room for that and still
 		// catches a message that waited a level too many.
-		if late < 0 || late > 3*time.Second {
+		if late < -brokerClockSlack(due.Sub(published)) || late > 3*time.Second {
 			t.Errorf("%s arrived %v after its due time, want 0 to 1s (3s under load)", id, late)
 		}
 	}
@@ -170,6 +183,7 @@ func TestScheduledSurvivesARestart(t *testing.T) {
 	}
 	defer pub.Close()
 	due := map[string]time.Time{}
+	published := time.Now()
 	for _, d := range []time.Duration{10 * time.Second, 20 * time.Second} {
 		id := fmt.Sprintf("after-%v", d)
 		due[id] = nextSecond(d)
@@ -191,7 +205,7 @@ func TestScheduledSurvivesARestart(t *testing.T) {
 	}
 	got := collect(b.Vhost, out).wait(t, len(due), 2*time.Minute)
 	for id, d := range due {
-		if got[id].Before(d) {
+		if got[id].Before(d.Add(-brokerClockSlack(d.Sub(published)))) {
 			t.Errorf("%s arrived %v before its due time", id, d.Sub(got[id]))
 		}
 		t.Logf("%s: arrived %+.3fs after due", id, got[id].Sub(d).Seconds())
@@ -248,7 +262,7 @@ func TestDelayLevelsCostWhatTheServiceNeeds(t *testing.T) {
 		t.Fatalf("%d delay levels after a 5s schedule, want 3", n)
 	}
 	got := a.wait(t, 1, 30*time.Second)
-	if late := got["in-5s"].Sub(due); late < 0 || late > 1200*time.Millisecond {
+	if late := got["in-5s"].Sub(due); late < -brokerClockSlack(6*time.Second) || late > 1200*time.Millisecond {
 		t.Fatalf("the 5s message arrived %v after its due time, want 0 to 1s", late)
 	}
 }
