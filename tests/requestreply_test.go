@@ -234,15 +234,11 @@ func TestRequestEndsAtItsReplyNotAtItsConfirm(t *testing.T) {
 	if out, err := n.Ctl(ctx, "eval", "sys:suspend(begin "+queueProcess+" end)."); err != nil {
 		t.Fatalf("suspend %s: %v %s", held, err, out)
 	}
-	resumed := false
-	resume := func() {
-		if !resumed {
-			resumed = true
-			if out, err := n.Ctl(context.Background(), "eval", "sys:resume(begin "+queueProcess+" end)."); err != nil {
-				t.Errorf("resume %s: %v %s", held, err, out)
-			}
+	resume := sync.OnceFunc(func() {
+		if out, err := n.Ctl(context.Background(), "eval", "sys:resume(begin "+queueProcess+" end)."); err != nil {
+			t.Errorf("resume %s: %v %s", held, err, out)
 		}
-	}
+	})
 	defer resume()
 	// The request's confirm cannot come while the slow queue's process is
 	// suspended; its reply can. It must end before its own deadline.

@@ -107,9 +107,9 @@ func nextSecond(d time.Duration) time.Time {
 // clock, and a node whose system clock was stepped after it started (a
 // machine's clock set by NTP after boot) catches up by running that clock
 // up to 1% fast, for as long as the step takes (Erlang's time correction
-// in its default no_time_warp mode). Seen in a CI run on this machine two hours after
-// its boot: the node's clock ran 0.96% fast and a 2-minute delay arrived
-// 0.56 s early (PITFALLS 47).
+// in its default no_time_warp mode). Seen in a CI run on this machine two
+// hours after its boot: the node's clock ran 0.96% fast and a 2-minute
+// delay arrived 0.56 s early (PITFALLS 47).
 func brokerClockSlack(w time.Duration) time.Duration { return w / 100 }
 
 // TestScheduledDelivery: messages with Watermill's delay metadata, due 1 s
