@@ -281,9 +281,10 @@ func (s *Subscriber) subscribeStream(ctx context.Context, topic string, sub Stre
 type consumeOptions struct {
 	queue string
 	kind  kind
-	// orderedHandOver marks a partition of a partitioned topic: its
-	// consumer hands the partition over in order when it stops
-	// (broker.ConsumerSpec.OrderedHandOver).
+	// orderedHandOver marks a queue whose order holds from one consumer to
+	// the next (a partition of a partitioned topic, any single-active-
+	// consumer queue the registry knows): its consumer hands it over in
+	// order when it stops or pauses (broker.ConsumerSpec.OrderedHandOver).
 	orderedHandOver bool
 	// streamOffset is where a stream's consume starts (each time).
 	streamOffset func() any
@@ -302,6 +303,11 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 	}
 	if spec, ok := s.reg.QueueSpec(o.queue); ok {
 		st.temporary = spec.Exclusive || spec.AutoDelete
+		// A single-active-consumer queue promises its order from one
+		// consumer to the next and across a pause: only a channel's close
+		// gives the prefetch back to the head of the queue before another
+		// consumer is activated (PITFALLS 33, 48).
+		o.orderedHandOver = o.orderedHandOver || spec.Args.SingleActiveConsumer
 	}
 	if h == nil {
 		st.out = make(chan *message.Message)

@@ -68,10 +68,12 @@ func (r *Router) pauseRoute(ctx context.Context, rt *activeRoute, by string) err
 	}
 	rt.pauseMu.Lock()
 	defer rt.pauseMu.Unlock()
+	rt.byMu.Lock()
 	first := len(rt.pausedBy) == 0
 	if !slices.Contains(rt.pausedBy, by) {
 		rt.pausedBy = append(rt.pausedBy, by)
 	}
+	rt.byMu.Unlock()
 	if !first {
 		return nil
 	}
@@ -85,23 +87,28 @@ func (r *Router) resumeRoute(ctx context.Context, rt *activeRoute, by string) er
 	}
 	rt.pauseMu.Lock()
 	defer rt.pauseMu.Unlock()
+	rt.byMu.Lock()
 	i := slices.Index(rt.pausedBy, by)
 	if i < 0 {
+		rt.byMu.Unlock()
 		return nil
 	}
 	rt.pausedBy = slices.Delete(rt.pausedBy, i, i+1)
-	if len(rt.pausedBy) > 0 {
-		r.cfg.Logger.Info("router: route stays paused", "route", rt.Name, "resumed_by", by, "paused_by", strings.Join(rt.pausedBy, ", "))
+	still := strings.Join(rt.pausedBy, ", ")
+	rt.byMu.Unlock()
+	if still != "" {
+		r.cfg.Logger.Info("router: route stays paused", "route", rt.Name, "resumed_by", by, "paused_by", still)
 		return nil
 	}
 	r.cfg.Logger.Info("router: route resumed", "route", rt.Name, "by", by)
 	return rt.sub.Resume(ctx, rt.Queue.Name)
 }
 
-// pausedBy is who paused rt now ("" when nobody).
+// pausedByNow is who paused rt now ("" when nobody); it does not wait for
+// a pause in progress.
 func (rt *activeRoute) pausedByNow() string {
-	rt.pauseMu.Lock()
-	defer rt.pauseMu.Unlock()
+	rt.byMu.Lock()
+	defer rt.byMu.Unlock()
 	return strings.Join(rt.pausedBy, ", ")
 }
 

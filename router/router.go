@@ -142,10 +142,13 @@ type activeRoute struct {
 	// killSwitch is the route's, nil without one.
 	killSwitch *middleware.KillSwitch
 
-	// pauseMu serialises pauses and resumes of the route; pausedBy are
-	// who paused it (an operator, the kill switch): it consumes again once
-	// every one of them resumed it.
-	pauseMu  sync.Mutex
+	// pauseMu serialises pauses and resumes of the route, held while one
+	// waits for the handlers in flight.
+	pauseMu sync.Mutex
+	// pausedBy are who paused it (an operator, the kill switch): it
+	// consumes again once every one of them resumed it. byMu guards it
+	// alone, so that Health reads it while a pause drains.
+	byMu     sync.Mutex
 	pausedBy []string
 }
 

@@ -48,8 +48,13 @@ func TestRoutePauseAndResume(t *testing.T) {
 			var mu sync.Mutex
 			var handled []int
 			seen := map[int]int{}
-			pauseAt := make(chan struct{})
+			// The handler holds message 50 until Pause has begun, so that
+			// the broker holds a backlog behind what was prefetched: a
+			// give-back that lost the queue's place shows in the order.
+			pauseAt, release := make(chan struct{}), make(chan struct{})
 			var once sync.Once
+			releaseOnce := sync.OnceFunc(func() { close(release) })
+			t.Cleanup(releaseOnce)
 			if err := r.AddRoute(router.Route{Name: "pausable", Queue: topology.QueueSpec{Name: q, Durable: true, Args: tc.args},
 				MaxInFlight: tc.maxInFlight, Prefetch: 20, DelayedRetry: router.DelayedRetrySettings{Disabled: true},
 				Handler: func(m *message.Message) error {
@@ -61,6 +66,7 @@ func TestRoutePauseAndResume(t *testing.T) {
 					mu.Unlock()
 					if count == 50 {
 						once.Do(func() { close(pauseAt) })
+						<-release
 					}
 					return nil
 				}}); err != nil {
@@ -72,7 +78,13 @@ func TestRoutePauseAndResume(t *testing.T) {
 			}
 			<-pauseAt
 			ctx := ctxT(t, 30*time.Second)
-			if err := r.Pause(ctx, "pausable", ""); err != nil {
+			paused := make(chan error, 1)
+			go func() { paused <- r.Pause(ctx, "pausable", "") }()
+			rabbittest.Eventually(t, 10*time.Second, "the pause begun", func() bool {
+				return r.Health().Routes["pausable"].State == router.RoutePaused
+			})
+			releaseOnce()
+			if err := <-paused; err != nil {
 				t.Fatal(err)
 			}
 			if err := r.Pause(ctx, "pausable", "deploy"); err != nil {
@@ -131,6 +143,75 @@ func TestRoutePauseAndResume(t *testing.T) {
 				t.Fatalf("after Resume: %+v", rh)
 			}
 		})
+	}
+}
+
+// TestRouteHandsASingleActiveConsumerQueueOverInOrder: two instances of a
+// service run the same route on a single-active-consumer queue (a rolling
+// deploy); the active one closes with a message in its handler, more
+// prefetched and a backlog behind them. The other takes over where it left
+// off: every message once, in the queue's order (PITFALLS 33 and 48: a
+// cancel would hand over at once, and a requeue would put the prefetch
+// behind the backlog).
+func TestRouteHandsASingleActiveConsumerQueueOverInOrder(t *testing.T) {
+	t.Parallel()
+	b := rabbittest.Shared(t)
+	q := b.Name("handover")
+	b.Name("handover.dlq")
+	const total = 200
+	var mu sync.Mutex
+	var handled []int
+	release := make(chan struct{})
+	releaseOnce := sync.OnceFunc(func() { close(release) })
+	t.Cleanup(releaseOnce)
+	held := make(chan struct{})
+	route := func(first bool) router.Route {
+		return router.Route{Name: "handover", MaxInFlight: 1, Prefetch: 20,
+			Queue:        topology.QueueSpec{Name: q, Durable: true, Args: topology.QueueArgs{Type: topology.Quorum, SingleActiveConsumer: true}},
+			DelayedRetry: router.DelayedRetrySettings{Disabled: true},
+			Handler: func(m *message.Message) error {
+				n, _ := strconv.Atoi(string(m.Payload))
+				mu.Lock()
+				handled = append(handled, n)
+				mu.Unlock()
+				if first && n == 50 {
+					close(held)
+					<-release
+				}
+				return nil
+			}}
+	}
+	active, standby := newRouter(t, b.URL, router.Config{}), newRouter(t, b.URL, router.Config{})
+	if err := active.AddRoute(route(true)); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, active)
+	if err := standby.AddRoute(route(false)); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, standby) // waits: the queue has its active consumer
+	for i := 1; i <= total; i++ {
+		publish(t, active, q, message.NewMessage(strconv.Itoa(i), []byte(strconv.Itoa(i))))
+	}
+	<-held
+	closed := make(chan error, 1)
+	go func() { closed <- active.Close(ctxT(t, 30*time.Second)) }()
+	releaseOnce()
+	if err := <-closed; err != nil {
+		t.Fatal(err)
+	}
+	rabbittest.Eventually(t, 30*time.Second, "every message handled", func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(handled) >= total
+	})
+	b.WaitSettled(t, q, 10*time.Second)
+	mu.Lock()
+	defer mu.Unlock()
+	for i, n := range handled {
+		if n != i+1 {
+			t.Fatalf("out of order or twice at %d: %v", i, handled)
+		}
 	}
 }
 

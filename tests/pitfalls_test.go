@@ -97,6 +97,86 @@ func TestPitfallSingleActiveConsumerSwitchesAtCancel(t *testing.T) {
 	}
 }
 
+// PITFALLS 48: on RabbitMQ 3.10 a quorum queue with no delivery limit puts
+// a nacked message behind the backlog; with a delivery limit, or on a
+// classic queue, it comes back first; a closed channel returns what it held
+// first on a quorum queue too.
+func TestPitfallQuorumRequeueGoesToTheBack(t *testing.T) {
+	b := rabbittest.Shared(t)
+	for _, tc := range []struct {
+		name  string
+		args  amqp.Table
+		close bool // give back by closing the channel instead of nacking
+		first int  // the first message the next consume gets
+	}{
+		{"quorum", amqp.Table{"x-queue-type": "quorum"}, false, 4},
+		{"quorum-limit", amqp.Table{"x-queue-type": "quorum", "x-delivery-limit": int64(100)}, false, 1},
+		{"classic", amqp.Table{"x-queue-type": "classic"}, false, 1},
+		{"quorum-close", amqp.Table{"x-queue-type": "quorum"}, true, 1},
+	} {
+		ch := rabbittest.RawChannel(t, b.URL)
+		q := b.Name("requeue-" + tc.name)
+		if _, err := ch.QueueDeclare(q, true, false, false, false, tc.args); err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			t.Fatal(err)
+		}
+		for i := 1; i <= 6; i++ {
+			c, err := ch.PublishWithDeferredConfirm("", q, false, false, amqp.Publishing{Body: []byte(strconv.Itoa(i))})
+			if err != nil || !c.Wait() {
+				t.Fatalf("publish %d: %v", i, err)
+			}
+		}
+		held := rabbittest.RawChannel(t, b.URL)
+		if err := held.Qos(3, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		d, err := held.Consume(q, "held", false, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []amqp.Delivery
+		for range 3 {
+			select {
+			case m := <-d:
+				got = append(got, m)
+			case <-time.After(10 * time.Second):
+				t.Fatalf("%s: the consumer got %d of its 3", tc.name, len(got))
+			}
+		}
+		var again <-chan amqp.Delivery
+		if tc.close {
+			if err := held.Close(); err != nil {
+				t.Fatal(err)
+			}
+			// The queue takes the close's return in a moment: all six ready.
+			rabbittest.Eventually(t, 20*time.Second, tc.name+": 1-3 back", func() bool {
+				ready, unacked, err := b.Messages(q)
+				return err == nil && ready == 6 && unacked == 0
+			})
+			_, again = consumeRaw(t, b, q, "again")
+		} else {
+			if err := held.Cancel("held", false); err != nil {
+				t.Fatal(err)
+			}
+			for _, m := range got {
+				if err := m.Nack(false, true); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Consumed again on the same channel: the broker takes the
+			// nacks before this consume.
+			if again, err = held.Consume(q, "again", false, false, false, false, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if n := next(t, again, tc.name); n != tc.first {
+			t.Fatalf("%s: after 1-3 went back the next consume got %d first, want %d", tc.name, n, tc.first)
+		}
+	}
+}
+
 // PITFALLS 32: a quorum queue takes a second "exclusive" consumer where a
 // classic queue refuses it (403 ACCESS_REFUSED): exclusive consume cannot
 // keep one reader per partition; single active consumer does.
