@@ -42,7 +42,9 @@ test-core:
 	@# Every micro-benchmark runs once too (a few seconds): one that
 	@# panics or measures a stack missing a middleware fails here, not
 	@# the day someone reads its numbers.
-	$(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) -bench . -benchtime 1x $(PKGS)
+	@# -p 4: four test binaries at a time, not one per core; the long ones
+	@# (tests, warrentest, conn) mostly wait on the broker.
+	$(GO) test -race -count=1 -p 4 -timeout $(TEST_TIMEOUT) -bench . -benchtime 1x $(PKGS)
 test-pg:
 	cd pg && $(GO) vet ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 test-cmd:

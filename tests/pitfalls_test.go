@@ -102,6 +102,7 @@ func TestPitfallSingleActiveConsumerSwitchesAtCancel(t *testing.T) {
 // classic queue, it comes back first; a closed channel returns what it held
 // first on a quorum queue too.
 func TestPitfallQuorumRequeueGoesToTheBack(t *testing.T) {
+	t.Parallel()
 	b := rabbittest.Shared(t)
 	for _, tc := range []struct {
 		name  string
