@@ -259,3 +259,55 @@ func TestWatchdogKillsTheNodeOfADeadTestBinary(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestFreePortIsBelowTheEphemeralRange: a port that an outgoing connection
+// cannot take as its local port between the choice and the node's bind.
+func TestFreePortIsBelowTheEphemeralRange(t *testing.T) {
+	lo, hi := portsBelowEphemeral()
+	if lo >= hi {
+		t.Fatalf("range %d-%d", lo, hi)
+	}
+	for range 50 {
+		p, err := freePort()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p < lo || p >= hi {
+			t.Fatalf("port %d outside %d-%d", p, lo, hi)
+		}
+	}
+}
+
+// TestBootTriesOtherPortsWhenOneIsTaken: the distribution port a node was
+// given is taken before it boots (as happened when suites ran side by
+// side); boot sees RabbitMQ's dist_port_already_used and boots it on other
+// ports.
+func TestBootTriesOtherPortsWhenOneIsTaken(t *testing.T) {
+	if isShort() {
+		t.Skip("needs rabbitmq-server; -short runs unit tests only")
+	}
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	takenPort := taken.Addr().(*net.TCPAddr).Port
+	calls := 0
+	choosePort = func() (int, error) {
+		calls++
+		if calls == 2 { // the first node's distribution port
+			return takenPort, nil
+		}
+		return freePort()
+	}
+	defer func() { choosePort = freePort }()
+	n, err := boot(reachableTempDir(t), NodeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Destroy()
+	if calls < 4 || n.DistPort == takenPort {
+		t.Fatalf("%d ports chosen, distribution port %d (the taken one is %d): want a second attempt on other ports", calls, n.DistPort, takenPort)
+	}
+	dialNode(t, n.URL()).Close()
+}

@@ -60,38 +60,57 @@ func StartNode(t testing.TB, opts NodeOptions) *Node {
 	if isShort() {
 		t.Skip("rabbittest: a disposable node needs rabbitmq-server; -short runs unit tests only")
 	}
-	dir := t.TempDir()
-	// t.TempDir's parent is private to us; the node runs as the rabbitmq user
-	// and must be able to reach its directories.
-	_ = os.Chmod(filepath.Dir(dir), 0o711)
-	n, err := newNode(dir, opts)
+	n, err := boot(reachableTempDir(t), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(n.Kill)
-	if err := n.Start(); err != nil {
-		t.Fatal(err)
-	}
 	return n
+}
+
+// reachableTempDir is a t.TempDir that the node, which runs as the
+// rabbitmq user, can reach its own directory in (t.TempDir's are private).
+func reachableTempDir(t testing.TB) string {
+	dir := t.TempDir()
+	_ = os.Chmod(filepath.Dir(dir), 0o711)
+	_ = os.Chmod(dir, 0o711)
+	return dir
 }
 
 // NewNode starts a disposable node outside a test (for TestMain, so a
 // package's tests can share one). The caller must call Destroy.
 func NewNode(opts NodeOptions) (*Node, error) {
-	dir, err := os.MkdirTemp("", "warren-node-")
-	if err != nil {
-		return nil, err
-	}
-	n, err := newNode(dir, opts)
-	if err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	if err := n.Start(); err != nil {
+	return boot("", opts)
+}
+
+// boot makes a node in a directory of its own under parent ("": the
+// system's temporary directory) and starts it. When a port it chose was
+// taken before the node bound it (portTaken), it tries again with other
+// ports, twice.
+func boot(parent string, opts NodeOptions) (*Node, error) {
+	const attempts = 3
+	for attempt := 1; ; attempt++ {
+		dir, err := os.MkdirTemp(parent, "warren-node-")
+		if err != nil {
+			return nil, err
+		}
+		n, err := newNode(dir, opts)
+		if err != nil {
+			os.RemoveAll(dir)
+			return nil, err
+		}
+		err = n.Start()
+		if err == nil {
+			return n, nil
+		}
 		n.Destroy()
-		return nil, err
+		if !portTaken(err) {
+			return nil, err
+		}
+		if attempt == attempts {
+			return nil, fmt.Errorf("%w: %w", errNoPort, err)
+		}
 	}
-	return n, nil
 }
 
 // Destroy kills the node and removes its directories.
@@ -104,11 +123,11 @@ func newNode(dir string, opts NodeOptions) (*Node, error) {
 	if opts.BootTimeout == 0 {
 		opts.BootTimeout = 90 * time.Second
 	}
-	port, err := freePort()
+	port, err := choosePort()
 	if err != nil {
 		return nil, err
 	}
-	dist, err := freePort()
+	dist, err := choosePort()
 	if err != nil {
 		return nil, err
 	}
@@ -129,7 +148,7 @@ func newNode(dir string, opts NodeOptions) (*Node, error) {
 		"loopback_users = none",
 	}, opts.Config...)
 	if opts.Management {
-		if n.ManagementPort, err = freePort(); err != nil {
+		if n.ManagementPort, err = choosePort(); err != nil {
 			return nil, err
 		}
 		conf = append(conf, fmt.Sprintf("management.tcp.port = %d", n.ManagementPort), "management.tcp.ip = 127.0.0.1")
