@@ -33,7 +33,7 @@ test: broker postgres pika
 	@# one's output kept together. The suites wait on the broker, the
 	@# database and disposable nodes far more than they use the CPU: run one
 	@# after the other they kept 2 cores 42% busy (819 s, 458 s user and
-	@# 237 s system), and CI's budget is 15 minutes.
+	@# 237 s system; CI's budget is 15 minutes), side by side 677-750 s.
 	$(MAKE) -j5 --output-sync=target test-core test-pg test-cmd test-interop test-examples
 
 .PHONY: test-core test-pg test-cmd test-interop test-examples
