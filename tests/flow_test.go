@@ -38,6 +38,9 @@ func TestRoutePauseAndResume(t *testing.T) {
 	}{
 		{"classic, 4 in flight", topology.QueueArgs{}, 4},
 		{"single active consumer, in order", topology.QueueArgs{Type: topology.Quorum, SingleActiveConsumer: true}, 1},
+		// The ordered hand-over with handlers side by side: its own
+		// channel closes only once they have settled.
+		{"single active consumer, 4 in flight", topology.QueueArgs{Type: topology.Quorum, SingleActiveConsumer: true}, 4},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := rabbittest.Shared(t)
