@@ -19,9 +19,16 @@ import (
 // sacQueue declares a single-active-consumer quorum queue holding 1..n.
 func sacQueue(t *testing.T, b *rabbittest.Broker, base string, n int) string {
 	t.Helper()
+	return filledQueue(t, b, base, amqp.Table{"x-queue-type": "quorum", "x-single-active-consumer": true}, n)
+}
+
+// filledQueue declares a durable queue with args and publishes 1..n to it,
+// each confirmed.
+func filledQueue(t *testing.T, b *rabbittest.Broker, base string, args amqp.Table, n int) string {
+	t.Helper()
 	ch := rabbittest.RawChannel(t, b.URL)
 	q := b.Name(base)
-	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-queue-type": "quorum", "x-single-active-consumer": true}); err != nil {
+	if _, err := ch.QueueDeclare(q, true, false, false, false, args); err != nil {
 		t.Fatal(err)
 	}
 	if err := ch.Confirm(false); err != nil {
@@ -115,20 +122,7 @@ func TestPitfallQuorumRequeueGoesToTheBack(t *testing.T) {
 		{"classic", amqp.Table{"x-queue-type": "classic"}, false, 1},
 		{"quorum-close", amqp.Table{"x-queue-type": "quorum"}, true, 1},
 	} {
-		ch := rabbittest.RawChannel(t, b.URL)
-		q := b.Name("requeue-" + tc.name)
-		if _, err := ch.QueueDeclare(q, true, false, false, false, tc.args); err != nil {
-			t.Fatal(err)
-		}
-		if err := ch.Confirm(false); err != nil {
-			t.Fatal(err)
-		}
-		for i := 1; i <= 6; i++ {
-			c, err := ch.PublishWithDeferredConfirm("", q, false, false, amqp.Publishing{Body: []byte(strconv.Itoa(i))})
-			if err != nil || !c.Wait() {
-				t.Fatalf("publish %d: %v", i, err)
-			}
-		}
+		q := filledQueue(t, b, "requeue-"+tc.name, tc.args, 6)
 		held := rabbittest.RawChannel(t, b.URL)
 		if err := held.Qos(3, 0, false); err != nil {
 			t.Fatal(err)

@@ -108,7 +108,7 @@ func boot(parent string, opts NodeOptions) (*Node, error) {
 			return nil, err
 		}
 		if attempt == attempts {
-			return nil, fmt.Errorf("%w: %w", errNoPort, err)
+			return nil, fmt.Errorf("rabbittest: a port was taken at each of %d attempts: %w", attempts, err)
 		}
 	}
 }

@@ -1,7 +1,6 @@
 package rabbittest
 
 import (
-	"errors"
 	"fmt"
 	"math/rand/v2"
 	"net"
@@ -16,7 +15,7 @@ import (
 // local port of any outgoing connection, and the suites open thousands: a
 // node then failed to boot with dist_port_already_used, more often the
 // more suites ran side by side. Below the range only another listener
-// competes, and NewNode tries again with other ports if one does.
+// competes, and boot tries again with other ports if one does.
 func freePort() (int, error) {
 	lo, hi := portsBelowEphemeral()
 	for range 500 {
@@ -49,17 +48,11 @@ func portsBelowEphemeral() (lo, hi int) {
 
 // portTaken reports a node that could not boot because one of its ports was
 // taken after freePort chose it (RabbitMQ's dist_port_already_used, or
-// eaddrinuse for its listener): NewNode tries again with other ports.
+// eaddrinuse for its listener): boot tries again with other ports.
 func portTaken(err error) bool {
-	if err == nil {
-		return false
-	}
 	s := err.Error()
 	return strings.Contains(s, "already_used") || strings.Contains(s, "eaddrinuse")
 }
-
-// errNoPort is NewNode's error when every attempt found a port taken.
-var errNoPort = errors.New("rabbittest: every attempt to boot the node found a port taken")
 
 // waitPort polls addr until it accepts a TCP connection or timeout passes.
 func waitPort(addr string, timeout time.Duration, alive func() bool) error {
