@@ -104,8 +104,7 @@ func New(t testing.TB, opts ...Option) *Broker {
 	default:
 		t.Fatalf("warrentest: %s=%q: want vhost or prefix", IsolationEnv, iso)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	began := time.Now()
 	switch {
 	case o.own:
 		b.node = rabbittest.StartNode(t, rabbittest.NodeOptions{})
@@ -122,6 +121,12 @@ func New(t testing.TB, opts ...Option) *Broker {
 		t.Fatalf("warrentest: %s: %v", URLEnv, err)
 	}
 	b.base = u
+	gotBroker := time.Since(began)
+	// The admin's minute starts once the broker is there: a node's boot on
+	// a loaded machine (CI compiling five modules) took most of a minute
+	// that had started before it, and the vhost's rabbitmqctl was killed.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	if b.node != nil {
 		b.admin = ctlAdmin{node: b.node.Name}
 	} else if b.admin, err = adminFor(ctx, u, os.Getenv(ManagementURLEnv)); err != nil && !prefixMode {
@@ -136,7 +141,8 @@ func New(t testing.TB, opts ...Option) *Broker {
 	}
 	b.Vhost = fmt.Sprintf("warrentest-%d-%d-%s", os.Getpid(), vhostSeq.Add(1), sanitize(t.Name()))
 	if err := b.admin.addVhost(ctx, b.Vhost, b.user()); err != nil {
-		t.Fatalf("warrentest: make the test's vhost through %v: %v", b.admin, err)
+		t.Fatalf("warrentest: make the test's vhost through %v (%v after the broker, which took %v): %v",
+			b.admin, (time.Since(began) - gotBroker).Round(time.Millisecond), gotBroker.Round(time.Millisecond), err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
