@@ -40,6 +40,8 @@ test: broker postgres pika
 	@# far more than they use the CPU (one after the other they kept 2
 	@# cores 42% busy). The system tests (./tests, six minutes, most of
 	@# it waiting) are the long pole, so they start first, on their own.
+	@# From a cold build cache on this 2-core machine: 1026 s before
+	@# (vet without -race, ./tests started last), 770 s so.
 	$(MAKE) -j6 --output-sync=target test-system test-core test-pg test-cmd test-interop test-examples
 
 .PHONY: test-system test-core test-pg test-cmd test-interop test-examples
