@@ -72,6 +72,9 @@ func Own() Option { return func(o *options) { o.own = true } }
 var (
 	shared   rabbittest.LazyNode
 	vhostSeq atomic.Int64
+
+	// sharedNode is the package's node (a seam: a test makes its boot slow).
+	sharedNode = func(t testing.TB) *rabbittest.Node { return shared.Get(t) }
 )
 
 // New gives t a broker: the one at WARREN_TEST_URL when it is set, else a
@@ -113,7 +116,7 @@ func New(t testing.TB, opts ...Option) *Broker {
 		if _, err := exec.LookPath(serverBinary()); err != nil {
 			t.Fatalf("warrentest: no broker: set %s, or install rabbitmq-server (scripts/broker.sh does)", URLEnv)
 		}
-		b.node = shared.Get(t)
+		b.node = sharedNode(t)
 		raw = b.node.URL()
 	}
 	u, err := url.Parse(raw)
@@ -122,9 +125,10 @@ func New(t testing.TB, opts ...Option) *Broker {
 	}
 	b.base = u
 	gotBroker := time.Since(began)
-	// The admin's minute starts once the broker is there: a node's boot on
-	// a loaded machine (CI compiling five modules) took most of a minute
-	// that had started before it, and the vhost's rabbitmqctl was killed.
+	// The admin's minute starts once the broker is there. It used to start
+	// before the node's boot, which a loaded machine stretches (26-28 s here
+	// while make test compiled, each rabbitmqctl 4-10 s): in CI the boot
+	// used up the minute, and the vhost's set_permissions was killed.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if b.node != nil {
