@@ -29,28 +29,42 @@ postgres:
 ## the Kubernetes example (its manifests' test parses YAML: its own module),
 ## and zstd for payload (klauspost/compress: its own module).
 test: broker postgres pika
-	@# First the core's vet, alone: it compiles the core and its
-	@# dependencies with -race once, into the build cache every module's
-	@# tests then read. (-race: vet's compile is then the test binaries'
-	@# own, not a second one; and six modules compiling the same
-	@# dependencies at once on a cold cache did it six times.)
+	@# Compile first, test after. Vet with -race compiles what the test
+	@# binaries are built from, so vet's compile is theirs, not a second
+	@# one. The core first and alone: every module builds on it and its
+	@# dependencies, and modules compiling them at the same moment on a
+	@# cold cache did it once each. Then the other modules' own
+	@# dependencies, side by side.
 	$(GO) vet -race $(PKGS)
-	@# Then the modules side by side, each one's output kept together:
-	@# the suites wait on the broker, the database and disposable nodes
-	@# far more than they use the CPU (one after the other they kept 2
-	@# cores 42% busy). The system tests (./tests) are the long pole,
-	@# so they start first, in two processes: the tests that kill,
-	@# restart or block disposable nodes run one after the other (106 s
-	@# idle; TestChaos counts its process's goroutines and heap), beside
-	@# the rest (in one process they came first and held up the parallel
-	@# tests behind them: 354 s idle, 585 s in make test).
-	@# From a cold build cache on this 2-core machine: 1026 s before
-	@# (vet without -race, ./tests started last), 770 s with ./tests
-	@# first in one process.
+	$(MAKE) -j4 --output-sync=target vet-pg vet-cmd vet-interop vet-examples
+	@# Then the suites side by side, each one's output kept together: they
+	@# wait on the broker, the database and disposable nodes far more than
+	@# they use the CPU (one after the other they kept 2 cores 42% busy),
+	@# and none shares the cores with a compiler any more (a broker under
+	@# one runs its TTL timers and boots nodes late). The system tests
+	@# (./tests) are the long pole, in two processes: the tests that kill,
+	@# restart or block disposable nodes, one after the other (106 s idle;
+	@# TestChaos counts its process's goroutines and heap), beside the
+	@# rest (in one process they came first and held up the parallel
+	@# tests behind them: 354 s idle).
 	$(MAKE) -j7 --output-sync=target test-system-faults test-system test-core test-pg test-cmd test-interop test-examples
 
 # The system tests that take a disposable node down or block it, each alone.
 SYSTEM_FAULTS := ^(TestReconnect|TestClusterFailover|TestChaos|TestBlockedBroker|TestServiceSurvivesCutAndRestart)$$
+
+.PHONY: vet-pg vet-cmd vet-interop vet-examples
+vet-pg:
+	cd pg && $(GO) vet -race ./...
+vet-cmd:
+	cd cmd/warren && $(GO) vet -race ./...
+vet-interop:
+	cd bench && $(GO) vet -race .
+	cd interop && $(GO) vet -race ./...
+vet-examples:
+	cd examples/cqrs && $(GO) vet -race .
+	cd examples/observability && $(GO) vet -race .
+	cd examples/kubernetes && $(GO) vet -race .
+	cd payload/zstd && $(GO) vet -race .
 
 .PHONY: test-system-faults test-system test-core test-pg test-cmd test-interop test-examples
 test-system-faults:
@@ -64,18 +78,17 @@ test-core:
 	@# -p 4: four test binaries at a time, not one per core; the long ones
 	@# (warrentest, conn, broker) mostly wait on the broker.
 	$(GO) test -race -count=1 -p 4 -timeout $(TEST_TIMEOUT) -bench . -benchtime 1x $$($(GO) list $(PKGS) | grep -v '/tests$$')
-test-pg:
-	cd pg && $(GO) vet -race ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-test-cmd:
-	cd cmd/warren && $(GO) vet -race ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-test-interop:
-	cd bench && $(GO) vet -race .
-	cd interop && $(GO) vet -race ./... && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-test-examples:
+test-pg: vet-pg
+	cd pg && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test-cmd: vet-cmd
+	cd cmd/warren && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test-interop: vet-interop
+	cd interop && $(GO) test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test-examples: vet-examples
 	cd examples/cqrs && $(GO) test -race -count=1 .
-	cd examples/observability && $(GO) vet -race . && $(GO) test -race -count=1 .
-	cd examples/kubernetes && $(GO) vet -race . && $(GO) test -race -count=1 .
-	cd payload/zstd && $(GO) vet -race . && $(GO) test -race -count=1 .
+	cd examples/observability && $(GO) test -race -count=1 .
+	cd examples/kubernetes && $(GO) test -race -count=1 .
+	cd payload/zstd && $(GO) test -race -count=1 .
 
 ## test-short: unit tests only; no broker needed.
 test-short:
