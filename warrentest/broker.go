@@ -128,7 +128,8 @@ func New(t testing.TB, opts ...Option) *Broker {
 	// The admin's minute starts once the broker is there. It used to start
 	// before the node's boot, which a loaded machine stretches (26-28 s here
 	// while make test compiled, each rabbitmqctl 4-10 s): in CI the boot
-	// used up the minute, and the vhost's set_permissions was killed.
+	// used up the minute, and the vhost's set_permissions was killed
+	// (PITFALLS 50).
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if b.node != nil {

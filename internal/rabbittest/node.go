@@ -211,6 +211,11 @@ func (n *Node) Dir() string { return n.dir }
 // Start boots the node (again, after Kill or Stop) with the same name, ports
 // and data, and waits until it accepts AMQP connections.
 func (n *Node) Start() error {
+	release, err := bootSlot()
+	if err != nil {
+		return err
+	}
+	defer release()
 	n.mu.Lock()
 	if n.cmd != nil {
 		n.mu.Unlock()
