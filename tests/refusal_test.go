@@ -34,11 +34,18 @@ func (m exchangePerTopic) Subscription(topic string) (warren.Subscription, error
 	return warren.QueueSubscription{Queue: topic}, nil
 }
 
+// badPublishBound is how long a refused publish may take and still count as
+// failing at once: far below the 30 s PublishTimeout a publish that waited
+// for its confirm would take, above what a loaded machine adds (one of 215
+// took over a second while make test ran six suites side by side).
+const badPublishBound = 5 * time.Second
+
 // TestRefusalsCostOtherPublishersNothing: 8 goroutines publish 1,000 good
 // messages each through one Publisher while another publishes to a missing
 // exchange every 10ms through the same Publisher. Every good message is
-// confirmed and consumed; each bad publish fails with the 404 in under a
-// second. The duplicate count is printed (PITFALLS 26: before, a few
+// confirmed and consumed; each bad publish fails with the 404 at once (in
+// milliseconds idle; badPublishBound allows a loaded machine). The
+// duplicate count is printed (PITFALLS 26: before, a few
 // hundred good messages arrived hundreds of times each).
 func TestRefusalsCostOtherPublishersNothing(t *testing.T) {
 	b := rabbittest.Shared(t)
@@ -86,7 +93,7 @@ func TestRefusalsCostOtherPublishersNothing(t *testing.T) {
 			}
 			start := time.Now()
 			err := pub.Publish(missing, message.NewMessage(fmt.Sprint("bad-", i), []byte("x")))
-			if time.Since(start) > time.Second {
+			if time.Since(start) > badPublishBound {
 				badSlow.Add(1)
 			}
 			if !errors.Is(err, conn.ErrNotFound) {
@@ -120,7 +127,7 @@ func TestRefusalsCostOtherPublishersNothing(t *testing.T) {
 		t.Fatal(v)
 	}
 	if badSlow.Load() > 0 {
-		t.Fatalf("%d of %d bad publishes took over a second", badSlow.Load(), bad.Load())
+		t.Fatalf("%d of %d bad publishes took over %v", badSlow.Load(), bad.Load(), badPublishBound)
 	}
 	n := 0
 	rabbittest.Eventually(t, 60*time.Second, "every good message consumed", func() bool {
