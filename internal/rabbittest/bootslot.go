@@ -9,8 +9,8 @@ import (
 )
 
 // Booting a node is a few seconds of Erlang's CPU. make test runs its
-// suites side by side, and a dozen nodes booting at once on 2 cores took
-// more than their 90 s each (PITFALLS 50). Boots take turns instead,
+// suites side by side, and with a dozen nodes booting at once on 2 cores
+// one took more than its 90 s (PITFALLS 50). Boots take turns instead,
 // machine-wide: a boot holds one of bootSlots file locks, shared by every
 // test process, from the node's start until it accepts connections, and
 // its BootTimeout starts once it holds one.
@@ -33,7 +33,7 @@ func bootSlot() (release func(), err error) {
 			return release, nil
 		}
 		if time.Now().After(deadline) {
-			return nil, fmt.Errorf("rabbittest: no boot slot in %s after %v: %d boots ran all that time", bootSlotDir, bootSlotWait, bootSlots)
+			return nil, fmt.Errorf("rabbittest: no boot slot free in %s for %v (other boots held all %d)", bootSlotDir, bootSlotWait, bootSlots)
 		}
 		time.Sleep(50 * time.Millisecond) // other processes' boots: no event to wait on
 	}
