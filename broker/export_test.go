@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/retry"
 )
 
 // SetRestoreGrace sets restoreGrace until the test ends.
@@ -30,4 +31,12 @@ const (
 
 func NewConfirmChannel(ctx context.Context, c *conn.Conn) (*ConfirmChannel, error) {
 	return newConfirmChannel(ctx, c, 10*time.Second)
+}
+
+// SetRestoreRetryBackoff paces a restore's retries with b until the test
+// ends.
+func SetRestoreRetryBackoff(t interface{ Cleanup(func()) }, b retry.Backoff) {
+	old := restoreRetryBackoff
+	restoreRetryBackoff = b
+	t.Cleanup(func() { restoreRetryBackoff = old })
 }

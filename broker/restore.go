@@ -152,6 +152,14 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 	if err := r.restoreBatch(ctx, batch, rep); err != nil {
 		return err
 	}
+	// The consumers of queues this run just declared subscribe while the
+	// bindings are put back: a consumer needs its queue, not the queue's
+	// bindings, and publishing waits for the whole run anyway. A binding
+	// that keeps failing (someone else's exchange gone) used to hold every
+	// consumer back for its retries.
+	ready, alone := r.consumersToRestore(ctx)
+	early := make(chan trustedResult, 1)
+	go func() { early <- r.subscribeTrusted(ctx, ready) }()
 	for _, kind := range []topology.BindKind{topology.BindQueue, topology.BindExchange} {
 		batch = batch[:0]
 		for _, rec := range bindings {
@@ -172,10 +180,13 @@ func (r *Registry) restoreAll(ctx context.Context, gen uint64, rep *RestoreRepor
 			}})
 		}
 		if err := r.restoreBatch(ctx, batch, rep); err != nil {
+			<-early
 			return err
 		}
 	}
-	if err := r.restoreConsumers(ctx, rep); err != nil {
+	subscribed := <-early
+	rep.Restored = append(rep.Restored, subscribed.restored...)
+	if err := r.restoreAlone(ctx, append(alone, subscribed.missed...), rep); err != nil {
 		return err
 	}
 	return ctx.Err()
@@ -259,29 +270,36 @@ func restoreBackOff() backoff.BackOff {
 	return b
 }
 
-// restoreConsumers subscribes every recorded consumer on the new
-// connection, pipelined per consumer channel, and hands each its
-// subscription; one the pipeline could not subscribe is tried alone.
-func (r *Registry) restoreConsumers(ctx context.Context, rep *RestoreReport) error {
-	var cs []*Consumer
+// consumersToRestore splits the consumers to restore: those whose queues
+// are vouched for on this connection (pipelined), and the rest (a consume
+// of a missing queue would close a shared channel: checked first, alone).
+func (r *Registry) consumersToRestore(ctx context.Context) (ready, alone []*Consumer) {
 	for _, c := range r.consumerList() {
-		if !c.isStopped() && !c.Paused() {
-			cs = append(cs, c)
+		if c.isStopped() || c.Paused() {
+			continue
 		}
-	}
-	if len(cs) == 0 {
-		return nil
-	}
-	// Queues not vouched for on this connection are checked first (a
-	// consume of a missing queue would close a shared channel).
-	ready := cs[:0:0]
-	var alone []*Consumer
-	for _, c := range cs {
 		if c.queueTrusted(ctx) {
 			ready = append(ready, c)
 		} else {
 			alone = append(alone, c)
 		}
+	}
+	return ready, alone
+}
+
+// trustedResult is what subscribeTrusted did: the consumers it restored,
+// and those it could not (restored alone next).
+type trustedResult struct {
+	restored []Entity
+	missed   []*Consumer
+}
+
+// subscribeTrusted subscribes ready pipelined per consumer channel and
+// hands each its subscription.
+func (r *Registry) subscribeTrusted(ctx context.Context, ready []*Consumer) trustedResult {
+	var res trustedResult
+	if len(ready) == 0 {
+		return res
 	}
 	specs := make([]ConsumerSpec, len(ready))
 	for i, c := range ready {
@@ -290,12 +308,18 @@ func (r *Registry) restoreConsumers(ctx context.Context, rep *RestoreReport) err
 	subs := r.channels.subscribeMany(ctx, specs)
 	for i, c := range ready {
 		if subs[i] == nil {
-			alone = append(alone, c)
+			res.missed = append(res.missed, c)
 			continue
 		}
 		c.handOff(subs[i])
-		rep.Restored = append(rep.Restored, Entity{KindConsumer, c.spec.Tag})
+		res.restored = append(res.restored, Entity{KindConsumer, c.spec.Tag})
 	}
+	return res
+}
+
+// restoreAlone restores consumers one at a time, each with the per-entity
+// retries, which find and report its failure.
+func (r *Registry) restoreAlone(ctx context.Context, alone []*Consumer, rep *RestoreReport) error {
 	for _, c := range alone {
 		failed, err := r.restoreEntity(ctx, KindConsumer, c.spec.Tag, func() error { return c.resubscribe(ctx) })
 		if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"testing"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -320,4 +322,81 @@ func TestConsumerRecoversAfterItsRestoreFailed(t *testing.T) {
 		t.Fatalf("consumer ended: %v", cons.Err())
 	default:
 	}
+}
+
+// A consumer needs its queue, not the queue's bindings: it comes back while
+// the restore run is still putting a binding back. Here the binding's
+// source exchange belongs to someone else, who deleted it and declares it
+// again only once the consumer has received a message sent to its queue
+// meanwhile. Had the consumer waited for the bindings, the message would
+// come only after the binding's retries had given up (the run's report
+// would list it failed); as it is, the message comes first and the binding
+// is restored on its next retry.
+func TestConsumersComeBackWhileBindingsAreRestored(t *testing.T) {
+	// Retries slow enough that a message, and the test's answer to it,
+	// come before they give up even on a loaded machine (a minute).
+	broker.SetRestoreRetryBackoff(t, retry.Backoff{InitialInterval: 500 * time.Millisecond, Multiplier: 2, MaxInterval: 6 * time.Second})
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
+	reports := make(chan broker.RestoreReport, 10)
+	ops.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
+	ctx := ctxT(t, 90*time.Second)
+	raw := rawChannel(t, b.URL)
+	theirs, q := b.Name("theirs"), b.Name("ours")
+	if err := raw.ExchangeDeclare(theirs, "fanout", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q}); err != nil {
+		t.Fatal(err)
+	}
+	if err := ops.Bind(ctx, topology.BindSpec{Source: theirs, Destination: q}); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	if _, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.ExchangeDelete(theirs, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Drop(); err != nil {
+		t.Fatal(err)
+	}
+	if err := raw.Publish("", q, false, false, msg("during the restore")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "during the restore")
+	select {
+	case r := <-reports:
+		t.Fatalf("the restore run ended before its consumer received anything: %+v", r)
+	default:
+	}
+	if err := raw.ExchangeDeclare(theirs, "fanout", false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	var r broker.RestoreReport
+	select {
+	case r = <-reports:
+	case <-ctx.Done():
+		t.Fatal("no restore report")
+	}
+	if !r.OK() {
+		t.Fatalf("restore failed: %+v", r)
+	}
+	var kinds []broker.EntityKind
+	for _, e := range r.Restored {
+		kinds = append(kinds, e.Kind)
+	}
+	if want := []broker.EntityKind{broker.KindQueue, broker.KindBinding, broker.KindConsumer}; !slices.Equal(kinds, want) {
+		t.Fatalf("restored %v, want %v (the report lists kinds in the order of a run)", kinds, want)
+	}
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// The binding is back: their exchange reaches our consumer.
+	if err := raw.Publish(theirs, "", false, false, msg("through their exchange")); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "through their exchange")
 }
