@@ -556,7 +556,7 @@ func consumeRows(b *testing.B) []row {
 		fillQueue(b, brokerURL(), rq, messages)
 		var wall, cpu time.Duration
 		r := timedRow("consume", fmt.Sprintf("warren router, default stack, MaxInFlight %d", inFlight), fmt.Sprintf("router%d", inFlight), messages, func() {
-			wall, cpu = routerConsume(b, brokerURL(), rq, messages, 256, inFlight, nil)
+			wall, cpu = routerConsume(b, brokerURL(), rq, messages, 256, inFlight, nil, nil)
 		})
 		// Run to the last message: the route's declarations before Run
 		// are not the consumer's cost.

@@ -503,22 +503,18 @@ func rawConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
 }
 
 // routerConsumeCPU consumes n messages with a router route and its default
-// stack (tracing, ack, dead-letter, delayed retry, retry, timeout).
+// stack (tracing, ack, dead-letter, delayed retry, retry, timeout), its
+// telemetry the default (the otel globals, which record nothing here).
 func routerConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
-	return routerConsumeCPUWith(b, url, q, n, prefetch, nil)
-}
-
-// routerConsumeCPUWith is routerConsumeCPU with the router's telemetry
-// (nil: the default, the otel globals, which record nothing here).
-func routerConsumeCPUWith(b *testing.B, url, q string, n, prefetch int, tel *telemetry.Telemetry) time.Duration {
-	_, cpu := routerConsume(b, url, q, n, prefetch, 1, tel)
+	_, cpu := routerConsume(b, url, q, n, prefetch, 1, nil, nil)
 	return cpu
 }
 
 // routerConsume consumes n messages of q (filled by fillQueue) with a
 // router route and its default stack (retry, dead letter, telemetry), and
-// returns the wall and client CPU time from Run to the last message.
-func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, tel *telemetry.Telemetry) (wall, cpu time.Duration) {
+// returns the wall and client CPU time from Run to the last message. The
+// handler calls work (when set) with each message, then acks it.
+func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, tel *telemetry.Telemetry, work func(*message.Message)) (wall, cpu time.Duration) {
 	c := openWarrenAt(b, url)
 	ctx := context.Background()
 	defer c.Close(ctx)
@@ -533,7 +529,10 @@ func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, te
 		Queue:       topology.QueueSpec{Name: q, Args: topology.QueueArgs{DeadLetterRoutingKey: q + ".dlq"}},
 		DeadLetter:  router.DeadLetterSettings{Queue: q + ".dlq"},
 		MaxInFlight: maxInFlight, Prefetch: prefetch,
-		Handler: func(*message.Message) error {
+		Handler: func(msg *message.Message) error {
+			if work != nil {
+				work(msg)
+			}
 			if handled.Add(1) == int64(n) {
 				close(done)
 			}
