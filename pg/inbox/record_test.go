@@ -22,7 +22,7 @@ func TestRecordQuotesWhatItSends(t *testing.T) {
 	for _, conforming := range []string{"on", "off"} {
 		t.Run("standard_conforming_strings="+conforming, func(t *testing.T) {
 			dsn := pgtest.Database(t)
-			pool := pgtest.Pool(t, dsn+"?pool_max_conns=1&options=-c%20standard_conforming_strings%3D"+conforming)
+			pool := pgtest.Pool(t, pgtest.WithParams(dsn, "pool_max_conns=1&options=-c%20standard_conforming_strings%3D"+conforming))
 			ctx := context.Background()
 			if _, err := pool.Exec(ctx, "CREATE TABLE effects (id text PRIMARY KEY, n int NOT NULL)"); err != nil {
 				t.Fatal(err)

@@ -21,11 +21,25 @@ const ServerEnv = "WARREN_PG_URL"
 
 var seq atomic.Int64
 
-func server() string {
+// dsn is the DSN of database on the server. The machine's own server is
+// reached without TLS, as the tests reach the broker (plain AMQP on
+// 5672): pgx's default (sslmode=prefer) would take TLS whenever the
+// server offers it, as Debian's does, and charge the outbox's and the
+// inbox's benchmarks for encryption their broker side does not pay. A
+// server given in ServerEnv is reached as its DSN says.
+func dsn(database string) string {
 	if s := os.Getenv(ServerEnv); s != "" {
-		return s
+		return s + "/" + database
 	}
-	return "postgres://postgres@127.0.0.1:5432"
+	return "postgres://postgres@127.0.0.1:5432/" + database + "?sslmode=disable"
+}
+
+// WithParams is dsn with the query parameters params ("a=1&b=2") added.
+func WithParams(dsn, params string) string {
+	if strings.Contains(dsn, "?") {
+		return dsn + "&" + params
+	}
+	return dsn + "?" + params
 }
 
 // Database makes a database of the test's own and returns its DSN. Under
@@ -38,7 +52,7 @@ func Database(t testing.TB) string {
 	name := fmt.Sprintf("warren_test_%d_%d_%s", os.Getpid(), seq.Add(1), sanitize(t.Name()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	admin, err := pgx.Connect(ctx, server()+"/postgres")
+	admin, err := pgx.Connect(ctx, dsn("postgres"))
 	if err != nil {
 		t.Fatalf("pgtest: PostgreSQL: %v (scripts/postgres.sh makes sure of it)", err)
 	}
@@ -49,7 +63,7 @@ func Database(t testing.TB) string {
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		admin, err := pgx.Connect(ctx, server()+"/postgres")
+		admin, err := pgx.Connect(ctx, dsn("postgres"))
 		if err != nil {
 			t.Errorf("pgtest: drop database: %v", err)
 			return
@@ -59,7 +73,7 @@ func Database(t testing.TB) string {
 			t.Errorf("pgtest: drop database: %v", err)
 		}
 	})
-	return server() + "/" + name
+	return dsn(name)
 }
 
 // Pool opens a pool on dsn, closed when the test ends.
