@@ -20,6 +20,7 @@ import (
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/delay"
 )
 
 // brokerURL is the local broker (scripts/broker.sh); WARREN_BENCH_URL
@@ -78,6 +79,7 @@ const (
 //
 //	cd bench && go test -run '^$' -bench Compare -benchtime 1x
 func BenchmarkCompare(b *testing.B) {
+	defer removeDelayTopology(b)()
 	for i := 0; i < b.N; i++ {
 		var pubs, cons [][]row
 		for r := 0; r < max(rounds, consumeRounds); r++ {
@@ -233,6 +235,50 @@ func printTargets(k map[string]row) {
 		cpu("warren16", "raw16id"), ratio("warren16", "raw16id"))
 	fmt.Printf("  %-46s %5.2f CPU, %.2f msg/s (reference: the default's choice)\n", "warren 16-goroutine publish, 1 / 4 confirm channels",
 		cpu("warren16", "warren16ch4"), ratio("warren16", "warren16ch4"))
+}
+
+// removeDelayTopology returns what BenchmarkCompare runs once done: the
+// router rows run on the broker's vhost (beside the raw rows), and a
+// router declares warren's delay topology there (delay.ScheduleTopology:
+// durable exchanges and queues), which would outlive the bench on a
+// broker others use. It is deleted unless it was there before the bench
+// (someone else's then).
+func removeDelayTopology(b *testing.B) func() {
+	c := dial(b)
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := ch.QueueDeclarePassive(delay.ScheduleDueQueue, true, false, false, false, nil); err == nil {
+		return func() {}
+	}
+	return func() {
+		c, err := amqp.Dial(brokerURL())
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		var ch *amqp.Channel
+		del := func(f func(*amqp.Channel) error) {
+			if ch == nil {
+				if ch, err = c.Channel(); err != nil {
+					ch = nil
+					return
+				}
+			}
+			if f(ch) != nil {
+				ch = nil // a refusal closes the channel: the next name gets another
+			}
+		}
+		top := delay.ScheduleTopology(delay.ScheduleLevels)
+		for _, q := range top.Queues {
+			del(func(ch *amqp.Channel) error { _, err := ch.QueueDelete(q.Name, false, false, false); return err })
+		}
+		for _, x := range top.Exchanges {
+			del(func(ch *amqp.Channel) error { return ch.ExchangeDelete(x.Name, false, false) })
+		}
+	}
 }
 
 func dial(b *testing.B) *amqp.Connection {
