@@ -476,3 +476,53 @@ func TestOpsTimeoutAppliesWithoutDeadline(t *testing.T) {
 		t.Fatalf("declare took %v with a 300ms timeout", d)
 	}
 }
+
+// PITFALLS 51: an exchange that is the source of an exchange-to-exchange
+// binding is in use for exchange.delete's if-unused, though it has no
+// queue left (the AMQP 0-9-1 text speaks of queue bindings; RabbitMQ counts
+// every binding whose source it is). Being a binding's destination does not
+// count, and deleting the destination takes the binding with it.
+func TestPitfallExchangeBindingKeepsItsSourceInUse(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	src, dst := b.Name("src"), b.Name("dst")
+	for _, x := range []string{src, dst} {
+		if err := ops.DeclareExchange(ctx, topology.ExchangeSpec{Name: x, Type: topology.Direct}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qi, err := ops.DeclareQueue(ctx, topology.QueueSpec{Exclusive: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []topology.BindSpec{
+		{Source: src, Destination: qi.Name, RoutingKey: "k"},
+		{Source: src, Destination: dst, Kind: topology.BindExchange, RoutingKey: "k"},
+	} {
+		if err := ops.Bind(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := ops.DeleteQueue(ctx, qi.Name, broker.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// No queue is bound to src any more; its binding to dst still counts.
+	if err := ops.DeleteExchange(ctx, src, broker.DeleteOptions{IfUnused: true}); !errors.Is(err, conn.ErrPreconditionFailed) {
+		t.Fatalf("if-unused delete of the source of an exchange binding: %v, want ErrPreconditionFailed", err)
+	}
+	// The destination is not in use, and the refusal before cost the next
+	// call nothing.
+	if err := ops.DeleteExchange(ctx, dst, broker.DeleteOptions{IfUnused: true}); err != nil {
+		t.Fatalf("if-unused delete of an exchange binding's destination: %v", err)
+	}
+	// The binding went with its destination: src is unused now.
+	if err := ops.DeleteExchange(ctx, src, broker.DeleteOptions{IfUnused: true}); err != nil {
+		t.Fatalf("if-unused delete once the destination is gone: %v", err)
+	}
+	for _, x := range []string{src, dst} {
+		if ok, err := ops.ExchangeExists(ctx, x); ok || err != nil {
+			t.Fatalf("%s exists after its delete: %v %v", x, ok, err)
+		}
+	}
+}
