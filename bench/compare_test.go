@@ -599,10 +599,10 @@ func consumeRows(b *testing.B) []row {
 
 	for _, inFlight := range []int{1, 64} {
 		rq := q + ".router"
-		fillQueue(b, brokerURL(), rq, messages)
+		fillDurableQueue(b, rq, messages)
 		var wall, cpu time.Duration
 		r := timedRow("consume", fmt.Sprintf("warren router, default stack, MaxInFlight %d", inFlight), fmt.Sprintf("router%d", inFlight), messages, func() {
-			wall, cpu = routerConsume(b, brokerURL(), rq, messages, 256, inFlight, nil, nil)
+			wall, cpu = routerConsume(b, routerBench{url: brokerURL(), queue: rq, n: messages, prefetch: 256, maxInFlight: inFlight, durable: true})
 		})
 		// Run to the last message: the route's declarations before Run
 		// are not the consumer's cost.

@@ -457,6 +457,9 @@ func subscriberRows(b *testing.B, n int) {
 
 const routerMessages = 20000
 
+// fillQueue declares q as routeQueue(q, false) declares it (not durable,
+// dead-lettered to q.dlq) and fills it with n transient messages, each with
+// a message id.
 func fillQueue(b *testing.B, url, q string, n int) {
 	c, err := amqp.Dial(url)
 	if err != nil {
@@ -478,6 +481,21 @@ func fillQueue(b *testing.B, url, q string, n int) {
 			<-confirms
 		}
 	}
+}
+
+// fillDurableQueue declares q as routeQueue(q, true) declares it (durable,
+// dead-lettered to q.dlq) and fills it with n messages the way the consume
+// rows' raw baseline gets its queue filled (rawPublish: persistent, no
+// message id), so that a router row consumes what its baseline consumes.
+func fillDurableQueue(b *testing.B, q string, n int) {
+	c := dial(b)
+	defer c.Close()
+	ch, _ := c.Channel()
+	_, _ = ch.QueueDelete(q, false, false, false)
+	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": q + ".dlq"}); err != nil {
+		b.Fatal(err)
+	}
+	rawPublish(b, q, n, 1000)
 }
 
 // rawConsumeCPU consumes n messages with raw amqp091-go, acking each.
@@ -506,19 +524,31 @@ func rawConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
 // stack (tracing, ack, dead-letter, delayed retry, retry, timeout), its
 // telemetry the default (the otel globals, which record nothing here).
 func routerConsumeCPU(b *testing.B, url, q string, n, prefetch int) time.Duration {
-	_, cpu := routerConsume(b, url, q, n, prefetch, 1, nil, nil)
+	_, cpu := routerConsume(b, routerBench{url: url, queue: q, n: n, prefetch: prefetch})
 	return cpu
 }
 
-// routerConsume consumes n messages of q (filled by fillQueue) with a
-// router route and its default stack (retry, dead letter, telemetry), and
-// returns the wall and client CPU time from Run to the last message. The
-// handler calls work (when set) with each message, then acks it.
-func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, tel *telemetry.Telemetry, work func(*message.Message)) (wall, cpu time.Duration) {
-	c := openWarrenAt(b, url)
+// routerBench is what routerConsume runs.
+type routerBench struct {
+	url, queue  string
+	n, prefetch int
+	maxInFlight int  // 0: 1
+	durable     bool // the queue as fillDurableQueue declares it; else as fillQueue does
+	tel         *telemetry.Telemetry
+	work        func(*message.Message) // called with each message, when set
+}
+
+// routerConsume consumes rb.n messages of rb.queue (filled by fillQueue or
+// fillDurableQueue) with a router route and its default stack (retry, dead
+// letter, telemetry), and returns the wall and client CPU time from Run to
+// the last message. The handler calls rb.work (when set) with each message,
+// then acks it.
+func routerConsume(b *testing.B, rb routerBench) (wall, cpu time.Duration) {
+	q, n, work := rb.queue, rb.n, rb.work
+	c := openWarrenAt(b, rb.url)
 	ctx := context.Background()
 	defer c.Close(ctx)
-	r, err := router.New(c, router.Config{Telemetry: tel})
+	r, err := router.New(c, router.Config{Telemetry: rb.tel})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -526,9 +556,9 @@ func routerConsume(b *testing.B, url, q string, n, prefetch, maxInFlight int, te
 	done := make(chan struct{})
 	err = r.AddRoute(router.Route{
 		Name:        "cpu",
-		Queue:       topology.QueueSpec{Name: q, Args: topology.QueueArgs{DeadLetterRoutingKey: q + ".dlq"}},
+		Queue:       topology.QueueSpec{Name: q, Durable: rb.durable, Args: topology.QueueArgs{DeadLetterRoutingKey: q + ".dlq"}},
 		DeadLetter:  router.DeadLetterSettings{Queue: q + ".dlq"},
-		MaxInFlight: maxInFlight, Prefetch: prefetch,
+		MaxInFlight: rb.maxInFlight, Prefetch: rb.prefetch,
 		Handler: func(msg *message.Message) error {
 			if work != nil {
 				work(msg)

@@ -99,7 +99,7 @@ func BenchmarkTelemetry(b *testing.B) {
 			if side.calls != nil {
 				work = side.calls.consume
 			}
-			_, cpu := routerConsume(b, url, "tel.q", telemetryMessages, 256, 1, side.tel, work)
+			_, cpu := routerConsume(b, routerBench{url: url, queue: "tel.q", n: telemetryMessages, prefetch: 256, tel: side.tel, work: work})
 			*side.con = append(*side.con, cpu+flush())
 			remove()
 		}
