@@ -298,7 +298,7 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 		topic:   topic,
 		queue:   o.queue,
 		kind:    o.kind,
-		values:  valuesonly.From(ctx),
+		values:  instrument.Of(s.cfg.Telemetry).Received(valuesonly.From(ctx)),
 		handler: h,
 	}
 	if spec, ok := s.reg.QueueSpec(o.queue); ok {

@@ -29,11 +29,15 @@ func (c *TracingConfig) Validate() error { return nil }
 
 // Tracing gives a process span to messages that have none: a warren
 // Subscriber traces its deliveries itself (SubscriberConfig.Telemetry), and
-// for those Tracing does nothing; a message from any other subscriber, or
-// from a warren Subscriber whose telemetry records nothing (disabled, or
-// no provider set), gets a process span "process {destination}" here when
-// cfg.Telemetry records, continuing the trace context in its metadata,
-// with the handler's error as its outcome. Retry,
+// for those Tracing does nothing, nor for a message a warren Subscriber
+// received with cfg.Telemetry itself (when that records nothing, the
+// Subscriber already put the sender's trace context in the message's
+// context: the router's stack on its own routes); a message from any other
+// subscriber, or from a warren Subscriber whose telemetry records nothing
+// (disabled, or no provider set) and is not cfg.Telemetry, gets a process
+// span "process {destination}" here when cfg.Telemetry records, continuing
+// the trace context in its metadata, with the handler's error as its
+// outcome. Retry,
 // DelayedRetry and DeadLetter record their failures on whichever process
 // span the message has.
 func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
@@ -44,7 +48,11 @@ func Tracing(cfg TracingConfig) (message.HandlerMiddleware, error) {
 	tel := instrument.Of(cfg.Telemetry)
 	return func(h message.HandlerFunc) message.HandlerFunc {
 		return func(msg *message.Message) ([]*message.Message, error) {
-			if instrument.FromContext(msg.Context()) != nil {
+			// A warren Subscriber with the same telemetry started this
+			// message's processing when it received it: its Process is
+			// there, or nothing records and the sender's trace context is
+			// in its context already.
+			if ctx := msg.Context(); instrument.FromContext(ctx) != nil || instrument.ReceivedWith(ctx, tel) {
 				return h(msg)
 			}
 			in := instrument.Incoming{MessageID: msg.UUID, CorrelationID: msg.Metadata.Get(headers.MetaCorrelationID), Metadata: msg.Metadata, BodySize: len(msg.Payload)}

@@ -12,8 +12,10 @@ import (
 	"time"
 
 	"github.com/ThreeDotsLabs/watermill/message"
+	amqp "github.com/rabbitmq/amqp091-go"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
@@ -716,5 +718,142 @@ func TestTelemetryTracesRequests(t *testing.T) {
 	}
 	if got := reqRec.Counter(t, telemetry.MetricSentMessages); got != 1 {
 		t.Fatalf("%s = %d after one request, want 1", telemetry.MetricSentMessages, got)
+	}
+}
+
+// countingPropagator is W3C trace context and baggage, counting its
+// extractions.
+type countingPropagator struct {
+	propagation.TextMapPropagator
+	extracts atomic.Int64
+}
+
+func newCountingPropagator() *countingPropagator {
+	return &countingPropagator{TextMapPropagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{})}
+}
+
+func (p *countingPropagator) Extract(ctx context.Context, c propagation.TextMapCarrier) context.Context {
+	p.extracts.Add(1)
+	return p.TextMapPropagator.Extract(ctx, c)
+}
+
+// TestTelemetryNothingSetExtractsTraceContextOnce: on otel's global
+// providers with none set (this package sets none), a route's handler gets
+// the trace context a non-warren producer sent, extracted once: by the
+// route's Subscriber, not again by the stack's Tracing step, which has the
+// same telemetry (issue 33: the second extraction, and the stack growth it
+// set off on the workers' goroutines, cost a routed message about 1 µs). A
+// Tracing step with telemetry of its own over a warren Subscriber still
+// extracts it itself.
+func TestTelemetryNothingSetExtractsTraceContextOnce(t *testing.T) {
+	const traceID = "0af7651916cd43dd8448eb211c80319c"
+	const traceparent = "00-" + traceID + "-b7ad6b7169203331-01"
+	b := rabbittest.Shared(t)
+	routed, plain := b.Name("traced-once"), b.Name("traced-own")
+	b.Name(routed + ".dlq")
+	publish := func(q string) {
+		t.Helper()
+		c, err := amqp.Dial(b.URL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		ch, err := c.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := ch.Confirm(false); err != nil {
+			t.Fatal(err)
+		}
+		dc, err := ch.PublishWithDeferredConfirmWithContext(ctxT(t, 10*time.Second), "", q, true, false,
+			amqp.Publishing{Headers: amqp.Table{"traceparent": traceparent}, Body: []byte("x")})
+		if err != nil || !dc.Wait() {
+			t.Fatalf("publish to %s: %v", q, err)
+		}
+	}
+	newTelemetry := func(p *countingPropagator) *telemetry.Telemetry {
+		tel, err := telemetry.New(telemetry.Config{Propagator: p})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tel
+	}
+
+	routeProp := newCountingPropagator()
+	r := newRouter(t, b.URL, router.Config{Telemetry: newTelemetry(routeProp)})
+	got := make(chan string, 1)
+	if err := r.AddRoute(router.Route{
+		Name: "once", Queue: topology.QueueSpec{Name: routed, Durable: true},
+		Handler: func(m *message.Message) error {
+			got <- trace.SpanContextFromContext(m.Context()).TraceID().String()
+			return nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	publish(routed)
+	select {
+	case id := <-got:
+		if id != traceID {
+			t.Fatalf("the route's handler has trace %q, the producer sent %q", id, traceID)
+		}
+	case <-ctxT(t, 30*time.Second).Done():
+		t.Fatal("the routed message never reached its handler")
+	}
+	if n := routeProp.extracts.Load(); n != 1 {
+		t.Fatalf("the routed message's trace context was extracted %d times, want once (by its Subscriber)", n)
+	}
+
+	subProp, stepProp := newCountingPropagator(), newCountingPropagator()
+	c := openConn(t, b.URL)
+	declareRaw(t, b.URL, plain)
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.ExistingQueues{}, Telemetry: newTelemetry(subProp)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = sub.Close() })
+	step, err := middleware.Tracing(middleware.TracingConfig{Telemetry: newTelemetry(stepProp)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	traced := step(func(m *message.Message) ([]*message.Message, error) {
+		got <- trace.SpanContextFromContext(m.Context()).TraceID().String()
+		return nil, nil
+	})
+	if err := sub.SubscribeFunc(ctxT(t, 30*time.Second), plain, func(m *message.Message) error {
+		_, err := traced(m)
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	publish(plain)
+	select {
+	case id := <-got:
+		if id != traceID {
+			t.Fatalf("the Tracing step's handler has trace %q, the producer sent %q", id, traceID)
+		}
+	case <-ctxT(t, 30*time.Second).Done():
+		t.Fatal("the message never reached the Tracing step's handler")
+	}
+	if s, m := subProp.extracts.Load(), stepProp.extracts.Load(); s != 1 || m != 1 {
+		t.Fatalf("extractions: the Subscriber's telemetry %d, the Tracing step's %d; want one each (their telemetry differs)", s, m)
+	}
+}
+
+// declareRaw declares a durable queue q from the outside.
+func declareRaw(t *testing.T, url, q string) {
+	t.Helper()
+	c, err := amqp.Dial(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -79,6 +79,25 @@ func FromContext(ctx context.Context) *Process {
 	return p
 }
 
+type receivedKey struct{}
+
+// Received marks a subscription's base context: every message whose context
+// derives from it went through t's StartProcess when it was received (its
+// Process is in its context, or nothing records with t and the sender's
+// trace context and baggage are). Made once per subscription, so a message
+// pays no allocation for it.
+func (t *Instruments) Received(ctx context.Context) context.Context {
+	return context.WithValue(ctx, receivedKey{}, t)
+}
+
+// ReceivedWith reports whether ctx's message went through t's StartProcess
+// when it was received (Received): starting it again with t would only
+// extract the same trace context a second time.
+func ReceivedWith(ctx context.Context, t *Instruments) bool {
+	r, _ := ctx.Value(receivedKey{}).(*Instruments)
+	return r != nil && r == t
+}
+
 // StartProcess starts the process span of in (CONSUMER, "process
 // {destination}") as a child or a link of the sender's span, as the
 // Telemetry's Relation says, and records messaging.client.consumed.messages.
