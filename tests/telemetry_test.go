@@ -753,15 +753,7 @@ func TestTelemetryNothingSetExtractsTraceContextOnce(t *testing.T) {
 	b.Name(routed + ".dlq")
 	publish := func(q string) {
 		t.Helper()
-		c, err := amqp.Dial(b.URL)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		ch, err := c.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
+		ch := rawChannel(t, b.URL)
 		if err := ch.Confirm(false); err != nil {
 			t.Fatal(err)
 		}
@@ -779,9 +771,21 @@ func TestTelemetryNothingSetExtractsTraceContextOnce(t *testing.T) {
 		return tel
 	}
 
+	got := make(chan string, 1) // the trace id each handler found
+	handled := func(who string) {
+		t.Helper()
+		select {
+		case id := <-got:
+			if id != traceID {
+				t.Fatalf("%s has trace %q, the producer sent %q", who, id, traceID)
+			}
+		case <-ctxT(t, 30*time.Second).Done():
+			t.Fatalf("the message never reached %s", who)
+		}
+	}
+
 	routeProp := newCountingPropagator()
 	r := newRouter(t, b.URL, router.Config{Telemetry: newTelemetry(routeProp)})
-	got := make(chan string, 1)
 	if err := r.AddRoute(router.Route{
 		Name: "once", Queue: topology.QueueSpec{Name: routed, Durable: true},
 		Handler: func(m *message.Message) error {
@@ -793,21 +797,16 @@ func TestTelemetryNothingSetExtractsTraceContextOnce(t *testing.T) {
 	}
 	startRouter(t, r)
 	publish(routed)
-	select {
-	case id := <-got:
-		if id != traceID {
-			t.Fatalf("the route's handler has trace %q, the producer sent %q", id, traceID)
-		}
-	case <-ctxT(t, 30*time.Second).Done():
-		t.Fatal("the routed message never reached its handler")
-	}
+	handled("the route's handler")
 	if n := routeProp.extracts.Load(); n != 1 {
 		t.Fatalf("the routed message's trace context was extracted %d times, want once (by its Subscriber)", n)
 	}
 
 	subProp, stepProp := newCountingPropagator(), newCountingPropagator()
 	c := openConn(t, b.URL)
-	declareRaw(t, b.URL, plain)
+	if _, err := rawChannel(t, b.URL).QueueDeclare(plain, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
 	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: warren.ExistingQueues{}, Telemetry: newTelemetry(subProp)})
 	if err != nil {
 		t.Fatal(err)
@@ -828,32 +827,24 @@ func TestTelemetryNothingSetExtractsTraceContextOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(plain)
-	select {
-	case id := <-got:
-		if id != traceID {
-			t.Fatalf("the Tracing step's handler has trace %q, the producer sent %q", id, traceID)
-		}
-	case <-ctxT(t, 30*time.Second).Done():
-		t.Fatal("the message never reached the Tracing step's handler")
-	}
+	handled("the Tracing step's handler")
 	if s, m := subProp.extracts.Load(), stepProp.extracts.Load(); s != 1 || m != 1 {
 		t.Fatalf("extractions: the Subscriber's telemetry %d, the Tracing step's %d; want one each (their telemetry differs)", s, m)
 	}
 }
 
-// declareRaw declares a durable queue q from the outside.
-func declareRaw(t *testing.T, url, q string) {
+// rawChannel opens a channel on a connection of its own, a client that is
+// not warren; both close with the test.
+func rawChannel(t *testing.T, url string) *amqp.Channel {
 	t.Helper()
 	c, err := amqp.Dial(url)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { _ = c.Close() })
 	ch, err := c.Channel()
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ch.QueueDeclare(q, true, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
+	return ch
 }
