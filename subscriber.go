@@ -421,9 +421,11 @@ type subscription struct {
 	// out (Subscribe).
 	handler func(*message.Message) error
 	out     chan *message.Message
-	// jobs is MaxInFlight > 1: that many workers at most take jobs from
-	// it; spawned counts them (written by the consumer's goroutine; atomic,
-	// as a reconnect's new consumer goroutine may follow the old one).
+	// jobs is MaxInFlight > 1: where handle waits for a free worker when
+	// all are busy (an idle one gets its job on its own channel, idle);
+	// spawned counts the workers, MaxInFlight at most (written by the
+	// consumer's goroutine; atomic, as a reconnect's new consumer
+	// goroutine may follow the old one).
 	jobs    chan job
 	spawned atomic.Int32
 	workers sync.WaitGroup // jobs in hand
