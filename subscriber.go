@@ -421,21 +421,15 @@ type subscription struct {
 	// out (Subscribe).
 	handler func(*message.Message) error
 	out     chan *message.Message
-	// jobs is MaxInFlight > 1: where handle waits for a free worker when
-	// all are busy (an idle one gets its job on its own channel, idle);
-	// spawned counts the workers, MaxInFlight at most (written by the
-	// consumer's goroutine; atomic, as a reconnect's new consumer
-	// goroutine may follow the old one).
-	jobs    chan job
-	spawned atomic.Int32
-	workers sync.WaitGroup // jobs in hand
-	// idle is the idle workers' own channels, the last to come idle last
-	// (see worker).
-	idleMu   sync.Mutex
-	idle     []chan job
-	stopping latch.Latch // set when stop begins: hand out nothing more
-	stopOnce sync.Once   // Do also makes concurrent stops wait for the first
-	unwatch  func() bool // stops the wait for Subscribe's ctx
+	// jobs is MaxInFlight > 1: that many workers at most take jobs from
+	// it; spawned counts them (written by the consumer's goroutine; atomic,
+	// as a reconnect's new consumer goroutine may follow the old one).
+	jobs     chan job
+	spawned  atomic.Int32
+	workers  sync.WaitGroup // jobs in hand
+	stopping latch.Latch    // set when stop begins: hand out nothing more
+	stopOnce sync.Once      // Do also makes concurrent stops wait for the first
+	unwatch  func() bool    // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
 }
@@ -614,9 +608,10 @@ func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 	}
 	j := job{f, msg}
 	st.workers.Add(1)
-	if own := st.takeIdle(); own != nil {
-		own <- j // buffered, and empty while its worker is idle
+	select {
+	case st.jobs <- j: // a worker is idle
 		return
+	default:
 	}
 	if st.spawned.Load() < int32(st.s.cfg.MaxInFlight) {
 		// Workers live as long as the subscription: a goroutine per
@@ -641,73 +636,16 @@ type job struct {
 }
 
 // worker processes jobs until the subscription stops (MaxInFlight > 1).
-//
-// An idle worker waits on a channel of its own, and handle gives a job to
-// the one that came idle last (takeIdle): so only as many workers as the
-// load needs stay in use. Handed out in turn (one shared channel's waiters
-// are served first come, first served), a fast handler's messages went
-// through every worker, and the garbage collector halves the stack of
-// each worker it finds parked, which the worker's next message grew back
-// by copying it: 3-4% of the client's CPU at MaxInFlight 64. jobs, shared,
-// is where handle waits when every worker is busy.
 func (st *subscription) worker(j job) {
-	own := make(chan job, 1)
-	queued := false // handle gave this worker a job on own while it took one from jobs
 	for {
 		st.process(j.f, j.msg)
 		st.workers.Done()
-		if queued {
-			j, queued = <-own, false
-			continue
-		}
 		select {
-		case j = <-st.jobs: // handle waits for a free worker
-			continue
-		default:
-		}
-		st.idleMu.Lock()
-		st.idle = append(st.idle, own)
-		st.idleMu.Unlock()
-		select {
-		case j = <-own:
 		case j = <-st.jobs:
-			// handle found no idle worker before this one came idle;
-			// if it took this one since, its job comes on own too.
-			queued = !st.leaveIdle(own)
 		case <-st.stopping.Done():
-			if st.leaveIdle(own) {
-				return
-			}
-			j = <-own // handle took this worker as the stop began
+			return
 		}
 	}
-}
-
-// takeIdle takes the worker that came idle last, nil when none is idle.
-func (st *subscription) takeIdle() chan<- job {
-	st.idleMu.Lock()
-	defer st.idleMu.Unlock()
-	n := len(st.idle)
-	if n == 0 {
-		return nil
-	}
-	own := st.idle[n-1]
-	st.idle[n-1] = nil
-	st.idle = st.idle[:n-1]
-	return own
-}
-
-// leaveIdle removes an idle worker's channel; false when handle has taken
-// it already (its job is on the way).
-func (st *subscription) leaveIdle(own chan job) bool {
-	st.idleMu.Lock()
-	defer st.idleMu.Unlock()
-	i := slices.Index(st.idle, own)
-	if i < 0 {
-		return false
-	}
-	st.idle = slices.Delete(st.idle, i, i+1)
-	return true
 }
 
 func (st *subscription) attemptKey(d *broker.Delivery) string {
