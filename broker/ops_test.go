@@ -526,3 +526,46 @@ func TestPitfallExchangeBindingKeepsItsSourceInUse(t *testing.T) {
 		}
 	}
 }
+
+// TestPitfallDeleteOfAMissingNameSucceeds: RabbitMQ answers queue.delete and
+// exchange.delete of a name that does not exist with delete-ok (0 messages
+// for a queue), where AMQP 0-9-1 says 404, and the channel stays open: a
+// delete's success does not say that anything was there. Through Ops the
+// same: a missing queue deletes with 0 messages, a missing exchange without
+// an error, so a caller that must know asks first (QueueExists,
+// ExchangeExists).
+func TestPitfallDeleteOfAMissingNameSucceeds(t *testing.T) {
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
+	ctx := ctxT(t, 30*time.Second)
+	missing := b.Name("never-declared")
+
+	c, err := amqp.Dial(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ch, err := c.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ch.QueueDelete(missing, false, false, false); err != nil || n != 0 {
+		t.Fatalf("raw queue.delete of a missing queue: %d messages, %v; want delete-ok with 0", n, err)
+	}
+	if err := ch.ExchangeDelete(missing, false, false); err != nil {
+		t.Fatalf("raw exchange.delete of a missing exchange: %v; want delete-ok", err)
+	}
+	if ch.IsClosed() {
+		t.Fatal("the channel closed after deleting missing names")
+	}
+
+	if ok, err := ops.QueueExists(ctx, missing); ok || err != nil {
+		t.Fatalf("QueueExists(%s) = %v, %v before any declare", missing, ok, err)
+	}
+	if n, err := ops.DeleteQueue(ctx, missing, broker.DeleteOptions{}); err != nil || n != 0 {
+		t.Fatalf("Ops.DeleteQueue of a missing queue: %d, %v; want 0 and no error", n, err)
+	}
+	if err := ops.DeleteExchange(ctx, missing, broker.DeleteOptions{}); err != nil {
+		t.Fatalf("Ops.DeleteExchange of a missing exchange: %v; want no error", err)
+	}
+}
