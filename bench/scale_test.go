@@ -457,20 +457,16 @@ func subscriberRows(b *testing.B, n int) {
 
 const routerMessages = 20000
 
-// fillQueue declares q as routeQueue(q, false) declares it (not durable,
-// dead-lettered to q.dlq) and fills it with n transient messages, each with
-// a message id.
+// fillQueue declares q as routerConsume's route declares it by default
+// (not durable, dead-lettered to q.dlq) and fills it with n transient
+// messages, each with a message id.
 func fillQueue(b *testing.B, url, q string, n int) {
 	c, err := amqp.Dial(url)
 	if err != nil {
 		b.Fatal(err)
 	}
 	defer c.Close()
-	ch, _ := c.Channel()
-	_, _ = ch.QueueDelete(q, false, false, false)
-	if _, err := ch.QueueDeclare(q, false, false, false, false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": q + ".dlq"}); err != nil {
-		b.Fatal(err)
-	}
+	ch := declareRouteQueue(b, c, q, false)
 	_ = ch.Confirm(false)
 	confirms := ch.NotifyPublish(make(chan amqp.Confirmation, 1000))
 	for sent := 0; sent < n; sent += 1000 {
@@ -483,19 +479,30 @@ func fillQueue(b *testing.B, url, q string, n int) {
 	}
 }
 
-// fillDurableQueue declares q as routeQueue(q, true) declares it (durable,
-// dead-lettered to q.dlq) and fills it with n messages the way the consume
-// rows' raw baseline gets its queue filled (rawPublish: persistent, no
-// message id), so that a router row consumes what its baseline consumes.
+// fillDurableQueue declares q as routerConsume's route declares it with
+// routerBench.durable (durable, dead-lettered to q.dlq) and fills it the way
+// the consume rows' raw baseline gets its queue filled (rawPublish:
+// persistent, no message id), so that a router row consumes what its
+// baseline consumes.
 func fillDurableQueue(b *testing.B, q string, n int) {
 	c := dial(b)
 	defer c.Close()
-	ch, _ := c.Channel()
-	_, _ = ch.QueueDelete(q, false, false, false)
-	if _, err := ch.QueueDeclare(q, true, false, false, false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": q + ".dlq"}); err != nil {
+	declareRouteQueue(b, c, q, true)
+	rawPublish(b, q, n, 1000)
+}
+
+// declareRouteQueue declares q afresh on a channel of c, with the
+// arguments routerConsume's route gives it, and returns the channel.
+func declareRouteQueue(b *testing.B, c *amqp.Connection, q string, durable bool) *amqp.Channel {
+	ch, err := c.Channel()
+	if err != nil {
 		b.Fatal(err)
 	}
-	rawPublish(b, q, n, 1000)
+	_, _ = ch.QueueDelete(q, false, false, false)
+	if _, err := ch.QueueDeclare(q, durable, false, false, false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": q + ".dlq"}); err != nil {
+		b.Fatal(err)
+	}
+	return ch
 }
 
 // rawConsumeCPU consumes n messages with raw amqp091-go, acking each.
