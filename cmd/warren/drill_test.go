@@ -133,12 +133,16 @@ func startService(t *testing.T, url string, s *service) {
 // unless sent, and no output holds the password.
 func TestOperatorDrill(t *testing.T) {
 	vurl, vhost := newVhost(t)
-	rabbittest.AddUser(t, "", "operator", drillPassword, vhost, rabbittest.Permissions{Configure: ".*", Write: ".*", Read: ".*"})
+	// Users are the broker's, not the vhost's: one named after the vhost,
+	// so that a run killed before its cleanup leaves no name the next run
+	// collides with.
+	operator := "operator-" + vhost
+	rabbittest.AddUser(t, "", operator, drillPassword, vhost, rabbittest.Permissions{Configure: ".*", Write: ".*", Read: ".*"})
 	u, err := url.Parse(vurl)
 	if err != nil {
 		t.Fatal(err)
 	}
-	u.User = url.UserPassword("operator", drillPassword)
+	u.User = url.UserPassword(operator, drillPassword)
 	opURL := u.String()
 	s := &service{fixed: map[string]bool{}, handled: map[string]int{}}
 	startService(t, vurl, s)
