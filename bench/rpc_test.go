@@ -186,9 +186,10 @@ const (
 	// rawGuaranteed: the channel is in confirm mode, requests are
 	// mandatory, and a request also waits for its confirm.
 	rawGuaranteed
-	// rawLikeWarren: rawGuaranteed, and each request is persistent, with a
-	// message id and an expiration, as DefaultMarshaler and the Requester
-	// send one.
+	// rawLikeWarren: confirmed and mandatory, each request persistent, with
+	// a message id and an expiration, as DefaultMarshaler and the Requester
+	// send one; and, as a warren request does, it ends at its reply, which
+	// proves the broker took it, without waiting for the confirm after it.
 	rawLikeWarren
 )
 
@@ -246,6 +247,9 @@ func (r *rawRequester) request(q string, body []byte) error {
 	case <-w:
 	case <-time.After(rawRequestTimeout):
 		return fmt.Errorf("raw request %s: no reply", corr)
+	}
+	if r.shape == rawLikeWarren {
+		return nil // its confirm settles later, unwaited
 	}
 	if dc != nil && !dc.Wait() { // nil when not in confirm mode
 		return fmt.Errorf("raw request %s: nacked", corr)
