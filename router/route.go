@@ -44,7 +44,8 @@ type Route struct {
 	Bindings []topology.BindSpec
 
 	// Prefetch and MaxInFlight are the subscriber's (see
-	// warren.SubscriberConfig). Default: MaxInFlight 1 (ordered).
+	// warren.SubscriberConfig: raise MaxInFlight for handlers that wait, not
+	// for ones that only compute). Default: MaxInFlight 1 (ordered).
 	Prefetch    int
 	MaxInFlight int
 	// Marshaler decodes deliveries. Default: warren.DefaultMarshaler.
