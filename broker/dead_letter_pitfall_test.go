@@ -35,19 +35,6 @@ func TestPitfallDeadLetterRoutingKeyNeedsItsExchange(t *testing.T) {
 		}
 	})
 
-	c, err := amqp.Dial(b.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	channel := func() *amqp.Channel {
-		t.Helper()
-		ch, err := c.Channel()
-		if err != nil {
-			t.Fatal(err)
-		}
-		return ch
-	}
 	refused := func(err error, reason string) {
 		t.Helper()
 		var ae *amqp.Error
@@ -56,14 +43,14 @@ func TestPitfallDeadLetterRoutingKeyNeedsItsExchange(t *testing.T) {
 		}
 	}
 
-	ch := channel()
-	_, err = ch.QueueDeclare(keyAlone, false, false, false, false, amqp.Table{"x-dead-letter-routing-key": target})
+	ch := rabbittest.RawChannel(t, b.URL)
+	_, err := ch.QueueDeclare(keyAlone, false, false, false, false, amqp.Table{"x-dead-letter-routing-key": target})
 	refused(err, "routing_key_but_no_dlx_defined")
 	if !ch.IsClosed() {
 		t.Fatal("the refusal left the channel open")
 	}
 
-	ch = channel()
+	ch = rabbittest.RawChannel(t, b.URL)
 	if _, err := ch.QueueDeclare(withExchange, false, false, false, false, amqp.Table{"x-dead-letter-exchange": "", "x-dead-letter-routing-key": target}); err != nil {
 		t.Fatalf("with x-dead-letter-exchange \"\": %v", err)
 	}
@@ -76,7 +63,7 @@ func TestPitfallDeadLetterRoutingKeyNeedsItsExchange(t *testing.T) {
 	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: throughOps, Args: topology.QueueArgs{DeadLetterRoutingKey: target}}); err != nil {
 		t.Fatalf("QueueArgs with DeadLetterRoutingKey alone: %v", err)
 	}
-	ch = channel()
+	ch = rabbittest.RawChannel(t, b.URL)
 	if err := ch.PublishWithContext(ctx, "", throughOps, false, false, amqp.Publishing{Body: []byte("rejected")}); err != nil {
 		t.Fatal(err)
 	}
