@@ -243,7 +243,7 @@ func printTargets(k map[string]row) {
 // durable exchanges and queues), which would outlive the bench on a
 // broker others use. It is deleted unless it was there before the bench
 // (someone else's then).
-func removeDelayTopology(b *testing.B) func() {
+func removeDelayTopology(b testing.TB) func() {
 	c := dial(b)
 	defer c.Close()
 	ch, err := c.Channel()
@@ -281,7 +281,7 @@ func removeDelayTopology(b *testing.B) func() {
 	}
 }
 
-func dial(b *testing.B) *amqp.Connection {
+func dial(b testing.TB) *amqp.Connection {
 	c, err := amqp.Dial(brokerURL())
 	if err != nil {
 		b.Fatal(err)
@@ -289,7 +289,7 @@ func dial(b *testing.B) *amqp.Connection {
 	return c
 }
 
-func freshQueue(b *testing.B, name string) {
+func freshQueue(b testing.TB, name string) {
 	c := dial(b)
 	defer c.Close()
 	ch, _ := c.Channel()
@@ -309,14 +309,14 @@ func dropQueue(name string) {
 	_, _ = ch.QueueDelete(name, false, false, false)
 }
 
-func openWarren(b *testing.B, cfg conn.Config) *conn.Conn {
+func openWarren(b testing.TB, cfg conn.Config) *conn.Conn {
 	return openWarrenURL(b, brokerURL(), cfg)
 }
 
 // openWarrenAt opens a warren connection to url with the default config.
-func openWarrenAt(b *testing.B, url string) *conn.Conn { return openWarrenURL(b, url, conn.Config{}) }
+func openWarrenAt(b testing.TB, url string) *conn.Conn { return openWarrenURL(b, url, conn.Config{}) }
 
-func openWarrenURL(b *testing.B, url string, cfg conn.Config) *conn.Conn {
+func openWarrenURL(b testing.TB, url string, cfg conn.Config) *conn.Conn {
 	c, err := conn.New(url, cfg)
 	if err != nil {
 		b.Fatal(err)
@@ -379,7 +379,14 @@ func timedRow(group, name, key string, n int, f func()) row {
 
 // rawPublish publishes n persistent messages on one confirm channel in
 // pipelined windows of `window`, waiting for each window's confirms.
-func rawPublish(b *testing.B, q string, n, window int) {
+func rawPublish(b testing.TB, q string, n, window int) {
+	rawPublishWith(b, q, n, window, func(int) amqp.Publishing {
+		return amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body}
+	})
+}
+
+// rawPublishWith is rawPublish with message i made by msg.
+func rawPublishWith(b testing.TB, q string, n, window int, msg func(i int) amqp.Publishing) {
 	c := dial(b)
 	defer c.Close()
 	ch, _ := c.Channel()
@@ -391,7 +398,7 @@ func rawPublish(b *testing.B, q string, n, window int) {
 	for sent := 0; sent < n; {
 		w := min(window, n-sent)
 		for j := 0; j < w; j++ {
-			if err := ch.PublishWithContext(ctx, "", q, false, false, amqp.Publishing{DeliveryMode: amqp.Persistent, Body: body}); err != nil {
+			if err := ch.PublishWithContext(ctx, "", q, false, false, msg(sent+j)); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -573,7 +580,7 @@ func consumeRows(b *testing.B) []row {
 	for _, inFlight := range []int{1, 64} {
 		fill()
 		rows = append(rows, timedRow("consume", fmt.Sprintf("raw amqp091-go with Watermill's contract, %d in flight", inFlight), fmt.Sprintf("rawContract%d", inFlight), messages, func() {
-			rawWatermillContract(b, q, inFlight)
+			rawWatermillContract(b, q, inFlight, messages)
 		}))
 	}
 
@@ -631,7 +638,7 @@ func consumeRows(b *testing.B) []row {
 			b.Fatal(err)
 		}
 		rows = append(rows, timedRow("consume", v.name, v.key, messages, func() {
-			consumeOnWatermillRouter(b, sub, q)
+			consumeOnWatermillRouter(b, sub, q, messages)
 		}))
 		_ = sub.Close()
 		_ = wc.Close(context.Background())
@@ -645,7 +652,7 @@ func consumeRows(b *testing.B) []row {
 		b.Fatal(err)
 	}
 	rows = append(rows, timedRow("consume", "watermill-amqp v3.0.2 on a Watermill router", "watermillConsume", messages, func() {
-		consumeOnWatermillRouter(b, wsub, q)
+		consumeOnWatermillRouter(b, wsub, q, messages)
 	}))
 	_ = wsub.Close()
 	return rows
@@ -654,7 +661,7 @@ func consumeRows(b *testing.B) []row {
 // rawDeliveries consumes q on a raw amqp091-go connection of its own with
 // prefetch 256 and manual acks; closeConn closes the connection, which
 // closes the deliveries.
-func rawDeliveries(b *testing.B, q string) (ds <-chan amqp.Delivery, closeConn func()) {
+func rawDeliveries(b testing.TB, q string) (ds <-chan amqp.Delivery, closeConn func()) {
 	c := dial(b)
 	ch, _ := c.Channel()
 	_ = ch.Qos(256, 0, false)
@@ -666,17 +673,22 @@ func rawDeliveries(b *testing.B, q string) (ds <-chan amqp.Delivery, closeConn f
 	return ds, func() { _ = c.Close() }
 }
 
-// rawWatermillContract consumes `messages` of q with raw amqp091-go the way
+// rawWatermillContract consumes n messages of q with raw amqp091-go the way
 // any Watermill Subscriber over it must: inFlight goroutines each take a
 // delivery, make it a Watermill message (its id, or a new UUID, its
 // payload, its string headers as metadata), hand it over a channel to the
 // caller's goroutine and wait for the caller's Ack before acking it.
-func rawWatermillContract(b *testing.B, q string, inFlight int) {
+func rawWatermillContract(b testing.TB, q string, inFlight, n int) {
 	ds, closeConn := rawDeliveries(b, q)
 	defer closeConn()
 	out := make(chan *message.Message)
 	stop := make(chan struct{})
 	defer close(stop)
+	// Return once the last ack is sent, not when the last Ack returns:
+	// closing the connection requeues what the goroutines have not acked
+	// yet (PITFALLS 54).
+	var acked atomic.Int64
+	allAcked := make(chan struct{})
 	for range inFlight {
 		go func() {
 			for d := range ds {
@@ -698,20 +710,24 @@ func rawWatermillContract(b *testing.B, q string, inFlight int) {
 				select {
 				case <-msg.Acked():
 					_ = d.Ack(false)
+					if acked.Add(1) == int64(n) {
+						close(allAcked)
+					}
 				case <-stop:
 					return
 				}
 			}
 		}()
 	}
-	for i := 0; i < messages; i++ {
+	for i := 0; i < n; i++ {
 		(<-out).Ack()
 	}
+	<-allAcked
 }
 
-// consumeOnWatermillRouter consumes `messages` of q through sub on a
+// consumeOnWatermillRouter consumes n messages of q through sub on a
 // Watermill router whose handler acks (returns nil).
-func consumeOnWatermillRouter(b *testing.B, sub message.Subscriber, q string) {
+func consumeOnWatermillRouter(b testing.TB, sub message.Subscriber, q string, n int) {
 	router, err := message.NewRouter(message.RouterConfig{}, watermill.NopLogger{})
 	if err != nil {
 		b.Fatal(err)
@@ -719,7 +735,7 @@ func consumeOnWatermillRouter(b *testing.B, sub message.Subscriber, q string) {
 	var got atomic.Int64
 	done := make(chan struct{})
 	router.AddConsumerHandler("bench", q, sub, func(*message.Message) error {
-		if got.Add(1) == messages {
+		if got.Add(1) == int64(n) {
 			close(done)
 		}
 		return nil

@@ -493,7 +493,7 @@ func fillDurableQueue(b *testing.B, q string, n int) {
 
 // declareRouteQueue declares q afresh on a channel of c, with the
 // arguments routerConsume's route gives it, and returns the channel.
-func declareRouteQueue(b *testing.B, c *amqp.Connection, q string, durable bool) *amqp.Channel {
+func declareRouteQueue(b testing.TB, c *amqp.Connection, q string, durable bool) *amqp.Channel {
 	ch, err := c.Channel()
 	if err != nil {
 		b.Fatal(err)
@@ -550,7 +550,7 @@ type routerBench struct {
 // letter, telemetry), and returns the wall and client CPU time from Run to
 // the last message. The handler calls rb.work (when set) with each message,
 // then acks it.
-func routerConsume(b *testing.B, rb routerBench) (wall, cpu time.Duration) {
+func routerConsume(b testing.TB, rb routerBench) (wall, cpu time.Duration) {
 	q, n, work := rb.queue, rb.n, rb.work
 	c := openWarrenAt(b, rb.url)
 	ctx := context.Background()

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -231,6 +232,8 @@ type sdkCalls struct {
 	sent, consumed              metric.Int64Counter
 	opDuration, processDuration metric.Float64Histogram
 	send, process, settle       sdkOp
+	// tag stands for each consumed message's delivery tag.
+	tag atomic.Int64
 }
 
 // sdkOp is one operation's span name, span options and metric attributes,
@@ -242,7 +245,7 @@ type sdkOp struct {
 	took  metric.MeasurementOption // a duration's: the count's and messaging.operation.type
 }
 
-func newSDKCalls(b *testing.B, tp trace.TracerProvider, mp metric.MeterProvider, q string) *sdkCalls {
+func newSDKCalls(b testing.TB, tp trace.TracerProvider, mp metric.MeterProvider, q string) *sdkCalls {
 	meter := mp.Meter("bench")
 	c := &sdkCalls{
 		tracer:     tp.Tracer("bench"),
@@ -258,10 +261,17 @@ func newSDKCalls(b *testing.B, tp trace.TracerProvider, mp metric.MeterProvider,
 			b.Fatal(err)
 		}
 	}
+	// The attributes warren's spans carry for a message of q delivered
+	// through the default exchange: the destination's, the routing key
+	// (but on a settle span), the consumer group, the peer and the
+	// connection's client id (messaging.client.id).
 	op := func(name, typ string, kind trace.SpanKind, consuming bool) sdkOp {
 		peer := []attribute.KeyValue{attribute.String("server.address", "127.0.0.1"), attribute.Int("server.port", 5672)}
 		span := []attribute.KeyValue{attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.operation.name", name),
 			attribute.String("messaging.operation.type", typ), attribute.String("messaging.destination.name", q)}
+		if typ != "settle" {
+			span = append(span, attribute.String("messaging.rabbitmq.destination.routing_key", q))
+		}
 		count := []attribute.KeyValue{attribute.String("messaging.system", "rabbitmq"), attribute.String("messaging.operation.name", name),
 			attribute.String("messaging.destination.name", q)}
 		if consuming {
@@ -269,6 +279,7 @@ func newSDKCalls(b *testing.B, tp trace.TracerProvider, mp metric.MeterProvider,
 			count = append(count, attribute.String("messaging.consumer.group.name", q))
 		}
 		span, count = append(span, peer...), append(count, peer...)
+		span = append(span, attribute.String("messaging.client.id", "bench@"+q))
 		took := append(count[:len(count):len(count)], attribute.String("messaging.operation.type", typ))
 		return sdkOp{name: name + " " + q, start: []trace.SpanStartOption{trace.WithSpanKind(kind), trace.WithAttributes(span...)},
 			count: metric.WithAttributeSet(attribute.NewSet(count...)), took: metric.WithAttributeSet(attribute.NewSet(took...))}
@@ -305,15 +316,18 @@ func (c *sdkCalls) consume(msg *message.Message) {
 	sent := c.propagator.Extract(context.Background(), propagation.MapCarrier(msg.Metadata))
 	ctx, span := c.tracer.Start(sent, c.process.name, c.process.start...)
 	recording := span.IsRecording()
+	tag := c.tag.Add(1)
 	if recording {
-		span.SetAttributes(attribute.Int("messaging.message.body.size", len(msg.Payload)), attribute.String("messaging.message.id", msg.UUID))
+		span.SetAttributes(attribute.Int("messaging.message.body.size", len(msg.Payload)), attribute.String("messaging.message.id", msg.UUID),
+			attribute.Int64("messaging.rabbitmq.message.delivery_tag", tag))
 	}
 	c.consumed.Add(ctx, 1, c.process.count)
 	settled := time.Now()
 	span.End()
 	c.processDuration.Record(ctx, time.Since(start).Seconds(), c.process.took)
 	if recording { // a settle span lives under a process span that records
-		_, settle := c.tracer.Start(ctx, c.settle.name, c.settle.start...)
+		opts := append(c.settle.start[:len(c.settle.start):len(c.settle.start)], trace.WithAttributes(attribute.Int64("messaging.rabbitmq.message.delivery_tag", tag)))
+		_, settle := c.tracer.Start(ctx, c.settle.name, opts...)
 		settle.End()
 	}
 	c.opDuration.Record(ctx, time.Since(settled).Seconds(), c.settle.took)
