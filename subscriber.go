@@ -486,6 +486,11 @@ func (st *subscription) stop(ctx context.Context) {
 			st.abandon()
 		}()
 		_ = st.consumer.Stop(ctx) // drains the workers (st.drain)
+		if st.jobs != nil {
+			// Stop returns once the consumer's goroutine, the only
+			// sender, has ended: the idle workers go.
+			close(st.jobs)
+		}
 		if st.out != nil {
 			close(st.out)
 		}
@@ -635,16 +640,14 @@ type job struct {
 	msg *message.Message
 }
 
-// worker processes jobs until the subscription stops (MaxInFlight > 1).
+// worker processes jobs until stop closes jobs (MaxInFlight > 1). It
+// waits on jobs alone: parked in a select with a second case (the
+// subscription's stopping), it made every hand-off lock and queue on both
+// channels.
 func (st *subscription) worker(j job) {
-	for {
+	for ok := true; ok; j, ok = <-st.jobs {
 		st.process(j.f, j.msg)
 		st.workers.Done()
-		select {
-		case j = <-st.jobs:
-		case <-st.stopping.Done():
-			return
-		}
 	}
 }
 
@@ -755,7 +758,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 	msg.SetContext(ctx)
 	if st.handler != nil {
 		st.run(msg)
-	} else {
+	} else if !st.handOut(msg) {
 		select {
 		case st.out <- msg:
 		case <-st.stopping.Done():
@@ -769,27 +772,24 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 			return nil, 0
 		}
 	}
+	// A handler's message is settled by now, and a reader's often is: the
+	// four-case select below locks and queues on every channel it waits
+	// for, even to find one already closed.
 	select {
 	case <-msg.Acked():
-		disp, why := ack.Get(msg)
-		if disp == ack.Unset {
-			disp = ack.Ack
-		}
-		if disp == ack.Ack {
-			why = nil
-		}
-		proc.End(why)
-		return st.kind.finish(st, f, msg, disp, proc)
+		return st.finishAcked(f, msg, proc)
+	default:
+	}
+	select {
 	case <-msg.Nacked():
-		disp, why := ack.Get(msg)
-		if disp == ack.Unset || disp == ack.Ack {
-			disp = st.s.cfg.NackDisposition
-		}
-		if why == nil {
-			why = errkind.ErrHandlerNacked
-		}
-		proc.End(why)
-		return st.kind.finish(st, f, msg, disp, proc)
+		return st.finishNacked(f, msg, proc)
+	default:
+	}
+	select {
+	case <-msg.Acked():
+		return st.finishAcked(f, msg, proc)
+	case <-msg.Nacked():
+		return st.finishNacked(f, msg, proc)
 	case <-d.Gone():
 		// The channel died with the delivery in hand: its tag means
 		// nothing on any other channel, and the broker redelivers it.
@@ -803,6 +803,48 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		st.settle(f, ack.Requeue, proc)
 	}
 	return nil, 0
+}
+
+// finishAcked finishes a message its handler acked (or settled with
+// another disposition through ack.Set, then acked).
+func (st *subscription) finishAcked(f *broker.Delivery, msg *message.Message, proc *instrument.Process) (*message.Message, int) {
+	disp, why := ack.Get(msg)
+	if disp == ack.Unset {
+		disp = ack.Ack
+	}
+	if disp == ack.Ack {
+		why = nil
+	}
+	proc.End(why)
+	return st.kind.finish(st, f, msg, disp, proc)
+}
+
+// finishNacked finishes a message its handler nacked.
+func (st *subscription) finishNacked(f *broker.Delivery, msg *message.Message, proc *instrument.Process) (*message.Message, int) {
+	disp, why := ack.Get(msg)
+	if disp == ack.Unset || disp == ack.Ack {
+		disp = st.s.cfg.NackDisposition
+	}
+	if why == nil {
+		why = errkind.ErrHandlerNacked
+	}
+	proc.End(why)
+	return st.kind.finish(st, f, msg, disp, proc)
+}
+
+// handOut gives msg to a reader already waiting for it, if there is one
+// and the subscription is not stopping: the common case, which then skips
+// the blocking select that locks and queues on three channels.
+func (st *subscription) handOut(msg *message.Message) bool {
+	if st.stopping.IsSet() {
+		return false
+	}
+	select {
+	case st.out <- msg:
+		return true
+	default:
+		return false
+	}
 }
 
 // run runs the SubscribeFunc handler on msg and settles it by the result,

@@ -543,33 +543,46 @@ func interruption(sub *subscription) (error, bool) {
 func (c *Consumer) dispatch(sub *subscription) (halted bool) {
 	halt := c.haltCh()
 	for {
+		var (
+			d  amqp.Delivery
+			ok bool
+		)
+		// A delivery is most often waiting already (the broker keeps the
+		// prefetch window full): take it without the blocking select,
+		// which locks and queues a waiter on both channels even when one
+		// is ready (selects were the largest part of what a consumed
+		// message cost over raw amqp091-go, counted in instructions).
 		select {
-		case d, ok := <-sub.msgs:
-			if !ok {
-				select {
-				case <-halt:
-					return true // the basic.cancel of Pause or Stop ended it
-				default:
-					return false
-				}
+		case d, ok = <-sub.msgs:
+		default:
+			select {
+			case d, ok = <-sub.msgs:
+			case <-halt:
+				return true
 			}
+		}
+		if !ok {
 			select {
 			case <-halt:
-				// Stopping or pausing: never hand out more. Stop requeues
-				// it (a Pause also the rest after it, in the order the
-				// broker sent them), or, for an ordered hand-over, the
-				// closing of the channel returns it (a requeue now would
-				// come back to this consumer, still the active one).
-				if !c.spec.OrderedHandOver {
-					c.requeue(sub, d)
-				}
-				return true
+				return true // the basic.cancel of Pause or Stop ended it
 			default:
+				return false
 			}
-			c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
-		case <-halt:
-			return true
 		}
+		select {
+		case <-halt:
+			// Stopping or pausing: never hand out more. Stop requeues
+			// it (a Pause also the rest after it, in the order the
+			// broker sent them), or, for an ordered hand-over, the
+			// closing of the channel returns it (a requeue now would
+			// come back to this consumer, still the active one).
+			if !c.spec.OrderedHandOver {
+				c.requeue(sub, d)
+			}
+			return true
+		default:
+		}
+		c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
 	}
 }
 
