@@ -541,34 +541,14 @@ func consumeRows(b *testing.B) []row {
 
 	fill()
 	rows = append(rows, timedRow("consume", "raw amqp091-go (prefetch 256, manual ack)", "rawConsume", messages, func() {
-		ds, closeConn := rawDeliveries(b, q)
-		defer closeConn()
-		for i := 0; i < messages; i++ {
-			d := <-ds
-			_ = d.Ack(false)
-		}
+		rawConsume(b, q, messages)
 	}))
 
 	// A reference: the same with 64 goroutines taking deliveries and
 	// acking them, what running 64 handlers at once costs raw.
 	fill()
 	rows = append(rows, timedRow("consume", "raw amqp091-go, 64 goroutines taking deliveries", "rawConsume64", messages, func() {
-		ds, closeConn := rawDeliveries(b, q)
-		defer closeConn()
-		var left atomic.Int64
-		left.Store(messages)
-		done := make(chan struct{})
-		for range 64 {
-			go func() {
-				for d := range ds {
-					_ = d.Ack(false)
-					if left.Add(-1) == 0 {
-						close(done)
-					}
-				}
-			}()
-		}
-		<-done
+		rawConsumeGoroutines(b, q, messages, 64)
 	}))
 
 	// A reference, not the targets' baseline: raw amqp091-go doing the
@@ -671,6 +651,37 @@ func rawDeliveries(b testing.TB, q string) (ds <-chan amqp.Delivery, closeConn f
 		b.Fatal(err)
 	}
 	return ds, func() { _ = c.Close() }
+}
+
+// rawConsume consumes n messages of q with raw amqp091-go, acking each.
+func rawConsume(b testing.TB, q string, n int) {
+	ds, closeConn := rawDeliveries(b, q)
+	defer closeConn()
+	for range n {
+		d := <-ds
+		_ = d.Ack(false)
+	}
+}
+
+// rawConsumeGoroutines consumes n messages of q with raw amqp091-go, g
+// goroutines taking deliveries and acking them.
+func rawConsumeGoroutines(b testing.TB, q string, n, g int) {
+	ds, closeConn := rawDeliveries(b, q)
+	defer closeConn()
+	var left atomic.Int64
+	left.Store(int64(n))
+	done := make(chan struct{})
+	for range g {
+		go func() {
+			for d := range ds {
+				_ = d.Ack(false)
+				if left.Add(-1) == 0 {
+					close(done)
+				}
+			}
+		}()
+	}
+	<-done
 }
 
 // rawWatermillContract consumes n messages of q with raw amqp091-go the way

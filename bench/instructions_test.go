@@ -12,7 +12,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -66,31 +65,9 @@ type instrSide struct {
 }
 
 var instrSides = []instrSide{
-	{key: "rawConsume", name: "raw amqp091-go (prefetch 256, manual ack)", consume: func(t testing.TB, q string, n int) {
-		ds, closeConn := rawDeliveries(t, q)
-		defer closeConn()
-		for range n {
-			d := <-ds
-			_ = d.Ack(false)
-		}
-	}},
+	{key: "rawConsume", name: "raw amqp091-go (prefetch 256, manual ack)", consume: rawConsume},
 	{key: "rawConsume64", name: "raw amqp091-go, 64 goroutines taking deliveries", consume: func(t testing.TB, q string, n int) {
-		ds, closeConn := rawDeliveries(t, q)
-		defer closeConn()
-		var left atomic.Int64
-		left.Store(int64(n))
-		done := make(chan struct{})
-		for range 64 {
-			go func() {
-				for d := range ds {
-					_ = d.Ack(false)
-					if left.Add(-1) == 0 {
-						close(done)
-					}
-				}
-			}()
-		}
-		<-done
+		rawConsumeGoroutines(t, q, n, 64)
 	}},
 	{key: "rawContract1", name: "raw amqp091-go with Watermill's contract, 1 in flight", consume: func(t testing.TB, q string, n int) {
 		rawWatermillContract(t, q, 1, n)
