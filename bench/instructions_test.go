@@ -51,7 +51,7 @@ const (
 )
 
 // instrSide is one consume row run under valgrind: consume takes n
-// messages of q (filled as fill filled it) and returns.
+// messages of q (filled by instrFill) and returns.
 type instrSide struct {
 	key, name string
 	// routeQueue: q is declared as the router's route declares it (with
