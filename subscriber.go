@@ -645,9 +645,13 @@ type job struct {
 // subscription's stopping), it made every hand-off lock and queue on both
 // channels.
 func (st *subscription) worker(j job) {
-	for ok := true; ok; j, ok = <-st.jobs {
+	for {
 		st.process(j.f, j.msg)
 		st.workers.Done()
+		var ok bool
+		if j, ok = <-st.jobs; !ok {
+			return
+		}
 	}
 }
 
