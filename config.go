@@ -140,11 +140,12 @@ type SubscriberConfig struct {
 	// before the first is settled. 1 (the default) keeps Watermill's
 	// ordering guarantee: the next message comes only after the previous one
 	// was acked or nacked. N lets N handlers run at once. With 1 a message
-	// is handled on the consumer's own goroutine; with more, each goes to
-	// one of up to N worker goroutines, and that hand-off and scheduling
-	// cost client CPU per message (docs/MEASUREMENTS.md): raise it for
-	// handlers that wait (I/O, calls to other services), not for handlers
-	// that only compute.
+	// is handled on the consumer's own goroutine; with more, on up to N
+	// goroutines that each take deliveries from the channel themselves,
+	// started as the messages in hand need them. Their scheduling costs
+	// client CPU per message (docs/MEASUREMENTS.md): raise it for handlers
+	// that wait (I/O, calls to other services), not for handlers that only
+	// compute.
 	MaxInFlight int
 	// Prefetch is basic.qos prefetch-count. Default: MaxInFlight, at least
 	// 32, so the broker keeps the client busy.

@@ -312,15 +312,12 @@ func (s *Subscriber) consumeQueue(ctx context.Context, topic string, o consumeOp
 	if h == nil {
 		st.out = make(chan *message.Message)
 	}
-	if s.cfg.MaxInFlight > 1 {
-		st.jobs = make(chan job)
-	}
 	spec := broker.ConsumerSpec{
 		Queue:           o.queue,
 		PrefetchCount:   s.cfg.Prefetch,
 		Handler:         st.handle,
+		Handlers:        s.cfg.MaxInFlight,
 		OnEvent:         st.onEvent,
-		Drain:           st.drain,
 		OrderedHandOver: o.orderedHandOver,
 		StreamOffset:    o.streamOffset,
 	}
@@ -419,17 +416,11 @@ type subscription struct {
 	single    context.CancelFunc                      // MaxInFlight 1
 	// handler runs each message (SubscribeFunc); nil hands messages out on
 	// out (Subscribe).
-	handler func(*message.Message) error
-	out     chan *message.Message
-	// jobs is MaxInFlight > 1: that many workers at most take jobs from
-	// it; spawned counts them (written by the consumer's goroutine; atomic,
-	// as a reconnect's new consumer goroutine may follow the old one).
-	jobs     chan job
-	spawned  atomic.Int32
-	workers  sync.WaitGroup // jobs in hand
-	stopping latch.Latch    // set when stop begins: hand out nothing more
-	stopOnce sync.Once      // Do also makes concurrent stops wait for the first
-	unwatch  func() bool    // stops the wait for Subscribe's ctx
+	handler  func(*message.Message) error
+	out      chan *message.Message
+	stopping latch.Latch // set when stop begins: hand out nothing more
+	stopOnce sync.Once   // Do also makes concurrent stops wait for the first
+	unwatch  func() bool // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
 }
@@ -485,12 +476,9 @@ func (st *subscription) stop(ctx context.Context) {
 			release()
 			st.abandon()
 		}()
-		_ = st.consumer.Stop(ctx) // drains the workers (st.drain)
-		if st.jobs != nil {
-			// Stop returns once the consumer's goroutine, the only
-			// sender, has ended: the idle workers go.
-			close(st.jobs)
-		}
+		// Stop returns once every handler the consumer runs (MaxInFlight
+		// of them) has finished its message.
+		_ = st.consumer.Stop(ctx)
 		if st.out != nil {
 			close(st.out)
 		}
@@ -501,21 +489,6 @@ func (st *subscription) stop(ctx context.Context) {
 		}
 		st.s.mu.Unlock()
 	})
-}
-
-// drain waits for the handlers in flight to settle (the consumer's Drain,
-// before its channel goes): at once once abandoned.
-func (st *subscription) drain(context.Context) {
-	done := make(chan struct{})
-	go func() {
-		st.workers.Wait()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-st.abandoned.Done():
-		<-done // workers return at once once abandoned
-	}
 }
 
 // abandon is stop's deadline: it tells every handler still running (their
@@ -552,7 +525,7 @@ func (st *subscription) track(d *broker.Delivery, cancel context.CancelFunc) {
 		cancel()
 		return
 	}
-	if st.jobs == nil {
+	if st.s.cfg.MaxInFlight == 1 {
 		st.single = cancel
 		return
 	}
@@ -566,7 +539,7 @@ func (st *subscription) untrack(d *broker.Delivery) {
 	st.s.inFlight.Add(-1)
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
-	if st.jobs == nil {
+	if st.s.cfg.MaxInFlight == 1 {
 		st.single = nil
 		return
 	}
@@ -583,7 +556,9 @@ func (st *subscription) onEvent(e broker.ConsumerEvent) {
 	}
 }
 
-// handle runs on the consumer's goroutine for each delivery.
+// handle runs for each delivery on the consumer's goroutine, or with
+// MaxInFlight above 1 on one of the consumer's handler goroutines
+// (broker.ConsumerSpec.Handlers), which take deliveries themselves.
 func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 	d := f
 	if st.kind.passedOver(d) {
@@ -603,56 +578,14 @@ func (st *subscription) handle(_ context.Context, f *broker.Delivery) {
 		st.poison(f, err)
 		return
 	}
-	if st.jobs == nil {
-		st.process(f, msg)
-		return
-	}
-	if st.stopping.IsSet() {
+	// With MaxInFlight above 1 this runs on one of the consumer's
+	// handler goroutines, beside the others: a stop begun meanwhile hands
+	// nothing more out.
+	if st.s.cfg.MaxInFlight > 1 && st.stopping.IsSet() {
 		st.settle(f, ack.Requeue, nil)
 		return
 	}
-	j := job{f, msg}
-	st.workers.Add(1)
-	select {
-	case st.jobs <- j: // a worker is idle
-		return
-	default:
-	}
-	if st.spawned.Load() < int32(st.s.cfg.MaxInFlight) {
-		// Workers live as long as the subscription: a goroutine per
-		// message would grow a new stack for every one (the settle path
-		// is deep): 17% of the client's CPU in the profile.
-		st.spawned.Add(1)
-		go st.worker(j)
-		return
-	}
-	select {
-	case st.jobs <- j:
-	case <-st.stopping.Done():
-		st.workers.Done()
-		st.settle(f, ack.Requeue, nil)
-	}
-}
-
-// job is a delivery for a worker.
-type job struct {
-	f   *broker.Delivery
-	msg *message.Message
-}
-
-// worker processes jobs until stop closes jobs (MaxInFlight > 1). It
-// waits on jobs alone: parked in a select with a second case (the
-// subscription's stopping), it made every hand-off lock and queue on both
-// channels.
-func (st *subscription) worker(j job) {
-	for {
-		st.process(j.f, j.msg)
-		st.workers.Done()
-		var ok bool
-		if j, ok = <-st.jobs; !ok {
-			return
-		}
-	}
+	st.process(f, msg)
 }
 
 func (st *subscription) attemptKey(d *broker.Delivery) string {

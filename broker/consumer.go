@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -117,8 +118,8 @@ type Consumer struct {
 	// made by the first recovery (most consumers never need one).
 	consumingAgain chan struct{}
 	pauseNotify    chan struct{}
-	// pauseDeadline bounds the loop's wait for the handler (the spec's
-	// Drain) when it pauses: Pause's ctx's deadline (none: zero).
+	// pauseDeadline bounds the loop's giving back of what the broker sent
+	// and nobody got when it pauses: Pause's ctx's deadline (none: zero).
 	pauseDeadline time.Time
 
 	// subMu serialises subscribing, so the restore run and the consumer's
@@ -333,8 +334,9 @@ func (r *Registry) consumerWithTag(tag string) (*Consumer, bool) {
 }
 
 // Stop cancels the subscription (no new deliveries), lets the handler
-// finish the delivery in hand (until ctx ends; then its ctx is cancelled),
-// runs the spec's Drain, requeues what the broker had already sent but the
+// finish the deliveries in hand (until ctx ends; then its ctx is
+// cancelled, and Stop still waits for them, since their settlements need
+// the channel), requeues what the broker had already sent but the
 // handler never got, releases the consumer's channel (rmqaio's stop_consume
 // leaked it) and forgets the consumer. It is the one way a consumer's owner
 // stops it (deleting its queue through Ops and closing the Ops stop it
@@ -539,9 +541,60 @@ func interruption(sub *subscription) (error, bool) {
 
 // dispatch returns when the subscription's deliveries end or the consumer
 // is halted; halted reports the latter (run tells a Stop from a Pause by
-// the consumer's state).
+// the consumer's state). With Handlers above 1 it returns once every
+// reader it started has finished its delivery in hand.
 func (c *Consumer) dispatch(sub *subscription) (halted bool) {
 	halt := c.haltCh()
+	if c.spec.Handlers <= 1 {
+		c.take(sub, halt, nil)
+	} else {
+		r := &readers{limit: int32(c.spec.Handlers)}
+		r.running.Store(1) // this goroutine
+		c.take(sub, halt, r)
+		r.wg.Wait()
+	}
+	select {
+	case <-halt:
+		return true // stopping or pausing (a basic.cancel also ends msgs)
+	default:
+		return false
+	}
+}
+
+// readers are the goroutines of one subscription that take its deliveries
+// and run the handler on them (ConsumerSpec.Handlers above 1): the
+// consumer's own and those it started, at most limit in all. They end with
+// the subscription; the next one starts its own.
+type readers struct {
+	limit   int32
+	running atomic.Int32 // the consumer's goroutine included
+	waiting atomic.Int32 // parked for a delivery
+	wg      sync.WaitGroup
+}
+
+// more starts another reader, unless limit run already: called by a reader
+// that took a delivery while none was parked for the next one.
+func (c *Consumer) more(sub *subscription, halt <-chan struct{}, r *readers) {
+	for {
+		n := r.running.Load()
+		if n >= r.limit {
+			return
+		}
+		if r.running.CompareAndSwap(n, n+1) {
+			break
+		}
+	}
+	r.wg.Add(1)
+	go func() {
+		defer r.wg.Done()
+		c.take(sub, halt, r)
+	}()
+}
+
+// take runs the handler on the subscription's deliveries until they end or
+// the consumer is halted: the consumer's loop, and with Handlers above 1
+// each reader's (r is nil for the single loop).
+func (c *Consumer) take(sub *subscription, halt <-chan struct{}, r *readers) {
 	for {
 		var (
 			d  amqp.Delivery
@@ -554,20 +607,29 @@ func (c *Consumer) dispatch(sub *subscription) (halted bool) {
 		// message cost over raw amqp091-go, counted in instructions).
 		select {
 		case d, ok = <-sub.msgs:
+			// Deliveries queue up: every reader is busy (one parked
+			// would have been handed this one).
+			if ok && r != nil && r.waiting.Load() == 0 {
+				c.more(sub, halt, r)
+			}
 		default:
+			if r != nil {
+				r.waiting.Add(1)
+			}
 			select {
 			case d, ok = <-sub.msgs:
 			case <-halt:
-				return true
+				if r != nil {
+					r.waiting.Add(-1)
+				}
+				return
+			}
+			if r != nil && r.waiting.Add(-1) == 0 && ok {
+				c.more(sub, halt, r)
 			}
 		}
 		if !ok {
-			select {
-			case <-halt:
-				return true // the basic.cancel of Pause or Stop ended it
-			default:
-				return false
-			}
+			return // the subscription ended (a basic.cancel of Pause or Stop, or an interruption)
 		}
 		select {
 		case <-halt:
@@ -579,7 +641,7 @@ func (c *Consumer) dispatch(sub *subscription) (halted bool) {
 			if !c.spec.OrderedHandOver {
 				c.requeue(sub, d)
 			}
-			return true
+			return
 		default:
 		}
 		c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
@@ -832,13 +894,12 @@ func (c *Consumer) stop(ctx context.Context) error {
 		close(c.halt)
 	}
 	sub := c.cur
-	drain := c.spec.Drain
 	if c.subCancel != nil {
 		c.subCancel()
 	}
 	c.mu.Unlock()
 	// Hand out nothing more, and ask the broker to send nothing more; the
-	// delivery in hand is finished and settled on its channel before the
+	// deliveries in hand are finished and settled on its channel before the
 	// channel is released. An ordered hand-over sends no basic.cancel: the
 	// closing of its channel, below, ends the consumer.
 	c.stopping.Set()
@@ -854,9 +915,6 @@ func (c *Consumer) stop(ctx context.Context) error {
 		c.cancel()
 		err = ctx.Err()
 		<-c.ended.Done()
-	}
-	if drain != nil {
-		drain(ctx)
 	}
 	c.mu.Lock()
 	sub = c.cur
@@ -984,8 +1042,8 @@ func (c *Consumer) Paused() bool {
 
 // Pause stops the consumer's deliveries until Resume, without ending it.
 // AMQP 0-9-1 cannot pause a consumer, so Pause cancels its subscription
-// (basic.cancel), lets the delivery in hand finish and the spec's Drain
-// wait for what the handler still holds (until ctx ends), gives back what
+// (basic.cancel), lets the deliveries in hand finish (Pause returns an
+// error when ctx ends first; the consumer pauses once they do), gives back what
 // the broker had sent and nobody got, in the order it came, and releases
 // the subscription's place on its channel. An ordered hand-over
 // (single-active consumer) closes its channel instead, so that the broker
@@ -1024,7 +1082,7 @@ func (c *Consumer) Pause(ctx context.Context) error {
 			c.log.Debug("broker: basic.cancel failed", "consumer", c.spec.Tag, "error", err)
 		}
 	}
-	// The loop leaves its subscription (after the delivery in hand), gives
+	// The loop leaves its subscription (after the deliveries in hand), gives
 	// back the rest and parks; a loop that is recovering from an
 	// interruption parks at once. When ctx ends first the loop goes on
 	// with it.
@@ -1038,9 +1096,9 @@ func (c *Consumer) Pause(ctx context.Context) error {
 	}
 }
 
-// giveBack is the loop's part of a pause: wait for what the handler holds
-// (the spec's Drain), give back what the broker sent and nobody got, in
-// order, and release the subscription.
+// giveBack is the loop's part of a pause, once the deliveries in hand are
+// finished: give back what the broker sent and nobody got, in order, and
+// release the subscription.
 func (c *Consumer) giveBack(sub *subscription) {
 	c.mu.Lock()
 	deadline := c.pauseDeadline
@@ -1051,9 +1109,6 @@ func (c *Consumer) giveBack(sub *subscription) {
 		ctx, cancel = context.WithDeadline(context.Background(), deadline)
 	}
 	defer cancel()
-	if c.spec.Drain != nil {
-		c.spec.Drain(ctx)
-	}
 	c.mu.Lock()
 	c.cur, c.live = nil, false
 	c.mu.Unlock()

@@ -20,6 +20,7 @@ func TestConsumerSpecValidation(t *testing.T) {
 		{"consumer nil handler", ConsumerSpec{Queue: "q"}, "Handler"},
 		{"consumer no queue", ConsumerSpec{Handler: func(_ context.Context, _ *Delivery) {}}, "Queue"},
 		{"consumer prefetch", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}, PrefetchCount: 70000}, "PrefetchCount"},
+		{"consumer handlers", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}, Handlers: -1}, "Handlers"},
 		{"consumer x-priority in args", ConsumerSpec{Queue: "q", Handler: func(_ context.Context, _ *Delivery) {}, Args: amqp.Table{"x-priority": 1}}, "Args"},
 	}
 	for _, tt := range tests {
