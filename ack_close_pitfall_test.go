@@ -17,7 +17,7 @@ import (
 // back what it acked but had not sent yet (the bench's raw Watermill
 // loop left 1 message of 300 in its queue this way). warren's Subscriber
 // sends every ack it was given before Close returns: the subscription's
-// stop waits for the consumer's goroutine and its workers to settle, and
+// stop waits for the consumer's handler goroutines to settle, and
 // the connection's coalescing writer sends what it accepted before it
 // closes.
 func TestPitfallAcksGivenBeforeCloseReachTheBroker(t *testing.T) {

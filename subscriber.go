@@ -24,6 +24,7 @@ import (
 	"github.com/warrenmq/warren/internal/latch"
 	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/internal/lru"
+	"github.com/warrenmq/warren/internal/msgctx"
 	"github.com/warrenmq/warren/internal/partition"
 	"github.com/warrenmq/warren/internal/streampos"
 	"github.com/warrenmq/warren/internal/valuesonly"
@@ -412,8 +413,8 @@ type subscription struct {
 	// stops (issue 33: heap per Subscriber).
 	abandoned latch.Latch
 	abandonMu sync.Mutex
-	flight    map[*broker.Delivery]context.CancelFunc // MaxInFlight > 1
-	single    context.CancelFunc                      // MaxInFlight 1
+	flight    map[*broker.Delivery]*msgctx.Context // MaxInFlight > 1
+	single    *msgctx.Context                      // MaxInFlight 1
 	// handler runs each message (SubscribeFunc); nil hands messages out on
 	// out (Subscribe).
 	handler  func(*message.Message) error
@@ -508,31 +509,31 @@ func (st *subscription) abandon() {
 	}
 	st.s.givenBack.Add(n)
 	if st.single != nil {
-		st.single()
+		st.single.Cancel()
 	}
-	for _, cancel := range st.flight {
-		cancel()
+	for _, ctx := range st.flight {
+		ctx.Cancel()
 	}
 }
 
-// track keeps a message's cancel for abandon until untrack; a message that
-// arrives after abandon is cancelled at once.
-func (st *subscription) track(d *broker.Delivery, cancel context.CancelFunc) {
+// track keeps a message's context for abandon until untrack; a message
+// that arrives after abandon is cancelled at once.
+func (st *subscription) track(d *broker.Delivery, ctx *msgctx.Context) {
 	st.s.inFlight.Add(1)
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
 	if st.abandoned.IsSet() {
-		cancel()
+		ctx.Cancel()
 		return
 	}
 	if st.s.cfg.MaxInFlight == 1 {
-		st.single = cancel
+		st.single = ctx
 		return
 	}
 	if st.flight == nil {
-		st.flight = map[*broker.Delivery]context.CancelFunc{}
+		st.flight = map[*broker.Delivery]*msgctx.Context{}
 	}
-	st.flight[d] = cancel
+	st.flight[d] = ctx
 }
 
 func (st *subscription) untrack(d *broker.Delivery) {
@@ -682,15 +683,12 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
 		BodySize: len(d.Body),
 	})
-	var ctx context.Context
-	var cancel context.CancelFunc
-	if t := st.s.cfg.HandlerTimeout; t > 0 {
-		ctx, cancel = context.WithTimeout(traced, t)
-	} else {
-		ctx, cancel = context.WithCancel(traced)
-	}
-	defer cancel() // the message's context ends once it is settled
-	st.track(f, cancel)
+	// The message's context ends once it is settled, at HandlerTimeout, or
+	// at the shutdown deadline (abandon); its timer is armed only if the
+	// handler waits on it (internal/msgctx).
+	ctx := msgctx.New(traced, st.s.cfg.HandlerTimeout)
+	defer ctx.Cancel()
+	st.track(f, ctx)
 	defer st.untrack(f)
 	msg.SetContext(ctx)
 	if st.handler != nil {

@@ -1,0 +1,86 @@
+package msgctx
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"sync"
+	"testing"
+	"time"
+)
+
+// naiveContext is a context type of one's own as one would first write it:
+// its own end, the parent's values, and nothing else.
+type naiveContext struct {
+	parent context.Context
+	once   sync.Once
+	done   chan struct{}
+}
+
+func newNaive(parent context.Context) *naiveContext {
+	return &naiveContext{parent: parent, done: make(chan struct{})}
+}
+
+func (c *naiveContext) cancel()                     { c.once.Do(func() { close(c.done) }) }
+func (c *naiveContext) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (c *naiveContext) Done() <-chan struct{}       { return c.done }
+func (c *naiveContext) Value(key any) any           { return c.parent.Value(key) }
+func (c *naiveContext) String() string              { return "naive" }
+func (c *naiveContext) Err() error {
+	select {
+	case <-c.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+
+// TestPitfallAContextOfOnesOwnCostsAGoroutinePerChildAndLendsItsParentsCause
+// shows PITFALLS 55 on the naive type, then that a message's context has
+// neither trap.
+func TestPitfallAContextOfOnesOwnCostsAGoroutinePerChildAndLendsItsParentsCause(t *testing.T) {
+	subscribe, cancelSubscribe := context.WithCancelCause(context.Background())
+	defer cancelSubscribe(nil)
+
+	// Every context derived from it is watched by a goroutine of the
+	// context package's, until the child or the parent ends.
+	naive := newNaive(subscribe)
+	before := runtime.NumGoroutine()
+	_, cancelChild := context.WithCancel(naive)
+	if got := runtime.NumGoroutine() - before; got != 1 {
+		t.Fatalf("deriving from the naive context started %d goroutines; the pitfall is one", got)
+	}
+	cancelChild()
+
+	// Its parent's cancellation, found through Value, is taken for its own.
+	cancelSubscribe(errors.New("Subscribe's ctx ended"))
+	naive.cancel()
+	if got := context.Cause(naive); errors.Is(got, context.Canceled) {
+		t.Fatalf("Cause of the naive context = %v; the pitfall is the parent's cause", got)
+	}
+
+	// A message's context: no goroutine per child, and its own cause.
+	subscribe2, cancelSubscribe2 := context.WithCancelCause(context.Background())
+	defer cancelSubscribe2(nil)
+	msg := New(valuesOnly{subscribe2}, time.Minute)
+	before = runtime.NumGoroutine()
+	child, cancelChild2 := context.WithCancel(msg)
+	defer cancelChild2()
+	if got := runtime.NumGoroutine() - before; got != 0 {
+		t.Fatalf("deriving from a message's context started %d goroutines, want 0", got)
+	}
+	cancelSubscribe2(errors.New("Subscribe's ctx ended"))
+	msg.Cancel()
+	<-child.Done()
+	if got := context.Cause(msg); !errors.Is(got, context.Canceled) {
+		t.Fatalf("Cause of a message's context = %v, want its own context.Canceled", got)
+	}
+}
+
+// valuesOnly is the parent a message's context has: values, no end (as
+// internal/valuesonly, which passes Cause's lookup through too).
+type valuesOnly struct{ context.Context }
+
+func (valuesOnly) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (valuesOnly) Done() <-chan struct{}       { return nil }
+func (valuesOnly) Err() error                  { return nil }
