@@ -23,7 +23,7 @@ type holdingHandler struct {
 	releaseFirst chan struct{}
 	release      chan struct{}
 	holding      atomic.Int32
-	most    atomic.Int32
+	most         atomic.Int32
 
 	mu      sync.Mutex
 	handled map[string]int
