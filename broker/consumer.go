@@ -605,13 +605,13 @@ func (c *Consumer) take(sub *subscription, halt <-chan struct{}, r *readers) {
 		// which locks and queues a waiter on both channels even when one
 		// is ready (selects were the largest part of what a consumed
 		// message cost over raw amqp091-go, counted in instructions).
+		// Another reader is wanted when this one takes a delivery and
+		// none is parked for the next: a delivery that was waiting means
+		// every reader is busy (one parked would have been handed it).
+		another := false
 		select {
 		case d, ok = <-sub.msgs:
-			// Deliveries queue up: every reader is busy (one parked
-			// would have been handed this one).
-			if ok && r != nil && r.waiting.Load() == 0 {
-				c.more(sub, halt, r)
-			}
+			another = r != nil && r.waiting.Load() == 0
 		default:
 			if r != nil {
 				r.waiting.Add(1)
@@ -624,9 +624,7 @@ func (c *Consumer) take(sub *subscription, halt <-chan struct{}, r *readers) {
 				}
 				return
 			}
-			if r != nil && r.waiting.Add(-1) == 0 && ok {
-				c.more(sub, halt, r)
-			}
+			another = r != nil && r.waiting.Add(-1) == 0
 		}
 		if !ok {
 			return // the subscription ended (a basic.cancel of Pause or Stop, or an interruption)
@@ -643,6 +641,9 @@ func (c *Consumer) take(sub *subscription, halt <-chan struct{}, r *readers) {
 			}
 			return
 		default:
+		}
+		if another {
+			c.more(sub, halt, r)
 		}
 		c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
 	}
@@ -899,8 +900,8 @@ func (c *Consumer) stop(ctx context.Context) error {
 	}
 	c.mu.Unlock()
 	// Hand out nothing more, and ask the broker to send nothing more; the
-	// deliveries in hand are finished and settled on its channel before the
-	// channel is released. An ordered hand-over sends no basic.cancel: the
+	// deliveries in hand are finished and settled on their channel before
+	// the channel is released. An ordered hand-over sends no basic.cancel: the
 	// closing of its channel, below, ends the consumer.
 	c.stopping.Set()
 	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
@@ -1043,9 +1044,9 @@ func (c *Consumer) Paused() bool {
 // Pause stops the consumer's deliveries until Resume, without ending it.
 // AMQP 0-9-1 cannot pause a consumer, so Pause cancels its subscription
 // (basic.cancel), lets the deliveries in hand finish (Pause returns an
-// error when ctx ends first; the consumer pauses once they do), gives back what
-// the broker had sent and nobody got, in the order it came, and releases
-// the subscription's place on its channel. An ordered hand-over
+// error when ctx ends first; the consumer pauses once they do), gives back
+// what the broker had sent and nobody got, in the order it came, and
+// releases the subscription's place on its channel. An ordered hand-over
 // (single-active consumer) closes its channel instead, so that the broker
 // returns what it held, in order, before it activates another consumer.
 // While paused the consumer is not restored after a reconnect, and

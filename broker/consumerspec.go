@@ -11,14 +11,14 @@ import (
 	"github.com/warrenmq/warren/topology"
 )
 
-// Handler receives a consumer's deliveries: one at a time, on the consumer's
-// goroutine, or, with ConsumerSpec.Handlers above 1, up to that many at
-// once, each on a goroutine that takes deliveries itself. ctx ends when the
-// consumer is stopped. Unless the consumer is
-// AutoAck, the handler settles each delivery (d.Ack, d.Nack, d.Reject; a
-// second settlement is refused): the acknowledger is the channel the
-// delivery came on, so a delivery of a channel that has since died can
-// never be settled on another one (it fails, and the broker redelivers it).
+// Handler receives a consumer's deliveries: one at a time, on the
+// consumer's goroutine, or, with ConsumerSpec.Handlers above 1, up to that
+// many at once, each on a goroutine that takes deliveries itself. ctx ends
+// when the consumer is stopped. Unless the consumer is AutoAck, the
+// handler settles each delivery (d.Ack, d.Nack, d.Reject; a second
+// settlement is refused): the acknowledger is the channel the delivery came
+// on, so a delivery of a channel that has since died can never be settled
+// on another one (it fails, and the broker redelivers it).
 type Handler func(ctx context.Context, d *Delivery)
 
 // ConsumerSpec consumes a queue.
@@ -65,8 +65,8 @@ type ConsumerSpec struct {
 	// up to Handlers-1 more, started when every one of them is busy and a
 	// delivery waits, each take deliveries from the subscription
 	// themselves (no hand-off between goroutines: it cost a consumed
-	// message a tenth of its instructions) and run the Handler on them, in
-	// no particular order. Stop, Pause and an interruption wait for every
+	// message a twentieth of its instructions) and run the Handler on them,
+	// in no particular order. Stop, Pause and an interruption wait for every
 	// one of them to finish its delivery in hand.
 	Handlers int
 }
