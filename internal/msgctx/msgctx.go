@@ -120,11 +120,11 @@ func (c *Context) AfterFunc(f func()) (stop func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.arm()
-	a := &afterFunc{f: f}
 	if c.err != nil {
 		go f()
 		return func() bool { return false }
 	}
+	a := &afterFunc{f: f}
 	c.afters = append(c.afters, a)
 	return func() bool {
 		c.mu.Lock()
