@@ -5,11 +5,11 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/internal/headers"
+	"github.com/warrenmq/warren/internal/msgid"
 )
 
 // Metadata keys that map to AMQP properties instead of headers. Set them on
@@ -75,7 +75,8 @@ type DefaultMarshaler struct {
 	// (PublisherConfig.ForwardScheduled), so that they arrive without the
 	// broker's x-death array; a router route with it does the same with its
 	// delayed retries. warren reads LegacyUUIDHeader whenever message-id is
-	// empty, with or without this.
+	// empty, with or without this; a delivery with neither (a producer that
+	// sets no id) gets a random version 4 UUID, as watermill.NewUUID makes.
 	WatermillAMQP bool
 }
 
@@ -169,7 +170,7 @@ func (m DefaultMarshaler) Unmarshal(d *amqp.Delivery) (*message.Message, error) 
 		if s, ok := d.Headers[LegacyUUIDHeader].(string); ok {
 			id = s
 		} else {
-			id = watermill.NewUUID()
+			id = msgid.New()
 		}
 	}
 	msg := message.NewMessage(id, d.Body)

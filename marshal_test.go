@@ -3,6 +3,7 @@ package warren_test
 import (
 	"context"
 	"errors"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -105,11 +106,17 @@ func TestUnmarshalNonStringHeaders(t *testing.T) {
 	if msg.UUID != "legacy-id" {
 		t.Errorf("UUID %q, want the watermill-amqp header as fallback", msg.UUID)
 	}
-	if (&amqp.Delivery{}).MessageId == "" {
-		m2, _ := warren.DefaultMarshaler{}.Unmarshal(&amqp.Delivery{})
-		if m2.UUID == "" {
-			t.Error("no UUID generated for a delivery without one")
+	// A delivery without an id, from a producer that sets none, gets a
+	// version 4 UUID of its own: two such deliveries, two ids.
+	m2, _ := warren.DefaultMarshaler{}.Unmarshal(&amqp.Delivery{})
+	m3, _ := warren.DefaultMarshaler{}.Unmarshal(&amqp.Delivery{})
+	for _, id := range []string{m2.UUID, m3.UUID} {
+		if !regexp.MustCompile(`^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$`).MatchString(id) {
+			t.Errorf("id %q for a delivery without one: want a version 4 UUID", id)
 		}
+	}
+	if m2.UUID == m3.UUID {
+		t.Errorf("two deliveries without an id both got %q", m2.UUID)
 	}
 }
 

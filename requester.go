@@ -9,7 +9,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 	amqp "github.com/rabbitmq/amqp091-go"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/msgid"
 	"github.com/warrenmq/warren/internal/workgroup"
 	"github.com/warrenmq/warren/telemetry"
 )
@@ -195,7 +195,7 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	if err != nil {
 		return nil, err
 	}
-	corr := watermill.NewUUID()
+	corr := msgid.New()
 	pub.CorrelationId = corr
 	// The confirm is waited for until the reply comes, not after it: the
 	// reply proves the broker took the request, while the confirm of a

@@ -3,11 +3,11 @@ package router
 import (
 	"fmt"
 
-	"github.com/ThreeDotsLabs/watermill"
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
+	"github.com/warrenmq/warren/internal/msgid"
 )
 
 // sendReply publishes reply to request's reply-to address with its
@@ -20,7 +20,7 @@ func sendReply(pub message.Publisher, request, reply *message.Message) error {
 		return nil
 	}
 	if reply == nil {
-		reply = message.NewMessage(watermill.NewUUID(), nil)
+		reply = message.NewMessage(msgid.New(), nil)
 	}
 	reply.Metadata.Set(warren.MetaCorrelationID, request.Metadata.Get(warren.MetaCorrelationID))
 	// The reply lives as long as the requester waits, not on disk.
@@ -42,7 +42,7 @@ func errorReply(pub message.Publisher) message.HandlerMiddleware {
 			if err == nil || ack.KindOf(err) == ack.RequeueKind {
 				return out, err
 			}
-			reply := message.NewMessage(watermill.NewUUID(), nil)
+			reply := message.NewMessage(msgid.New(), nil)
 			reply.Metadata.Set(warren.HeaderReplyError, err.Error())
 			reply.Metadata.Set(warren.HeaderReplyErrorType, ack.ErrorType(err))
 			if serr := sendReply(pub, msg, reply); serr != nil {
