@@ -424,6 +424,9 @@ type subscription struct {
 	unwatch  func() bool // stops the wait for Subscribe's ctx
 	// temporary marks an exclusive or auto-delete queue, for telemetry.
 	temporary bool
+	// destination is telemetry's description of where the last message
+	// came from: the next most often came the same way.
+	destination instrument.Memo
 }
 
 // Stop, Ended and Out make a subscription a partition.Member.
@@ -681,7 +684,7 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 	traced, proc := instrument.Of(st.s.cfg.Telemetry).StartProcess(ack.NewContext(st.values, info), connx.Peer(st.s.conn), instrument.Incoming{
 		Destination: instrument.Destination{Exchange: info.Exchange, RoutingKey: key, Queue: st.queue, Temporary: st.temporary},
 		MessageID:   d.MessageId, CorrelationID: d.CorrelationId, DeliveryTag: d.DeliveryTag, Headers: d.Headers,
-		BodySize: len(d.Body),
+		BodySize: len(d.Body), Memo: &st.destination,
 	})
 	// The message's context ends once it is settled, at HandlerTimeout, or
 	// at the shutdown deadline (abandon); its timer is armed only if the

@@ -55,3 +55,50 @@ func TestDestinationNaming(t *testing.T) {
 		}
 	}
 }
+
+// TestMemoAnswersWhatTheSharedCacheAnswers: a subscription's Memo gives the
+// description of the destination asked for, its last one without a
+// lookup in the shared cache (it answers even once that cache is cleared),
+// another one through the cache; and a process's settle operations are
+// found once, on the same destination and peer.
+func TestMemoAnswersWhatTheSharedCacheAnswers(t *testing.T) {
+	var c destinations
+	var m Memo
+	peer := Peer{Address: "localhost", Port: 5672, ClientID: "c-1"}
+	paid := Destination{Exchange: "shop", RoutingKey: "order.paid", Queue: "billing"}
+	sent := Destination{Exchange: "shop", RoutingKey: "order.sent", Queue: "billing"}
+	check := func(x *described, o op, d Destination, p Peer) {
+		t.Helper()
+		if want := (destKey{o, d, p}); x.key != want {
+			t.Fatalf("described %+v, want %+v", x.key, want)
+		}
+		if want := describe(o, d, p); x.spanName != want.spanName || len(x.spanAttrs) != len(want.spanAttrs) || !x.count.Equals(&want.count) {
+			t.Fatalf("%+v: span %q %v, count %v; want %q %v, %v", x.key, x.spanName, x.spanAttrs, x.count.ToSlice(), want.spanName, want.spanAttrs, want.count.ToSlice())
+		}
+	}
+	first := c.remembered(&m, opProcess, paid, peer)
+	check(first, opProcess, paid, peer)
+	clear(c.m)
+	if again := c.remembered(&m, opProcess, paid, peer); again != first {
+		t.Fatal("the memo's own destination was looked up again")
+	}
+	other := c.remembered(&m, opProcess, sent, peer)
+	check(other, opProcess, sent, peer)
+	moved := Peer{Address: "other-node", Port: 5672, ClientID: "c-1"}
+	check(c.remembered(&m, opProcess, sent, moved), opProcess, sent, moved)
+	back := c.remembered(&m, opProcess, paid, peer)
+	check(back, opProcess, paid, peer)
+	if back == first {
+		t.Fatal("a destination the memo no longer held came from it")
+	}
+	check(c.remembered(nil, opSend, paid, peer), opSend, paid, peer)
+
+	for _, o := range []op{opAck, opNack, opReject} {
+		s := back.settle(&c, o)
+		check(s, o, paid, peer)
+		clear(c.m)
+		if back.settle(&c, o) != s {
+			t.Fatalf("%s: looked up again", o.name)
+		}
+	}
+}

@@ -31,6 +31,9 @@ type Incoming struct {
 	// BodySize is messaging.message.body.size: the body's bytes as
 	// delivered (the payload's, for a message without a delivery).
 	BodySize int
+	// Memo, when set, is the caller's cache of its last destination
+	// (a subscription's).
+	Memo *Memo
 }
 
 // Process is the processing of one message: its process span, then its
@@ -41,10 +44,10 @@ type Process struct {
 	// the Process is a context itself, the one the handler runs with, with
 	// itself as a value (FromContext): one allocation per message, not two.
 	context.Context
-	t     *Instruments
-	span  trace.Span
-	dest  Destination
-	peer  Peer
+	t    *Instruments
+	span trace.Span
+	// dst is the process operation on the message's destination through
+	// its peer; its settles are the settle operations'.
 	dst   *described
 	tag   uint64
 	start time.Time
@@ -143,8 +146,8 @@ func (t *Instruments) StartProcess(ctx context.Context, peer Peer, in Incoming) 
 		// handler publishes.
 		return parent, nil
 	}
-	p := &Process{t: t, dest: in.Destination, peer: peer, tag: in.DeliveryTag, quiet: quiet,
-		dst: t.dests.get(opProcess, in.Destination, peer)}
+	p := &Process{t: t, tag: in.DeliveryTag, quiet: quiet,
+		dst: t.dests.remembered(in.Memo, opProcess, in.Destination, peer)}
 	if !quiet {
 		p.start = time.Now()
 	}
@@ -309,7 +312,7 @@ func (p *Process) Settle(o SettleOp, err error, start time.Time) {
 	if p.quiet && !p.recording {
 		return
 	}
-	dst := p.t.dests.get(o.op(), p.dest, p.peer)
+	dst := p.dst.settle(&p.t.dests, o.op())
 	errType := errkind.Type(err)
 	if !p.recording {
 		// The settle span lives under its process span: none for a
