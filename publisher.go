@@ -49,6 +49,10 @@ type Publisher struct {
 	// Publisher takes part in from its first scheduled message until Close.
 	handOverMu sync.Mutex
 	handOver   *delay.HandOver
+
+	// destination is telemetry's description of where the last publish
+	// went: most Publishers send to one or a few topics.
+	destination instrument.Memo
 }
 
 // cachedRoute is a declared route, valid while the registry's epoch says
@@ -200,7 +204,7 @@ func (p *Publisher) send(ctx context.Context, route Destination, out []broker.Ou
 	}
 	// The send spans name the route's destination, also for a scheduled
 	// message (which goes through a delay exchange first).
-	send := instrument.Of(p.cfg.Telemetry).StartSend(ctx, connx.Peer(p.conn), instrument.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced)
+	send := instrument.Of(p.cfg.Telemetry).StartSend(ctx, connx.Peer(p.conn), instrument.Destination{Exchange: route.Exchange, RoutingKey: route.RoutingKey}, traced, &p.destination)
 	errs := via(ctx, out)
 	for j, err := range errs {
 		if err != nil {

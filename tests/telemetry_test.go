@@ -5,6 +5,7 @@ import (
 	"errors"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -847,4 +848,84 @@ func rawChannel(t *testing.T, url string) *amqp.Channel {
 		t.Fatal(err)
 	}
 	return ch
+}
+
+// TestTelemetryNamesEachMessagesOwnDestination: a Publisher and a
+// subscription each remember the last destination's description
+// (instrument.Memo), and a process its settle's; spans must still name
+// every message's own. One Publisher sends to two topics in turn, and one
+// queue, bound to both routing keys, receives both: every send, process
+// and ack span names the routing key its message went with.
+func TestTelemetryNamesEachMessagesOwnDestination(t *testing.T) {
+	b := rabbittest.Shared(t)
+	rec := telemetrytest.New(t, telemetry.Config{})
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{Telemetry: rec.Telemetry})
+	exchange := b.Name("shop")
+	mapping := warren.TopicExchange{Exchange: exchange, Prefix: b.Prefix, Transient: true}
+	queue := b.Name("order.paid")
+	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: mapping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := sub.SubscribeInitialize("order.paid"); err != nil {
+		t.Fatal(err)
+	}
+	if err := rawChannel(t, b.URL).QueueBind(queue, "order.sent", exchange, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	ctx := ctxT(t, 30*time.Second)
+	if err := sub.SubscribeFunc(ctx, "order.paid", func(*message.Message) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	const each = 6
+	keyOf := map[string]string{} // message id: the routing key it went with
+	for i := range 2 * each {
+		key := []string{"order.paid", "order.sent"}[i%2]
+		id := key + "-" + strconv.Itoa(i)
+		keyOf[id] = key
+		if err := pub.Publish(key, message.NewMessage(id, nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	spans := waitSpans(t, rec, func(s tracetest.SpanStubs) bool {
+		return count(s, "ack "+exchange+":"+queue) == 2*each
+	})
+	processKey := map[trace.SpanID]string{} // a process span: its message's routing key
+	sent, processed := 0, 0
+	for _, s := range spans {
+		a := attrMap(s.Attributes)
+		switch s.Name {
+		case "send " + exchange:
+			key := keyOf[a["messaging.message.id"]]
+			if a["messaging.rabbitmq.destination.routing_key"] != key || a["messaging.destination.name"] != exchange+":"+key {
+				t.Errorf("send span of %s: routing key %q, destination %q; want %s", a["messaging.message.id"], a["messaging.rabbitmq.destination.routing_key"], a["messaging.destination.name"], key)
+			}
+			sent++
+		case "process " + exchange + ":" + queue:
+			key := keyOf[a["messaging.message.id"]]
+			if a["messaging.rabbitmq.destination.routing_key"] != key || a["messaging.destination.name"] != exchange+":"+key+":"+queue {
+				t.Errorf("process span of %s: routing key %q, destination %q; want %s", a["messaging.message.id"], a["messaging.rabbitmq.destination.routing_key"], a["messaging.destination.name"], key)
+			}
+			processKey[s.SpanContext.SpanID()] = key
+			processed++
+		}
+	}
+	if sent != 2*each || processed != 2*each {
+		t.Fatalf("%d send and %d process spans, want %d each", sent, processed, 2*each)
+	}
+	for _, s := range spans {
+		if s.Name != "ack "+exchange+":"+queue {
+			continue
+		}
+		key, ok := processKey[s.Parent.SpanID()]
+		if want := exchange + ":" + key + ":" + queue; !ok || attrMap(s.Attributes)["messaging.destination.name"] != want {
+			t.Errorf("ack span: destination %q under a process span of key %q, want %q", attrMap(s.Attributes)["messaging.destination.name"], key, want)
+		}
+	}
 }

@@ -35,20 +35,30 @@ func benchInstruments(b *testing.B) map[string]*Instruments {
 
 // BenchmarkProcess is what telemetry costs one consumed message without a
 // broker: its process span, its settle and its metrics, for each kind of
-// provider (the bench module measures the same through the broker).
+// provider (the bench module measures the same through the broker), with a
+// subscription's Memo and without one (the shared cache alone).
 //
 //	go test -run '^$' -bench . -benchmem ./internal/instrument
 func BenchmarkProcess(b *testing.B) {
-	in := Incoming{Destination: Destination{Queue: "orders"}, MessageID: "m-1", DeliveryTag: 7, Headers: map[string]any{}, BodySize: 256}
 	for name, t := range benchInstruments(b) {
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				_, p := t.StartProcess(context.Background(), Peer{Address: "localhost", Port: 5672}, in)
-				p.Settle(Ack, nil, time.Now())
-			}
-		})
+		for _, memo := range []*Memo{new(Memo), nil} {
+			in := Incoming{Destination: Destination{Queue: "orders"}, MessageID: "m-1", DeliveryTag: 7, Headers: map[string]any{}, BodySize: 256, Memo: memo}
+			b.Run(name+memoName(memo), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					_, p := t.StartProcess(context.Background(), Peer{Address: "localhost", Port: 5672}, in)
+					p.Settle(Ack, nil, time.Now())
+				}
+			})
+		}
 	}
+}
+
+func memoName(m *Memo) string {
+	if m == nil {
+		return ", shared cache"
+	}
+	return ", memo"
 }
 
 // BenchmarkSend is the same for one published message: its send span, the
@@ -56,13 +66,15 @@ func BenchmarkProcess(b *testing.B) {
 func BenchmarkSend(b *testing.B) {
 	dest := Destination{Exchange: "orders", RoutingKey: "created"}
 	for name, t := range benchInstruments(b) {
-		b.Run(name, func(b *testing.B) {
-			b.ReportAllocs()
-			for b.Loop() {
-				var h map[string]any // a message without headers, as most are
-				msgs := []Outgoing{{Ctx: context.Background(), MessageID: "m-1", Headers: &h, BodySize: 256}}
-				t.StartSend(context.Background(), Peer{Address: "localhost", Port: 5672}, dest, msgs).End(nil)
-			}
-		})
+		for _, memo := range []*Memo{new(Memo), nil} {
+			b.Run(name+memoName(memo), func(b *testing.B) {
+				b.ReportAllocs()
+				for b.Loop() {
+					var h map[string]any // a message without headers, as most are
+					msgs := []Outgoing{{Ctx: context.Background(), MessageID: "m-1", Headers: &h, BodySize: 256}}
+					t.StartSend(context.Background(), Peer{Address: "localhost", Port: 5672}, dest, msgs, memo).End(nil)
+				}
+			})
+		}
 	}
 }

@@ -23,7 +23,7 @@ import (
 func TestDisabledRecordsNothing(t *testing.T) {
 	off := Off()
 	var headers map[string]any
-	send := off.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: context.Background(), Headers: &headers}})
+	send := off.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: context.Background(), Headers: &headers}}, nil)
 	send.Fail(0, errors.New("x"))
 	send.End(nil)
 	if headers != nil {
@@ -74,7 +74,7 @@ func TestNothingSetMakesNoProcess(t *testing.T) {
 		t.Fatalf("the sender's trace did not pass through: %q", got)
 	}
 	var headers map[string]any
-	send := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: ctx, Headers: &headers}})
+	send := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: ctx, Headers: &headers}}, nil)
 	send.End(nil)
 	if headers["traceparent"] == nil {
 		t.Fatal("a publish from the handler lost the trace context")
@@ -103,7 +103,7 @@ func TestGlobalDelegateUnsetStartsNoSpan(t *testing.T) {
 	}
 	p.Settle(Ack, nil, time.Now())
 	var headers map[string]any
-	send := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: ctx, Headers: &headers}})
+	send := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: ctx, Headers: &headers}}, nil)
 	send.End(nil)
 	if headers["traceparent"] == nil {
 		t.Fatal("a publish from the handler lost the trace context")
@@ -165,7 +165,7 @@ func TestGlobalMeterDelegateUnsetMeasuresNothing(t *testing.T) {
 		_, p := in.StartProcess(context.Background(), Peer{}, Incoming{Destination: Destination{Queue: "q"}, Headers: map[string]any{}})
 		p.Settle(Ack, nil, time.Now())
 		var headers map[string]any
-		s := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: context.Background(), Headers: &headers}})
+		s := in.StartSend(context.Background(), Peer{}, Destination{RoutingKey: "q"}, []Outgoing{{Ctx: context.Background(), Headers: &headers}}, nil)
 		s.End(nil)
 		return p, s
 	}

@@ -58,8 +58,9 @@ var noSend = &Send{}
 // message, carried by it, and one "send" span (CLIENT) with
 // messaging.batch.message_count, linked to every create span. ctx is the
 // Publish call's context: a batch's send span is its child when it has a
-// span, else a child of the first message's.
-func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination, msgs []Outgoing) *Send {
+// span, else a child of the first message's. memo, when not nil, is the
+// sender's cache of its last destination (a Publisher's).
+func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination, msgs []Outgoing, memo *Memo) *Send {
 	if t.off || len(msgs) == 0 {
 		return noSend
 	}
@@ -73,20 +74,20 @@ func (t *Instruments) StartSend(ctx context.Context, peer Peer, dest Destination
 			return noSend
 		}
 		s := &Send{t: t, n: len(msgs), start: time.Now()}
-		s.dst = t.dests.get(opSend, dest, peer)
+		s.dst = t.dests.remembered(memo, opSend, dest, peer)
 		s.ctx, s.span = ctx, trace.SpanFromContext(msgs[0].Ctx)
 		return s
 	}
 	s := &Send{t: t, n: len(msgs), start: time.Now(), quiet: !t.metering()}
 	if len(msgs) == 1 {
-		s.dst = t.dests.get(opSend, dest, peer)
+		s.dst = t.dests.remembered(memo, opSend, dest, peer)
 		s.ctx, s.span = t.tracer.Start(msgs[0].Ctx, s.dst.spanName, s.dst.spanStart...)
 		setMessageAttributes(s.span, msgs[0])
 		t.propagator.Inject(s.ctx, lazyHeaderCarrier{msgs[0].Headers})
 		return s
 	}
 	create := t.dests.get(opCreate, dest, peer)
-	s.dst = t.dests.get(opSend, dest, peer)
+	s.dst = t.dests.remembered(memo, opSend, dest, peer)
 	links := make([]trace.Link, 0, len(msgs))
 	for _, m := range msgs {
 		mctx, span := t.tracer.Start(m.Ctx, create.spanName, create.spanStart...)
