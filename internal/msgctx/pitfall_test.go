@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -45,10 +46,10 @@ func TestPitfallAContextOfOnesOwnCostsAGoroutinePerChildAndLendsItsParentsCause(
 	// Every context derived from it is watched by a goroutine of the
 	// context package's, until the child or the parent ends.
 	naive := newNaive(subscribe)
-	before := runtime.NumGoroutine()
+	before := contextWatchers()
 	_, cancelChild := context.WithCancel(naive)
-	if got := runtime.NumGoroutine() - before; got != 1 {
-		t.Fatalf("deriving from the naive context started %d goroutines; the pitfall is one", got)
+	if got := contextWatchers() - before; got != 1 {
+		t.Fatalf("deriving from the naive context started %d watchers; the pitfall is one", got)
 	}
 	cancelChild()
 
@@ -59,21 +60,44 @@ func TestPitfallAContextOfOnesOwnCostsAGoroutinePerChildAndLendsItsParentsCause(
 		t.Fatalf("Cause of the naive context = %v; the pitfall is the parent's cause", got)
 	}
 
+	// The naive child's watcher ends once it sees the child cancelled:
+	// wait for that, so that it does not end during the count below.
+	for deadline := time.Now().Add(10 * time.Second); contextWatchers() != before; {
+		if time.Now().After(deadline) {
+			t.Fatal("the naive child's watcher did not end")
+		}
+		runtime.Gosched()
+	}
+
 	// A message's context: no goroutine per child, and its own cause.
 	subscribe2, cancelSubscribe2 := context.WithCancelCause(context.Background())
 	defer cancelSubscribe2(nil)
 	msg := New(valuesOnly{subscribe2}, time.Minute)
-	before = runtime.NumGoroutine()
+	before = contextWatchers()
 	child, cancelChild2 := context.WithCancel(msg)
 	defer cancelChild2()
-	if got := runtime.NumGoroutine() - before; got != 0 {
-		t.Fatalf("deriving from a message's context started %d goroutines, want 0", got)
+	if got := contextWatchers() - before; got != 0 {
+		t.Fatalf("deriving from a message's context started %d watchers, want 0", got)
 	}
 	cancelSubscribe2(errors.New("Subscribe's ctx ended"))
 	msg.Cancel()
 	<-child.Done()
 	if got := context.Cause(msg); !errors.Is(got, context.Canceled) {
 		t.Fatalf("Cause of a message's context = %v, want its own context.Canceled", got)
+	}
+}
+
+// contextWatchers counts the context package's goroutines that watch a
+// parent it cannot hook into, by their stacks: counting every goroutine
+// instead read a watcher of the first half ending during the second.
+func contextWatchers() int {
+	buf := make([]byte, 1<<20)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			return strings.Count(string(buf[:n]), "created by context.(*cancelCtx).propagateCancel")
+		}
+		buf = make([]byte, 2*len(buf))
 	}
 }
 
