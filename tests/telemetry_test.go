@@ -84,30 +84,38 @@ var metricConventions = []metricConvention{
 		"messaging.system", "server.address", "server.port"}},
 }
 
-// TestTelemetryFollowsTheMessagingConventions publishes one message and a
-// batch of three through a topic exchange, consumes them, and checks every
-// span and metric against the conventions' tables.
-func TestTelemetryFollowsTheMessagingConventions(t *testing.T) {
-	b := rabbittest.Shared(t)
-	rec := telemetrytest.New(t, telemetry.Config{})
+// telemetryShop is a recorded connection with a Publisher and a Subscriber
+// on a topic exchange ("shop"), and the queue of its topic "order.paid"
+// declared; both are closed with t.
+func telemetryShop(t *testing.T) (b *rabbittest.Broker, rec *telemetrytest.Recorder, exchange, queue string, pub *warren.Publisher, sub *warren.Subscriber) {
+	t.Helper()
+	b = rabbittest.Shared(t)
+	rec = telemetrytest.New(t, telemetry.Config{})
 	c := rabbittest.OpenConn(t, b.URL, conn.Config{Telemetry: rec.Telemetry})
-	exchange := b.Name("shop")
+	exchange, queue = b.Name("shop"), b.Name("order.paid")
 	mapping := warren.TopicExchange{Exchange: exchange, Prefix: b.Prefix, Transient: true}
-	queue := b.Name("order.paid")
 	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: mapping})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer pub.Close()
-	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping})
+	t.Cleanup(func() { _ = pub.Close() })
+	sub, err = warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sub.Close()
-	ctx := ctxT(t, 30*time.Second)
+	t.Cleanup(func() { _ = sub.Close() })
 	if err := sub.SubscribeInitialize("order.paid"); err != nil {
 		t.Fatal(err)
 	}
+	return b, rec, exchange, queue, pub, sub
+}
+
+// TestTelemetryFollowsTheMessagingConventions publishes one message and a
+// batch of three through a topic exchange, consumes them, and checks every
+// span and metric against the conventions' tables.
+func TestTelemetryFollowsTheMessagingConventions(t *testing.T) {
+	_, rec, exchange, queue, pub, sub := telemetryShop(t)
+	ctx := ctxT(t, 30*time.Second)
 	var handled atomic.Int32
 	if err := sub.SubscribeFunc(ctx, "order.paid", func(*message.Message) error { handled.Add(1); return nil }); err != nil {
 		t.Fatal(err)
@@ -857,25 +865,7 @@ func rawChannel(t *testing.T, url string) *amqp.Channel {
 // queue, bound to both routing keys, receives both: every send, process
 // and ack span names the routing key its message went with.
 func TestTelemetryNamesEachMessagesOwnDestination(t *testing.T) {
-	b := rabbittest.Shared(t)
-	rec := telemetrytest.New(t, telemetry.Config{})
-	c := rabbittest.OpenConn(t, b.URL, conn.Config{Telemetry: rec.Telemetry})
-	exchange := b.Name("shop")
-	mapping := warren.TopicExchange{Exchange: exchange, Prefix: b.Prefix, Transient: true}
-	queue := b.Name("order.paid")
-	pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: mapping})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer pub.Close()
-	sub, err := warren.NewSubscriber(c, warren.SubscriberConfig{Mapping: mapping})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer sub.Close()
-	if err := sub.SubscribeInitialize("order.paid"); err != nil {
-		t.Fatal(err)
-	}
+	b, rec, exchange, queue, pub, sub := telemetryShop(t)
 	if err := rawChannel(t, b.URL).QueueBind(queue, "order.sent", exchange, false, nil); err != nil {
 		t.Fatal(err)
 	}
