@@ -835,7 +835,7 @@ func (c *Consumer) releaseCurrent() {
 // a 300-byte copy for the call, and an idle consumer parks in that frame.
 // With it, the idle stack used just over a quarter of 8 KiB, which the
 // runtime's shrinking at each collection leaves at 8 KiB instead of
-// halving it: 2.3 KiB more stack per idle Subscriber (the scale bench's
+// halving it: 2.3-2.7 KiB more stack per idle Subscriber (the scale bench's
 // RSS row, MEASUREMENTS.md's seventeenth pass).
 func (c *Consumer) requeue(sub *subscription, d *amqp.Delivery) {
 	if c.spec.AutoAck || !sub.channel.ch.IsOpen() {
