@@ -11,7 +11,7 @@ replace github.com/warrenmq/warren => ../..
 
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
-	github.com/rabbitmq/amqp091-go v1.16.0
+	github.com/rabbitmq/amqp091-go v1.17.0
 	github.com/schollz/progressbar/v3 v3.19.1
 	github.com/spf13/cobra v1.10.2
 	github.com/warrenmq/warren v0.0.0

@@ -7,7 +7,7 @@ replace github.com/warrenmq/warren => ../../
 require (
 	github.com/ThreeDotsLabs/watermill v1.5.1
 	github.com/klauspost/compress v1.20.4
-	github.com/rabbitmq/amqp091-go v1.16.0
+	github.com/rabbitmq/amqp091-go v1.17.0
 	github.com/warrenmq/warren v0.0.0
 )
 
