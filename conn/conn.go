@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -146,6 +147,12 @@ func New(url string, cfg Config) (*Conn, error) {
 		tc, err := cfg.tlsConfig(ep.url)
 		if err != nil {
 			return nil, err
+		}
+		if err := ep.url.checkExternal(tc); err != nil {
+			return nil, err
+		}
+		if cfg.Credentials != nil && slices.Equal(ep.url.Options.AuthMechanisms, []string{AuthExternal}) {
+			return nil, &ConfigError{Field: "conn.Config.Credentials", Reason: "never used: the URL logs in with auth_mechanism=external, the client certificate"}
 		}
 		c.tls[ep.url] = tc
 	}
@@ -475,7 +482,8 @@ func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
 		}
 		// With a credentials provider a refused login is worth another
 		// attempt: by then the provider may have the rotated secret.
-		providedLogin := c.cfg.Credentials != nil && (IsAuthError(err) || ambiguousAuth(err))
+		// No mechanism in common is no secret's fault.
+		providedLogin := c.cfg.Credentials != nil && (IsAuthError(err) || ambiguousAuth(err)) && !errors.Is(err, amqp.ErrSASL)
 		if !providedLogin && (!policy.isRetryable(err) || ambiguous >= ambiguousAuthLimit) {
 			return nil, &GiveUpError{Attempts: attempt, Retryable: false, Err: err}
 		}
@@ -614,8 +622,10 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 		return nil, err
 	}
 	dialURL := ep.url.dialURL(ep.host)
+	cfg.SASL = ep.url.sasl(ep.url.Username, ep.url.password)
 	if provided {
 		dialURL = ep.url.dialURLWith(ep.host, cr)
+		cfg.SASL = ep.url.sasl(cr.Username, cr.Password)
 	}
 	res := make(chan result, 1)
 	if !c.spawn(func() {
@@ -639,7 +649,7 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 		return nil, errClosing
 	}
 	if r.err != nil {
-		return nil, loginRefusal(r.err)
+		return nil, loginRefusal(noSharedMechanism(r.err, ep.url))
 	}
 	c.mu.Lock()
 	c.nextGen++

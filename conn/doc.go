@@ -26,11 +26,24 @@
 // first retry immediate, then exponential backoff with jitter capped at 5s).
 // A [RetryPolicy] is attempts spaced by a retry.Backoff, bounded by count or
 // time, with a filter deciding what is retryable (the default refuses a login
-// the broker refused with 403 ACCESS_REFUSED or 530 NOT_ALLOWED, but retries a reached connection limit,
+// the broker refused with 403 ACCESS_REFUSED or 530 NOT_ALLOWED, or that no
+// mechanism the broker offers could make, but retries a reached connection limit,
 // [ErrConnectionLimit], and a connection lost during a restore hook). Several
 // hosts (amqp://u:p@h1,h2,h3/vhost, or [Config.AlternateURLs]) are tried in
 // turn, each failed attempt moving to the next. Heartbeats (default 10s)
 // notice half-open TCP connections.
+//
+// # Logging in
+//
+// A connection logs in with PLAIN and the URL's user and password, or a
+// [CredentialsProvider]'s. The URL's auth_mechanism names others, in the
+// order of preference: amqplain, or external, the TLS client certificate
+// (RabbitMQ's rabbitmq_auth_mechanism_ssl plugin; the user is the one the
+// certificate names, and no password is sent). New refuses external without
+// amqps and a client certificate. A broker that offers none of the URL's
+// mechanisms (it offers EXTERNAL only to a client that presented a
+// certificate it verified) refuses the login at the first attempt, as an
+// [AuthError] that is not retried.
 //
 // # Channels and generations
 //

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -18,9 +19,17 @@ import (
 //	amqps://user:pass@host1:5671,host2:5671,host3/vhost?cafile=/ca.pem
 //
 // Query parameters: connection_timeout (ms: 500 is half a second), heartbeat
-// (s), channel_max, frame_max, connection_name, cafile, certfile, keyfile,
-// server_name, no_verify_ssl (true/false). Anything else is an error, so a
-// typo does not go unnoticed.
+// (s), channel_max, frame_max, connection_name, cacertfile (or cafile),
+// certfile, keyfile, server_name_indication (or server_name), no_verify_ssl
+// (true/false), auth_mechanism (plain, amqplain or external; repeat it to
+// offer several, in the order of preference). The names are RabbitMQ's URI
+// spec's, as amqp091-go reads them, so a URL written for either works here.
+// Anything else is an error, so a typo does not go unnoticed.
+//
+// auth_mechanism=external logs in with the TLS client certificate (RabbitMQ's
+// rabbitmq_auth_mechanism_ssl plugin, the user named by the certificate): it
+// needs amqps and a client certificate (certfile and keyfile, or
+// Config.TLS), and the URL's user and password are not sent.
 type URL struct {
 	// TLS is true for amqps.
 	TLS bool
@@ -49,7 +58,18 @@ type URLOptions struct {
 	KeyFile           string
 	ServerName        string
 	NoVerifySSL       bool
+	// AuthMechanisms are the SASL mechanisms to log in with, in the order
+	// of preference ("PLAIN", "AMQPLAIN", "EXTERNAL"). Empty: PLAIN.
+	AuthMechanisms []string
 }
+
+// Login mechanisms a URL's auth_mechanism names (SASL, as RabbitMQ offers
+// them).
+const (
+	AuthPlain    = "PLAIN"
+	AuthAMQPlain = "AMQPLAIN"
+	AuthExternal = "EXTERNAL"
+)
 
 // ParseURL parses an AMQP URL; errors are *URLError naming the part at fault.
 func ParseURL(raw string) (*URL, error) {
@@ -108,6 +128,9 @@ func ParseURL(raw string) (*URL, error) {
 	}
 	if err := u.Options.parse(query); err != nil {
 		return nil, err
+	}
+	if slices.Contains(u.Options.AuthMechanisms, AuthExternal) && !u.TLS {
+		return nil, &URLError{Param: "auth_mechanism", Value: "external", Reason: "EXTERNAL logs in with the TLS client certificate: it needs amqps"}
 	}
 	return u, nil
 }
@@ -178,14 +201,36 @@ func (o *URLOptions) parse(query string) error {
 			o.FrameMax = n
 		case "connection_name":
 			o.ConnectionName = v
-		case "cafile":
+		case "cafile", "cacertfile":
+			// cacertfile is RabbitMQ's URI spec's name (and amqp091-go's).
+			if o.CAFile != "" && o.CAFile != v {
+				return &URLError{Param: "cacertfile", Reason: "cafile and cacertfile name different files"}
+			}
 			o.CAFile = v
 		case "certfile":
 			o.CertFile = v
 		case "keyfile":
 			o.KeyFile = v
-		case "server_name":
+		case "server_name", "server_name_indication":
+			// server_name_indication is RabbitMQ's URI spec's name.
+			if o.ServerName != "" && o.ServerName != v {
+				return &URLError{Param: "server_name_indication", Reason: "server_name and server_name_indication differ"}
+			}
 			o.ServerName = v
+		case "auth_mechanism":
+			// Every value, in order: RabbitMQ's URI spec repeats the
+			// parameter to offer several.
+			for _, m := range vs {
+				name := strings.ToUpper(m)
+				switch name {
+				case AuthPlain, AuthAMQPlain, AuthExternal:
+				default:
+					return &URLError{Param: key, Value: m, Reason: "want plain, amqplain or external"}
+				}
+				if !slices.Contains(o.AuthMechanisms, name) {
+					o.AuthMechanisms = append(o.AuthMechanisms, name)
+				}
+			}
 		case "no_verify_ssl":
 			b, err := strconv.ParseBool(v)
 			if err != nil {

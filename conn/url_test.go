@@ -1,6 +1,8 @@
 package conn
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"strings"
 	"testing"
@@ -28,6 +30,21 @@ func TestParseURLValid(t *testing.T) {
 			o := u.Options
 			if !o.HeartbeatSet || o.Heartbeat != 0 || o.ChannelMax != 7 || o.FrameMax != 8192 || o.ConnectionName != "svc" || !o.NoVerifySSL || o.ServerName != "x" {
 				t.Fatalf("options: %+v", o)
+			}
+		}},
+		{in: "amqps://h?auth_mechanism=External&auth_mechanism=plain&auth_mechanism=external", hosts: []string{"h:5671"}, vhost: "/", user: "guest", tls: true, check: func(t *testing.T, u *URL) {
+			if got := strings.Join(u.Options.AuthMechanisms, ","); got != "EXTERNAL,PLAIN" {
+				t.Fatalf("auth_mechanism gave %q, want EXTERNAL,PLAIN: in order, once each", got)
+			}
+		}},
+		{in: "amqps://h?cacertfile=/ca.pem&server_name_indication=broker.example&cafile=/ca.pem", hosts: []string{"h:5671"}, vhost: "/", user: "guest", tls: true, check: func(t *testing.T, u *URL) {
+			if u.Options.CAFile != "/ca.pem" || u.Options.ServerName != "broker.example" {
+				t.Fatalf("RabbitMQ's names for the CA file and the server name gave %+v", u.Options)
+			}
+		}},
+		{in: "amqp://h?auth_mechanism=amqplain", hosts: []string{"h:5672"}, vhost: "/", user: "guest", check: func(t *testing.T, u *URL) {
+			if got := strings.Join(u.Options.AuthMechanisms, ","); got != "AMQPLAIN" {
+				t.Fatalf("auth_mechanism gave %q, want AMQPLAIN", got)
 			}
 		}},
 	}
@@ -67,6 +84,11 @@ func TestParseURLInvalidNamesTheParameter(t *testing.T) {
 		{"amqps://h?certfile=/c.pem", "certfile"},
 		{"amqp://u:p%zz@h", "password"},
 		{"amqp://h/%zz", "vhost"},
+		{"amqps://h?cafile=/a.pem&cacertfile=/b.pem", "cacertfile"},
+		{"amqps://h?server_name=a&server_name_indication=b", "server_name_indication"},
+		{"amqp://h?auth_mechanism=cram-md5", "auth_mechanism"},
+		{"amqp://h?auth_mechanism=", "auth_mechanism"},
+		{"amqp://h?auth_mechanism=external", "auth_mechanism"}, // EXTERNAL is the TLS client certificate
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -140,6 +162,35 @@ func TestTLSFilesAreCheckedByNew(t *testing.T) {
 	var ue *URLError
 	if !errors.As(err, &ue) || ue.Param != "cafile" {
 		t.Fatalf("got %v, want a URLError naming cafile", err)
+	}
+}
+
+// TestExternalLoginNeedsAClientCertificate: auth_mechanism=external
+// without a certificate to log in with, or with a credentials provider it
+// would never call, is refused by New, before any dial.
+func TestExternalLoginNeedsAClientCertificate(t *testing.T) {
+	_, err := New("amqps://h?auth_mechanism=external", Config{})
+	var ue *URLError
+	if !errors.As(err, &ue) || ue.Param != "auth_mechanism" || !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("external without a client certificate: %v, want a URLError naming auth_mechanism", err)
+	}
+	_, err = New("amqps://h?auth_mechanism=external", Config{TLS: &tls.Config{MinVersion: tls.VersionTLS12}})
+	if !errors.As(err, &ue) || ue.Param != "auth_mechanism" {
+		t.Fatalf("external with a Config.TLS without certificates: %v, want a URLError naming auth_mechanism", err)
+	}
+	withCert := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{{}}}
+	if _, err := New("amqps://h?auth_mechanism=external", Config{TLS: withCert}); err != nil {
+		t.Fatalf("external with a client certificate in Config.TLS: %v", err)
+	}
+	provider := func(context.Context) (Credentials, error) { return Credentials{Username: "u", Password: "p"}, nil }
+	_, err = New("amqps://h?auth_mechanism=external", Config{TLS: withCert, Credentials: provider})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Field != "conn.Config.Credentials" {
+		t.Fatalf("external with a credentials provider: %v, want a ConfigError naming Credentials", err)
+	}
+	// With PLAIN beside it, the provider's login has a use.
+	if _, err := New("amqps://h?auth_mechanism=external&auth_mechanism=plain", Config{TLS: withCert, Credentials: provider}); err != nil {
+		t.Fatalf("external and plain with a credentials provider: %v", err)
 	}
 }
 

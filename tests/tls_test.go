@@ -19,8 +19,11 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 )
 
 type certPair struct{ cert, key string }
@@ -83,14 +86,19 @@ func TestTLS(t *testing.T) {
 	ca, server, client := pki(t, dir, "good")
 	otherCA, _, _ := pki(t, dir, "other")
 	port := freeTCPPort(t)
-	rabbittest.StartNode(t, rabbittest.NodeOptions{Config: []string{
+	node := rabbittest.StartNode(t, rabbittest.NodeOptions{Config: []string{
 		fmt.Sprintf("listeners.ssl.1 = 127.0.0.1:%d", port),
 		"ssl_options.cacertfile = " + ca,
 		"ssl_options.certfile = " + server.cert,
 		"ssl_options.keyfile = " + server.key,
 		"ssl_options.verify = verify_peer",
 		"ssl_options.fail_if_no_peer_cert = false",
-	}})
+		// Logins: PLAIN, and EXTERNAL (the client certificate, its common
+		// name the user) to a client that presents one; not AMQPLAIN.
+		"auth_mechanisms.1 = PLAIN",
+		"auth_mechanisms.2 = EXTERNAL",
+		"ssl_cert_login_from = common_name",
+	}, Plugins: []string{"rabbitmq_auth_mechanism_ssl"}})
 	base := fmt.Sprintf("amqps://guest:guest@localhost:%d/", port)
 	open := func(url string, cfg conn.Config) error {
 		c, err := conn.New(url, cfg)
@@ -128,6 +136,13 @@ func TestTLS(t *testing.T) {
 	if err := open(base+"?cafile="+ca, conn.Config{}); err != nil {
 		t.Fatalf("amqps with cafile only: %v", err)
 	}
+	// RabbitMQ's URI spec's names (amqp091-go's): a URL written for it.
+	if err := open(base+"?cacertfile="+ca+"&server_name_indication=localhost", conn.Config{}); err != nil {
+		t.Fatalf("amqps with cacertfile and server_name_indication: %v", err)
+	}
+	if err := open(base+"?cacertfile="+ca+"&server_name_indication=elsewhere.example", conn.Config{}); err == nil {
+		t.Fatal("server_name_indication was not the name the certificate was checked against")
+	}
 	// Verification is on by default: the system roots do not know our CA.
 	err := open(base, conn.Config{})
 	var ua x509.UnknownAuthorityError
@@ -150,5 +165,63 @@ func TestTLS(t *testing.T) {
 	pool.AppendCertsFromPEM(pemBytes)
 	if err := open(base, conn.Config{TLS: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}); err != nil {
 		t.Fatalf("Config.TLS: %v", err)
+	}
+
+	t.Run("external login", func(t *testing.T) { externalLogin(t, node, port, ca, client) })
+}
+
+// externalLogin: auth_mechanism=external logs in as the user the client
+// certificate names, with no password, as the broker reports the
+// connection; and a URL whose mechanisms the broker does not offer fails
+// its first attempt as a refused login that no retry repeats.
+func externalLogin(t *testing.T, node *rabbittest.Node, port int, ca string, client certPair) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	// The certificate's common name is "client": the broker's user of that
+	// name, whose password nobody sends.
+	if _, err := node.Ctl(ctx, "add_user", "client", "never-sent"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := node.Ctl(ctx, "set_permissions", "-p", "/", "client", ".*", ".*", ".*"); err != nil {
+		t.Fatal(err)
+	}
+	certs := fmt.Sprintf("amqps://localhost:%d/?cacertfile=%s&certfile=%s&keyfile=%s", port, ca, client.cert, client.key)
+	c, err := conn.New(certs+"&auth_mechanism=external", conn.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	if err := c.Open(ctx); err != nil {
+		t.Fatalf("Open with auth_mechanism=external: %v", err)
+	}
+	ch, err := c.Channel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ch.QueueDeclare(ctx, "", false, true, true, false, nil); err != nil {
+		t.Fatalf("a channel's call after an EXTERNAL login: %v", err)
+	}
+	var listed string
+	rabbittest.Eventually(t, 20*time.Second, "the broker listing the connection", func() bool {
+		listed, err = node.Ctl(ctx, "list_connections", "user", "auth_mechanism")
+		return err == nil && strings.Contains(listed, "client\tEXTERNAL")
+	}, func() string { return fmt.Sprintf("%q %v", listed, err) })
+
+	// AMQPLAIN is not offered: the first attempt fails, and a policy that
+	// would try five times tries once.
+	refused, err := conn.New(certs+"&auth_mechanism=amqplain", conn.Config{
+		FirstConnect: conn.RetryPolicy{MaxAttempts: 5, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond, Multiplier: 1, MaxInterval: 10 * time.Millisecond}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refused.Close(context.Background())
+	err = refused.Open(ctx)
+	var gave *conn.GiveUpError
+	if !errors.As(err, &gave) || gave.Attempts != 1 || !errors.Is(err, conn.ErrNotRetryable) || !conn.IsAuthError(err) || !errors.Is(err, amqp.ErrSASL) {
+		t.Fatalf("Open with a mechanism the broker does not offer: %v, want a refused login after 1 attempt, not retryable", err)
+	}
+	if !strings.Contains(err.Error(), "AMQPLAIN") {
+		t.Fatalf("the refusal does not name the mechanism asked for: %v", err)
 	}
 }

@@ -70,7 +70,8 @@ apply, dlq replay, dlq move, dlq purge, publish) refuse to run without one;
 commands that only read fall back to amqp://guest:guest@127.0.0.1:5672/. Every
 output names the host and vhost the command acted on. The URL takes the
 library's options (heartbeat, connection_timeout, cacertfile, certfile,
-keyfile, several hosts separated by commas). Passwords are never printed.
+keyfile, auth_mechanism=external for a client certificate, several hosts
+separated by commas). Passwords are never printed.
 
 Exit codes: 0 done (nothing differs), 1 failed, 2 wrong usage, 3 invalid
 topology file, 4 diff found differences, 5 refused (apply would destroy
