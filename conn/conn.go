@@ -466,6 +466,10 @@ func (c *Conn) await(g *generation) (State, bool) {
 func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
 	b := policy.newBackOff()
 	ambiguous := 0
+	// Nodes that offered none of the URL's login mechanisms: a node's own
+	// configuration (its plugins, its auth_mechanisms), so another node
+	// may offer them; the retries end once every node has refused.
+	noMechanism := map[string]bool{}
 	for attempt := 1; ; attempt++ {
 		g, err := c.attempt(attempt, phase)
 		if err == nil {
@@ -482,9 +486,13 @@ func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
 		}
 		// With a credentials provider a refused login is worth another
 		// attempt: by then the provider may have the rotated secret.
+		var de *DialError
+		if errors.Is(err, amqp.ErrSASL) && errors.As(err, &de) {
+			noMechanism[de.Endpoint] = true
+		}
 		// No mechanism in common is no secret's fault.
 		providedLogin := c.cfg.Credentials != nil && (IsAuthError(err) || ambiguousAuth(err)) && !errors.Is(err, amqp.ErrSASL)
-		if !providedLogin && (!policy.isRetryable(err) || ambiguous >= ambiguousAuthLimit) {
+		if !providedLogin && (!policy.isRetryable(err) || ambiguous >= ambiguousAuthLimit || len(noMechanism) == c.nodes()) {
 			return nil, &GiveUpError{Attempts: attempt, Retryable: false, Err: err}
 		}
 		wait := b.NextBackOff()
@@ -507,6 +515,15 @@ func (c *Conn) connect(policy RetryPolicy, phase State) (*generation, error) {
 			}
 		}
 	}
+}
+
+// nodes is how many distinct endpoints the attempts go through.
+func (c *Conn) nodes() int {
+	seen := make(map[string]bool, len(c.eps))
+	for _, ep := range c.eps {
+		seen[ep.String()] = true
+	}
+	return len(seen)
 }
 
 // attempt dials one endpoint (rotating through them), then runs the restore

@@ -26,8 +26,8 @@
 // first retry immediate, then exponential backoff with jitter capped at 5s).
 // A [RetryPolicy] is attempts spaced by a retry.Backoff, bounded by count or
 // time, with a filter deciding what is retryable (the default refuses a login
-// the broker refused with 403 ACCESS_REFUSED or 530 NOT_ALLOWED, or that no
-// mechanism the broker offers could make, but retries a reached connection limit,
+// the broker refused with 403 ACCESS_REFUSED or 530 NOT_ALLOWED, and a
+// login no node offers a mechanism for ends them, but retries a reached connection limit,
 // [ErrConnectionLimit], and a connection lost during a restore hook). Several
 // hosts (amqp://u:p@h1,h2,h3/vhost, or [Config.AlternateURLs]) are tried in
 // turn, each failed attempt moving to the next. Heartbeats (default 10s)
@@ -42,8 +42,9 @@
 // certificate names, and no password is sent). New refuses external without
 // amqps and a client certificate. A broker that offers none of the URL's
 // mechanisms (it offers EXTERNAL only to a client that presented a
-// certificate it verified) refuses the login at the first attempt, as an
-// [AuthError] that is not retried.
+// certificate it verified) refuses the login as an [AuthError]; the retries
+// end once every node of the URL has refused so (a node's plugins and
+// auth_mechanisms are its own: another may offer them).
 //
 // # Channels and generations
 //

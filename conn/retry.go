@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/cenkalti/backoff/v4"
-	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/retry"
 )
@@ -35,9 +34,10 @@ type RetryPolicy struct {
 	// takes the default).
 	NoJitter bool
 	// Retryable says which errors are retried. Default (nil): everything but
-	// authentication and vhost refusals the broker sent, a broker that
-	// offers none of the URL's auth_mechanism (no retry can fix them) and a
-	// cancelled context. A vhost's or user's connection limit
+	// authentication and vhost refusals the broker sent (no retry can fix
+	// them) and a cancelled context. Whatever the filter says, a login no
+	// node offers a mechanism for (the URL's auth_mechanism) ends the
+	// retries once every node has been asked. A vhost's or user's connection limit
 	// (ErrConnectionLimit) is no refused login: it is retried. A handshake
 	// that the broker drops at the authentication step (what RabbitMQ does
 	// with a wrong password, and what a network blip looks like) is
@@ -92,7 +92,7 @@ func (p RetryPolicy) newBackOff() backoff.BackOff {
 
 func (p RetryPolicy) isRetryable(err error) bool {
 	if p.Retryable == nil {
-		return !refusedByBroker(err) && !errors.Is(err, amqp.ErrSASL) && !errors.Is(err, context.Canceled)
+		return !refusedByBroker(err) && !errors.Is(err, context.Canceled)
 	}
 	return p.Retryable(err)
 }

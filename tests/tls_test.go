@@ -224,4 +224,18 @@ func externalLogin(t *testing.T, node *rabbittest.Node, port int, ca string, cli
 	if !strings.Contains(err.Error(), "AMQPLAIN") {
 		t.Fatalf("the refusal does not name the mechanism asked for: %v", err)
 	}
+	// A node's mechanisms are its own: with two nodes in the URL (this one
+	// by two names), both are asked before the retries end.
+	twice := fmt.Sprintf("amqps://localhost:%d,127.0.0.1:%d/?cacertfile=%s&auth_mechanism=amqplain", port, port, ca)
+	refusedTwice, err := conn.New(twice, conn.Config{
+		FirstConnect: conn.RetryPolicy{MaxAttempts: 5, Backoff: retry.Backoff{InitialInterval: 10 * time.Millisecond, Multiplier: 1, MaxInterval: 10 * time.Millisecond}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer refusedTwice.Close(context.Background())
+	err = refusedTwice.Open(ctx)
+	if !errors.As(err, &gave) || gave.Attempts != 2 || !errors.Is(err, conn.ErrNotRetryable) || !errors.Is(err, amqp.ErrSASL) {
+		t.Fatalf("Open through two nodes that offer no such mechanism: %v, want a refused login after 2 attempts, not retryable", err)
+	}
 }
