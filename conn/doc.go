@@ -26,9 +26,10 @@
 // first retry immediate, then exponential backoff with jitter capped at 5s).
 // A [RetryPolicy] is attempts spaced by a retry.Backoff, bounded by count or
 // time, with a filter deciding what is retryable (the default refuses a login
-// the broker refused with 403 ACCESS_REFUSED or 530 NOT_ALLOWED, and a
-// login no node offers a mechanism for ends them, but retries a reached connection limit,
-// [ErrConnectionLimit], and a connection lost during a restore hook). Several
+// the broker refused with 403 ACCESS_REFUSED or 530 NOT_ALLOWED, but retries
+// a reached connection limit, [ErrConnectionLimit], and a connection lost
+// during a restore hook); a login no node offers a mechanism for ends the
+// retries whatever the filter says (below, "Logging in"). Several
 // hosts (amqp://u:p@h1,h2,h3/vhost, or [Config.AlternateURLs]) are tried in
 // turn, each failed attempt moving to the next. Heartbeats (default 10s)
 // notice half-open TCP connections.

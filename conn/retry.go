@@ -35,13 +35,13 @@ type RetryPolicy struct {
 	NoJitter bool
 	// Retryable says which errors are retried. Default (nil): everything but
 	// authentication and vhost refusals the broker sent (no retry can fix
-	// them) and a cancelled context. Whatever the filter says, a login no
-	// node offers a mechanism for (the URL's auth_mechanism) ends the
-	// retries once every node has been asked. A vhost's or user's connection limit
+	// them) and a cancelled context. A vhost's or user's connection limit
 	// (ErrConnectionLimit) is no refused login: it is retried. A handshake
 	// that the broker drops at the authentication step (what RabbitMQ does
 	// with a wrong password, and what a network blip looks like) is
-	// retried, but three in a row end the retries as a refusal.
+	// retried, but three in a row end the retries as a refusal. Whatever
+	// the filter says, a login no node offers a mechanism for (the URL's
+	// auth_mechanism) ends the retries once every node has been asked.
 	Retryable func(error) bool
 }
 
