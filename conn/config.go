@@ -196,9 +196,19 @@ func (c *Config) tlsConfig(u *URL) (*tls.Config, error) {
 		tc.RootCAs = pool
 	}
 	if o.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(o.CertFile, o.KeyFile)
+		// Each file read on its own, so that the error names the one at
+		// fault (tls.LoadX509KeyPair's own does not say which).
+		certPEM, err := os.ReadFile(o.CertFile)
 		if err != nil {
 			return nil, &URLError{Param: "certfile", Value: o.CertFile, Reason: err.Error()}
+		}
+		keyPEM, err := os.ReadFile(o.KeyFile)
+		if err != nil {
+			return nil, &URLError{Param: "keyfile", Value: o.KeyFile, Reason: err.Error()}
+		}
+		cert, err := tls.X509KeyPair(certPEM, keyPEM)
+		if err != nil {
+			return nil, &URLError{Param: "certfile", Value: o.CertFile, Reason: "with keyfile " + o.KeyFile + ": " + err.Error()}
 		}
 		tc.Certificates = []tls.Certificate{cert}
 	}

@@ -2,8 +2,16 @@ package conn
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -162,6 +170,39 @@ func TestTLSFilesAreCheckedByNew(t *testing.T) {
 	var ue *URLError
 	if !errors.As(err, &ue) || ue.Param != "cafile" {
 		t.Fatalf("got %v, want a URLError naming cafile", err)
+	}
+	// A missing key file is named as the key file, not the certificate.
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New("amqps://h?certfile="+certFile+"&keyfile="+keyFile, Config{})
+	if !errors.As(err, &ue) || ue.Param != "keyfile" {
+		t.Fatalf("a missing key file: %v, want a URLError naming keyfile", err)
+	}
+	// A key that is not the certificate's: named with both files.
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	otherDER, _ := x509.MarshalECPrivateKey(other)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: otherDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = New("amqps://h?certfile="+certFile+"&keyfile="+keyFile, Config{})
+	if !errors.As(err, &ue) || ue.Param != "certfile" || !strings.Contains(err.Error(), keyFile) {
+		t.Fatalf("a key that does not match: %v, want a URLError naming certfile and the key file", err)
+	}
+	keyDER, _ := x509.MarshalECPrivateKey(key)
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := New("amqps://h?certfile="+certFile+"&keyfile="+keyFile, Config{}); err != nil {
+		t.Fatalf("the certificate with its own key: %v", err)
 	}
 }
 
