@@ -36,7 +36,8 @@ type Config struct {
 	Reconnect RetryPolicy
 
 	// TLS, when set, is used for every amqps host as is (it overrides cafile,
-	// certfile, keyfile, server_name and no_verify_ssl of the URL).
+	// certfile, keyfile, server_name and no_verify_ssl of the URL). New
+	// refuses it when no host is amqps: an amqp host is plain TCP.
 	TLS *tls.Config
 	// Heartbeat is the interval of AMQP heartbeats, the only way to notice a
 	// half-open TCP connection. Default: the URL's heartbeat, else 10s.

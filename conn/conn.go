@@ -128,6 +128,11 @@ func New(url string, cfg Config) (*Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.TLS != nil && !slices.ContainsFunc(eps, func(ep endpoint) bool { return ep.url.TLS }) {
+		// amqp091-go uses a TLS config only for amqps: with every host
+		// amqp, the login would cross the network in the clear.
+		return nil, &ConfigError{Field: "conn.Config.TLS", Reason: "set, but no host is amqps: the connection would be plain TCP (use amqps://)"}
+	}
 	c := &Conn{
 		cfg:       cfg,
 		url:       u,

@@ -235,6 +235,28 @@ func TestExternalLoginNeedsAClientCertificate(t *testing.T) {
 	}
 }
 
+// TestTLSConfigWithNoTLSHostIsRefused: a Config.TLS beside URLs that are all
+// amqp (plain TCP) is a mistake that would send the login in the clear.
+func TestTLSConfigWithNoTLSHostIsRefused(t *testing.T) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	_, err := New("amqp://h", Config{TLS: tc})
+	var ce *ConfigError
+	if !errors.As(err, &ce) || ce.Field != "conn.Config.TLS" || !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("Config.TLS with an amqp URL: %v, want a ConfigError naming conn.Config.TLS", err)
+	}
+	_, err = New("amqp://h1,h2", Config{TLS: tc, AlternateURLs: []string{"amqp://h3"}})
+	if !errors.As(err, &ce) {
+		t.Fatalf("Config.TLS with every host amqp: %v, want a ConfigError", err)
+	}
+	// One amqps host is what the config is for.
+	if _, err := New("amqp://h1", Config{TLS: tc, AlternateURLs: []string{"amqps://h2"}}); err != nil {
+		t.Fatalf("Config.TLS with an amqps alternate: %v", err)
+	}
+	if _, err := New("amqps://h1", Config{TLS: tc}); err != nil {
+		t.Fatalf("Config.TLS with amqps: %v", err)
+	}
+}
+
 func TestConfigDefaultsFromURL(t *testing.T) {
 	c, err := New("amqp://h?heartbeat=3&connection_timeout=250&connection_name=x", Config{})
 	if err != nil {
