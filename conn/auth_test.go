@@ -1,7 +1,6 @@
 package conn_test
 
 import (
-	"strings"
 	"testing"
 	"time"
 
@@ -32,21 +31,7 @@ func TestLoginWithTheMechanismTheURLNames(t *testing.T) {
 			if _, err := ch.QueueDeclare(ctx, "", false, true, true, false, nil); err != nil {
 				t.Fatalf("a channel's call after logging in with %s: %v", tc.want, err)
 			}
-			var got string
-			rabbittest.Eventually(t, 20*time.Second, "the broker listing the connection", func() bool {
-				out, err := rabbittest.Ctl(ctx, "", "list_connections", "auth_mechanism", "client_properties")
-				if err != nil {
-					t.Fatal(err)
-				}
-				for line := range strings.Lines(out) {
-					if strings.Contains(line, `"`+name+`"`) {
-						got, _, _ = strings.Cut(line, "\t")
-						return true
-					}
-				}
-				return false
-			})
-			if got != tc.want {
+			if got := brokerSays(t, name, "auth_mechanism"); got != tc.want {
 				t.Fatalf("the broker says the connection logged in with %q, want %q", got, tc.want)
 			}
 		})

@@ -40,7 +40,10 @@ type Config struct {
 	// refuses it when no host is amqps: an amqp host is plain TCP.
 	TLS *tls.Config
 	// Heartbeat is the interval of AMQP heartbeats, the only way to notice a
-	// half-open TCP connection. Default: the URL's heartbeat, else 10s.
+	// half-open TCP connection, in whole seconds (AMQP negotiates seconds:
+	// amqp091-go would take 1.5s for 1s and 500ms for none, the broker's).
+	// Default: the URL's heartbeat, else 10s; the URL's heartbeat=0 takes the
+	// broker's interval (and disables heartbeats only if the broker's is 0).
 	Heartbeat time.Duration
 	// DialTimeout bounds TCP connect, TLS and AMQP handshakes of one attempt.
 	// Default: the URL's connection_timeout, else 10s.
@@ -137,6 +140,8 @@ func (c *Config) setDefaults(primary *URL) {
 func (c *Config) Validate() error {
 	f := configerr.For("conn.Config")
 	f.Check(c.Heartbeat < 0, "Heartbeat", "must not be negative")
+	f.Check(c.Heartbeat%time.Second != 0, "Heartbeat", "whole seconds: AMQP negotiates heartbeats in seconds")
+	f.Check(c.Heartbeat > 65535*time.Second, "Heartbeat", "at most 65535s (AMQP's limit)")
 	f.Check(c.DialTimeout < 0, "DialTimeout", "must not be negative")
 	f.Check(c.OperationTimeout < 0, "OperationTimeout", "must not be negative")
 	f.Check(c.CloseTimeout < 0, "CloseTimeout", "must not be negative")

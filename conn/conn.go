@@ -585,8 +585,6 @@ func (c *Conn) attempt(n int, phase State) (*generation, error) {
 	return g, nil
 }
 
-// dial opens one AMQP connection; Close interrupts the wait, and a dial that
-// completes after Close is closed, never used.
 // armHeartbeat makes the broker send a frame after connection.open-ok:
 // amqp091-go arms its heartbeat read deadline only when one arrives
 // (PITFALLS 44), so a network that stalls between the handshake and the
@@ -618,6 +616,8 @@ func armHeartbeat(ac *amqp.Connection, timeout time.Duration) error {
 	}
 }
 
+// dial opens one AMQP connection; Close interrupts the wait, and a dial that
+// completes after Close is closed, never used.
 func (c *Conn) dial(ep endpoint) (*generation, error) {
 	props := amqp.NewConnectionProperties()
 	for k, v := range c.cfg.Properties {
@@ -648,6 +648,12 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	if provided {
 		dialURL = ep.url.dialURLWith(ep.host, cr)
 		cfg.SASL = ep.url.sasl(cr.Username, cr.Password)
+	}
+	if c.cfg.Heartbeat == 0 {
+		// The URL's heartbeat=0: the broker's interval. amqp091-go takes
+		// a zero Config.Heartbeat for its own 10s default, and a zero
+		// heartbeat only from a URL.
+		dialURL += "?heartbeat=0"
 	}
 	res := make(chan result, 1)
 	if !c.spawn(func() {

@@ -2,11 +2,13 @@ package conn_test
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/retry"
 )
 
@@ -92,4 +94,27 @@ func ctxT(t *testing.T, d time.Duration) context.Context {
 // fast is a reconnect policy for tests: immediate, then every 20ms.
 func fast() conn.RetryPolicy {
 	return conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}
+}
+
+// brokerSays is what the shared broker lists in column (rabbitmqctl
+// list_connections) for the connection named name (connection_name): the
+// broker's own word on what was negotiated.
+func brokerSays(t *testing.T, name, column string) string {
+	t.Helper()
+	ctx := ctxT(t, 30*time.Second)
+	var got string
+	rabbittest.Eventually(t, 20*time.Second, "the broker listing connection "+name, func() bool {
+		out, err := rabbittest.Ctl(ctx, "", "list_connections", column, "client_properties")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for line := range strings.Lines(out) {
+			if strings.Contains(line, `"`+name+`"`) {
+				got, _, _ = strings.Cut(line, "\t")
+				return true
+			}
+		}
+		return false
+	})
+	return got
 }

@@ -19,7 +19,7 @@ import (
 //	amqps://user:pass@host1:5671,host2:5671,host3/vhost?cafile=/ca.pem
 //
 // Query parameters: connection_timeout (ms: 500 is half a second), heartbeat
-// (s), channel_max, frame_max, connection_name, cacertfile (or cafile),
+// (s; 0 takes the broker's), channel_max, frame_max, connection_name, cacertfile (or cafile),
 // certfile, keyfile, server_name_indication (or server_name), no_verify_ssl
 // (true/false), auth_mechanism (plain, amqplain or external; repeat it to
 // offer several, in the order of preference). The names are RabbitMQ's URI
