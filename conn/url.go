@@ -19,12 +19,13 @@ import (
 //	amqps://user:pass@host1:5671,host2:5671,host3/vhost?cafile=/ca.pem
 //
 // Query parameters: connection_timeout (ms: 500 is half a second), heartbeat
-// (s; 0 takes the broker's), channel_max, frame_max, connection_name, cacertfile (or cafile),
-// certfile, keyfile, server_name_indication (or server_name), no_verify_ssl
-// (true/false), auth_mechanism (plain, amqplain or external; repeat it to
-// offer several, in the order of preference). The names are RabbitMQ's URI
-// spec's, as amqp091-go reads them, so a URL written for either works here.
-// Anything else is an error, so a typo does not go unnoticed.
+// (s; 0 takes the broker's), channel_max, frame_max, connection_name,
+// cacertfile (or cafile), certfile, keyfile, server_name_indication (or
+// server_name), no_verify_ssl (true/false), auth_mechanism (plain, amqplain
+// or external; repeat it to offer several, in the order of preference). The
+// names are RabbitMQ's URI spec's, as amqp091-go reads them, so a URL
+// written for either works here. Anything else is an error, so a typo does
+// not go unnoticed.
 //
 // auth_mechanism=external logs in with the TLS client certificate (RabbitMQ's
 // rabbitmq_auth_mechanism_ssl plugin, the user named by the certificate): it
