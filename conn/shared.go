@@ -36,8 +36,9 @@ var sharedConns = struct {
 // share a connection when the URL and these Config fields are equal:
 // AlternateURLs, ShuffleHosts, the retry policies' descriptions, TLS (the same
 // pointer), Heartbeat, DialTimeout, DirectWrites, OperationTimeout,
-// ConnectionName and Properties. The Logger and Telemetry of the first handle to open are the
-// ones used.
+// ConnectionName and Properties. The Logger, Telemetry and Credentials
+// provider of the first handle to open are the ones used (functions cannot
+// be compared: two handles with different providers share the first's).
 func Shared(url string, cfg Config) (*SharedConn, error) {
 	u, err := ParseURL(url)
 	if err != nil {
