@@ -40,15 +40,17 @@ var sharedConns = struct {
 // provider of the first handle to open are the ones used (functions cannot
 // be compared: two handles with different providers share the first's).
 func Shared(url string, cfg Config) (*SharedConn, error) {
+	// Everything New refuses is refused here, not at Open (New only
+	// checks: it dials nothing and starts nothing).
+	if _, err := New(url, cfg); err != nil {
+		return nil, err
+	}
 	u, err := ParseURL(url)
 	if err != nil {
 		return nil, err
 	}
 	probe := cfg
 	probe.setDefaults(u)
-	if err := probe.Validate(); err != nil {
-		return nil, err
-	}
 	key := strings.Join([]string{
 		url,
 		strings.Join(cfg.AlternateURLs, " "),

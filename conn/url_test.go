@@ -257,6 +257,25 @@ func TestTLSConfigWithNoTLSHostIsRefused(t *testing.T) {
 	}
 }
 
+// TestSharedRefusesWhatNewRefuses: a shared handle's bad URL or Config is
+// refused by Shared, as New refuses it, not later by Open.
+func TestSharedRefusesWhatNewRefuses(t *testing.T) {
+	var ce *ConfigError
+	if _, err := Shared("amqp://h", Config{TLS: &tls.Config{MinVersion: tls.VersionTLS12}}); !errors.As(err, &ce) || ce.Field != "conn.Config.TLS" {
+		t.Fatalf("Shared with Config.TLS and no amqps host: %v, want a ConfigError naming conn.Config.TLS", err)
+	}
+	var ue *URLError
+	if _, err := Shared("amqps://h?auth_mechanism=external", Config{}); !errors.As(err, &ue) || ue.Param != "auth_mechanism" {
+		t.Fatalf("Shared with external and no client certificate: %v, want a URLError naming auth_mechanism", err)
+	}
+	if _, err := Shared("amqp://h", Config{Heartbeat: 1500 * time.Millisecond}); !errors.As(err, &ce) || ce.Field != "conn.Config.Heartbeat" {
+		t.Fatalf("Shared with a heartbeat of 1.5s: %v, want a ConfigError naming conn.Config.Heartbeat", err)
+	}
+	if _, err := Shared("amqp://h", Config{}); err != nil {
+		t.Fatalf("Shared with a good URL: %v", err)
+	}
+}
+
 func TestConfigDefaultsFromURL(t *testing.T) {
 	c, err := New("amqp://h?heartbeat=3&connection_timeout=250&connection_name=x", Config{})
 	if err != nil {
