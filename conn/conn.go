@@ -643,12 +643,11 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	dialURL := ep.url.dialURL(ep.host)
-	cfg.SASL = ep.url.sasl(ep.url.Username, ep.url.password)
+	dialURL, user, pass := ep.url.dialURL(ep.host), ep.url.Username, ep.url.password
 	if provided {
-		dialURL = ep.url.dialURLWith(ep.host, cr)
-		cfg.SASL = ep.url.sasl(cr.Username, cr.Password)
+		dialURL, user, pass = ep.url.dialURLWith(ep.host, cr), cr.Username, cr.Password
 	}
+	cfg.SASL = ep.url.sasl(user, pass)
 	if c.cfg.Heartbeat == 0 {
 		// The URL's heartbeat=0: the broker's interval. amqp091-go takes
 		// a zero Config.Heartbeat for its own 10s default, and a zero

@@ -41,16 +41,13 @@ var sharedConns = struct {
 // be compared: two handles with different providers share the first's).
 func Shared(url string, cfg Config) (*SharedConn, error) {
 	// Everything New refuses is refused here, not at Open (New only
-	// checks: it dials nothing and starts nothing).
-	if _, err := New(url, cfg); err != nil {
-		return nil, err
-	}
-	u, err := ParseURL(url)
+	// checks: it dials nothing and starts nothing); its Config, defaults
+	// applied, is what the key compares.
+	c, err := New(url, cfg)
 	if err != nil {
 		return nil, err
 	}
-	probe := cfg
-	probe.setDefaults(u)
+	probe := c.cfg
 	key := strings.Join([]string{
 		url,
 		strings.Join(cfg.AlternateURLs, " "),
