@@ -48,6 +48,10 @@ type Subscriber struct {
 	reg  *broker.Registry
 	cfg  SubscriberConfig
 	log  *slog.Logger
+	// observer is the marshaler as an AckObserver (nil: it is not one).
+	// Its acks are sent before it hears of them, not held back with others
+	// (broker.Delivery.AckNow): it may act on the message being gone.
+	observer AckObserver
 
 	group workgroup.Group // a watcher per subscription
 
@@ -118,8 +122,9 @@ func NewSubscriber(c *conn.Conn, cfg SubscriberConfig) (*Subscriber, error) {
 	if err != nil {
 		return nil, err
 	}
+	observer, _ := cfg.Marshaler.(AckObserver)
 	return &Subscriber{
-		conn: c, ops: ops, reg: ops.Registry(), cfg: cfg, log: log,
+		conn: c, ops: ops, reg: ops.Registry(), cfg: cfg, log: log, observer: observer,
 	}, nil
 }
 
@@ -888,8 +893,8 @@ func (st *subscription) later(f *broker.Delivery, disp ack.Disposition, attempts
 
 // acked tells an AckObserver marshaler of a delivery acked on its queue.
 func (st *subscription) acked(d *broker.Delivery) {
-	o, ok := st.s.cfg.Marshaler.(AckObserver)
-	if !ok {
+	o := st.s.observer
+	if o == nil {
 		return
 	}
 	if err := o.Acked(&d.Delivery); err != nil {
@@ -901,18 +906,21 @@ func (st *subscription) acked(d *broker.Delivery) {
 // (broker.Delivery refuses a second settlement: a handler's late Ack
 // after Shutdown requeued its message is dropped), or drops the settlement
 // when that channel is gone (PITFALLS 4). It reports whether the broker
-// was told.
+// was told, or, for an ack held to leave with others of its channel (see
+// broker.Delivery), will be within milliseconds.
 func (st *subscription) settle(d *broker.Delivery, disp ack.Disposition, proc *instrument.Process) bool {
 	var err error
 	start := time.Now()
-	switch disp {
-	case ack.Ack:
+	switch {
+	case disp == ack.Ack && st.s.observer != nil:
+		err = d.AckNow()
+	case disp == ack.Ack:
 		err = d.Ack()
-	case ack.Requeue:
+	case disp == ack.Requeue:
 		err = d.Nack(true)
-	case ack.Reject:
+	case disp == ack.Reject:
 		err = d.Reject(false)
-	case ack.RejectRequeue:
+	case disp == ack.RejectRequeue:
 		err = d.Reject(true)
 	}
 	switch {

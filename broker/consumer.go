@@ -92,6 +92,8 @@ type Consumer struct {
 	// stream: the queue is a stream, whose deliveries are never nacked or
 	// rejected (see Delivery).
 	stream bool
+	// hold is how many of its acks may be held back (holdLimit).
+	hold int
 
 	handlerCtx context.Context
 	cancel     context.CancelFunc
@@ -283,9 +285,10 @@ func (o *Ops) newConsumer(s ConsumerSpec, op options) (*Consumer, error) {
 	}
 	hctx, cancel := context.WithCancel(context.Background())
 	q, _ := o.reg.queueSpec(s.Queue)
+	stream := s.StreamOffset != nil || q.Args.Type == topology.Stream
 	return &Consumer{
 		ops: o, reg: o.reg, spec: s, restore: !op.noRestore, log: o.cfg.Logger,
-		stream:     s.StreamOffset != nil || q.Args.Type == topology.Stream,
+		stream: stream, hold: holdLimit(s, stream),
 		handlerCtx: hctx, cancel: cancel,
 		halt: make(chan struct{}),
 	}, nil
@@ -645,7 +648,12 @@ func (c *Consumer) take(sub *subscription, halt <-chan struct{}, r *readers) {
 		if another {
 			c.more(sub, halt, r)
 		}
-		c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, stream: c.stream})
+		if c.spec.AutoAck {
+			// Its tag is settled already: the channel's other consumers'
+			// acks may pass it (see ackBatch).
+			sub.channel.acks.sent(d.DeliveryTag)
+		}
+		c.spec.Handler(c.handlerCtx, &Delivery{Delivery: d, ch: sub.channel.ch, acks: &sub.channel.acks, hold: c.hold, stream: c.stream})
 	}
 }
 
@@ -847,6 +855,7 @@ func (c *Consumer) requeue(sub *subscription, d *amqp.Delivery) {
 	} else {
 		err = d.Nack(false, true)
 	}
+	sub.channel.acks.sent(d.DeliveryTag)
 	if err != nil {
 		c.log.Debug("broker: requeue of an undelivered message failed", "consumer", c.spec.Tag, "tag", d.DeliveryTag, "error", err)
 	}

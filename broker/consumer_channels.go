@@ -39,6 +39,9 @@ type sharedChannel struct {
 	qosSet   bool
 
 	tags map[string]struct{} // guarded by channelSet.mu
+
+	// acks holds its deliveries' acks back to send runs of them at once.
+	acks ackBatch
 }
 
 // subscription is one consumer's basic.consume on a shared channel.
@@ -83,7 +86,9 @@ func (cs *channelSet) place(ctx context.Context, tag string, dedicated bool) (*s
 }
 
 // release gives a consumer's place back; the last consumer of a channel
-// closes it.
+// closes it. The acks held on the channel go out first: a consumer that
+// left has settled what it took, and its Stop or Pause returns with those
+// settlements sent.
 func (cs *channelSet) release(h *sharedChannel, tag string) {
 	cs.mu.Lock()
 	delete(h.tags, tag)
@@ -97,9 +102,12 @@ func (cs *channelSet) release(h *sharedChannel, tag string) {
 		}
 	}
 	cs.mu.Unlock()
-	if empty {
-		connx.Go(cs.conn, func() { _ = h.ch.Close() })
+	if !empty {
+		h.acks.flush()
+		return
 	}
+	h.acks.close()
+	connx.Go(cs.conn, func() { _ = h.ch.Close() })
 }
 
 // subscribe starts a consumer on a shared channel: basic.qos (when its prefetch

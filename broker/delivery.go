@@ -26,19 +26,54 @@ var ErrAlreadySettled = errkind.Named("broker: delivery already settled", "alrea
 // connection (PITFALLS 35). On a stream a settlement only gives the consumer
 // credit: the message stays in the stream, and where a reader resumes is
 // its own record (warren's stream position), not the settlement.
+//
+// Ack may hold the ack back for a moment (at most a few milliseconds, and
+// never past a quarter of the consumer's prefetch) to send it with others
+// of its channel as one basic.ack (see ackBatch). The broker counts a held
+// ack's message as unacknowledged: if the connection dies meanwhile it is
+// redelivered, as any message in hand is. AckNow sends it before it
+// returns.
 type Delivery struct {
 	amqp.Delivery
-	ch      *conn.Channel
+	ch *conn.Channel
+	// acks is the channel's batch (nil: a Delivery no consumer made);
+	// hold is how many acks its consumer may have held (holdLimit).
+	acks    *ackBatch
+	hold    int
 	stream  bool
 	settled atomic.Bool
 }
 
-// Ack acknowledges the delivery (not multiple: consumers share channels).
+// Ack acknowledges the delivery, perhaps a moment later with others of its
+// channel (see Delivery).
 func (d *Delivery) Ack() error {
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrAlreadySettled
 	}
-	return d.Delivery.Ack(false)
+	if d.acks == nil || !d.ch.IsOpen() {
+		// A channel gone refuses the ack (its message comes back), as
+		// the caller must hear: a held ack would be lost without a word.
+		return d.Delivery.Ack(false)
+	}
+	return d.acks.ack(&d.Delivery, d.hold)
+}
+
+// AckNow acknowledges the delivery and writes the ack before it returns:
+// for a caller that acts on the ack having left (a claim check that
+// deletes the message's blob once it is acked).
+func (d *Delivery) AckNow() error {
+	if !d.settled.CompareAndSwap(false, true) {
+		return ErrAlreadySettled
+	}
+	if d.acks == nil || !d.ch.IsOpen() {
+		return d.Delivery.Ack(false)
+	}
+	if d.hold < 2 {
+		err := d.Delivery.Ack(false)
+		d.settledAlone()
+		return err
+	}
+	return d.acks.ackNow(&d.Delivery)
 }
 
 // Nack refuses the delivery; requeue puts it back in its queue.
@@ -46,10 +81,22 @@ func (d *Delivery) Nack(requeue bool) error {
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrAlreadySettled
 	}
+	var err error
 	if d.stream {
-		return d.Delivery.Ack(false)
+		err = d.Delivery.Ack(false)
+	} else {
+		err = d.Delivery.Nack(false, requeue)
 	}
-	return d.Delivery.Nack(false, requeue)
+	d.settledAlone()
+	return err
+}
+
+// settledAlone tells the channel's batch that the delivery's settlement
+// went out on its own (after the write: see ackBatch).
+func (d *Delivery) settledAlone() {
+	if d.acks != nil {
+		d.acks.sent(d.DeliveryTag)
+	}
 }
 
 // Reject refuses the delivery; requeue puts it back in its queue, and
@@ -59,10 +106,14 @@ func (d *Delivery) Reject(requeue bool) error {
 	if !d.settled.CompareAndSwap(false, true) {
 		return ErrAlreadySettled
 	}
+	var err error
 	if d.stream {
-		return d.Delivery.Ack(false)
+		err = d.Delivery.Ack(false)
+	} else {
+		err = d.Delivery.Reject(requeue)
 	}
-	return d.Delivery.Reject(requeue)
+	d.settledAlone()
+	return err
 }
 
 // Generation is the connection generation the delivery came on (0 for a

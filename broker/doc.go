@@ -79,4 +79,10 @@
 // [ConsumerSpec.OnEvent] is told of each step. Consumers share channels (32
 // to a channel; exclusive consumers alone), so a connection is not capped at
 // channel_max consumers (PITFALLS 27).
+//
+// [Delivery.Ack] may hold an ack for a few milliseconds, and never past a
+// quarter of the consumer's prefetch, to send it with others of its channel
+// as one basic.ack with multiple set, which never covers a delivery not
+// yet settled, whichever consumer of the channel holds it (PITFALLS 60).
+// [Delivery.AckNow] sends at once; nacks and rejects always do.
 package broker

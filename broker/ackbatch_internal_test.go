@@ -1,0 +1,494 @@
+package broker
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	amqp "github.com/rabbitmq/amqp091-go"
+
+	"github.com/warrenmq/warren/conn"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
+)
+
+// channelModel is a channel's unacknowledged deliveries as RabbitMQ keeps
+// them (rabbit_channel's unacked queue): a settlement of a tag not
+// outstanding closes the channel (406 unknown delivery tag), a multiple ack
+// settles every outstanding tag up to its own. It records what a
+// settlement would do to a message the client never settled: lose it.
+type channelModel struct {
+	mu          sync.Mutex
+	outstanding map[uint64]bool
+	settled     map[uint64]bool // by the client (its call made)
+	acked       map[uint64]bool // by the broker
+	frames      int
+	err         error
+}
+
+func newChannelModel(n int) *channelModel {
+	m := &channelModel{outstanding: map[uint64]bool{}, settled: map[uint64]bool{}, acked: map[uint64]bool{}}
+	for t := 1; t <= n; t++ {
+		m.outstanding[uint64(t)] = true
+	}
+	return m
+}
+
+func (m *channelModel) fail(format string, args ...any) {
+	if m.err == nil {
+		m.err = fmt.Errorf(format, args...)
+	}
+}
+
+func (m *channelModel) Ack(tag uint64, multiple bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.frames++
+	if !m.outstanding[tag] {
+		m.fail("406 unknown delivery tag %d (multiple %t)", tag, multiple)
+		return nil
+	}
+	settle := func(t uint64) {
+		if !m.settled[t] {
+			m.fail("ack %d (multiple %t) acked %d, which the client never settled: lost", tag, multiple, t)
+		}
+		delete(m.outstanding, t)
+		m.acked[t] = true
+	}
+	if !multiple {
+		settle(tag)
+		return nil
+	}
+	for t := range m.outstanding {
+		if t <= tag {
+			settle(t)
+		}
+	}
+	return nil
+}
+
+func (m *channelModel) Nack(tag uint64, multiple, requeue bool) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.frames++
+	if multiple {
+		m.fail("a nack with multiple")
+	}
+	if !m.outstanding[tag] {
+		m.fail("406 unknown delivery tag %d (nack)", tag)
+	}
+	delete(m.outstanding, tag)
+	return nil
+}
+
+func (m *channelModel) Reject(tag uint64, requeue bool) error { return m.Nack(tag, false, requeue) }
+
+// settle records the client's decision before its call, as a Delivery's
+// settled flag does.
+func (m *channelModel) settle(tag uint64) {
+	m.mu.Lock()
+	m.settled[tag] = true
+	m.mu.Unlock()
+}
+
+// TestAckBatchNeverAcksWhatNobodySettled settles deliveries of a channel
+// in random orders, from several goroutines, with nacks among the acks and
+// deliveries nobody settles, against the broker's rules: no ack names a tag
+// that is not outstanding, none settles a delivery the client did not
+// settle, and once flushed every ack the client made has reached the
+// broker. It counts the frames, which must be fewer than the acks.
+func TestAckBatchNeverAcksWhatNobodySettled(t *testing.T) {
+	old := ackDelay
+	ackDelay = 50 * time.Microsecond // the delay's flushes race the settlements too
+	t.Cleanup(func() { ackDelay = old })
+	for seed := range uint64(200) {
+		rnd := rand.New(rand.NewPCG(seed, 1))
+		n := 50 + rnd.IntN(400)
+		limit := []int{0, 1, 2, 8, 32}[rnd.IntN(5)]
+		m := newChannelModel(n)
+		b := &ackBatch{}
+		tags := rnd.Perm(n)
+		workers := 1 + rnd.IntN(6)
+		kept := map[uint64]bool{} // never settled: a handler that holds it
+		for range rnd.IntN(3) {
+			kept[uint64(1+rnd.IntN(n))] = true
+		}
+		var wg sync.WaitGroup
+		for w := range workers {
+			wg.Go(func() {
+				for i := w; i < n; i += workers {
+					tag := uint64(tags[i] + 1)
+					if kept[tag] {
+						continue
+					}
+					d := &amqp.Delivery{Acknowledger: m, DeliveryTag: tag}
+					m.settle(tag)
+					switch kind := tag * 2654435761 % 10; {
+					case kind == 0:
+						_ = d.Nack(false, true)
+						b.sent(tag)
+					case kind == 1:
+						_ = d.Reject(false)
+						b.sent(tag)
+					case kind == 2:
+						_ = b.ackNow(d)
+					default:
+						_ = b.ack(d, limit)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		b.close()
+		m.mu.Lock()
+		if m.err != nil {
+			t.Fatalf("seed %d (n %d, limit %d, workers %d): %v", seed, n, limit, workers, m.err)
+		}
+		for tag := range m.settled {
+			if m.outstanding[tag] {
+				t.Fatalf("seed %d: tag %d settled by the client and still outstanding after close", seed, tag)
+			}
+		}
+		for tag := range kept {
+			if !m.outstanding[tag] {
+				t.Fatalf("seed %d: tag %d, never settled, is not outstanding", seed, tag)
+			}
+		}
+		m.mu.Unlock()
+	}
+}
+
+// TestAckBatchSendsARunAsOneAck: acks in order, with limit 8, leave as one
+// multiple ack each eighth; a settlement sent alone in the run is passed
+// over, not named.
+func TestAckBatchSendsARunAsOneAck(t *testing.T) {
+	holdAcksFor(t, time.Hour)
+	m := newChannelModel(64)
+	b := &ackBatch{}
+	for tag := uint64(1); tag <= 64; tag++ {
+		m.settle(tag)
+		d := &amqp.Delivery{Acknowledger: m, DeliveryTag: tag}
+		if tag == 20 {
+			_ = d.Nack(false, true)
+			b.sent(tag)
+			continue
+		}
+		if err := b.ack(d, 8); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.close()
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	if len(m.outstanding) != 0 {
+		t.Fatalf("%d tags outstanding after close", len(m.outstanding))
+	}
+	// 63 acks: seven runs of 8 and one of 7 at close, and the nack.
+	if m.frames != 9 {
+		t.Fatalf("%d frames, want 9", m.frames)
+	}
+}
+
+// TestAckBatchGivesUpBehindAStoppedFrontier: a delivery nobody settles
+// stops the frontier for good; past maxSpan the batch sends every ack at
+// once and holds nothing more, instead of growing a byte a delivery.
+func TestAckBatchGivesUpBehindAStoppedFrontier(t *testing.T) {
+	n := maxSpan + 100
+	m := newChannelModel(n)
+	b := &ackBatch{}
+	for tag := uint64(2); tag <= uint64(n); tag++ {
+		m.settle(tag)
+		if err := b.ack(&amqp.Delivery{Acknowledger: m, DeliveryTag: tag}, maxHeld); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !b.closed || b.ring != nil {
+		t.Fatalf("closed %t, ring of %d: still holding behind a stopped frontier", b.closed, len(b.ring))
+	}
+	if m.err != nil {
+		t.Fatal(m.err)
+	}
+	if len(m.outstanding) != 1 || !m.outstanding[1] {
+		t.Fatalf("outstanding %d tags, want only tag 1", len(m.outstanding))
+	}
+}
+
+// holdAcksFor keeps held acks back for d (their delay) until t ends: with
+// an hour, an ack goes out only at its limit or when a consumer leaves.
+func holdAcksFor(t *testing.T, d time.Duration) {
+	old := ackDelay
+	ackDelay = d
+	t.Cleanup(func() { ackDelay = old })
+}
+
+// ackTestQueue declares a durable queue that outlives the connection (its
+// count after a cut is the check) and publishes n messages to it.
+func ackTestQueue(t *testing.T, ctx context.Context, b *rabbittest.Broker, ops *Ops, name string, n int) string {
+	t.Helper()
+	q := b.Name(name)
+	if _, err := ops.DeclareQueue(ctx, topology.QueueSpec{Name: q, Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range n {
+		if err := ops.Publish(ctx, "", q, amqp.Publishing{Body: []byte(fmt.Sprint(i))}, PublishOptions{Mandatory: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return q
+}
+
+// readyAfterCut is how many messages each queue holds once the connection
+// is gone: every delivery it did not ack is back.
+func readyAfterCut(t *testing.T, b *rabbittest.Broker, queues ...string) []int {
+	t.Helper()
+	ch := rabbittest.RawChannel(t, b.URL)
+	counts := make([]int, len(queues))
+	for i, q := range queues {
+		st, err := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Consumers != 0 {
+			t.Fatalf("queue %s still has %d consumers", q, st.Consumers)
+		}
+		counts[i] = st.Messages
+	}
+	return counts
+}
+
+// channelOf is the shared channel a consumer is on now.
+func channelOf(c *Consumer) *sharedChannel {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.cur == nil {
+		return nil
+	}
+	return c.cur.channel
+}
+
+// TestHeldAcksNeverSettleAnotherConsumersDelivery: consumer A holds a
+// delivery unsettled while consumer B, on the same channel, acks and
+// rejects every later one. No ack of B's may settle A's delivery (a
+// multiple ack past it would: PITFALLS 60), B's acks held behind it go out
+// when B stops, and when the connection is cut A's message is the one that
+// comes back.
+func TestHeldAcksNeverSettleAnotherConsumersDelivery(t *testing.T) {
+	holdAcksFor(t, time.Hour)
+	b := rabbittest.Shared(t)
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+	ops, err := NewOps(c, OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	qa := ackTestQueue(t, ctx, b, ops, "a", 1)
+	qb := ackTestQueue(t, ctx, b, ops, "b", 0)
+	held := make(chan *Delivery, 2)
+	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 32, Handler: func(_ context.Context, d *Delivery) { held <- d }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first *Delivery
+	select {
+	case first = <-held:
+	case <-ctx.Done():
+		t.Fatal("A got nothing")
+	}
+	const n = 20
+	var handled atomic.Int32
+	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 32, Handler: func(_ context.Context, d *Delivery) {
+		var err error
+		if d.DeliveryTag%3 == 0 {
+			err = d.Reject(false)
+		} else {
+			err = d.Ack()
+		}
+		if err != nil {
+			t.Error(err)
+		}
+		handled.Add(1)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if channelOf(a) != channelOf(bc) || channelOf(a) == nil {
+		t.Fatal("A and B are not on one channel")
+	}
+	for range n {
+		if err := ops.Publish(ctx, "", qb, amqp.Publishing{Body: []byte("b")}, PublishOptions{Mandatory: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rabbittest.Eventually(t, 20*time.Second, "B handling its messages", func() bool { return handled.Load() == n },
+		func() string { return fmt.Sprintf("%d of %d", handled.Load(), n) })
+	h := channelOf(a)
+	h.acks.mu.Lock()
+	front, beyond := h.acks.front, h.acks.beyond
+	h.acks.mu.Unlock()
+	if front != 0 || beyond == 0 {
+		t.Fatalf("frontier %d with %d acks held past it; want 0 (A's tag 1 unsettled) and some held", front, beyond)
+	}
+	if err := bc.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-held:
+		t.Fatalf("A got a second delivery (tag %d, redelivered %t): the channel closed under it", d.DeliveryTag, d.Redelivered)
+	default:
+	}
+	if first.DeliveryTag != 1 {
+		t.Fatalf("A's delivery has tag %d, want 1", first.DeliveryTag)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readyAfterCut(t, b, qa, qb); got[0] != 1 || got[1] != 0 {
+		t.Fatalf("after the cut: %d in A's queue (want its 1 back), %d in B's (want 0: every ack and reject sent)", got[0], got[1])
+	}
+}
+
+// TestHeldAcksGoOutAsOneOnceTheFrontierPasses: once the delivery that held
+// the frontier is acked, every ack held behind it is covered by one
+// multiple ack, which the broker takes (a multiple ack naming a tag no
+// longer outstanding would close the channel instead).
+func TestHeldAcksGoOutAsOneOnceTheFrontierPasses(t *testing.T) {
+	holdAcksFor(t, time.Hour)
+	b := rabbittest.Shared(t)
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+	ops, err := NewOps(c, OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	qa := ackTestQueue(t, ctx, b, ops, "a", 1)
+	qb := ackTestQueue(t, ctx, b, ops, "b", 0)
+	held := make(chan *Delivery, 2)
+	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 128, Handler: func(_ context.Context, d *Delivery) { held <- d }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := <-held
+	const n = 20
+	var handled atomic.Int32
+	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 128, Handler: func(_ context.Context, d *Delivery) {
+		if err := d.Ack(); err != nil {
+			t.Error(err)
+		}
+		handled.Add(1)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := ops.Publish(ctx, "", qb, amqp.Publishing{Body: []byte("b")}, PublishOptions{Mandatory: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rabbittest.Eventually(t, 20*time.Second, "B handling its messages", func() bool { return handled.Load() == n },
+		func() string { return fmt.Sprintf("%d of %d", handled.Load(), n) })
+	if err := first.Ack(); err != nil {
+		t.Fatal(err)
+	}
+	h := channelOf(a)
+	h.acks.mu.Lock()
+	last, prefix, beyond := h.acks.last, h.acks.prefix, h.acks.beyond
+	h.acks.mu.Unlock()
+	if last != n+1 || prefix != n+1 || beyond != 0 {
+		t.Fatalf("held: last %d, %d at or below the frontier, %d past it; want one run of %d", last, prefix, beyond, n+1)
+	}
+	if err := a.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := bc.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case d := <-held:
+		t.Fatalf("A got a second delivery (tag %d): the channel closed under it", d.DeliveryTag)
+	default:
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readyAfterCut(t, b, qa, qb); got[0] != 0 || got[1] != 0 {
+		t.Fatalf("after the cut: %d in A's queue, %d in B's; want 0 and 0 (one multiple ack settled all)", got[0], got[1])
+	}
+}
+
+// TestHeldAcksKeepThePrefetchWindowOpen: with acks held for an hour, a
+// consumer with a prefetch of 8 still takes every message: its acks go out
+// each time two are held, so the broker never waits on a window full of
+// deliveries already handled.
+func TestHeldAcksKeepThePrefetchWindowOpen(t *testing.T) {
+	holdAcksFor(t, time.Hour)
+	b := rabbittest.Shared(t)
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+	ops, err := NewOps(c, OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	const n = 40
+	q := ackTestQueue(t, ctx, b, ops, "window", n)
+	var handled atomic.Int32
+	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 8, Handlers: 4, Handler: func(_ context.Context, d *Delivery) {
+		if err := d.Ack(); err != nil {
+			t.Error(err)
+		}
+		handled.Add(1)
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rabbittest.Eventually(t, 20*time.Second, "every message through a prefetch of 8", func() bool { return handled.Load() == n },
+		func() string { return fmt.Sprintf("%d of %d", handled.Load(), n) })
+	if err := consumer.Stop(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := readyAfterCut(t, b, q); got[0] != 0 {
+		t.Fatalf("%d messages back after the cut, want 0", got[0])
+	}
+}
+
+// TestHeldAckGoesOutWithNothingMore: one message acked, and nothing after
+// it: its ack leaves at the delay, with no other ack or Stop to carry it
+// (the broker's own count of unacknowledged messages is the check).
+func TestHeldAckGoesOutWithNothingMore(t *testing.T) {
+	b := rabbittest.Shared(t)
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+	ops, err := NewOps(c, OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q := ackTestQueue(t, ctx, b, ops, "alone", 1)
+	acked := make(chan error, 1)
+	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 32, Handler: func(_ context.Context, d *Delivery) { acked <- d.Ack() }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := <-acked; err != nil {
+		t.Fatal(err)
+	}
+	var out string
+	rabbittest.Eventually(t, 20*time.Second, "the broker counting the message acked", func() bool {
+		out, err = rabbittest.Ctl(ctx, "", "list_queues", "-p", b.Vhost, "--no-table-headers", "name", "messages_ready", "messages_unacknowledged")
+		return err == nil && strings.Contains(out, q+"\t0\t0")
+	}, func() string { return fmt.Sprintf("%q, %v", out, err) })
+	if !consumer.Consuming() {
+		t.Fatal("the consumer stopped")
+	}
+}
