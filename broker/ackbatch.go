@@ -28,8 +28,13 @@ import (
 // A held ack goes out:
 //   - once the held acks reach the delivery's limit (a quarter of its
 //     consumer's prefetch, so the broker keeps the window full);
-//   - ackDelay after the first of them, whatever else happens;
+//   - ackDelay after the first of them, whatever else happens (not when
+//     a reader parks for want of deliveries: held acks drain the window,
+//     the reader parks often, and a flush there sent runs of one or two:
+//     MEASUREMENTS.md, the nineteenth pass);
 //   - when a consumer leaves the channel (Stop, Pause, a restore);
+//   - when the connection is closed on purpose, by Close or Refresh
+//     (channelSet.flushAcks);
 //   - at once for a caller that must know it left (AckNow).
 //
 // An ack held past the frontier (a delivery below it still in a handler)

@@ -6,7 +6,6 @@ import (
 	"math/rand/v2"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -272,6 +271,31 @@ func channelOf(c *Consumer) *sharedChannel {
 	return c.cur.channel
 }
 
+// receive takes n deliveries a consumer's handler passed on.
+func receive(t *testing.T, ctx context.Context, got <-chan *Delivery, n int) []*Delivery {
+	t.Helper()
+	var ds []*Delivery
+	for len(ds) < n {
+		select {
+		case d := <-got:
+			ds = append(ds, d)
+		case <-ctx.Done():
+			t.Fatalf("%d of %d deliveries", len(ds), n)
+		}
+	}
+	return ds
+}
+
+// passOn is a handler that settles nothing itself: the test settles each
+// delivery off the consumer's goroutine, as a service that hands its
+// messages to workers does. The consumer's reader has then parked by the
+// time the acks come, so what is held stays held until its delay, its
+// limit, a consumer leaving or the connection's close, whichever the test
+// is about.
+func passOn(got chan<- *Delivery) Handler {
+	return func(_ context.Context, d *Delivery) { got <- d }
+}
+
 // TestHeldAcksNeverSettleAnotherConsumersDelivery: consumer A holds a
 // delivery unsettled while consumer B, on the same channel, acks and
 // rejects every later one. No ack of B's may settle A's delivery (a
@@ -291,30 +315,14 @@ func TestHeldAcksNeverSettleAnotherConsumersDelivery(t *testing.T) {
 	qa := ackTestQueue(t, ctx, b, ops, "a", 1)
 	qb := ackTestQueue(t, ctx, b, ops, "b", 0)
 	held := make(chan *Delivery, 2)
-	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 32, Handler: func(_ context.Context, d *Delivery) { held <- d }})
+	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 32, Handler: passOn(held)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first *Delivery
-	select {
-	case first = <-held:
-	case <-ctx.Done():
-		t.Fatal("A got nothing")
-	}
+	first := receive(t, ctx, held, 1)[0]
 	const n = 20
-	var handled atomic.Int32
-	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 32, Handler: func(_ context.Context, d *Delivery) {
-		var err error
-		if d.DeliveryTag%3 == 0 {
-			err = d.Reject(false)
-		} else {
-			err = d.Ack()
-		}
-		if err != nil {
-			t.Error(err)
-		}
-		handled.Add(1)
-	}})
+	got := make(chan *Delivery, n)
+	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 32, Handler: passOn(got)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -326,8 +334,16 @@ func TestHeldAcksNeverSettleAnotherConsumersDelivery(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rabbittest.Eventually(t, 20*time.Second, "B handling its messages", func() bool { return handled.Load() == n },
-		func() string { return fmt.Sprintf("%d of %d", handled.Load(), n) })
+	for _, d := range receive(t, ctx, got, n) {
+		if d.DeliveryTag%3 == 0 {
+			err = d.Reject(false)
+		} else {
+			err = d.Ack()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
 	h := channelOf(a)
 	h.acks.mu.Lock()
 	front, beyond := h.acks.front, h.acks.beyond
@@ -337,6 +353,12 @@ func TestHeldAcksNeverSettleAnotherConsumersDelivery(t *testing.T) {
 	}
 	if err := bc.Stop(ctx); err != nil {
 		t.Fatal(err)
+	}
+	h.acks.mu.Lock()
+	last, beyond := h.acks.last, h.acks.beyond
+	h.acks.mu.Unlock()
+	if last != 0 || beyond != 0 {
+		t.Fatalf("after B's Stop: %d acks still held past the frontier (last %d)", beyond, last)
 	}
 	select {
 	case d := <-held:
@@ -371,19 +393,14 @@ func TestHeldAcksGoOutAsOneOnceTheFrontierPasses(t *testing.T) {
 	qa := ackTestQueue(t, ctx, b, ops, "a", 1)
 	qb := ackTestQueue(t, ctx, b, ops, "b", 0)
 	held := make(chan *Delivery, 2)
-	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 128, Handler: func(_ context.Context, d *Delivery) { held <- d }})
+	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 128, Handler: passOn(held)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := <-held
+	first := receive(t, ctx, held, 1)[0]
 	const n = 20
-	var handled atomic.Int32
-	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 128, Handler: func(_ context.Context, d *Delivery) {
-		if err := d.Ack(); err != nil {
-			t.Error(err)
-		}
-		handled.Add(1)
-	}})
+	got := make(chan *Delivery, n)
+	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 128, Handler: passOn(got)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -392,8 +409,11 @@ func TestHeldAcksGoOutAsOneOnceTheFrontierPasses(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	rabbittest.Eventually(t, 20*time.Second, "B handling its messages", func() bool { return handled.Load() == n },
-		func() string { return fmt.Sprintf("%d of %d", handled.Load(), n) })
+	for _, d := range receive(t, ctx, got, n) {
+		if err := d.Ack(); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := first.Ack(); err != nil {
 		t.Fatal(err)
 	}
@@ -423,10 +443,11 @@ func TestHeldAcksGoOutAsOneOnceTheFrontierPasses(t *testing.T) {
 	}
 }
 
-// TestHeldAcksKeepThePrefetchWindowOpen: with acks held for an hour, a
-// consumer with a prefetch of 8 still takes every message: its acks go out
-// each time two are held, so the broker never waits on a window full of
-// deliveries already handled.
+// TestHeldAcksKeepThePrefetchWindowOpen: with acks held for an hour and
+// made off the consumer's goroutine (which has parked, waiting for the
+// broker), a consumer with a prefetch of 8 still takes every message: its
+// acks go out each time two are held, so the broker never waits on a
+// window full of deliveries already handled.
 func TestHeldAcksKeepThePrefetchWindowOpen(t *testing.T) {
 	holdAcksFor(t, time.Hour)
 	b := rabbittest.Shared(t)
@@ -439,18 +460,23 @@ func TestHeldAcksKeepThePrefetchWindowOpen(t *testing.T) {
 	defer cancel()
 	const n = 40
 	q := ackTestQueue(t, ctx, b, ops, "window", n)
-	var handled atomic.Int32
-	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 8, Handlers: 4, Handler: func(_ context.Context, d *Delivery) {
-		if err := d.Ack(); err != nil {
-			t.Error(err)
-		}
-		handled.Add(1)
-	}})
+	got := make(chan *Delivery, n)
+	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 8, Handler: passOn(got)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	rabbittest.Eventually(t, 20*time.Second, "every message through a prefetch of 8", func() bool { return handled.Load() == n },
-		func() string { return fmt.Sprintf("%d of %d", handled.Load(), n) })
+	// The window full first: the reader has parked with nothing held,
+	// and no delivery will wake it until acks leave.
+	pending := receive(t, ctx, got, 8)
+	for i := range n {
+		if len(pending) == 0 {
+			pending = receive(t, ctx, got, 1)
+		}
+		if err := pending[0].Ack(); err != nil {
+			t.Fatalf("ack %d: %v", i, err)
+		}
+		pending = pending[1:]
+	}
 	if err := consumer.Stop(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -462,10 +488,24 @@ func TestHeldAcksKeepThePrefetchWindowOpen(t *testing.T) {
 	}
 }
 
-// TestHeldAckGoesOutWithNothingMore: one message acked, and nothing after
-// it: its ack leaves at the delay, with no other ack or Stop to carry it
-// (the broker's own count of unacknowledged messages is the check).
-func TestHeldAckGoesOutWithNothingMore(t *testing.T) {
+// acksOutstanding polls the broker's own count of q's unacknowledged
+// messages until it reads 0 (and none ready).
+func acksOutstanding(t *testing.T, ctx context.Context, b *rabbittest.Broker, q string) {
+	t.Helper()
+	var (
+		out string
+		err error
+	)
+	rabbittest.Eventually(t, 20*time.Second, "the broker counting the message acked", func() bool {
+		out, err = rabbittest.Ctl(ctx, "", "list_queues", "-p", b.Vhost, "--no-table-headers", "name", "messages_ready", "messages_unacknowledged")
+		return err == nil && strings.Contains(out, q+"\t0\t0")
+	}, func() string { return fmt.Sprintf("%q, %v", out, err) })
+}
+
+// TestHeldAckGoesOutAtItsDelay: one message acked off the consumer's
+// goroutine, and nothing after it: its ack leaves at the delay, with no
+// other ack, reader or Stop to carry it.
+func TestHeldAckGoesOutAtItsDelay(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
 	ops, err := NewOps(c, OpsConfig{})
@@ -475,20 +515,63 @@ func TestHeldAckGoesOutWithNothingMore(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	q := ackTestQueue(t, ctx, b, ops, "alone", 1)
-	acked := make(chan error, 1)
-	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 32, Handler: func(_ context.Context, d *Delivery) { acked <- d.Ack() }})
+	got := make(chan *Delivery, 1)
+	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 32, Handler: passOn(got)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := <-acked; err != nil {
+	if err := receive(t, ctx, got, 1)[0].Ack(); err != nil {
 		t.Fatal(err)
 	}
-	var out string
-	rabbittest.Eventually(t, 20*time.Second, "the broker counting the message acked", func() bool {
-		out, err = rabbittest.Ctl(ctx, "", "list_queues", "-p", b.Vhost, "--no-table-headers", "name", "messages_ready", "messages_unacknowledged")
-		return err == nil && strings.Contains(out, q+"\t0\t0")
-	}, func() string { return fmt.Sprintf("%q, %v", out, err) })
+	acksOutstanding(t, ctx, b, q)
 	if !consumer.Consuming() {
 		t.Fatal("the consumer stopped")
+	}
+}
+
+// TestHeldAcksLeaveBeforeTheConnectionCloses: a service that closes its
+// connection without stopping its consumers first (Close of the
+// connection ends them), or refreshes it, loses no held ack: the acks go
+// out before the connection closes, so nothing it acked comes back.
+func TestHeldAcksLeaveBeforeTheConnectionCloses(t *testing.T) {
+	for _, how := range []string{"Close", "Refresh"} {
+		t.Run(how, func(t *testing.T) {
+			holdAcksFor(t, time.Hour)
+			b := rabbittest.Shared(t)
+			c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+			ops, err := NewOps(c, OpsConfig{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			const n = 5
+			q := ackTestQueue(t, ctx, b, ops, "closing", n)
+			got := make(chan *Delivery, 2*n)
+			consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 64, Handler: passOn(got)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, d := range receive(t, ctx, got, n) {
+				if err := d.Ack(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if how == "Refresh" {
+				if err := c.Refresh(ctx); err != nil {
+					t.Fatal(err)
+				}
+				rabbittest.Eventually(t, 20*time.Second, "the consumer back", consumer.Consuming)
+				if err := consumer.Stop(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := c.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if back := readyAfterCut(t, b, q); back[0] != 0 || len(got) != 0 {
+				t.Fatalf("%d of %d acked messages back after %s, %d delivered again", back[0], n, how, len(got))
+			}
+		})
 	}
 }

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"slices"
 	"sync"
 
 	amqp "github.com/rabbitmq/amqp091-go"
@@ -108,6 +109,17 @@ func (cs *channelSet) release(h *sharedChannel, tag string) {
 	}
 	h.acks.close()
 	connx.Go(cs.conn, func() { _ = h.ch.Close() })
+}
+
+// flushAcks sends the acks every consumer channel holds: the connection is
+// closing, and a held ack lost with it would have its message redelivered.
+func (cs *channelSet) flushAcks() {
+	cs.mu.Lock()
+	channels := slices.Clone(cs.channels)
+	cs.mu.Unlock()
+	for _, h := range channels {
+		h.acks.flush()
+	}
 }
 
 // subscribe starts a consumer on a shared channel: basic.qos (when its prefetch

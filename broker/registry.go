@@ -89,6 +89,7 @@ func newRegistry(c *conn.Conn) *Registry {
 	r.pool = &chanPool{conn: c, max: poolIdle}
 	r.channels = &channelSet{conn: c, perChannel: consumersPerChannel}
 	c.OnRestore(r.restore)
+	connx.BeforeClose(c, r.channels.flushAcks)
 	return r
 }
 

@@ -60,6 +60,44 @@ type Conn struct {
 
 	attachMu    sync.Mutex
 	attachments map[any]any
+
+	// closeHooks run at Close (beforeClose); a lock of their own: an
+	// attachment's make registers one under attachMu.
+	closeMu    sync.Mutex
+	closeHooks []func()
+}
+
+// beforeClose registers fn to run before the connection closes on purpose:
+// at Close, and at Refresh before the old connection closes.
+func (c *Conn) beforeClose(fn func()) {
+	c.closeMu.Lock()
+	c.closeHooks = append(c.closeHooks, fn)
+	c.closeMu.Unlock()
+}
+
+// runCloseHooks runs the hooks of beforeClose, bounded by CloseTimeout: a
+// hook that writes to a socket the broker stopped reading must not hold
+// Close (the connection's close ends its write).
+func (c *Conn) runCloseHooks() {
+	c.closeMu.Lock()
+	hooks := c.closeHooks
+	c.closeMu.Unlock()
+	if len(hooks) == 0 {
+		return
+	}
+	done := make(chan struct{})
+	go func() { // bounded below; its write ends with the connection at worst
+		defer close(done)
+		for _, h := range hooks {
+			h()
+		}
+	}()
+	t := time.NewTimer(c.cfg.CloseTimeout)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
 }
 
 // attachment returns the value attached to the connection under key,
@@ -329,7 +367,9 @@ func (c *Conn) Refresh(ctx context.Context) error {
 // Close closes the connection for good: it wins against a reconnect in
 // progress (a dial that completes afterwards is closed, not used), moves to
 // Closing then Closed, and waits for every goroutine of the connection to end,
-// bounded by ctx. Close is idempotent; every call waits the same way.
+// bounded by ctx. Before the connection closes (here and at Refresh), what
+// its consumers hold back for the broker (acks sent in runs, package
+// broker) goes out. Close is idempotent; every call waits the same way.
 func (c *Conn) Close(ctx context.Context) error {
 	c.closeOnce.Do(func() {
 		c.mu.Lock()
@@ -436,6 +476,7 @@ func (c *Conn) await(g *generation) (State, bool) {
 	for {
 		select {
 		case <-c.closing:
+			c.runCloseHooks()
 			g.close(c.cfg.CloseTimeout)
 			c.finish(nil)
 			return 0, true
@@ -461,6 +502,7 @@ func (c *Conn) await(g *generation) (State, bool) {
 			c.gen = nil
 			c.setStateLocked(StateRefreshing, nil, 0)
 			c.mu.Unlock()
+			c.runCloseHooks()
 			g.close(c.cfg.CloseTimeout)
 			return StateRefreshing, false
 		}

@@ -21,6 +21,7 @@ func init() {
 	connx.Logger = func(c any) *slog.Logger { return c.(*Conn).logger() }
 	connx.Telemetry = func(c any) *telemetry.Telemetry { return c.(*Conn).telemetry() }
 	connx.Connected = func(c any) <-chan struct{} { return c.(*Conn).connected() }
+	connx.BeforeClose = func(c any, fn func()) { c.(*Conn).beforeClose(fn) }
 	connx.ChannelGeneration = func(ch any) uint64 { return ch.(*Channel).generation() }
 	connx.ConnectionLost = func(ch any) bool { return ch.(*Channel).connectionLost() }
 	connx.LostWith = func(ch any, err error) bool { return ch.(*Channel).lostWith(err) }
