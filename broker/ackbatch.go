@@ -109,13 +109,9 @@ func (b *ackBatch) ack(d *amqp.Delivery, limit int) error {
 	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if !b.hold(d) {
 		return d.Ack(false)
 	}
-	if b.acker == nil {
-		b.acker = d.Acknowledger
-	}
-	b.mark(d.DeliveryTag, tagHeld)
 	if b.prefix+b.beyond < limit {
 		b.arm()
 		return nil
@@ -137,13 +133,9 @@ func (b *ackBatch) ack(d *amqp.Delivery, limit int) error {
 func (b *ackBatch) ackNow(d *amqp.Delivery) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.closed {
+	if !b.hold(d) {
 		return d.Ack(false)
 	}
-	if b.acker == nil {
-		b.acker = d.Acknowledger
-	}
-	b.mark(d.DeliveryTag, tagHeld)
 	err := b.sendPrefix()
 	if b.heldAt(d.DeliveryTag) {
 		// Past the frontier: alone.
@@ -152,6 +144,19 @@ func (b *ackBatch) ackNow(d *amqp.Delivery) error {
 		}
 	}
 	return err
+}
+
+// hold records d's ack as held, unless the batch is closed (false: the
+// caller sends it). b.mu held.
+func (b *ackBatch) hold(d *amqp.Delivery) bool {
+	if b.closed {
+		return false
+	}
+	if b.acker == nil {
+		b.acker = d.Acknowledger
+	}
+	b.mark(d.DeliveryTag, tagHeld)
+	return true
 }
 
 // sent records the settlement of tag, its frame already written (a nack, a

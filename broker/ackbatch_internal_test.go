@@ -226,6 +226,21 @@ func holdAcksFor(t *testing.T, d time.Duration) {
 	t.Cleanup(func() { ackDelay = old })
 }
 
+// ackTestSetup is the shared broker, a connection to it and Ops on it,
+// with a context for the test's calls.
+func ackTestSetup(t *testing.T) (*rabbittest.Broker, *conn.Conn, *Ops, context.Context) {
+	t.Helper()
+	b := rabbittest.Shared(t)
+	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
+	ops, err := NewOps(c, OpsConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return b, c, ops, ctx
+}
+
 // ackTestQueue declares a durable queue that outlives the connection (its
 // count after a cut is the check) and publishes n messages to it.
 func ackTestQueue(t *testing.T, ctx context.Context, b *rabbittest.Broker, ops *Ops, name string, n int) string {
@@ -296,6 +311,43 @@ func passOn(got chan<- *Delivery) Handler {
 	return func(_ context.Context, d *Delivery) { got <- d }
 }
 
+// consumerPair is two consumers on one channel: A holds the channel's
+// first delivery (tag 1) unsettled, B has received 20 after it, none
+// settled.
+type consumerPair struct {
+	a, b   *Consumer
+	qa, qb string
+	first  *Delivery
+	held   chan *Delivery // A's: a second delivery there means the channel closed
+	later  []*Delivery    // B's
+}
+
+// twoConsumers makes a consumerPair with prefetch on both consumers.
+func twoConsumers(t *testing.T, ctx context.Context, b *rabbittest.Broker, ops *Ops, prefetch int) consumerPair {
+	t.Helper()
+	p := consumerPair{qa: ackTestQueue(t, ctx, b, ops, "a", 1), qb: ackTestQueue(t, ctx, b, ops, "b", 0), held: make(chan *Delivery, 2)}
+	var err error
+	if p.a, err = ops.Consume(ctx, ConsumerSpec{Queue: p.qa, PrefetchCount: prefetch, Handler: passOn(p.held)}); err != nil {
+		t.Fatal(err)
+	}
+	p.first = receive(t, ctx, p.held, 1)[0]
+	const n = 20
+	got := make(chan *Delivery, n)
+	if p.b, err = ops.Consume(ctx, ConsumerSpec{Queue: p.qb, PrefetchCount: prefetch, Handler: passOn(got)}); err != nil {
+		t.Fatal(err)
+	}
+	if channelOf(p.a) != channelOf(p.b) || channelOf(p.a) == nil {
+		t.Fatal("A and B are not on one channel")
+	}
+	for range n {
+		if err := ops.Publish(ctx, "", p.qb, amqp.Publishing{Body: []byte("b")}, PublishOptions{Mandatory: true}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p.later = receive(t, ctx, got, n)
+	return p
+}
+
 // TestHeldAcksNeverSettleAnotherConsumersDelivery: consumer A holds a
 // delivery unsettled while consumer B, on the same channel, acks and
 // rejects every later one. No ack of B's may settle A's delivery (a
@@ -304,37 +356,11 @@ func passOn(got chan<- *Delivery) Handler {
 // comes back.
 func TestHeldAcksNeverSettleAnotherConsumersDelivery(t *testing.T) {
 	holdAcksFor(t, time.Hour)
-	b := rabbittest.Shared(t)
-	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
-	ops, err := NewOps(c, OpsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	qa := ackTestQueue(t, ctx, b, ops, "a", 1)
-	qb := ackTestQueue(t, ctx, b, ops, "b", 0)
-	held := make(chan *Delivery, 2)
-	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 32, Handler: passOn(held)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := receive(t, ctx, held, 1)[0]
-	const n = 20
-	got := make(chan *Delivery, n)
-	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 32, Handler: passOn(got)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if channelOf(a) != channelOf(bc) || channelOf(a) == nil {
-		t.Fatal("A and B are not on one channel")
-	}
-	for range n {
-		if err := ops.Publish(ctx, "", qb, amqp.Publishing{Body: []byte("b")}, PublishOptions{Mandatory: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range receive(t, ctx, got, n) {
+	b, c, ops, ctx := ackTestSetup(t)
+	ab := twoConsumers(t, ctx, b, ops, 32)
+	a, bc, first, held, qa, qb := ab.a, ab.b, ab.first, ab.held, ab.qa, ab.qb
+	var err error
+	for _, d := range ab.later {
 		if d.DeliveryTag%3 == 0 {
 			err = d.Reject(false)
 		} else {
@@ -382,34 +408,11 @@ func TestHeldAcksNeverSettleAnotherConsumersDelivery(t *testing.T) {
 // longer outstanding would close the channel instead).
 func TestHeldAcksGoOutAsOneOnceTheFrontierPasses(t *testing.T) {
 	holdAcksFor(t, time.Hour)
-	b := rabbittest.Shared(t)
-	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
-	ops, err := NewOps(c, OpsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	qa := ackTestQueue(t, ctx, b, ops, "a", 1)
-	qb := ackTestQueue(t, ctx, b, ops, "b", 0)
-	held := make(chan *Delivery, 2)
-	a, err := ops.Consume(ctx, ConsumerSpec{Queue: qa, PrefetchCount: 128, Handler: passOn(held)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	first := receive(t, ctx, held, 1)[0]
+	b, c, ops, ctx := ackTestSetup(t)
+	ab := twoConsumers(t, ctx, b, ops, 128)
+	a, bc, first, held, qa, qb := ab.a, ab.b, ab.first, ab.held, ab.qa, ab.qb
 	const n = 20
-	got := make(chan *Delivery, n)
-	bc, err := ops.Consume(ctx, ConsumerSpec{Queue: qb, PrefetchCount: 128, Handler: passOn(got)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for range n {
-		if err := ops.Publish(ctx, "", qb, amqp.Publishing{Body: []byte("b")}, PublishOptions{Mandatory: true}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	for _, d := range receive(t, ctx, got, n) {
+	for _, d := range ab.later {
 		if err := d.Ack(); err != nil {
 			t.Fatal(err)
 		}
@@ -450,14 +453,7 @@ func TestHeldAcksGoOutAsOneOnceTheFrontierPasses(t *testing.T) {
 // window full of deliveries already handled.
 func TestHeldAcksKeepThePrefetchWindowOpen(t *testing.T) {
 	holdAcksFor(t, time.Hour)
-	b := rabbittest.Shared(t)
-	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
-	ops, err := NewOps(c, OpsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	b, c, ops, ctx := ackTestSetup(t)
 	const n = 40
 	q := ackTestQueue(t, ctx, b, ops, "window", n)
 	got := make(chan *Delivery, n)
@@ -506,14 +502,7 @@ func acksOutstanding(t *testing.T, ctx context.Context, b *rabbittest.Broker, q 
 // goroutine, and nothing after it: its ack leaves at the delay, with no
 // other ack, reader or Stop to carry it.
 func TestHeldAckGoesOutAtItsDelay(t *testing.T) {
-	b := rabbittest.Shared(t)
-	c := rabbittest.OpenConn(t, b.URL, conn.Config{})
-	ops, err := NewOps(c, OpsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+	b, _, ops, ctx := ackTestSetup(t)
 	q := ackTestQueue(t, ctx, b, ops, "alone", 1)
 	got := make(chan *Delivery, 1)
 	consumer, err := ops.Consume(ctx, ConsumerSpec{Queue: q, PrefetchCount: 32, Handler: passOn(got)})
@@ -537,14 +526,7 @@ func TestHeldAcksLeaveBeforeTheConnectionCloses(t *testing.T) {
 	for _, how := range []string{"Close", "Refresh"} {
 		t.Run(how, func(t *testing.T) {
 			holdAcksFor(t, time.Hour)
-			b := rabbittest.Shared(t)
-			c := rabbittest.OpenConn(t, b.URL, conn.Config{})
-			ops, err := NewOps(c, OpsConfig{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-			defer cancel()
+			b, c, ops, ctx := ackTestSetup(t)
 			const n = 5
 			q := ackTestQueue(t, ctx, b, ops, "closing", n)
 			got := make(chan *Delivery, 2*n)
