@@ -3,6 +3,7 @@ package broker_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -92,8 +93,8 @@ func TestPitfallMultipleAckCrossesConsumers(t *testing.T) {
 	select {
 	case e := <-closed:
 		var ae *amqp.Error
-		if !errors.As(e, &ae) || ae.Code != amqp.PreconditionFailed {
-			t.Fatalf("channel closed with %v, want 406", e)
+		if !errors.As(e, &ae) || ae.Code != amqp.PreconditionFailed || !strings.Contains(ae.Reason, "unknown delivery tag") {
+			t.Fatalf("channel closed with %v, want 406 unknown delivery tag", e)
 		}
 	case <-ctx.Done():
 		t.Fatal("a multiple ack of a tag already acked left the channel open")
