@@ -69,9 +69,7 @@ func (d *Delivery) AckNow() error {
 		return d.Delivery.Ack(false)
 	}
 	if d.hold < 2 {
-		err := d.Delivery.Ack(false)
-		d.settledAlone()
-		return err
+		return d.acks.ack(&d.Delivery, d.hold) // nothing held: sent at once
 	}
 	return d.acks.ackNow(&d.Delivery)
 }

@@ -51,10 +51,10 @@ var (
 	// polling: a restore of many consumers outlasts their grace, and each
 	// one polling meanwhile costs the broker's cores the client's CPU.
 	Connected func(c any) <-chan struct{}
-	// BeforeClose registers fn to run when the *conn.Conn closes its
-	// connection on purpose (Close, and Refresh before the old one
-	// closes), first (bounded by its CloseTimeout): what a layer holds for the broker leaves first (the
-	// acks a consumer channel holds back, package broker).
+	// BeforeClose registers fn to run, bounded by CloseTimeout, just
+	// before the *conn.Conn closes its connection on purpose (Close, and
+	// Refresh before the old one closes): what a layer holds back for the
+	// broker leaves first (the acks of package broker's consumer channels).
 	BeforeClose func(c any, fn func())
 
 	// ChannelGeneration is the generation of the connection under the
