@@ -22,5 +22,6 @@
 // large, unroutable) or that cannot be made into a message is set aside
 // (failed_at, error) and does not block the rows after it; send it again
 // with UPDATE <table> SET failed_at = NULL, error = NULL WHERE id = ....
-// Published rows are deleted after Retention.
+// A published row is deleted once the broker confirmed it; with
+// RelayConfig.Retention it is kept that long instead, marked published_at.
 package outbox

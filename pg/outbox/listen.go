@@ -18,22 +18,24 @@ type listener struct {
 	conn    *pgx.Conn
 }
 
-// ensure listens, when it does not already.
-func (l *listener) ensure(ctx context.Context) {
+// ensure listens, when it does not already, and reports whether it began
+// to just now (what committed before then was not heard).
+func (l *listener) ensure(ctx context.Context) (began bool) {
 	if l.conn != nil {
-		return
+		return false
 	}
 	pc, err := l.pool.Acquire(ctx)
 	if err != nil {
-		return
+		return false
 	}
 	// The connection leaves the pool: a LISTEN must not come back to it.
 	c := pc.Hijack()
 	if _, err := c.Exec(ctx, "LISTEN "+pgx.Identifier{l.channel}.Sanitize()); err != nil {
 		_ = c.Close(context.WithoutCancel(ctx))
-		return
+		return false
 	}
 	l.conn = c
+	return true
 }
 
 // wait returns on a notification, after d, or when ctx ends.

@@ -167,9 +167,83 @@ func TestCommittedPublishedRolledBackNot(t *testing.T) {
 		t.Fatalf("published %s", got)
 	}
 	waitStats(t, r, func(s outbox.RelayStats) bool { return s.Published == 3 })
-	var pending int
-	if err := pool.QueryRow(ctx, "SELECT count(*) FROM warren_outbox WHERE published_at IS NULL").Scan(&pending); err != nil || pending != 0 {
-		t.Fatalf("%d rows pending (%v)", pending, err)
+	// By default a published row is deleted in the pass that sent it.
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM warren_outbox").Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d rows left after publishing (%v)", left, err)
+	}
+	if s := r.Stats(); s.Deleted != 3 {
+		t.Fatalf("stats %+v: want 3 deleted", s)
+	}
+}
+
+// TestRetentionKeepsPublishedRowsMarked: with Retention a published row
+// stays, marked published_at; a relay with the default (Retention 0)
+// deletes what an earlier configuration kept.
+func TestRetentionKeepsPublishedRowsMarked(t *testing.T) {
+	pool, _, ob := setup(t)
+	ctx := context.Background()
+	tx, _ := pool.Begin(ctx)
+	if err := ob.Write(ctx, outbox.Pgx(tx), "orders", msg("a"), msg("b")); err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	keeper, err := outbox.NewRelay(outbox.RelayConfig{Pool: pool, Publisher: newRecorder(), Retention: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kctx, stop := context.WithCancel(ctx)
+	kept := make(chan error, 1)
+	go func() { kept <- keeper.Run(kctx) }()
+	waitStats(t, keeper, func(s outbox.RelayStats) bool { return s.Published == 2 })
+	stop()
+	if err := <-kept; err != nil {
+		t.Fatal(err)
+	}
+	var marked int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM warren_outbox WHERE published_at IS NOT NULL").Scan(&marked); err != nil || marked != 2 {
+		t.Fatalf("%d rows kept marked published (%v), want 2", marked, err)
+	}
+	if s := keeper.Stats(); s.Deleted != 0 {
+		t.Fatalf("stats %+v: a relay with Retention deleted rows", s)
+	}
+	r := runRelay(t, outbox.RelayConfig{Pool: pool, Publisher: newRecorder(), CleanupInterval: 10 * time.Millisecond, PollInterval: 10 * time.Millisecond})
+	waitStats(t, r, func(s outbox.RelayStats) bool { return s.Deleted == 2 })
+	var left int
+	if err := pool.QueryRow(ctx, "SELECT count(*) FROM warren_outbox").Scan(&left); err != nil || left != 0 {
+		t.Fatalf("%d rows left (%v)", left, err)
+	}
+}
+
+// TestCommitBeforeTheRelayListensIsPublished: a row committed after the
+// relay's first look found nothing and before its LISTEN (no notification
+// reaches it) is published at once, not at the next poll.
+func TestCommitBeforeTheRelayListensIsPublished(t *testing.T) {
+	pool, _, ob := setup(t)
+	ctx := context.Background()
+	var once sync.Once
+	t.Cleanup(outbox.SetBeforeListen(func() {
+		once.Do(func() {
+			tx, err := pool.Begin(ctx)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if err := ob.Write(ctx, outbox.Pgx(tx), "orders", msg("unheard")); err != nil {
+				t.Error(err)
+			}
+			if err := tx.Commit(ctx); err != nil {
+				t.Error(err)
+			}
+		})
+	}))
+	pub := newRecorder()
+	runRelay(t, outbox.RelayConfig{Pool: pool, Publisher: pub, PollInterval: time.Hour})
+	pub.waitFor(t, 1, 10*time.Second)
+	if got := fmt.Sprint(pub.published()); got != "[orders/unheard]" {
+		t.Fatalf("published %s", got)
 	}
 }
 
