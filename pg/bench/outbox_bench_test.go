@@ -165,7 +165,8 @@ func BenchmarkOutbox(b *testing.B) {
 
 	var direct, relayed, directBusy, relayBusy, directCPU, relayCPU []float64
 	// How long one batch's Publish took, confirms included, on each side
-	// (the relay reads and marks rows while the broker confirms).
+	// (the relay records what was confirmed before and reads the next
+	// batch while the broker confirms).
 	timed := &timedPublisher{Publisher: pub}
 	var directBatch, relayBatch, directInPublish, relayInPublish []float64
 	directParts, relayParts := map[string][]float64{}, map[string][]float64{}
@@ -255,9 +256,9 @@ func BenchmarkOutbox(b *testing.B) {
 	}
 	printRow("the 0.9 bound's allowance over direct (machine CPU per message)", median(directCPU)/0.9-median(directCPU), 0, "us")
 	// Where the relay's time goes: a batch's Publish, confirms included,
-	// and the share of the phase spent inside Publish (the relay reads and
-	// marks rows while the broker confirms; outside Publish are its first
-	// read, its last mark, the commit and the hand-offs).
+	// and the share of the phase spent inside Publish (the relay records
+	// and reads rows while the broker confirms; outside Publish are a
+	// pass's first read, its last record, its commit and the hand-offs).
 	printRow("one batch's Publish, confirms included, mean", median(relayBatch), median(directBatch), "ms")
 	printRow("share of the phase inside Publish", median(relayInPublish), median(directInPublish), "%")
 

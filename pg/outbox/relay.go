@@ -253,8 +253,8 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 			d, f, err := r.publish(ctx, rows)
 			confirmed <- sent{d, f, err}
 		}(rows)
-		// While the broker confirms: mark what it confirmed before, and
-		// read the next batch.
+		// While the broker confirms: record what it confirmed before, and
+		// read the next batch, in one round trip.
 		more := chunk+1 < chunksPerPass && len(rows) == r.cfg.Batch
 		next, dbErr := r.markAndFetch(ctx, tx, toMark, failedToMark, !marked, keys, rows[len(rows)-1].id, more)
 		marked = marked || len(toMark) > 0 || len(failedToMark) > 0
@@ -279,7 +279,7 @@ func (r *Relay) pass(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	if err := tx.Commit(ctx); err != nil {
-		return 0, fmt.Errorf("outbox: mark %d published: %w", len(done), err)
+		return 0, fmt.Errorf("outbox: record %d published: %w", len(done), err)
 	}
 	r.published.Add(int64(len(done)))
 	if r.cfg.Retention == 0 {
