@@ -97,10 +97,10 @@ func (c *RequesterConfig) Validate() error {
 // Requester sends requests and waits for their replies over RabbitMQ's
 // direct reply-to: one channel consumes amq.rabbitmq.reply-to (without
 // acks, as direct reply-to requires; an acking consumer is refused with 406)
-// and publishes the requests, confirmed and mandatory; replies find their
-// request by correlation id. A request waits for its confirm only until its
-// reply comes: a nack or a return fails it at once, a reply ends it whatever
-// the confirm says later. Any number of requests may be in flight. When the
+// and publishes the requests, confirmed and mandatory; replies, and the
+// returns of requests no queue took, find their request by correlation id.
+// A request waits for its confirm only until its reply comes: a nack or a
+// return fails it at once, a reply ends it whatever the confirm says later. Any number of requests may be in flight. When the
 // channel or the connection goes, every request waiting on it fails at once
 // with ErrReplyLost (its reply could only have come to that channel); the
 // next request opens a new one. Safe for concurrent use.
@@ -123,21 +123,20 @@ type Requester struct {
 type replyLine struct {
 	rc      *broker.ReplyChannel
 	mu      sync.Mutex
-	pending map[string]replyWaiter
+	pending map[string]*replyWaiter
 	dead    bool
 }
 
-// replyWaiter is a request waiting on its line: reply gets its reply (or
-// is closed when the line dies), and replied ends the request's wait for
-// its confirm once the reply is in (see Request).
+// replyWaiter is a request waiting on its line. The line sets reply (the
+// reader) or returned (the broker returned the request: no queue took it),
+// or neither when the line died, and then closes done: one channel both
+// hands the outcome over and ends the request's wait for its confirm (see
+// Request).
 type replyWaiter struct {
-	reply   chan *amqp.Delivery
-	replied context.CancelCauseFunc
+	done     chan struct{}
+	reply    *amqp.Delivery
+	returned error
 }
-
-// errReplied is why a request stopped waiting for its confirm: its reply
-// came, which proves the broker took it.
-var errReplied = errors.New("warren: the reply came before the confirm")
 
 // NewRequester returns a Requester on c (the connection stays the
 // caller's).
@@ -202,10 +201,8 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	// persistent request may wait on the broker's disk (or on the
 	// responder's ack) well after the reply is here. Without a reply the
 	// confirm still decides: a nack or a return fails the request at once.
-	confirming, replied := context.WithCancelCause(ctx)
-	defer replied(nil)
-	wait := make(chan *amqp.Delivery, 1)
-	if !line.expect(corr, replyWaiter{reply: wait, replied: replied}) {
+	w := &replyWaiter{done: make(chan struct{})}
+	if !line.expect(corr, w) {
 		return nil, ErrReplyLost
 	}
 	defer line.forget(corr)
@@ -215,19 +212,18 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	}
 	out := []broker.Outgoing{{Ctx: instrument.TraceParent(msg.Context(), ctx), Exchange: route.Exchange, RoutingKey: key, Mandatory: true, Msg: pub}}
 	err = r.pub.send(ctx, route, out, func(_ context.Context, out []broker.Outgoing) []error {
-		err := line.rc.Publish(confirming, out[0])
-		if err != nil && errors.Is(context.Cause(confirming), errReplied) {
-			err = nil // the reply is in: the request arrived, whatever its confirm says
-		}
-		return []error{err}
+		return []error{line.rc.Publish(ctx, out[0], w.done)}
 	})[0]
 	if err != nil {
 		select {
-		case d, ok := <-wait:
+		case <-w.done:
 			// A reply proves the request arrived, whatever its confirm
 			// said (one lost with the channel after the reply came).
-			if ok {
-				return r.reply(topic, d)
+			switch {
+			case w.reply != nil:
+				return r.reply(topic, w.reply)
+			case w.returned != nil:
+				return nil, fmt.Errorf("warren: request to %q: %w", topic, w.returned)
 			}
 		default:
 		}
@@ -237,11 +233,14 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		return nil, fmt.Errorf("warren: request to %q: %w", topic, err)
 	}
 	select {
-	case d, ok := <-wait:
-		if !ok {
-			return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+	case <-w.done:
+		switch {
+		case w.reply != nil:
+			return r.reply(topic, w.reply)
+		case w.returned != nil:
+			return nil, fmt.Errorf("warren: request to %q: %w", topic, w.returned)
 		}
-		return r.reply(topic, d)
+		return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
 	}
@@ -269,11 +268,12 @@ func (r *Requester) replyLine(ctx context.Context) (*replyLine, error) {
 	if r.line != nil && !r.line.isDead() {
 		return r.line, nil
 	}
-	rc, err := r.pub.ops.OpenReplyChannel(ctx)
+	line := &replyLine{pending: map[string]*replyWaiter{}}
+	rc, err := r.pub.ops.OpenReplyChannel(ctx, line.unroutable)
 	if err != nil {
 		return nil, fmt.Errorf("warren: open the reply channel: %w", err)
 	}
-	line := &replyLine{rc: rc, pending: map[string]replyWaiter{}}
+	line.rc = rc
 	r.line = line
 	r.wg.Go("reply reader", func() { line.read(rc.Replies(), r.log) })
 	return line, nil
@@ -291,19 +291,31 @@ func (l *replyLine) read(deliveries <-chan amqp.Delivery, log *slog.Logger) {
 			log.Debug("warren: reply for no waiting request (it gave up)", "correlation_id", d.CorrelationId)
 			continue
 		}
-		w.reply <- &d // buffered: never blocks
-		w.replied(errReplied)
+		w.reply = &d // read by the request once done is closed
+		close(w.done)
 	}
 	l.mu.Lock()
 	l.dead = true
 	for corr, w := range l.pending {
-		close(w.reply)
+		close(w.done) // no reply: the line died
 		delete(l.pending, corr)
 	}
 	l.mu.Unlock()
 }
 
-func (l *replyLine) expect(corr string, w replyWaiter) bool {
+// unroutable ends the wait of the request the broker returned: no queue
+// took it, and no reply will come.
+func (l *replyLine) unroutable(corr string, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if w, ok := l.pending[corr]; ok {
+		delete(l.pending, corr)
+		w.returned = err
+		close(w.done)
+	}
+}
+
+func (l *replyLine) expect(corr string, w *replyWaiter) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.dead {

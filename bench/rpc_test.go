@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -93,15 +94,22 @@ func BenchmarkRequestReply(b *testing.B) {
 		n := max(3000, 1000*workers/4)
 		var wRate, rRate, dRate, cRate, aRate []float64
 		var wP50, rP50, wP99, rP99, dP50, cP99, aP99 []time.Duration
+		// The process's CPU and allocations a round trip, the shared
+		// responder's included, for warren and for the raw loop sending
+		// what it sends: their difference is the Requester's own work,
+		// steadier than the rates it moves.
+		var wCPU, aCPU, wAllocs, aAllocs []float64
 		for range rpcRounds {
 			rate, p50, p99 := rpcRound(b, n, workers, rawCall)
 			rRate, rP50, rP99 = append(rRate, rate), append(rP50, p50), append(rP99, p99)
 			rate, _, p99 = rpcRound(b, n, workers, rawConfirmedCall)
 			cRate, cP99 = append(cRate, rate), append(cP99, p99)
-			rate, _, p99 = rpcRound(b, n, workers, rawAsWarrenCall)
-			aRate, aP99 = append(aRate, rate), append(aP99, p99)
-			rate, p50, p99 = rpcRound(b, n, workers, warrenCall)
+			var cpu, allocs float64
+			cpu, allocs = perCall(n, func() { rate, _, p99 = rpcRound(b, n, workers, rawAsWarrenCall) })
+			aRate, aP99, aCPU, aAllocs = append(aRate, rate), append(aP99, p99), append(aCPU, cpu), append(aAllocs, allocs)
+			cpu, allocs = perCall(n, func() { rate, p50, p99 = rpcRound(b, n, workers, warrenCall) })
 			wRate, wP50, wP99 = append(wRate, rate), append(wP50, p50), append(wP99, p99)
+			wCPU, wAllocs = append(wCPU, cpu), append(wAllocs, allocs)
 			rate, p50, _ = rpcRound(b, n, workers, directCall)
 			dRate, dP50 = append(dRate, rate), append(dP50, p50)
 		}
@@ -127,7 +135,19 @@ func BenchmarkRequestReply(b *testing.B) {
 		// its ratio to that loop.
 		fmt.Printf("%-9s %-40s raw sending a warren request %.3f of raw; warren %.3f of raw, %.3f of it\n", "floor", "rpc "+name+" throughput",
 			medF(aRate)/medF(rRate), medF(wRate)/medF(rRate), medF(wRate)/medF(aRate))
+		fmt.Printf("%-9s %-40s warren %.1f us, %.1f allocs; raw sending a warren request %.1f us, %.1f allocs; warren's own %+.1f us, %+.1f allocs\n",
+			"rpc", name+" process CPU a round trip", medF(wCPU), medF(wAllocs), medF(aCPU), medF(aAllocs), medF(wCPU)-medF(aCPU), medF(wAllocs)-medF(aAllocs))
 	}
+}
+
+// perCall runs f, which makes n calls, and returns the process's CPU (µs)
+// and heap allocations a call.
+func perCall(n int, f func()) (cpuUS, allocs float64) {
+	var m0, m1 runtime.MemStats
+	runtime.ReadMemStats(&m0)
+	_, cpu := measure(f)
+	runtime.ReadMemStats(&m1)
+	return float64(cpu.Microseconds()) / float64(n), float64(m1.Mallocs-m0.Mallocs) / float64(n)
 }
 
 // rpcRounds: each row runs this many times, interleaved; medians.

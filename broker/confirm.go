@@ -74,6 +74,13 @@ type confirmChannel struct {
 	// out without any header of warren's, and its return is found by its
 	// key alone (see Publish).
 	unsettled map[string]int
+	// onReturn, when set, is handed every basic.return (on watchReturns'
+	// goroutine; it must not block), and mandatory publishes are settled
+	// like the others, by their confirm alone: their caller tells its own
+	// messages' returns apart (a request by its correlation id), so
+	// nothing is queued for watchReturns, which then wakes only for a
+	// return.
+	onReturn func(amqp.Return)
 }
 
 // confirmation is the future of one confirmed publish.
@@ -128,7 +135,10 @@ func (c *confirmation) Return() *amqp.Return {
 // calls it starts over on the next connection: a caller never gets an error
 // only because a drop fell between opening a channel and switching it to
 // confirms. The caller closes it. Errors: as Channel.
-func newConfirmChannel(ctx context.Context, c *conn.Conn, timeout time.Duration) (*confirmChannel, error) {
+//
+// onReturn, when not nil, takes every basic.return instead of Publish's
+// confirmations (see confirmChannel.onReturn).
+func newConfirmChannel(ctx context.Context, c *conn.Conn, timeout time.Duration, onReturn func(amqp.Return)) (*confirmChannel, error) {
 	for {
 		ch, err := c.NewChannel(ctx)
 		if err != nil {
@@ -144,6 +154,7 @@ func newConfirmChannel(ctx context.Context, c *conn.Conn, timeout time.Duration)
 				kick:      make(chan struct{}, 1),
 				ended:     make(chan struct{}),
 				unsettled: map[string]int{},
+				onReturn:  onReturn,
 			}
 			if !connx.Go(c, cc.watchReturns) {
 				_ = ch.Close()
@@ -201,7 +212,8 @@ func (cc *confirmChannel) Publish(ctx context.Context, exchange, key string, man
 	var seq uint64
 	var rk string
 	tagged := false
-	if mandatory {
+	watched := mandatory && cc.onReturn == nil // settled by watchReturns
+	if watched {
 		seq = connx.Raw(cc.ch).GetNextPublishSeqNo()
 		rk = returnKey(exchange, key, msg.MessageId)
 		cc.mu.Lock()
@@ -222,14 +234,14 @@ func (cc *confirmChannel) Publish(ctx context.Context, exchange, key string, man
 		err = errNotConfirming
 	}
 	if err != nil {
-		if mandatory {
+		if watched {
 			cc.release(rk)
 		}
 		connx.LostWith(cc.ch, err)
 		return nil, err
 	}
 	c := &confirmation{ch: cc, dc: dc, seq: seq, key: rk, tagged: tagged}
-	if !mandatory {
+	if !watched {
 		return c, nil
 	}
 	c.done = make(chan struct{})
@@ -368,6 +380,10 @@ func (cc *confirmChannel) watchReturns() {
 		case r, ok := <-returns:
 			if !ok {
 				returns = nil // amqp091 closed it: the channel is gone
+				continue
+			}
+			if cc.onReturn != nil {
+				cc.onReturn(r)
 				continue
 			}
 			record(r)

@@ -48,7 +48,7 @@ func (p *confirmPool) get(ctx context.Context) (*confirmChannel, error) {
 	if err := p.conn.WaitUnblocked(ctx); err != nil {
 		return nil, err
 	}
-	cc, err := newConfirmChannel(ctx, p.conn, p.timeout)
+	cc, err := newConfirmChannel(ctx, p.conn, p.timeout, nil)
 	if err != nil {
 		return nil, err
 	}

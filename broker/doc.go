@@ -40,7 +40,8 @@
 // messages it names (the rest are republished), finds an unexplained one by
 // publishing the rest one at a time, and republishes only what a connection
 // drop made unknown. [ReplyChannel] is the same path for requests over
-// direct reply-to, on the one channel their replies can come back to. Nacks are [ErrNacked], unroutable mandatory messages
+// direct reply-to, on the one channel their replies can come back to; it
+// hands a returned request to its caller by correlation id. Nacks are [ErrNacked], unroutable mandatory messages
 // [ErrUnroutable], messages over the broker's maximum size
 // [*MessageTooLargeError].
 //

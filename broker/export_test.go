@@ -30,7 +30,7 @@ const (
 )
 
 func NewConfirmChannel(ctx context.Context, c *conn.Conn) (*ConfirmChannel, error) {
-	return newConfirmChannel(ctx, c, 10*time.Second)
+	return newConfirmChannel(ctx, c, 10*time.Second, nil)
 }
 
 // SetRestoreRetryBackoff paces a restore's retries with b until the test

@@ -205,14 +205,8 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 			errs[i] = fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
 			continue
 		}
-		switch c.Outcome() {
-		case acked:
-		case nacked:
-			errs[i] = fmt.Errorf("%w: %s", ErrNacked, m.destination())
-		case returned:
-			r := c.Return()
-			errs[i] = fmt.Errorf("%w: %d %s (exchange %q, key %q)", ErrUnroutable, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey)
-		default: // lost
+		var lost bool
+		if errs[i], lost = settled(c, m); lost {
 			again = append(again, i)
 		}
 	}
@@ -221,6 +215,27 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 		return nil, nil
 	}
 	return again, refusalOf(cc.Channel())
+}
+
+// settled is the error of m's confirmation once it is done: nil when the
+// broker acked it, ErrNacked, ErrUnroutable; lost when its confirm went with
+// the channel (the message may or may not have arrived).
+func settled(c *confirmation, m *Outgoing) (err error, lost bool) {
+	switch c.Outcome() {
+	case acked:
+		return nil, false
+	case nacked:
+		return fmt.Errorf("%w: %s", ErrNacked, m.destination()), false
+	case returned:
+		return returnedError(c.Return()), false
+	default: // lost
+		return nil, true
+	}
+}
+
+// returnedError is the error of a mandatory message the broker returned.
+func returnedError(r *amqp.Return) error {
+	return fmt.Errorf("%w: %d %s (exchange %q, key %q)", ErrUnroutable, r.ReplyCode, r.ReplyText, r.Exchange, r.RoutingKey)
 }
 
 // closeReasonWait bounds refusalOf's wait for a closed channel's reason: it
@@ -260,7 +275,7 @@ func (o *Ops) publishIsolated(ctx context.Context, msgs []Outgoing, todo []int, 
 	for n, i := range todo {
 		if cc == nil || !cc.IsOpen() {
 			var err error
-			if cc, err = newConfirmChannel(ctx, o.conn, o.cfg.Timeout); err != nil {
+			if cc, err = newConfirmChannel(ctx, o.conn, o.cfg.Timeout, nil); err != nil {
 				for _, k := range todo[n:] {
 					errs[k] = fmt.Errorf("broker: publish %s: %w", msgs[k].destination(), err)
 				}

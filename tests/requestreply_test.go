@@ -107,6 +107,50 @@ func TestRequestReply(t *testing.T) {
 	}
 }
 
+// TestReturnsAndRepliesFindTheirOwnRequest: on one Requester, requests to
+// a queue and requests nobody takes are in flight together, the same
+// routing key and message id over and over. A return finds its request by
+// its correlation id, so each unroutable request fails with ErrUnroutable
+// at once and each answered one gets its own reply.
+func TestReturnsAndRepliesFindTheirOwnRequest(t *testing.T) {
+	b := rabbittest.Shared(t)
+	q := b.Name("rpc-mixed")
+	b.Name(q + ".dlq")
+	nobody := b.Name("rpc-nobody")
+	responder(t, b.URL, q, nil)
+	rq := requester(t, b.URL)
+
+	const perSide = 200
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*perSide)
+	start := time.Now()
+	for i := range perSide {
+		wg.Add(2)
+		go func() {
+			defer wg.Done()
+			body := fmt.Sprintf("req-%d", i)
+			reply, err := rq.Request(ctxT(t, 30*time.Second), q, message.NewMessage("same-id", []byte(body)))
+			if err != nil || string(reply.Payload) != strings.ToUpper(body) {
+				errs <- fmt.Errorf("answered request %s: %v %v", body, reply, err)
+			}
+		}()
+		go func() {
+			defer wg.Done()
+			if _, err := rq.Request(ctxT(t, 30*time.Second), nobody, message.NewMessage("same-id", []byte("x"))); !errors.Is(err, broker.ErrUnroutable) {
+				errs <- fmt.Errorf("request to no queue: %v, want ErrUnroutable", err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if d := time.Since(start); d > 20*time.Second {
+		t.Fatalf("%d requests took %v: some waited for a deadline", 2*perSide, d)
+	}
+}
+
 // TestRequestFailsAtOnceWhenItsReplyIsLost: the requester's connection
 // drops while a request waits: it fails with ErrReplyLost at once, not at
 // its deadline, and the next request works.

@@ -196,7 +196,7 @@ func TestEveryExportedCallTakesNilAndZeroArguments(t *testing.T) {
 		return cons
 	}, func(v any) { _ = v.(*broker.Consumer).Stop(ctx()) })
 	s.Methods("broker.ReplyChannel", func() any {
-		rc, err := newOps().OpenReplyChannel(ctx())
+		rc, err := newOps().OpenReplyChannel(ctx(), func(string, error) {})
 		if err != nil {
 			t.Fatal(err)
 		}
