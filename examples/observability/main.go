@@ -55,7 +55,11 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if err := run(ctx, examples.URL(), ln, *serve); err != nil {
+	var serving func()
+	if *serve {
+		serving = func() { fmt.Println("serving until interrupted") }
+	}
+	if err := run(ctx, examples.URL(), ln, serving); err != nil {
 		log.Fatal(err)
 	}
 }
@@ -67,8 +71,9 @@ const (
 )
 
 // run serves /metrics on ln while the service handles a few orders; it
-// returns after printing the scrape, or, with serve, when ctx ends.
-func run(ctx context.Context, url string, ln net.Listener, serve bool) error {
+// returns after printing the scrape, or, with serving, calls serving once
+// every order is handled and returns when ctx ends.
+func run(ctx context.Context, url string, ln net.Listener, serving func()) error {
 	registry := prometheus.NewRegistry()
 	exporter, err := otelprom.New(otelprom.WithRegisterer(registry))
 	if err != nil {
@@ -144,8 +149,8 @@ func run(ctx context.Context, url string, ln net.Listener, serve bool) error {
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	if serve {
-		fmt.Println("serving until interrupted")
+	if serving != nil {
+		serving()
 		<-ctx.Done()
 	} else if err := printScrape(ctx, "http://"+ln.Addr().String()+"/metrics"); err != nil {
 		return err

@@ -33,13 +33,24 @@ func TestScrapeWhileRunning(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	runCtx, stop := context.WithCancel(ctx)
-	go func() { done <- run(runCtx, examples.URL(), ln, true) }()
+	serving := make(chan struct{})
+	go func() { done <- run(runCtx, examples.URL(), ln, func() { close(serving) }) }()
 	defer func() {
 		stop()
 		if err := <-done; err != nil {
 			t.Errorf("run: %v", err)
 		}
 	}()
+	// Stopped before it serves, run fails with the ctx's error: the
+	// scrape is taken once every order is handled.
+	select {
+	case <-serving:
+	case err := <-done:
+		done <- err // for the deferred check
+		t.Fatalf("run ended before it served: %v", err)
+	case <-ctx.Done():
+		t.Fatal("the example never handled its orders")
+	}
 	url := "http://" + ln.Addr().String() + "/metrics"
 	var families map[string]*dto.MetricFamily
 	// Six orders are handled, one of them after a reconnect: wait for all
