@@ -194,7 +194,8 @@ var errNotConfirming = errors.New("broker: channel gave no confirmation")
 // the connection is blocked, bounded by ctx (ErrBlocked). A write that fails
 // returns the error (the message was not sent, or not whole; a socket error
 // marks the connection lost). With mandatory, a message that reaches no
-// queue is Returned.
+// queue is Returned; on a channel with onReturn, its return goes there and
+// its confirmation is the ack that follows it.
 //
 // A basic.return carries no delivery tag, only the message as it was
 // published (PITFALLS 6). Returns come in the order of the publishes, each

@@ -41,9 +41,9 @@
 // publishing the rest one at a time, and republishes only what a connection
 // drop made unknown. [ReplyChannel] is the same path for requests over
 // direct reply-to, on the one channel their replies can come back to; it
-// hands a returned request to its caller by correlation id. Nacks are [ErrNacked], unroutable mandatory messages
-// [ErrUnroutable], messages over the broker's maximum size
-// [*MessageTooLargeError].
+// hands a returned request to its caller by correlation id. Nacks are
+// [ErrNacked], unroutable mandatory messages [ErrUnroutable], messages over
+// the broker's maximum size [*MessageTooLargeError].
 //
 // [WithForce] recreates an entity that exists with other properties (406):
 // an exchange gets its recorded bindings back; a queue holding messages is
