@@ -219,11 +219,8 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		case <-w.done:
 			// A reply proves the request arrived, whatever its confirm
 			// said (one lost with the channel after the reply came).
-			switch {
-			case w.reply != nil:
-				return r.reply(topic, w.reply)
-			case w.returned != nil:
-				return nil, fmt.Errorf("warren: request to %q: %w", topic, w.returned)
+			if reply, answered, err := r.answer(topic, w); answered {
+				return reply, err
 			}
 		default:
 		}
@@ -234,16 +231,27 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	}
 	select {
 	case <-w.done:
-		switch {
-		case w.reply != nil:
-			return r.reply(topic, w.reply)
-		case w.returned != nil:
-			return nil, fmt.Errorf("warren: request to %q: %w", topic, w.returned)
+		if reply, answered, err := r.answer(topic, w); answered {
+			return reply, err
 		}
 		return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
 	case <-ctx.Done():
 		return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
 	}
+}
+
+// answer is what a request whose line closed w.done gets: its reply, or
+// its return (ErrUnroutable); answered is false when the line died with
+// neither.
+func (r *Requester) answer(topic string, w *replyWaiter) (reply *message.Message, answered bool, err error) {
+	switch {
+	case w.reply != nil:
+		reply, err = r.reply(topic, w.reply)
+		return reply, true, err
+	case w.returned != nil:
+		return nil, true, fmt.Errorf("warren: request to %q: %w", topic, w.returned)
+	}
+	return nil, false, nil
 }
 
 // reply is the requester's answer for a reply delivery.

@@ -27,6 +27,14 @@ type Outgoing struct {
 	Msg       amqp.Publishing
 }
 
+// ownDone is m.Ctx's Done; nil (never ready) without a Ctx.
+func (m *Outgoing) ownDone() <-chan struct{} {
+	if m.Ctx == nil {
+		return nil
+	}
+	return m.Ctx.Done()
+}
+
 func (m *Outgoing) destination() string {
 	return fmt.Sprintf("to %s key %q", display(m.Exchange), m.RoutingKey)
 }
@@ -192,13 +200,9 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 			continue
 		}
 		m := &msgs[i]
-		var own <-chan struct{}
-		if m.Ctx != nil {
-			own = m.Ctx.Done()
-		}
 		select {
 		case <-c.Done():
-		case <-own:
+		case <-m.ownDone():
 			errs[i] = fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
 			continue
 		case <-ctx.Done():

@@ -99,10 +99,6 @@ func (rc *ReplyChannel) Publish(ctx context.Context, m Outgoing, replied <-chan 
 		}
 		return rc.lost(&m)
 	}
-	var own <-chan struct{}
-	if m.Ctx != nil {
-		own = m.Ctx.Done()
-	}
 	select {
 	case <-c.Done():
 	case <-replied:
@@ -116,7 +112,7 @@ func (rc *ReplyChannel) Publish(ctx context.Context, m Outgoing, replied <-chan 
 		case <-ctx.Done():
 			return fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
 		}
-	case <-own:
+	case <-m.ownDone():
 		return fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
 	case <-ctx.Done():
 		return fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
