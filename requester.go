@@ -100,10 +100,11 @@ func (c *RequesterConfig) Validate() error {
 // and publishes the requests, confirmed and mandatory; replies, and the
 // returns of requests no queue took, find their request by correlation id.
 // A request waits for its confirm only until its reply comes: a nack or a
-// return fails it at once, a reply ends it whatever the confirm says later. Any number of requests may be in flight. When the
-// channel or the connection goes, every request waiting on it fails at once
-// with ErrReplyLost (its reply could only have come to that channel); the
-// next request opens a new one. Safe for concurrent use.
+// return fails it at once, a reply ends it whatever the confirm says later.
+// Any number of requests may be in flight. When the channel or the
+// connection goes, every request waiting on it fails at once with
+// ErrReplyLost (its reply could only have come to that channel); the next
+// request opens a new one. Safe for concurrent use.
 type Requester struct {
 	conn *conn.Conn
 	// pub routes topics into the registry and traces and counts the
