@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"fmt"
-	"runtime"
 	"slices"
 	"strconv"
 	"sync"
@@ -141,13 +140,10 @@ func BenchmarkRequestReply(b *testing.B) {
 }
 
 // perCall runs f, which makes n calls, and returns the process's CPU (µs)
-// and heap allocations a call.
+// and heap allocations a call (timedRow's).
 func perCall(n int, f func()) (cpuUS, allocs float64) {
-	var m0, m1 runtime.MemStats
-	runtime.ReadMemStats(&m0)
-	_, cpu := measure(f)
-	runtime.ReadMemStats(&m1)
-	return float64(cpu.Microseconds()) / float64(n), float64(m1.Mallocs-m0.Mallocs) / float64(n)
+	r := timedRow("rpc", "", "", n, f)
+	return float64(r.cpu.Microseconds()) / float64(n), r.allocs
 }
 
 // rpcRounds: each row runs this many times, interleaved; medians.
