@@ -26,7 +26,7 @@ type handlerSaw struct {
 // TestHandlerContextEndsAtHandlerTimeout: a message's context ends at
 // HandlerTimeout with context.DeadlineExceeded (its own cause, and a context
 // derived from it ends with it), both for a handler that waits on Done and
-// for one that only polls Err, which arms no timer (internal/msgctx).
+// for one that only polls Err, which arms no timer (internal/lazyctx).
 func TestHandlerContextEndsAtHandlerTimeout(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)

@@ -19,6 +19,7 @@ import (
 	"github.com/warrenmq/warren/internal/connx"
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
+	"github.com/warrenmq/warren/internal/lazyctx"
 	"github.com/warrenmq/warren/internal/msgid"
 	"github.com/warrenmq/warren/internal/workgroup"
 	"github.com/warrenmq/warren/telemetry"
@@ -118,6 +119,10 @@ type Requester struct {
 	mu     sync.Mutex
 	line   *replyLine
 	closed bool
+
+	// alarm rings for the Timeout of every request in flight whose
+	// context has no deadline of its own (internal/lazyctx).
+	alarm lazyctx.Alarm
 }
 
 // replyLine is one reply channel and the requests waiting on it.
@@ -175,9 +180,11 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		return nil, fmt.Errorf("%w: nil request", ErrInvalidMessage)
 	}
 	if _, ok := ctx.Deadline(); !ok {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, r.cfg.Timeout)
-		defer cancel()
+		// Timeout without a timer of its own per request (as a Publisher's
+		// PublishTimeout: internal/lazyctx).
+		call := lazyctx.Bound(ctx, r.cfg.Timeout, &r.alarm)
+		defer call.Cancel()
+		ctx = call
 	}
 	route, err := r.pub.route(ctx, topic)
 	if err != nil {
@@ -230,14 +237,22 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		}
 		return nil, fmt.Errorf("warren: request to %q: %w", topic, err)
 	}
-	select {
-	case <-w.done:
-		if reply, answered, err := r.answer(topic, w); answered {
-			return reply, err
+	done, ring := lazyctx.Until(ctx)
+	for {
+		select {
+		case <-w.done:
+			if reply, answered, err := r.answer(topic, w); answered {
+				return reply, err
+			}
+			return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+		case <-done:
+			return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
+		case <-ring:
+			if err := ctx.Err(); err != nil {
+				return nil, fmt.Errorf("warren: no reply from %q: %w", topic, err)
+			}
+			done, ring = lazyctx.Until(ctx)
 		}
-		return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
-	case <-ctx.Done():
-		return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
 	}
 }
 
@@ -368,5 +383,6 @@ func (r *Requester) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), requesterCloseTimeout)
 	defer cancel()
 	err := r.wg.Wait(ctx, "warren.Requester")
+	r.alarm.Stop()
 	return errors.Join(err, r.pub.Close())
 }

@@ -22,9 +22,9 @@ import (
 	"github.com/warrenmq/warren/internal/headers"
 	"github.com/warrenmq/warren/internal/instrument"
 	"github.com/warrenmq/warren/internal/latch"
+	"github.com/warrenmq/warren/internal/lazyctx"
 	"github.com/warrenmq/warren/internal/logx"
 	"github.com/warrenmq/warren/internal/lru"
-	"github.com/warrenmq/warren/internal/msgctx"
 	"github.com/warrenmq/warren/internal/partition"
 	"github.com/warrenmq/warren/internal/streampos"
 	"github.com/warrenmq/warren/internal/valuesonly"
@@ -418,8 +418,8 @@ type subscription struct {
 	// stops (issue 33: heap per Subscriber).
 	abandoned latch.Latch
 	abandonMu sync.Mutex
-	flight    map[*broker.Delivery]*msgctx.Context // MaxInFlight > 1
-	single    *msgctx.Context                      // MaxInFlight 1
+	flight    map[*broker.Delivery]*lazyctx.Context // MaxInFlight > 1
+	single    *lazyctx.Context                      // MaxInFlight 1
 	// handler runs each message (SubscribeFunc); nil hands messages out on
 	// out (Subscribe).
 	handler  func(*message.Message) error
@@ -526,7 +526,7 @@ func (st *subscription) abandon() {
 
 // track keeps a message's context for abandon until untrack; a message
 // that arrives after abandon is cancelled at once.
-func (st *subscription) track(d *broker.Delivery, ctx *msgctx.Context) {
+func (st *subscription) track(d *broker.Delivery, ctx *lazyctx.Context) {
 	st.s.inFlight.Add(1)
 	st.abandonMu.Lock()
 	defer st.abandonMu.Unlock()
@@ -539,7 +539,7 @@ func (st *subscription) track(d *broker.Delivery, ctx *msgctx.Context) {
 		return
 	}
 	if st.flight == nil {
-		st.flight = map[*broker.Delivery]*msgctx.Context{}
+		st.flight = map[*broker.Delivery]*lazyctx.Context{}
 	}
 	st.flight[d] = ctx
 }
@@ -693,8 +693,8 @@ func (st *subscription) processOnce(f *broker.Delivery, msg *message.Message, pr
 	})
 	// The message's context ends once it is settled, at HandlerTimeout, or
 	// at the shutdown deadline (abandon); its timer is armed only if the
-	// handler waits on it (internal/msgctx).
-	ctx := msgctx.New(traced, st.s.cfg.HandlerTimeout)
+	// handler waits on it (internal/lazyctx).
+	ctx := lazyctx.New(traced, st.s.cfg.HandlerTimeout)
 	defer ctx.Cancel()
 	st.track(f, ctx)
 	defer st.untrack(f)

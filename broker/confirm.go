@@ -230,7 +230,14 @@ func (cc *confirmChannel) Publish(ctx context.Context, exchange, key string, man
 			msg.Headers = h
 		}
 	}
-	dc, err := connx.Raw(cc.ch).PublishWithDeferredConfirmWithContext(ctx, exchange, key, mandatory, false, msg)
+	// ctx is asked for its Err, not given to amqp091, whose publish
+	// selects on its Done: that would arm the timer of a call's context
+	// (internal/lazyctx), which a publish that ends in time never needs.
+	var dc *amqp.DeferredConfirmation
+	err := ctx.Err()
+	if err == nil {
+		dc, err = connx.Raw(cc.ch).PublishWithDeferredConfirmWithContext(context.Background(), exchange, key, mandatory, false, msg)
+	}
 	if err == nil && dc == nil {
 		err = errNotConfirming
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/connx"
+	"github.com/warrenmq/warren/internal/lazyctx"
 )
 
 // Outgoing is one message for PublishAll.
@@ -27,9 +28,16 @@ type Outgoing struct {
 	Msg       amqp.Publishing
 }
 
-// ownDone is m.Ctx's Done; nil (never ready) without a Ctx.
-func (m *Outgoing) ownDone() <-chan struct{} {
+// ownDone is m.Ctx's Done; nil (never ready) without a Ctx, or when m.Ctx
+// is ctx, the call's own context (a request's is both): its Done would arm
+// the timer that lazyctx.Until leaves unarmed. Compared only when ctx is a
+// call's context (a pointer): == on two contexts of one type that is not
+// comparable panics.
+func (m *Outgoing) ownDone(ctx context.Context) <-chan struct{} {
 	if m.Ctx == nil {
+		return nil
+	}
+	if call, ok := ctx.(*lazyctx.Context); ok && m.Ctx == context.Context(call) {
 		return nil
 	}
 	return m.Ctx.Done()
@@ -200,13 +208,8 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 			continue
 		}
 		m := &msgs[i]
-		select {
-		case <-c.Done():
-		case <-m.ownDone():
-			errs[i] = fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
-			continue
-		case <-ctx.Done():
-			errs[i] = fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
+		if _, err := awaitConfirm(ctx, c, m, nil); err != nil {
+			errs[i] = err
 			continue
 		}
 		var lost bool
@@ -219,6 +222,40 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 		return nil, nil
 	}
 	return again, refusalOf(cc.Channel())
+}
+
+// awaited is what ended awaitConfirm's wait without an error.
+type awaited int
+
+const (
+	confirmedFirst awaited = iota // c is done
+	repliedFirst                  // replied closed first
+)
+
+// awaitConfirm waits for c, m's confirmation, or for replied to close
+// (nil: never), bounded by ctx and m.Ctx: the error of the one that ended
+// first, else which of c and replied came first. A call's context
+// (internal/lazyctx) is waited on through Until, which leaves its timer
+// unarmed.
+func awaitConfirm(ctx context.Context, c *confirmation, m *Outgoing, replied <-chan struct{}) (awaited, error) {
+	done, ring := lazyctx.Until(ctx)
+	for {
+		select {
+		case <-c.Done():
+			return confirmedFirst, nil
+		case <-replied:
+			return repliedFirst, nil
+		case <-m.ownDone(ctx):
+			return 0, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
+		case <-done:
+			return 0, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
+		case <-ring:
+			if err := ctx.Err(); err != nil {
+				return 0, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), err)
+			}
+			done, ring = lazyctx.Until(ctx)
+		}
+	}
 }
 
 // settled is the error of m's confirmation once it is done: nil when the

@@ -99,23 +99,19 @@ func (rc *ReplyChannel) Publish(ctx context.Context, m Outgoing, replied <-chan 
 		}
 		return rc.lost(&m)
 	}
-	select {
-	case <-c.Done():
-	case <-replied:
+	first, err := awaitConfirm(ctx, c, &m, replied)
+	if err != nil {
+		return err
+	}
+	if first == repliedFirst {
 		if rc.cc.IsOpen() {
 			return nil
 		}
 		// Closed because the channel went, not for a reply: the confirm,
 		// which amqp091 settles as the channel closes, says why.
-		select {
-		case <-c.Done():
-		case <-ctx.Done():
-			return fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
+		if _, err := awaitConfirm(ctx, c, &m, nil); err != nil {
+			return err
 		}
-	case <-m.ownDone():
-		return fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
-	case <-ctx.Done():
-		return fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
 	}
 	if err, lost := settled(c, &m); !lost {
 		return err

@@ -1,4 +1,4 @@
-package msgctx
+package lazyctx
 
 import (
 	"context"
@@ -132,7 +132,7 @@ func TestDerivedContextsEndWithItThroughAfterFunc(t *testing.T) {
 			t.Fatalf("child's deadline %v, want the message's", dl)
 		}
 		c.mu.Lock()
-		registered := len(c.afters)
+		registered := c.registered()
 		c.mu.Unlock()
 		if registered != 1 {
 			t.Fatalf("%d functions registered with AfterFunc, want the child's 1", registered)
@@ -140,7 +140,7 @@ func TestDerivedContextsEndWithItThroughAfterFunc(t *testing.T) {
 		canceled, cancelCanceled := context.WithCancel(c)
 		cancelCanceled() // a child cancelled first lets go of its registration
 		c.mu.Lock()
-		registered = len(c.afters)
+		registered = c.registered()
 		c.mu.Unlock()
 		if registered != 1 || canceled.Err() == nil {
 			t.Fatalf("%d registered after a child's own cancel, want 1", registered)
@@ -205,4 +205,13 @@ func TestACancellableParentEndsIt(t *testing.T) {
 			t.Fatal("a context of an ended parent did not start ended")
 		}
 	})
+}
+
+// registered counts the functions AfterFunc holds (under mu).
+func (c *Context) registered() int {
+	n := 0
+	for a := c.afters; a != nil; a = a.next {
+		n++
+	}
+	return n
 }

@@ -1,4 +1,4 @@
-package msgctx
+package lazyctx
 
 import (
 	"context"

@@ -1,16 +1,20 @@
-// Package msgctx is a consumed message's context: its parent's values, an
-// optional deadline and a cancellation, at a fraction of what
-// context.WithTimeout costs when nobody waits on it.
+// Package lazyctx is a context whose deadline costs nothing until somebody
+// waits on it: its parent's values, an optional deadline and a
+// cancellation, at a fraction of what context.WithTimeout costs.
 //
-// Every consumed message gets a context that ends when the message is
-// settled, at the handler's deadline (a route's Timeout, a minute by
-// default) or at the shutdown deadline. context.WithTimeout makes its
-// timer at once: four allocations and the runtime's timer heap, about 2
-// thousand instructions a message (a twentieth of a routed message's),
-// whether or not the handler ever waits on the context, and a handler
-// that only computes never does. This context arms its timer only when
-// somebody asks for Done (or derives a context from it, which asks): until
-// then the deadline is a time compared by Err.
+// Two kinds of work make one each. Every consumed message gets a context
+// (New) that ends when the message is settled, at the handler's deadline
+// (a route's Timeout, a minute by default) or at the shutdown deadline.
+// Every publish and every request gets one (Bound) that ends at its
+// PublishTimeout or Timeout, or when its call returns. context.WithTimeout
+// makes its timer at once: four allocations and the runtime's timer heap
+// (five allocations once Done is asked for), whether or not anybody waits
+// on the context, and a handler that only computes never does. This
+// context arms its timer only when somebody asks for Done (or derives a
+// context from it, which asks): until then the deadline is a time compared
+// by Err. A call's own waits (a publish's confirm, a request's reply) do
+// not ask: they wait on Until's channels, whose deadline one Alarm rings
+// for every call of a Publisher or Requester.
 //
 // It keeps what handlers rely on from the standard library's: Err is
 // context.DeadlineExceeded past the deadline and context.Canceled once
@@ -19,7 +23,7 @@
 // cancellation), and a context derived from it (WithCancel, WithTimeout,
 // AfterFunc) ends with it without a goroutine of its own, through
 // AfterFunc.
-package msgctx
+package lazyctx
 
 import (
 	"context"
@@ -28,47 +32,57 @@ import (
 	"time"
 )
 
-// Context is a message's context. Its zero value is not usable: New makes
-// one.
+// Context is a message's or a call's context. Its zero value is not
+// usable: New or Bound makes one.
 type Context struct {
 	parent   context.Context
 	deadline time.Time // zero: none
+	// alarm rings for a call's deadline in Until (nil: a message's, whose
+	// waits are its handler's, on Done).
+	alarm *Alarm
 
 	// armed holds done once made: Done's path without the lock, for a
 	// handler that polls it.
 	armed atomic.Pointer[chan struct{}]
+	// ended is set once err is: Err's path without the lock.
+	ended atomic.Bool
 
 	mu     sync.Mutex
 	done   chan struct{} // made by the first Done (or AfterFunc)
 	err    error         // set once it ended
 	timer  *time.Timer   // the deadline's, armed with done
-	afters []*afterFunc  // AfterFunc's, run once it ends
+	afters *afterFunc    // AfterFunc's, run once it ends (a list: 16 bytes less a context than a slice)
 	unhook func() bool   // stops the watch of a cancellable parent
 }
 
-type afterFunc struct{ f func() }
+type afterFunc struct {
+	f    func()
+	next *afterFunc
+}
 
 // closedChan is Done's channel for a context that ended before anybody
 // asked for it.
 var closedChan = func() chan struct{} { c := make(chan struct{}); close(c); return c }()
 
 // New returns a context with parent's values that ends when Cancel is
-// called or, when timeout is above zero, timeout from now. A parent whose
-// Done is not nil (not what a message's is) ends it too.
+// called or, when timeout is above zero, timeout from now. A parent that
+// ends (not what a message's does) ends it too: Err asks the parent, and
+// the first Done watches it (context.AfterFunc), so that a context nobody
+// waits on registers nothing with its parent either.
 func New(parent context.Context, timeout time.Duration) *Context {
-	c := &Context{parent: parent}
+	return newContext(parent, timeout, nil)
+}
+
+func newContext(parent context.Context, timeout time.Duration, alarm *Alarm) *Context {
+	c := &Context{parent: parent, alarm: alarm}
 	if timeout > 0 {
 		c.deadline = time.Now().Add(timeout)
 	}
 	if d, ok := parent.Deadline(); ok && (c.deadline.IsZero() || d.Before(c.deadline)) {
 		c.deadline = d
 	}
-	if parent.Done() != nil {
-		if err := parent.Err(); err != nil {
-			c.end(err)
-			return c
-		}
-		c.unhook = context.AfterFunc(parent, func() { c.end(parent.Err()) })
+	if err := parent.Err(); err != nil {
+		c.end(err)
 	}
 	return c
 }
@@ -77,7 +91,7 @@ func New(parent context.Context, timeout time.Duration) *Context {
 // nothing) and lets go of its timer.
 func (c *Context) Cancel() { c.end(context.Canceled) }
 
-// Deadline is the handler's deadline, if it has one.
+// Deadline is the handler's (or the call's) deadline, if it has one.
 func (c *Context) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.IsZero() }
 
 // Done is closed once the context ends. The first call arms the
@@ -96,10 +110,16 @@ func (c *Context) Done() <-chan struct{} {
 // context.DeadlineExceeded once its deadline has passed (whether or not
 // anybody armed the timer).
 func (c *Context) Err() error {
+	// Without the lock while it runs: a call asks before each step, a
+	// handler may poll.
+	if !c.ended.Load() && (c.deadline.IsZero() || time.Now().Before(c.deadline)) && c.parent.Err() == nil {
+		return nil
+	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.expireIfDue()
-	return c.err
+	err := c.err
+	c.mu.Unlock()
+	return err
 }
 
 // Value is the parent's, except the key context.Cause looks up: the
@@ -124,14 +144,14 @@ func (c *Context) AfterFunc(f func()) (stop func() bool) {
 		go f()
 		return func() bool { return false }
 	}
-	a := &afterFunc{f: f}
-	c.afters = append(c.afters, a)
+	a := &afterFunc{f: f, next: c.afters}
+	c.afters = a
 	return func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
-		for i, x := range c.afters {
-			if x == a {
-				c.afters = append(c.afters[:i], c.afters[i+1:]...)
+		for p := &c.afters; *p != nil; p = &(*p).next {
+			if *p == a {
+				*p = a.next
 				return true
 			}
 		}
@@ -158,11 +178,20 @@ func (c *Context) arm() {
 	if !c.deadline.IsZero() {
 		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.end(context.DeadlineExceeded) })
 	}
+	if c.parent.Done() != nil {
+		c.unhook = context.AfterFunc(c.parent, func() { c.end(c.parent.Err()) })
+	}
 }
 
-// expireIfDue ends the context when its deadline has passed (under mu).
+// expireIfDue ends the context when its parent has ended or its deadline
+// has passed (under mu).
 func (c *Context) expireIfDue() {
-	if c.err == nil && !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
+	if c.err != nil {
+		return
+	}
+	if err := c.parent.Err(); err != nil {
+		c.endLocked(err)
+	} else if !c.deadline.IsZero() && !time.Now().Before(c.deadline) {
 		c.endLocked(context.DeadlineExceeded)
 	}
 }
@@ -179,6 +208,7 @@ func (c *Context) endLocked(err error) {
 		return
 	}
 	c.err = err
+	c.ended.Store(true)
 	if c.done != nil {
 		close(c.done)
 	}
@@ -188,7 +218,7 @@ func (c *Context) endLocked(err error) {
 	if c.unhook != nil {
 		c.unhook()
 	}
-	for _, a := range c.afters {
+	for a := c.afters; a != nil; a = a.next {
 		go a.f()
 	}
 	c.afters = nil

@@ -1,0 +1,144 @@
+package tests
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ThreeDotsLabs/watermill/message"
+
+	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/topology"
+)
+
+// timedResult is one call's error and how long it took.
+type timedResult struct {
+	err  error
+	took time.Duration
+}
+
+// collectTimed takes n results, failing the test if one has not come within
+// bound (a call that outlived its timeout: a wake-up lost).
+func collectTimed(t *testing.T, results <-chan timedResult, n int, bound time.Duration) []timedResult {
+	t.Helper()
+	deadline := time.After(bound)
+	var got []timedResult
+	for range n {
+		select {
+		case r := <-results:
+			got = append(got, r)
+		case <-deadline:
+			t.Fatalf("%d of %d calls still running after %v: their timeout never ended them", n-len(got), n, bound)
+		}
+	}
+	return got
+}
+
+// TestPublishTimeoutEndsPublishesWhoseConfirmIsHeld: on a disposable node, a
+// queue's process is suspended (rabbitmqctl eval), so nothing published to
+// it is confirmed. Publishes whose context has no deadline (their one bound
+// is PublishTimeout, which one alarm rings for every publish of the
+// Publisher, internal/lazyctx) fail with ErrPublishTimeout at it, among
+// them publishes that start after the alarm was set for an earlier
+// deadline (the warm-up's) and wait again after it rings; the Publisher
+// publishes on once the queue is back.
+func TestPublishTimeoutEndsPublishesWhoseConfirmIsHeld(t *testing.T) {
+	n := node.Get(t)
+	const held = "timeouts.held"
+	raw := rabbittest.RawChannel(t, n.URL())
+	t.Cleanup(func() { _, _ = raw.QueueDelete(held, false, false, false) })
+	if _, err := raw.QueueDeclare(held, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = time.Second
+	pub, err := warren.NewPublisher(openConn(t, n.URL()), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, PublishTimeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+	if err := pub.Publish(held, message.NewMessage("warm", nil)); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	queueProcess := fmt.Sprintf(`{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"%s">>)), amqqueue:get_pid(Q)`, held)
+	if out, err := n.Ctl(ctx, "eval", "sys:suspend(begin "+queueProcess+" end)."); err != nil {
+		t.Fatalf("suspend %s: %v %s", held, err, out)
+	}
+	resume := sync.OnceFunc(func() {
+		if out, err := n.Ctl(context.Background(), "eval", "sys:resume(begin "+queueProcess+" end)."); err != nil {
+			t.Errorf("resume %s: %v %s", held, err, out)
+		}
+	})
+	defer resume()
+
+	const publishes = 8
+	results := make(chan timedResult, publishes)
+	for i := range publishes {
+		go func() {
+			start := time.Now()
+			err := pub.Publish(held, message.NewMessage(fmt.Sprint("held-", i), nil))
+			results <- timedResult{err, time.Since(start)}
+		}()
+	}
+	for i, r := range collectTimed(t, results, publishes, 30*time.Second) {
+		if !errors.Is(r.err, warren.ErrPublishTimeout) {
+			t.Errorf("publish %d with its confirm held: %v, want ErrPublishTimeout", i, r.err)
+		}
+		if r.took < timeout || r.took > 10*timeout {
+			t.Errorf("publish %d ended after %v, want its PublishTimeout, %v", i, r.took, timeout)
+		}
+	}
+	resume()
+	if err := pub.Publish(held, message.NewMessage("after", nil)); err != nil {
+		t.Fatalf("publish once the queue is back: %v", err)
+	}
+}
+
+// TestRequesterTimeoutEndsRequestsNobodyAnswers: requests whose context has
+// no deadline, to a queue nobody consumes, end at the Requester's Timeout
+// with context.DeadlineExceeded (one alarm rings for all of them), and
+// expire in the queue at it (their expiration is what is left of it).
+func TestRequesterTimeoutEndsRequestsNobodyAnswers(t *testing.T) {
+	b := rabbittest.Shared(t)
+	q := b.Name("rpc-unanswered")
+	if _, err := opsOn(t, b.URL).DeclareQueue(ctxT(t, 5*time.Second), topology.QueueSpec{Name: q, Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = time.Second
+	rq, err := warren.NewRequester(openConn(t, b.URL), warren.RequesterConfig{Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rq.Close()
+	// Declaring the route and opening the reply channel wait on the
+	// context's Done (arming a timer of its own): a first request does
+	// both, so that the requests after it wait on the alarm alone.
+	warm, cancelWarm := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancelWarm()
+	if _, err := rq.Request(warm, q, message.NewMessage("warm", nil)); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("warm-up request: %v, want its deadline", err)
+	}
+	const requests = 8
+	results := make(chan timedResult, requests)
+	for i := range requests {
+		go func() {
+			start := time.Now()
+			_, err := rq.Request(context.Background(), q, message.NewMessage(fmt.Sprint("unanswered-", i), nil))
+			results <- timedResult{err, time.Since(start)}
+		}()
+	}
+	for i, r := range collectTimed(t, results, requests, 30*time.Second) {
+		if !errors.Is(r.err, context.DeadlineExceeded) {
+			t.Errorf("request %d nobody answers: %v, want context.DeadlineExceeded", i, r.err)
+		}
+		if r.took < timeout || r.took > 10*timeout {
+			t.Errorf("request %d ended after %v, want its Timeout, %v", i, r.took, timeout)
+		}
+	}
+	waitQueueDepth(t, b.URL, q, 0, 10*time.Second)
+}
