@@ -272,18 +272,7 @@ func TestRequestEndsAtItsReplyNotAtItsConfirm(t *testing.T) {
 		t.Fatalf("request before the hold: %v %v", reply, err)
 	}
 
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	queueProcess := fmt.Sprintf(`{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"%s">>)), amqqueue:get_pid(Q)`, held)
-	if out, err := n.Ctl(ctx, "eval", "sys:suspend(begin "+queueProcess+" end)."); err != nil {
-		t.Fatalf("suspend %s: %v %s", held, err, out)
-	}
-	resume := sync.OnceFunc(func() {
-		if out, err := n.Ctl(context.Background(), "eval", "sys:resume(begin "+queueProcess+" end)."); err != nil {
-			t.Errorf("resume %s: %v %s", held, err, out)
-		}
-	})
-	defer resume()
+	resume := n.SuspendQueue(t, held)
 	// The request's confirm cannot come while the slow queue's process is
 	// suspended; its reply can. It must end before its own deadline.
 	reqCtx, reqCancel := context.WithTimeout(context.Background(), 20*time.Second)

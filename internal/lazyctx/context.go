@@ -124,7 +124,8 @@ func (c *Context) Err() error {
 
 // Value is the parent's, except the key context.Cause looks up: the
 // parent's cancellation is not this context's (a message's parent is a
-// subscription's values, whose own cause means nothing to a message).
+// subscription's values, whose own cause means nothing to a message; a
+// call past its own deadline would report its live parent's cause, nil).
 func (c *Context) Value(key any) any {
 	if key == causeKey {
 		return nil
@@ -159,7 +160,12 @@ func (c *Context) AfterFunc(f func()) (stop func() bool) {
 	}
 }
 
-func (c *Context) String() string { return "warren message context" }
+func (c *Context) String() string {
+	if c.alarm != nil {
+		return "warren call context"
+	}
+	return "warren message context"
+}
 
 // arm makes done and, with a deadline still ahead, the timer that ends the
 // context at it (under mu).

@@ -401,6 +401,28 @@ func (n *Node) ClearMemoryAlarm(ctx context.Context) error {
 	return err
 }
 
+// SuspendQueue suspends the process of queue (in the default vhost): it
+// takes nothing more, so nothing published to it is confirmed, until the
+// returned resume (idempotent, on the test's cleanup too) lets it go on.
+func (n *Node) SuspendQueue(t testing.TB, queue string) (resume func()) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	process := fmt.Sprintf(`{ok, Q} = rabbit_amqqueue:lookup(rabbit_misc:r(<<"/">>, queue, <<"%s">>)), amqqueue:get_pid(Q)`, queue)
+	if out, err := n.Ctl(ctx, "eval", "sys:suspend(begin "+process+" end)."); err != nil {
+		t.Fatalf("suspend %s: %v %s", queue, err, out)
+	}
+	resume = sync.OnceFunc(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if out, err := n.Ctl(ctx, "eval", "sys:resume(begin "+process+" end)."); err != nil {
+			t.Errorf("resume %s: %v %s", queue, err, out)
+		}
+	})
+	t.Cleanup(resume)
+	return resume
+}
+
 // waitGroupGone polls until no process of group pgid is left (or timeout).
 func waitGroupGone(pgid int, timeout time.Duration) {
 	deadline := time.Now().Add(timeout)
