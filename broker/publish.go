@@ -224,34 +224,26 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 	return again, refusalOf(cc.Channel())
 }
 
-// awaited is what ended awaitConfirm's wait without an error.
-type awaited int
-
-const (
-	confirmedFirst awaited = iota // c is done
-	repliedFirst                  // replied closed first
-)
-
 // awaitConfirm waits for c, m's confirmation, or for replied to close
 // (nil: never), bounded by ctx and m.Ctx: the error of the one that ended
-// first, else which of c and replied came first. A call's context
+// first, else whether replied closed before c was done. A call's context
 // (internal/lazyctx) is waited on through Until, which leaves its timer
 // unarmed.
-func awaitConfirm(ctx context.Context, c *confirmation, m *Outgoing, replied <-chan struct{}) (awaited, error) {
+func awaitConfirm(ctx context.Context, c *confirmation, m *Outgoing, replied <-chan struct{}) (repliedFirst bool, err error) {
 	done, ring := lazyctx.Until(ctx)
 	for {
 		select {
 		case <-c.Done():
-			return confirmedFirst, nil
+			return false, nil
 		case <-replied:
-			return repliedFirst, nil
+			return true, nil
 		case <-m.ownDone(ctx):
-			return 0, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
+			return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
 		case <-done:
-			return 0, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
+			return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
 		case <-ring:
 			if err := ctx.Err(); err != nil {
-				return 0, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), err)
+				return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), err)
 			}
 			done, ring = lazyctx.Until(ctx)
 		}

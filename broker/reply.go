@@ -99,11 +99,11 @@ func (rc *ReplyChannel) Publish(ctx context.Context, m Outgoing, replied <-chan 
 		}
 		return rc.lost(&m)
 	}
-	first, err := awaitConfirm(ctx, c, &m, replied)
+	repliedFirst, err := awaitConfirm(ctx, c, &m, replied)
 	if err != nil {
 		return err
 	}
-	if first == repliedFirst {
+	if repliedFirst {
 		if rc.cc.IsOpen() {
 			return nil
 		}
