@@ -139,7 +139,13 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 	// the twenty-second pass).
 	call := lazyctx.Bound(ctx, p.cfg.PublishTimeout, &p.alarm)
 	defer call.Cancel()
-	ctx = call
+	return p.publish(call, topic, msgs)
+}
+
+// publish is PublishContext once its arguments are checked: a function of
+// its own so that the compiler inlines PublishContext's defers (see
+// Requester.request).
+func (p *Publisher) publish(ctx context.Context, topic string, msgs []*message.Message) error {
 	route, err := p.route(ctx, topic)
 	if err != nil {
 		return err
@@ -180,7 +186,7 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 		sent = append(sent, i)
 	}
 	if len(out) > 0 {
-		errs := p.send(ctx, route, out, func(ctx context.Context, out []broker.Outgoing) []error {
+		errs := p.send(ctx, route, out, nil, func(ctx context.Context, out []broker.Outgoing) []error {
 			errs := p.ops.PublishAll(ctx, out)
 			for j, err := range errs {
 				if err != nil && ctx.Err() != nil && msgs[sent[j]].Context().Err() == nil && errors.Is(err, ctx.Err()) {
@@ -205,9 +211,13 @@ func (p *Publisher) PublishContext(ctx context.Context, topic string, msgs ...*m
 // Requester's reply channel) inside send spans named for route's
 // destination, which also count the messages and carry each one's trace
 // context in its headers: every message warren sends for a user goes
-// through here. It returns via's errors, one per message.
-func (p *Publisher) send(ctx context.Context, route Destination, out []broker.Outgoing, via func(context.Context, []broker.Outgoing) []error) []error {
-	traced := make([]instrument.Outgoing, len(out))
+// through here. It returns via's errors, one per message. traced, when not
+// nil, is room for len(out) instrument.Outgoing the caller already has (a
+// request's: Requester.Request).
+func (p *Publisher) send(ctx context.Context, route Destination, out []broker.Outgoing, traced []instrument.Outgoing, via func(context.Context, []broker.Outgoing) []error) []error {
+	if traced == nil {
+		traced = make([]instrument.Outgoing, len(out))
+	}
 	for j := range out {
 		traced[j] = instrument.Outgoing{Ctx: out[j].Ctx, MessageID: out[j].Msg.MessageId, CorrelationID: out[j].Msg.CorrelationId,
 			Headers: (*map[string]any)(&out[j].Msg.Headers), BodySize: len(out[j].Msg.Body)}

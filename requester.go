@@ -133,15 +133,25 @@ type replyLine struct {
 	dead    bool
 }
 
-// replyWaiter is a request waiting on its line. The line sets reply (the
-// reader) or returned (the broker returned the request: no queue took it),
-// or neither when the line died, and then closes done: one channel both
-// hands the outcome over and ends the request's wait for its confirm (see
-// Request).
+// replyWaiter is a request waiting on its line. The line sets reply and
+// replied (the reader) or returned (the broker returned the request: no
+// queue took it), or neither when the line died, and then closes done: one
+// channel both hands the outcome over and ends the request's wait for its
+// confirm (see Request).
+//
+// It also holds what the request's send needs: the request's one heap
+// object carries them all, where each was an allocation of its own (a
+// round trip's allocations are a good part of its CPU on a busy machine:
+// docs/MEASUREMENTS.md).
 type replyWaiter struct {
 	done     chan struct{}
-	reply    *amqp.Delivery
+	reply    amqp.Delivery
+	replied  bool
 	returned error
+
+	out    [1]broker.Outgoing
+	traced [1]instrument.Outgoing
+	errs   [1]error
 }
 
 // NewRequester returns a Requester on c (the connection stays the
@@ -186,6 +196,16 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		defer call.Cancel()
 		ctx = call
 	}
+	return r.request(ctx, topic, msg)
+}
+
+// request is Request once its arguments are checked and ctx has its
+// deadline. A function of its own, so that each has a single defer: the
+// compiler inlines a function's defers only while its returns times its
+// defers are at most 15, and at the return of a function whose defers it
+// left to the runtime, the runtime looks for deferred calls in the tables
+// of the frames on the stack (runtime.pcvalue, a few hundred instructions).
+func (r *Requester) request(ctx context.Context, topic string, msg *message.Message) (*message.Message, error) {
 	route, err := r.pub.route(ctx, topic)
 	if err != nil {
 		return nil, err
@@ -218,9 +238,10 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	if route.KeyOf != nil {
 		key = route.KeyOf(msg)
 	}
-	out := []broker.Outgoing{{Ctx: instrument.TraceParent(msg.Context(), ctx), Exchange: route.Exchange, RoutingKey: key, Mandatory: true, Msg: pub}}
-	err = r.pub.send(ctx, route, out, func(_ context.Context, out []broker.Outgoing) []error {
-		return []error{line.rc.Publish(ctx, out[0], w.done)}
+	w.out[0] = broker.Outgoing{Ctx: instrument.TraceParent(msg.Context(), ctx), Exchange: route.Exchange, RoutingKey: key, Mandatory: true, Msg: pub}
+	err = r.pub.send(ctx, route, w.out[:], w.traced[:], func(_ context.Context, out []broker.Outgoing) []error {
+		w.errs[0] = line.rc.Publish(ctx, out[0], w.done)
+		return w.errs[:]
 	})[0]
 	if err != nil {
 		select {
@@ -237,14 +258,19 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 		}
 		return nil, fmt.Errorf("warren: request to %q: %w", topic, err)
 	}
+	// Most often the reply is in already (the confirm wait ended at it):
+	// asked first on its own, without the select on the call's channels,
+	// which locks and unlocks each of them.
+	select {
+	case <-w.done:
+		return r.outcome(topic, w)
+	default:
+	}
 	done, ring := lazyctx.Until(ctx)
 	for {
 		select {
 		case <-w.done:
-			if reply, answered, err := r.answer(topic, w); answered {
-				return reply, err
-			}
-			return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+			return r.outcome(topic, w)
 		case <-done:
 			return nil, fmt.Errorf("warren: no reply from %q: %w", topic, ctx.Err())
 		case <-ring:
@@ -256,13 +282,22 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	}
 }
 
+// outcome is what a request whose line closed w.done returns: answer's,
+// or ErrReplyLost when the line died.
+func (r *Requester) outcome(topic string, w *replyWaiter) (*message.Message, error) {
+	if reply, answered, err := r.answer(topic, w); answered {
+		return reply, err
+	}
+	return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+}
+
 // answer is what a request whose line closed w.done gets: its reply, or
 // its return (ErrUnroutable); answered is false when the line died with
 // neither.
 func (r *Requester) answer(topic string, w *replyWaiter) (reply *message.Message, answered bool, err error) {
 	switch {
-	case w.reply != nil:
-		reply, err = r.reply(topic, w.reply)
+	case w.replied:
+		reply, err = r.reply(topic, &w.reply)
 		return reply, true, err
 	case w.returned != nil:
 		return nil, true, fmt.Errorf("warren: request to %q: %w", topic, w.returned)
@@ -315,7 +350,7 @@ func (l *replyLine) read(deliveries <-chan amqp.Delivery, log *slog.Logger) {
 			log.Debug("warren: reply for no waiting request (it gave up)", "correlation_id", d.CorrelationId)
 			continue
 		}
-		w.reply = &d // read by the request once done is closed
+		w.reply, w.replied = d, true // read by the request once done is closed
 		close(w.done)
 	}
 	l.mu.Lock()
