@@ -189,10 +189,16 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	if msg == nil {
 		return nil, fmt.Errorf("%w: nil request", ErrInvalidMessage)
 	}
+	// Timeout without a timer of its own per request (as a Publisher's
+	// PublishTimeout: internal/lazyctx). A consumed message's context (a
+	// handler's request) is bounded the same way at its own deadline, so
+	// that the request's waits leave the message's timer unarmed.
 	if _, ok := ctx.Deadline(); !ok {
-		// Timeout without a timer of its own per request (as a Publisher's
-		// PublishTimeout: internal/lazyctx).
 		call := lazyctx.Bound(ctx, r.cfg.Timeout, &r.alarm)
+		defer call.Cancel()
+		ctx = call
+	} else if lazyctx.Is(ctx) {
+		call := lazyctx.Bound(ctx, 0, &r.alarm)
 		defer call.Cancel()
 		ctx = call
 	}

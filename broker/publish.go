@@ -28,21 +28,6 @@ type Outgoing struct {
 	Msg       amqp.Publishing
 }
 
-// ownDone is m.Ctx's Done; nil (never ready) without a Ctx, or when m.Ctx
-// is ctx, the call's own context (a request's is both): its Done would arm
-// the timer that lazyctx.Until leaves unarmed. Compared only when ctx is a
-// call's context (a pointer): == on two contexts of one type that is not
-// comparable panics.
-func (m *Outgoing) ownDone(ctx context.Context) <-chan struct{} {
-	if m.Ctx == nil {
-		return nil
-	}
-	if call, ok := ctx.(*lazyctx.Context); ok && m.Ctx == context.Context(call) {
-		return nil
-	}
-	return m.Ctx.Done()
-}
-
 func (m *Outgoing) destination() string {
 	return fmt.Sprintf("to %s key %q", display(m.Exchange), m.RoutingKey)
 }
@@ -227,26 +212,33 @@ func (o *Ops) publishOn(ctx context.Context, cc *confirmChannel, msgs []Outgoing
 // awaitConfirm waits for c, m's confirmation, or for replied to close
 // (nil: never), bounded by ctx and m.Ctx: the error of the one that ended
 // first, else whether replied closed before c was done. A call's context
-// (internal/lazyctx) is waited on through Until, which leaves its timer
-// unarmed.
+// (internal/lazyctx) is waited on through Until and m.Ctx through Also,
+// which leave their timers unarmed (m.Ctx is often a consumed message's).
 func awaitConfirm(ctx context.Context, c *confirmation, m *Outgoing, replied <-chan struct{}) (repliedFirst bool, err error) {
 	done, ring := lazyctx.Until(ctx)
+	own, ownRing := lazyctx.Also(ctx, m.Ctx)
 	for {
 		select {
 		case <-c.Done():
 			return false, nil
 		case <-replied:
 			return true, nil
-		case <-m.ownDone(ctx):
+		case <-own:
 			return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
 		case <-done:
 			return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), ctx.Err())
 		case <-ring:
-			if err := ctx.Err(); err != nil {
-				return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), err)
-			}
-			done, ring = lazyctx.Until(ctx)
+		case <-ownRing:
 		}
+		// A ring: one of the deadlines may be due.
+		if err := ctx.Err(); err != nil {
+			return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), err)
+		}
+		if m.Ctx != nil && m.Ctx.Err() != nil {
+			return false, fmt.Errorf("broker: publish %s: not confirmed: %w", m.destination(), m.Ctx.Err())
+		}
+		done, ring = lazyctx.Until(ctx)
+		own, ownRing = lazyctx.Also(ctx, m.Ctx)
 	}
 }
 

@@ -29,7 +29,8 @@ func (c *askCounter) Err() error            { c.err.Add(1); return c.Context.Err
 // the write, so a context whose timer is made only when somebody asks for
 // Done (a publish's, internal/lazyctx) gets one from every publish. The
 // confirm channel asks Err instead, and a PublishAll bounded by a call's
-// context leaves it unarmed.
+// context leaves it unarmed, as it leaves a consumed message's context its
+// messages carry.
 func TestPitfallPublishWithContextAsksForDone(t *testing.T) {
 	b := rabbittest.Shared(t)
 	q := b.Name("asks-for-done")
@@ -100,5 +101,22 @@ func TestPitfallPublishWithContextAsksForDone(t *testing.T) {
 	}
 	if _, ring := lazyctx.Until(call); ring == nil {
 		t.Fatal("PublishAll armed the timer of the call's context (Until waits on its Done)")
+	}
+
+	// A handler's publish: messages made from a consumed message carry
+	// its context, and the call may be made with it too. Neither arms the
+	// consumed message's timer.
+	consumed := lazyctx.New(context.Background(), time.Minute)
+	defer consumed.Cancel()
+	for _, parent := range []context.Context{context.Background(), consumed} {
+		call := lazyctx.Bound(parent, time.Minute, &alarm)
+		err := ops.PublishAll(call, []broker.Outgoing{{Ctx: consumed, RoutingKey: q, Msg: amqp.Publishing{Body: []byte("3")}}})[0]
+		call.Cancel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if consumed.Armed() {
+			t.Fatalf("a publish of a message bounded by a consumed message's context (the call's parent: %v) armed its timer", parent)
+		}
 	}
 }

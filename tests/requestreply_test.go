@@ -15,6 +15,7 @@ import (
 	"github.com/warrenmq/warren"
 	"github.com/warrenmq/warren/ack"
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/internal/lazyctx"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/middleware"
 	"github.com/warrenmq/warren/retry"
@@ -302,4 +303,80 @@ func TestRequestEndsAtItsReplyNotAtItsConfirm(t *testing.T) {
 	if reply, err := rq.Request(ctxT(t, 30*time.Second), x, message.NewMessage("after", []byte("after"))); err != nil || string(reply.Payload) != "AFTER" {
 		t.Fatalf("request after: %v %v", reply, err)
 	}
+}
+
+// TestAHandlersCallsLeaveItsMessageContextUnarmed: a route's handler makes
+// a request and publishes with its message's context, as the call's
+// context and as the published message's own. A consumed message's
+// context makes its deadline's timer only when somebody asks for its Done
+// (internal/lazyctx), and none of these calls asks: each waits on the
+// message's end and on an alarm's ring for its deadline. So after them the
+// message's context is still unarmed, and every call worked.
+func TestAHandlersCallsLeaveItsMessageContextUnarmed(t *testing.T) {
+	b := rabbittest.Shared(t)
+	rpcQ, in, out := b.Name("unarmed-rpc"), b.Name("unarmed-in"), b.Name("unarmed-out")
+	b.Name(rpcQ + ".dlq")
+	b.Name(in + ".dlq")
+	responder(t, b.URL, rpcQ, nil)
+	rq := requester(t, b.URL)
+	ops := opsOn(t, b.URL)
+	if _, err := ops.DeclareQueue(ctxT(t, 5*time.Second), topology.QueueSpec{Name: out, Durable: true}); err != nil {
+		t.Fatal(err)
+	}
+	pub, err := warren.NewPublisher(openConn(t, b.URL), warren.PublisherConfig{Mapping: warren.ExistingQueues{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer pub.Close()
+
+	const n = 3 // the first's calls take the slow paths (declare, the reply channel)
+	results := make(chan error, n)
+	r := newRouter(t, b.URL, router.Config{})
+	if err := r.AddRoute(router.Route{
+		Name: "caller", Queue: topology.QueueSpec{Name: in, Durable: true},
+		Handler: func(m *message.Message) error {
+			ctx := m.Context()
+			lazy, ok := ctx.(*lazyctx.Context)
+			if !ok {
+				results <- fmt.Errorf("the message's context is a %T, not internal/lazyctx's", ctx)
+				return nil
+			}
+			reply, err := rq.Request(ctx, rpcQ, message.NewMessage(m.UUID+"-req", m.Payload))
+			if err == nil && string(reply.Payload) != strings.ToUpper(string(m.Payload)) {
+				err = fmt.Errorf("reply %q", reply.Payload)
+			}
+			if err == nil {
+				carried := message.NewMessage(m.UUID+"-carried", reply.Payload)
+				carried.SetContext(ctx)
+				err = pub.Publish(out, carried)
+			}
+			if err == nil {
+				err = pub.PublishContext(ctx, out, message.NewMessage(m.UUID+"-bounded", reply.Payload))
+			}
+			if err == nil && lazy.Armed() {
+				err = errors.New("the calls armed the message's timer")
+			}
+			results <- err
+			return nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	for i := range n {
+		if err := pub.Publish(in, message.NewMessage(fmt.Sprint("m", i), []byte(fmt.Sprint("payload-", i)))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range n {
+		select {
+		case err := <-results:
+			if err != nil {
+				t.Fatalf("handler %d: %v", i, err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Fatalf("%d of %d handlers did not report in 30s", n-i, n)
+		}
+	}
+	waitQueueDepth(t, b.URL, out, 2*n, 10*time.Second)
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/ThreeDotsLabs/watermill/message"
 
 	"github.com/warrenmq/warren"
+	"github.com/warrenmq/warren/internal/lazyctx"
 	"github.com/warrenmq/warren/internal/rabbittest"
 	"github.com/warrenmq/warren/topology"
 )
@@ -47,7 +48,9 @@ func endedAtTimeout(t *testing.T, results <-chan timedResult, n int, want error,
 // it is confirmed. Publishes whose context has no deadline (their one bound
 // is PublishTimeout, which one alarm rings for every publish of the
 // Publisher, internal/lazyctx) fail with ErrPublishTimeout at it; the
-// Publisher publishes on once the queue is back. (internal/lazyctx's tests
+// Publisher publishes on once the queue is back. So do publishes of
+// messages whose own context (a consumed message's) ends before it, at
+// that context's deadline. (internal/lazyctx's tests
 // hold the alarm's orderings: a call that wakes early waits again.)
 func TestPublishTimeoutEndsPublishesWhoseConfirmIsHeld(t *testing.T) {
 	n := node.Get(t)
@@ -78,6 +81,28 @@ func TestPublishTimeoutEndsPublishesWhoseConfirmIsHeld(t *testing.T) {
 		}()
 	}
 	endedAtTimeout(t, results, publishes, warren.ErrPublishTimeout, timeout)
+
+	// A handler's publish: each message carries a consumed message's
+	// context (internal/lazyctx), whose deadline comes long before the
+	// Publisher's PublishTimeout. The wait ends at the message's deadline,
+	// which the alarm rings for: nothing arms the message's timer.
+	patient, err := warren.NewPublisher(openConn(t, n.URL()), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, PublishTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer patient.Close()
+	for i := range publishes {
+		go func() {
+			consumed := lazyctx.New(context.Background(), timeout)
+			defer consumed.Cancel()
+			m := message.NewMessage(fmt.Sprint("handler-", i), nil)
+			m.SetContext(consumed)
+			start := time.Now()
+			err := patient.Publish(held, m)
+			results <- timedResult{err, time.Since(start)}
+		}()
+	}
+	endedAtTimeout(t, results, publishes, context.DeadlineExceeded, timeout)
 	resume()
 	if err := pub.Publish(held, message.NewMessage("after", nil)); err != nil {
 		t.Fatalf("publish once the queue is back: %v", err)

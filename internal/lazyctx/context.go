@@ -14,7 +14,8 @@
 // context from it, which asks): until then the deadline is a time compared
 // by Err. A call's own waits (a publish's confirm, a request's reply) do
 // not ask: they wait on Until's channels, whose deadline one Alarm rings
-// for every call of a Publisher or Requester.
+// for every call of a Publisher or Requester, and on Also's for a consumed
+// message's context the call or its message carries (a handler's publish).
 //
 // It keeps what handlers rely on from the standard library's: Err is
 // context.DeadlineExceeded past the deadline and context.Canceled once
@@ -137,10 +138,19 @@ func (c *Context) Value(key any) any {
 // once if it has), unless stop is called first; stop reports whether it
 // stopped f. The context package uses it for every context derived from
 // this one, which so needs no goroutine to watch it.
-func (c *Context) AfterFunc(f func()) (stop func() bool) {
+func (c *Context) AfterFunc(f func()) (stop func() bool) { return c.afterFunc(f, true) }
+
+// afterFunc is AfterFunc; untimed leaves the deadline's timer unarmed, for
+// a context derived from this one whose own deadline is at or before this
+// one's (a call's made with a consumed message's context: open).
+func (c *Context) afterFunc(f func(), timed bool) (stop func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.arm()
+	if timed {
+		c.arm()
+	} else {
+		c.open()
+	}
 	if c.err != nil {
 		go f()
 		return func() bool { return false }
@@ -167,9 +177,42 @@ func (c *Context) String() string {
 	return "warren message context"
 }
 
-// arm makes done and, with a deadline still ahead, the timer that ends the
+// Armed reports whether Done's channel has its deadline's timer (or the
+// context has ended): what a wait through Until and Also never does to a
+// context, which tests check.
+func (c *Context) Armed() bool { return c.armed.Load() != nil }
+
+// ending is done without the deadline's timer, for a call's wait that
+// also selects on a ring at or before this context's deadline (Until,
+// Also): closed when the context is cancelled or its parent ends, or once
+// it is found past its deadline (by Err, or by a Done that arms it).
+func (c *Context) ending() <-chan struct{} {
+	if done := c.armed.Load(); done != nil {
+		return *done
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.open()
+	return c.done
+}
+
+// arm is open and, with a deadline still ahead, the timer that ends the
 // context at it (under mu).
 func (c *Context) arm() {
+	if c.armed.Load() != nil {
+		return
+	}
+	c.open()
+	c.expireIfDue() // a done ending made may have outlived the deadline
+	if c.err == nil && !c.deadline.IsZero() {
+		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.end(context.DeadlineExceeded) })
+	}
+	c.armed.Store(&c.done)
+}
+
+// open makes done and watches a parent that can end (under mu); an ended
+// context's done is closed, and needs no timer.
+func (c *Context) open() {
 	if c.done != nil {
 		return
 	}
@@ -180,11 +223,12 @@ func (c *Context) arm() {
 		return
 	}
 	c.done = make(chan struct{})
-	c.armed.Store(&c.done)
-	if !c.deadline.IsZero() {
-		c.timer = time.AfterFunc(time.Until(c.deadline), func() { c.end(context.DeadlineExceeded) })
-	}
-	if c.parent.Done() != nil {
+	if p, ok := c.parent.(*Context); ok {
+		// Its deadline is at or after this one's (newContext takes the
+		// earlier), which this one's timer or ring covers: watched for
+		// its cancellation only, its own timer left unarmed.
+		c.unhook = p.afterFunc(func() { c.end(p.Err()) }, false)
+	} else if c.parent.Done() != nil {
 		c.unhook = context.AfterFunc(c.parent, func() { c.end(c.parent.Err()) })
 	}
 }
