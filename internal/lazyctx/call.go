@@ -28,7 +28,10 @@ func Is(ctx context.Context) bool {
 // context, when ctx ends), and ring closes at ctx's deadline or before it,
 // when another call's deadline rings. A wait woken by ring asks ctx.Err()
 // and, while that is nil, calls Until again. ring is nil when there is no
-// deadline to ring for.
+// deadline to ring for. A parent of this package's kind (a consumed
+// message's context) is waited on unarmed: done closes when it is
+// cancelled or its own parent ends, and its deadline, at or after ctx's,
+// is ring's.
 //
 // For the goroutine that owns a call's context: its Cancel closes
 // neither, and it cancels only once its waits are over.

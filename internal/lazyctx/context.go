@@ -97,15 +97,7 @@ func (c *Context) Deadline() (time.Time, bool) { return c.deadline, !c.deadline.
 
 // Done is closed once the context ends. The first call arms the
 // deadline's timer.
-func (c *Context) Done() <-chan struct{} {
-	if done := c.armed.Load(); done != nil {
-		return *done
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.arm()
-	return c.done
-}
+func (c *Context) Done() <-chan struct{} { return c.channel(true) }
 
 // Err is nil until the context ends, then context.Canceled, or
 // context.DeadlineExceeded once its deadline has passed (whether or not
@@ -146,11 +138,7 @@ func (c *Context) AfterFunc(f func()) (stop func() bool) { return c.afterFunc(f,
 func (c *Context) afterFunc(f func(), timed bool) (stop func() bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if timed {
-		c.arm()
-	} else {
-		c.open()
-	}
+	c.prepare(timed)
 	if c.err != nil {
 		go f()
 		return func() bool { return false }
@@ -186,14 +174,26 @@ func (c *Context) Armed() bool { return c.armed.Load() != nil }
 // also selects on a ring at or before this context's deadline (Until,
 // Also): closed when the context is cancelled or its parent ends, or once
 // it is found past its deadline (by Err, or by a Done that arms it).
-func (c *Context) ending() <-chan struct{} {
+func (c *Context) ending() <-chan struct{} { return c.channel(false) }
+
+// channel is done, made if need be; timed arms the deadline's timer.
+func (c *Context) channel(timed bool) <-chan struct{} {
 	if done := c.armed.Load(); done != nil {
 		return *done
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.open()
+	c.prepare(timed)
 	return c.done
+}
+
+// prepare is arm when timed, else open (under mu).
+func (c *Context) prepare(timed bool) {
+	if timed {
+		c.arm()
+	} else {
+		c.open()
+	}
 }
 
 // arm is open and, with a deadline still ahead, the timer that ends the
