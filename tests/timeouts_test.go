@@ -69,6 +69,16 @@ func TestPublishTimeoutEndsPublishesWhoseConfirmIsHeld(t *testing.T) {
 	if err := pub.Publish(held, message.NewMessage("warm", nil)); err != nil {
 		t.Fatal(err)
 	}
+	// A Publisher whose PublishTimeout is far off, for publishes of
+	// messages carrying a consumed message's context (below).
+	patient, err := warren.NewPublisher(openConn(t, n.URL()), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, PublishTimeout: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer patient.Close()
+	if err := patient.Publish(held, message.NewMessage("warm-patient", nil)); err != nil {
+		t.Fatal(err)
+	}
 	resume := n.SuspendQueue(t, held)
 
 	const publishes = 8
@@ -86,11 +96,6 @@ func TestPublishTimeoutEndsPublishesWhoseConfirmIsHeld(t *testing.T) {
 	// context (internal/lazyctx), whose deadline comes long before the
 	// Publisher's PublishTimeout. The wait ends at the message's deadline,
 	// which the alarm rings for: nothing arms the message's timer.
-	patient, err := warren.NewPublisher(openConn(t, n.URL()), warren.PublisherConfig{Mapping: warren.ExistingQueues{}, PublishTimeout: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer patient.Close()
 	for i := range publishes {
 		go func() {
 			consumed := lazyctx.New(context.Background(), timeout)
@@ -99,6 +104,9 @@ func TestPublishTimeoutEndsPublishesWhoseConfirmIsHeld(t *testing.T) {
 			m.SetContext(consumed)
 			start := time.Now()
 			err := patient.Publish(held, m)
+			if consumed.Armed() {
+				err = fmt.Errorf("the publish armed the message's timer (it ended with %v)", err)
+			}
 			results <- timedResult{err, time.Since(start)}
 		}()
 	}
