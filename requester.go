@@ -193,12 +193,12 @@ func (r *Requester) Request(ctx context.Context, topic string, msg *message.Mess
 	// PublishTimeout: internal/lazyctx). A consumed message's context (a
 	// handler's request) is bounded the same way at its own deadline, so
 	// that the request's waits leave the message's timer unarmed.
-	if _, ok := ctx.Deadline(); !ok {
-		call := lazyctx.Bound(ctx, r.cfg.Timeout, &r.alarm)
-		defer call.Cancel()
-		ctx = call
-	} else if lazyctx.Is(ctx) {
-		call := lazyctx.Bound(ctx, 0, &r.alarm)
+	if _, bounded := ctx.Deadline(); !bounded || lazyctx.Is(ctx) {
+		timeout := r.cfg.Timeout
+		if bounded {
+			timeout = 0 // ctx's own deadline
+		}
+		call := lazyctx.Bound(ctx, timeout, &r.alarm)
 		defer call.Cancel()
 		ctx = call
 	}
