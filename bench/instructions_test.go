@@ -12,6 +12,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 
 	"github.com/ThreeDotsLabs/watermill"
@@ -34,7 +36,9 @@ import (
 // the targets set; an instruction count does not move with it. Each side
 // consumes a queue filled beforehand in a process of its own, run under
 // valgrind's cachegrind, which counts every user-space instruction it
-// executes. The side runs twice, with instrSmall and with instrLarge
+// executes (a publish side publishes to an empty queue instead, for the
+// telemetry rows of BenchmarkTelemetry's publishes, whose CPU moves as
+// much). The side runs twice, with instrSmall and with instrLarge
 // messages, and the difference divided by the difference in messages is
 // its instructions per message: the process's start, its connection and
 // its exit cancel out.
@@ -61,7 +65,10 @@ type instrSide struct {
 	// have (else none, as the raw baseline's), so that the telemetry
 	// sides' spans carry messaging.message.id, as the floor's do.
 	withIDs bool
-	consume func(t testing.TB, q string, n int)
+	// publishes: the side publishes n messages to q, declared empty
+	// beforehand, in place of consuming them.
+	publishes bool
+	consume   func(t testing.TB, q string, n int)
 }
 
 var instrSides = []instrSide{
@@ -88,6 +95,15 @@ var instrSides = []instrSide{
 	{key: "telUnsampled", name: "router, telemetry not sampled", routeQueue: true, withIDs: true, consume: telemetrySide(telUnsampled)},
 	{key: "telFloorSampled", name: "router, telemetry off, the SDK's calls, sampled", routeQueue: true, withIDs: true, consume: telemetrySide(telFloorSampled)},
 	{key: "telFloorUnsampled", name: "router, telemetry off, the SDK's calls, not sampled", routeQueue: true, withIDs: true, consume: telemetrySide(telFloorUnsampled)},
+	// The same for publishing: a Publisher's publishes from 16 goroutines,
+	// one message a call, each waiting for its confirm (BenchmarkTelemetry's
+	// 16-goroutine rows), with telemetry as above, and the floors, the
+	// SDK's own calls for each publish made around it (sdkCalls.publish).
+	{key: "pubOff", name: "publish, telemetry off", publishes: true, consume: telemetryPublishSide(telOff)},
+	{key: "pubSampled", name: "publish, telemetry sampled", publishes: true, consume: telemetryPublishSide(telSampled)},
+	{key: "pubUnsampled", name: "publish, telemetry not sampled", publishes: true, consume: telemetryPublishSide(telUnsampled)},
+	{key: "pubFloorSampled", name: "publish, telemetry off, the SDK's calls, sampled", publishes: true, consume: telemetryPublishSide(telFloorSampled)},
+	{key: "pubFloorUnsampled", name: "publish, telemetry off, the SDK's calls, not sampled", publishes: true, consume: telemetryPublishSide(telFloorUnsampled)},
 	{key: "warrenOnWatermill", name: "warren Subscriber MaxInFlight 1 (default), Watermill router", consume: func(t testing.TB, q string, n int) {
 		wc := openWarren(t, conn.Config{})
 		defer wc.Close(context.Background())
@@ -151,31 +167,83 @@ const (
 // BenchmarkTelemetry.
 func telemetrySide(k telemetryKind) func(t testing.TB, q string, n int) {
 	return func(t testing.TB, q string, n int) {
-		ctx := context.Background()
-		sampler := sdktrace.ParentBased(sdktrace.AlwaysSample())
-		if k == telUnsampled || k == telFloorUnsampled {
-			sampler = sdktrace.ParentBased(sdktrace.NeverSample())
-		}
-		tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
-		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
-		defer mp.Shutdown(ctx)
-		defer tp.Shutdown(ctx)
-		tel := telemetry.Disabled()
+		tel, calls, flush := telemetryOf(t, k, q)
+		defer flush()
 		var work func(*message.Message)
-		switch k {
-		case telSampled, telUnsampled:
-			var err error
-			if tel, err = telemetry.New(telemetry.Config{TracerProvider: tp, MeterProvider: mp}); err != nil {
-				t.Fatal(err)
-			}
-		case telFloorSampled, telFloorUnsampled:
-			work = newSDKCalls(t, tp, mp, q).consume
+		if calls != nil {
+			work = calls.consume
 		}
 		routerConsume(t, routerBench{url: brokerURL(), queue: q, n: n, prefetch: 256, durable: true, tel: tel, work: work})
-		if err := tp.ForceFlush(ctx); err != nil {
+	}
+}
+
+// telemetryPublishSide publishes n messages to q from 16 goroutines, one a
+// call, through a Publisher with telemetry as k says (telemetrySide's).
+func telemetryPublishSide(k telemetryKind) func(t testing.TB, q string, n int) {
+	return func(t testing.TB, q string, n int) {
+		tel, calls, flush := telemetryOf(t, k, q)
+		defer flush()
+		c := openWarren(t, conn.Config{})
+		defer c.Close(context.Background())
+		pub, err := warren.NewPublisher(c, warren.PublisherConfig{Mapping: warren.ExistingQueues{}, Telemetry: tel})
+		if err != nil {
 			t.Fatal(err)
 		}
+		defer pub.Close()
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for i := int(next.Add(1)); i <= n; i = int(next.Add(1)) {
+					msg := message.NewMessage(strconv.Itoa(i), body)
+					var err error
+					if calls == nil {
+						err = pub.Publish(q, msg)
+					} else {
+						err = calls.publish(msg, func() error { return pub.Publish(q, msg) })
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			})
+		}
+		wg.Wait()
 	}
+}
+
+// telemetryOf is the telemetry a side of kind k runs with: warren's (off,
+// or the SDK sampling everything or nothing), or warren's off and the
+// SDK's own calls (calls) for the floors. flush ends the providers, the
+// batched spans exported first, so that the exports count with the side.
+func telemetryOf(t testing.TB, k telemetryKind, q string) (tel *telemetry.Telemetry, calls *sdkCalls, flush func()) {
+	ctx := context.Background()
+	sampler := sdktrace.ParentBased(sdktrace.AlwaysSample())
+	if k == telUnsampled || k == telFloorUnsampled {
+		sampler = sdktrace.ParentBased(sdktrace.NeverSample())
+	}
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSampler(sampler), sdktrace.WithBatcher(tracetest.NewNoopExporter()))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewManualReader()))
+	flush = func() {
+		if err := tp.ForceFlush(ctx); err != nil {
+			t.Error(err)
+		}
+		_ = tp.Shutdown(ctx)
+		_ = mp.Shutdown(ctx)
+	}
+	tel = telemetry.Disabled()
+	switch k {
+	case telSampled, telUnsampled:
+		var err error
+		if tel, err = telemetry.New(telemetry.Config{TracerProvider: tp, MeterProvider: mp}); err != nil {
+			flush()
+			t.Fatal(err)
+		}
+	case telFloorSampled, telFloorUnsampled:
+		calls = newSDKCalls(t, tp, mp, q)
+	}
+	return tel, calls, flush
 }
 
 // instrChildEnv names the side a child process runs (with instrQueueEnv
@@ -187,6 +255,10 @@ const (
 )
 
 func instrFill(t testing.TB, s instrSide, q string, n int) {
+	if s.publishes {
+		freshQueue(t, q)
+		return
+	}
 	if s.routeQueue {
 		c := dial(t)
 		defer c.Close()
@@ -243,8 +315,8 @@ func TestInstructionSides(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if st.Messages != 0 {
-				t.Fatalf("%d of %d messages left in the queue", st.Messages, n)
+			if want := map[bool]int{false: 0, true: n}[s.publishes]; st.Messages != want {
+				t.Fatalf("%d messages in the queue, want %d (%d consumed or published)", st.Messages, want, n)
 			}
 		})
 	}
@@ -257,9 +329,9 @@ type instrCount struct {
 	byFn  map[string]int64
 }
 
-// BenchmarkInstructions prints each consume side's instructions per
-// message, its ratio to raw amqp091-go's and where they go (by package),
-// from counts that repeat run after run:
+// BenchmarkInstructions prints each side's instructions per message, its
+// ratio to raw amqp091-go's consume and where they go (by package), from
+// counts that repeat run after run:
 //
 //	cd bench && go test -run '^$' -bench Instructions -benchtime 1x
 func BenchmarkInstructions(b *testing.B) {
@@ -397,7 +469,7 @@ func instrPart(fn string) string {
 
 func instrReport(perMsg map[string]float64, parts map[string]map[string]float64) {
 	raw := perMsg["rawConsume"]
-	fmt.Printf("\ninstructions per consumed message (cachegrind, %d-%d messages):\n", instrSmall, instrLarge)
+	fmt.Printf("\ninstructions per message, consumed (publish sides: published) (cachegrind, %d-%d messages):\n", instrSmall, instrLarge)
 	fmt.Printf("%-62s %10s %8s  %s\n", "side", "instr/msg", "/raw", "by part")
 	for _, s := range instrSides {
 		if _, ok := perMsg[s.key]; !ok {
@@ -410,7 +482,11 @@ func instrReport(perMsg map[string]float64, parts map[string]map[string]float64)
 			}
 		}
 		sort.Strings(ps)
-		fmt.Printf("%-62s %10.0f %8.3f  %s\n", s.name, perMsg[s.key], perMsg[s.key]/raw, strings.Join(ps, ", "))
+		ratio := fmt.Sprintf("%.3f", perMsg[s.key]/raw)
+		if s.publishes || raw == 0 {
+			ratio = "-" // raw's is a consumed message's
+		}
+		fmt.Printf("%-62s %10.0f %8s  %s\n", s.name, perMsg[s.key], ratio, strings.Join(ps, ", "))
 	}
 	// The consume targets' ratios, counted: each against the targets'
 	// baseline and against its reference (what the same shape costs raw).
@@ -429,13 +505,15 @@ func instrReport(perMsg map[string]float64, parts map[string]map[string]float64)
 			fmt.Printf("INSTRUCTIONS name=%q ratio=%.3f (%.0f / %.0f)\n", r.name, a/b, a, b)
 		}
 	}
-	// Telemetry: what it adds to a routed message, against what the SDK's
-	// own calls in place add (the floor).
-	for _, r := range []struct{ name, side, floor string }{
-		{"telemetry sampled, added per consumed message", "telSampled", "telFloorSampled"},
-		{"telemetry not sampled, added per consumed message", "telUnsampled", "telFloorUnsampled"},
+	// Telemetry: what it adds to a routed message and to a published one,
+	// against what the SDK's own calls in place add (the floor).
+	for _, r := range []struct{ name, off, side, floor string }{
+		{"telemetry sampled, added per consumed message", "telOff", "telSampled", "telFloorSampled"},
+		{"telemetry not sampled, added per consumed message", "telOff", "telUnsampled", "telFloorUnsampled"},
+		{"telemetry sampled, added per published message", "pubOff", "pubSampled", "pubFloorSampled"},
+		{"telemetry not sampled, added per published message", "pubOff", "pubUnsampled", "pubFloorUnsampled"},
 	} {
-		off, w, f := perMsg["telOff"], perMsg[r.side], perMsg[r.floor]
+		off, w, f := perMsg[r.off], perMsg[r.side], perMsg[r.floor]
 		if off > 0 && w > 0 && f > 0 {
 			fmt.Printf("INSTRUCTIONS name=%q warren=%+.0f floor=%+.0f over the floor %+.0f\n", r.name, w-off, f-off, w-f)
 		}
