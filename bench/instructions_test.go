@@ -68,7 +68,11 @@ type instrSide struct {
 	// publishes: the side publishes n messages to q, declared empty
 	// beforehand, in place of consuming them.
 	publishes bool
-	consume   func(t testing.TB, q string, n int)
+	// answered: the side makes n requests to q, declared empty
+	// beforehand, which the bench's own process answers (instrResponder,
+	// out of the count).
+	answered bool
+	consume  func(t testing.TB, q string, n int)
 }
 
 var instrSides = []instrSide{
@@ -104,6 +108,16 @@ var instrSides = []instrSide{
 	{key: "pubUnsampled", name: "publish, telemetry not sampled", publishes: true, consume: telemetryPublishSide(telUnsampled)},
 	{key: "pubFloorSampled", name: "publish, telemetry off, the SDK's calls, sampled", publishes: true, consume: telemetryPublishSide(telFloorSampled)},
 	{key: "pubFloorUnsampled", name: "publish, telemetry off, the SDK's calls, not sampled", publishes: true, consume: telemetryPublishSide(telFloorUnsampled)},
+	// Request/reply from 16 requesters against a raw echo responder in
+	// the bench's process (out of the count): the bare raw loop (the
+	// throughput target's baseline), the raw loop sending what a warren
+	// request sends (confirmed, mandatory, persistent, with a message id
+	// and an expiration, ending at its reply: BenchmarkRequestReply's
+	// floor), and warren's Requester. The rates those rows print move by
+	// more from run to run than a request's own work; its count does not.
+	{key: "rpcRaw", name: "request/reply, raw direct reply-to, 16 requesters", answered: true, consume: rawRequestSide(rawBare)},
+	{key: "rpcRawAsWarren", name: "request/reply, raw sending a warren request, 16 requesters", answered: true, consume: rawRequestSide(rawLikeWarren)},
+	{key: "rpcWarren", name: "request/reply, warren Requester, 16 requesters", answered: true, consume: warrenRequestSide},
 	{key: "warrenOnWatermill", name: "warren Subscriber MaxInFlight 1 (default), Watermill router", consume: func(t testing.TB, q string, n int) {
 		wc := openWarren(t, conn.Config{})
 		defer wc.Close(context.Background())
@@ -213,6 +227,95 @@ func telemetryPublishSide(k telemetryKind) func(t testing.TB, q string, n int) {
 	}
 }
 
+// rpcRequesters is how many goroutines make a request side's requests.
+const rpcRequesters = 16
+
+// rawRequestSide makes n requests to q from rpcRequesters goroutines with
+// a raw direct reply-to loop of the given shape (BenchmarkRequestReply's).
+func rawRequestSide(shape rawShape) func(t testing.TB, q string, n int) {
+	return func(t testing.TB, q string, n int) {
+		raw := newRawRequester(t, brokerURL(), shape)
+		defer raw.close()
+		requests(t, n, func(int) error { return raw.request(q, body) })
+	}
+}
+
+// warrenRequestSide makes n requests to q from rpcRequesters goroutines
+// through a warren Requester with its defaults.
+func warrenRequestSide(t testing.TB, q string, n int) {
+	c := openWarren(t, conn.Config{})
+	defer c.Close(context.Background())
+	rq, err := warren.NewRequester(c, warren.RequesterConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rq.Close()
+	requests(t, n, func(i int) error {
+		_, err := rq.Request(context.Background(), q, message.NewMessage(strconv.Itoa(i), body))
+		return err
+	})
+}
+
+// requests makes calls 1 to n of call from rpcRequesters goroutines.
+func requests(t testing.TB, n int, call func(i int) error) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range rpcRequesters {
+		wg.Go(func() {
+			for i := int(next.Add(1)); i <= n; i = int(next.Add(1)) {
+				if err := call(i); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// instrResponder answers every request on q with raw amqp091-go (its body
+// back, to the request's reply-to, with its correlation id) until stop
+// returns, and reports how many it answered. It runs in the bench's own
+// process, so that a request side's count is its requester's alone.
+func instrResponder(t testing.TB, q string) (stop func() int) {
+	c := dial(t)
+	ch, err := c.Channel()
+	if err != nil {
+		_ = c.Close()
+		t.Fatal(err)
+	}
+	if err := ch.Qos(64, 0, false); err != nil {
+		_ = c.Close()
+		t.Fatal(err)
+	}
+	deliveries, err := ch.Consume(q, "", false, false, false, false, nil)
+	if err != nil {
+		_ = c.Close()
+		t.Fatal(err)
+	}
+	answered := 0
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for d := range deliveries {
+			err := ch.PublishWithContext(context.Background(), "", d.ReplyTo, false, false,
+				amqp.Publishing{CorrelationId: d.CorrelationId, MessageId: d.MessageId, Body: d.Body})
+			if err == nil {
+				err = d.Ack(false)
+			}
+			if err != nil {
+				return // the connection is closing
+			}
+			answered++
+		}
+	}()
+	return func() int {
+		_ = c.Close()
+		<-done
+		return answered
+	}
+}
+
 // telemetryOf is the telemetry a side of kind k runs with: warren's (off,
 // or the SDK sampling everything or nothing), or warren's off and the
 // SDK's own calls (calls) for the floors. flush ends the providers, the
@@ -255,7 +358,7 @@ const (
 )
 
 func instrFill(t testing.TB, s instrSide, q string, n int) {
-	if s.publishes {
+	if s.publishes || s.answered {
 		freshQueue(t, q)
 		return
 	}
@@ -304,7 +407,15 @@ func TestInstructionSides(t *testing.T) {
 			q := "warren.bench.instructions." + s.key
 			defer instrDrop(q)
 			instrFill(t, s, q, n)
-			s.consume(t, q, n)
+			if s.answered {
+				stop := instrResponder(t, q)
+				s.consume(t, q, n)
+				if got := stop(); got != n {
+					t.Fatalf("%d requests answered, want %d", got, n)
+				}
+			} else {
+				s.consume(t, q, n)
+			}
 			c := dial(t)
 			defer c.Close()
 			ch, err := c.Channel()
@@ -365,7 +476,16 @@ func BenchmarkInstructions(b *testing.B) {
 			var counts [2]instrCount
 			for i, n := range []int{instrSmall, instrLarge} {
 				instrFill(b, s, q, n)
+				var stop func() int
+				if s.answered {
+					stop = instrResponder(b, q)
+				}
 				counts[i] = instrRun(b, vg, bin, dir, s, q, n)
+				if stop != nil {
+					if got := stop(); got != n {
+						b.Fatalf("side %s: %d requests answered, want %d", s.key, got, n)
+					}
+				}
 			}
 			instrDrop(q)
 			d := float64(instrLarge - instrSmall)
@@ -483,7 +603,7 @@ func instrReport(perMsg map[string]float64, parts map[string]map[string]float64)
 		}
 		sort.Strings(ps)
 		ratio := fmt.Sprintf("%.3f", perMsg[s.key]/raw)
-		if s.publishes || raw == 0 {
+		if s.publishes || s.answered || raw == 0 {
 			ratio = "-" // raw's is a consumed message's
 		}
 		fmt.Printf("%-62s %10.0f %8s  %s\n", s.name, perMsg[s.key], ratio, strings.Join(ps, ", "))
@@ -500,6 +620,9 @@ func instrReport(perMsg map[string]float64, parts map[string]map[string]float64)
 		{"Subscriber MaxInFlight 64 / raw with Watermill's contract", "consume64", "rawContract64"},
 		{"router MaxInFlight 64 / raw with 64 goroutines", "router64", "rawConsume64"},
 		{"on a Watermill router, warren / watermill-amqp", "warrenOnWatermill", "watermillConsume"},
+		{"request/reply, warren / raw direct reply-to", "rpcWarren", "rpcRaw"},
+		{"request/reply, warren / raw sending a warren request", "rpcWarren", "rpcRawAsWarren"},
+		{"request/reply, raw sending a warren request / raw direct reply-to", "rpcRawAsWarren", "rpcRaw"},
 	} {
 		if a, b := perMsg[r.side], perMsg[r.base]; a > 0 && b > 0 {
 			fmt.Printf("INSTRUCTIONS name=%q ratio=%.3f (%.0f / %.0f)\n", r.name, a/b, a, b)

@@ -209,7 +209,7 @@ const (
 	rawLikeWarren
 )
 
-func newRawRequester(b *testing.B, url string, shape rawShape) *rawRequester {
+func newRawRequester(b testing.TB, url string, shape rawShape) *rawRequester {
 	c, err := amqp.Dial(url)
 	if err != nil {
 		b.Fatal(err)
