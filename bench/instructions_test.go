@@ -54,8 +54,9 @@ const (
 	instrLarge = 20000
 )
 
-// instrSide is one consume row run under valgrind: consume takes n
-// messages of q (filled by instrFill) and returns.
+// instrSide is one row run under valgrind: run takes n messages of q
+// (filled by instrFill) and returns, or publishes n messages to q, or
+// makes n requests to q, as its kind says.
 type instrSide struct {
 	key, name string
 	// routeQueue: q is declared as the router's route declares it (with
@@ -72,42 +73,42 @@ type instrSide struct {
 	// beforehand, which the bench's own process answers (instrResponder,
 	// out of the count).
 	answered bool
-	consume  func(t testing.TB, q string, n int)
+	run      func(t testing.TB, q string, n int)
 }
 
 var instrSides = []instrSide{
-	{key: "rawConsume", name: "raw amqp091-go (prefetch 256, manual ack)", consume: rawConsume},
-	{key: "rawConsume64", name: "raw amqp091-go, 64 goroutines taking deliveries", consume: func(t testing.TB, q string, n int) {
+	{key: "rawConsume", name: "raw amqp091-go (prefetch 256, manual ack)", run: rawConsume},
+	{key: "rawConsume64", name: "raw amqp091-go, 64 goroutines taking deliveries", run: func(t testing.TB, q string, n int) {
 		rawConsumeGoroutines(t, q, n, 64)
 	}},
-	{key: "rawContract1", name: "raw amqp091-go with Watermill's contract, 1 in flight", consume: func(t testing.TB, q string, n int) {
+	{key: "rawContract1", name: "raw amqp091-go with Watermill's contract, 1 in flight", run: func(t testing.TB, q string, n int) {
 		rawWatermillContract(t, q, 1, n)
 	}},
-	{key: "rawContract64", name: "raw amqp091-go with Watermill's contract, 64 in flight", consume: func(t testing.TB, q string, n int) {
+	{key: "rawContract64", name: "raw amqp091-go with Watermill's contract, 64 in flight", run: func(t testing.TB, q string, n int) {
 		rawWatermillContract(t, q, 64, n)
 	}},
-	{key: "consume1", name: "warren Subscriber MaxInFlight 1", consume: subscriberSide(1)},
-	{key: "consume64", name: "warren Subscriber MaxInFlight 64", consume: subscriberSide(64)},
-	{key: "router1", name: "warren router, default stack, MaxInFlight 1", routeQueue: true, consume: routerSide(1)},
-	{key: "router64", name: "warren router, default stack, MaxInFlight 64", routeQueue: true, consume: routerSide(64)},
+	{key: "consume1", name: "warren Subscriber MaxInFlight 1", run: subscriberSide(1)},
+	{key: "consume64", name: "warren Subscriber MaxInFlight 64", run: subscriberSide(64)},
+	{key: "router1", name: "warren router, default stack, MaxInFlight 1", routeQueue: true, run: routerSide(1)},
+	{key: "router64", name: "warren router, default stack, MaxInFlight 64", routeQueue: true, run: routerSide(64)},
 	// Telemetry on a route (MaxInFlight 1): off, the SDK sampling
 	// everything, the SDK sampling nothing, and the floors, warren with
 	// telemetry off and the SDK's own calls for each message made in the
 	// handler (sdkCalls, as BenchmarkTelemetry's floor rows).
-	{key: "telOff", name: "router, telemetry off", routeQueue: true, withIDs: true, consume: telemetrySide(telOff)},
-	{key: "telSampled", name: "router, telemetry sampled", routeQueue: true, withIDs: true, consume: telemetrySide(telSampled)},
-	{key: "telUnsampled", name: "router, telemetry not sampled", routeQueue: true, withIDs: true, consume: telemetrySide(telUnsampled)},
-	{key: "telFloorSampled", name: "router, telemetry off, the SDK's calls, sampled", routeQueue: true, withIDs: true, consume: telemetrySide(telFloorSampled)},
-	{key: "telFloorUnsampled", name: "router, telemetry off, the SDK's calls, not sampled", routeQueue: true, withIDs: true, consume: telemetrySide(telFloorUnsampled)},
+	{key: "telOff", name: "router, telemetry off", routeQueue: true, withIDs: true, run: telemetrySide(telOff)},
+	{key: "telSampled", name: "router, telemetry sampled", routeQueue: true, withIDs: true, run: telemetrySide(telSampled)},
+	{key: "telUnsampled", name: "router, telemetry not sampled", routeQueue: true, withIDs: true, run: telemetrySide(telUnsampled)},
+	{key: "telFloorSampled", name: "router, telemetry off, the SDK's calls, sampled", routeQueue: true, withIDs: true, run: telemetrySide(telFloorSampled)},
+	{key: "telFloorUnsampled", name: "router, telemetry off, the SDK's calls, not sampled", routeQueue: true, withIDs: true, run: telemetrySide(telFloorUnsampled)},
 	// The same for publishing: a Publisher's publishes from 16 goroutines,
 	// one message a call, each waiting for its confirm (BenchmarkTelemetry's
 	// 16-goroutine rows), with telemetry as above, and the floors, the
 	// SDK's own calls for each publish made around it (sdkCalls.publish).
-	{key: "pubOff", name: "publish, telemetry off", publishes: true, consume: telemetryPublishSide(telOff)},
-	{key: "pubSampled", name: "publish, telemetry sampled", publishes: true, consume: telemetryPublishSide(telSampled)},
-	{key: "pubUnsampled", name: "publish, telemetry not sampled", publishes: true, consume: telemetryPublishSide(telUnsampled)},
-	{key: "pubFloorSampled", name: "publish, telemetry off, the SDK's calls, sampled", publishes: true, consume: telemetryPublishSide(telFloorSampled)},
-	{key: "pubFloorUnsampled", name: "publish, telemetry off, the SDK's calls, not sampled", publishes: true, consume: telemetryPublishSide(telFloorUnsampled)},
+	{key: "pubOff", name: "publish, telemetry off", publishes: true, run: telemetryPublishSide(telOff)},
+	{key: "pubSampled", name: "publish, telemetry sampled", publishes: true, run: telemetryPublishSide(telSampled)},
+	{key: "pubUnsampled", name: "publish, telemetry not sampled", publishes: true, run: telemetryPublishSide(telUnsampled)},
+	{key: "pubFloorSampled", name: "publish, telemetry off, the SDK's calls, sampled", publishes: true, run: telemetryPublishSide(telFloorSampled)},
+	{key: "pubFloorUnsampled", name: "publish, telemetry off, the SDK's calls, not sampled", publishes: true, run: telemetryPublishSide(telFloorUnsampled)},
 	// Request/reply from 16 requesters against a raw echo responder in
 	// the bench's process (out of the count): the bare raw loop (the
 	// throughput target's baseline), the raw loop sending what a warren
@@ -115,10 +116,10 @@ var instrSides = []instrSide{
 	// and an expiration, ending at its reply: BenchmarkRequestReply's
 	// floor), and warren's Requester. The rates those rows print move by
 	// more from run to run than a request's own work; its count does not.
-	{key: "rpcRaw", name: "request/reply, raw direct reply-to, 16 requesters", answered: true, consume: rawRequestSide(rawBare)},
-	{key: "rpcRawAsWarren", name: "request/reply, raw sending a warren request, 16 requesters", answered: true, consume: rawRequestSide(rawLikeWarren)},
-	{key: "rpcWarren", name: "request/reply, warren Requester, 16 requesters", answered: true, consume: warrenRequestSide},
-	{key: "warrenOnWatermill", name: "warren Subscriber MaxInFlight 1 (default), Watermill router", consume: func(t testing.TB, q string, n int) {
+	{key: "rpcRaw", name: "request/reply, raw direct reply-to, 16 requesters", answered: true, run: rawRequestSide(rawBare)},
+	{key: "rpcRawAsWarren", name: "request/reply, raw sending a warren request, 16 requesters", answered: true, run: rawRequestSide(rawLikeWarren)},
+	{key: "rpcWarren", name: "request/reply, warren Requester, 16 requesters", answered: true, run: warrenRequestSide},
+	{key: "warrenOnWatermill", name: "warren Subscriber MaxInFlight 1 (default), Watermill router", run: func(t testing.TB, q string, n int) {
 		wc := openWarren(t, conn.Config{})
 		defer wc.Close(context.Background())
 		sub, err := warren.NewSubscriber(wc, warren.SubscriberConfig{Prefetch: 256})
@@ -128,7 +129,7 @@ var instrSides = []instrSide{
 		defer sub.Close()
 		consumeOnWatermillRouter(t, sub, q, n)
 	}},
-	{key: "watermillConsume", name: "watermill-amqp v3.0.2 on a Watermill router", consume: func(t testing.TB, q string, n int) {
+	{key: "watermillConsume", name: "watermill-amqp v3.0.2 on a Watermill router", run: func(t testing.TB, q string, n int) {
 		cfg := wamqp.NewDurableQueueConfig(brokerURL())
 		cfg.Consume.Qos.PrefetchCount = 256
 		sub, err := wamqp.NewSubscriber(cfg, watermill.NopLogger{})
@@ -191,8 +192,8 @@ func telemetrySide(k telemetryKind) func(t testing.TB, q string, n int) {
 	}
 }
 
-// telemetryPublishSide publishes n messages to q from 16 goroutines, one a
-// call, through a Publisher with telemetry as k says (telemetrySide's).
+// telemetryPublishSide publishes n messages to q from instrCallers
+// goroutines, one a call, through a Publisher with telemetry as k says (telemetrySide's).
 func telemetryPublishSide(k telemetryKind) func(t testing.TB, q string, n int) {
 	return func(t testing.TB, q string, n int) {
 		tel, calls, flush := telemetryOf(t, k, q)
@@ -204,43 +205,31 @@ func telemetryPublishSide(k telemetryKind) func(t testing.TB, q string, n int) {
 			t.Fatal(err)
 		}
 		defer pub.Close()
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range 16 {
-			wg.Go(func() {
-				for i := int(next.Add(1)); i <= n; i = int(next.Add(1)) {
-					msg := message.NewMessage(strconv.Itoa(i), body)
-					var err error
-					if calls == nil {
-						err = pub.Publish(q, msg)
-					} else {
-						err = calls.publish(msg, func() error { return pub.Publish(q, msg) })
-					}
-					if err != nil {
-						t.Error(err)
-						return
-					}
-				}
-			})
-		}
-		wg.Wait()
+		fromCallers(t, n, func(i int) error {
+			msg := message.NewMessage(strconv.Itoa(i), body)
+			if calls == nil {
+				return pub.Publish(q, msg)
+			}
+			return calls.publish(msg, func() error { return pub.Publish(q, msg) })
+		})
 	}
 }
 
-// rpcRequesters is how many goroutines make a request side's requests.
-const rpcRequesters = 16
+// instrCallers is how many goroutines make a publish or request side's
+// calls.
+const instrCallers = 16
 
-// rawRequestSide makes n requests to q from rpcRequesters goroutines with
+// rawRequestSide makes n requests to q from instrCallers goroutines with
 // a raw direct reply-to loop of the given shape (BenchmarkRequestReply's).
 func rawRequestSide(shape rawShape) func(t testing.TB, q string, n int) {
 	return func(t testing.TB, q string, n int) {
 		raw := newRawRequester(t, brokerURL(), shape)
 		defer raw.close()
-		requests(t, n, func(int) error { return raw.request(q, body) })
+		fromCallers(t, n, func(int) error { return raw.request(q, body) })
 	}
 }
 
-// warrenRequestSide makes n requests to q from rpcRequesters goroutines
+// warrenRequestSide makes n requests to q from instrCallers goroutines
 // through a warren Requester with its defaults.
 func warrenRequestSide(t testing.TB, q string, n int) {
 	c := openWarren(t, conn.Config{})
@@ -250,17 +239,18 @@ func warrenRequestSide(t testing.TB, q string, n int) {
 		t.Fatal(err)
 	}
 	defer rq.Close()
-	requests(t, n, func(i int) error {
+	fromCallers(t, n, func(i int) error {
 		_, err := rq.Request(context.Background(), q, message.NewMessage(strconv.Itoa(i), body))
 		return err
 	})
 }
 
-// requests makes calls 1 to n of call from rpcRequesters goroutines.
-func requests(t testing.TB, n int, call func(i int) error) {
+// fromCallers makes calls 1 to n of call from instrCallers goroutines; a
+// caller stops at its first error.
+func fromCallers(t testing.TB, n int, call func(i int) error) {
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range rpcRequesters {
+	for range instrCallers {
 		wg.Go(func() {
 			for i := int(next.Add(1)); i <= n; i = int(next.Add(1)) {
 				if err := call(i); err != nil {
@@ -384,8 +374,9 @@ func instrDrop(q string) {
 }
 
 // TestInstructionSides runs each side natively on a small queue and checks
-// that it consumed the queue whole, so that BenchmarkInstructions counts
-// what it says. Run by BenchmarkInstructions under valgrind, it is one
+// that it did all it says (consumed the queue whole, left every message it
+// published in it, had every request answered), so that
+// BenchmarkInstructions counts what it says. Run by BenchmarkInstructions under valgrind, it is one
 // side's child process instead.
 func TestInstructionSides(t *testing.T) {
 	if key := os.Getenv(instrChildEnv); key != "" {
@@ -397,7 +388,7 @@ func TestInstructionSides(t *testing.T) {
 		if i < 0 {
 			t.Fatalf("no side %q", key)
 		}
-		instrSides[i].consume(t, os.Getenv(instrQueueEnv), n)
+		instrSides[i].run(t, os.Getenv(instrQueueEnv), n)
 		return
 	}
 	defer removeDelayTopology(t)()
@@ -409,12 +400,12 @@ func TestInstructionSides(t *testing.T) {
 			instrFill(t, s, q, n)
 			if s.answered {
 				stop := instrResponder(t, q)
-				s.consume(t, q, n)
+				s.run(t, q, n)
 				if got := stop(); got != n {
 					t.Fatalf("%d requests answered, want %d", got, n)
 				}
 			} else {
-				s.consume(t, q, n)
+				s.run(t, q, n)
 			}
 			c := dial(t)
 			defer c.Close()
