@@ -193,7 +193,8 @@ func telemetrySide(k telemetryKind) func(t testing.TB, q string, n int) {
 }
 
 // telemetryPublishSide publishes n messages to q from instrCallers
-// goroutines, one a call, through a Publisher with telemetry as k says (telemetrySide's).
+// goroutines, one a call, through a Publisher with telemetry as k says
+// (telemetrySide's).
 func telemetryPublishSide(k telemetryKind) func(t testing.TB, q string, n int) {
 	return func(t testing.TB, q string, n int) {
 		tel, calls, flush := telemetryOf(t, k, q)
