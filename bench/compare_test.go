@@ -188,8 +188,8 @@ func printTargets(k map[string]row) {
 	}
 	fmt.Println("\ntargets:")
 	check := func(name string, got, want float64, bound string) {
-		fmt.Printf("  %-46s %5.2f (want >= %.1f) %-7s %s\n", name, got, want, verdict(got, want), bound)
-		fmt.Printf("TARGET name=%q value=%.3f want=%.1f met=%t\n", name, got, want, got >= want)
+		fmt.Printf("  %-46s %5.2f (want >= %g) %-7s %s\n", name, got, want, verdict(got, want), bound)
+		fmt.Printf("TARGET name=%q value=%.3f want=%g met=%t\n", name, got, want, got >= want)
 	}
 	check("warren batched publish / raw", ratio("warrenBatch", "raw"), 0.9, "")
 	// Issue 21: the 16-goroutine row is judged against the raw client of
