@@ -91,18 +91,22 @@ func BenchmarkCompare(b *testing.B) {
 			}
 		}
 		report(b, append(medians(pubs), medians(cons)...))
-		printPaired(cons, [][2]string{{"consume1", "rawConsume"}, {"consume64", "rawConsume"}, {"router1", "rawConsume"}, {"router64", "rawConsume"}})
+		printPaired(cons, "client CPU ratios", func(a, b row) float64 { return a.cpuPerMsg() / b.cpuPerMsg() },
+			[][2]string{{"consume1", "rawConsume"}, {"consume64", "rawConsume"}, {"router1", "rawConsume"}, {"router64", "rawConsume"}})
+		printPaired(pubs, "publish msg/s ratios", func(a, b row) float64 { return a.rate() / b.rate() },
+			[][2]string{{"warren16", "raw16"}, {"warren16", "raw16id"}, {"raw16id", "raw16"}})
 	}
 }
 
-// printPaired prints, beside the consume CPU targets (judged by the ratio
-// of the two rows' medians), the ratio each round measured with both rows
-// in it: its median and its range. The machine's speed drifts between
-// rounds (the raw loop's median moved by a fifth between runs of one
-// day), and a round's own ratio is blind to that drift; the spread shows
-// how far one run's ratio can be trusted. A reference, not a target.
-func printPaired(all [][]row, pairs [][2]string) {
-	fmt.Println("\nclient CPU ratios round by round (reference: each round's own ratio; median, then range):")
+// printPaired prints, beside the targets judged by the ratio of two rows'
+// medians (the consume CPU, the 16-goroutine publish rate), the ratio
+// each round measured with both rows in it: its median and its range. The
+// machine's speed drifts between rounds (the raw loop's median moved by a
+// fifth between runs of one day), and a round's own ratio is blind to
+// that drift; the spread shows how far one run's ratio can be trusted. A
+// reference, not a target.
+func printPaired(all [][]row, what string, ratio func(a, b row) float64, pairs [][2]string) {
+	fmt.Printf("\n%s round by round (reference: each round's own ratio; median, then range):\n", what)
 	for _, p := range pairs {
 		var rs []float64
 		for _, round := range all {
@@ -115,8 +119,8 @@ func printPaired(all [][]row, pairs [][2]string) {
 					b = r
 				}
 			}
-			if a.n > 0 && b.n > 0 && b.cpu > 0 {
-				rs = append(rs, a.cpuPerMsg()/b.cpuPerMsg())
+			if a.n > 0 && b.n > 0 && b.cpu > 0 && b.dur > 0 {
+				rs = append(rs, ratio(a, b))
 			}
 		}
 		if len(rs) == 0 {

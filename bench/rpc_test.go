@@ -136,6 +136,19 @@ func BenchmarkRequestReply(b *testing.B) {
 			medF(aRate)/medF(rRate), medF(wRate)/medF(rRate), medF(wRate)/medF(aRate))
 		fmt.Printf("%-9s %-40s warren %.1f us, %.1f allocs; raw sending a warren request %.1f us, %.1f allocs; warren's own %+.1f us, %+.1f allocs\n",
 			"rpc", name+" process CPU a round trip", medF(wCPU), medF(wAllocs), medF(aCPU), medF(aAllocs), medF(wCPU)-medF(aCPU), medF(wAllocs)-medF(aAllocs))
+		// Each round's own ratio (its sides ran within seconds of each
+		// other): how far apart the rounds of one run are, against the
+		// target's 0.95.
+		perRound := func(a, b []float64) string {
+			rs := make([]float64, len(a))
+			for i := range a {
+				rs[i] = a[i] / b[i]
+			}
+			slices.Sort(rs)
+			return fmt.Sprintf("%.3f (%.3f-%.3f over %d rounds)", rs[len(rs)/2], rs[0], rs[len(rs)-1], len(rs))
+		}
+		fmt.Printf("%-9s %-40s warren / raw %s; raw sending a warren request / raw %s\n", "rounds", "rpc "+name+" throughput",
+			perRound(wRate, rRate), perRound(aRate, rRate))
 	}
 }
 
