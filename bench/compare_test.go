@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"os"
 	"runtime"
 	"slices"
@@ -119,8 +120,10 @@ func printPaired(all [][]row, what string, ratio func(a, b row) float64, pairs [
 					b = r
 				}
 			}
-			if a.n > 0 && b.n > 0 && b.cpu > 0 && b.dur > 0 {
-				rs = append(rs, ratio(a, b))
+			// A round without both rows, or whose baseline measured
+			// nothing, has no ratio (0, NaN or +Inf).
+			if r := ratio(a, b); a.n > 0 && b.n > 0 && r > 0 && !math.IsInf(r, 1) {
+				rs = append(rs, r)
 			}
 		}
 		if len(rs) == 0 {

@@ -144,8 +144,7 @@ func BenchmarkRequestReply(b *testing.B) {
 			for i := range a {
 				rs[i] = a[i] / b[i]
 			}
-			slices.Sort(rs)
-			return fmt.Sprintf("%.3f (%.3f-%.3f over %d rounds)", rs[len(rs)/2], rs[0], rs[len(rs)-1], len(rs))
+			return fmt.Sprintf("%.3f (%.3f-%.3f over %d rounds)", medF(rs), slices.Min(rs), slices.Max(rs), len(rs))
 		}
 		fmt.Printf("%-9s %-40s warren / raw %s; raw sending a warren request / raw %s\n", "rounds", "rpc "+name+" throughput",
 			perRound(wRate, rRate), perRound(aRate, rRate))
