@@ -184,7 +184,8 @@ func perCall(n int, f func()) (cpuUS, allocs float64) {
 // copies of the raw loop run one after another, ten rounds, read alike in
 // every place of the round (each place's median within 1.3% of its
 // round's), but a single copy's round strayed by up to 13% from its
-// round's median: the medians take nine rounds, not five, to stray less.
+// round's median (27% with 16 requesters): the medians take nine rounds,
+// not five, to stray less.
 const rpcRounds = 9
 
 // rpcRound runs n calls on workers goroutines and returns calls per second
