@@ -142,7 +142,10 @@ type replyLine struct {
 // It also holds what the request's send needs: the request's one heap
 // object carries them all, where each was an allocation of its own (a
 // round trip's allocations are a good part of its CPU on a busy machine:
-// docs/MEASUREMENTS.md).
+// docs/MEASUREMENTS.md). At about 900 bytes, most of it the reply's
+// delivery and the request's publishing, it is the largest thing a
+// request allocates: waiters are reused (waiters), each once its line
+// closed done, the line's last touch of it.
 type replyWaiter struct {
 	done     chan struct{}
 	reply    amqp.Delivery
@@ -235,7 +238,7 @@ func (r *Requester) request(ctx context.Context, topic string, msg *message.Mess
 	// persistent request may wait on the broker's disk (or on the
 	// responder's ack) well after the reply is here. Without a reply the
 	// confirm still decides: a nack or a return fails the request at once.
-	w := &replyWaiter{done: make(chan struct{})}
+	w := newReplyWaiter()
 	if !line.expect(corr, w) {
 		return nil, ErrReplyLost
 	}
@@ -254,8 +257,10 @@ func (r *Requester) request(ctx context.Context, topic string, msg *message.Mess
 		case <-w.done:
 			// A reply proves the request arrived, whatever its confirm
 			// said (one lost with the channel after the reply came).
-			if reply, answered, err := r.answer(topic, w); answered {
-				return reply, err
+			reply, answered, answerErr := r.answer(topic, w)
+			w.recycle()
+			if answered {
+				return reply, answerErr
 			}
 		default:
 		}
@@ -289,12 +294,40 @@ func (r *Requester) request(ctx context.Context, topic string, msg *message.Mess
 }
 
 // outcome is what a request whose line closed w.done returns: answer's,
-// or ErrReplyLost when the line died.
+// or ErrReplyLost when the line died. w is reused afterwards.
 func (r *Requester) outcome(topic string, w *replyWaiter) (*message.Message, error) {
-	if reply, answered, err := r.answer(topic, w); answered {
+	reply, answered, err := r.answer(topic, w)
+	w.recycle()
+	if answered {
 		return reply, err
 	}
 	return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
+}
+
+// waiters keeps the replyWaiters of requests that ended, for the next
+// ones.
+var waiters sync.Pool
+
+// newReplyWaiter returns a waiter with its own done channel: a closed
+// channel cannot be opened again, the rest of a waiter can be reused.
+func newReplyWaiter() *replyWaiter {
+	w, _ := waiters.Get().(*replyWaiter)
+	if w == nil {
+		w = new(replyWaiter)
+	}
+	w.done = make(chan struct{})
+	return w
+}
+
+// recycle hands w back for another request. Only once its line closed
+// w.done, which is the line's last touch of it, and once what the request
+// returns was made of it: the reply message keeps the delivery's body and
+// strings, not w. A request that gives up before done closes (its
+// deadline) leaves w to the collector, since the line may still hold it.
+// Cleared first, so that the pool keeps no body or headers alive.
+func (w *replyWaiter) recycle() {
+	*w = replyWaiter{}
+	waiters.Put(w)
 }
 
 // answer is what a request whose line closed w.done gets: its reply, or

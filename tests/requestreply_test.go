@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -379,4 +380,79 @@ func TestAHandlersCallsLeaveItsMessageContextUnarmed(t *testing.T) {
 		}
 	}
 	waitQueueDepth(t, b.URL, out, 2*n, 10*time.Second)
+}
+
+// TestLateRepliesReachNoOtherRequest: requests that gave up at their
+// deadline get their replies afterwards, while other requests are in
+// flight on the same line. A late reply finds no request (the Requester
+// logs it at Debug) and each request in flight gets its own reply: the
+// waiters of requests that ended are reused, and a waiter the line may
+// still hold (its request gave up) must never be.
+func TestLateRepliesReachNoOtherRequest(t *testing.T) {
+	b := rabbittest.Shared(t)
+	q := b.Name("rpc-late")
+	b.Name(q + ".dlq")
+	release := make(chan struct{})
+	var holding atomic.Int32
+	r := newRouter(t, b.URL, router.Config{})
+	if err := r.AddRoute(router.Route{
+		Name: "late", Queue: topology.QueueSpec{Name: q, Durable: true}, MaxInFlight: 16,
+		Respond: func(m *message.Message) (*message.Message, error) {
+			if string(m.Payload) == "hold" {
+				holding.Add(1)
+				<-release
+			}
+			return message.NewMessage(m.UUID+"-reply", []byte(strings.ToUpper(string(m.Payload)))), nil
+		},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	startRouter(t, r)
+	logs, log := newLogRecorder()
+	rq, err := warren.NewRequester(openConn(t, b.URL), warren.RequesterConfig{Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = rq.Close() })
+
+	const held = 8
+	gaveUp := make(chan error, held)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	for i := range held {
+		go func() {
+			_, err := rq.Request(ctx, q, message.NewMessage(fmt.Sprint("held-", i), []byte("hold")))
+			gaveUp <- err
+		}()
+	}
+	rabbittest.Eventually(t, 10*time.Second, "every held request in its handler", func() bool { return holding.Load() == held })
+	for range held {
+		if err := <-gaveUp; !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("held request: %v, want its deadline", err)
+		}
+	}
+
+	close(release) // the late replies come while these run
+	var wg sync.WaitGroup
+	errs := make(chan error, 16*50)
+	for g := range 16 {
+		wg.Go(func() {
+			for i := range 50 {
+				body := fmt.Sprintf("req-%d-%d", g, i)
+				reply, err := rq.Request(ctxT(t, 30*time.Second), q, message.NewMessage(body, []byte(body)))
+				if err != nil || string(reply.Payload) != strings.ToUpper(body) {
+					errs <- fmt.Errorf("request %s: reply %v, error %v", body, reply, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	late := func(l logLine) bool { return strings.Contains(l.Msg, "reply for no waiting request") }
+	rabbittest.Eventually(t, 10*time.Second, "every late reply logged as such", func() bool { return len(logs.Lines(true, late)) == held },
+		func() string { return fmt.Sprintf("%d late replies logged", len(logs.Lines(true, late))) })
 }
