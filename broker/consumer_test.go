@@ -3,8 +3,10 @@ package broker_test
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -60,10 +62,19 @@ func (e *events) waitFor(t *testing.T, kind broker.ConsumerEventKind) broker.Con
 
 // A queue warren did not declare, deleted under its consumer: the consumer
 // reports the gap and waits with backoff until the queue exists again,
-// then consumes it. It never ends on its own.
+// then consumes it. It never ends on its own. Each event is logged too,
+// with the consumer and its queue (Warn while it is not consuming, Info
+// once it resumes).
 func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	b := rabbittest.Shared(t)
-	_, ops := setup(t, b.URL, broker.OpsConfig{})
+	var mu sync.Mutex
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	_, ops := setup(t, b.URL, broker.OpsConfig{Logger: log})
 	ctx := ctxT(t, 60*time.Second)
 	q := b.Name("theirs")
 	raw := rawChannel(t, b.URL)
@@ -103,6 +114,17 @@ func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	expect(t, got, "back")
 	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
 		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, want := range []string{
+		`level=WARN msg="broker: consumer not consuming" consumer=` + c.Tag() + ` queue=` + q + ` event=interrupted`,
+		`level=WARN msg="broker: consumer not consuming" consumer=` + c.Tag() + ` queue=` + q + ` event=waiting attempt=`,
+		`level=INFO msg="broker: consumer resumed" consumer=` + c.Tag() + ` queue=` + q + ` event=resumed`,
+	} {
+		if !strings.Contains(logged.String(), want) {
+			t.Errorf("no log line with %q in:\n%s", want, logged.String())
+		}
 	}
 }
 
