@@ -3,7 +3,6 @@ package broker_test
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -67,13 +66,7 @@ func (e *events) waitFor(t *testing.T, kind broker.ConsumerEventKind) broker.Con
 // once it resumes).
 func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	b := rabbittest.Shared(t)
-	var mu sync.Mutex
-	var logged strings.Builder
-	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.Write(p)
-	}), nil))
+	log, logged := textLog()
 	_, ops := setup(t, b.URL, broker.OpsConfig{Logger: log})
 	ctx := ctxT(t, 60*time.Second)
 	q := b.Name("theirs")
@@ -115,15 +108,13 @@ func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
 		t.Fatal(err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	for _, want := range []string{
 		`level=WARN msg="broker: consumer not consuming" consumer=` + c.Tag() + ` queue=` + q + ` event=interrupted`,
 		`level=WARN msg="broker: consumer not consuming" consumer=` + c.Tag() + ` queue=` + q + ` event=waiting attempt=`,
 		`level=INFO msg="broker: consumer resumed" consumer=` + c.Tag() + ` queue=` + q + ` event=resumed`,
 	} {
-		if !strings.Contains(logged.String(), want) {
-			t.Errorf("no log line with %q in:\n%s", want, logged.String())
+		if !strings.Contains(logged(), want) {
+			t.Errorf("no log line with %q in:\n%s", want, logged())
 		}
 	}
 }

@@ -99,13 +99,7 @@ func flatten(err error) []error {
 // once.
 func TestQuorumQueueWithoutDeadLetterWarns(t *testing.T) {
 	b := rabbittest.Shared(t)
-	var mu sync.Mutex
-	var logged strings.Builder
-	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.Write(p)
-	}), nil))
+	log, logged := textLog()
 	_, ops := setup(t, b.URL, broker.OpsConfig{Logger: log, Target: topology.RabbitMQ310})
 	ctx := ctxT(t, 30*time.Second)
 	name := b.Name("qq-no-dlx")
@@ -115,10 +109,8 @@ func TestQuorumQueueWithoutDeadLetterWarns(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if n := strings.Count(logged.String(), "has no dead-letter target"); n != 1 {
-		t.Fatalf("%d warnings, want 1:\n%s", n, logged.String())
+	if n := strings.Count(logged(), "has no dead-letter target"); n != 1 {
+		t.Fatalf("%d warnings, want 1:\n%s", n, logged())
 	}
 }
 
@@ -143,6 +135,23 @@ func TestNewArgumentsOnThisBroker(t *testing.T) {
 		if _, err := ch.QueueDeclare(s.Name, true, false, false, false, s.Args.Table()); err != nil {
 			t.Fatalf("the broker refuses the same arguments again for %s: %v", s.Name, err)
 		}
+	}
+}
+
+// textLog is a logger that keeps every record at Info and above as text,
+// and what it has kept so far.
+func textLog() (*slog.Logger, func() string) {
+	var mu sync.Mutex
+	var logged strings.Builder
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.Write(p)
+	}), nil))
+	return log, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return logged.String()
 	}
 }
 
