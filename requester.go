@@ -257,10 +257,8 @@ func (r *Requester) request(ctx context.Context, topic string, msg *message.Mess
 		case <-w.done:
 			// A reply proves the request arrived, whatever its confirm
 			// said (one lost with the channel after the reply came).
-			reply, answered, answerErr := r.answer(topic, w)
-			w.recycle()
-			if answered {
-				return reply, answerErr
+			if reply, answered, err := r.answer(topic, w); answered {
+				return reply, err
 			}
 		default:
 		}
@@ -294,11 +292,9 @@ func (r *Requester) request(ctx context.Context, topic string, msg *message.Mess
 }
 
 // outcome is what a request whose line closed w.done returns: answer's,
-// or ErrReplyLost when the line died. w is reused afterwards.
+// or ErrReplyLost when the line died.
 func (r *Requester) outcome(topic string, w *replyWaiter) (*message.Message, error) {
-	reply, answered, err := r.answer(topic, w)
-	w.recycle()
-	if answered {
+	if reply, answered, err := r.answer(topic, w); answered {
 		return reply, err
 	}
 	return nil, fmt.Errorf("%w: request to %q", ErrReplyLost, topic)
@@ -332,8 +328,9 @@ func (w *replyWaiter) recycle() {
 
 // answer is what a request whose line closed w.done gets: its reply, or
 // its return (ErrUnroutable); answered is false when the line died with
-// neither.
+// neither. It is the waiter's last use: w is handed back for reuse.
 func (r *Requester) answer(topic string, w *replyWaiter) (reply *message.Message, answered bool, err error) {
+	defer w.recycle()
 	switch {
 	case w.replied:
 		reply, err = r.reply(topic, &w.reply)

@@ -393,6 +393,7 @@ func TestLateRepliesReachNoOtherRequest(t *testing.T) {
 	q := b.Name("rpc-late")
 	b.Name(q + ".dlq")
 	release := make(chan struct{})
+	releaseHeld := sync.OnceFunc(func() { close(release) })
 	var holding atomic.Int32
 	r := newRouter(t, b.URL, router.Config{})
 	if err := r.AddRoute(router.Route{
@@ -408,6 +409,7 @@ func TestLateRepliesReachNoOtherRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	startRouter(t, r)
+	t.Cleanup(releaseHeld) // before the router's Close, should the test end early
 	logs, log := newLogRecorder()
 	rq, err := warren.NewRequester(openConn(t, b.URL), warren.RequesterConfig{Logger: log})
 	if err != nil {
@@ -432,7 +434,7 @@ func TestLateRepliesReachNoOtherRequest(t *testing.T) {
 		}
 	}
 
-	close(release) // the late replies come while these run
+	releaseHeld() // the late replies come while these run
 	var wg sync.WaitGroup
 	errs := make(chan error, 16*50)
 	for g := range 16 {
