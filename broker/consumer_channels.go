@@ -204,21 +204,48 @@ func (cs *channelSet) subscribeGroup(ctx context.Context, specs []ConsumerSpec, 
 	cs.mu.Lock()
 	cs.channels = append(cs.channels, h)
 	cs.mu.Unlock()
+	// Every basic.qos and basic.consume of the group goes out in one
+	// bounded call: one goroutine and one timer for the group, where a
+	// call each made a restore of 10,000 consumers start 10,000 of each
+	// (issue 33: restore at N=10,000). What it sets up comes back on got,
+	// so that a call abandoned at its bound shares no memory with this
+	// one.
+	type setUp struct {
+		msgs     []<-chan amqp.Delivery
+		prefetch int
+	}
+	got := make(chan setUp, 1)
 	h.callMu.Lock()
-	for _, i := range idx {
-		s := specs[i]
-		want := [2]int{s.PrefetchCount, s.PrefetchSize}
-		if !h.qosSet || h.prefetch != want {
-			if err := h.ch.Qos(ctx, s.PrefetchCount, s.PrefetchSize, false); err != nil {
-				break
+	_ = connx.Call(h.ch, ctx, func(c *amqp.Channel) error {
+		res := setUp{msgs: make([]<-chan amqp.Delivery, 0, len(idx)), prefetch: -1}
+		defer func() { got <- res }()
+		for _, i := range idx {
+			s := specs[i]
+			if res.prefetch != s.PrefetchCount {
+				// A prefetch size is refused by ConsumerSpec.Validate.
+				if err := c.Qos(s.PrefetchCount, 0, false); err != nil {
+					return err
+				}
+				res.prefetch = s.PrefetchCount
 			}
-			h.prefetch, h.qosSet = want, true
+			msgs, err := c.Consume(s.Queue, s.Tag, s.AutoAck, s.Exclusive, false, true, s.args())
+			if err != nil {
+				return err
+			}
+			res.msgs = append(res.msgs, msgs)
 		}
-		msgs, err := h.ch.Consume(ctx, s.Queue, s.Tag, s.AutoAck, s.Exclusive, true, s.args())
-		if err != nil {
-			break
+		return nil
+	})
+	select {
+	case res := <-got:
+		if res.prefetch >= 0 {
+			h.prefetch, h.qosSet = [2]int{res.prefetch, 0}, true
 		}
-		subs[i] = &subscription{channel: h, tag: s.Tag, msgs: msgs}
+		for k, msgs := range res.msgs {
+			i := idx[k]
+			subs[i] = &subscription{channel: h, tag: specs[i].Tag, msgs: msgs}
+		}
+	default: // abandoned at its bound: the channel is closing
 	}
 	h.callMu.Unlock()
 	if barrier(ctx, h.ch) != nil {

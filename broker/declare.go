@@ -178,23 +178,23 @@ func (r *Registry) putBindingIfPresent(s topology.BindSpec, gen uint64) {
 // The declarations as pipeline steps.
 
 func exchangeStep(s topology.ExchangeSpec) step {
-	return step{label: s.String(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
-		return ch.ExchangeDeclare(ctx, s.Name, string(s.Type), s.Durable, s.AutoDelete, s.Internal, noWait, s.Args.Table())
-	}}
+	return func(c *amqp.Channel) error {
+		return c.ExchangeDeclare(s.Name, string(s.Type), s.Durable, s.AutoDelete, s.Internal, true, s.Args.Table())
+	}
 }
 
 func queueStep(s topology.QueueSpec) step {
-	return step{label: s.String(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
-		_, err := ch.QueueDeclare(ctx, s.Name, s.Durable, s.AutoDelete, s.Exclusive, noWait, s.Args.Table())
+	return func(c *amqp.Channel) error {
+		_, err := c.QueueDeclare(s.Name, s.Durable, s.AutoDelete, s.Exclusive, true, s.Args.Table())
 		return err
-	}}
+	}
 }
 
 func bindStep(s topology.BindSpec) step {
-	return step{label: s.String(), send: func(ctx context.Context, ch *conn.Channel, noWait bool) error {
+	return func(c *amqp.Channel) error {
 		if s.Kind == topology.BindExchange {
-			return ch.ExchangeBind(ctx, s.Destination, s.RoutingKey, s.Source, noWait, s.Args)
+			return c.ExchangeBind(s.Destination, s.RoutingKey, s.Source, true, s.Args)
 		}
-		return ch.QueueBind(ctx, s.Destination, s.RoutingKey, s.Source, noWait, s.Args)
-	}}
+		return c.QueueBind(s.Destination, s.RoutingKey, s.Source, true, s.Args)
+	}
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sync"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/connx"
 )
@@ -19,12 +21,10 @@ const pipelineWidth = 4
 // after the other is as fast.
 const pipelineMin = 4
 
-// step is one declaration of a batch: send sends it on ch, without waiting
-// for the broker's reply when noWait is set.
-type step struct {
-	label string
-	send  func(ctx context.Context, ch *conn.Channel, noWait bool) error
-}
+// step is one declaration of a batch: it sends the declaration on the raw
+// channel without waiting for the broker's reply (NoWait); the pipeline's
+// barrier finds a refusal.
+type step func(ch *amqp.Channel) error
 
 // errNotPipelined marks steps the pipeline did not send (a batch too
 // small, or no channel): the caller runs them one at a time.
@@ -58,26 +58,54 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 	}
 	gen = connx.ChannelGeneration(lanes[0])
 	owned := make([][]int, len(lanes))
-	for i, s := range steps {
-		l := i % len(lanes)
-		owned[l] = append(owned[l], i)
-		if lanes[l].IsOpen() {
-			_ = s.send(ctx, lanes[l], true) // a refusal shows at the barrier
-		}
+	for i := range steps {
+		owned[i%len(lanes)] = append(owned[i%len(lanes)], i)
 	}
-	// One synchronous call per channel: its reply comes after the replies
-	// (or the refusal) of everything sent on the channel before it.
+	var wg sync.WaitGroup
 	for l, ch := range lanes {
-		err := barrier(ctx, ch)
-		r.pool.put(ch)
-		if err == nil && connx.ChannelGeneration(ch) != gen {
-			err = errors.New("broker: connection replaced during the batch")
-		}
-		for _, i := range owned[l] {
-			errs[i] = err
-		}
+		wg.Add(1)
+		go func() { // waited for below: owned by this call
+			defer wg.Done()
+			err := sendLane(ctx, ch, steps, owned[l])
+			r.pool.put(ch)
+			if err == nil && connx.ChannelGeneration(ch) != gen {
+				err = errors.New("broker: connection replaced during the batch")
+			}
+			for _, i := range owned[l] {
+				errs[i] = err
+			}
+		}()
 	}
+	wg.Wait()
 	return errs, gen
+}
+
+// sendLane sends the steps mine on ch and waits at its barrier. The sends
+// go out in one bounded call: one goroutine and one timer for all of them,
+// where a call each made a restore of 10,000 queues start 20,000 goroutines
+// and timers (issue 33: restore at N=10,000). A send fails only once the
+// channel is closing: the broker's refusal, found when the channel closes,
+// says why (a 405 or 404 of a fresh reconnect is retried; a 406 is not).
+func sendLane(ctx context.Context, ch *conn.Channel, steps []step, mine []int) error {
+	err := connx.Call(ch, ctx, func(c *amqp.Channel) error {
+		for _, i := range mine {
+			if err := steps[i](c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err == nil {
+		return barrier(ctx, ch)
+	}
+	select {
+	case <-ch.Done():
+		if refused := ch.Err(); refused != nil {
+			return refused
+		}
+	case <-ctx.Done():
+	}
+	return err
 }
 
 // lanes takes up to n pool channels, opening the missing ones side by side

@@ -401,3 +401,105 @@ func TestConsumersComeBackWhileBindingsAreRestored(t *testing.T) {
 	}
 	expect(t, got, "through their exchange")
 }
+
+// TestRestoreOfBatchesWithARefusalAmongThem: the restore sends each
+// kind's declarations, and each shared channel's consumes, as one batch
+// (issue 33). One refusal among good ones in a batch closes its channel,
+// and the broker drops what followed it there. The refused entity alone is
+// reported, with the broker's code, and everything else comes back: a
+// queue someone else declared again with other arguments (406), and a
+// consumer whose queue another client holds with an exclusive consumer
+// (403), each among eleven good ones.
+func TestRestoreOfBatchesWithARefusalAmongThem(t *testing.T) {
+	const n, conflicted, held = 12, 4, 7
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
+	reports := make(chan broker.RestoreReport, 10)
+	ops.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
+	ctx := ctxT(t, 60*time.Second)
+	top := topology.Topology{}
+	var specs []broker.ConsumerSpec
+	got := make(chan string, 2*n)
+	for i := range n {
+		q := b.Name(fmt.Sprintf("q%d", i))
+		top.Queues = append(top.Queues, topology.QueueSpec{Name: q, Args: topology.QueueArgs{MaxLength: 100}})
+		specs = append(specs, broker.ConsumerSpec{Queue: q, Tag: fmt.Sprintf("c%d", i), Handler: receiver(got)})
+	}
+	if err := ops.Apply(ctx, top); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ops.ConsumeAll(ctx, specs); err != nil {
+		t.Fatal(err)
+	}
+	// While warren is away, another client replaces one queue and takes
+	// another with an exclusive consumer (once the broker has let go of
+	// warren's consumer there).
+	p.Cut()
+	raw, err := amqp.Dial(b.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = raw.Close() })
+	admin, err := raw.Channel()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.QueueDelete(top.Queues[conflicted].Name, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.QueueDeclare(top.Queues[conflicted].Name, true, false, false, false, amqp.Table{"x-max-length": int64(99)}); err != nil {
+		t.Fatal(err)
+	}
+	rabbittest.Eventually(t, 20*time.Second, "an exclusive consumer of another client", func() bool {
+		ch, err := raw.Channel()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = ch.Consume(top.Queues[held].Name, "theirs", false, true, false, false, nil)
+		return err == nil
+	})
+	if err := p.Restore(); err != nil {
+		t.Fatal(err)
+	}
+	var r broker.RestoreReport
+	select {
+	case r = <-reports:
+	case <-ctx.Done():
+		t.Fatal("no restore report")
+	}
+	if r.Err != nil {
+		t.Fatalf("restore run failed: %v", r.Err)
+	}
+	var failed []string
+	for _, f := range r.Failed {
+		failed = append(failed, fmt.Sprintf("%s %s %d", f.Kind, f.Entity, f.Code))
+	}
+	want := []string{
+		fmt.Sprintf("queue %s %d", top.Queues[conflicted].Name, amqp.PreconditionFailed),
+		fmt.Sprintf("consumer c%d %d", held, amqp.AccessRefused),
+	}
+	if !slices.Equal(failed, want) {
+		t.Fatalf("failed %v, want %v", failed, want)
+	}
+	restored := map[broker.EntityKind]int{}
+	for _, e := range r.Restored {
+		restored[e.Kind]++
+	}
+	// The conflicted queue's consumer consumes from their queue: it exists.
+	if restored[broker.KindQueue] != n-1 || restored[broker.KindConsumer] != n-1 {
+		t.Fatalf("restored %v, want %d queues and %d consumers", restored, n-1, n-1)
+	}
+	if err := c.WaitConnected(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, q := range top.Queues {
+		if i == held {
+			continue
+		}
+		if err := admin.Publish("", q.Name, false, false, msg(q.Name)); err != nil {
+			t.Fatal(err)
+		}
+		expect(t, got, q.Name)
+	}
+}
