@@ -109,7 +109,7 @@ type Consumer struct {
 	ended    latch.Latch
 	// halt is closed by Pause or Stop (under mu), whichever comes first:
 	// the loop hands out nothing more, and parks (paused) or returns
-	// (stopped). Resume makes a new one. One channel for both, so that the
+	// (stopped); a recovery in progress wakes. Resume makes a new one. One channel for both, so that the
 	// loop's wait for a delivery watches two channels, not three: every
 	// idle consumer holds a waiter per channel watched (issue 33: heap per
 	// Subscriber). parked is closed by the loop once it has parked;
@@ -117,10 +117,8 @@ type Consumer struct {
 	// each time.
 	halt, parked, resumed chan struct{}
 	// consumingAgain is closed once a resumed consumer consumes (Resume
-	// waits for it); pauseNotify wakes a recovery in progress (buffered),
-	// made by the first recovery (most consumers never need one).
+	// waits for it).
 	consumingAgain chan struct{}
-	pauseNotify    chan struct{}
 	// pauseDeadline bounds the loop's giving back of what the broker sent
 	// and nobody got when it pauses: Pause's ctx's deadline (none: zero).
 	pauseDeadline time.Time
@@ -689,9 +687,12 @@ func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error
 	// ends cost the client's CPU, which the broker doing the restore
 	// needed (issue 33: restore at N=10,000).
 	untilConnected := false
-	// Made before the first look at Paused: a Pause after that look
-	// finds it and wakes the wait below.
-	pauseNotify, handoff := c.pauseNotifier(), c.handoffCh(true)
+	// halt, taken before the first look at Paused: a Pause or Stop after
+	// that look closes it and wakes the wait below. One channel for both,
+	// as in the loop's wait for a delivery: every consumer waits here after
+	// a cut, and each channel a select watches costs it a lock and a waiter
+	// (issue 33: restore at N=10,000).
+	halt, handoff := c.haltCh(), c.handoffCh(true)
 	for attempt := 1; ; attempt++ {
 		var timeUp <-chan time.Time
 		var connected <-chan struct{}
@@ -710,15 +711,17 @@ func (c *Consumer) recover(connLost bool, since time.Time) (*subscription, error
 		case s := <-handoff:
 			stop()
 			return s, nil
-		case <-pauseNotify:
+		case <-halt:
 			stop()
-			if c.Paused() {
+			switch {
+			case c.isStopped():
+				return nil, nil
+			case c.Paused():
 				return nil, errPaused
 			}
+			// Paused and resumed since: watch the new halt.
+			halt = c.haltCh()
 			continue
-		case <-c.stopping.Done():
-			stop()
-			return nil, nil
 		case <-c.ops.conn.Done():
 			stop()
 			return nil, conn.ErrClosed
@@ -1047,17 +1050,6 @@ func (c *Consumer) haltCh() <-chan struct{} {
 	return c.halt
 }
 
-// pauseNotifier is the channel Pause wakes a recovery in progress on, made
-// by the first recovery that waits on it.
-func (c *Consumer) pauseNotifier() <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.pauseNotify == nil {
-		c.pauseNotify = make(chan struct{}, 1)
-	}
-	return c.pauseNotify
-}
-
 // pauseState is the current pause's channels: parked, which the loop
 // closes once it has parked, and resumed, which Resume closes.
 func (c *Consumer) pauseState() (parked, resumed chan struct{}) {
@@ -1101,15 +1093,9 @@ func (c *Consumer) Pause(ctx context.Context) error {
 	c.parked, c.resumed = make(chan struct{}), make(chan struct{})
 	c.consumingAgain = make(chan struct{})
 	close(c.halt)
-	sub, parked, notify := c.cur, c.parked, c.pauseNotify
+	sub, parked := c.cur, c.parked
 	c.pauseDeadline, _ = ctx.Deadline()
 	c.mu.Unlock()
-	if notify != nil {
-		select {
-		case notify <- struct{}{}:
-		default:
-		}
-	}
 	if sub != nil && sub.channel.ch.IsOpen() && !c.spec.OrderedHandOver {
 		if err := sub.channel.ch.Cancel(ctx, c.spec.Tag, false); err != nil {
 			c.log.Debug("broker: basic.cancel failed", "consumer", c.spec.Tag, "error", err)

@@ -14,6 +14,7 @@ import (
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -492,5 +493,57 @@ func TestConsumersWaitForARestoreLongerThanTheirGrace(t *testing.T) {
 		if resumed := evs[i].count(broker.ConsumerResumed); resumed != 1 {
 			t.Fatalf("consumer of %s resumed %d times", q, resumed)
 		}
+	}
+}
+
+// A consumer waiting with backoff for a queue it did not declare is woken
+// by Pause and by Stop: neither waits for its next attempt, here a minute
+// away.
+func TestPauseAndStopReachAConsumerWaitingForItsQueue(t *testing.T) {
+	broker.SetConsumerRecoveryBackoff(t, retry.Backoff{InitialInterval: time.Minute, Multiplier: 1, MaxInterval: time.Minute})
+	b := rabbittest.Shared(t)
+	_, ops := setup(t, b.URL, broker.OpsConfig{})
+	ctx := ctxT(t, 60*time.Second)
+	q := b.Name("theirs")
+	raw := rawChannel(t, b.URL)
+	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 10)
+	var ev events
+	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	ev.waitFor(t, broker.ConsumerWaiting)
+	// Its next attempt is a minute away; Pause returns once it parked.
+	if err := c.Pause(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatalf("pause of a waiting consumer: %v", err)
+	}
+	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Resume(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatalf("resume: %v", err)
+	}
+	if err := ops.Publish(ctx, "", q, msg("after the pause"), broker.PublishOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	expect(t, got, "after the pause")
+	waiting := ev.count(broker.ConsumerWaiting)
+	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
+		t.Fatal(err)
+	}
+	rabbittest.Eventually(t, 20*time.Second, "a second waiting event", func() bool { return ev.count(broker.ConsumerWaiting) > waiting })
+	if err := c.Stop(ctxT(t, 20*time.Second)); err != nil {
+		t.Fatalf("stop of a waiting consumer: %v", err)
+	}
+	select {
+	case <-c.Done():
+	default:
+		t.Fatal("Stop returned before the consumer ended")
 	}
 }

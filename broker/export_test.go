@@ -40,3 +40,11 @@ func SetRestoreRetryBackoff(t interface{ Cleanup(func()) }, b retry.Backoff) {
 	restoreRetryBackoff = b
 	t.Cleanup(func() { restoreRetryBackoff = old })
 }
+
+// SetConsumerRecoveryBackoff paces a consumer's own attempts to come back
+// with b until the test ends.
+func SetConsumerRecoveryBackoff(t interface{ Cleanup(func()) }, b retry.Backoff) {
+	old := consumerRecoveryBackoff
+	consumerRecoveryBackoff = b
+	t.Cleanup(func() { consumerRecoveryBackoff = old })
+}
