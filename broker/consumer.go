@@ -109,12 +109,12 @@ type Consumer struct {
 	ended    latch.Latch
 	// halt is closed by Pause or Stop (under mu), whichever comes first:
 	// the loop hands out nothing more, and parks (paused) or returns
-	// (stopped); a recovery in progress wakes. Resume makes a new one. One channel for both, so that the
-	// loop's wait for a delivery watches two channels, not three: every
-	// idle consumer holds a waiter per channel watched (issue 33: heap per
-	// Subscriber). parked is closed by the loop once it has parked;
-	// resumed is closed by Resume. Pause makes a new parked and resumed
-	// each time.
+	// (stopped); a recovery in progress wakes. Resume makes a new one. One
+	// channel for both, so that the loop's wait for a delivery watches two
+	// channels, not three: every idle consumer holds a waiter per channel
+	// watched (issue 33: heap per Subscriber). parked is closed by the loop
+	// once it has parked; resumed is closed by Resume. Pause makes a new
+	// parked and resumed each time.
 	halt, parked, resumed chan struct{}
 	// consumingAgain is closed once a resumed consumer consumes (Resume
 	// waits for it).
