@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	amqp "github.com/rabbitmq/amqp091-go"
+
 	"github.com/warrenmq/warren/broker"
 	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
@@ -60,6 +62,24 @@ func (e *events) waitFor(t *testing.T, kind broker.ConsumerEventKind) broker.Con
 	return found
 }
 
+// consumeTheirQueue declares a queue with a raw client, as another
+// service would, and consumes it with warren: the consumer forwards the
+// bodies to got and its events to ev.
+func consumeTheirQueue(t *testing.T, ctx context.Context, b *rabbittest.Broker, ops *broker.Ops) (q string, raw *amqp.Channel, c *broker.Consumer, got chan string, ev *events) {
+	t.Helper()
+	q = b.Name("theirs")
+	raw = rawChannel(t, b.URL)
+	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	got, ev = make(chan string, 10), &events{}
+	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return q, raw, c, got, ev
+}
+
 // A queue warren did not declare, deleted under its consumer: the consumer
 // reports the gap and waits with backoff until the queue exists again,
 // then consumes it. It never ends on its own. Each event is logged too,
@@ -70,17 +90,7 @@ func TestConsumerWaitsForAQueueItDidNotDeclare(t *testing.T) {
 	log, logged := textLog()
 	_, ops := setup(t, b.URL, broker.OpsConfig{Logger: log})
 	ctx := ctxT(t, 60*time.Second)
-	q := b.Name("theirs")
-	raw := rawChannel(t, b.URL)
-	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 10)
-	var ev events
-	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q, raw, c, got, ev := consumeTheirQueue(t, ctx, b, ops)
 	if !c.Consuming() {
 		t.Fatal("not consuming after Consume")
 	}
@@ -504,17 +514,7 @@ func TestPauseAndStopReachAConsumerWaitingForItsQueue(t *testing.T) {
 	b := rabbittest.Shared(t)
 	_, ops := setup(t, b.URL, broker.OpsConfig{})
 	ctx := ctxT(t, 60*time.Second)
-	q := b.Name("theirs")
-	raw := rawChannel(t, b.URL)
-	if _, err := raw.QueueDeclare(q, false, false, false, false, nil); err != nil {
-		t.Fatal(err)
-	}
-	got := make(chan string, 10)
-	var ev events
-	c, err := ops.Consume(ctx, broker.ConsumerSpec{Queue: q, Handler: receiver(got), OnEvent: ev.on})
-	if err != nil {
-		t.Fatal(err)
-	}
+	q, raw, c, got, ev := consumeTheirQueue(t, ctx, b, ops)
 	if _, err := raw.QueueDelete(q, false, false, false); err != nil {
 		t.Fatal(err)
 	}

@@ -376,12 +376,7 @@ func TestConsumersComeBackWhileBindingsAreRestored(t *testing.T) {
 	if err := raw.ExchangeDeclare(theirs, "fanout", false, false, false, false, nil); err != nil {
 		t.Fatal(err)
 	}
-	var r broker.RestoreReport
-	select {
-	case r = <-reports:
-	case <-ctx.Done():
-		t.Fatal("no restore report")
-	}
+	r := nextReport(t, ctx, reports)
 	if !r.OK() {
 		t.Fatalf("restore failed: %+v", r)
 	}
@@ -462,12 +457,7 @@ func TestRestoreOfBatchesWithARefusalAmongThem(t *testing.T) {
 	if err := p.Restore(); err != nil {
 		t.Fatal(err)
 	}
-	var r broker.RestoreReport
-	select {
-	case r = <-reports:
-	case <-ctx.Done():
-		t.Fatal("no restore report")
-	}
+	r := nextReport(t, ctx, reports)
 	if r.Err != nil {
 		t.Fatalf("restore run failed: %v", r.Err)
 	}
@@ -501,5 +491,17 @@ func TestRestoreOfBatchesWithARefusalAmongThem(t *testing.T) {
 			t.Fatal(err)
 		}
 		expect(t, got, q.Name)
+	}
+}
+
+// nextReport is the next restore run's report, waited for until ctx ends.
+func nextReport(t *testing.T, ctx context.Context, reports <-chan broker.RestoreReport) broker.RestoreReport {
+	t.Helper()
+	select {
+	case r := <-reports:
+		return r
+	case <-ctx.Done():
+		t.Fatal("no restore report")
+		return broker.RestoreReport{}
 	}
 }
