@@ -86,6 +86,27 @@ func expect(t *testing.T, ch <-chan string, want string) {
 
 func msg(body string) amqp.Publishing { return amqp.Publishing{Body: []byte(body)} }
 
+// restoreReports collects the reports of every restore run of ops'
+// connection.
+func restoreReports(t *testing.T, ops *broker.Ops) <-chan broker.RestoreReport {
+	t.Helper()
+	out := make(chan broker.RestoreReport, 10)
+	ops.Registry().OnRestored(func(r broker.RestoreReport) { out <- r })
+	return out
+}
+
+// nextReport is the next restore run's report, waited for until ctx ends.
+func nextReport(t *testing.T, ctx context.Context, reports <-chan broker.RestoreReport) broker.RestoreReport {
+	t.Helper()
+	select {
+	case r := <-reports:
+		return r
+	case <-ctx.Done():
+		t.Fatal("no restore report")
+		return broker.RestoreReport{}
+	}
+}
+
 // restoreFailures collects the failures of every restore run of ops'
 // connection.
 func restoreFailures(t *testing.T, ops *broker.Ops) <-chan *broker.RestoreError {

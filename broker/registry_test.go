@@ -47,8 +47,7 @@ func TestOneRegistryAndOneRestorePerConnection(t *testing.T) {
 	if _, err := second.DeclareQueue(ctx, topology.QueueSpec{Name: q2, AutoDelete: true}); err != nil {
 		t.Fatal(err)
 	}
-	reports := make(chan broker.RestoreReport, 10)
-	first.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
+	reports := restoreReports(t, first)
 	before := first.Registry().Restores()
 	for round := 1; round <= 3; round++ {
 		if err := p.Drop(); err != nil {

@@ -340,8 +340,7 @@ func TestConsumersComeBackWhileBindingsAreRestored(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
-	reports := make(chan broker.RestoreReport, 10)
-	ops.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
+	reports := restoreReports(t, ops)
 	ctx := ctxT(t, 90*time.Second)
 	raw := rawChannel(t, b.URL)
 	theirs, q := b.Name("theirs"), b.Name("ours")
@@ -410,8 +409,7 @@ func TestRestoreOfBatchesWithARefusalAmongThem(t *testing.T) {
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
 	c, ops := setup(t, p.URL(b.Vhost), broker.OpsConfig{})
-	reports := make(chan broker.RestoreReport, 10)
-	ops.Registry().OnRestored(func(r broker.RestoreReport) { reports <- r })
+	reports := restoreReports(t, ops)
 	ctx := ctxT(t, 60*time.Second)
 	top := topology.Topology{}
 	var specs []broker.ConsumerSpec
@@ -491,17 +489,5 @@ func TestRestoreOfBatchesWithARefusalAmongThem(t *testing.T) {
 			t.Fatal(err)
 		}
 		expect(t, got, q.Name)
-	}
-}
-
-// nextReport is the next restore run's report, waited for until ctx ends.
-func nextReport(t *testing.T, ctx context.Context, reports <-chan broker.RestoreReport) broker.RestoreReport {
-	t.Helper()
-	select {
-	case r := <-reports:
-		return r
-	case <-ctx.Done():
-		t.Fatal("no restore report")
-		return broker.RestoreReport{}
 	}
 }
