@@ -26,7 +26,7 @@ func TestExamples(t *testing.T) {
 		t.Fatalf("go build ./examples/...: %v\n%s", err, out)
 	}
 	want := map[string][]string{
-		"quickstart": {"consumed \"hello, warren\"", "succeeds on call 3 (attempt 3", "dead-lettered to quickstart.orders.dlq", "reconnecting -> connected", "done"},
+		"quickstart": {"consumed \"hello, warren\"", "succeeds on call 3 (attempt 3: back after a 1s delayed retry)", "dead-lettered to quickstart.orders.dlq", "reconnecting -> connected", "order B-2 succeeds", "done"},
 		"worker":     {"job-3 fails (attempt 6)", "dead-lettered job-3 after 6 attempts", "finished 4 jobs"},
 		"tracing": {"spans, 1 trace(s)", "  send example.tracing [producer]", "    process example.tracing [consumer] ERROR: payment service unavailable",
 			"      ! exception (attempt 1)", "      retry [internal] ERROR", "        process example.tracing [consumer] ERROR: middleware: delayed retries exhausted",
