@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -35,6 +36,12 @@ type Channel struct {
 	done    chan struct{}
 	mu      sync.Mutex
 	err     *amqp.Error
+	// abandoned: a call outlived its bound and the channel is being
+	// closed. Its close waits for the broker (for the call's reply first),
+	// and until then amqp091 still calls the channel open: IsOpen must not,
+	// or a pool hands it to the next caller, whose call then fails with
+	// ErrClosed when the close lands (PITFALLS 67).
+	abandoned atomic.Bool
 }
 
 // generation identifies the underlying connection: it grows by one with
@@ -71,7 +78,7 @@ func (ch *Channel) IsOpen() bool {
 		return false
 	default:
 	}
-	return !ch.ch.IsClosed()
+	return !ch.abandoned.Load() && !ch.ch.IsClosed()
 }
 
 // connectionLost reports whether the connection under the channel is gone
@@ -113,6 +120,15 @@ func (ch *Channel) Close() error {
 	if !ch.IsOpen() {
 		return nil
 	}
+	return ch.close()
+}
+
+// close is Close once the channel is known to need closing (an abandoned
+// channel is no longer open to IsOpen, but its amqp091 channel is).
+func (ch *Channel) close() error {
+	if ch.ch.IsClosed() {
+		return nil
+	}
 	res := make(chan error, 1)
 	if !ch.c.spawn(func() { res <- ch.ch.Close() }) {
 		return nil // the connection is finished, and the channel with it
@@ -136,7 +152,9 @@ func (ch *Channel) Close() error {
 // abandon closes a channel whose call outlived its bound, without waiting:
 // the reply may still come, and nothing else may be sent on the channel.
 func (ch *Channel) abandon() {
-	ch.c.spawn(func() { _ = ch.Close() })
+	if ch.abandoned.CompareAndSwap(false, true) {
+		ch.c.spawn(func() { _ = ch.close() })
+	}
 }
 
 // call runs an RPC bounded by ctx and OperationTimeout. When the bound

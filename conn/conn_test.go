@@ -656,3 +656,47 @@ func TestMultiHostFailover(t *testing.T) {
 		t.Fatal("did not fail over to the alternate URL")
 	}
 }
+
+// A channel whose call outlived its bound is closed, and no longer reads
+// open from that moment: its close waits for the broker (behind the
+// abandoned call), and a pool that asked IsOpen meanwhile handed it to the
+// next caller, whose call failed with ErrClosed (504) when the close
+// landed (PITFALLS 67: a 10,000-queue Apply failed so in the bench). The
+// close still happens once the broker answers.
+func TestAbandonedChannelIsNotOpen(t *testing.T) {
+	b := rabbittest.Shared(t)
+	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
+	c := open(t, p.URL(b.Vhost), conn.Config{Reconnect: fast()})
+	ctx := ctxT(t, 30*time.Second)
+	ch, err := c.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Stall(); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	defer cancel()
+	if _, err := ch.QueueDeclare(short, "", false, true, true, false, nil); !errors.Is(err, context.DeadlineExceeded) {
+		t.Fatalf("declare on a stalled network: %v, want the call's deadline", err)
+	}
+	if ch.IsOpen() {
+		t.Fatal("a channel whose call was abandoned still reads open")
+	}
+	p.Heal()
+	select {
+	case <-ch.Done(): // the abandoned channel's close went through
+	case <-ctx.Done():
+		t.Fatal("the abandoned channel was never closed")
+	}
+	if c.State() != conn.StateConnected {
+		t.Fatalf("state %v: abandoning a channel cost the connection", c.State())
+	}
+	next, err := c.NewChannel(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := next.QueueDeclare(ctx, "", false, true, true, false, nil); err != nil {
+		t.Fatalf("the next channel's declare: %v", err)
+	}
+}
