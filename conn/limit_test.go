@@ -46,10 +46,24 @@ func TestConnectionLimitIsRetried(t *testing.T) {
 		out, err := rabbittest.Ctl(ctx, "", "list_connections", "vhost")
 		return err == nil && !strings.Contains(out, vhost)
 	})
-	other, err := amqp.Dial("amqp://guest:guest@" + rabbittest.SharedAddr + "/" + vhost)
+	direct := "amqp://guest:guest@" + rabbittest.SharedAddr + "/" + vhost
+	other, err := amqp.Dial(direct)
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The broker counts a vhost's connections from events it handles after
+	// the connection opened: on a loaded machine a dial right after
+	// other's still got in (CI). Wait until the broker itself refuses a
+	// dial at the limit, so that the service's next attempt meets it.
+	rabbittest.Eventually(t, 20*time.Second, "the broker refusing a dial at the limit", func() bool {
+		probe, err := amqp.Dial(direct)
+		if err == nil {
+			_ = probe.Close()
+			return false
+		}
+		var ae *amqp.Error
+		return errors.As(err, &ae) && ae.Code == amqp.NotAllowed
+	})
 	if err := p.Restore(); err != nil {
 		t.Fatal(err)
 	}
