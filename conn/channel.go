@@ -39,8 +39,8 @@ type Channel struct {
 	// abandoned: a call outlived its bound and the channel is being
 	// closed. Its close waits for the broker (for the call's reply first),
 	// and until then amqp091 still calls the channel open: IsOpen must not,
-	// or a pool hands it to the next caller, whose call then fails with
-	// ErrClosed when the close lands (PITFALLS 67).
+	// or a pool hands it to the next caller, whose call then waits behind
+	// the close and fails with it (PITFALLS 67).
 	abandoned atomic.Bool
 }
 
