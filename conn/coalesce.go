@@ -4,8 +4,6 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	amqp "github.com/rabbitmq/amqp091-go"
 )
 
 // coalescingConn sends what concurrent writers hand it in as few socket
@@ -132,21 +130,4 @@ func (c *coalescingConn) Close() error {
 		c.closeErr = c.Conn.Close()
 	})
 	return c.closeErr
-}
-
-// dialer is amqp091-go's default dialer (TCP connect, and a deadline over
-// the TLS and AMQP handshakes that amqp091-go clears once open), with writes
-// coalesced unless direct is set.
-func dialer(timeout time.Duration, direct bool) func(network, addr string) (net.Conn, error) {
-	dial := amqp.DefaultDial(timeout)
-	if direct {
-		return dial
-	}
-	return func(network, addr string) (net.Conn, error) {
-		c, err := dial(network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return newCoalescingConn(c), nil
-	}
 }

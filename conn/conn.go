@@ -667,13 +667,14 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	}
 	props.SetClientConnectionName(c.cfg.ConnectionName)
 	cfg := amqp.Config{
-		Heartbeat:       c.cfg.Heartbeat,
-		ChannelMax:      c.url.Options.ChannelMax,
-		FrameSize:       c.url.Options.FrameMax,
-		TLSClientConfig: c.tls[ep.url],
-		Properties:      props,
-		Locale:          "en_US",
-		Dial:            dialer(c.cfg.DialTimeout, c.cfg.DirectWrites),
+		Heartbeat:  c.cfg.Heartbeat,
+		ChannelMax: c.url.Options.ChannelMax,
+		FrameSize:  c.url.Options.FrameMax,
+		Properties: props,
+		Locale:     "en_US",
+		// TLS is the dialer's, under the frame guard: amqp091-go dials a
+		// plain amqp URL and never wraps the socket itself.
+		Dial: dialer(c.cfg.DialTimeout, c.cfg.DirectWrites, c.tls[ep.url]),
 		// Recovery stays nil: warren recovers by itself, and two recovery
 		// loops would race (PITFALLS 9).
 	}
@@ -685,10 +686,11 @@ func (c *Conn) dial(ep endpoint) (*generation, error) {
 	if err != nil {
 		return nil, err
 	}
-	dialURL, user, pass := ep.url.dialURL(ep.host), ep.url.Username, ep.url.password
+	user, pass := ep.url.Username, ep.url.password
 	if provided {
-		dialURL, user, pass = ep.url.dialURLWith(ep.host, cr), cr.Username, cr.Password
+		user, pass = cr.Username, cr.Password
 	}
+	dialURL := ep.url.dialURL(ep.host, user, pass)
 	cfg.SASL = ep.url.sasl(user, pass)
 	if c.cfg.Heartbeat == 0 {
 		// The URL's heartbeat=0: the broker's interval. amqp091-go takes

@@ -2,8 +2,6 @@ package conn
 
 import (
 	"context"
-	"fmt"
-	"net/url"
 	"time"
 )
 
@@ -45,17 +43,6 @@ func (c *Conn) credentials() (Credentials, bool, error) {
 		return Credentials{}, false, &credentialsError{err}
 	}
 	return cr, true, nil
-}
-
-// dialURLWith is the dial URL of host with cr's login in place of the
-// URL's.
-func (u *URL) dialURLWith(host string, cr Credentials) string {
-	scheme := "amqp"
-	if u.TLS {
-		scheme = "amqps"
-	}
-	ui := url.UserPassword(cr.Username, cr.Password)
-	return fmt.Sprintf("%s://%s@%s/%s", scheme, ui.String(), host, url.PathEscape(u.Vhost))
 }
 
 // refreshAt is when a secret that expires at exp is renewed: RefreshBefore

@@ -258,14 +258,12 @@ func (u *URL) String() string {
 }
 
 // dialURL is the single-host URL amqp091 dials, password included. It never
-// leaves this package.
-func (u *URL) dialURL(host string) string {
-	scheme := "amqp"
-	if u.TLS {
-		scheme = "amqps"
-	}
-	ui := url.UserPassword(u.Username, u.password)
-	return fmt.Sprintf("%s://%s@%s/%s", scheme, ui.String(), host, url.PathEscape(u.Vhost))
+// leaves this package. Its scheme is amqp even for an amqps host: the
+// dialer does the TLS handshake itself, so that the frame guard sees
+// frames, not TLS records (dial.go).
+func (u *URL) dialURL(host, user, password string) string {
+	ui := url.UserPassword(user, password)
+	return fmt.Sprintf("amqp://%s@%s/%s", ui.String(), host, url.PathEscape(u.Vhost))
 }
 
 // endpointName is one host as shown in logs and errors.

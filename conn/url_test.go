@@ -140,7 +140,7 @@ func TestPasswordNeverShown(t *testing.T) {
 		if s := c.String(); strings.Contains(s, secret) {
 			t.Fatalf("Conn.String shows the password: %s", s)
 		}
-		if !strings.Contains(u.dialURL(u.Hosts[0]), secret) {
+		if !strings.Contains(u.dialURL(u.Hosts[0], u.Username, u.password), secret) {
 			t.Fatal("dial URL lost the password")
 		}
 	}

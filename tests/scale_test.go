@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,7 +12,9 @@ import (
 	amqp "github.com/rabbitmq/amqp091-go"
 
 	"github.com/warrenmq/warren/broker"
+	"github.com/warrenmq/warren/conn"
 	"github.com/warrenmq/warren/internal/rabbittest"
+	"github.com/warrenmq/warren/retry"
 	"github.com/warrenmq/warren/topology"
 )
 
@@ -24,7 +27,22 @@ func TestConsumersBeyondChannelMax(t *testing.T) {
 	const n = 3000
 	b := rabbittest.Shared(t)
 	p := rabbittest.NewProxy(t, rabbittest.SharedAddr)
-	c := openConn(t, p.URL(b.Vhost))
+	logs, logger := newLogRecorder()
+	c := rabbittest.OpenConn(t, p.URL(b.Vhost), conn.Config{Logger: logger, Reconnect: conn.RetryPolicy{FirstRetryImmediate: true, Backoff: retry.Backoff{MaxInterval: time.Second}}})
+	var statesMu sync.Mutex
+	var states []string
+	c.OnStateChange(func(ch conn.StateChange) {
+		statesMu.Lock()
+		states = append(states, time.Now().Format("15:04:05.000")+" "+ch.String())
+		statesMu.Unlock()
+	})
+	t.Cleanup(func() {
+		if t.Failed() {
+			statesMu.Lock()
+			defer statesMu.Unlock()
+			t.Logf("connection states: %q\nlogs: %s", states, logs.dump())
+		}
+	})
 	ops, err := broker.NewOps(c, broker.OpsConfig{Timeout: time.Minute})
 	if err != nil {
 		t.Fatal(err)
