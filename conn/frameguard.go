@@ -177,7 +177,10 @@ func (g *frameGuard) dropFrame(head []byte) bool {
 	if channel == 0 {
 		return false // the connection's own frames, heartbeats
 	}
-	state := g.shut[channel]
+	var state channelShut
+	if len(g.shut) > 0 {
+		state = g.shut[channel]
+	}
 	if head[0] == frameMethod && binary.BigEndian.Uint16(head[7:9]) == classChannel {
 		switch binary.BigEndian.Uint16(head[9:11]) {
 		case methodChannelOpen:
