@@ -179,14 +179,16 @@ func (c *Config) endpoints(primary *URL) ([]endpoint, error) {
 }
 
 // tlsConfig builds the TLS settings for amqps hosts from the URL's options,
-// unless Config.TLS is set. Files are read once, here, so a missing file is
-// an error of New naming the parameter, not a failure at every reconnect.
+// unless Config.TLS is set; an amqp host has none, Config.TLS or not (the
+// dialer does TLS for every host it is given a config for). Files are read
+// once, here, so a missing file is an error of New naming the parameter,
+// not a failure at every reconnect.
 func (c *Config) tlsConfig(u *URL) (*tls.Config, error) {
-	if c.TLS != nil {
-		return c.TLS.Clone(), nil
-	}
 	if !u.TLS {
 		return nil, nil
+	}
+	if c.TLS != nil {
+		return c.TLS.Clone(), nil
 	}
 	o := u.Options
 	tc := &tls.Config{ServerName: o.ServerName, InsecureSkipVerify: o.NoVerifySSL, MinVersion: tls.VersionTLS12} //nolint:gosec // only when no_verify_ssl is asked for

@@ -167,8 +167,8 @@ func New(url string, cfg Config) (*Conn, error) {
 		return nil, err
 	}
 	if cfg.TLS != nil && !slices.ContainsFunc(eps, func(ep endpoint) bool { return ep.url.TLS }) {
-		// amqp091-go uses a TLS config only for amqps: with every host
-		// amqp, the login would cross the network in the clear.
+		// The dialer uses a TLS config only for amqps hosts: with every
+		// host amqp, the login would cross the network in the clear.
 		return nil, &ConfigError{Field: "conn.Config.TLS", Reason: "set, but no host is amqps: the connection would be plain TCP (use amqps://)"}
 	}
 	c := &Conn{

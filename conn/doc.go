@@ -94,6 +94,14 @@
 // most 256 KiB wait, so a broker that stops reading still stops writers.
 // [Config.DirectWrites] restores amqp091-go's own behaviour.
 //
+// Either way, nothing leaves on a channel after the client has closed it or
+// answered the broker's close, until that channel is opened again.
+// amqp091-go can let such a frame out when a send on the channel races the
+// broker's close (a NoWait declaration, say), and the broker closes the
+// whole connection for it (504 CHANNEL_ERROR "expected 'channel.open'").
+// That is also why a Conn does the TLS handshake of an amqps host itself:
+// the frames must be seen before they are encrypted.
+//
 // # Sharing
 //
 // [Shared] hands out reference-counted handles on one connection per URL and

@@ -248,9 +248,19 @@ func TestTLSConfigWithNoTLSHostIsRefused(t *testing.T) {
 	if !errors.As(err, &ce) {
 		t.Fatalf("Config.TLS with every host amqp: %v, want a ConfigError", err)
 	}
-	// One amqps host is what the config is for.
-	if _, err := New("amqp://h1", Config{TLS: tc, AlternateURLs: []string{"amqps://h2"}}); err != nil {
+	// One amqps host is what the config is for; the amqp host beside it
+	// is still dialled without TLS.
+	c, err := New("amqp://h1", Config{TLS: tc, AlternateURLs: []string{"amqps://h2"}})
+	if err != nil {
 		t.Fatalf("Config.TLS with an amqps alternate: %v", err)
+	}
+	for u, cfg := range c.tls {
+		if (cfg != nil) != u.TLS {
+			t.Errorf("%s: TLS config %v", u, cfg != nil)
+		}
+	}
+	if len(c.tls) != 2 {
+		t.Errorf("%d URLs with their TLS settings, want 2", len(c.tls))
 	}
 	if _, err := New("amqps://h1", Config{TLS: tc}); err != nil {
 		t.Fatalf("Config.TLS with amqps: %v", err)
