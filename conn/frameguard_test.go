@@ -36,7 +36,18 @@ func TestNoWaitSendsRacingAChannelCloseKeepTheConnection(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	c := open(t, b.URL, conn.Config{})
+	// The guard sits over the coalesced writes and over direct ones.
+	for _, direct := range []bool{false, true} {
+		t.Run(fmt.Sprintf("DirectWrites=%v", direct), func(t *testing.T) {
+			racingRounds(t, b.URL, held, conn.Config{DirectWrites: direct})
+		})
+	}
+}
+
+// racingRounds runs the rounds of four racing channels on a connection of
+// cfg and fails if it is ever lost.
+func racingRounds(t *testing.T, url string, held []string, cfg conn.Config) {
+	c := open(t, url, cfg)
 	rec := record(c)
 	// The open's own change may reach the recorder after this; a loss is
 	// a change away from connected.
