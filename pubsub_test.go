@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -405,7 +408,13 @@ func TestOutputSurvivesServerCancel(t *testing.T) {
 	b := rabbittest.Shared(t)
 	c := openConn(t, b.URL)
 	m := warren.QueuePerTopic{Prefix: b.Prefix}
-	pub, sub := newPubSub(t, c, warren.PublisherConfig{Mapping: m}, warren.SubscriberConfig{Mapping: m})
+	// The subscriber's log, printed if the message never comes: it failed
+	// so once in CI, and whether the message then sat unacknowledged (a
+	// consumer nobody reads) or never reached the queue is what to know.
+	var logMu sync.Mutex
+	var logBuf strings.Builder
+	logger := slog.New(slog.NewTextHandler(lockedWriter{&logMu, &logBuf}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	pub, sub := newPubSub(t, c, warren.PublisherConfig{Mapping: m}, warren.SubscriberConfig{Mapping: m, Logger: logger})
 	out, err := sub.Subscribe(ctxT(t, 60*time.Second), "cancelled")
 	if err != nil {
 		t.Fatal(err)
@@ -426,11 +435,31 @@ func TestOutputSurvivesServerCancel(t *testing.T) {
 	if err := pub.Publish("cancelled", message.NewMessage("after-cancel", nil)); err != nil {
 		t.Fatal(err)
 	}
-	got := receive(t, out)
-	if got.UUID != "after-cancel" {
-		t.Fatalf("got %s", got.UUID)
+	select {
+	case got := <-out:
+		if got == nil || got.UUID != "after-cancel" {
+			t.Fatalf("got %v", got)
+		}
+		got.Ack()
+	case <-time.After(15 * time.Second):
+		ready, unacked, err := b.Messages(q)
+		qi, qerr := ch.QueueDeclarePassive(q, true, false, false, false, nil)
+		logMu.Lock()
+		defer logMu.Unlock()
+		t.Fatalf("no message within 15s: the queue holds %d ready, %d unacknowledged (%v), %d consumers (%v); the subscriber's log:\n%s", ready, unacked, err, qi.Consumers, qerr, logBuf.String())
 	}
-	got.Ack()
+}
+
+// lockedWriter serialises writes to w.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func TestCloseIsIdempotentAndFinal(t *testing.T) {
