@@ -134,12 +134,12 @@ func (g *frameGuard) filter(p []byte) []byte {
 			i += n
 		default:
 			// A head split across writes: gather it, then decide.
-			for i < len(p) && (g.headLen < frameHeadLen || g.headLen < headLen(g.head[0])) {
+			for i < len(p) && !g.headComplete() {
 				g.head[g.headLen] = p[i]
 				g.headLen++
 				i++
 			}
-			if g.headLen < frameHeadLen || g.headLen < headLen(g.head[0]) {
+			if !g.headComplete() {
 				break // the rest of the head comes with the next write
 			}
 			head := g.head[:g.headLen]
@@ -154,6 +154,12 @@ func (g *frameGuard) filter(p []byte) []byte {
 		g.out = s.buf[:0]
 	}
 	return s.bytes()
+}
+
+// headComplete reports whether the head being gathered across writes is
+// all there.
+func (g *frameGuard) headComplete() bool {
+	return g.headLen >= frameHeadLen && g.headLen >= headLen(g.head[0])
 }
 
 // headLen is how much of a frame's head the guard reads before deciding:
