@@ -58,7 +58,12 @@ type RequesterConfig struct {
 	// Mapping routes a request's topic. Default: ExistingQueues (the topic
 	// is the responder's queue).
 	Mapping Mapping
-	// Marshaler of requests and replies. Default: DefaultMarshaler.
+	// Marshaler of requests and replies. Default: DefaultMarshaler, its
+	// requests transient unless KeepUnanswered (or their metadata's
+	// MetaDeliveryMode) says otherwise: a request's reply can reach only
+	// the channel that sent it, and a broker restart ends that channel,
+	// so a request kept on disk across the restart would be handled for
+	// nobody.
 	Marshaler Marshaler
 	// Timeout bounds a request whose ctx has no deadline. Default: 30s.
 	Timeout time.Duration
@@ -66,7 +71,9 @@ type RequesterConfig struct {
 	// request expires (its AMQP expiration) when its ctx's deadline (or
 	// Timeout) passes, unless it sets MetaExpiration itself: a request
 	// nobody waits for any more is never handled, say by a responder that
-	// comes back after the requester gave up. Default: false.
+	// comes back after the requester gave up. With the default Marshaler,
+	// a kept request is also persistent, as a published message is: it is
+	// meant to be handled whoever waits for it. Default: false.
 	KeepUnanswered bool
 	// Logger. Default: the connection's.
 	Logger *slog.Logger
@@ -81,7 +88,7 @@ func (c *RequesterConfig) setDefaults() {
 		c.Mapping = ExistingQueues{}
 	}
 	if c.Marshaler == nil {
-		c.Marshaler = DefaultMarshaler{}
+		c.Marshaler = DefaultMarshaler{Transient: !c.KeepUnanswered}
 	}
 	if c.Timeout == 0 {
 		c.Timeout = 30 * time.Second

@@ -67,8 +67,8 @@ func BenchmarkRequestReply(b *testing.B) {
 	defer raw.close()
 	// References, not the target's baseline: the raw loop with a warren
 	// request's guarantees (confirmed and mandatory), and the raw loop
-	// sending all a warren request sends (also persistent, with a message
-	// id and an expiration), so that the part of the gap that is the
+	// sending all a warren request sends (also with a message id and an
+	// expiration), so that the part of the gap that is the
 	// broker's and the client library's work for those shows, and what is
 	// left is warren's own.
 	rawConfirmed := newRawRequester(b, url, rawGuaranteed)
@@ -249,9 +249,9 @@ const (
 	// rawGuaranteed: the channel is in confirm mode, requests are
 	// mandatory, and a request also waits for its confirm.
 	rawGuaranteed
-	// rawLikeWarren: confirmed and mandatory, each request persistent, with
-	// a message id and an expiration, as DefaultMarshaler and the Requester
-	// send one; and, as a warren request does, it ends at its reply, which
+	// rawLikeWarren: confirmed and mandatory, each request transient, with
+	// a message id and an expiration, as the Requester's default marshaler
+	// sends one; and, as a warren request does, it ends at its reply, which
 	// proves the broker took it, without waiting for the confirm after it.
 	rawLikeWarren
 )
@@ -300,7 +300,7 @@ func (r *rawRequester) request(q string, body []byte) error {
 	if r.shape == rawLikeWarren {
 		// The Requester's expiration is what is left of the call's
 		// deadline (30s by default), in milliseconds.
-		p.DeliveryMode, p.MessageId, p.Expiration = amqp.Persistent, corr, strconv.FormatInt(rawRequestTimeout.Milliseconds(), 10)
+		p.DeliveryMode, p.MessageId, p.Expiration = amqp.Transient, corr, strconv.FormatInt(rawRequestTimeout.Milliseconds(), 10)
 	}
 	dc, err := r.ch.PublishWithDeferredConfirmWithContext(context.Background(), "", q, r.shape != rawBare, false, p)
 	if err != nil {

@@ -109,6 +109,56 @@ func TestRequestReply(t *testing.T) {
 	}
 }
 
+// TestRequestsAreTransientUnlessKept: a request's reply can reach only the
+// channel that sent it, and a broker restart ends that channel, so by
+// default a request goes out transient; a request kept unanswered, or one
+// whose metadata asks for persistence, goes out persistent. The responder
+// is raw amqp091-go, which reads the delivery mode as the broker delivers
+// it.
+func TestRequestsAreTransientUnlessKept(t *testing.T) {
+	b := rabbittest.Shared(t)
+	q := b.Name("rpc-mode")
+	raw := rabbittest.RawChannel(t, b.URL)
+	if _, err := raw.QueueDeclare(q, true, false, false, false, nil); err != nil {
+		t.Fatal(err)
+	}
+	deliveries, err := raw.Consume(q, "", true, false, false, false, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	modes := make(chan string, 3)
+	go func() {
+		for d := range deliveries {
+			modes <- fmt.Sprintf("%s=%d", d.Body, d.DeliveryMode)
+			_ = raw.Publish("", d.ReplyTo, false, false, amqp.Publishing{CorrelationId: d.CorrelationId, Body: d.Body})
+		}
+	}()
+	plain := requester(t, b.URL)
+	kept, err := warren.NewRequester(openConn(t, b.URL), warren.RequesterConfig{KeepUnanswered: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = kept.Close() })
+	asked := message.NewMessage("asked", []byte("asked"))
+	asked.Metadata.Set(warren.MetaDeliveryMode, "2")
+	for _, c := range []struct {
+		rq   *warren.Requester
+		msg  *message.Message
+		want string
+	}{
+		{plain, message.NewMessage("plain", []byte("plain")), "plain=1"},
+		{plain, asked, "asked=2"},
+		{kept, message.NewMessage("kept", []byte("kept")), "kept=2"},
+	} {
+		if _, err := c.rq.Request(ctxT(t, 30*time.Second), q, c.msg); err != nil {
+			t.Fatalf("request %s: %v", c.msg.UUID, err)
+		}
+		if got := <-modes; got != c.want {
+			t.Fatalf("the responder read %s, want %s", got, c.want)
+		}
+	}
+}
+
 // TestReturnsAndRepliesFindTheirOwnRequest: on one Requester, requests to
 // a queue and requests nobody takes are in flight together, the same
 // routing key and message id over and over. A return finds its request by
