@@ -48,3 +48,10 @@ func SetConsumerRecoveryBackoff(t interface{ Cleanup(func()) }, b retry.Backoff)
 	consumerRecoveryBackoff = b
 	t.Cleanup(func() { consumerRecoveryBackoff = old })
 }
+
+// SetLaneChunk sets laneChunk until the test ends.
+func SetLaneChunk(t interface{ Cleanup(func()) }, n int) {
+	old := laneChunk
+	laneChunk = n
+	t.Cleanup(func() { laneChunk = old })
+}

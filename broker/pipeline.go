@@ -21,6 +21,15 @@ const pipelineWidth = 4
 // after the other is as fast.
 const pipelineMin = 4
 
+// laneChunk is how many of a lane's steps go out before the lane waits at
+// a barrier. Each chunk's sends and its barrier are bounded on their own
+// (OperationTimeout), so a lane the broker takes longer than one bound to
+// work through (10,000 durable queues on a loaded broker) stays pipelined
+// instead of going one at a time, and a refusal in a later chunk leaves the
+// earlier chunks done. A barrier a chunk is one round trip in some 256
+// declarations of the broker's work.
+var laneChunk = 256
+
 // step is one declaration of a batch: it sends the declaration on the raw
 // channel without waiting for the broker's reply (NoWait); the pipeline's
 // barrier finds a refusal.
@@ -31,11 +40,11 @@ type step func(ch *amqp.Channel) error
 var errNotPipelined = errors.New("broker: not pipelined")
 
 // pipeline sends steps without waiting for each reply (NoWait) on up to
-// pipelineWidth channels, then waits once per channel. errs[i] is nil when
-// step i certainly happened; otherwise it is why its channel failed. A step
-// the broker refuses closes its channel, and the broker discards what was
-// sent on it afterwards, so every step of a channel whose wait failed is
-// left undone: the caller sends those again, or runs them one at a time
+// pipelineWidth channels, each waiting at a barrier after every laneChunk
+// of its steps. errs[i] is nil when step i certainly happened; otherwise it
+// is why its channel failed. A step the broker refuses closes its channel,
+// and the broker discards what was sent on it afterwards, so every step of
+// a channel after its last barrier passed is left undone: the caller sends those again, or runs them one at a time
 // (then a failure fails only its own step, and says which). Nothing inside
 // a batch may depend on anything else in it (callers batch one kind at a
 // time), since the channels run side by side.
@@ -66,13 +75,17 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 		wg.Add(1)
 		go func() { // waited for below: owned by this call
 			defer wg.Done()
-			err := sendLane(ctx, ch, steps, owned[l])
+			done, err := sendLane(ctx, ch, steps, owned[l])
 			r.pool.put(ch)
-			if err == nil && connx.ChannelGeneration(ch) != gen {
-				err = errors.New("broker: connection replaced during the batch")
+			if connx.ChannelGeneration(ch) != gen {
+				done, err = 0, errors.New("broker: connection replaced during the batch")
 			}
-			for _, i := range owned[l] {
+			for _, i := range owned[l][done:] {
 				errs[i] = err
+			}
+			if err != nil {
+				r.log.Debug("broker: a pipelined lane stopped; its undone declarations are sent again or one at a time",
+					"done", done, "undone", len(owned[l])-done, "error", err)
 			}
 		}()
 	}
@@ -80,15 +93,30 @@ func (r *Registry) pipeline(ctx context.Context, steps []step) (errs []error, ge
 	return errs, gen
 }
 
-// sendLane sends the steps mine on ch and waits at its barrier. The sends
-// go out in one bounded call: one goroutine and one timer for all of them,
-// where a call each made a restore of 10,000 queues start 20,000 goroutines
-// and timers (issue 33: restore at N=10,000). A send fails only once the
-// channel is closing: the broker's refusal, found when the channel closes,
-// says why (a 405 or 404 of a fresh reconnect is retried; a 406 is not).
-func sendLane(ctx context.Context, ch *conn.Channel, steps []step, mine []int) error {
+// sendLane sends the steps mine on ch, laneChunk at a time, each chunk
+// followed by its barrier, and returns how many of mine (a prefix) the
+// barriers vouched for and, when that is not all, why the rest failed.
+func sendLane(ctx context.Context, ch *conn.Channel, steps []step, mine []int) (done int, err error) {
+	for done < len(mine) {
+		chunk := mine[done:min(done+laneChunk, len(mine))]
+		if err := sendChunk(ctx, ch, steps, chunk); err != nil {
+			return done, err
+		}
+		done += len(chunk)
+	}
+	return done, nil
+}
+
+// sendChunk sends the steps chunk on ch and waits at its barrier. The
+// sends go out in one bounded call: one goroutine and one timer for all of
+// them, where a call each made a restore of 10,000 queues start 20,000
+// goroutines and timers (issue 33: restore at N=10,000). A send fails only
+// once the channel is closing: the broker's refusal, found when the
+// channel closes, says why (a 405 or 404 of a fresh reconnect is retried;
+// a 406 is not).
+func sendChunk(ctx context.Context, ch *conn.Channel, steps []step, chunk []int) error {
 	err := connx.Call(ch, ctx, func(c *amqp.Channel) error {
-		for _, i := range mine {
+		for _, i := range chunk {
 			if err := steps[i](c); err != nil {
 				return err
 			}
