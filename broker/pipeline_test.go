@@ -68,13 +68,7 @@ func TestRefusedPipelinedDeclarationKeepsTheConnection(t *testing.T) {
 // whose Debug lines are kept, and Ops on it, both closed with the test.
 func debugOps(t *testing.T, url string, bound time.Duration) (*broker.Ops, func() string) {
 	t.Helper()
-	var mu sync.Mutex
-	var logged strings.Builder
-	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.Write(p)
-	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	log, logged := textLogAt(slog.LevelDebug)
 	c, err := conn.New(url, conn.Config{OperationTimeout: bound, Logger: log})
 	if err != nil {
 		t.Fatal(err)
@@ -88,11 +82,7 @@ func debugOps(t *testing.T, url string, bound time.Duration) (*broker.Ops, func(
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = ops.Close(context.Background()) })
-	return ops, func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return logged.String()
-	}
+	return ops, logged
 }
 
 // laneStopped is the Debug line of a pipelined lane that did not get

@@ -140,14 +140,17 @@ func TestNewArgumentsOnThisBroker(t *testing.T) {
 
 // textLog is a logger that keeps every record at Info and above as text,
 // and what it has kept so far.
-func textLog() (*slog.Logger, func() string) {
+func textLog() (*slog.Logger, func() string) { return textLogAt(slog.LevelInfo) }
+
+// textLogAt is textLog keeping the records of level and above.
+func textLogAt(level slog.Level) (*slog.Logger, func() string) {
 	var mu sync.Mutex
 	var logged strings.Builder
 	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
 		mu.Lock()
 		defer mu.Unlock()
 		return logged.Write(p)
-	}), nil))
+	}), &slog.HandlerOptions{Level: level}))
 	return log, func() string {
 		mu.Lock()
 		defer mu.Unlock()
