@@ -132,7 +132,7 @@ func TestRefusalInALanesLaterChunkKeepsItsEarlierChunks(t *testing.T) {
 // OperationTimeout to read is not cut off at the bound (which sent it all
 // again, one declaration and one round trip at a time). The broker is
 // behind a proxy that forwards at most 32 KiB each 100 ms: 2,000
-// declarations of 250-byte names (over 500 KB) take it more than 1.6 s to
+// declarations of 250-byte names (over 500 KB) take it more than 1.5 s to
 // pass on, past the bound of 1 s, while a round of the lanes' chunks (64
 // declarations each, 4 lanes: 2 reads) comes back within a few hundred ms.
 // No lane stops.
