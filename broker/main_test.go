@@ -34,7 +34,15 @@ func setup(t *testing.T, url string, cfg broker.OpsConfig) (*conn.Conn, *broker.
 // the registry's.
 func setupWith(t *testing.T, url string, cfg broker.OpsConfig, beforeOps func(*conn.Conn)) (*conn.Conn, *broker.Ops) {
 	t.Helper()
-	c, err := conn.New(url, conn.Config{Reconnect: conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}})
+	return setupConn(t, url, conn.Config{}, cfg, beforeOps)
+}
+
+// setupConn is setupWith on a connection configured by ccfg, whose
+// reconnects it makes quick (20 ms apart).
+func setupConn(t *testing.T, url string, ccfg conn.Config, cfg broker.OpsConfig, beforeOps func(*conn.Conn)) (*conn.Conn, *broker.Ops) {
+	t.Helper()
+	ccfg.Reconnect = conn.RetryPolicy{Backoff: retry.Backoff{InitialInterval: 20 * time.Millisecond, Multiplier: 1, MaxInterval: 20 * time.Millisecond}}
+	c, err := conn.New(url, ccfg)
 	if err != nil {
 		t.Fatal(err)
 	}

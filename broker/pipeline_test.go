@@ -1,7 +1,6 @@
 package broker_test
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -69,19 +68,7 @@ func TestRefusedPipelinedDeclarationKeepsTheConnection(t *testing.T) {
 func debugOps(t *testing.T, url string, bound time.Duration) (*broker.Ops, func() string) {
 	t.Helper()
 	log, logged := textLogAt(slog.LevelDebug)
-	c, err := conn.New(url, conn.Config{OperationTimeout: bound, Logger: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Open(ctxT(t, 20*time.Second)); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close(context.Background()) })
-	ops, err := broker.NewOps(c, broker.OpsConfig{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = ops.Close(context.Background()) })
+	_, ops := setupConn(t, url, conn.Config{OperationTimeout: bound, Logger: log}, broker.OpsConfig{}, nil)
 	return ops, logged
 }
 
