@@ -26,9 +26,9 @@ const pipelineMin = 4
 // (OperationTimeout), so a lane the broker takes longer than one bound to
 // work through (10,000 durable queues on a loaded broker) stays pipelined
 // instead of going one at a time, and a refusal in a later chunk leaves the
-// earlier chunks done. A chunk's barrier costs one round trip, against the
-// broker's work on 256 declarations (restore at N=10,000 measured the same
-// with it: MEASUREMENTS.md, "A thirty-first pass").
+// earlier chunks done (PITFALLS 70). A chunk's barrier costs one round
+// trip, against the broker's work on 256 declarations (restore at N=10,000
+// measured the same with it: MEASUREMENTS.md, "A thirty-first pass").
 var laneChunk = 256
 
 // step is one declaration of a batch: it sends the declaration on the raw
