@@ -291,13 +291,16 @@ func instrResponder(t testing.TB, q string) (stop func() int) {
 		for d := range deliveries {
 			err := ch.PublishWithContext(context.Background(), "", d.ReplyTo, false, false,
 				amqp.Publishing{CorrelationId: d.CorrelationId, MessageId: d.MessageId, Body: d.Body})
-			if err == nil {
-				err = d.Ack(false)
-			}
 			if err != nil {
 				return // the connection is closing
 			}
+			// Counted once the reply is sent, before the ack: the requester
+			// can take the last reply and stop() close the connection
+			// before this ack is written, and that request was answered.
 			answered++
+			if d.Ack(false) != nil {
+				return
+			}
 		}
 	}()
 	return func() int {
